@@ -1,0 +1,59 @@
+//! CPU backend of Switchyard: runs gemma3 / qwen2 / llama decoder models over a packed batch of
+//! many sequences, with weights kept in their GGUF encoding (memory-mapped, never expanded to
+//! f32), quantized SIMD matmul kernels chosen at run time, and a paged f16 KV cache.
+#![deny(missing_docs)]
+
+pub mod kernels;
+mod model;
+pub mod ops;
+
+pub use model::CpuBackend;
+
+/// Name of the CPU model, from /proc/cpuinfo where available.
+pub fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+/// Total and available system memory in bytes, from /proc/meminfo where available.
+pub fn system_memory() -> (Option<u64>, Option<u64>) {
+    let Ok(s) = std::fs::read_to_string("/proc/meminfo") else {
+        return (None, None);
+    };
+    let field = |name: &str| {
+        s.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    };
+    (field("MemTotal:"), field("MemAvailable:"))
+}
+
+/// x86 SIMD features detected at run time that our kernels can use.
+pub fn cpu_features() -> Vec<&'static str> {
+    let mut v = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        macro_rules! f {
+            ($($name:tt),*) => {$(
+                if std::arch::is_x86_feature_detected!($name) {
+                    v.push($name);
+                }
+            )*};
+        }
+        f!("sse4.2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avxvnni");
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        v.push("neon");
+    }
+    v
+}

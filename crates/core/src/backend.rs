@@ -1,0 +1,99 @@
+//! The trait every execution backend (CPU, CUDA, Neuron) implements.
+
+use crate::{ForwardBatch, GgmlType, Logits};
+
+/// What a backend is and can do, given to the engine as data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendCapabilities {
+    /// Backend kind (`cpu`, `cuda`, `neuron`).
+    pub kind: &'static str,
+    /// Human-readable device name (CPU model, GPU name).
+    pub device_name: String,
+    /// Total device memory in bytes, if known.
+    pub total_memory: Option<u64>,
+    /// Free device memory in bytes, if known.
+    pub free_memory: Option<u64>,
+    /// Element types the KV cache can use.
+    pub kv_dtypes: Vec<GgmlType>,
+    /// Weight element types the backend executes directly.
+    pub weight_dtypes: Vec<GgmlType>,
+    /// Static shapes the backend must be given, as (max sequences, max tokens) buckets;
+    /// `None` when any shape works.
+    pub shape_buckets: Option<Vec<(usize, usize)>>,
+}
+
+/// How to size the KV cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvCacheConfig {
+    /// Tokens per block.
+    pub block_size: usize,
+    /// Number of blocks.
+    pub num_blocks: usize,
+}
+
+/// What the backend allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvCacheInfo {
+    /// Tokens per block.
+    pub block_size: usize,
+    /// Number of blocks.
+    pub num_blocks: usize,
+    /// Bytes of KV memory per block across all layers.
+    pub bytes_per_block: usize,
+}
+
+/// Errors a backend reports.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The backend is not compiled in or its device/driver is missing.
+    #[error("backend {backend} unavailable: {reason}")]
+    Unavailable {
+        /// Backend kind.
+        backend: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A weight the model needs is absent.
+    #[error("missing tensor {0}")]
+    MissingTensor(String),
+    /// A weight has a type or shape the backend cannot use.
+    #[error("tensor {name}: {reason}")]
+    BadTensor {
+        /// Tensor name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The batch is malformed.
+    #[error("invalid batch: {0}")]
+    InvalidBatch(String),
+    /// The KV cache was used before `init_kv_cache`.
+    #[error("KV cache not initialized")]
+    NoKvCache,
+    /// Allocation failed.
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
+    /// A device-level failure.
+    #[error("device error: {0}")]
+    Device(String),
+}
+
+/// An execution backend: owns the weights in its preferred layout and the paged KV cache, and
+/// runs one packed batch of many sequences per call.
+pub trait Backend: Send {
+    /// What this backend is.
+    fn capabilities(&self) -> BackendCapabilities;
+
+    /// Bytes of KV cache one block of `block_size` tokens takes across all layers.
+    fn kv_bytes_per_block(&self, block_size: usize) -> usize;
+
+    /// (Re)allocates the KV cache; any previous contents are dropped.
+    fn init_kv_cache(&mut self, config: KvCacheConfig) -> Result<KvCacheInfo, BackendError>;
+
+    /// Runs all tokens of the batch, writing their K/V into the cache at the slots given by each
+    /// sequence's block table, and returns logits for `batch.logits_indices`.
+    fn forward(&mut self, batch: &ForwardBatch) -> Result<Logits, BackendError>;
+
+    /// Copies the contents of KV blocks `src[i]` to `dst[i]` (copy-on-write for shared blocks).
+    fn copy_blocks(&mut self, pairs: &[(crate::BlockId, crate::BlockId)]) -> Result<(), BackendError>;
+}

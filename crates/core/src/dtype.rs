@@ -1,0 +1,305 @@
+//! GGML tensor element types, their block layouts, and the plain scalar dequantization of each.
+//!
+//! The scalar code here is the specification every SIMD or GPU kernel is tested against.
+
+use half::{bf16, f16};
+
+/// A GGML tensor element type (the numeric values are GGUF's type ids).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(non_camel_case_types)]
+pub enum GgmlType {
+    /// 32-bit float.
+    F32,
+    /// IEEE half float.
+    F16,
+    /// bfloat16.
+    BF16,
+    /// 4-bit, blocks of 32 with an f16 scale.
+    Q4_0,
+    /// 5-bit, blocks of 32 with an f16 scale.
+    Q5_0,
+    /// 8-bit, blocks of 32 with an f16 scale.
+    Q8_0,
+    /// 4-bit k-quant, super-blocks of 256.
+    Q4_K,
+    /// 6-bit k-quant, super-blocks of 256.
+    Q6_K,
+    /// 8-bit k-quant (used for activations), super-blocks of 256.
+    Q8_K,
+}
+
+impl GgmlType {
+    /// Maps a GGUF type id to a type we support; `None` for any other id.
+    pub fn from_id(id: u32) -> Option<Self> {
+        Some(match id {
+            0 => Self::F32,
+            1 => Self::F16,
+            2 => Self::Q4_0,
+            6 => Self::Q5_0,
+            8 => Self::Q8_0,
+            12 => Self::Q4_K,
+            14 => Self::Q6_K,
+            15 => Self::Q8_K,
+            30 => Self::BF16,
+            _ => return None,
+        })
+    }
+
+    /// The GGUF type id.
+    pub fn id(self) -> u32 {
+        match self {
+            Self::F32 => 0,
+            Self::F16 => 1,
+            Self::Q4_0 => 2,
+            Self::Q5_0 => 6,
+            Self::Q8_0 => 8,
+            Self::Q4_K => 12,
+            Self::Q6_K => 14,
+            Self::Q8_K => 15,
+            Self::BF16 => 30,
+        }
+    }
+
+    /// Human name of a GGUF type id, including the ones we do not support (for error messages).
+    pub fn name_of_id(id: u32) -> &'static str {
+        match id {
+            0 => "F32",
+            1 => "F16",
+            2 => "Q4_0",
+            3 => "Q4_1",
+            6 => "Q5_0",
+            7 => "Q5_1",
+            8 => "Q8_0",
+            9 => "Q8_1",
+            10 => "Q2_K",
+            11 => "Q3_K",
+            12 => "Q4_K",
+            13 => "Q5_K",
+            14 => "Q6_K",
+            15 => "Q8_K",
+            16..=23 => "IQ*",
+            24 => "I8",
+            25 => "I16",
+            26 => "I32",
+            27 => "I64",
+            28 => "F64",
+            29 => "IQ1_M",
+            30 => "BF16",
+            _ => "unknown",
+        }
+    }
+
+    /// Number of elements in one block.
+    pub fn block_size(self) -> usize {
+        match self {
+            Self::F32 | Self::F16 | Self::BF16 => 1,
+            Self::Q4_0 | Self::Q5_0 | Self::Q8_0 => 32,
+            Self::Q4_K | Self::Q6_K | Self::Q8_K => 256,
+        }
+    }
+
+    /// Bytes of one block.
+    pub fn block_bytes(self) -> usize {
+        match self {
+            Self::F32 => 4,
+            Self::F16 | Self::BF16 => 2,
+            Self::Q4_0 => 18,
+            Self::Q5_0 => 22,
+            Self::Q8_0 => 34,
+            Self::Q4_K => 144,
+            Self::Q6_K => 210,
+            Self::Q8_K => 4 + 256 + 32,
+        }
+    }
+
+    /// Bytes taken by `n` elements (`n` must be a multiple of the block size).
+    pub fn bytes_for(self, n: usize) -> usize {
+        n / self.block_size() * self.block_bytes()
+    }
+
+    /// Display name, as GGUF tools print it.
+    pub fn name(self) -> &'static str {
+        Self::name_of_id(self.id())
+    }
+}
+
+impl std::fmt::Display for GgmlType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+fn f16_at(b: &[u8], i: usize) -> f32 {
+    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+}
+
+/// Dequantizes `data` (whole blocks of `ty`) into `out`; `out.len()` elements are produced.
+///
+/// # Panics
+/// If `data` is shorter than `ty.bytes_for(out.len())` or `out.len()` is not a multiple of the
+/// block size.
+pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) {
+    let bs = ty.block_size();
+    let bb = ty.block_bytes();
+    assert_eq!(out.len() % bs, 0, "dequantize: length not a multiple of the block size");
+    assert!(data.len() >= ty.bytes_for(out.len()), "dequantize: not enough data");
+    for (blk, y) in data.chunks_exact(bb).zip(out.chunks_exact_mut(bs)) {
+        dequantize_block(ty, blk, y);
+    }
+}
+
+/// The scale and min of sub-block `j` of a Q4_K (or Q5_K) super-block.
+pub fn get_scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+fn dequantize_block(ty: GgmlType, b: &[u8], y: &mut [f32]) {
+    match ty {
+        GgmlType::F32 => y[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        GgmlType::F16 => y[0] = f16_at(b, 0),
+        GgmlType::BF16 => y[0] = bf16::from_le_bytes([b[0], b[1]]).to_f32(),
+        GgmlType::Q4_0 => {
+            let d = f16_at(b, 0);
+            let qs = &b[2..18];
+            for j in 0..16 {
+                y[j] = ((qs[j] & 0xF) as i32 - 8) as f32 * d;
+                y[j + 16] = ((qs[j] >> 4) as i32 - 8) as f32 * d;
+            }
+        }
+        GgmlType::Q5_0 => {
+            let d = f16_at(b, 0);
+            let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+            let qs = &b[6..22];
+            for j in 0..16 {
+                let xh0 = (((qh >> j) << 4) & 0x10) as u8;
+                let xh1 = ((qh >> (j + 12)) & 0x10) as u8;
+                y[j] = (((qs[j] & 0xF) | xh0) as i32 - 16) as f32 * d;
+                y[j + 16] = (((qs[j] >> 4) | xh1) as i32 - 16) as f32 * d;
+            }
+        }
+        GgmlType::Q8_0 => {
+            let d = f16_at(b, 0);
+            for j in 0..32 {
+                y[j] = b[2 + j] as i8 as f32 * d;
+            }
+        }
+        GgmlType::Q4_K => {
+            let d = f16_at(b, 0);
+            let dmin = f16_at(b, 2);
+            let scales = &b[4..16];
+            let mut q = &b[16..144];
+            let mut is = 0;
+            for j in (0..256).step_by(64) {
+                let (sc, m) = get_scale_min_k4(is, scales);
+                let (d1, m1) = (d * sc as f32, dmin * m as f32);
+                let (sc, m) = get_scale_min_k4(is + 1, scales);
+                let (d2, m2) = (d * sc as f32, dmin * m as f32);
+                for l in 0..32 {
+                    y[j + l] = d1 * (q[l] & 0xF) as f32 - m1;
+                    y[j + 32 + l] = d2 * (q[l] >> 4) as f32 - m2;
+                }
+                q = &q[32..];
+                is += 2;
+            }
+        }
+        GgmlType::Q6_K => {
+            let ql_all = &b[0..128];
+            let qh_all = &b[128..192];
+            let sc_all = &b[192..208];
+            let d = f16_at(b, 208);
+            for n in 0..2 {
+                let ql = &ql_all[n * 64..];
+                let qh = &qh_all[n * 32..];
+                let sc = &sc_all[n * 8..];
+                let y = &mut y[n * 128..];
+                for l in 0..32 {
+                    let is = l / 16;
+                    let q1 = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i32 - 32;
+                    let q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
+                    let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
+                    let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
+                    y[l] = d * (sc[is] as i8) as f32 * q1 as f32;
+                    y[l + 32] = d * (sc[is + 2] as i8) as f32 * q2 as f32;
+                    y[l + 64] = d * (sc[is + 4] as i8) as f32 * q3 as f32;
+                    y[l + 96] = d * (sc[is + 6] as i8) as f32 * q4 as f32;
+                }
+            }
+        }
+        GgmlType::Q8_K => {
+            let d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            for j in 0..256 {
+                y[j] = b[4 + j] as i8 as f32 * d;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q8_0_block_roundtrip() {
+        let mut blk = vec![0u8; 34];
+        blk[0..2].copy_from_slice(&f16::from_f32(0.5).to_le_bytes());
+        for j in 0..32 {
+            blk[2 + j] = (j as i8 - 16) as u8;
+        }
+        let mut y = [0f32; 32];
+        dequantize(GgmlType::Q8_0, &blk, &mut y);
+        for (j, v) in y.iter().enumerate() {
+            assert_eq!(*v, (j as f32 - 16.0) * 0.5);
+        }
+    }
+
+    #[test]
+    fn q4_0_nibbles() {
+        let mut blk = vec![0u8; 18];
+        blk[0..2].copy_from_slice(&f16::from_f32(2.0).to_le_bytes());
+        blk[2] = 0xF3; // low nibble 3 -> element 0, high nibble 15 -> element 16
+        let mut y = [0f32; 32];
+        dequantize(GgmlType::Q4_0, &blk, &mut y);
+        assert_eq!(y[0], (3.0 - 8.0) * 2.0);
+        assert_eq!(y[16], (15.0 - 8.0) * 2.0);
+        assert_eq!(y[1], -16.0);
+    }
+
+    #[test]
+    fn q5_0_high_bits() {
+        let mut blk = vec![0u8; 22];
+        blk[0..2].copy_from_slice(&f16::from_f32(1.0).to_le_bytes());
+        blk[2..6].copy_from_slice(&(1u32 | (1 << 16)).to_le_bytes()); // high bit of element 0 and 16
+        blk[6] = 0x21;
+        let mut y = [0f32; 32];
+        dequantize(GgmlType::Q5_0, &blk, &mut y);
+        assert_eq!(y[0], (0x11 - 16) as f32);
+        assert_eq!(y[16], (0x12 - 16) as f32);
+        assert_eq!(y[1], -16.0);
+    }
+
+    #[test]
+    fn ids_roundtrip() {
+        for t in [
+            GgmlType::F32,
+            GgmlType::F16,
+            GgmlType::BF16,
+            GgmlType::Q4_0,
+            GgmlType::Q5_0,
+            GgmlType::Q8_0,
+            GgmlType::Q4_K,
+            GgmlType::Q6_K,
+            GgmlType::Q8_K,
+        ] {
+            assert_eq!(GgmlType::from_id(t.id()), Some(t));
+        }
+        assert_eq!(GgmlType::from_id(3), None);
+        assert_eq!(GgmlType::name_of_id(13), "Q5_K");
+    }
+}

@@ -1,0 +1,29 @@
+//! Shared vocabulary of Switchyard: ids, model configuration, tensor element types and their
+//! reference (scalar) dequantization, sampling parameters, and the [`Backend`] trait that every
+//! accelerator backend implements.
+//!
+//! This crate is deliberately tiny: it depends on nothing heavier than `thiserror` and `half`.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod backend;
+pub mod batch;
+pub mod config;
+pub mod dtype;
+pub mod sampling;
+pub mod weights;
+
+pub use backend::{Backend, BackendCapabilities, BackendError, KvCacheConfig, KvCacheInfo};
+pub use batch::{ForwardBatch, Logits, SeqInBatch};
+pub use config::{Activation, Architecture, LayerAttention, ModelConfig};
+pub use dtype::GgmlType;
+pub use sampling::SamplingParams;
+pub use weights::{Tensor, WeightBytes, WeightSource};
+
+/// Identifier of one request (one sequence of the batch) for its whole life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub u64);
+
+/// Index of one block of the paged KV cache owned by a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BlockId(pub u32);

@@ -1,0 +1,237 @@
+//! Turning logits into the next token: penalties, temperature, top-k, top-p, min-p, seeded RNG.
+//!
+//! Each request owns its [`Sampler`] (and RNG), so its choices never depend on what else is in
+//! the batch.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use switchyard_core::SamplingParams;
+
+/// Per-request sampling state.
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    params: SamplingParams,
+    rng: ChaCha20Rng,
+    /// Count of each generated token id (for presence/frequency penalties).
+    counts: std::collections::HashMap<u32, u32>,
+    /// Ids present in prompt or output (for the repetition penalty).
+    seen: std::collections::HashSet<u32>,
+}
+
+/// Index of the largest value (the first on ties).
+pub fn argmax(x: &[f32]) -> u32 {
+    let mut best = 0;
+    let mut bv = f32::NEG_INFINITY;
+    for (i, &v) in x.iter().enumerate() {
+        if v > bv {
+            bv = v;
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Log-softmax value of `x[idx]` and of the top `n` entries, as (id, logprob) sorted descending.
+pub fn logprobs(x: &[f32], idx: u32, n: usize) -> (f32, Vec<(u32, f32)>) {
+    let mx = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let lse = mx + x.iter().map(|v| ((v - mx) as f64).exp()).sum::<f64>().ln() as f32;
+    let top = top_n(x, n).into_iter().map(|i| (i, x[i as usize] - lse)).collect();
+    (x[idx as usize] - lse, top)
+}
+
+/// Ids of the `n` largest values, sorted descending (ties: lower id first).
+pub fn top_n(x: &[f32], n: usize) -> Vec<u32> {
+    let n = n.min(x.len());
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut idx: Vec<u32> = (0..x.len() as u32).collect();
+    let cmp = |a: &u32, b: &u32| x[*b as usize].total_cmp(&x[*a as usize]).then(a.cmp(b));
+    if n < idx.len() {
+        idx.select_nth_unstable_by(n - 1, cmp);
+        idx.truncate(n);
+    }
+    idx.sort_unstable_by(cmp);
+    idx
+}
+
+impl Sampler {
+    /// A sampler for one request; `prompt` seeds the repetition penalty's set.
+    pub fn new(params: SamplingParams, prompt: &[u32]) -> Self {
+        let seed = params.seed.unwrap_or_else(rand::random);
+        Self {
+            rng: ChaCha20Rng::seed_from_u64(seed),
+            params,
+            counts: Default::default(),
+            seen: prompt.iter().copied().collect(),
+        }
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &SamplingParams {
+        &self.params
+    }
+
+    /// Records a generated token (call after each choice).
+    pub fn accept(&mut self, id: u32) {
+        *self.counts.entry(id).or_insert(0) += 1;
+        self.seen.insert(id);
+    }
+
+    /// Applies logit bias and penalties in place (what logprobs of a penalized request reflect).
+    pub fn process(&self, logits: &mut [f32]) {
+        let p = &self.params;
+        for &(id, b) in &p.logit_bias {
+            if let Some(v) = logits.get_mut(id as usize) {
+                *v += b;
+            }
+        }
+        if p.repetition_penalty != 1.0 {
+            for &id in &self.seen {
+                if let Some(v) = logits.get_mut(id as usize) {
+                    *v = if *v > 0.0 { *v / p.repetition_penalty } else { *v * p.repetition_penalty };
+                }
+            }
+        }
+        if p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {
+            for (&id, &c) in &self.counts {
+                if let Some(v) = logits.get_mut(id as usize) {
+                    *v -= p.presence_penalty + p.frequency_penalty * c as f32;
+                }
+            }
+        }
+    }
+
+    /// Chooses the next token from (already processed) logits.
+    pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        let p = &self.params;
+        if p.is_greedy() {
+            return argmax(logits);
+        }
+        // Candidates: top-k, or a prefix of the sorted vocabulary large enough for top-p.
+        let k = if p.top_k > 0 { p.top_k.min(logits.len()) } else { logits.len() };
+        let mut cand = top_n(logits, k.min(256));
+        let t = p.temperature;
+        let mx = logits[cand[0] as usize];
+        let total: f64 = if k <= 256 {
+            cand.iter().map(|&i| (((logits[i as usize] - mx) / t) as f64).exp()).sum()
+        } else {
+            logits.iter().map(|&v| (((v - mx) / t) as f64).exp()).sum()
+        };
+        let cand_mass: f64 = cand.iter().map(|&i| (((logits[i as usize] - mx) / t) as f64).exp()).sum();
+        if k > 256 && cand_mass / total < p.top_p as f64 {
+            // The top 256 do not hold the top-p mass: fall back to the full sort.
+            cand = top_n(logits, k);
+        }
+        let mut probs: Vec<f64> =
+            cand.iter().map(|&i| (((logits[i as usize] - mx) / t) as f64).exp() / total).collect();
+        // top-p: keep the smallest prefix with mass >= top_p.
+        if p.top_p < 1.0 {
+            let mut acc = 0.0;
+            let mut keep = probs.len();
+            for (i, pr) in probs.iter().enumerate() {
+                acc += pr;
+                if acc >= p.top_p as f64 {
+                    keep = i + 1;
+                    break;
+                }
+            }
+            probs.truncate(keep);
+            cand.truncate(keep);
+        }
+        if p.min_p > 0.0 {
+            let thr = probs[0] * p.min_p as f64;
+            let keep = probs.iter().take_while(|&&pr| pr >= thr).count().max(1);
+            probs.truncate(keep);
+            cand.truncate(keep);
+        }
+        let sum: f64 = probs.iter().sum();
+        let mut r = self.rng.gen::<f64>() * sum;
+        for (i, pr) in probs.iter().enumerate() {
+            r -= pr;
+            if r <= 0.0 {
+                return cand[i];
+            }
+        }
+        *cand.last().expect("at least one candidate")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(t: f32) -> SamplingParams {
+        SamplingParams { temperature: t, seed: Some(7), ..Default::default() }
+    }
+
+    #[test]
+    fn greedy_is_argmax() {
+        let mut s = Sampler::new(params(0.0), &[]);
+        assert_eq!(s.sample(&[0.1, 3.0, 2.9]), 1);
+    }
+
+    #[test]
+    fn same_seed_same_choices() {
+        let logits: Vec<f32> = (0..1000).map(|i| ((i * 37) % 101) as f32 / 20.0).collect();
+        let run = || {
+            let mut s = Sampler::new(params(1.0), &[]);
+            (0..50).map(|_| s.sample(&logits)).collect::<Vec<_>>()
+        };
+        assert_eq!(run(), run());
+        let distinct: std::collections::HashSet<_> = run().into_iter().collect();
+        assert!(distinct.len() > 5, "temperature 1 should explore: {distinct:?}");
+    }
+
+    #[test]
+    fn top_k_one_and_min_p_restrict() {
+        let logits = vec![1.0, 5.0, 4.9, -3.0];
+        let mut s = Sampler::new(SamplingParams { top_k: 2, ..params(1.0) }, &[]);
+        for _ in 0..100 {
+            assert!(matches!(s.sample(&logits), 1 | 2));
+        }
+        let mut s = Sampler::new(SamplingParams { min_p: 0.95, ..params(1.0) }, &[]);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            seen.insert(s.sample(&logits));
+        }
+        assert!(seen.contains(&1) && seen.contains(&2) && seen.len() == 2, "{seen:?}");
+        let mut s = Sampler::new(SamplingParams { top_p: 0.5, ..params(1.0) }, &[]);
+        for _ in 0..100 {
+            assert_eq!(s.sample(&logits), 1);
+        }
+    }
+
+    #[test]
+    fn top_p_over_large_vocab_matches_full_sort() {
+        // Flat distribution over 5000 tokens: the top 256 hold little mass, forcing the fallback.
+        let logits = vec![0.0f32; 5000];
+        let mut s = Sampler::new(SamplingParams { top_p: 0.9, ..params(1.0) }, &[]);
+        let picks: std::collections::HashSet<_> = (0..500).map(|_| s.sample(&logits)).collect();
+        assert!(picks.iter().any(|&i| i >= 256), "top-p must consider tokens beyond the first 256");
+    }
+
+    #[test]
+    fn penalties_and_bias() {
+        let mut s = Sampler::new(
+            SamplingParams { presence_penalty: 1.0, frequency_penalty: 0.5, logit_bias: vec![(0, 10.0)], ..params(0.0) },
+            &[],
+        );
+        s.accept(1);
+        s.accept(1);
+        let mut l = vec![0.0, 3.0, 0.0];
+        s.process(&mut l);
+        assert_eq!(l, vec![10.0, 1.0, 0.0]);
+        let s = Sampler::new(SamplingParams { repetition_penalty: 2.0, ..params(0.0) }, &[0, 1]);
+        let mut l = vec![-2.0, 4.0, 1.0];
+        s.process(&mut l);
+        assert_eq!(l, vec![-4.0, 2.0, 1.0]);
+    }
+
+    #[test]
+    fn logprobs_normalize() {
+        let (lp, top) = logprobs(&[0.0, 0.0], 1, 2);
+        assert!((lp - 0.5f32.ln()).abs() < 1e-6);
+        assert_eq!(top.len(), 2);
+    }
+}

@@ -1,0 +1,319 @@
+//! Tokenizers built from a GGUF vocabulary with the `tokenizers` crate, reproducing llama.cpp's
+//! tokenization: SentencePiece-style BPE by scores (`llama` model, e.g. Gemma) and GPT-2 byte
+//! level BPE (`gpt2` model, e.g. Qwen2), plus incremental detokenization.
+
+use std::collections::HashMap;
+
+use tokenizers::decoders::byte_fallback::ByteFallback;
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::decoders::fuse::Fuse;
+use tokenizers::decoders::sequence::Sequence as DecoderSequence;
+use tokenizers::decoders::DecoderWrapper;
+use tokenizers::models::bpe::BPE;
+use tokenizers::normalizers::replace::Replace;
+use tokenizers::normalizers::NormalizerWrapper;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer as HfTokenizer};
+
+use crate::gguf::{GgufFile, Value};
+
+/// Errors building or using a tokenizer.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    /// Vocabulary metadata missing or malformed.
+    #[error("{path}: tokenizer metadata {key} missing or invalid")]
+    Metadata {
+        /// File.
+        path: String,
+        /// Key.
+        key: String,
+    },
+    /// The tokenizer model is not one we support.
+    #[error("{path}: unsupported tokenizer model '{model}' (supported: llama, gpt2)")]
+    UnsupportedModel {
+        /// File.
+        path: String,
+        /// Model found.
+        model: String,
+    },
+    /// Error from the tokenizers library.
+    #[error("tokenizer: {0}")]
+    Library(String),
+    /// A token id outside the vocabulary.
+    #[error("token id {id} out of range (vocabulary size {vocab})")]
+    BadId {
+        /// Id.
+        id: u32,
+        /// Vocabulary size.
+        vocab: usize,
+    },
+}
+
+const GPT2_TYPE_NORMAL: i64 = 1;
+const TYPE_CONTROL: i64 = 3;
+const TYPE_USER_DEFINED: i64 = 4;
+const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// A model's tokenizer plus its special-token facts.
+pub struct Tokenizer {
+    inner: HfTokenizer,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// BOS id, if the model has one.
+    pub bos: Option<u32>,
+    /// Whether BOS is prepended to prompts.
+    pub add_bos: bool,
+    /// Ids that end generation (EOS, end-of-turn, ...).
+    pub eos_ids: Vec<u32>,
+    /// The Jinja chat template, if the model has one.
+    pub chat_template: Option<String>,
+    /// Text of each token id (for chat template `bos_token`/`eos_token` and diagnostics).
+    tokens: Vec<String>,
+    special: Vec<bool>,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer").field("vocab_size", &self.vocab_size).finish()
+    }
+}
+
+fn lib<E: std::fmt::Display>(e: E) -> TokenizerError {
+    TokenizerError::Library(e.to_string())
+}
+
+impl Tokenizer {
+    /// Builds the tokenizer described by the GGUF metadata of `g`.
+    pub fn from_gguf(g: &GgufFile) -> Result<Self, TokenizerError> {
+        let path = g.path.display().to_string();
+        let meta = |key: &str| TokenizerError::Metadata { path: path.clone(), key: key.into() };
+        let model = g
+            .get("tokenizer.ggml.model")
+            .and_then(Value::as_str)
+            .ok_or_else(|| meta("tokenizer.ggml.model"))?
+            .to_string();
+        let tokens: Vec<String> = g
+            .get("tokenizer.ggml.tokens")
+            .and_then(Value::as_array)
+            .ok_or_else(|| meta("tokenizer.ggml.tokens"))?
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect::<Option<_>>()
+            .ok_or_else(|| meta("tokenizer.ggml.tokens"))?;
+        let n = tokens.len();
+        let types: Vec<i64> = match g.get("tokenizer.ggml.token_type").and_then(Value::as_array) {
+            Some(a) if a.len() == n => a
+                .iter()
+                .map(|v| v.as_f64().map(|f| f as i64))
+                .collect::<Option<_>>()
+                .ok_or_else(|| meta("tokenizer.ggml.token_type"))?,
+            _ => vec![GPT2_TYPE_NORMAL; n],
+        };
+        let id_key = |k: &str| g.get(k).and_then(Value::as_u64).map(|v| v as u32).filter(|&v| (v as usize) < n);
+        let bos = id_key("tokenizer.ggml.bos_token_id");
+        let eos = id_key("tokenizer.ggml.eos_token_id");
+        let eot = id_key("tokenizer.ggml.eot_token_id");
+        let add_bos = g
+            .get("tokenizer.ggml.add_bos_token")
+            .and_then(Value::as_bool)
+            .unwrap_or(model == "llama" && bos.is_some());
+        let chat_template = g.get("tokenizer.chat_template").and_then(Value::as_str).map(str::to_string);
+
+        let vocab: HashMap<String, u32> =
+            tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let mut inner = match model.as_str() {
+            "llama" => {
+                let scores: Vec<f64> = g
+                    .get("tokenizer.ggml.scores")
+                    .and_then(Value::as_array)
+                    .filter(|a| a.len() == n)
+                    .ok_or_else(|| meta("tokenizer.ggml.scores"))?
+                    .iter()
+                    .map(|v| v.as_f64().unwrap_or(0.0))
+                    .collect();
+                // Merges: every split of a normal token into two normal tokens, ordered by the
+                // merged token's score (highest first, ties by lower id).
+                let normal = |id: usize| types[id] == 1;
+                let mut merges: Vec<(f64, u32, String, String)> = Vec::new();
+                for (id, t) in tokens.iter().enumerate() {
+                    if !normal(id) || t.chars().count() < 2 {
+                        continue;
+                    }
+                    for (bi, _) in t.char_indices().skip(1) {
+                        let (l, r) = t.split_at(bi);
+                        if let (Some(&li), Some(&ri)) = (vocab.get(l), vocab.get(r)) {
+                            if normal(li as usize) && normal(ri as usize) {
+                                merges.push((scores[id], id as u32, l.to_string(), r.to_string()));
+                            }
+                        }
+                    }
+                }
+                merges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                let merges: Vec<(String, String)> = merges.into_iter().map(|m| (m.2, m.3)).collect();
+                let unk = g
+                    .get("tokenizer.ggml.unknown_token_id")
+                    .and_then(Value::as_u64)
+                    .and_then(|i| tokens.get(i as usize).cloned())
+                    .unwrap_or_else(|| "<unk>".into());
+                let bpe = BPE::builder()
+                    .vocab_and_merges(vocab.iter().map(|(k, v)| (k.clone(), *v)).collect::<tokenizers::models::bpe::Vocab>(), merges)
+                    .byte_fallback(true)
+                    .fuse_unk(true)
+                    .unk_token(unk)
+                    .build()
+                    .map_err(lib)?;
+                let mut tk = HfTokenizer::new(bpe);
+                let add_space_prefix = g
+                    .get("tokenizer.ggml.add_space_prefix")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                if add_space_prefix {
+                    return Err(TokenizerError::Library(
+                        "SentencePiece add_space_prefix=true is not supported yet".into(),
+                    ));
+                }
+                tk.with_normalizer(Some(NormalizerWrapper::Replace(Replace::new(" ", "▁").map_err(lib)?)));
+                tk.with_decoder(Some(DecoderWrapper::Sequence(DecoderSequence::new(vec![
+                    DecoderWrapper::Replace(
+                        tokenizers::normalizers::replace::Replace::new("▁", " ").map_err(lib)?,
+                    ),
+                    DecoderWrapper::ByteFallback(ByteFallback::new()),
+                    DecoderWrapper::Fuse(Fuse::new()),
+                ]))));
+                tk
+            }
+            "gpt2" => {
+                let merges: Vec<(String, String)> = g
+                    .get("tokenizer.ggml.merges")
+                    .and_then(Value::as_array)
+                    .ok_or_else(|| meta("tokenizer.ggml.merges"))?
+                    .iter()
+                    .map(|v| {
+                        v.as_str().and_then(|s| s.split_once(' ')).map(|(a, b)| (a.to_string(), b.to_string()))
+                    })
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| meta("tokenizer.ggml.merges"))?;
+                let pre = g.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default");
+                if pre != "qwen2" {
+                    return Err(TokenizerError::Library(format!(
+                        "gpt2 pre-tokenizer '{pre}' is not supported yet (supported: qwen2)"
+                    )));
+                }
+                let bpe = BPE::builder().vocab_and_merges(vocab.iter().map(|(k, v)| (k.clone(), *v)).collect::<tokenizers::models::bpe::Vocab>(), merges).build().map_err(lib)?;
+                let mut tk = HfTokenizer::new(bpe);
+                let split = Split::new(
+                    SplitPattern::Regex(QWEN2_PATTERN.into()),
+                    SplitDelimiterBehavior::Isolated,
+                    false,
+                )
+                .map_err(lib)?;
+                tk.with_pre_tokenizer(Some(PreTokenizerWrapper::Sequence(PreSequence::new(vec![
+                    PreTokenizerWrapper::Split(split),
+                    PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, false, false)),
+                ]))));
+                tk.with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevelDecoder::default())));
+                tk
+            }
+            other => {
+                return Err(TokenizerError::UnsupportedModel { path, model: other.to_string() })
+            }
+        };
+        let special_tokens: Vec<AddedToken> = tokens
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| matches!(types[*i], TYPE_CONTROL | TYPE_USER_DEFINED))
+            .map(|(_, t)| AddedToken::from(t.clone(), true))
+            .collect();
+        inner.add_special_tokens(&special_tokens);
+        let special = types.iter().map(|&t| t == TYPE_CONTROL).collect();
+
+        let mut eos_ids: Vec<u32> = eos.into_iter().chain(eot).collect();
+        for t in ["<end_of_turn>", "<|im_end|>", "<|endoftext|>", "<|eot_id|>"] {
+            if let Some(&id) = vocab.get(t) {
+                if types[id as usize] == TYPE_CONTROL && !eos_ids.contains(&id) {
+                    eos_ids.push(id);
+                }
+            }
+        }
+        Ok(Self { inner, vocab_size: n, bos, add_bos: add_bos && bos.is_some(), eos_ids, chat_template, tokens, special })
+    }
+
+    /// Tokenizes `text`; special tokens written in the text become their ids. Prepends BOS when
+    /// `add_special` and the model adds one.
+    pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>, TokenizerError> {
+        let enc = self.inner.encode_fast(text, false).map_err(lib)?;
+        let mut ids = Vec::with_capacity(enc.get_ids().len() + 1);
+        if add_special && self.add_bos {
+            ids.extend(self.bos);
+        }
+        ids.extend_from_slice(enc.get_ids());
+        Ok(ids)
+    }
+
+    /// Decodes ids to text (special tokens included as text unless `skip_special`).
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, TokenizerError> {
+        if let Some(&id) = ids.iter().find(|&&i| i as usize >= self.vocab_size) {
+            return Err(TokenizerError::BadId { id, vocab: self.vocab_size });
+        }
+        self.inner.decode(ids, skip_special).map_err(lib)
+    }
+
+    /// Text of a token id as stored in the vocabulary.
+    pub fn token_text(&self, id: u32) -> Option<&str> {
+        self.tokens.get(id as usize).map(String::as_str)
+    }
+
+    /// Whether `id` is a control token.
+    pub fn is_special(&self, id: u32) -> bool {
+        self.special.get(id as usize).copied().unwrap_or(false)
+    }
+
+    /// Id of a token by its exact text.
+    pub fn token_id(&self, text: &str) -> Option<u32> {
+        self.inner.token_to_id(text)
+    }
+}
+
+/// Incremental detokenizer: turns a growing list of token ids into text deltas, never emitting
+/// half a UTF-8 character (the prefix/read offset method of Hugging Face's `DecodeStream`).
+#[derive(Debug, Default, Clone)]
+pub struct IncrementalDecoder {
+    ids: Vec<u32>,
+    prefix_offset: usize,
+    read_offset: usize,
+    skip_special: bool,
+}
+
+impl IncrementalDecoder {
+    /// A decoder for a fresh output. `skip_special` drops control tokens from the text.
+    pub fn new(skip_special: bool) -> Self {
+        Self { skip_special, ..Self::default() }
+    }
+
+    /// Adds one token and returns the text it completes (possibly empty).
+    pub fn push(&mut self, tok: &Tokenizer, id: u32) -> Result<String, TokenizerError> {
+        self.ids.push(id);
+        let prefix = tok.decode(&self.ids[self.prefix_offset..self.read_offset], self.skip_special)?;
+        let full = tok.decode(&self.ids[self.prefix_offset..], self.skip_special)?;
+        if full.len() > prefix.len() && !full.ends_with('\u{FFFD}') && full.starts_with(&prefix) {
+            let delta = full[prefix.len()..].to_string();
+            self.prefix_offset = self.read_offset;
+            self.read_offset = self.ids.len();
+            Ok(delta)
+        } else {
+            Ok(String::new())
+        }
+    }
+
+    /// Text still held back (an incomplete character at the end), decoded lossily.
+    pub fn flush(&mut self, tok: &Tokenizer) -> Result<String, TokenizerError> {
+        let prefix = tok.decode(&self.ids[self.prefix_offset..self.read_offset], self.skip_special)?;
+        let full = tok.decode(&self.ids[self.prefix_offset..], self.skip_special)?;
+        self.prefix_offset = self.ids.len();
+        self.read_offset = self.ids.len();
+        Ok(full.get(prefix.len()..).unwrap_or("").to_string())
+    }
+}

@@ -1,0 +1,235 @@
+//! The `switchyard` binary: `generate`, `info`, `fetch` (and `serve`/`bench` as they land).
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use switchyard_core::{Backend, SamplingParams};
+use switchyard_runtime::{generate, registry, Model};
+
+#[derive(Parser)]
+#[command(name = "switchyard", version, about = "LLM inference server: one binary for CPUs and GPUs")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Generate a completion for one prompt; streams only the text to stdout.
+    Generate(GenerateArgs),
+    /// Print CPU features, backends available, and facts about a model.
+    Info(InfoArgs),
+    /// Download and verify registry models into the cache.
+    Fetch {
+        /// Aliases (default: the default model).
+        aliases: Vec<String>,
+    },
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// Model: an alias (see models/), a .gguf path, or a manifest .toml.
+    #[arg(long, short, env = "SWITCHYARD_MODEL", default_value = registry::DEFAULT_MODEL)]
+    model: String,
+    /// Worker threads (default: physical cores).
+    #[arg(long, env = "SWITCHYARD_THREADS")]
+    threads: Option<usize>,
+    /// Do not download a registry model that is not cached.
+    #[arg(long)]
+    no_fetch: bool,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Prompt text.
+    #[arg(long, short)]
+    prompt: String,
+    /// Maximum tokens to generate.
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Top-k (0 = off).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Top-p (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Min-p (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    /// RNG seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Print the generated token ids to stderr as well.
+    #[arg(long)]
+    print_ids: bool,
+}
+
+#[derive(Args)]
+struct InfoArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+fn physical_cores() -> usize {
+    // Count distinct (physical id, core id) pairs; fall back to logical CPUs.
+    let logical = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let Ok(s) = std::fs::read_to_string("/proc/cpuinfo") else { return logical };
+    let mut set = std::collections::HashSet::new();
+    let (mut phys, mut core) = (None, None);
+    for l in s.lines() {
+        if let Some(v) = l.strip_prefix("physical id") {
+            phys = v.split(':').nth(1).map(|x| x.trim().to_string());
+        } else if let Some(v) = l.strip_prefix("core id") {
+            core = v.split(':').nth(1).map(|x| x.trim().to_string());
+        } else if l.trim().is_empty() {
+            if let (Some(p), Some(c)) = (phys.take(), core.take()) {
+                set.insert((p, c));
+            }
+        }
+    }
+    if set.is_empty() {
+        logical
+    } else {
+        set.len().min(logical)
+    }
+}
+
+fn init_threads(threads: Option<usize>) -> Result<usize> {
+    let n = threads.unwrap_or_else(physical_cores).max(1);
+    rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("thread pool")?;
+    Ok(n)
+}
+
+fn load_model(a: &ModelArgs) -> Result<Model> {
+    Ok(Model::load(&a.model, !a.no_fetch)?)
+}
+
+fn cmd_generate(a: GenerateArgs) -> Result<()> {
+    init_threads(a.model.threads)?;
+    let t0 = Instant::now();
+    let model = load_model(&a.model)?;
+    let mut backend = switchyard_backend_cpu::CpuBackend::load(&model.config, model.gguf.as_ref())?;
+    let load = t0.elapsed();
+    let prompt = model.tokenizer.encode(&a.prompt, true)?;
+    if prompt.len() + a.max_tokens > model.config.context_length {
+        anyhow::bail!(
+            "prompt ({} tokens) + max_tokens ({}) exceeds the model's context length ({})",
+            prompt.len(),
+            a.max_tokens,
+            model.config.context_length
+        );
+    }
+    let params = SamplingParams {
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        min_p: a.min_p,
+        seed: a.seed,
+        ..Default::default()
+    };
+    let mut out = std::io::stdout().lock();
+    let mut ids = Vec::new();
+    let backend_dyn: &mut dyn Backend = &mut backend;
+    let stats = generate::generate(backend_dyn, &model.tokenizer, &prompt, a.max_tokens, params, |id, text| {
+        ids.push(id);
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
+    })?;
+    let _ = writeln!(out);
+    if a.print_ids {
+        eprintln!("ids: {:?}", ids.iter().filter(|&&i| i != u32::MAX).collect::<Vec<_>>());
+    }
+    let pp = stats.prompt_tokens as f64 / stats.prefill.as_secs_f64();
+    let tg = if stats.completion_tokens > 1 {
+        (stats.completion_tokens - 1) as f64 / stats.decode.as_secs_f64()
+    } else {
+        0.0
+    };
+    eprintln!(
+        "load {:.0} ms | prompt {} tok, {:.1} tok/s | decode {} tok, {:.1} tok/s | first token {:.0} ms after load | finish {:?}",
+        load.as_secs_f64() * 1e3,
+        stats.prompt_tokens,
+        pp,
+        stats.completion_tokens,
+        tg,
+        stats.prefill.as_secs_f64() * 1e3,
+        stats.finish
+    );
+    Ok(())
+}
+
+fn cmd_info(a: InfoArgs) -> Result<()> {
+    let threads = a.model.threads.unwrap_or_else(physical_cores);
+    println!("cpu: {}", switchyard_backend_cpu::cpu_name());
+    println!("cpu features: {}", switchyard_backend_cpu::cpu_features().join(" "));
+    println!("threads: {threads} (physical cores {})", physical_cores());
+    println!("backends: cpu (available)");
+    let model = load_model(&a.model)?;
+    let c = &model.config;
+    println!("model: {}", model.path.display());
+    println!("  architecture: {}", c.arch.gguf_name());
+    println!(
+        "  size: {:.1} MiB, {:.0}M parameters",
+        model.gguf.file_size() as f64 / (1 << 20) as f64,
+        model.n_params() as f64 / 1e6
+    );
+    let q: Vec<String> = model.quant_types().iter().map(|(t, n)| format!("{t} x{n}")).collect();
+    println!("  tensor types: {}", q.join(", "));
+    println!(
+        "  layers {}, hidden {}, ffn {}, heads {} (kv {}), head dim {}",
+        c.n_layers, c.hidden, c.ffn, c.n_heads, c.n_kv_heads, c.head_dim
+    );
+    println!("  context length: {}", c.context_length);
+    println!("  vocab: {}", c.vocab_size);
+    println!(
+        "  chat template: {}",
+        if model.tokenizer.chat_template.is_some() { "yes" } else { "no" }
+    );
+    let kv_per_token = 2 * c.n_layers * c.kv_dim() * 2;
+    println!("  KV cache (f16): {} KiB per token", kv_per_token / 1024);
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Generate(a) => cmd_generate(a),
+        Cmd::Info(a) => cmd_info(a),
+        Cmd::Fetch { aliases } => (|| {
+            let aliases = if aliases.is_empty() { vec![registry::DEFAULT_MODEL.to_string()] } else { aliases };
+            for a in aliases {
+                match registry::resolve(&a)? {
+                    registry::ModelRef::Manifest(m) => {
+                        let p = registry::fetch(&m)?;
+                        println!("{}: {}", m.alias, p.display());
+                    }
+                    registry::ModelRef::Path(p) => println!("{a}: local file {}", p.display()),
+                }
+            }
+            Ok(())
+        })(),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("error: {}", msg.join(": "));
+            ExitCode::FAILURE
+        }
+    }
+}

