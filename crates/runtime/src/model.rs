@@ -51,9 +51,16 @@ impl std::fmt::Debug for Model {
 impl Model {
     /// Opens a GGUF file and builds the configuration and tokenizer.
     pub fn open(path: &Path) -> Result<Self, LoadError> {
+        let t0 = std::time::Instant::now();
         let gguf = GgufFile::open(path)?;
         let config = model_config(&gguf)?;
+        let t1 = std::time::Instant::now();
         let tokenizer = Tokenizer::from_gguf(&gguf)?;
+        tracing::info!(
+            gguf_ms = (t1 - t0).as_millis() as u64,
+            tokenizer_ms = t1.elapsed().as_millis() as u64,
+            "model opened"
+        );
         Ok(Self { path: path.to_path_buf(), gguf: Arc::new(gguf), config, tokenizer })
     }
 

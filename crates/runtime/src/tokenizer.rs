@@ -136,23 +136,7 @@ impl Tokenizer {
                     .collect();
                 // Merges: every split of a normal token into two normal tokens, ordered by the
                 // merged token's score (highest first, ties by lower id).
-                let normal = |id: usize| types[id] == 1;
-                let mut merges: Vec<(f64, u32, String, String)> = Vec::new();
-                for (id, t) in tokens.iter().enumerate() {
-                    if !normal(id) || t.chars().count() < 2 {
-                        continue;
-                    }
-                    for (bi, _) in t.char_indices().skip(1) {
-                        let (l, r) = t.split_at(bi);
-                        if let (Some(&li), Some(&ri)) = (vocab.get(l), vocab.get(r)) {
-                            if normal(li as usize) && normal(ri as usize) {
-                                merges.push((scores[id], id as u32, l.to_string(), r.to_string()));
-                            }
-                        }
-                    }
-                }
-                merges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-                let merges: Vec<(String, String)> = merges.into_iter().map(|m| (m.2, m.3)).collect();
+                let merges = sentencepiece_merges(&tokens, &types, &scores);
                 let unk = g
                     .get("tokenizer.ggml.unknown_token_id")
                     .and_then(Value::as_u64)
@@ -275,6 +259,32 @@ impl Tokenizer {
     pub fn token_id(&self, text: &str) -> Option<u32> {
         self.inner.token_to_id(text)
     }
+}
+
+/// Merges equivalent to SentencePiece's score-driven BPE: every split of a normal token into two
+/// normal tokens, ordered by the merged token's score (highest first, ties by lower id).
+fn sentencepiece_merges(tokens: &[String], types: &[i64], scores: &[f64]) -> Vec<(String, String)> {
+    use rayon::prelude::*;
+    let normal: ahash::AHashMap<&str, u32> = tokens
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| types[*i] == 1)
+        .map(|(i, t)| (t.as_str(), i as u32))
+        .collect();
+    let mut found: Vec<(u32, &str, &str)> = tokens
+        .par_iter()
+        .enumerate()
+        .filter(|(i, t)| types[*i] == 1 && t.len() > 1)
+        .flat_map_iter(|(id, t)| {
+            let normal = &normal;
+            t.char_indices().skip(1).filter_map(move |(bi, _)| {
+                let (l, r) = t.split_at(bi);
+                (normal.contains_key(l) && normal.contains_key(r)).then_some((id as u32, l, r))
+            })
+        })
+        .collect();
+    found.par_sort_unstable_by(|a, b| scores[b.0 as usize].total_cmp(&scores[a.0 as usize]).then(a.0.cmp(&b.0)).then(a.1.len().cmp(&b.1.len())));
+    found.into_iter().map(|(_, l, r)| (l.to_string(), r.to_string())).collect()
 }
 
 /// Incremental detokenizer: turns a growing list of token ids into text deltas, never emitting
