@@ -205,13 +205,23 @@ impl Tokenizer {
                 return Err(TokenizerError::UnsupportedModel { path, model: other.to_string() })
             }
         };
+        // Control tokens are special (matched in text, dropped by skip-special decoding);
+        // user-defined tokens (Gemma's whitespace runs, HTML tags, ...) are matched in the raw
+        // text too, as llama.cpp does, but are ordinary text when decoding.
         let special_tokens: Vec<AddedToken> = tokens
             .iter()
             .enumerate()
-            .filter(|(i, _)| matches!(types[*i], TYPE_CONTROL | TYPE_USER_DEFINED))
+            .filter(|(i, _)| types[*i] == TYPE_CONTROL)
             .map(|(_, t)| AddedToken::from(t.clone(), true))
             .collect();
         inner.add_special_tokens(&special_tokens);
+        let user_tokens: Vec<AddedToken> = tokens
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| types[*i] == TYPE_USER_DEFINED)
+            .map(|(_, t)| AddedToken::from(t.clone(), false).normalized(false))
+            .collect();
+        inner.add_tokens(&user_tokens);
         let special = types.iter().map(|&t| t == TYPE_CONTROL).collect();
 
         let mut eos_ids: Vec<u32> = eos.into_iter().chain(eot).collect();
