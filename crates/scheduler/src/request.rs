@@ -1,0 +1,88 @@
+//! Requests as the scheduler receives them, the token the engine reports back for each step,
+//! and what the scheduler returns when a request finishes.
+
+use switchyard_core::RequestId;
+
+/// A generation request: a tokenized prompt and how many tokens to generate at most.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Unique among unfinished requests.
+    pub id: RequestId,
+    /// Prompt token ids; must not be empty.
+    pub prompt: Vec<u32>,
+    /// Upper bound on generated tokens (at least 1); the scheduler finishes the request with
+    /// [`FinishReason::Length`] when it is reached.
+    pub max_tokens: usize,
+    /// Lower is more important. Default 0.
+    pub priority: i32,
+    /// Arrival sequence number: FCFS order within a priority (ties broken by id).
+    pub arrival: u64,
+}
+
+impl Request {
+    /// A request with priority 0 and arrival 0 (so FCFS falls back to id order).
+    pub fn new(id: RequestId, prompt: Vec<u32>, max_tokens: usize) -> Self {
+        Self {
+            id,
+            prompt,
+            max_tokens,
+            priority: 0,
+            arrival: 0,
+        }
+    }
+
+    /// Sets the priority (lower is more important).
+    pub fn with_priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Sets the arrival sequence number.
+    pub fn with_arrival(mut self, arrival: u64) -> Self {
+        self.arrival = arrival;
+        self
+    }
+}
+
+/// The token the engine sampled for one sequence, reported through
+/// [`Scheduler::update`](crate::Scheduler::update).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SampledToken {
+    /// The sampled token id (it becomes part of the sequence).
+    pub token: u32,
+    /// The engine decided the request is done after this token (EOS, stop string, ...).
+    /// `max_tokens` is enforced by the scheduler itself, so this may stay `false` for it.
+    pub stop: bool,
+}
+
+impl SampledToken {
+    /// A token after which generation continues (unless `max_tokens` is reached).
+    pub fn token(token: u32) -> Self {
+        Self { token, stop: false }
+    }
+
+    /// A token that ends the request (EOS or a stop condition).
+    pub fn stop(token: u32) -> Self {
+        Self { token, stop: true }
+    }
+}
+
+/// Why a request finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FinishReason {
+    /// The engine reported [`SampledToken::stop`].
+    Stop,
+    /// `max_tokens` tokens were generated.
+    Length,
+}
+
+/// A request that finished in an [`update`](crate::Scheduler::update); its blocks are freed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishedRequest {
+    /// The request.
+    pub id: RequestId,
+    /// Why it finished.
+    pub reason: FinishReason,
+    /// Every generated token, in order (including the final one).
+    pub output: Vec<u32>,
+}

@@ -1,0 +1,7 @@
+//! Integration tests of the scheduler through its public API: traces that read as data, API
+//! error cases, and property / randomized tests against a fake executor.
+
+mod api;
+mod harness;
+mod properties;
+mod traces;
