@@ -1,0 +1,834 @@
+//! The transformer forward pass on a CUDA device over a packed, paged batch.
+//!
+//! Per layer (each line one launch): RMSNorm → bf16 · fused QKV GEMM · bias · per-head norm +
+//! RoPE + query scale · KV-cache write · paged attention → bf16 · output GEMM · residual (+ post
+//! norm) and FFN norm → bf16 · fused gate/up GEMM · activation × up → bf16 · down GEMM · residual
+//! (+ post norm) and the next layer's attention norm. Then the final norm of the rows that want
+//! logits, the output GEMM and the soft-cap.
+
+use cudarc::driver::CudaSlice;
+use half::bf16;
+use switchyard_core::{
+    Activation, Architecture, Backend, BackendCapabilities, BackendError, BlockId, ForwardBatch,
+    GgmlType, KvCacheConfig, KvCacheInfo, LayerAttention, Logits, ModelConfig, Tensor,
+    WeightSource,
+};
+
+use crate::gpu::{
+    AttentionArgs, DBuf, GemmArgs, Gpu, HeadNormRopeArgs, KvWriteArgs, Out, ResidualArgs,
+    RmsNormArgs, MAX_HEAD_DIM,
+};
+use crate::{CudaDeviceInfo, KernelBuild};
+
+struct Layer {
+    attn_norm: CudaSlice<f32>,
+    /// `[q_dim + 2 kv_dim, hidden]` bf16: Wq, Wk, Wv stacked.
+    qkv: CudaSlice<u16>,
+    qkv_bias: Option<CudaSlice<f32>>,
+    q_norm: Option<CudaSlice<f32>>,
+    k_norm: Option<CudaSlice<f32>>,
+    /// `[hidden, q_dim]` bf16.
+    wo: CudaSlice<u16>,
+    post_attn_norm: Option<CudaSlice<f32>>,
+    ffn_norm: CudaSlice<f32>,
+    /// `[2 ffn, hidden]` bf16: gate then up.
+    gate_up: CudaSlice<u16>,
+    /// `[hidden, ffn]` bf16.
+    down: CudaSlice<u16>,
+    post_ffn_norm: Option<CudaSlice<f32>>,
+    attention: LayerAttention,
+}
+
+struct KvCache {
+    block_size: usize,
+    num_blocks: usize,
+    /// Per layer: `[num_blocks * block_size, kv_dim]` f16 bits.
+    k: Vec<CudaSlice<u16>>,
+    v: Vec<CudaSlice<u16>>,
+}
+
+/// Activation buffers, grown on demand and reused across steps.
+struct Scratch {
+    tokens: usize,
+    rows: usize,
+    meta_len: usize,
+    x: CudaSlice<f32>,
+    h: CudaSlice<u16>,
+    qkv: CudaSlice<f32>,
+    attn: CudaSlice<u16>,
+    o: CudaSlice<f32>,
+    gu: CudaSlice<f32>,
+    act: CudaSlice<u16>,
+    final_h: CudaSlice<u16>,
+    logits: CudaSlice<f32>,
+    argmax: CudaSlice<u32>,
+    meta: CudaSlice<u32>,
+}
+
+impl Scratch {
+    fn new(gpu: &Gpu) -> Result<Self, BackendError> {
+        Ok(Self {
+            tokens: 0,
+            rows: 0,
+            meta_len: 0,
+            x: gpu.zeros(1)?,
+            h: gpu.zeros(1)?,
+            qkv: gpu.zeros(1)?,
+            attn: gpu.zeros(1)?,
+            o: gpu.zeros(1)?,
+            gu: gpu.zeros(1)?,
+            act: gpu.zeros(1)?,
+            final_h: gpu.zeros(1)?,
+            logits: gpu.zeros(1)?,
+            argmax: gpu.zeros(1)?,
+            meta: gpu.zeros(1)?,
+        })
+    }
+
+    fn ensure(
+        &mut self,
+        gpu: &Gpu,
+        c: &ModelConfig,
+        (n, m, meta): (usize, usize, usize),
+    ) -> Result<(), BackendError> {
+        if n > self.tokens {
+            let cap = n.next_multiple_of(64);
+            self.x = gpu.zeros(cap * c.hidden)?;
+            self.h = gpu.zeros(cap * c.hidden)?;
+            self.qkv = gpu.zeros(cap * (c.q_dim() + 2 * c.kv_dim()))?;
+            self.attn = gpu.zeros(cap * c.q_dim())?;
+            self.o = gpu.zeros(cap * c.hidden)?;
+            self.gu = gpu.zeros(cap * 2 * c.ffn)?;
+            self.act = gpu.zeros(cap * c.ffn)?;
+            self.tokens = cap;
+        }
+        if m > self.rows {
+            let cap = m.next_multiple_of(16);
+            self.final_h = gpu.zeros(cap * c.hidden)?;
+            self.logits = gpu.zeros(cap * c.vocab_size)?;
+            self.argmax = gpu.zeros(cap)?;
+            self.rows = cap;
+        }
+        if meta > self.meta_len {
+            let cap = meta.next_multiple_of(1024);
+            self.meta = gpu.zeros(cap)?;
+            self.meta_len = cap;
+        }
+        Ok(())
+    }
+}
+
+/// The CUDA backend: owns the model weights (bf16 on the device), the paged f16 KV cache and the
+/// activation buffers of one GPU.
+pub struct CudaBackend {
+    gpu: Gpu,
+    cfg: ModelConfig,
+    embed: CudaSlice<u16>,
+    /// `None` when the output projection is the (tied) embedding.
+    output: Option<CudaSlice<u16>>,
+    output_norm: CudaSlice<f32>,
+    layers: Vec<Layer>,
+    inv_freq_global: CudaSlice<f32>,
+    inv_freq_local: CudaSlice<f32>,
+    kv: Option<KvCache>,
+    scratch: Scratch,
+    weight_bytes: u64,
+    step_weight_bytes: u64,
+}
+
+fn get(w: &dyn WeightSource, name: &str) -> Result<Tensor, BackendError> {
+    w.tensor(name)
+        .ok_or_else(|| BackendError::MissingTensor(name.to_string()))
+}
+
+fn bad_tensor(name: &str, reason: String) -> BackendError {
+    BackendError::BadTensor {
+        name: name.to_string(),
+        reason,
+    }
+}
+
+/// Checks that the tensor's bytes hold whole blocks for all its elements.
+fn check_data(t: &Tensor) -> Result<(), BackendError> {
+    if t.dtype == GgmlType::Q8_K {
+        return Err(bad_tensor(
+            &t.name,
+            "Q8_K is an activation format, not a weight format".into(),
+        ));
+    }
+    if t.shape.is_empty() || !t.row_len().is_multiple_of(t.dtype.block_size()) {
+        return Err(bad_tensor(
+            &t.name,
+            format!(
+                "row length of shape {:?} is not a multiple of the {} block size",
+                t.shape, t.dtype
+            ),
+        ));
+    }
+    let need = t.dtype.bytes_for(t.numel());
+    if t.data.as_slice().len() < need {
+        return Err(bad_tensor(
+            &t.name,
+            format!(
+                "{} bytes of data, {need} needed for shape {:?} of {}",
+                t.data.as_slice().len(),
+                t.shape,
+                t.dtype
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn vector(w: &dyn WeightSource, name: &str, len: usize) -> Result<Vec<f32>, BackendError> {
+    let t = get(w, name)?;
+    if t.numel() != len {
+        return Err(bad_tensor(
+            name,
+            format!("expected {len} elements, found shape {:?}", t.shape),
+        ));
+    }
+    check_data(&t)?;
+    Ok(t.to_f32())
+}
+
+fn opt_vector(
+    w: &dyn WeightSource,
+    name: &str,
+    len: usize,
+) -> Result<Option<Vec<f32>>, BackendError> {
+    match w.tensor(name) {
+        Some(_) => vector(w, name, len).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn matrix(
+    w: &dyn WeightSource,
+    name: &str,
+    cols: usize,
+    rows: usize,
+) -> Result<Tensor, BackendError> {
+    let t = get(w, name)?;
+    if t.shape.len() != 2 || t.shape[0] != cols || t.shape[1] != rows {
+        return Err(bad_tensor(
+            name,
+            format!("expected shape [{cols}, {rows}], found {:?}", t.shape),
+        ));
+    }
+    check_data(&t)?;
+    Ok(t)
+}
+
+/// Dequantizes the rows of `t` (scalar reference code) into bf16 bits, on all CPU cores.
+fn dequant_bf16_into(t: &Tensor, out: &mut [u16]) {
+    let cols = t.row_len();
+    let rb = t.dtype.bytes_for(cols);
+    let data = t.data.as_slice();
+    let rows = out.len() / cols;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(rows.div_ceil(256))
+        .max(1);
+    let chunk_rows = rows.div_ceil(threads);
+    std::thread::scope(|s| {
+        for (ci, out_chunk) in out.chunks_mut(chunk_rows * cols).enumerate() {
+            let dtype = t.dtype;
+            s.spawn(move || {
+                let mut buf = vec![0f32; cols];
+                for (i, dst) in out_chunk.chunks_exact_mut(cols).enumerate() {
+                    let r = ci * chunk_rows + i;
+                    switchyard_core::dtype::dequantize(
+                        dtype,
+                        &data[r * rb..(r + 1) * rb],
+                        &mut buf,
+                    );
+                    for (d, v) in dst.iter_mut().zip(&buf) {
+                        *d = bf16::from_f32(*v).to_bits();
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// The matrices stacked row-wise, as one bf16 matrix.
+fn stacked_bf16(parts: &[&Tensor]) -> Vec<u16> {
+    let cols = parts[0].row_len();
+    let total: usize = parts.iter().map(|t| t.n_rows() * cols).sum();
+    let mut out = vec![0u16; total];
+    let mut off = 0;
+    for t in parts {
+        let n = t.n_rows() * cols;
+        dequant_bf16_into(t, &mut out[off..off + n]);
+        off += n;
+    }
+    out
+}
+
+/// `base^(-2i/d)` for `i < d/2`, computed exactly as the CPU backend does.
+fn inv_freq(base: f32, head_dim: usize) -> Vec<f32> {
+    (0..head_dim / 2)
+        .map(|i| 1.0 / (base as f64).powf(2.0 * i as f64 / head_dim as f64) as f32)
+        .collect()
+}
+
+fn check_config(c: &ModelConfig) -> Result<(), BackendError> {
+    let bad = |m: String| {
+        Err(BackendError::BadTensor {
+            name: "config".into(),
+            reason: m,
+        })
+    };
+    if c.layers.len() != c.n_layers {
+        return bad(format!(
+            "{} layer kinds for {} layers",
+            c.layers.len(),
+            c.n_layers
+        ));
+    }
+    if c.n_kv_heads == 0 || !c.n_heads.is_multiple_of(c.n_kv_heads) {
+        return bad(format!(
+            "{} heads are not a multiple of {} kv heads",
+            c.n_heads, c.n_kv_heads
+        ));
+    }
+    if c.head_dim == 0 || !c.head_dim.is_multiple_of(2) || c.head_dim > MAX_HEAD_DIM {
+        return bad(format!(
+            "head dim {} must be even and at most {MAX_HEAD_DIM}",
+            c.head_dim
+        ));
+    }
+    if c.hidden == 0 || c.ffn == 0 || c.vocab_size == 0 {
+        return bad("zero hidden, ffn or vocabulary size".into());
+    }
+    Ok(())
+}
+
+impl CudaBackend {
+    /// Opens CUDA device `ordinal`, compiles the kernels and uploads the weights of `config` from
+    /// `weights` (GGUF tensor names; any supported [`GgmlType`], dequantized to bf16 on the host).
+    ///
+    /// Fails with [`BackendError::Unavailable`] when there is no usable GPU or CUDA library.
+    pub fn load(
+        ordinal: usize,
+        config: &ModelConfig,
+        weights: &dyn WeightSource,
+    ) -> Result<Self, BackendError> {
+        check_config(config)?;
+        let gpu = Gpu::open(ordinal)?;
+        let c = config;
+        let mut weight_bytes = 0u64;
+        let mut step_weight_bytes = 0u64;
+        let mut up_mat =
+            |gpu: &Gpu, host: Vec<u16>, per_step: bool| -> Result<CudaSlice<u16>, BackendError> {
+                weight_bytes += 2 * host.len() as u64;
+                if per_step {
+                    step_weight_bytes += 2 * host.len() as u64;
+                }
+                gpu.upload(&host)
+            };
+        let embed_t = matrix(weights, "token_embd.weight", c.hidden, c.vocab_size)?;
+        let embed = up_mat(&gpu, stacked_bf16(&[&embed_t]), c.tied_embeddings)?;
+        drop(embed_t);
+        let output = if c.tied_embeddings {
+            None
+        } else {
+            let t = matrix(weights, "output.weight", c.hidden, c.vocab_size)?;
+            Some(up_mat(&gpu, stacked_bf16(&[&t]), true)?)
+        };
+        let output_norm = gpu.upload(&vector(weights, "output_norm.weight", c.hidden)?)?;
+        let (qd, kvd) = (c.q_dim(), c.kv_dim());
+        let mut layers = Vec::with_capacity(c.n_layers);
+        for i in 0..c.n_layers {
+            let n = |s: &str| format!("blk.{i}.{s}");
+            let dev_vec = |v: Option<Vec<f32>>| v.map(|v| gpu.upload(&v)).transpose();
+            let wq = matrix(weights, &n("attn_q.weight"), c.hidden, qd)?;
+            let wk = matrix(weights, &n("attn_k.weight"), c.hidden, kvd)?;
+            let wv = matrix(weights, &n("attn_v.weight"), c.hidden, kvd)?;
+            let qkv = up_mat(&gpu, stacked_bf16(&[&wq, &wk, &wv]), true)?;
+            let bq = opt_vector(weights, &n("attn_q.bias"), qd)?;
+            let bk = opt_vector(weights, &n("attn_k.bias"), kvd)?;
+            let bv = opt_vector(weights, &n("attn_v.bias"), kvd)?;
+            let qkv_bias = if bq.is_some() || bk.is_some() || bv.is_some() {
+                let mut b = bq.unwrap_or_else(|| vec![0.0; qd]);
+                b.extend(bk.unwrap_or_else(|| vec![0.0; kvd]));
+                b.extend(bv.unwrap_or_else(|| vec![0.0; kvd]));
+                Some(b)
+            } else {
+                None
+            };
+            let post = |s: &str| {
+                if c.post_norms {
+                    vector(weights, &n(s), c.hidden).map(Some)
+                } else {
+                    Ok(None)
+                }
+            };
+            let qkn = |s: &str| {
+                if c.qk_norm {
+                    vector(weights, &n(s), c.head_dim).map(Some)
+                } else {
+                    Ok(None)
+                }
+            };
+            let wo = matrix(weights, &n("attn_output.weight"), qd, c.hidden)?;
+            let gate = matrix(weights, &n("ffn_gate.weight"), c.hidden, c.ffn)?;
+            let up = matrix(weights, &n("ffn_up.weight"), c.hidden, c.ffn)?;
+            let down = matrix(weights, &n("ffn_down.weight"), c.ffn, c.hidden)?;
+            layers.push(Layer {
+                attn_norm: gpu.upload(&vector(weights, &n("attn_norm.weight"), c.hidden)?)?,
+                qkv,
+                qkv_bias: dev_vec(qkv_bias)?,
+                q_norm: dev_vec(qkn("attn_q_norm.weight")?)?,
+                k_norm: dev_vec(qkn("attn_k_norm.weight")?)?,
+                wo: up_mat(&gpu, stacked_bf16(&[&wo]), true)?,
+                post_attn_norm: dev_vec(post("post_attention_norm.weight")?)?,
+                ffn_norm: gpu.upload(&vector(weights, &n("ffn_norm.weight"), c.hidden)?)?,
+                gate_up: up_mat(&gpu, stacked_bf16(&[&gate, &up]), true)?,
+                down: up_mat(&gpu, stacked_bf16(&[&down]), true)?,
+                post_ffn_norm: dev_vec(post("post_ffw_norm.weight")?)?,
+                attention: c.layers[i],
+            });
+        }
+        let inv_freq_global = gpu.upload(&inv_freq(c.rope_base, c.head_dim))?;
+        let inv_freq_local = gpu.upload(&inv_freq(c.rope_base_local, c.head_dim))?;
+        let scratch = Scratch::new(&gpu)?;
+        gpu.synchronize()?;
+        tracing::info!(
+            "CUDA backend on {}: {:.1} MiB of bf16 weights, kernels {} ({})",
+            gpu.info.name,
+            weight_bytes as f64 / (1 << 20) as f64,
+            gpu.build.arch,
+            if gpu.build.from_cache {
+                "cached"
+            } else {
+                "compiled"
+            }
+        );
+        Ok(Self {
+            gpu,
+            cfg: c.clone(),
+            embed,
+            output,
+            output_norm,
+            layers,
+            inv_freq_global,
+            inv_freq_local,
+            kv: None,
+            scratch,
+            weight_bytes,
+            step_weight_bytes,
+        })
+    }
+
+    /// The model configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// The device this backend runs on.
+    pub fn device(&self) -> &CudaDeviceInfo {
+        &self.gpu.info
+    }
+
+    /// How the kernels were obtained (compiled now or loaded from the disk cache).
+    pub fn kernel_build(&self) -> &KernelBuild {
+        &self.gpu.build
+    }
+
+    /// Bytes of weights resident on the device.
+    pub fn weight_bytes(&self) -> u64 {
+        self.weight_bytes
+    }
+
+    /// Bytes of weights every forward step reads (all layer matrices and the output projection;
+    /// the embedding gather reads only the rows of the batch's tokens): the memory-bandwidth
+    /// floor of a decode step.
+    pub fn step_weight_bytes(&self) -> u64 {
+        self.step_weight_bytes
+    }
+
+    /// Runs the batch like [`Backend::forward`] but returns only the greedy token (argmax, lowest
+    /// id on ties) of each row of `logits_indices`, computed on the device.
+    pub fn forward_argmax(&mut self, batch: &ForwardBatch) -> Result<Vec<u32>, BackendError> {
+        let m = self.compute(batch)?;
+        let mut out = vec![0u32; m];
+        if m > 0 {
+            let logits = DBuf::of(&self.scratch.logits);
+            self.gpu.argmax(
+                logits,
+                m,
+                self.cfg.vocab_size,
+                DBuf::of(&self.scratch.argmax),
+            )?;
+            self.gpu.download(&self.scratch.argmax, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    fn validate(&self, batch: &ForwardBatch) -> Result<&KvCache, BackendError> {
+        let kv = self.kv.as_ref().ok_or(BackendError::NoKvCache)?;
+        batch
+            .validate(kv.block_size)
+            .map_err(BackendError::InvalidBatch)?;
+        for s in &batch.seqs {
+            if let Some(b) = s.block_table.iter().find(|b| b.0 as usize >= kv.num_blocks) {
+                return Err(BackendError::InvalidBatch(format!(
+                    "block {} out of range",
+                    b.0
+                )));
+            }
+        }
+        if let Some(&id) = batch
+            .token_ids
+            .iter()
+            .find(|&&id| id as usize >= self.cfg.vocab_size)
+        {
+            return Err(BackendError::InvalidBatch(format!(
+                "token id {id} out of range (vocab {})",
+                self.cfg.vocab_size
+            )));
+        }
+        Ok(kv)
+    }
+
+    /// Runs the whole model over the batch, leaving the logits of the `logits_indices` rows in
+    /// `scratch.logits`; returns their number.
+    fn compute(&mut self, batch: &ForwardBatch) -> Result<usize, BackendError> {
+        let kv = self.validate(batch)?;
+        let (bs, num_blocks) = (kv.block_size, kv.num_blocks);
+        let n = batch.num_tokens();
+        let m = batch.logits_indices.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        // Per-step metadata, uploaded in one copy:
+        // [token ids | positions | cache slots | sequence of each token | block-table offsets |
+        //  block tables | logits row indices].
+        let n_seqs = batch.seqs.len();
+        let bt_total: usize = batch.seqs.iter().map(|s| s.block_table.len()).sum();
+        let mut meta: Vec<u32> = Vec::with_capacity(4 * n + n_seqs + bt_total + m);
+        meta.extend_from_slice(&batch.token_ids);
+        meta.extend_from_slice(&batch.positions);
+        for s in &batch.seqs {
+            for i in 0..s.len {
+                let pos = s.context_before + i;
+                meta.push(s.block_table[pos / bs].0 * bs as u32 + (pos % bs) as u32);
+            }
+        }
+        for (si, s) in batch.seqs.iter().enumerate() {
+            meta.extend(std::iter::repeat_n(si as u32, s.len));
+        }
+        let mut off = 0u32;
+        for s in &batch.seqs {
+            meta.push(off);
+            off += s.block_table.len() as u32;
+        }
+        for s in &batch.seqs {
+            meta.extend(s.block_table.iter().map(|b| b.0));
+        }
+        meta.extend(batch.logits_indices.iter().map(|&i| i as u32));
+
+        self.scratch
+            .ensure(&self.gpu, &self.cfg, (n, m, meta.len()))?;
+        self.gpu.write(&mut self.scratch.meta, &meta)?;
+
+        let c = &self.cfg;
+        let g = &self.gpu;
+        let sc = &self.scratch;
+        let kv = self.kv.as_ref().ok_or(BackendError::NoKvCache)?;
+        let md = DBuf::of(&sc.meta);
+        let ids = md.slice(0, n)?;
+        let positions = md.slice(n, n)?;
+        let slots = md.slice(2 * n, n)?;
+        let tok_seq = md.slice(3 * n, n)?;
+        let bt_off = md.slice(4 * n, n_seqs)?;
+        let tables = md.slice(4 * n + n_seqs, bt_total)?;
+        let rows_idx = md.slice(4 * n + n_seqs + bt_total, m)?;
+
+        let (qd, kvd, hd) = (c.q_dim(), c.kv_dim(), c.head_dim);
+        let qkv_w = qd + 2 * kvd;
+        let x = DBuf::of(&sc.x);
+        let h = DBuf::of(&sc.h);
+        let qkv = DBuf::of(&sc.qkv);
+        let attn = DBuf::of(&sc.attn);
+        let o = DBuf::of(&sc.o);
+        let gu = DBuf::of(&sc.gu);
+        let act = DBuf::of(&sc.act);
+        let eps = c.rms_eps;
+        let opt = |b: &Option<CudaSlice<f32>>| b.as_ref().map(DBuf::of);
+
+        g.embed(
+            DBuf::of(&self.embed),
+            c.vocab_size,
+            ids,
+            x,
+            (n, c.hidden, c.embed_scale),
+        )?;
+        if let Some(first) = self.layers.first() {
+            g.rmsnorm(&RmsNormArgs {
+                x,
+                x_rows: n,
+                rows: None,
+                w: DBuf::of(&first.attn_norm),
+                out: Out::Bf16(h),
+                n_rows: n,
+                n: c.hidden,
+                eps,
+            })?;
+        }
+        for (li, l) in self.layers.iter().enumerate() {
+            g.gemm(&GemmArgs {
+                w: DBuf::of(&l.qkv),
+                x: h,
+                out: qkv,
+                rows: qkv_w,
+                cols: c.hidden,
+                n,
+            })?;
+            if let Some(b) = &l.qkv_bias {
+                g.add_bias(qkv, DBuf::of(b), n, qkv_w)?;
+            }
+            let (inv, window) = match l.attention {
+                LayerAttention::Global => (&self.inv_freq_global, 0),
+                LayerAttention::Sliding { window } => (&self.inv_freq_local, window),
+            };
+            g.head_norm_rope(&HeadNormRopeArgs {
+                qkv,
+                n_tokens: n,
+                row_stride: qkv_w,
+                n_q_heads: c.n_heads,
+                n_k_heads: c.n_kv_heads,
+                head_dim: hd,
+                q_norm: opt(&l.q_norm),
+                k_norm: opt(&l.k_norm),
+                eps,
+                positions,
+                inv_freq: DBuf::of(inv),
+                neox: c.arch != Architecture::Llama,
+                q_scale: c.query_scale,
+            })?;
+            let (kc, vc) = (DBuf::of(&kv.k[li]), DBuf::of(&kv.v[li]));
+            g.kv_write(&KvWriteArgs {
+                qkv,
+                n_tokens: n,
+                row_stride: qkv_w,
+                k_off: qd,
+                v_off: qd + kvd,
+                kv_dim: kvd,
+                slots,
+                k_cache: kc,
+                v_cache: vc,
+            })?;
+            g.attention(&AttentionArgs {
+                q: qkv,
+                q_stride: qkv_w,
+                k_cache: kc,
+                v_cache: vc,
+                out: Out::Bf16(attn),
+                out_stride: qd,
+                n_tokens: n,
+                positions,
+                tok_seq,
+                bt_off,
+                n_seqs,
+                block_tables: tables,
+                num_blocks,
+                block_size: bs,
+                n_heads: c.n_heads,
+                n_kv_heads: c.n_kv_heads,
+                head_dim: hd,
+                window,
+            })?;
+            g.gemm(&GemmArgs {
+                w: DBuf::of(&l.wo),
+                x: attn,
+                out: o,
+                rows: c.hidden,
+                cols: qd,
+                n,
+            })?;
+            g.residual_rmsnorm(&ResidualArgs {
+                x,
+                o,
+                post_w: opt(&l.post_attn_norm),
+                next_w: Some(DBuf::of(&l.ffn_norm)),
+                h,
+                n_rows: n,
+                n: c.hidden,
+                eps,
+            })?;
+            g.gemm(&GemmArgs {
+                w: DBuf::of(&l.gate_up),
+                x: h,
+                out: gu,
+                rows: 2 * c.ffn,
+                cols: c.hidden,
+                n,
+            })?;
+            let act_id = match c.activation {
+                Activation::GeluTanh => 0,
+                Activation::Silu => 1,
+            };
+            g.act_mul(gu, Out::Bf16(act), (n, c.ffn, act_id))?;
+            g.gemm(&GemmArgs {
+                w: DBuf::of(&l.down),
+                x: act,
+                out: o,
+                rows: c.hidden,
+                cols: c.ffn,
+                n,
+            })?;
+            g.residual_rmsnorm(&ResidualArgs {
+                x,
+                o,
+                post_w: opt(&l.post_ffn_norm),
+                next_w: self.layers.get(li + 1).map(|nl| DBuf::of(&nl.attn_norm)),
+                h,
+                n_rows: n,
+                n: c.hidden,
+                eps,
+            })?;
+        }
+        if m > 0 {
+            let final_h = DBuf::of(&sc.final_h);
+            let logits = DBuf::of(&sc.logits);
+            g.rmsnorm(&RmsNormArgs {
+                x,
+                x_rows: n,
+                rows: Some(rows_idx),
+                w: DBuf::of(&self.output_norm),
+                out: Out::Bf16(final_h),
+                n_rows: m,
+                n: c.hidden,
+                eps,
+            })?;
+            let out_w = DBuf::of(self.output.as_ref().unwrap_or(&self.embed));
+            g.gemm(&GemmArgs {
+                w: out_w,
+                x: final_h,
+                out: logits,
+                rows: c.vocab_size,
+                cols: c.hidden,
+                n: m,
+            })?;
+            if let Some(cap) = c.final_logit_softcap {
+                g.softcap(logits, m * c.vocab_size, cap)?;
+            }
+        }
+        Ok(m)
+    }
+}
+
+impl Backend for CudaBackend {
+    fn capabilities(&self) -> BackendCapabilities {
+        let (free, total) = self
+            .gpu
+            .mem_info()
+            .map_or((None, None), |(f, t)| (Some(f), Some(t)));
+        BackendCapabilities {
+            kind: "cuda",
+            device_name: self.gpu.info.name.clone(),
+            total_memory: total.or(Some(self.gpu.info.total_memory)),
+            free_memory: free,
+            kv_dtypes: vec![GgmlType::F16],
+            weight_dtypes: vec![
+                GgmlType::F32,
+                GgmlType::F16,
+                GgmlType::BF16,
+                GgmlType::Q4_0,
+                GgmlType::Q5_0,
+                GgmlType::Q8_0,
+                GgmlType::Q4_K,
+                GgmlType::Q6_K,
+            ],
+            shape_buckets: None,
+        }
+    }
+
+    fn kv_bytes_per_block(&self, block_size: usize) -> usize {
+        2 * self.cfg.n_layers * block_size * self.cfg.kv_dim() * 2
+    }
+
+    fn init_kv_cache(&mut self, config: KvCacheConfig) -> Result<KvCacheInfo, BackendError> {
+        if config.block_size == 0 || config.num_blocks == 0 {
+            return Err(BackendError::InvalidBatch(
+                "KV cache with zero blocks".into(),
+            ));
+        }
+        self.kv = None;
+        let slots = config
+            .num_blocks
+            .checked_mul(config.block_size)
+            .filter(|&s| s <= u32::MAX as usize)
+            .ok_or_else(|| BackendError::OutOfMemory("KV cache slots exceed 2^32".into()))?;
+        let n = slots * self.cfg.kv_dim();
+        let mut k = Vec::with_capacity(self.cfg.n_layers);
+        let mut v = Vec::with_capacity(self.cfg.n_layers);
+        for _ in 0..self.cfg.n_layers {
+            k.push(self.gpu.zeros::<u16>(n)?);
+            v.push(self.gpu.zeros::<u16>(n)?);
+        }
+        self.gpu.synchronize()?;
+        self.kv = Some(KvCache {
+            block_size: config.block_size,
+            num_blocks: config.num_blocks,
+            k,
+            v,
+        });
+        Ok(KvCacheInfo {
+            block_size: config.block_size,
+            num_blocks: config.num_blocks,
+            bytes_per_block: self.kv_bytes_per_block(config.block_size),
+        })
+    }
+
+    fn forward(&mut self, batch: &ForwardBatch) -> Result<Logits, BackendError> {
+        let m = self.compute(batch)?;
+        let mut data = vec![0f32; m * self.cfg.vocab_size];
+        self.gpu.download(&self.scratch.logits, &mut data)?;
+        Ok(Logits {
+            vocab: self.cfg.vocab_size,
+            data,
+        })
+    }
+
+    fn copy_blocks(&mut self, pairs: &[(BlockId, BlockId)]) -> Result<(), BackendError> {
+        let kv = self.kv.as_ref().ok_or(BackendError::NoKvCache)?;
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        for &(s, d) in pairs {
+            if s.0 as usize >= kv.num_blocks || d.0 as usize >= kv.num_blocks {
+                return Err(BackendError::InvalidBatch(format!(
+                    "block copy {s:?} -> {d:?} out of range"
+                )));
+            }
+        }
+        let flat: Vec<u32> = pairs.iter().flat_map(|&(s, d)| [s.0, d.0]).collect();
+        let dev_pairs = self.gpu.upload(&flat)?;
+        let all = DBuf::of(&dev_pairs);
+        // One launch copies all pairs at once only when no block is both a source and a
+        // destination and no destination repeats; otherwise copy in order, pair by pair (the
+        // CPU backend's sequential semantics).
+        let mut dsts: Vec<u32> = pairs.iter().map(|p| p.1 .0).collect();
+        dsts.sort_unstable();
+        let independent = dsts.windows(2).all(|w| w[0] != w[1])
+            && pairs.iter().all(|p| dsts.binary_search(&p.0 .0).is_err());
+        let block_elems = kv.block_size * self.cfg.kv_dim();
+        let dims = (kv.num_blocks, block_elems);
+        for cache in kv.k.iter().chain(kv.v.iter()) {
+            if independent {
+                self.gpu
+                    .copy_blocks(DBuf::of(cache), all, pairs.len(), dims)?;
+            } else {
+                for p in 0..pairs.len() {
+                    self.gpu
+                        .copy_blocks(DBuf::of(cache), all.slice(2 * p, 2)?, 1, dims)?;
+                }
+            }
+        }
+        self.gpu.synchronize()
+    }
+}
