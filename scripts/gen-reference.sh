@@ -82,7 +82,26 @@ for l in lines[1:]:
     positions.append({"top": [[int(a), float(b)] for a, b in (x.split(":") for x in top.split())],
                       "probe": [float(x) for x in pr.split()]})
 assert len(positions) == len(toks) >= 512, len(toks)
-json.dump({"text_file": "tests/data/long_text.txt", "tokens": toks, "probe_ids": probes, "positions": positions},
+# llama.cpp's own numerical noise: the same logits with its (default) flash-attention path, which
+# accumulates attention in f16. Our tests bound our distance from the reference by this.
+os.environ["REFDUMP_FLASH_ATTN"] = "1"
+fa_lines = run("logits", text_file, *map(str, probes))
+del os.environ["REFDUMP_FLASH_ATTN"]
+diffs, agree, decisive, decisive_agree = [], 0, 0, 0
+for p, l in zip(positions, fa_lines[1:]):
+    fa_top = {int(a): float(b) for a, b in (x.split(":") for x in l.split("|")[0].split())}
+    fa_best = max(fa_top, key=lambda i: (fa_top[i], -i))
+    agree += fa_best == p["top"][0][0]
+    if p["top"][0][1] - p["top"][1][1] >= 0.5:
+        decisive += 1
+        decisive_agree += fa_best == p["top"][0][0]
+    diffs += [abs(v - fa_top[i]) for i, v in p["top"] if i in fa_top]
+noise = {"agreement": round(agree / len(positions), 4), "mean_abs_diff": round(sum(diffs) / len(diffs), 4),
+         "max_abs_diff": round(max(diffs), 4), "decisive_agreement": round(decisive_agree / decisive, 4),
+         "what": "llama.cpp flash-attention on vs off, same text: top-1 agreement, |dlogit| over the top-20"}
+print(f"{alias}: llama.cpp self-noise {noise}")
+json.dump({"text_file": "tests/data/long_text.txt", "tokens": toks, "probe_ids": probes, "positions": positions,
+           "reference_self_noise": noise},
           open(os.path.join(out_dir, "logits.json"), "w"), separators=(",", ":"))
 print(f"{alias}: {len(texts)} tokenize strings, {len(out)} greedy prompts, {len(toks)} logit positions")
 PYEOF

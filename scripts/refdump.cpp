@@ -42,6 +42,10 @@ static llama_context *make_ctx(llama_model *model, int n) {
     cp.n_batch = cp.n_ctx;
     cp.n_ubatch = cp.n_ctx;
     cp.n_threads = 2;
+    // llama.cpp's CPU flash attention accumulates V in f16, which moves Gemma 3 logits by up to ~1.0
+    // (measured: FA on vs off at position 1 of long_text.txt). Its non-FA path accumulates in f32:
+    // that is the reference we compare against. REFDUMP_FLASH_ATTN=1 restores the default.
+    cp.flash_attn_type = getenv("REFDUMP_FLASH_ATTN") ? LLAMA_FLASH_ATTN_TYPE_AUTO : LLAMA_FLASH_ATTN_TYPE_DISABLED;
     cp.n_threads_batch = 2;
     return llama_init_from_model(model, cp);
 }
