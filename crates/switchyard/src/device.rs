@@ -1,0 +1,99 @@
+//! `--device auto|cpu|cuda[:N]|neuron`: picks and builds the backend.
+
+use anyhow::{bail, Result};
+use switchyard_core::Backend;
+use switchyard_runtime::Model;
+
+/// A parsed `--device` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    /// A GPU when one is usable, else the CPU.
+    Auto,
+    /// The CPU backend.
+    Cpu,
+    /// CUDA device N.
+    Cuda(usize),
+    /// AWS Neuron (not built yet).
+    Neuron,
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda(0)),
+            "neuron" => Ok(Self::Neuron),
+            _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => Ok(Self::Cuda(n)),
+                _ => Err(format!("invalid device '{s}' (expected auto, cpu, cuda, cuda:N or neuron)")),
+            },
+        }
+    }
+}
+
+/// Builds the backend for `device`, logging why `auto` fell back to the CPU.
+pub fn create_backend(device: Device, model: &Model) -> Result<Box<dyn Backend>> {
+    match device {
+        Device::Cpu => Ok(Box::new(switchyard_backend_cpu::CpuBackend::load(&model.config, model.gguf.as_ref())?)),
+        Device::Cuda(n) => {
+            let devices = switchyard_backend_cuda::probe()?;
+            if n >= devices.len() {
+                bail!("--device cuda:{n}: only {} CUDA device(s) found", devices.len());
+            }
+            Ok(Box::new(switchyard_backend_cuda::CudaBackend::load(n, &model.config, model.gguf.as_ref())?))
+        }
+        Device::Neuron => bail!("--device neuron: the Neuron backend is not built yet"),
+        Device::Auto => match switchyard_backend_cuda::probe() {
+            Ok(d) if !d.is_empty() => {
+                tracing::info!(gpu = %d[0].name, "using CUDA device 0");
+                Ok(Box::new(switchyard_backend_cuda::CudaBackend::load(0, &model.config, model.gguf.as_ref())?))
+            }
+            Ok(_) => {
+                tracing::warn!("no CUDA device found; using the CPU backend");
+                create_backend(Device::Cpu, model)
+            }
+            Err(e) => {
+                tracing::warn!("CUDA unavailable ({e}); using the CPU backend");
+                create_backend(Device::Cpu, model)
+            }
+        },
+    }
+}
+
+/// One line per backend for `switchyard info`.
+pub fn describe_backends() -> Vec<String> {
+    let mut v = vec!["cpu: available".to_string()];
+    match switchyard_backend_cuda::probe() {
+        Ok(devs) if devs.is_empty() => v.push("cuda: no device".into()),
+        Ok(devs) => {
+            for d in devs {
+                v.push(format!(
+                    "cuda:{}: {} ({:.1} GiB, compute {}.{})",
+                    d.ordinal,
+                    d.name,
+                    d.total_memory as f64 / (1u64 << 30) as f64,
+                    d.compute_capability.0,
+                    d.compute_capability.1
+                ));
+            }
+        }
+        Err(e) => v.push(format!("cuda: unavailable ({e})")),
+    }
+    v.push("neuron: not built yet".into());
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_devices() {
+        assert_eq!("auto".parse(), Ok(Device::Auto));
+        assert_eq!("cuda:3".parse(), Ok(Device::Cuda(3)));
+        assert_eq!("cuda".parse(), Ok(Device::Cuda(0)));
+        assert!("tpu".parse::<Device>().unwrap_err().contains("invalid device 'tpu'"));
+    }
+}
