@@ -125,8 +125,8 @@ run_tests() {
         echo "== test $t: rc=$rc in $(($(date +%s) - start))s (full log: test-$t.log)"
         grep -m1 -E "CUDA device|SKIPPED" "$LOGS/test-$t.log"
         grep -m1 -E "^kernels:" "$LOGS/test-$t.log"
-        grep -E "^test |test result|FAILED|worst|batch invariance" "$LOGS/test-$t.log" |
-            sed -E 's/ \.\.\. (CUDA device|gemma|qwen|llama|kernel cache|found|NVRTC).*/ .../' | tail -n 40
+        grep -E "^test |test result|FAILED|worst|batch invariance|graph replay|graphs\]: Device" "$LOGS/test-$t.log" |
+            sed -E 's/ \.\.\. (CUDA device|gemma|qwen|llama|kernel cache|found|NVRTC).*/ .../' | tail -n 60
         if [ "$rc" -ne 0 ]; then
             echo "-- failures of $t:"
             grep -A8 -E "panicked at" "$LOGS/test-$t.log" | grep -v deliberate | head -n 60

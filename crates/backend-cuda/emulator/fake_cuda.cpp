@@ -138,23 +138,54 @@ static void emu_launch(void (*call)(void**), void** params, emu_uint3 grid, emu_
 
 // ---------------------------------------------------------------- kernel table
 #define A(i, T) (*(T*)p[i])
-struct KernelEntry { const char* name; void (*call)(void**); };
+// `sig`: one character per parameter, its size in bytes ('p' = pointer), so that a stream capture
+// can copy the argument values as the real driver does.
+struct KernelEntry { const char* name; void (*call)(void**); const char* sig; };
 static KernelEntry kernels[] = {
-    {"embed_rows", [](void** p) { embed_rows(A(0, const u16*), A(1, const u32*), A(2, float*), A(3, int), A(4, u32), A(5, float), A(6, u64)); }},
-    {"rmsnorm_f32", [](void** p) { rmsnorm_f32(A(0, const float*), A(1, const u32*), A(2, u32), A(3, const float*), A(4, float*), A(5, int), A(6, float)); }},
-    {"rmsnorm_bf16", [](void** p) { rmsnorm_bf16(A(0, const float*), A(1, const u32*), A(2, u32), A(3, const float*), A(4, bf16*), A(5, int), A(6, float)); }},
-    {"residual_rmsnorm", [](void** p) { residual_rmsnorm(A(0, float*), A(1, const float*), A(2, const float*), A(3, const float*), A(4, bf16*), A(5, int), A(6, float)); }},
-    {"add_bias", [](void** p) { add_bias(A(0, float*), A(1, const float*), A(2, int), A(3, u64)); }},
-    {"head_norm_rope", [](void** p) { head_norm_rope(A(0, float*), A(1, int), A(2, int), A(3, int), A(4, const float*), A(5, const float*), A(6, float), A(7, const u32*), A(8, const float*), A(9, int), A(10, float)); }},
-    {"kv_write", [](void** p) { kv_write(A(0, const float*), A(1, int), A(2, int), A(3, int), A(4, int), A(5, const u32*), A(6, u32), A(7, u16*), A(8, u16*), A(9, u64)); }},
-    {"copy_blocks", [](void** p) { copy_blocks(A(0, u16*), A(1, const u32*), A(2, u32), A(3, u64)); }},
-    {"attention_f32", [](void** p) { attention_f32(A(0, const float*), A(1, int), A(2, const u16*), A(3, const u16*), A(4, float*), A(5, int), A(6, const u32*), A(7, const u32*), A(8, const u32*), A(9, const u32*), A(10, u32), A(11, u32), A(12, u32), A(13, int), A(14, int), A(15, int), A(16, int), A(17, int)); }},
-    {"attention_bf16", [](void** p) { attention_bf16(A(0, const float*), A(1, int), A(2, const u16*), A(3, const u16*), A(4, bf16*), A(5, int), A(6, const u32*), A(7, const u32*), A(8, const u32*), A(9, const u32*), A(10, u32), A(11, u32), A(12, u32), A(13, int), A(14, int), A(15, int), A(16, int), A(17, int)); }},
-    {"act_mul_f32", [](void** p) { act_mul_f32(A(0, const float*), A(1, float*), A(2, int), A(3, int), A(4, u64)); }},
-    {"act_mul_bf16", [](void** p) { act_mul_bf16(A(0, const float*), A(1, bf16*), A(2, int), A(3, int), A(4, u64)); }},
-    {"softcap", [](void** p) { softcap(A(0, float*), A(1, float), A(2, u64)); }},
-    {"argmax_rows", [](void** p) { argmax_rows(A(0, const float*), A(1, int), A(2, u32*)); }},
+    {"embed_rows", [](void** p) { embed_rows(A(0, const u16*), A(1, const u32*), A(2, float*), A(3, int), A(4, u32), A(5, float), A(6, u64)); }, "ppp4448"},
+    {"rmsnorm_f32", [](void** p) { rmsnorm_f32(A(0, const float*), A(1, const u32*), A(2, u32), A(3, const float*), A(4, float*), A(5, int), A(6, float)); }, "pp4pp44"},
+    {"rmsnorm_bf16", [](void** p) { rmsnorm_bf16(A(0, const float*), A(1, const u32*), A(2, u32), A(3, const float*), A(4, bf16*), A(5, int), A(6, float)); }, "pp4pp44"},
+    {"residual_rmsnorm", [](void** p) { residual_rmsnorm(A(0, float*), A(1, const float*), A(2, const float*), A(3, const float*), A(4, bf16*), A(5, int), A(6, float)); }, "ppppp44"},
+    {"add_bias", [](void** p) { add_bias(A(0, float*), A(1, const float*), A(2, int), A(3, u64)); }, "pp48"},
+    {"head_norm_rope", [](void** p) { head_norm_rope(A(0, float*), A(1, int), A(2, int), A(3, int), A(4, const float*), A(5, const float*), A(6, float), A(7, const u32*), A(8, const float*), A(9, int), A(10, float)); }, "p444pp4pp44"},
+    {"kv_write", [](void** p) { kv_write(A(0, const float*), A(1, int), A(2, int), A(3, int), A(4, int), A(5, const u32*), A(6, u32), A(7, u16*), A(8, u16*), A(9, u64)); }, "p4444p4pp8"},
+    {"copy_blocks", [](void** p) { copy_blocks(A(0, u16*), A(1, const u32*), A(2, u32), A(3, u64)); }, "pp48"},
+    {"attention_f32", [](void** p) { attention_f32(A(0, const float*), A(1, int), A(2, const u16*), A(3, const u16*), A(4, float*), A(5, int), A(6, const u32*), A(7, const u32*), A(8, const u32*), A(9, const u32*), A(10, u32), A(11, u32), A(12, u32), A(13, int), A(14, int), A(15, int), A(16, int), A(17, int)); }, "p4ppp4pppp44444444"},
+    {"attention_bf16", [](void** p) { attention_bf16(A(0, const float*), A(1, int), A(2, const u16*), A(3, const u16*), A(4, bf16*), A(5, int), A(6, const u32*), A(7, const u32*), A(8, const u32*), A(9, const u32*), A(10, u32), A(11, u32), A(12, u32), A(13, int), A(14, int), A(15, int), A(16, int), A(17, int)); }, "p4ppp4pppp44444444"},
+    {"act_mul_f32", [](void** p) { act_mul_f32(A(0, const float*), A(1, float*), A(2, int), A(3, int), A(4, u64)); }, "pp448"},
+    {"act_mul_bf16", [](void** p) { act_mul_bf16(A(0, const float*), A(1, bf16*), A(2, int), A(3, int), A(4, u64)); }, "pp448"},
+    {"softcap", [](void** p) { softcap(A(0, float*), A(1, float), A(2, u64)); }, "p48"},
+    {"argmax_rows", [](void** p) { argmax_rows(A(0, const float*), A(1, int), A(2, u32*)); }, "p4p"},
 };
+
+// ---------------------------------------------------------------- stream capture / graphs
+// One capture at a time (the backend uses one stream). While capturing, kernel launches and GEMMs
+// are recorded instead of run; anything that would allocate, copy, set memory or wait for the
+// device fails with CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED and invalidates the capture, as the
+// real driver does for those calls, so the emulator catches a non-capturable step.
+struct GemmCall {
+    int ta, tb, m, n, k; float alpha, beta; const void* a; int at, lda; const void* b; int bt, ldb;
+    void* c; int ct, ldc, compute;
+};
+struct Node {
+    bool is_gemm;
+    KernelEntry* k; emu_uint3 grid, block; unsigned smem; std::vector<u64> args;
+    GemmCall g;
+};
+struct Graph { std::vector<Node> nodes; };
+static Graph* capturing = nullptr;
+static bool capture_invalid = false;
+static const int ERR_CAPTURE_UNSUPPORTED = 900, ERR_CAPTURE_INVALIDATED = 901;
+static size_t graph_replays = 0;
+// Returns nonzero (and invalidates the capture) when called during a capture.
+static int forbid_in_capture(const char* what) {
+    if (!capturing) return 0;
+    fprintf(stderr, "EMU: %s during stream capture (not capturable)\n", what);
+    capture_invalid = true;
+    return ERR_CAPTURE_UNSUPPORTED;
+}
+#define FORBID(what) do { if (int e_ = forbid_in_capture(what)) return e_; } while (0)
+static void run_gemm(const GemmCall& g);
 
 // ---------------------------------------------------------------- driver API
 typedef int CUresult;
@@ -175,30 +206,69 @@ CUresult cuDevicePrimaryCtxRetain(void** c, int) { *c = (void*)0x1000; return 0;
 CUresult cuDevicePrimaryCtxRelease_v2(int) { return 0; }
 CUresult cuCtxGetCurrent(void** c) { *c = current_ctx; return 0; }
 CUresult cuCtxSetCurrent(void* c) { current_ctx = c; return 0; }
-CUresult cuCtxSynchronize() { return 0; }
+CUresult cuCtxSynchronize() { FORBID("cuCtxSynchronize"); return 0; }
 CUresult cuStreamCreate(void** s, unsigned) { *s = malloc(8); return 0; }
 CUresult cuStreamDestroy_v2(void* s) { free(s); return 0; }
-CUresult cuStreamSynchronize(void*) { return 0; }
+CUresult cuStreamSynchronize(void*) { FORBID("cuStreamSynchronize"); return 0; }
 CUresult cuStreamWaitEvent(void*, void*, unsigned) { return 0; }
 CUresult cuEventCreate(void** e, unsigned) { *e = malloc(8); return 0; }
 CUresult cuEventRecord(void*, void*) { return 0; }
-CUresult cuEventSynchronize(void*) { return 0; }
+CUresult cuEventSynchronize(void*) { FORBID("cuEventSynchronize"); return 0; }
+CUresult cuEventElapsedTime(float* ms, void*, void*) { *ms = 0.0f; return 0; }
+CUresult cuEventElapsedTime_v2(float* ms, void*, void*) { *ms = 0.0f; return 0; }
+CUresult cuEventQuery(void*) { return 0; }
+CUresult cuMemHostAlloc(void** p, size_t n, unsigned) { FORBID("cuMemHostAlloc"); *p = malloc(n ? n : 1); return 0; }
+CUresult cuMemFreeHost(void* p) { free(p); return 0; }
+CUresult cuStreamBeginCapture_v2(void*, int) {
+    if (capturing) return ERR_CAPTURE_UNSUPPORTED;
+    capturing = new Graph();
+    capture_invalid = false;
+    return 0;
+}
+CUresult cuStreamEndCapture(void*, void** graph) {
+    if (!capturing) { *graph = nullptr; return 906; /* CUDA_ERROR_STREAM_CAPTURE_UNMATCHED */ }
+    Graph* g = capturing;
+    capturing = nullptr;
+    if (capture_invalid) { delete g; *graph = nullptr; return ERR_CAPTURE_INVALIDATED; }
+    *graph = g;
+    return 0;
+}
+CUresult cuStreamIsCapturing(void*, int* status) { *status = capturing ? (capture_invalid ? 2 : 1) : 0; return 0; }
+CUresult cuGraphInstantiateWithFlags(void** exec, void* graph, unsigned long long) {
+    *exec = new Graph(*(Graph*)graph);
+    return 0;
+}
+CUresult cuGraphLaunch(void* exec, void*) {
+    FORBID("cuGraphLaunch");
+    for (const Node& nd : ((Graph*)exec)->nodes) {
+        if (nd.is_gemm) { run_gemm(nd.g); continue; }
+        std::vector<void*> params(nd.args.size());
+        std::vector<u64> vals = nd.args;
+        for (size_t i = 0; i < vals.size(); ++i) params[i] = &vals[i];
+        emu_launch(nd.k->call, params.data(), nd.grid, nd.block, nd.smem);
+    }
+    ++graph_replays;
+    return 0;
+}
+CUresult cuGraphUpload(void*, void*) { return 0; }
+CUresult cuGraphDestroy(void* g) { delete (Graph*)g; return 0; }
+CUresult cuGraphExecDestroy(void* g) { delete (Graph*)g; return 0; }
 CUresult cuEventDestroy_v2(void* e) { free(e); return 0; }
-CUresult cuMemAlloc_v2(u64* p, size_t n) {
+CUresult cuMemAlloc_v2(u64* p, size_t n) { FORBID("cuMemAlloc_v2");
     void* m = malloc(n ? n : 1);
     memset(m, 0xFF, n);  // poison: uninitialized floats read as NaN
     *p = (u64)m;
     live_bytes += n;
     return 0;
 }
-CUresult cuMemFree_v2(u64 p) { free((void*)p); return 0; }
+CUresult cuMemFree_v2(u64 p) { FORBID("cuMemFree_v2"); free((void*)p); return 0; }
 CUresult cuMemAllocAsync(u64* p, size_t n, void*) { return cuMemAlloc_v2(p, n); }
 CUresult cuMemFreeAsync(u64 p, void*) { return cuMemFree_v2(p); }
-CUresult cuMemsetD8Async(u64 p, unsigned char v, size_t n, void*) { memset((void*)p, v, n); return 0; }
-CUresult cuMemsetD8_v2(u64 p, unsigned char v, size_t n) { memset((void*)p, v, n); return 0; }
-CUresult cuMemcpyHtoDAsync_v2(u64 d, const void* s, size_t n, void*) { memcpy((void*)d, s, n); return 0; }
-CUresult cuMemcpyDtoHAsync_v2(void* d, u64 s, size_t n, void*) { memcpy(d, (void*)s, n); return 0; }
-CUresult cuMemcpyDtoDAsync_v2(u64 d, u64 s, size_t n, void*) { memmove((void*)d, (void*)s, n); return 0; }
+CUresult cuMemsetD8Async(u64 p, unsigned char v, size_t n, void*) { FORBID("cuMemsetD8Async"); memset((void*)p, v, n); return 0; }
+CUresult cuMemsetD8_v2(u64 p, unsigned char v, size_t n) { FORBID("cuMemsetD8_v2"); memset((void*)p, v, n); return 0; }
+CUresult cuMemcpyHtoDAsync_v2(u64 d, const void* s, size_t n, void*) { FORBID("cuMemcpyHtoDAsync_v2"); memcpy((void*)d, s, n); return 0; }
+CUresult cuMemcpyDtoHAsync_v2(void* d, u64 s, size_t n, void*) { FORBID("cuMemcpyDtoHAsync_v2"); memcpy(d, (void*)s, n); return 0; }
+CUresult cuMemcpyDtoDAsync_v2(u64 d, u64 s, size_t n, void*) { FORBID("cuMemcpyDtoDAsync_v2"); memmove((void*)d, (void*)s, n); return 0; }
 CUresult cuMemGetInfo_v2(size_t* f, size_t* t) { *t = 80ull << 30; *f = *t - live_bytes; return 0; }
 CUresult cuModuleLoadData(void** m, const void*) { *m = (void*)0x2000; return 0; }
 CUresult cuModuleUnload(void*) { return 0; }
@@ -209,6 +279,19 @@ CUresult cuModuleGetFunction(void** f, void*, const char* name) {
 CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                         unsigned smem, void*, void** params, void**) {
     if (!current_ctx) { fprintf(stderr, "EMU: launch without a current context\n"); return 201; }
+    if (capturing) {
+        Node nd{};
+        nd.is_gemm = false;
+        nd.k = (KernelEntry*)f; nd.grid = {gx, gy, gz}; nd.block = {bx, by, bz}; nd.smem = smem;
+        const char* sig = nd.k->sig;
+        for (size_t i = 0; sig[i]; ++i) {
+            u64 v = 0;
+            memcpy(&v, params[i], sig[i] == '4' ? 4 : 8);
+            nd.args.push_back(v);
+        }
+        capturing->nodes.push_back(std::move(nd));
+        return 0;
+    }
     emu_launch(((KernelEntry*)f)->call, params, {gx, gy, gz}, {bx, by, bz}, smem);
     return 0;
 }
@@ -221,6 +304,7 @@ CUresult cuGetErrorName(int, const char** s) { *s = "EMU_ERROR"; return 0; }
 int cublasCreate_v2(void** h) { *h = malloc(8); return 0; }
 int cublasDestroy_v2(void* h) { free(h); return 0; }
 int cublasSetStream_v2(void*, void*) { return 0; }
+int cublasSetWorkspace_v2(void*, void*, size_t) { return 0; }
 static float ld(const void* p, int type, size_t i) {
     switch (type) {
     case 0: return ((const float*)p)[i];
@@ -240,7 +324,24 @@ static void st(void* p, int type, size_t i, float v) {
 int cublasGemmEx(void*, int ta, int tb, int m, int n, int k, const void* alpha, const void* a, int at, int lda,
                  const void* b, int bt, int ldb, const void* beta, void* c, int ct, int ldc, int compute, int) {
     if (compute != 68) { fprintf(stderr, "EMU: compute type %d\n", compute); abort(); }
-    float al = *(const float*)alpha, be = *(const float*)beta;
+    GemmCall g{ta, tb, m, n, k, *(const float*)alpha, *(const float*)beta, a, at, lda, b, bt, ldb, c, ct, ldc, compute};
+    if (capturing) {
+        Node nd{};
+        nd.is_gemm = true;
+        nd.g = g;
+        capturing->nodes.push_back(std::move(nd));
+        return 0;
+    }
+    run_gemm(g);
+    return 0;
+}
+}
+static void run_gemm(const GemmCall& g) {
+    int ta = g.ta, tb = g.tb, m = g.m, n = g.n, k = g.k, at = g.at, lda = g.lda, bt = g.bt, ldb = g.ldb;
+    int ct = g.ct, ldc = g.ldc;
+    const void *a = g.a, *b = g.b;
+    void* c = g.c;
+    float al = g.alpha, be = g.beta;
     for (int j = 0; j < n; ++j)
         for (int i = 0; i < m; ++i) {
             float s = 0.0f;
@@ -252,6 +353,4 @@ int cublasGemmEx(void*, int ta, int tb, int m, int n, int k, const void* alpha, 
             size_t ci = i + (size_t)j * ldc;
             st(c, ct, ci, al * s + (be == 0.0f ? 0.0f : be * ld(c, ct, ci)));
         }
-    return 0;
-}
 }

@@ -1,6 +1,9 @@
 //! Decode and prefill throughput of the CUDA backend on random-weight models with the real shapes
 //! of Gemma 3 270M and Qwen2.5-0.5B (speed does not depend on the values), next to the
-//! memory-bandwidth roofline.
+//! memory-bandwidth roofline. Decode runs twice per batch size on the same sequences: launch by
+//! launch (CUDA graphs off), then replaying the per-bucket decode graphs; a few extra profiled
+//! steps of each give the per-step breakdown (driver calls, host enqueue time, device time
+//! between events).
 //!
 //! ```text
 //! cargo run --release -p switchyard-backend-cuda --example cuda_bench -- \
@@ -22,6 +25,10 @@ use switchyard_core::{
 };
 
 const BLOCK: usize = 16;
+/// Decode steps before each timed run.
+const WARMUP: usize = 3;
+/// Profiled decode steps after each timed run.
+const PROFILED: usize = 5;
 /// Most tokens in one prefill forward.
 const PREFILL_CHUNK_TOKENS: usize = 8192;
 
@@ -267,7 +274,8 @@ fn bench_model(name: &str, cfg: &ModelConfig, a: &Args) {
     );
 
     let max_b = a.batches.iter().copied().max().unwrap_or(1);
-    let per_seq = (a.ctx + a.steps + 4).div_ceil(BLOCK);
+    // Both modes decode WARMUP + steps + PROFILED steps on the same sequences.
+    let per_seq = (a.ctx + 2 * (a.steps + WARMUP + PROFILED) + 4).div_ceil(BLOCK);
     let prefill_blocks = a
         .prefill
         .iter()
@@ -297,36 +305,90 @@ fn bench_model(name: &str, cfg: &ModelConfig, a: &Args) {
 
     println!();
     println!(
-        "| batch | ctx | decode ms/step | decode tok/s | roofline tok/s (weights) | % of it | roofline tok/s (weights+KV) | \
+        "| batch | graphs | ctx | decode ms/step | decode tok/s | roofline tok/s (weights) | % of it | roofline tok/s (weights+KV) | \
          prefill tok/s (B x {}) |",
         a.ctx
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    let mut breakdown = Vec::new();
     for &bsz in &a.batches {
         let mut alloc = BlockAlloc::new(num_blocks, bsz as u64);
         let mut seqs = vec![Seq::default(); bsz];
+        b.set_cuda_graphs(false);
         let (mut next, prefill_s) = prefill(&mut b, &mut seqs, &mut alloc, a.ctx);
-        for _ in 0..3 {
-            next = decode_step(&mut b, &mut seqs, &next, &mut alloc);
+        let mut ms_off = 0.0;
+        for graphs in [false, true] {
+            b.set_cuda_graphs(graphs);
+            for _ in 0..WARMUP {
+                next = decode_step(&mut b, &mut seqs, &next, &mut alloc);
+            }
+            let ctx_start = seqs[0].cached;
+            let t = Instant::now();
+            for _ in 0..a.steps {
+                next = decode_step(&mut b, &mut seqs, &next, &mut alloc);
+            }
+            let s = t.elapsed().as_secs_f64();
+            let ms = 1e3 * s / a.steps as f64;
+            let toks = (bsz * a.steps) as f64 / s;
+            let avg_ctx = ctx_start as f64 + a.steps as f64 / 2.0;
+            let roof_w = bsz as f64 / (step_bytes / a.bandwidth);
+            let kv = bsz as f64 * avg_ctx * kv_bytes_per_token;
+            let roof_wkv = bsz as f64 / ((step_bytes + kv) / a.bandwidth);
+            let mode = match (graphs, b.cuda_graphs()) {
+                (false, _) => "off".to_string(),
+                (true, Ok(())) => format!("on ({:.2}x)", ms_off / ms),
+                (true, Err(why)) => format!("FELL BACK: {why}"),
+            };
+            if !graphs {
+                ms_off = ms;
+            }
+            println!(
+                "| {bsz} | {mode} | {ctx_start}..{} | {ms:.3} | {toks:.0} | {roof_w:.0} | {:.1}% | {roof_wkv:.0} | {:.0} |",
+                ctx_start + a.steps,
+                100.0 * toks / roof_w,
+                (bsz * a.ctx) as f64 / prefill_s
+            );
+            // Profiled steps: device time between events, host enqueue time, driver calls.
+            b.set_profiling(true);
+            let mut acc = (0.0f64, 0.0f64, 0.0f64, 0usize);
+            let mut last = b.last_step();
+            for _ in 0..PROFILED {
+                next = decode_step(&mut b, &mut seqs, &next, &mut alloc);
+                last = b.last_step();
+                acc.0 += last.host_enqueue_s;
+                acc.1 += last.wall_s;
+                acc.2 += f64::from(last.gpu_ms.unwrap_or(f32::NAN));
+                acc.3 += 1;
+            }
+            b.set_profiling(false);
+            let k = acc.3 as f64;
+            breakdown.push(format!(
+                "| {bsz} | {} | {} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} |",
+                if last.graph { "on" } else { "off" },
+                last.rows_launched,
+                1e3 * acc.1 / k,
+                1e3 * acc.0 / k,
+                acc.2 / k,
+                last.counters.kernel_launches,
+                last.counters.gemm_calls,
+                last.counters.graph_launches,
+                last.counters.htod_copies + last.counters.dtoh_copies,
+            ));
         }
-        let ctx_start = seqs[0].cached;
-        let t = Instant::now();
-        for _ in 0..a.steps {
-            next = decode_step(&mut b, &mut seqs, &next, &mut alloc);
-        }
-        let s = t.elapsed().as_secs_f64();
-        let ms = 1e3 * s / a.steps as f64;
-        let toks = (bsz * a.steps) as f64 / s;
-        let avg_ctx = ctx_start as f64 + a.steps as f64 / 2.0;
-        let roof_w = bsz as f64 / (step_bytes / a.bandwidth);
-        let kv = bsz as f64 * avg_ctx * kv_bytes_per_token;
-        let roof_wkv = bsz as f64 / ((step_bytes + kv) / a.bandwidth);
-        println!(
-            "| {bsz} | {ctx_start}..{} | {ms:.3} | {toks:.0} | {roof_w:.0} | {:.1}% | {roof_wkv:.0} | {:.0} |",
-            ctx_start + a.steps,
-            100.0 * toks / roof_w,
-            (bsz * a.ctx) as f64 / prefill_s
-        );
+    }
+    println!();
+    println!(
+        "Per decode step (mean of {PROFILED} profiled steps; forward_argmax, host batch building excluded): \
+         wall = the backend call, enqueue = host time until all work is queued, device = time between \
+         events around the step's work on the stream."
+    );
+    println!();
+    println!(
+        "| batch | graphs | rows run | wall ms | host enqueue ms | device ms | kernel launches | cuBLAS calls | graph launches | copies |"
+    );
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for l in breakdown {
+        println!("{l}");
     }
 
     // Prefill alone: one forward of several long prompts (after a warm-up of the same shape).

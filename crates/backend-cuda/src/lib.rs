@@ -20,7 +20,15 @@
 //! - the other kernels (`kernels.cu`) are CUDA C compiled by NVRTC at start-up for the device's
 //!   architecture and cached on disk (see [`kernel_cache_dir`]);
 //! - attention is one paged kernel for prefill chunks and decodes alike (causal, sliding window,
-//!   GQA, online softmax) reading keys and values back from the f16 cache.
+//!   GQA, online softmax) reading keys and values back from the f16 cache;
+//! - a step's metadata (token ids, positions, cache slots, block tables, logits rows) goes up in
+//!   one copy from a pinned buffer, and the host waits only when it reads the logits back;
+//! - decode-only steps of up to [`MAX_GRAPH_BATCH`] sequences replay a CUDA graph captured once
+//!   per power-of-two batch bucket: the batch is padded with dummy one-token sequences that write
+//!   their K/V into a reserved cache block and whose logits are discarded; every size is fixed
+//!   per bucket and everything that varies (context lengths, block tables) is read from device
+//!   memory. `SWITCHYARD_CUDA_GRAPHS=0` (or [`CudaBackend::set_cuda_graphs`]) turns this off; a
+//!   failed capture turns it off with a logged reason.
 //!
 //! [`dequantize`]: switchyard_core::dtype::dequantize
 #![deny(missing_docs)]
@@ -34,7 +42,8 @@ use cudarc::driver::{result as drv, sys as drv_sys};
 use switchyard_core::BackendError;
 
 pub use compile::KernelBuild;
-pub use model::CudaBackend;
+pub use gpu::DeviceCounters;
+pub use model::{CudaBackend, StepStats, MAX_GRAPH_BATCH};
 
 /// One CUDA device as the driver reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,8 +5,14 @@
 //! norm) and FFN norm → bf16 · fused gate/up GEMM · activation × up → bf16 · down GEMM · residual
 //! (+ post norm) and the next layer's attention norm. Then the final norm of the rows that want
 //! logits, the output GEMM and the soft-cap.
+//!
+//! Decode-only batches replay that same sequence of launches from a CUDA graph per batch bucket
+//! (see [`CudaBackend::set_cuda_graphs`]); the graphs point at the activation buffers and the KV
+//! cache, so growing the former or re-creating the latter drops them (captured again on demand).
 
-use cudarc::driver::CudaSlice;
+use std::time::Instant;
+
+use cudarc::driver::{CudaGraph, CudaSlice, PinnedHostSlice};
 use half::bf16;
 use switchyard_core::{
     Activation, Architecture, Backend, BackendCapabilities, BackendError, BlockId, ForwardBatch,
@@ -15,8 +21,8 @@ use switchyard_core::{
 };
 
 use crate::gpu::{
-    AttentionArgs, DBuf, GemmArgs, Gpu, HeadNormRopeArgs, KvWriteArgs, Out, ResidualArgs,
-    RmsNormArgs, MAX_HEAD_DIM,
+    AttentionArgs, DBuf, DeviceCounters, GemmArgs, Gpu, HeadNormRopeArgs, KvWriteArgs, Out,
+    ResidualArgs, RmsNormArgs, MAX_HEAD_DIM,
 };
 use crate::{CudaDeviceInfo, KernelBuild};
 
@@ -41,8 +47,12 @@ struct Layer {
 
 struct KvCache {
     block_size: usize,
+    /// Blocks the scheduler may use (`0..num_blocks`).
     num_blocks: usize,
-    /// Per layer: `[num_blocks * block_size, kv_dim]` f16 bits.
+    /// `num_blocks + 1`: block `num_blocks` is reserved for the padding rows of graph replays
+    /// (their K/V writes land there and nothing real ever reads it).
+    total_blocks: usize,
+    /// Per layer: `[total_blocks * block_size, kv_dim]` f16 bits.
     k: Vec<CudaSlice<u16>>,
     v: Vec<CudaSlice<u16>>,
 }
@@ -90,7 +100,8 @@ impl Scratch {
         gpu: &Gpu,
         c: &ModelConfig,
         (n, m, meta): (usize, usize, usize),
-    ) -> Result<(), BackendError> {
+    ) -> Result<bool, BackendError> {
+        let before = (self.tokens, self.rows, self.meta_len);
         if n > self.tokens {
             let cap = n.next_multiple_of(64);
             self.x = gpu.zeros(cap * c.hidden)?;
@@ -114,8 +125,169 @@ impl Scratch {
             self.meta = gpu.zeros(cap)?;
             self.meta_len = cap;
         }
-        Ok(())
+        Ok(before != (self.tokens, self.rows, self.meta_len))
     }
+}
+
+/// Decode batches of up to this many sequences replay CUDA graphs (batch padded to a power of 2).
+pub const MAX_GRAPH_BATCH: usize = 256;
+
+/// One captured decode step for `bucket` sequences of one token each.
+struct DecodeGraph {
+    /// Block-table entries the captured launches allow.
+    table_cap: usize,
+    /// The step's metadata, read by the captured launches: `[ids | positions | slots | tok_seq |
+    /// bt_off | logits rows]` (`bucket` each) then `table_cap` block-table entries.
+    meta: CudaSlice<u32>,
+    graph: SendGraph,
+}
+
+/// A [`CudaGraph`] owned by one backend.
+struct SendGraph(CudaGraph);
+// SAFETY: a graph is only touched through `&mut CudaBackend` (never shared between threads at
+// once: no `Sync`), and the CUDA objects it names are usable from any thread of the process.
+unsafe impl Send for SendGraph {}
+
+/// CUDA graph state of a backend.
+struct Graphs {
+    enabled: bool,
+    /// Why graphs are off, when they are.
+    off_reason: Option<String>,
+    /// By `log2(bucket)`.
+    by_bucket: Vec<Option<DecodeGraph>>,
+}
+
+impl Graphs {
+    fn clear(&mut self) {
+        self.by_bucket.iter_mut().for_each(|g| *g = None);
+    }
+}
+
+/// What the last forward step did (see [`CudaBackend::last_step`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StepStats {
+    /// Whether it replayed a CUDA graph.
+    pub graph: bool,
+    /// Rows it ran (the padded bucket for a graph replay).
+    pub rows_launched: usize,
+    /// Driver activity of the step, including its read-back.
+    pub counters: DeviceCounters,
+    /// Host time from the call until all work was enqueued (before the read-back wait), in
+    /// seconds.
+    pub host_enqueue_s: f64,
+    /// Host time of the whole call, in seconds.
+    pub wall_s: f64,
+    /// Device time between events around the step's work (only with
+    /// [`CudaBackend::set_profiling`]), in milliseconds.
+    pub gpu_ms: Option<f32>,
+}
+
+/// Sizes and device locations of one step's metadata, as the launches see them.
+struct StepLayout {
+    /// Token rows.
+    n: usize,
+    n_seqs: usize,
+    /// Logits rows.
+    m: usize,
+    ids: DBuf<u32>,
+    positions: DBuf<u32>,
+    slots: DBuf<u32>,
+    tok_seq: DBuf<u32>,
+    bt_off: DBuf<u32>,
+    rows_idx: DBuf<u32>,
+    tables: DBuf<u32>,
+}
+
+impl StepLayout {
+    /// The sections of `meta` for `n` token rows, `s` sequences, `m` logits rows and `t` table
+    /// entries, in the order [`pack_meta`] writes them.
+    fn of(meta: DBuf<u32>, n: usize, s: usize, m: usize, t: usize) -> Result<Self, BackendError> {
+        Ok(Self {
+            n,
+            n_seqs: s,
+            m,
+            ids: meta.slice(0, n)?,
+            positions: meta.slice(n, n)?,
+            slots: meta.slice(2 * n, n)?,
+            tok_seq: meta.slice(3 * n, n)?,
+            bt_off: meta.slice(4 * n, s)?,
+            rows_idx: meta.slice(4 * n + s, m)?,
+            tables: meta.slice(4 * n + s + m, t)?,
+        })
+    }
+}
+
+/// Packs a step's metadata into `out`: `[token ids | positions | cache slots | sequence of each
+/// token | block-table offsets | logits row indices | block tables]`. With `pad = Some((rows,
+/// reserved))` (one-token sequences only) the batch is padded to `rows` dummy sequences of
+/// token 0 at position 0, each writing its K/V to slot 0 of block `reserved` through one extra
+/// table entry, with logits rows padded by their own index; returns the table entries written.
+fn pack_meta(
+    batch: &ForwardBatch,
+    bs: usize,
+    pad: Option<(usize, u32)>,
+    out: &mut Vec<u32>,
+) -> usize {
+    let n = batch.num_tokens();
+    let (rows, reserved) = pad.unwrap_or((n, 0));
+    let padding = rows - n;
+    let bt_total: usize = batch.seqs.iter().map(|s| s.block_table.len()).sum();
+    out.clear();
+    out.extend_from_slice(&batch.token_ids);
+    out.extend(std::iter::repeat_n(0, padding));
+    out.extend_from_slice(&batch.positions);
+    out.extend(std::iter::repeat_n(0, padding));
+    for s in &batch.seqs {
+        for i in 0..s.len {
+            let pos = s.context_before + i;
+            out.push(s.block_table[pos / bs].0 * bs as u32 + (pos % bs) as u32);
+        }
+    }
+    out.extend(std::iter::repeat_n(reserved * bs as u32, padding));
+    for (si, s) in batch.seqs.iter().enumerate() {
+        out.extend(std::iter::repeat_n(si as u32, s.len));
+    }
+    let n_seqs = batch.seqs.len();
+    out.extend((n_seqs..n_seqs + padding).map(|s| s as u32));
+    let mut off = 0u32;
+    for s in &batch.seqs {
+        out.push(off);
+        off += s.block_table.len() as u32;
+    }
+    out.extend(std::iter::repeat_n(bt_total as u32, padding));
+    let m = batch.logits_indices.len();
+    out.extend(batch.logits_indices.iter().map(|&i| i as u32));
+    if pad.is_some() {
+        out.extend((m..rows).map(|r| r as u32));
+    }
+    for s in &batch.seqs {
+        out.extend(s.block_table.iter().map(|b| b.0));
+    }
+    if padding > 0 {
+        out.push(reserved);
+        bt_total + 1
+    } else {
+        bt_total
+    }
+}
+
+/// Copies `host` into the start of `dst` through the pinned staging buffer (one async copy).
+/// The staging buffer is rewritten by the next step only after this step's read-back waited for
+/// the stream, so the copy has finished by then.
+fn upload_meta(
+    gpu: &Gpu,
+    staging: &mut Option<PinnedHostSlice<u32>>,
+    host: &[u32],
+    dst: &mut CudaSlice<u32>,
+) -> Result<(), BackendError> {
+    if staging.as_ref().is_none_or(|s| s.len() < host.len()) {
+        *staging = None;
+        *staging = Some(gpu.pinned(host.len().next_power_of_two().max(4096))?);
+    }
+    let st = staging.as_mut().expect("staging buffer allocated above");
+    let buf = st.as_mut_slice().map_err(crate::gpu::driver_err)?;
+    buf[..host.len()].copy_from_slice(host);
+    gpu.write(dst, &buf[..host.len()])
 }
 
 /// The CUDA backend: owns the model weights (bf16 on the device), the paged f16 KV cache and the
@@ -134,6 +306,13 @@ pub struct CudaBackend {
     scratch: Scratch,
     weight_bytes: u64,
     step_weight_bytes: u64,
+    graphs: Graphs,
+    /// Host copy of the step's metadata (reused, so a step allocates nothing on the host).
+    meta_host: Vec<u32>,
+    /// Page-locked staging buffer of the metadata upload.
+    staging: Option<PinnedHostSlice<u32>>,
+    profiling: bool,
+    last: StepStats,
 }
 
 fn get(w: &dyn WeightSource, name: &str) -> Result<Tensor, BackendError> {
@@ -394,6 +573,7 @@ impl CudaBackend {
         let inv_freq_global = gpu.upload(&inv_freq(c.rope_base, c.head_dim))?;
         let inv_freq_local = gpu.upload(&inv_freq(c.rope_base_local, c.head_dim))?;
         let scratch = Scratch::new(&gpu)?;
+        let graphs_from_env = std::env::var("SWITCHYARD_CUDA_GRAPHS").map_or(true, |v| v != "0");
         gpu.synchronize()?;
         tracing::info!(
             "CUDA backend on {}: {:.1} MiB of bf16 weights, kernels {} ({})",
@@ -419,6 +599,17 @@ impl CudaBackend {
             scratch,
             weight_bytes,
             step_weight_bytes,
+            graphs: Graphs {
+                enabled: graphs_from_env,
+                off_reason: (!graphs_from_env).then(|| "SWITCHYARD_CUDA_GRAPHS=0".to_string()),
+                by_bucket: (0..=MAX_GRAPH_BATCH.trailing_zeros())
+                    .map(|_| None)
+                    .collect(),
+            },
+            meta_host: Vec::new(),
+            staging: None,
+            profiling: false,
+            last: StepStats::default(),
         })
     }
 
@@ -449,10 +640,45 @@ impl CudaBackend {
         self.step_weight_bytes
     }
 
+    /// Turns CUDA graphs for decode steps on or off (initially on unless the environment has
+    /// `SWITCHYARD_CUDA_GRAPHS=0`). Graphs already captured are kept for when they are turned
+    /// on again.
+    pub fn set_cuda_graphs(&mut self, on: bool) {
+        self.graphs.enabled = on;
+        self.graphs.off_reason = (!on).then(|| "turned off by set_cuda_graphs".to_string());
+    }
+
+    /// Whether decode steps replay CUDA graphs, or why not.
+    pub fn cuda_graphs(&self) -> Result<(), String> {
+        match &self.graphs.off_reason {
+            None if self.graphs.enabled => Ok(()),
+            Some(r) => Err(r.clone()),
+            None => Err("off".into()),
+        }
+    }
+
+    /// Records device-side timing events around every step (see [`StepStats::gpu_ms`]); costs
+    /// two event records and a wait per step.
+    pub fn set_profiling(&mut self, on: bool) {
+        self.profiling = on;
+    }
+
+    /// What the last forward step did: graph replay or not, driver calls, host and device time.
+    pub fn last_step(&self) -> StepStats {
+        self.last
+    }
+
+    /// Driver activity since the device was opened.
+    pub fn counters(&self) -> DeviceCounters {
+        self.gpu.counters()
+    }
+
     /// Runs the batch like [`Backend::forward`] but returns only the greedy token (argmax, lowest
     /// id on ties) of each row of `logits_indices`, computed on the device.
     pub fn forward_argmax(&mut self, batch: &ForwardBatch) -> Result<Vec<u32>, BackendError> {
-        let m = self.compute(batch)?;
+        let t0 = Instant::now();
+        let c0 = self.gpu.counters();
+        let (m, ev) = self.compute(batch)?;
         let mut out = vec![0u32; m];
         if m > 0 {
             let logits = DBuf::of(&self.scratch.logits);
@@ -462,9 +688,37 @@ impl CudaBackend {
                 self.cfg.vocab_size,
                 DBuf::of(&self.scratch.argmax),
             )?;
-            self.gpu.download(&self.scratch.argmax, &mut out)?;
         }
+        self.finish(t0, c0, ev, |me| {
+            me.gpu.download(&me.scratch.argmax, &mut out)
+        })?;
         Ok(out)
+    }
+
+    /// Ends a step: the end event (when profiling), the read-back `read` (which waits for the
+    /// stream) and the step's statistics.
+    fn finish(
+        &mut self,
+        t0: Instant,
+        c0: DeviceCounters,
+        start_ev: Option<cudarc::driver::CudaEvent>,
+        read: impl FnOnce(&Self) -> Result<(), BackendError>,
+    ) -> Result<(), BackendError> {
+        let end_ev = match start_ev {
+            Some(_) => Some(self.gpu.timing_event()?),
+            None => None,
+        };
+        let enqueue = t0.elapsed().as_secs_f64();
+        read(self)?;
+        let gpu_ms = match (start_ev, end_ev) {
+            (Some(a), Some(b)) => a.elapsed_ms(&b).ok(),
+            _ => None,
+        };
+        self.last.counters = self.gpu.counters().since(&c0);
+        self.last.host_enqueue_s = enqueue;
+        self.last.wall_s = t0.elapsed().as_secs_f64();
+        self.last.gpu_ms = gpu_ms;
+        Ok(())
     }
 
     fn validate(&self, batch: &ForwardBatch) -> Result<&KvCache, BackendError> {
@@ -493,59 +747,136 @@ impl CudaBackend {
         Ok(kv)
     }
 
+    /// Grows the activation buffers; any growth moves buffers the graphs point at, so it drops
+    /// them (they are captured again on demand).
+    fn ensure_scratch(&mut self, dims: (usize, usize, usize)) -> Result<(), BackendError> {
+        if self.scratch.ensure(&self.gpu, &self.cfg, dims)? {
+            self.graphs.clear();
+        }
+        Ok(())
+    }
+
     /// Runs the whole model over the batch, leaving the logits of the `logits_indices` rows in
-    /// `scratch.logits`; returns their number.
-    fn compute(&mut self, batch: &ForwardBatch) -> Result<usize, BackendError> {
+    /// the first rows of `scratch.logits`; returns their number (and the start event when
+    /// profiling). Decode-only batches of up to [`MAX_GRAPH_BATCH`] sequences replay a CUDA
+    /// graph when graphs are on.
+    fn compute(
+        &mut self,
+        batch: &ForwardBatch,
+    ) -> Result<(usize, Option<cudarc::driver::CudaEvent>), BackendError> {
         let kv = self.validate(batch)?;
-        let (bs, num_blocks) = (kv.block_size, kv.num_blocks);
+        let bs = kv.block_size;
         let n = batch.num_tokens();
         let m = batch.logits_indices.len();
+        self.last = StepStats::default();
         if n == 0 {
-            return Ok(0);
+            return Ok((0, None));
         }
-        // Per-step metadata, uploaded in one copy:
-        // [token ids | positions | cache slots | sequence of each token | block-table offsets |
-        //  block tables | logits row indices].
-        let n_seqs = batch.seqs.len();
-        let bt_total: usize = batch.seqs.iter().map(|s| s.block_table.len()).sum();
-        let mut meta: Vec<u32> = Vec::with_capacity(4 * n + n_seqs + bt_total + m);
-        meta.extend_from_slice(&batch.token_ids);
-        meta.extend_from_slice(&batch.positions);
-        for s in &batch.seqs {
-            for i in 0..s.len {
-                let pos = s.context_before + i;
-                meta.push(s.block_table[pos / bs].0 * bs as u32 + (pos % bs) as u32);
+        let ev = if self.profiling {
+            Some(self.gpu.timing_event()?)
+        } else {
+            None
+        };
+        let decode = batch.seqs.iter().all(|s| s.len == 1) && n <= MAX_GRAPH_BATCH && m <= n;
+        if self.graphs.enabled && decode {
+            self.replay(batch)?;
+            if self.last.graph {
+                return Ok((m, ev));
             }
         }
-        for (si, s) in batch.seqs.iter().enumerate() {
-            meta.extend(std::iter::repeat_n(si as u32, s.len));
-        }
-        let mut off = 0u32;
-        for s in &batch.seqs {
-            meta.push(off);
-            off += s.block_table.len() as u32;
-        }
-        for s in &batch.seqs {
-            meta.extend(s.block_table.iter().map(|b| b.0));
-        }
-        meta.extend(batch.logits_indices.iter().map(|&i| i as u32));
+        let t = pack_meta(batch, bs, None, &mut self.meta_host);
+        self.ensure_scratch((n, m, self.meta_host.len()))?;
+        upload_meta(
+            &self.gpu,
+            &mut self.staging,
+            &self.meta_host,
+            &mut self.scratch.meta,
+        )?;
+        let lay = StepLayout::of(DBuf::of(&self.scratch.meta), n, batch.seqs.len(), m, t)?;
+        self.enqueue(&lay)?;
+        self.last.rows_launched = n;
+        Ok((m, ev))
+    }
 
-        self.scratch
-            .ensure(&self.gpu, &self.cfg, (n, m, meta.len()))?;
-        self.gpu.write(&mut self.scratch.meta, &meta)?;
+    /// The graph path of [`compute`](Self::compute) for a decode batch: pads it to its bucket,
+    /// captures the bucket's graph if needed, uploads the metadata and replays. Sets
+    /// `last.graph` when it replayed; a failed capture turns graphs off (logged) and leaves the
+    /// step to the launch-by-launch path.
+    fn replay(&mut self, batch: &ForwardBatch) -> Result<(), BackendError> {
+        let kv = self.kv.as_ref().ok_or(BackendError::NoKvCache)?;
+        let (bs, reserved) = (kv.block_size, kv.num_blocks as u32);
+        let n = batch.num_tokens();
+        let bucket = n.next_power_of_two();
+        let t = pack_meta(batch, bs, Some((bucket, reserved)), &mut self.meta_host);
+        self.ensure_scratch((bucket, bucket, 0))?;
+        let slot = bucket.trailing_zeros() as usize;
+        if self.graphs.by_bucket[slot]
+            .as_ref()
+            .is_none_or(|g| g.table_cap < t)
+        {
+            self.graphs.by_bucket[slot] = None;
+            let table_cap = (16 * bucket).max(t.next_power_of_two());
+            match self.capture(bucket, table_cap) {
+                Ok(g) => self.graphs.by_bucket[slot] = Some(g),
+                Err(e) => {
+                    let reason =
+                        format!("capturing the decode graph of batch {bucket} failed: {e}");
+                    tracing::warn!("{reason}; CUDA graphs are off for this backend");
+                    self.graphs.enabled = false;
+                    self.graphs.off_reason = Some(reason);
+                    self.graphs.clear();
+                    return Ok(());
+                }
+            }
+        }
+        let g = self.graphs.by_bucket[slot]
+            .as_mut()
+            .expect("graph captured above");
+        upload_meta(&self.gpu, &mut self.staging, &self.meta_host, &mut g.meta)?;
+        self.gpu.launch_graph(&g.graph.0)?;
+        self.last.graph = true;
+        self.last.rows_launched = bucket;
+        Ok(())
+    }
 
+    /// Captures one decode step of `bucket` one-token sequences (block tables of up to
+    /// `table_cap` entries in all) into a graph reading its metadata from a buffer of its own.
+    fn capture(&self, bucket: usize, table_cap: usize) -> Result<DecodeGraph, BackendError> {
+        let meta = self.gpu.zeros::<u32>(6 * bucket + table_cap)?;
+        let lay = StepLayout::of(DBuf::of(&meta), bucket, bucket, bucket, table_cap)?;
+        // Nothing of ours may be in flight on the stream while it captures.
+        self.gpu.synchronize()?;
+        self.gpu.begin_capture()?;
+        let launched = self.enqueue(&lay);
+        let graph = self.gpu.end_capture();
+        launched?;
+        let graph = graph?;
+        tracing::debug!("captured the decode graph of batch {bucket} ({table_cap} table entries)");
+        Ok(DecodeGraph {
+            table_cap,
+            meta,
+            graph: SendGraph(graph),
+        })
+    }
+
+    /// Enqueues the whole forward pass for the step described by `lay` (no host waits, no
+    /// allocation, no copies: safe to capture).
+    fn enqueue(&self, lay: &StepLayout) -> Result<(), BackendError> {
         let c = &self.cfg;
         let g = &self.gpu;
         let sc = &self.scratch;
         let kv = self.kv.as_ref().ok_or(BackendError::NoKvCache)?;
-        let md = DBuf::of(&sc.meta);
-        let ids = md.slice(0, n)?;
-        let positions = md.slice(n, n)?;
-        let slots = md.slice(2 * n, n)?;
-        let tok_seq = md.slice(3 * n, n)?;
-        let bt_off = md.slice(4 * n, n_seqs)?;
-        let tables = md.slice(4 * n + n_seqs, bt_total)?;
-        let rows_idx = md.slice(4 * n + n_seqs + bt_total, m)?;
+        let (bs, num_blocks) = (kv.block_size, kv.total_blocks);
+        let (n, m, n_seqs) = (lay.n, lay.m, lay.n_seqs);
+        let (ids, positions, slots, tok_seq, bt_off, tables, rows_idx) = (
+            lay.ids,
+            lay.positions,
+            lay.slots,
+            lay.tok_seq,
+            lay.bt_off,
+            lay.tables,
+            lay.rows_idx,
+        );
 
         let (qd, kvd, hd) = (c.q_dim(), c.kv_dim(), c.head_dim);
         let qkv_w = qd + 2 * kvd;
@@ -717,7 +1048,7 @@ impl CudaBackend {
                 g.softcap(logits, m * c.vocab_size, cap)?;
             }
         }
-        Ok(m)
+        Ok(())
     }
 }
 
@@ -758,8 +1089,10 @@ impl Backend for CudaBackend {
             ));
         }
         self.kv = None;
-        let slots = config
-            .num_blocks
+        // The graphs point at the old cache.
+        self.graphs.clear();
+        let total_blocks = config.num_blocks + 1;
+        let slots = total_blocks
             .checked_mul(config.block_size)
             .filter(|&s| s <= u32::MAX as usize)
             .ok_or_else(|| BackendError::OutOfMemory("KV cache slots exceed 2^32".into()))?;
@@ -774,6 +1107,7 @@ impl Backend for CudaBackend {
         self.kv = Some(KvCache {
             block_size: config.block_size,
             num_blocks: config.num_blocks,
+            total_blocks,
             k,
             v,
         });
@@ -785,9 +1119,13 @@ impl Backend for CudaBackend {
     }
 
     fn forward(&mut self, batch: &ForwardBatch) -> Result<Logits, BackendError> {
-        let m = self.compute(batch)?;
+        let t0 = Instant::now();
+        let c0 = self.gpu.counters();
+        let (m, ev) = self.compute(batch)?;
         let mut data = vec![0f32; m * self.cfg.vocab_size];
-        self.gpu.download(&self.scratch.logits, &mut data)?;
+        self.finish(t0, c0, ev, |me| {
+            me.gpu.download(&me.scratch.logits, &mut data)
+        })?;
         Ok(Logits {
             vocab: self.cfg.vocab_size,
             data,
@@ -817,7 +1155,7 @@ impl Backend for CudaBackend {
         let independent = dsts.windows(2).all(|w| w[0] != w[1])
             && pairs.iter().all(|p| dsts.binary_search(&p.0 .0).is_err());
         let block_elems = kv.block_size * self.cfg.kv_dim();
-        let dims = (kv.num_blocks, block_elems);
+        let dims = (kv.total_blocks, block_elems);
         for cache in kv.k.iter().chain(kv.v.iter()) {
             if independent {
                 self.gpu

@@ -143,35 +143,52 @@ fn parity(name: &str, cfg: ModelConfig, seed: u64) {
         },
         gpu.weight_bytes() as f64 / (1 << 20) as f64
     );
-    let exact = run_flow(
-        &format!("{name} vs exact f32 CPU"),
-        &cfg,
-        seed,
-        &mut cpu_exact,
-        &mut gpu,
-        EXACT,
-    );
-    let backend = run_flow(
-        &format!("{name} vs CPU backend"),
-        &cfg,
-        seed,
-        &mut cpu,
-        &mut gpu,
-        BACKEND,
-    );
-    for t in [&exact, &backend] {
-        assert!(
-            t.unexplained_flips.is_empty(),
-            "{name}: greedy tokens differ beyond near-ties: {:#?}",
-            t.unexplained_flips
+    // Launch by launch first, then with decode steps replaying CUDA graphs.
+    for graphs in [false, true] {
+        gpu.set_cuda_graphs(graphs);
+        let mode = if graphs { "graphs" } else { "no graphs" };
+        let c0 = gpu.counters();
+        let exact = run_flow(
+            &format!("{name} [{mode}] vs exact f32 CPU"),
+            &cfg,
+            seed,
+            &mut cpu_exact,
+            &mut gpu,
+            EXACT,
         );
+        let backend = run_flow(
+            &format!("{name} [{mode}] vs CPU backend"),
+            &cfg,
+            seed,
+            &mut cpu,
+            &mut gpu,
+            BACKEND,
+        );
+        for t in [&exact, &backend] {
+            assert!(
+                t.unexplained_flips.is_empty(),
+                "{name} [{mode}]: greedy tokens differ beyond near-ties: {:#?}",
+                t.unexplained_flips
+            );
+        }
+        assert!(
+            exact.explained_flips <= exact.greedy_rows / 10,
+            "{name} [{mode}]: too many near-tie flips against the exact reference ({} of {})",
+            exact.explained_flips,
+            exact.greedy_rows
+        );
+        let d = gpu.counters().since(&c0);
+        if graphs {
+            assert!(
+                d.graph_launches > 0,
+                "{name}: no decode step replayed a CUDA graph ({:?})",
+                gpu.cuda_graphs()
+            );
+        } else {
+            assert_eq!(d.graph_launches, 0, "{name}: graphs were off");
+        }
+        eprintln!("{name} [{mode}]: {d:?}");
     }
-    assert!(
-        exact.explained_flips <= exact.greedy_rows / 10,
-        "{name}: too many near-tie flips against the exact reference ({} of {})",
-        exact.explained_flips,
-        exact.greedy_rows
-    );
 }
 
 fn run_flow(
@@ -395,12 +412,15 @@ fn greedy_decoding_is_batch_invariant_on_gpu() {
     if gpu_or_skip().is_none() {
         return;
     }
-    for (name, cfg, seed) in [
-        ("gemma-like", gemma_like(), 5u64),
-        ("qwen-like", qwen_like(), 6),
+    for (name, cfg, seed, graphs) in [
+        ("gemma-like", gemma_like(), 5u64, false),
+        ("gemma-like [graphs]", gemma_like(), 5u64, true),
+        ("qwen-like", qwen_like(), 6, false),
+        ("qwen-like [graphs]", qwen_like(), 6, true),
     ] {
         let weights = random_weights(&cfg, &plan_for(cfg.arch), seed);
         let mut gpu = CudaBackend::load(0, &cfg, &weights).expect("cuda load");
+        gpu.set_cuda_graphs(graphs);
         let kvc = KvCacheConfig {
             block_size: BLOCK,
             num_blocks: BLOCKS,
@@ -522,6 +542,139 @@ fn greedy_decoding_is_batch_invariant_on_gpu() {
         eprintln!(
             "{name}: batch invariance over {} steps: {identical} bit-identical, max|Δ| {worst:.2e}, near-tie flips {flips}",
             STEPS + 1
+        );
+        let replays = gpu.counters().graph_launches;
+        assert_eq!(
+            replays > 0,
+            graphs,
+            "{name}: {replays} graph replays ({:?})",
+            gpu.cuda_graphs()
+        );
+    }
+}
+
+/// Decode steps replayed from CUDA graphs (batch padded to the bucket with dummy sequences)
+/// against the same steps launched one by one: batches across bucket boundaries (1, 3, 5, 8, 9
+/// sequences), contexts of different lengths (beyond the sliding window, across blocks), block
+/// tables that outgrow a captured graph, logits of a subset of rows. Each step runs twice on the
+/// same cache (the second run rewrites identical K/V): launch by launch, then replayed.
+#[test]
+fn graph_replay_matches_launch_by_launch() {
+    if gpu_or_skip().is_none() {
+        return;
+    }
+    for (name, cfg, seed) in [
+        ("gemma-like", gemma_like(), 11u64),
+        ("qwen-like", qwen_like(), 12),
+    ] {
+        let weights = random_weights(&cfg, &plan_for(cfg.arch), seed);
+        let mut gpu = CudaBackend::load(0, &cfg, &weights).expect("cuda load");
+        gpu.init_kv_cache(KvCacheConfig {
+            block_size: BLOCK,
+            num_blocks: BLOCKS,
+        })
+        .unwrap();
+        let mut alloc = BlockAlloc::new(BLOCKS, seed);
+        let mut rng = StdRng::seed_from_u64(seed);
+        let v = cfg.vocab_size;
+        let mut seqs: Vec<Seq> = vec![Seq::default(); 10];
+        // Prefill nine with prompts of 1..=40 tokens and a tenth with 300 (launch by launch:
+        // not a decode).
+        gpu.set_cuda_graphs(false);
+        let lens = [1usize, 17, 40, 5, 33, 16, 2, 29, 9, 300];
+        let parts = seqs
+            .iter_mut()
+            .zip(lens)
+            .map(|(s, l)| Part {
+                seq: s,
+                tokens: random_tokens(&mut rng, l, v),
+                logits_rows: vec![l - 1],
+            })
+            .collect();
+        gpu.forward(&build_batch(parts, &mut alloc, BLOCK)).unwrap();
+        let (mut identical, mut worst, mut steps) = (0, 0f32, 0);
+        // The last step decodes the 300-token sequence alone: its 19-block table outgrows the
+        // batch-1 graph captured at step 0, which is captured again with more room.
+        for (step, active) in [1usize, 3, 5, 8, 9, 3, 1, 9, 5, 2, 1]
+            .into_iter()
+            .enumerate()
+        {
+            // Active sequences rotate, so block tables and contexts differ between steps.
+            let first = if step == 10 {
+                9
+            } else {
+                step % (9 - active + 1)
+            };
+            let tokens = random_tokens(&mut rng, active, v);
+            let mut parts: Vec<Part> = seqs[first..first + active]
+                .iter_mut()
+                .zip(&tokens)
+                .map(|(s, &t)| Part {
+                    seq: s,
+                    tokens: vec![t],
+                    logits_rows: vec![0],
+                })
+                .collect();
+            // Every third step wants the logits of every other row only.
+            if step % 3 == 2 {
+                for (i, p) in parts.iter_mut().enumerate() {
+                    if i % 2 == 1 {
+                        p.logits_rows.clear();
+                    }
+                }
+            }
+            let batch = build_batch(parts, &mut alloc, BLOCK);
+            gpu.set_cuda_graphs(false);
+            let plain = gpu.forward(&batch).unwrap();
+            let plain_top = gpu.forward_argmax(&batch).unwrap();
+            assert!(!gpu.last_step().graph);
+            gpu.set_cuda_graphs(true);
+            let captures = gpu.counters().graph_captures;
+            let replayed = gpu.forward(&batch).unwrap();
+            if step == 10 {
+                assert_eq!(
+                    gpu.counters().graph_captures,
+                    captures + 1,
+                    "{name}: the batch-1 graph should have been captured again"
+                );
+            }
+            let st = gpu.last_step();
+            assert!(
+                st.graph,
+                "{name} step {step}: not replayed ({:?})",
+                gpu.cuda_graphs()
+            );
+            assert_eq!(st.rows_launched, active.next_power_of_two());
+            let replayed_top = gpu.forward_argmax(&batch).unwrap();
+            assert_eq!(plain.rows(), replayed.rows(), "{name} step {step}: rows");
+            let d = diff(&plain.data, &replayed.data);
+            worst = worst.max(d.max_abs);
+            identical += usize::from(plain.data == replayed.data);
+            steps += 1;
+            assert!(
+                d.max_abs <= 0.01 * d.scale.max(1.0),
+                "{name} step {step} ({active} seqs): replayed logits differ by {d:?}"
+            );
+            for r in 0..plain.rows() {
+                let (a, b) = (plain_top[r] as usize, replayed_top[r] as usize);
+                assert_eq!(
+                    a,
+                    argmax(plain.row(r)),
+                    "{name} step {step} row {r}: device argmax"
+                );
+                if a != b {
+                    let gap = plain.row(r)[a] - plain.row(r)[b];
+                    assert!(
+                        gap <= 2.0 * d.max_abs,
+                        "{name} step {step} row {r}: argmax {a} launched, {b} replayed (gap {gap})"
+                    );
+                }
+            }
+        }
+        eprintln!(
+            "{name}: graph replay vs launch by launch over {steps} decode steps: {identical} bit-identical, \
+             max|Δ| {worst:.2e}; {:?}",
+            gpu.counters()
         );
     }
 }
