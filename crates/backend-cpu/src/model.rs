@@ -52,7 +52,8 @@ pub struct CpuBackend {
 }
 
 fn get(w: &dyn WeightSource, name: &str) -> Result<Tensor, BackendError> {
-    w.tensor(name).ok_or_else(|| BackendError::MissingTensor(name.to_string()))
+    w.tensor(name)
+        .ok_or_else(|| BackendError::MissingTensor(name.to_string()))
 }
 
 fn vector(w: &dyn WeightSource, name: &str, len: usize) -> Result<Vec<f32>, BackendError> {
@@ -100,7 +101,12 @@ fn matrix(
 }
 
 fn qm(t: &Tensor) -> QMatrix<'_> {
-    QMatrix { dtype: t.dtype, rows: t.shape[1], cols: t.shape[0], data: t.data.as_slice() }
+    QMatrix {
+        dtype: t.dtype,
+        rows: t.shape[1],
+        cols: t.shape[0],
+        data: t.data.as_slice(),
+    }
 }
 
 fn add_bias(x: &mut [f32], b: &Option<Vec<f32>>) {
@@ -177,7 +183,6 @@ impl CpuBackend {
     pub fn config(&self) -> &ModelConfig {
         &self.cfg
     }
-
 }
 
 fn slot(block_table: &[BlockId], block_size: usize, pos: usize) -> usize {
@@ -213,7 +218,9 @@ impl Backend for CpuBackend {
 
     fn init_kv_cache(&mut self, config: KvCacheConfig) -> Result<KvCacheInfo, BackendError> {
         if config.block_size == 0 || config.num_blocks == 0 {
-            return Err(BackendError::InvalidBatch("KV cache with zero blocks".into()));
+            return Err(BackendError::InvalidBatch(
+                "KV cache with zero blocks".into(),
+            ));
         }
         self.kv = None;
         let n = config
@@ -224,10 +231,12 @@ impl Backend for CpuBackend {
         let mut v = Vec::with_capacity(self.cfg.n_layers);
         for _ in 0..self.cfg.n_layers {
             let mut a = Vec::new();
-            a.try_reserve_exact(n).map_err(|e| BackendError::OutOfMemory(e.to_string()))?;
+            a.try_reserve_exact(n)
+                .map_err(|e| BackendError::OutOfMemory(e.to_string()))?;
             a.resize(n, f16::ZERO);
             let mut b = Vec::new();
-            b.try_reserve_exact(n).map_err(|e| BackendError::OutOfMemory(e.to_string()))?;
+            b.try_reserve_exact(n)
+                .map_err(|e| BackendError::OutOfMemory(e.to_string()))?;
             b.resize(n, f16::ZERO);
             k.push(a);
             v.push(b);
@@ -250,7 +259,9 @@ impl Backend for CpuBackend {
         let w = kv.block_size * self.cfg.kv_dim();
         for &(s, d) in pairs {
             if s.0 as usize >= kv.num_blocks || d.0 as usize >= kv.num_blocks {
-                return Err(BackendError::InvalidBatch(format!("block copy {s:?} -> {d:?} out of range")));
+                return Err(BackendError::InvalidBatch(format!(
+                    "block copy {s:?} -> {d:?} out of range"
+                )));
             }
             for cache in kv.k.iter_mut().chain(kv.v.iter_mut()) {
                 cache.copy_within(s.0 as usize * w..(s.0 as usize + 1) * w, d.0 as usize * w);
@@ -261,10 +272,15 @@ impl Backend for CpuBackend {
 
     fn forward(&mut self, batch: &ForwardBatch) -> Result<Logits, BackendError> {
         let kv = self.kv.as_mut().ok_or(BackendError::NoKvCache)?;
-        batch.validate(kv.block_size).map_err(BackendError::InvalidBatch)?;
+        batch
+            .validate(kv.block_size)
+            .map_err(BackendError::InvalidBatch)?;
         for s in &batch.seqs {
             if let Some(b) = s.block_table.iter().find(|b| b.0 as usize >= kv.num_blocks) {
-                return Err(BackendError::InvalidBatch(format!("block {} out of range", b.0)));
+                return Err(BackendError::InvalidBatch(format!(
+                    "block {} out of range",
+                    b.0
+                )));
             }
         }
         let c = &self.cfg;
@@ -320,10 +336,16 @@ impl Backend for CpuBackend {
                 for i in 0..s.len {
                     let t = s.start + i;
                     let sl = slot(&s.block_table, bs, s.context_before + i);
-                    for (d, src) in kc[sl * kvd..(sl + 1) * kvd].iter_mut().zip(&k[t * kvd..(t + 1) * kvd]) {
+                    for (d, src) in kc[sl * kvd..(sl + 1) * kvd]
+                        .iter_mut()
+                        .zip(&k[t * kvd..(t + 1) * kvd])
+                    {
                         *d = f16::from_f32(*src);
                     }
-                    for (d, src) in vc[sl * kvd..(sl + 1) * kvd].iter_mut().zip(&v[t * kvd..(t + 1) * kvd]) {
+                    for (d, src) in vc[sl * kvd..(sl + 1) * kvd]
+                        .iter_mut()
+                        .zip(&v[t * kvd..(t + 1) * kvd])
+                    {
                         *d = f16::from_f32(*src);
                     }
                 }
@@ -341,39 +363,45 @@ impl Backend for CpuBackend {
                 .iter()
                 .flat_map(|s| std::iter::repeat_n(s, s.len))
                 .collect();
-            attn.par_chunks_mut(qd).enumerate().for_each(|(t, out_row)| {
-                let (_, pos) = tasks[t];
-                let s = seq_of[t];
-                let lo = if window == usize::MAX { 0 } else { (pos + 1).saturating_sub(window) };
-                let mut scores = vec![0f32; pos + 1 - lo];
-                for hh in 0..c.n_heads {
-                    let kvh = hh / group;
-                    let qh = &q[t * qd + hh * hd..t * qd + (hh + 1) * hd];
-                    let mut mx = f32::NEG_INFINITY;
-                    for (j, sc) in (lo..=pos).zip(scores.iter_mut()) {
-                        let sl = slot(&s.block_table, bs, j);
-                        let kr = &kc[sl * kvd + kvh * hd..sl * kvd + (kvh + 1) * hd];
-                        let d: f32 = qh.iter().zip(kr).map(|(a, b)| a * b.to_f32()).sum();
-                        *sc = d;
-                        mx = mx.max(d);
-                    }
-                    let mut sum = 0f32;
-                    for sc in scores.iter_mut() {
-                        *sc = (*sc - mx).exp();
-                        sum += *sc;
-                    }
-                    let orow = &mut out_row[hh * hd..(hh + 1) * hd];
-                    orow.fill(0.0);
-                    for (j, sc) in (lo..=pos).zip(scores.iter()) {
-                        let sl = slot(&s.block_table, bs, j);
-                        let vr = &vc[sl * kvd + kvh * hd..sl * kvd + (kvh + 1) * hd];
-                        let p = sc / sum;
-                        for (a, b) in orow.iter_mut().zip(vr) {
-                            *a += p * b.to_f32();
+            attn.par_chunks_mut(qd)
+                .enumerate()
+                .for_each(|(t, out_row)| {
+                    let (_, pos) = tasks[t];
+                    let s = seq_of[t];
+                    let lo = if window == usize::MAX {
+                        0
+                    } else {
+                        (pos + 1).saturating_sub(window)
+                    };
+                    let mut scores = vec![0f32; pos + 1 - lo];
+                    for hh in 0..c.n_heads {
+                        let kvh = hh / group;
+                        let qh = &q[t * qd + hh * hd..t * qd + (hh + 1) * hd];
+                        let mut mx = f32::NEG_INFINITY;
+                        for (j, sc) in (lo..=pos).zip(scores.iter_mut()) {
+                            let sl = slot(&s.block_table, bs, j);
+                            let kr = &kc[sl * kvd + kvh * hd..sl * kvd + (kvh + 1) * hd];
+                            let d: f32 = qh.iter().zip(kr).map(|(a, b)| a * b.to_f32()).sum();
+                            *sc = d;
+                            mx = mx.max(d);
+                        }
+                        let mut sum = 0f32;
+                        for sc in scores.iter_mut() {
+                            *sc = (*sc - mx).exp();
+                            sum += *sc;
+                        }
+                        let orow = &mut out_row[hh * hd..(hh + 1) * hd];
+                        orow.fill(0.0);
+                        for (j, sc) in (lo..=pos).zip(scores.iter()) {
+                            let sl = slot(&s.block_table, bs, j);
+                            let vr = &vc[sl * kvd + kvh * hd..sl * kvd + (kvh + 1) * hd];
+                            let p = sc / sum;
+                            for (a, b) in orow.iter_mut().zip(vr) {
+                                *a += p * b.to_f32();
+                            }
                         }
                     }
-                }
-            });
+                });
             matmul(&qm(&l.wo), &attn, n, &mut o);
             if let Some(w) = &l.post_attn_norm {
                 ops::rmsnorm_rows(&mut o, w, c.rms_eps);
@@ -386,15 +414,17 @@ impl Backend for CpuBackend {
             matmul(&qm(&l.gate), &h, n, &mut g);
             matmul(&qm(&l.up), &h, n, &mut u);
             let act = c.activation;
-            g.par_chunks_mut(4096).zip(u.par_chunks(4096)).for_each(|(gg, uu)| {
-                for (a, b) in gg.iter_mut().zip(uu) {
-                    let av = match act {
-                        Activation::GeluTanh => ops::gelu_tanh(*a),
-                        Activation::Silu => ops::silu(*a),
-                    };
-                    *a = av * b;
-                }
-            });
+            g.par_chunks_mut(4096)
+                .zip(u.par_chunks(4096))
+                .for_each(|(gg, uu)| {
+                    for (a, b) in gg.iter_mut().zip(uu) {
+                        let av = match act {
+                            Activation::GeluTanh => ops::gelu_tanh(*a),
+                            Activation::Silu => ops::silu(*a),
+                        };
+                        *a = av * b;
+                    }
+                });
             matmul(&qm(&l.down), &g, n, &mut o);
             if let Some(w) = &l.post_ffn_norm {
                 ops::rmsnorm_rows(&mut o, w, c.rms_eps);
@@ -419,7 +449,10 @@ impl Backend for CpuBackend {
                 *v = cap * (*v / cap).tanh();
             }
         }
-        Ok(Logits { vocab: c.vocab_size, data: logits })
+        Ok(Logits {
+            vocab: c.vocab_size,
+            data: logits,
+        })
     }
 }
 

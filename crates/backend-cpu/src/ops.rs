@@ -34,7 +34,11 @@ pub fn rope(head: &mut [f32], pos: u32, inv_freq: &[f32], neox: bool) {
     for (i, f) in inv_freq.iter().enumerate().take(half) {
         let theta = pos as f32 * f;
         let (s, c) = theta.sin_cos();
-        let (a, b) = if neox { (i, i + half) } else { (2 * i, 2 * i + 1) };
+        let (a, b) = if neox {
+            (i, i + half)
+        } else {
+            (2 * i, 2 * i + 1)
+        };
         let (x0, x1) = (head[a], head[b]);
         head[a] = x0 * c - x1 * s;
         head[b] = x0 * s + x1 * c;

@@ -2,8 +2,36 @@
 //!
 //! `matmul` computes `out[t][r] = sum_i W[r][i] * x[t][i]` for a weight matrix `W` with `rows`
 //! rows of `cols` elements, stored row by row in its GGML encoding, and `n_tok` activation rows.
+//!
+//! The design follows ggml: for a quantized `W` the f32 activations are quantized once per call
+//! into 8-bit blocks (32-element blocks with an f32 scale for Q4_0 / Q5_0 / Q8_0, 256-element
+//! super-blocks with an f32 scale and per-16 sums for Q4_K / Q6_K), and every output is a sum of
+//! exact integer block dot products times the two block scales. F16 / BF16 / F32 weights are
+//! multiplied with the f32 activations directly.
+//!
+//! Each kernel exists as a plain scalar version ([`SimdLevel::Scalar`], the specification) and an
+//! AVX2 + FMA + F16C version ([`SimdLevel::Avx2`]) chosen at run time. The environment variable
+//! `SWITCHYARD_SIMD=scalar|avx2`, read once, lowers the level [`matmul`] uses; [`matmul_with`]
+//! takes the level explicitly (tests call every level).
+//!
+//! Output rows are split into coarse chunks run on the current rayon pool; inside a chunk every
+//! weight row is read from memory once and multiplied with a group of tokens at a time (up to 8
+//! for Q4_0 / Q5_0 / Q8_0, 4 for the others), so the weights are streamed once per call.
+//! Calling from a thread of the pool (e.g. a forward pass run under `ThreadPool::install`)
+//! saves waking the pool from outside on every call, which costs tens of microseconds.
+
+use std::sync::OnceLock;
 
 use switchyard_core::GgmlType;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+mod quant;
+mod scalar;
+#[cfg(test)]
+mod tests;
+
+use quant::{Q8Acts, Q8KActs};
 
 /// A weight matrix in its file encoding.
 #[derive(Debug, Clone, Copy)]
@@ -31,37 +59,285 @@ impl QMatrix<'_> {
     }
 }
 
-/// `out[t * w.rows + r] = dot(W[r], x[t * w.cols ..])` for `t < n_tok`.
-pub fn matmul(w: &QMatrix<'_>, x: &[f32], n_tok: usize, out: &mut [f32]) {
-    use rayon::prelude::*;
-    assert_eq!(x.len(), n_tok * w.cols);
-    assert_eq!(out.len(), n_tok * w.rows);
-    let rows = w.rows;
-    // Compute column-chunked results per thread, then scatter.
-    let chunk = 64.min(rows).max(1);
-    let results: Vec<(usize, Vec<f32>)> = (0..rows.div_ceil(chunk))
-        .into_par_iter()
-        .map(|c| {
-            let r0 = c * chunk;
-            let r1 = (r0 + chunk).min(rows);
-            let mut buf = vec![0f32; w.cols];
-            let mut res = vec![0f32; (r1 - r0) * n_tok];
-            for r in r0..r1 {
-                switchyard_core::dtype::dequantize(w.dtype, w.row(r), &mut buf);
-                for t in 0..n_tok {
-                    let xr = &x[t * w.cols..(t + 1) * w.cols];
-                    res[(r - r0) * n_tok + t] = buf.iter().zip(xr).map(|(a, b)| a * b).sum();
-                }
-            }
-            (r0, res)
-        })
-        .collect();
-    for (r0, res) in results {
-        let n = res.len() / n_tok;
-        for i in 0..n {
-            for t in 0..n_tok {
-                out[t * rows + r0 + i] = res[i * n_tok + t];
-            }
+/// A set of SIMD kernels. Ordered: a higher level needs more CPU features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SimdLevel {
+    /// Plain Rust, no explicit SIMD: the specification the other levels are tested against.
+    Scalar,
+    /// x86-64 AVX2 + FMA + F16C.
+    Avx2,
+}
+
+impl SimdLevel {
+    /// Every level, lowest first.
+    pub const ALL: [SimdLevel; 2] = [SimdLevel::Scalar, SimdLevel::Avx2];
+
+    /// Lower-case name, as `SWITCHYARD_SIMD` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SimdLevel::Scalar => "scalar",
+            SimdLevel::Avx2 => "avx2",
         }
     }
+
+    /// Parses a name as `SWITCHYARD_SIMD` spells it (case-insensitive).
+    pub fn parse(s: &str) -> Option<SimdLevel> {
+        Self::ALL
+            .into_iter()
+            .find(|l| l.name().eq_ignore_ascii_case(s.trim()))
+    }
+
+    /// Whether this CPU can run this level.
+    pub fn is_supported(self) -> bool {
+        self <= detected_level()
+    }
+}
+
+impl std::fmt::Display for SimdLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The highest level this CPU supports (detected once).
+pub fn detected_level() -> SimdLevel {
+    static LEVEL: OnceLock<SimdLevel> = OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("f16c")
+            {
+                return SimdLevel::Avx2;
+            }
+        }
+        SimdLevel::Scalar
+    })
+}
+
+/// The level [`matmul`] and [`dot_f32`] use: [`detected_level`], lowered to `SWITCHYARD_SIMD`
+/// when that names a lower level (read once; an unknown name is ignored with a warning).
+pub fn simd_level() -> SimdLevel {
+    static LEVEL: OnceLock<SimdLevel> = OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let best = detected_level();
+        match std::env::var("SWITCHYARD_SIMD") {
+            Ok(v) if !v.trim().is_empty() => match SimdLevel::parse(&v) {
+                Some(l) => l.min(best),
+                None => {
+                    eprintln!("warning: SWITCHYARD_SIMD={v:?} is not one of scalar, avx2; ignored");
+                    best
+                }
+            },
+            _ => best,
+        }
+    })
+}
+
+/// Every level this CPU supports, lowest first.
+pub fn available_levels() -> Vec<SimdLevel> {
+    SimdLevel::ALL
+        .into_iter()
+        .filter(|l| l.is_supported())
+        .collect()
+}
+
+/// The CPU features the kernels use that this CPU has, e.g. `["avx2", "fma", "f16c"]`.
+pub fn detected_features() -> Vec<&'static str> {
+    #[allow(unused_mut)]
+    let mut v = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            v.push("avx2");
+        }
+        if std::arch::is_x86_feature_detected!("fma") {
+            v.push("fma");
+        }
+        if std::arch::is_x86_feature_detected!("f16c") {
+            v.push("f16c");
+        }
+    }
+    v
+}
+
+/// `sum_i a[i] * b[i]` in f32 with the SIMD level of [`simd_level`].
+///
+/// # Panics
+/// If the lengths differ.
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    dot_f32_with(simd_level(), a, b)
+}
+
+/// [`dot_f32`] at an explicit level (lowered to [`detected_level`] if the CPU lacks it).
+pub fn dot_f32_with(level: SimdLevel, a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "dot_f32: lengths differ");
+    match level.min(detected_level()) {
+        SimdLevel::Scalar => scalar::dot_f32(a, b),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the level is at most `detected_level()`, so AVX2, FMA and F16C were detected
+        // at run time.
+        SimdLevel::Avx2 => unsafe { avx2::dot_f32(a, b) },
+        #[cfg(not(target_arch = "x86_64"))]
+        SimdLevel::Avx2 => scalar::dot_f32(a, b),
+    }
+}
+
+/// `out[t * w.rows + r] = dot(W[r], x[t * w.cols ..])` for `t < n_tok`, at [`simd_level`].
+///
+/// # Panics
+/// If `x.len() != n_tok * w.cols`, `out.len() != n_tok * w.rows`, `w.data` is shorter than
+/// `w.rows * w.row_bytes()`, `w.cols` is not a multiple of the block size, or `w.dtype` is Q8_K.
+pub fn matmul(w: &QMatrix<'_>, x: &[f32], n_tok: usize, out: &mut [f32]) {
+    matmul_with(simd_level(), w, x, n_tok, out);
+}
+
+/// [`matmul`] at an explicit level (lowered to [`detected_level`] if the CPU lacks it).
+pub fn matmul_with(level: SimdLevel, w: &QMatrix<'_>, x: &[f32], n_tok: usize, out: &mut [f32]) {
+    assert_eq!(x.len(), n_tok * w.cols, "matmul: x has the wrong length");
+    assert_eq!(
+        out.len(),
+        n_tok * w.rows,
+        "matmul: out has the wrong length"
+    );
+    assert_eq!(
+        w.cols % w.dtype.block_size(),
+        0,
+        "matmul: cols not a multiple of the block size"
+    );
+    assert!(
+        w.data.len() >= w.rows * w.row_bytes(),
+        "matmul: not enough weight data"
+    );
+    let level = level.min(detected_level());
+    if n_tok == 0 || w.rows == 0 {
+        return;
+    }
+    if w.cols == 0 {
+        out.fill(0.0);
+        return;
+    }
+    let acts = match w.dtype {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => {
+            Acts::Q8(Q8Acts::quantize(level, x, w.cols, n_tok))
+        }
+        GgmlType::Q4_K | GgmlType::Q6_K => Acts::Q8K(Q8KActs::quantize(level, x, w.cols, n_tok)),
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => Acts::F32(x),
+        GgmlType::Q8_K => panic!("matmul: Q8_K weights are not supported"),
+    };
+    let dst = OutPtr {
+        ptr: out.as_mut_ptr(),
+        len: out.len(),
+        rows: w.rows,
+    };
+    let run = |r0: usize, r1: usize| match level {
+        SimdLevel::Scalar => scalar::rows(w, &acts, r0, r1, n_tok, &dst),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `level` was lowered to `detected_level()`, so AVX2, FMA and F16C were
+        // detected at run time. `dst` is written only at rows `r0..r1`, which no other chunk
+        // touches (see `OutPtr`).
+        SimdLevel::Avx2 => unsafe { avx2::rows(w, &acts, r0, r1, n_tok, &dst) },
+        #[cfg(not(target_arch = "x86_64"))]
+        SimdLevel::Avx2 => scalar::rows(w, &acts, r0, r1, n_tok, &dst),
+    };
+    let n_chunks = chunk_count(w.rows, w.row_bytes() * n_tok.min(8));
+    if n_chunks <= 1 {
+        run(0, w.rows);
+    } else {
+        use rayon::prelude::*;
+        let rows = w.rows;
+        (0..n_chunks)
+            .into_par_iter()
+            .with_max_len(1)
+            .for_each(|c| run(c * rows / n_chunks, (c + 1) * rows / n_chunks));
+    }
+}
+
+/// How many chunks of rows to hand to rayon: about four per thread so that a slow thread does
+/// not hold the others up, more for large matrices (a chunk covers at most ~512 KiB of
+/// weights), never a chunk below 16 rows, and one (no rayon at all) for tiny matrices.
+fn chunk_count(rows: usize, cost_per_row: usize) -> usize {
+    const MIN_ROWS: usize = 16;
+    const MIN_TOTAL: usize = 16 << 10;
+    const MAX_CHUNK: usize = 512 << 10;
+    let threads = rayon::current_num_threads();
+    let total = rows.saturating_mul(cost_per_row);
+    if threads <= 1 || total < MIN_TOTAL {
+        return 1;
+    }
+    let want = (4 * threads).max(total / MAX_CHUNK);
+    want.min(rows / MIN_ROWS).max(1)
+}
+
+/// The activations in the form a weight type's kernels take.
+pub(crate) enum Acts<'a> {
+    /// Unquantized, for F32 / F16 / BF16 weights.
+    F32(&'a [f32]),
+    /// 32-element 8-bit blocks, for Q4_0 / Q5_0 / Q8_0 weights.
+    Q8(Q8Acts),
+    /// 256-element 8-bit super-blocks, for Q4_K / Q6_K weights.
+    Q8K(Q8KActs),
+}
+
+/// Where a chunk of rows writes its results: `out[t * rows + r]`.
+///
+/// Chunks run concurrently and each writes only the rows it was given, so the writes of
+/// different chunks never overlap; the pointer is valid for `len` elements for the whole call of
+/// `matmul_with`, which holds the `&mut` borrow.
+pub(crate) struct OutPtr {
+    ptr: *mut f32,
+    len: usize,
+    rows: usize,
+}
+
+// SAFETY: `OutPtr` is only a way to write disjoint elements of one `&mut [f32]` from several
+// rayon workers; every writer has exclusive use of the rows it writes (see `write`).
+unsafe impl Send for OutPtr {}
+// SAFETY: as above: shared references are used only for writes to disjoint elements.
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// Stores `v` at `out[t * rows + r]` (bounds checked).
+    ///
+    /// # Safety
+    /// No other thread may read or write row `r` concurrently: the caller must be the one chunk
+    /// that owns row `r`.
+    #[inline]
+    pub(crate) unsafe fn write(&self, t: usize, r: usize, v: f32) {
+        let i = t * self.rows + r;
+        assert!(r < self.rows && i < self.len, "OutPtr::write out of bounds");
+        // SAFETY: `i < len`, so the element is inside the output slice, which outlives every
+        // chunk; the caller guarantees no concurrent access to row `r`.
+        unsafe { *self.ptr.add(i) = v };
+    }
+}
+
+/// Converts a little-endian f16 at `b[0..2]` to f32.
+#[inline]
+pub(crate) fn f16_le(b: &[u8]) -> f32 {
+    half::f16::from_le_bytes([b[0], b[1]]).to_f32()
+}
+
+/// Unpacks the 12 packed bytes of Q4_K scales and mins into 16 bytes: bytes 0..8 are the eight
+/// 6-bit scales, bytes 8..16 the eight 6-bit mins (same values as
+/// `switchyard_core::dtype::get_scale_min_k4`).
+#[inline]
+pub(crate) fn unpack_q4k_scales(s: &[u8; 12]) -> [u8; 16] {
+    const K1: u32 = 0x3f3f_3f3f;
+    const K2: u32 = 0x0f0f_0f0f;
+    const K3: u32 = 0x0303_0303;
+    let u0 = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+    let u1 = u32::from_le_bytes([s[4], s[5], s[6], s[7]]);
+    let u2 = u32::from_le_bytes([s[8], s[9], s[10], s[11]]);
+    let sc_lo = u0 & K1;
+    let sc_hi = (u2 & K2) | (((u0 >> 6) & K3) << 4);
+    let m_lo = u1 & K1;
+    let m_hi = ((u2 >> 4) & K2) | (((u1 >> 6) & K3) << 4);
+    let mut out = [0u8; 16];
+    out[0..4].copy_from_slice(&sc_lo.to_le_bytes());
+    out[4..8].copy_from_slice(&sc_hi.to_le_bytes());
+    out[8..12].copy_from_slice(&m_lo.to_le_bytes());
+    out[12..16].copy_from_slice(&m_hi.to_le_bytes());
+    out
 }

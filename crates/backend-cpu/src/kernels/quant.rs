@@ -1,0 +1,318 @@
+//! Quantization of the f32 activations into 8-bit blocks, once per matmul call.
+//!
+//! Both formats are symmetric: a block with largest magnitude `amax` gets the scale
+//! `d = amax / 127` and the quants `q = round_ties_even(x * (127 / amax))` in `-127..=127` (so a
+//! quant can be negated, which the AVX2 sign trick needs). The scales are kept as f32 (ggml
+//! rounds the Q8_0 scale to f16; f32 is as fast here and a little more accurate). The scalar and
+//! AVX2 quantizers produce bit-identical results, so every level computes the same integer sums.
+
+use super::SimdLevel;
+
+/// Elements of a Q8 block (the Q4_0 / Q5_0 / Q8_0 block size).
+pub(crate) const QK8: usize = 32;
+/// Elements of a Q8_K super-block (the Q4_K / Q6_K block size).
+pub(crate) const QKK: usize = 256;
+
+/// Activations of `n_tok` tokens in 32-element blocks.
+pub(crate) struct Q8Acts {
+    /// Elements per token.
+    pub cols: usize,
+    /// Quants, `n_tok * cols`.
+    pub qs: Vec<i8>,
+    /// Block scales, `n_tok * cols / 32`.
+    pub d: Vec<f32>,
+    /// `d * sum(quants of the block)` per block (for weights stored with an offset).
+    pub s: Vec<f32>,
+    /// For the SIMD kernels and more than one token: the same data in groups of at most
+    /// [`GROUP_MAX`] tokens, interleaved block by block (empty otherwise).
+    pub groups: Vec<Q8Group>,
+}
+
+/// Most tokens in a [`Q8Group`].
+pub(crate) const GROUP_MAX: usize = 8;
+
+/// The activations of tokens `t0..t0 + nt` laid out for a kernel that multiplies each weight
+/// block with all of them: block `j` of every token is contiguous.
+pub(crate) struct Q8Group {
+    /// First token.
+    pub t0: usize,
+    /// Number of tokens, `1..=GROUP_MAX`.
+    pub nt: usize,
+    /// Quants: block `j` of token `t0 + i` at `(j * nt + i) * 32`.
+    pub qs: Vec<i8>,
+    /// Scales: block `j` of token `t0 + i` at `GROUP_MAX * j + i`; lanes `nt..` are 0.
+    pub d: Vec<f32>,
+    /// `d * sum(q)`, laid out as `d`.
+    pub s: Vec<f32>,
+}
+
+/// Splits `n_tok` tokens into consecutive groups `(t0, nt)` of at most `max` tokens, as equal as
+/// possible (9 tokens with `max` 8 are 5 + 4, not 8 + 1).
+pub(crate) fn token_groups(n_tok: usize, max: usize) -> impl Iterator<Item = (usize, usize)> {
+    let groups = n_tok.div_ceil(max);
+    (0..groups).scan(0, move |t0, g| {
+        let nt = (n_tok - *t0).div_ceil(groups - g);
+        let group = (*t0, nt);
+        *t0 += nt;
+        Some(group)
+    })
+}
+
+/// Activations of `n_tok` tokens in 256-element super-blocks.
+pub(crate) struct Q8KActs {
+    /// Elements per token.
+    pub cols: usize,
+    /// Quants, `n_tok * cols`.
+    pub qs: Vec<i8>,
+    /// Super-block scales, `n_tok * cols / 256`.
+    pub d: Vec<f32>,
+    /// Sum of each run of 16 quants, `n_tok * cols / 16`.
+    pub bsums: Vec<i16>,
+    /// For the SIMD kernels and more than one token: the same data in groups of at most
+    /// [`GROUP_MAX`] tokens, interleaved (empty otherwise).
+    pub groups: Vec<Q8KGroup>,
+}
+
+/// The activations of tokens `t0..t0 + nt` laid out for a kernel that multiplies each weight
+/// super-block with all of them.
+pub(crate) struct Q8KGroup {
+    /// First token.
+    pub t0: usize,
+    /// Number of tokens, `1..=GROUP_MAX`.
+    pub nt: usize,
+    /// Quants: run `j` of 32 (`j = 8 sb + c`) of token `t0 + i` at `(j * nt + i) * 32`.
+    pub qs: Vec<i8>,
+    /// Scales: super-block `sb` of token `t0 + i` at `GROUP_MAX * sb + i`; lanes `nt..` are 0.
+    pub d: Vec<f32>,
+    /// The 16 per-16 sums of super-block `sb` of token `t0 + i` at `(sb * nt + i) * 16`.
+    pub bsums: Vec<i16>,
+}
+
+/// `(d, 1/d)` for a block whose largest magnitude is `amax`.
+#[inline]
+pub(crate) fn scales(amax: f32) -> (f32, f32) {
+    if amax > 0.0 {
+        (amax / 127.0, 127.0 / amax)
+    } else {
+        (0.0, 0.0)
+    }
+}
+
+/// Quantizes one value with the inverse scale `id`.
+#[inline]
+pub(crate) fn quantize_one(v: f32, id: f32) -> i8 {
+    // `|v * id| <= 127` up to rounding, and the cast saturates anyway.
+    (v * id).round_ties_even() as i8
+}
+
+/// Whether quantizing is worth spreading over the rayon pool.
+fn parallel_worth_it(n_tok: usize, cols: usize) -> bool {
+    n_tok >= 4 && n_tok * cols >= 1 << 15 && rayon::current_num_threads() > 1
+}
+
+impl Q8Acts {
+    /// Quantizes `n_tok` rows of `cols` elements (`cols` a multiple of 32).
+    pub(crate) fn quantize(level: SimdLevel, x: &[f32], cols: usize, n_tok: usize) -> Self {
+        assert_eq!(cols % QK8, 0);
+        assert_eq!(x.len(), cols * n_tok);
+        let nb = cols / QK8;
+        let mut a = Q8Acts {
+            cols,
+            qs: vec![0; x.len()],
+            d: vec![0.0; nb * n_tok],
+            s: vec![0.0; nb * n_tok],
+            groups: Vec::new(),
+        };
+        let one = |x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]| match level {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: callers lower `level` to `detected_level()`, so AVX2/FMA/F16C were detected.
+            SimdLevel::Avx2 => unsafe { super::avx2::quantize_q8(x, qs, d, s) },
+            _ => quantize_q8_scalar(x, qs, d, s),
+        };
+        if parallel_worth_it(n_tok, cols) {
+            use rayon::prelude::*;
+            x.par_chunks(cols)
+                .zip(a.qs.par_chunks_mut(cols))
+                .zip(a.d.par_chunks_mut(nb))
+                .zip(a.s.par_chunks_mut(nb))
+                .for_each(|(((x, qs), d), s)| one(x, qs, d, s));
+        } else {
+            one(x, &mut a.qs, &mut a.d, &mut a.s);
+        }
+        if level > SimdLevel::Scalar && n_tok > 1 {
+            a.groups = token_groups(n_tok, BATCH_INVARIANT_GROUP)
+                .map(|(t0, nt)| a.group(t0, nt))
+                .collect();
+        }
+        a
+    }
+
+    /// Tokens `t0..t0 + nt` in the interleaved layout of [`Q8Group`].
+    fn group(&self, t0: usize, nt: usize) -> Q8Group {
+        let nb = self.cols / QK8;
+        let mut g = Q8Group {
+            t0,
+            nt,
+            qs: vec![0; nb * nt * QK8],
+            d: vec![0.0; nb * GROUP_MAX],
+            s: vec![0.0; nb * GROUP_MAX],
+        };
+        for i in 0..nt {
+            let (qs, d, s) = (self.qs(t0 + i), self.d(t0 + i), self.s(t0 + i));
+            for (j, q) in qs.chunks_exact(QK8).enumerate() {
+                g.qs[(j * nt + i) * QK8..][..QK8].copy_from_slice(q);
+                g.d[GROUP_MAX * j + i] = d[j];
+                g.s[GROUP_MAX * j + i] = s[j];
+            }
+        }
+        g
+    }
+
+    /// Quants of token `t`.
+    #[inline]
+    pub(crate) fn qs(&self, t: usize) -> &[i8] {
+        &self.qs[t * self.cols..(t + 1) * self.cols]
+    }
+
+    /// Block scales of token `t`.
+    #[inline]
+    pub(crate) fn d(&self, t: usize) -> &[f32] {
+        let nb = self.cols / QK8;
+        &self.d[t * nb..(t + 1) * nb]
+    }
+
+    /// `d * sum(q)` per block of token `t`.
+    #[inline]
+    pub(crate) fn s(&self, t: usize) -> &[f32] {
+        let nb = self.cols / QK8;
+        &self.s[t * nb..(t + 1) * nb]
+    }
+}
+
+impl Q8KActs {
+    /// Quantizes `n_tok` rows of `cols` elements (`cols` a multiple of 256).
+    pub(crate) fn quantize(level: SimdLevel, x: &[f32], cols: usize, n_tok: usize) -> Self {
+        assert_eq!(cols % QKK, 0);
+        assert_eq!(x.len(), cols * n_tok);
+        let nb = cols / QKK;
+        let mut a = Q8KActs {
+            cols,
+            qs: vec![0; x.len()],
+            d: vec![0.0; nb * n_tok],
+            bsums: vec![0; cols / 16 * n_tok],
+            groups: Vec::new(),
+        };
+        let one = |x: &[f32], qs: &mut [i8], d: &mut [f32], bs: &mut [i16]| match level {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: callers lower `level` to `detected_level()`, so AVX2/FMA/F16C were detected.
+            SimdLevel::Avx2 => unsafe { super::avx2::quantize_q8k(x, qs, d, bs) },
+            _ => quantize_q8k_scalar(x, qs, d, bs),
+        };
+        if parallel_worth_it(n_tok, cols) {
+            use rayon::prelude::*;
+            x.par_chunks(cols)
+                .zip(a.qs.par_chunks_mut(cols))
+                .zip(a.d.par_chunks_mut(nb))
+                .zip(a.bsums.par_chunks_mut(cols / 16))
+                .for_each(|(((x, qs), d), bs)| one(x, qs, d, bs));
+        } else {
+            one(x, &mut a.qs, &mut a.d, &mut a.bsums);
+        }
+        if level > SimdLevel::Scalar && n_tok > 1 {
+            a.groups = token_groups(n_tok, BATCH_INVARIANT_GROUP)
+                .map(|(t0, nt)| a.group(t0, nt))
+                .collect();
+        }
+        a
+    }
+
+    /// Tokens `t0..t0 + nt` in the interleaved layout of [`Q8KGroup`].
+    fn group(&self, t0: usize, nt: usize) -> Q8KGroup {
+        let nsb = self.cols / QKK;
+        let mut g = Q8KGroup {
+            t0,
+            nt,
+            qs: vec![0; nt * self.cols],
+            d: vec![0.0; nsb * GROUP_MAX],
+            bsums: vec![0; nt * self.cols / 16],
+        };
+        for i in 0..nt {
+            let (qs, d, bs) = (self.qs(t0 + i), self.d(t0 + i), self.bsums(t0 + i));
+            for (j, q) in qs.chunks_exact(32).enumerate() {
+                g.qs[(j * nt + i) * 32..][..32].copy_from_slice(q);
+            }
+            for (sb, b) in bs.chunks_exact(16).enumerate() {
+                g.d[GROUP_MAX * sb + i] = d[sb];
+                g.bsums[(sb * nt + i) * 16..][..16].copy_from_slice(b);
+            }
+        }
+        g
+    }
+
+    /// Quants of token `t`.
+    #[inline]
+    pub(crate) fn qs(&self, t: usize) -> &[i8] {
+        &self.qs[t * self.cols..(t + 1) * self.cols]
+    }
+
+    /// Super-block scales of token `t`.
+    #[inline]
+    pub(crate) fn d(&self, t: usize) -> &[f32] {
+        let nb = self.cols / QKK;
+        &self.d[t * nb..(t + 1) * nb]
+    }
+
+    /// Per-16 quant sums of token `t`.
+    #[inline]
+    pub(crate) fn bsums(&self, t: usize) -> &[i16] {
+        let n = self.cols / 16;
+        &self.bsums[t * n..(t + 1) * n]
+    }
+}
+
+/// Scalar Q8 quantization of whole 32-blocks: `x` -> quants `qs`, scales `d`, `d * sum` in `s`.
+pub(crate) fn quantize_q8_scalar(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
+    for (((xb, qb), d), s) in x
+        .chunks_exact(QK8)
+        .zip(qs.chunks_exact_mut(QK8))
+        .zip(d.iter_mut())
+        .zip(s.iter_mut())
+    {
+        let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let (dd, id) = scales(amax);
+        let mut sum = 0i32;
+        for (q, &v) in qb.iter_mut().zip(xb) {
+            *q = quantize_one(v, id);
+            sum += *q as i32;
+        }
+        *d = dd;
+        *s = dd * sum as f32;
+    }
+}
+
+/// Scalar Q8_K quantization of whole 256-blocks: quants, scales and per-16 sums.
+pub(crate) fn quantize_q8k_scalar(x: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16]) {
+    for (((xb, qb), d), bs) in x
+        .chunks_exact(QKK)
+        .zip(qs.chunks_exact_mut(QKK))
+        .zip(d.iter_mut())
+        .zip(bsums.chunks_exact_mut(QKK / 16))
+    {
+        let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let (dd, id) = scales(amax);
+        for (q, &v) in qb.iter_mut().zip(xb) {
+            *q = quantize_one(v, id);
+        }
+        for (b, q16) in bs.iter_mut().zip(qb.chunks_exact(16)) {
+            *b = q16.iter().map(|&q| q as i16).sum();
+        }
+        *d = dd;
+    }
+}
+
+/// Tokens per group actually used by `matmul`: 1, so that a token's result never depends on
+/// which other tokens share the call (batch invariance: the grouped kernels sum the per-block
+/// products in a different order, which moved Gemma 3 logits by up to 1.5 and flipped a greedy
+/// token in tests/batched_forward.rs). The grouped kernels (up to `GROUP_MAX` tokens) stay
+/// tested; making them bit-identical to the single-token order is open work.
+pub(crate) const BATCH_INVARIANT_GROUP: usize = 1;

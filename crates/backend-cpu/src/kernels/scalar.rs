@@ -1,0 +1,144 @@
+//! Plain scalar kernels: the specification of every SIMD kernel.
+//!
+//! Each quantized dot product is a sum over blocks of `d_w * d_x * (exact integer block dot)`,
+//! accumulated in f32; the SIMD kernels compute the same integers.
+
+use switchyard_core::GgmlType;
+
+use super::quant::{Q8Acts, Q8KActs, QK8, QKK};
+use super::{f16_le, unpack_q4k_scales, Acts, OutPtr, QMatrix};
+
+/// Computes rows `r0..r1` of the output for all `n_tok` tokens.
+pub(crate) fn rows(
+    w: &QMatrix<'_>,
+    acts: &Acts<'_>,
+    r0: usize,
+    r1: usize,
+    n_tok: usize,
+    out: &OutPtr,
+) {
+    let mut buf = Vec::new();
+    for r in r0..r1 {
+        let row = w.row(r);
+        if let Acts::F32(_) = acts {
+            buf.resize(w.cols, 0.0);
+            switchyard_core::dtype::dequantize(w.dtype, row, &mut buf);
+        }
+        for t in 0..n_tok {
+            let v = match (w.dtype, acts) {
+                (GgmlType::Q8_0, Acts::Q8(a)) => dot_q8_0(row, a, t),
+                (GgmlType::Q4_0, Acts::Q8(a)) => dot_q4_0(row, a, t),
+                (GgmlType::Q5_0, Acts::Q8(a)) => dot_q5_0(row, a, t),
+                (GgmlType::Q4_K, Acts::Q8K(a)) => dot_q4_k(row, a, t),
+                (GgmlType::Q6_K, Acts::Q8K(a)) => dot_q6_k(row, a, t),
+                (_, Acts::F32(x)) => dot_f32(&buf, &x[t * w.cols..(t + 1) * w.cols]),
+                (ty, _) => unreachable!("no kernel for {ty}"),
+            };
+            // SAFETY: this chunk owns rows `r0..r1` (see `OutPtr`).
+            unsafe { out.write(t, r, v) };
+        }
+    }
+}
+
+/// f32 dot product.
+pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// `sum_i q[i] * x[i]` (the weight quants already offset).
+#[inline]
+fn block_dot(q: impl Iterator<Item = i32>, x: &[i8]) -> i32 {
+    q.zip(x).map(|(q, &x)| q * x as i32).sum()
+}
+
+fn dot_q8_0(row: &[u8], a: &Q8Acts, t: usize) -> f32 {
+    let (xq, xd) = (a.qs(t), a.d(t));
+    let mut sum = 0f32;
+    for ((b, x), &dx) in row.chunks_exact(34).zip(xq.chunks_exact(QK8)).zip(xd) {
+        let isum = block_dot(b[2..34].iter().map(|&q| q as i8 as i32), x);
+        sum += f16_le(b) * dx * isum as f32;
+    }
+    sum
+}
+
+fn dot_q4_0(row: &[u8], a: &Q8Acts, t: usize) -> f32 {
+    let (xq, xd) = (a.qs(t), a.d(t));
+    let mut sum = 0f32;
+    for ((b, x), &dx) in row.chunks_exact(18).zip(xq.chunks_exact(QK8)).zip(xd) {
+        let qs = &b[2..18];
+        let lo = qs.iter().map(|&q| (q & 0xF) as i32 - 8);
+        let hi = qs.iter().map(|&q| (q >> 4) as i32 - 8);
+        let isum = block_dot(lo, &x[..16]) + block_dot(hi, &x[16..]);
+        sum += f16_le(b) * dx * isum as f32;
+    }
+    sum
+}
+
+fn dot_q5_0(row: &[u8], a: &Q8Acts, t: usize) -> f32 {
+    let (xq, xd) = (a.qs(t), a.d(t));
+    let mut sum = 0f32;
+    for ((b, x), &dx) in row.chunks_exact(22).zip(xq.chunks_exact(QK8)).zip(xd) {
+        let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+        let qs = &b[6..22];
+        let lo = (0..16).map(|j| ((qs[j] & 0xF) as u32 | ((qh >> j) & 1) << 4) as i32 - 16);
+        let hi = (0..16).map(|j| ((qs[j] >> 4) as u32 | ((qh >> (j + 16)) & 1) << 4) as i32 - 16);
+        let isum = block_dot(lo, &x[..16]) + block_dot(hi, &x[16..]);
+        sum += f16_le(b) * dx * isum as f32;
+    }
+    sum
+}
+
+fn dot_q4_k(row: &[u8], a: &Q8KActs, t: usize) -> f32 {
+    let (xq, xd, bsums) = (a.qs(t), a.d(t), a.bsums(t));
+    let mut sum = 0f32;
+    for (((b, x), &dx), bs) in row
+        .chunks_exact(144)
+        .zip(xq.chunks_exact(QKK))
+        .zip(xd)
+        .zip(bsums.chunks_exact(16))
+    {
+        let d = f16_le(&b[0..2]);
+        let dmin = f16_le(&b[2..4]);
+        let sm = unpack_q4k_scales(b[4..16].try_into().expect("12 bytes"));
+        let qs = &b[16..144];
+        let mut sumi = 0i32;
+        let mut summ = 0i32;
+        for j in 0..4 {
+            let q = &qs[32 * j..32 * j + 32];
+            let x = &x[64 * j..64 * j + 64];
+            let lo = block_dot(q.iter().map(|&q| (q & 0xF) as i32), &x[..32]);
+            let hi = block_dot(q.iter().map(|&q| (q >> 4) as i32), &x[32..]);
+            sumi += sm[2 * j] as i32 * lo + sm[2 * j + 1] as i32 * hi;
+        }
+        for s in 0..8 {
+            summ += sm[8 + s] as i32 * (bs[2 * s] as i32 + bs[2 * s + 1] as i32);
+        }
+        sum += d * dx * sumi as f32 - dmin * dx * summ as f32;
+    }
+    sum
+}
+
+fn dot_q6_k(row: &[u8], a: &Q8KActs, t: usize) -> f32 {
+    let (xq, xd) = (a.qs(t), a.d(t));
+    let mut sum = 0f32;
+    for ((b, x), &dx) in row.chunks_exact(210).zip(xq.chunks_exact(QKK)).zip(xd) {
+        let (ql, qh, sc) = (&b[0..128], &b[128..192], &b[192..208]);
+        let d = f16_le(&b[208..210]);
+        let mut sumi = 0i32;
+        // Element `128 n + 32 m + l` (l < 32) has its low 4 bits in the low (m < 2) or high
+        // nibble of `ql[64 n + 32 (m % 2) + l]`, its high 2 bits at bit `2 m` of `qh[32 n + l]`,
+        // and the scale `sc[e / 16]`.
+        for e0 in (0..QKK).step_by(16) {
+            let (n, m, l0) = (e0 / 128, (e0 % 128) / 32, e0 % 32);
+            let q = (l0..l0 + 16).map(|l| {
+                let src = ql[64 * n + 32 * (m % 2) + l];
+                let lo = if m < 2 { src & 0xF } else { src >> 4 };
+                let hi = (qh[32 * n + l] >> (2 * m)) & 3;
+                (lo | hi << 4) as i32 - 32
+            });
+            sumi += sc[e0 / 16] as i8 as i32 * block_dot(q, &x[e0..e0 + 16]);
+        }
+        sum += d * dx * sumi as f32;
+    }
+    sum
+}

@@ -1,0 +1,446 @@
+//! Kernel tests: every weight type at every SIMD level this CPU has, against the dequantized
+//! reference of `switchyard_core::dtype::dequantize`.
+//!
+//! Two references per output, both in f64:
+//! - `exact`: dequantized weights times the f32 activations, what the model means;
+//! - `quant`: dequantized weights times the activations as the kernels see them after 8-bit
+//!   quantization (`d * q`; equal to `x` for float weights).
+//!
+//! Tolerances, with `A = sum_i |w_i x_i|` (the magnitude the rounding errors scale with):
+//! - against `quant`, only f32 rounding remains: scale products, the i32 -> f32 conversion and
+//!   an accumulation over `cols / 32` block terms (AVX2 Q4_0 / Q5_0 also subtract an offset term
+//!   about three times as large as `A`), each with relative error 2^-24. `2e-5 * A + 1e-6` is
+//!   several times the worst case seen and far below the size of any indexing or scaling bug
+//!   (which moves the result by about `A / sqrt(cols)` or more).
+//! - against `exact`, add the activation quantization error: `|x - d q| <= d / 2` (plus
+//!   relative 1e-6 from rounding `x * (127 / amax)`), so the output moves by at most
+//!   `sum_i |w_i| * d_block(i) / 2`; we allow `0.5005 * sum_i |w_i| d_block(i)` on top.
+//! - SIMD against scalar: both compute the same integer block sums from bit-identical
+//!   quantized activations, so they differ only by f32 summation order: `2e-5 * A + 1e-6`.
+
+use half::{bf16, f16};
+use proptest::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use switchyard_core::dtype::dequantize;
+use switchyard_core::GgmlType;
+
+use super::quant::{quantize_q8_scalar, quantize_q8k_scalar, Q8Acts, Q8KActs, QK8, QKK};
+use super::*;
+
+const TYPES: [GgmlType; 8] = [
+    GgmlType::Q8_0,
+    GgmlType::Q5_0,
+    GgmlType::Q4_0,
+    GgmlType::Q4_K,
+    GgmlType::Q6_K,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::F32,
+];
+
+fn put_f16(b: &mut [u8], at: usize, v: f32) {
+    b[at..at + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
+}
+
+/// A random `rows x cols` matrix of `ty`: random quant bytes, every scale a sane finite f16.
+fn random_matrix(ty: GgmlType, rows: usize, cols: usize, rng: &mut StdRng) -> Vec<u8> {
+    let mut data: Vec<u8> = (0..rows * ty.bytes_for(cols)).map(|_| rng.gen()).collect();
+    for b in data.chunks_exact_mut(ty.block_bytes()) {
+        match ty {
+            GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => {
+                put_f16(b, 0, rng.gen_range(-0.1..0.1))
+            }
+            GgmlType::Q4_K => {
+                put_f16(b, 0, rng.gen_range(-0.1..0.1));
+                put_f16(b, 2, rng.gen_range(0.0..0.1));
+            }
+            GgmlType::Q6_K => put_f16(b, 208, rng.gen_range(-0.1..0.1)),
+            GgmlType::F16 => put_f16(b, 0, rng.gen_range(-1.0..1.0)),
+            GgmlType::BF16 => {
+                b.copy_from_slice(&bf16::from_f32(rng.gen_range(-1.0..1.0)).to_le_bytes())
+            }
+            GgmlType::F32 => b.copy_from_slice(&rng.gen_range(-1.0f32..1.0).to_le_bytes()),
+            GgmlType::Q8_K => unreachable!(),
+        }
+    }
+    data
+}
+
+/// Random activations: each token has its own magnitude, some elements are outliers, and token
+/// 1 (when there are at least 3) is all zeros.
+fn random_acts(cols: usize, n_tok: usize, rng: &mut StdRng) -> Vec<f32> {
+    let mut x = Vec::with_capacity(cols * n_tok);
+    for t in 0..n_tok {
+        let scale = 10f32.powf(rng.gen_range(-2.0..2.0));
+        for _ in 0..cols {
+            let mut v = rng.gen_range(-1.0f32..1.0) * scale;
+            if rng.gen_ratio(1, 50) {
+                v *= 30.0;
+            }
+            x.push(if n_tok >= 3 && t == 1 { 0.0 } else { v });
+        }
+    }
+    x
+}
+
+/// The activations as the kernels see them (`d * q` per element) and each element's block
+/// scale; the activations themselves (scale 0) for float weights.
+fn seen_acts(ty: GgmlType, x: &[f32], cols: usize, n_tok: usize) -> (Vec<f32>, Vec<f32>) {
+    match ty {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => {
+            let a = Q8Acts::quantize(SimdLevel::Scalar, x, cols, n_tok);
+            let d: Vec<f32> = (0..x.len()).map(|i| a.d[i / QK8]).collect();
+            (
+                a.qs.iter().zip(&d).map(|(&q, &d)| d * q as f32).collect(),
+                d,
+            )
+        }
+        GgmlType::Q4_K | GgmlType::Q6_K => {
+            let a = Q8KActs::quantize(SimdLevel::Scalar, x, cols, n_tok);
+            let d: Vec<f32> = (0..x.len()).map(|i| a.d[i / QKK]).collect();
+            (
+                a.qs.iter().zip(&d).map(|(&q, &d)| d * q as f32).collect(),
+                d,
+            )
+        }
+        _ => (x.to_vec(), vec![0.0; x.len()]),
+    }
+}
+
+/// Checks `matmul_with` at every available level (and `matmul`) against the references.
+fn check(ty: GgmlType, rows: usize, cols: usize, n_tok: usize, seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let data = random_matrix(ty, rows, cols, &mut rng);
+    let x = random_acts(cols, n_tok, &mut rng);
+    let w = QMatrix {
+        dtype: ty,
+        rows,
+        cols,
+        data: &data,
+    };
+    let (xq, xd) = seen_acts(ty, &x, cols, n_tok);
+
+    let mut wf = vec![0f32; rows * cols];
+    dequantize(ty, &data, &mut wf);
+
+    let mut results = Vec::new();
+    for level in available_levels() {
+        let mut out = vec![f32::NAN; rows * n_tok];
+        matmul_with(level, &w, &x, n_tok, &mut out);
+        results.push((level, out));
+    }
+    let mut out = vec![f32::NAN; rows * n_tok];
+    matmul(&w, &x, n_tok, &mut out);
+    results.push((simd_level(), out));
+
+    let scalar = &results[0].1;
+    for t in 0..n_tok {
+        let xt = &x[t * cols..(t + 1) * cols];
+        let xqt = &xq[t * cols..(t + 1) * cols];
+        let xdt = &xd[t * cols..(t + 1) * cols];
+        for r in 0..rows {
+            let wr = &wf[r * cols..(r + 1) * cols];
+            let (mut exact, mut quant, mut mag, mut qerr) = (0f64, 0f64, 0f64, 0f64);
+            for i in 0..cols {
+                let (w, x, xq) = (wr[i] as f64, xt[i] as f64, xqt[i] as f64);
+                exact += w * x;
+                quant += w * xq;
+                mag += (w * x).abs().max((w * xq).abs());
+                qerr += w.abs() * xdt[i] as f64;
+            }
+            let tight = 2e-5 * mag + 1e-6;
+            let loose = tight + 0.5005 * qerr;
+            let s = scalar[t * rows + r] as f64;
+            for (level, out) in &results {
+                let v = out[t * rows + r] as f64;
+                let ctx = format!(
+                    "{ty} {level} rows={rows} cols={cols} n_tok={n_tok} seed={seed} t={t} r={r}"
+                );
+                assert!(v.is_finite(), "{ctx}: not finite ({v})");
+                assert!(
+                    (v - quant).abs() <= tight,
+                    "{ctx}: {v} vs quantized reference {quant} (tol {tight})"
+                );
+                assert!(
+                    (v - exact).abs() <= loose,
+                    "{ctx}: {v} vs exact reference {exact} (tol {loose})"
+                );
+                assert!(
+                    (v - s).abs() <= tight,
+                    "{ctx}: {v} vs scalar {s} (tol {tight})"
+                );
+            }
+        }
+    }
+}
+
+fn cols_for(ty: GgmlType) -> &'static [usize] {
+    match ty {
+        GgmlType::Q4_K | GgmlType::Q6_K => &[256, 512, 768, 2048],
+        _ => &[32, 64, 256, 640, 896, 2048],
+    }
+}
+
+fn grid(ty: GgmlType) {
+    let mut seed = ty.id() as u64 * 1_000_003;
+    for &cols in cols_for(ty) {
+        for rows in [1, 3, 17, 33] {
+            for n_tok in [1, 2, 3, 5, 7, 12, 16, 64] {
+                seed += 1;
+                check(ty, rows, cols, n_tok, seed);
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_q8_0() {
+    grid(GgmlType::Q8_0);
+}
+
+#[test]
+fn matmul_q5_0() {
+    grid(GgmlType::Q5_0);
+}
+
+#[test]
+fn matmul_q4_0() {
+    grid(GgmlType::Q4_0);
+}
+
+#[test]
+fn matmul_q4_k() {
+    grid(GgmlType::Q4_K);
+}
+
+#[test]
+fn matmul_q6_k() {
+    grid(GgmlType::Q6_K);
+}
+
+#[test]
+fn matmul_f16() {
+    grid(GgmlType::F16);
+}
+
+#[test]
+fn matmul_bf16() {
+    grid(GgmlType::BF16);
+}
+
+#[test]
+fn matmul_f32() {
+    grid(GgmlType::F32);
+    // Row lengths that are not a multiple of the SIMD width.
+    for (i, cols) in [1, 7, 9, 15, 17, 33, 100].into_iter().enumerate() {
+        check(GgmlType::F32, 5, cols, 3, 77 + i as u64);
+        check(GgmlType::F16, 5, cols, 5, 88 + i as u64);
+        check(GgmlType::BF16, 5, cols, 2, 99 + i as u64);
+    }
+}
+
+/// Enough rows that the work is split over several rayon chunks.
+#[test]
+fn matmul_many_rows() {
+    for (i, ty) in TYPES.into_iter().enumerate() {
+        let cols = if matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K) {
+            512
+        } else {
+            640
+        };
+        check(ty, 517, cols, 1, 500 + i as u64);
+        check(ty, 301, cols, 5, 600 + i as u64);
+    }
+}
+
+/// Enough tokens that the activations are taken in several blocks (`TOKEN_BLOCK_BYTES`).
+#[test]
+fn matmul_many_tokens() {
+    for (i, ty) in TYPES.into_iter().enumerate() {
+        check(ty, 19, 4096, 41, 700 + i as u64);
+    }
+}
+
+#[test]
+fn matmul_empty_shapes() {
+    let w = QMatrix {
+        dtype: GgmlType::Q8_0,
+        rows: 0,
+        cols: 64,
+        data: &[],
+    };
+    let mut out = [];
+    matmul(&w, &[0.0; 64], 1, &mut out);
+    let data = vec![0u8; 34 * 2 * 3];
+    let w = QMatrix {
+        dtype: GgmlType::Q8_0,
+        rows: 3,
+        cols: 64,
+        data: &data,
+    };
+    matmul(&w, &[], 0, &mut []);
+}
+
+#[test]
+#[should_panic(expected = "wrong length")]
+fn matmul_rejects_bad_lengths() {
+    let data = vec![0u8; 34 * 2 * 3];
+    let w = QMatrix {
+        dtype: GgmlType::Q8_0,
+        rows: 3,
+        cols: 64,
+        data: &data,
+    };
+    let mut out = [0.0; 3];
+    matmul(&w, &[0.0; 63], 1, &mut out);
+}
+
+/// The quantizers: every level bit-identical to the scalar one, and `|x - d q| <= d / 2`.
+#[test]
+fn activation_quantization() {
+    let mut rng = StdRng::seed_from_u64(7);
+    for n_tok in [1, 3, 8] {
+        let cols = 1024;
+        let mut x = random_acts(cols, n_tok, &mut rng);
+        x[5] = -x.iter().fold(0f32, |m, v| m.max(v.abs())) * 2.0; // a negative maximum
+        let q8 = Q8Acts::quantize(SimdLevel::Scalar, &x, cols, n_tok);
+        let q8k = Q8KActs::quantize(SimdLevel::Scalar, &x, cols, n_tok);
+        for (i, &v) in x.iter().enumerate() {
+            for (q, d) in [(q8.qs[i], q8.d[i / QK8]), (q8k.qs[i], q8k.d[i / QKK])] {
+                assert!(q >= -127);
+                let err = (v - d * q as f32).abs();
+                assert!(err <= d * 0.5 * (1.0 + 1e-5), "x={v} q={q} d={d}");
+            }
+        }
+        for (b, s) in q8.s.iter().enumerate() {
+            let sum: i32 = q8.qs[b * QK8..(b + 1) * QK8]
+                .iter()
+                .map(|&q| q as i32)
+                .sum();
+            assert_eq!(*s, q8.d[b] * sum as f32);
+        }
+        for (b, s) in q8k.bsums.iter().enumerate() {
+            let sum: i32 = q8k.qs[b * 16..(b + 1) * 16].iter().map(|&q| q as i32).sum();
+            assert_eq!(*s as i32, sum);
+        }
+        if n_tok >= 3 {
+            let z = &q8k.qs[cols..2 * cols];
+            assert!(z.iter().all(|&q| q == 0));
+            assert!(q8k.d(1).iter().all(|&d| d == 0.0));
+        }
+        for level in available_levels() {
+            let a = Q8Acts::quantize(level, &x, cols, n_tok);
+            assert_eq!((&a.qs, &a.d, &a.s), (&q8.qs, &q8.d, &q8.s), "{level}");
+            let a = Q8KActs::quantize(level, &x, cols, n_tok);
+            assert_eq!(
+                (&a.qs, &a.d, &a.bsums),
+                (&q8k.qs, &q8k.d, &q8k.bsums),
+                "{level}"
+            );
+        }
+    }
+    // The scalar functions on their own.
+    let x: Vec<f32> = (0..256).map(|i| i as f32 - 128.0).collect();
+    let (mut qs, mut d, mut s, mut bs) = (vec![0; 256], vec![0.0; 8], vec![0.0; 8], vec![0; 16]);
+    quantize_q8_scalar(&x, &mut qs, &mut d, &mut s);
+    assert_eq!(qs[0], -127);
+    assert_eq!(d[0], 128.0 / 127.0);
+    quantize_q8k_scalar(&x, &mut qs, &mut d[..1], &mut bs);
+    assert_eq!((qs[0], qs[128], qs[255]), (-127, 0, 126));
+}
+
+#[test]
+fn dot_f32_levels() {
+    let mut rng = StdRng::seed_from_u64(3);
+    for n in [0, 1, 7, 8, 9, 31, 32, 33, 100, 640, 1001] {
+        let a: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let b: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let exact: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
+        let mag: f64 = a
+            .iter()
+            .zip(&b)
+            .map(|(&x, &y)| (x as f64 * y as f64).abs())
+            .sum();
+        for level in available_levels() {
+            let v = dot_f32_with(level, &a, &b) as f64;
+            assert!(
+                (v - exact).abs() <= 1e-5 * mag + 1e-6,
+                "{level} n={n}: {v} vs {exact}"
+            );
+        }
+        assert!((dot_f32(&a, &b) as f64 - exact).abs() <= 1e-5 * mag + 1e-6);
+    }
+}
+
+#[test]
+fn levels() {
+    assert_eq!(SimdLevel::parse("scalar"), Some(SimdLevel::Scalar));
+    assert_eq!(SimdLevel::parse(" AVX2\n"), Some(SimdLevel::Avx2));
+    assert_eq!(SimdLevel::parse("avx512"), None);
+    assert!(simd_level() <= detected_level());
+    assert_eq!(available_levels()[0], SimdLevel::Scalar);
+    assert!(available_levels().contains(&detected_level()));
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("f16c")
+    {
+        assert_eq!(detected_level(), SimdLevel::Avx2);
+        assert_eq!(detected_features(), ["avx2", "fma", "f16c"]);
+    }
+}
+
+#[test]
+fn token_groups_are_balanced() {
+    use super::quant::token_groups;
+    let g = |n, max| token_groups(n, max).collect::<Vec<_>>();
+    assert_eq!(g(1, 8), [(0, 1)]);
+    assert_eq!(g(8, 8), [(0, 8)]);
+    assert_eq!(g(9, 8), [(0, 5), (5, 4)]);
+    assert_eq!(g(16, 8), [(0, 8), (8, 8)]);
+    assert_eq!(g(17, 8), [(0, 6), (6, 6), (12, 5)]);
+    assert_eq!(g(0, 8), []);
+    for n in 0..100 {
+        let v = g(n, 4);
+        assert_eq!(v.iter().map(|&(_, nt)| nt).sum::<usize>(), n);
+        assert!(v.iter().all(|&(_, nt)| (1..=4).contains(&nt)));
+        assert!(v.windows(2).all(|w| w[0].0 + w[0].1 == w[1].0));
+    }
+}
+
+#[test]
+fn q4k_scale_unpacking_matches_core() {
+    let mut rng = StdRng::seed_from_u64(11);
+    for _ in 0..200 {
+        let s: [u8; 12] = rng.gen();
+        let u = unpack_q4k_scales(&s);
+        for j in 0..8 {
+            assert_eq!(
+                (u[j], u[8 + j]),
+                switchyard_core::dtype::get_scale_min_k4(j, &s)
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn matmul_random_shapes(
+        ty in 0usize..TYPES.len(),
+        rows in 1usize..40,
+        blocks in 1usize..12,
+        n_tok in 1usize..10,
+        seed in any::<u64>(),
+    ) {
+        let ty = TYPES[ty];
+        let cols = blocks * match ty {
+            GgmlType::Q4_K | GgmlType::Q6_K => 256,
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 13,
+            _ => 32,
+        };
+        check(ty, rows, cols, n_tok, seed);
+    }
+}
