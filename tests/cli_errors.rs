@@ -12,7 +12,10 @@ fn run(args: &[&str]) -> (i32, String) {
         .env("SWITCHYARD_LOG", "off")
         .output()
         .unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn expect_error(model: &str, needle: &str) {
@@ -22,7 +25,10 @@ fn expect_error(model: &str, needle: &str) {
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 1, "{model}: expected one line, got {err:?}");
     assert!(lines[0].starts_with("error: "), "{err}");
-    assert!(err.contains(needle), "{model}: {err:?} does not mention {needle:?}");
+    assert!(
+        err.contains(needle),
+        "{model}: {err:?} does not mention {needle:?}"
+    );
 }
 
 fn push_str(v: &mut Vec<u8>, s: &str) {
@@ -45,7 +51,7 @@ fn gguf(arch: &str, ty: u32) -> Vec<u8> {
     v.extend(1u64.to_le_bytes());
     v.extend(ty.to_le_bytes());
     v.extend(0u64.to_le_bytes());
-    while v.len() % 32 != 0 {
+    while !v.len().is_multiple_of(32) {
         v.push(0);
     }
     v.extend(vec![0u8; 1024]);
@@ -109,9 +115,19 @@ fn unsupported_quant_type() {
 
 #[test]
 fn generate_rejects_bad_model_too() {
-    let (code, err) = run(&["generate", "--no-fetch", "--model", "/nonexistent.gguf", "--prompt", "hi"]);
+    let (code, err) = run(&[
+        "generate",
+        "--no-fetch",
+        "--model",
+        "/nonexistent.gguf",
+        "--prompt",
+        "hi",
+    ]);
     assert_ne!(code, 0);
-    assert!(err.starts_with("error: ") && err.contains("does not exist") && !err.contains("panicked"), "{err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("does not exist") && !err.contains("panicked"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -121,7 +137,11 @@ fn corrupt_cached_file_names_the_file_and_the_fix() {
     let cache = tmpdir("cache");
     std::fs::create_dir_all(cache.join("models")).unwrap();
     let bytes = std::fs::read(&m.path).unwrap();
-    std::fs::write(cache.join("models/gemma-3-270m-q4_k_m.gguf"), &bytes[..1 << 20]).unwrap();
+    std::fs::write(
+        cache.join("models/gemma-3-270m-q4_k_m.gguf"),
+        &bytes[..1 << 20],
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["info", "--no-fetch", "--model", "gemma-3-270m"])
         .env("SWITCHYARD_CACHE", &cache)
@@ -129,6 +149,10 @@ fn corrupt_cached_file_names_the_file_and_the_fix() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0));
-    assert!(err.contains("corrupt or truncated") && err.contains("scripts/fetch-models.sh gemma-3-270m"), "{err}");
+    assert!(
+        err.contains("corrupt or truncated")
+            && err.contains("scripts/fetch-models.sh gemma-3-270m"),
+        "{err}"
+    );
     assert!(err.contains("gemma-3-270m-q4_k_m.gguf"), "{err}");
 }

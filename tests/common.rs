@@ -7,7 +7,10 @@ use switchyard_runtime::Model;
 
 /// The repository root.
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// Loads a registry model from the cache. The test command fetches the models first
@@ -22,8 +25,12 @@ pub fn model(alias: &str) -> Model {
 /// Parses a golden JSON file of `alias`.
 pub fn golden(alias: &str, file: &str) -> serde_json::Value {
     let p = root().join("tests/golden").join(alias).join(file);
-    let s = std::fs::read_to_string(&p)
-        .unwrap_or_else(|e| panic!("golden file {} missing ({e}); run scripts/gen-reference.sh", p.display()));
+    let s = std::fs::read_to_string(&p).unwrap_or_else(|e| {
+        panic!(
+            "golden file {} missing ({e}); run scripts/gen-reference.sh",
+            p.display()
+        )
+    });
     serde_json::from_str(&s).unwrap()
 }
 

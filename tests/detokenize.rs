@@ -25,13 +25,23 @@ fn check(alias: &str) {
             if d.is_empty() {
                 held_back += 1;
             }
-            assert!(!d.contains('\u{FFFD}'), "{alias}: delta {d:?} holds a replacement character");
+            assert!(
+                !d.contains('\u{FFFD}'),
+                "{alias}: delta {d:?} holds a replacement character"
+            );
             streamed.push_str(&d);
         }
         streamed.push_str(&dec.flush(tok).unwrap());
-        assert_eq!(streamed, tok.decode(&ids, true).unwrap(), "{alias}: stream differs from full decode");
+        assert_eq!(
+            streamed,
+            tok.decode(&ids, true).unwrap(),
+            "{alias}: stream differs from full decode"
+        );
         assert_eq!(streamed, *text, "{alias}: round trip");
-        eprintln!("{alias}: {text:?}: {} tokens, {held_back} held back", ids.len());
+        eprintln!(
+            "{alias}: {text:?}: {} tokens, {held_back} held back",
+            ids.len()
+        );
     }
 }
 
@@ -50,7 +60,10 @@ fn split_utf8_is_held_back() {
     // Gemma's byte-fallback tokens <0xF0><0x9F><0xA7><0xAC> spell one emoji over four tokens.
     let m = common::model("gemma-3-270m");
     let tok = &m.tokenizer;
-    let bytes: Vec<u32> = ["<0xF0>", "<0x9F>", "<0xA7>", "<0xAC>"].iter().map(|t| tok.token_id(t).unwrap()).collect();
+    let bytes: Vec<u32> = ["<0xF0>", "<0x9F>", "<0xA7>", "<0xAC>"]
+        .iter()
+        .map(|t| tok.token_id(t).unwrap())
+        .collect();
     let mut dec = IncrementalDecoder::new(true);
     let deltas: Vec<String> = bytes.iter().map(|&id| dec.push(tok, id).unwrap()).collect();
     assert_eq!(deltas, vec!["", "", "", "\u{1F9EC}"]);

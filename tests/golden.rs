@@ -10,14 +10,22 @@ use switchyard_runtime::generate::Session;
 use switchyard_runtime::sampling::argmax;
 
 fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 fn check_tokenize(alias: &str) {
     let m = common::model(alias);
     let g = common::golden(alias, "tokenize.json");
     let cases = g.as_array().unwrap();
-    assert!(cases.len() >= 200, "need >= 200 strings, golden has {}", cases.len());
+    assert!(
+        cases.len() >= 200,
+        "need >= 200 strings, golden has {}",
+        cases.len()
+    );
     let mut bad = Vec::new();
     for c in cases {
         let text = c["text"].as_str().unwrap();
@@ -27,7 +35,13 @@ fn check_tokenize(alias: &str) {
             bad.push(format!("{text:?}\n  want {want:?}\n  got  {got:?}"));
         }
     }
-    assert!(bad.is_empty(), "{alias}: {} of {} strings differ:\n{}", bad.len(), cases.len(), bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{alias}: {} of {} strings differ:\n{}",
+        bad.len(),
+        cases.len(),
+        bad.join("\n")
+    );
 }
 
 #[test]
@@ -48,7 +62,9 @@ fn tokenize_matches_llamacpp_qwen() {
 /// self-disagreement is 0.7 / 2.1). A real bug
 /// (wrong rope base, norm, window or activation) moves logits by whole units and fails this.
 fn near_tie(alias: &str) -> f64 {
-    3.0 * common::golden(alias, "logits.json")["reference_self_noise"]["mean_abs_diff"].as_f64().unwrap()
+    3.0 * common::golden(alias, "logits.json")["reference_self_noise"]["mean_abs_diff"]
+        .as_f64()
+        .unwrap()
 }
 
 fn check_greedy(alias: &str) {
@@ -61,15 +77,26 @@ fn check_greedy(alias: &str) {
     let (mut steps, mut exact_prompts, mut report) = (0, 0, Vec::new());
     for c in cases {
         let prompt = ids(&c["prompt_ids"]);
-        assert_eq!(m.tokenizer.encode(c["prompt"].as_str().unwrap(), true).unwrap(), prompt);
+        assert_eq!(
+            m.tokenizer
+                .encode(c["prompt"].as_str().unwrap(), true)
+                .unwrap(),
+            prompt
+        );
         let want = ids(&c["tokens"]);
-        let gaps: Vec<f64> = c["top2_gap"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let gaps: Vec<f64> = c["top2_gap"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
         assert_eq!(want.len(), 64);
         let backend: &mut dyn Backend = &mut be;
         let mut s = Session::new(backend, prompt.len() + want.len() + 1).unwrap();
         let mut last = Vec::new();
         let n = prompt.len();
-        s.feed(&prompt, |i| i + 1 == n, |_, r| last = r.to_vec()).unwrap();
+        s.feed(&prompt, |i| i + 1 == n, |_, r| last = r.to_vec())
+            .unwrap();
         let mut first_divergence = None;
         for (step, &w) in want.iter().enumerate() {
             steps += 1;
@@ -80,7 +107,11 @@ fn check_greedy(alias: &str) {
                     "{alias} prompt {:?}: step {step} chose {got}, llama.cpp {w} with a top-2 gap of {} (not a near-tie: < {near_tie:.3})",
                     c["prompt"], gaps[step]
                 );
-                report.push(format!("{:?} step {step} (gap {:.3})", c["prompt"].as_str().unwrap(), gaps[step]));
+                report.push(format!(
+                    "{:?} step {step} (gap {:.3})",
+                    c["prompt"].as_str().unwrap(),
+                    gaps[step]
+                ));
                 first_divergence.get_or_insert(step);
             }
             // Teacher-force the reference token so every one of the 64 steps is compared.
@@ -141,26 +172,37 @@ fn check_logits(alias: &str) {
     let mut s = Session::new(backend, toks.len()).unwrap();
     let (mut agree, mut decisive, mut decisive_agree) = (0usize, 0usize, 0usize);
     let (mut sum_abs, mut count, mut worst) = (0f64, 0usize, 0f64);
-    s.feed(&toks, |_| true, |i, row| {
-        let p = &pos[i];
-        let top = p["top"].as_array().unwrap();
-        let ref_top1 = top[0][0].as_u64().unwrap() as u32;
-        let gap = top[0][1].as_f64().unwrap() - top[1][1].as_f64().unwrap();
-        let same = argmax(row) == ref_top1;
-        agree += same as usize;
-        if gap >= 0.5 {
-            decisive += 1;
-            decisive_agree += same as usize;
-        }
-        let pairs = top.iter().map(|e| (e[0].as_u64().unwrap() as usize, e[1].as_f64().unwrap()))
-            .chain(probe.iter().zip(p["probe"].as_array().unwrap()).map(|(&id, v)| (id as usize, v.as_f64().unwrap())));
-        for (id, want) in pairs {
-            let d = (row[id] as f64 - want).abs();
-            sum_abs += d;
-            count += 1;
-            worst = worst.max(d);
-        }
-    })
+    s.feed(
+        &toks,
+        |_| true,
+        |i, row| {
+            let p = &pos[i];
+            let top = p["top"].as_array().unwrap();
+            let ref_top1 = top[0][0].as_u64().unwrap() as u32;
+            let gap = top[0][1].as_f64().unwrap() - top[1][1].as_f64().unwrap();
+            let same = argmax(row) == ref_top1;
+            agree += same as usize;
+            if gap >= 0.5 {
+                decisive += 1;
+                decisive_agree += same as usize;
+            }
+            let pairs = top
+                .iter()
+                .map(|e| (e[0].as_u64().unwrap() as usize, e[1].as_f64().unwrap()))
+                .chain(
+                    probe
+                        .iter()
+                        .zip(p["probe"].as_array().unwrap())
+                        .map(|(&id, v)| (id as usize, v.as_f64().unwrap())),
+                );
+            for (id, want) in pairs {
+                let d = (row[id] as f64 - want).abs();
+                sum_abs += d;
+                count += 1;
+                worst = worst.max(d);
+            }
+        },
+    )
     .unwrap();
     let rate = agree as f64 / toks.len() as f64;
     let drate = decisive_agree as f64 / decisive as f64;
@@ -170,9 +212,18 @@ fn check_logits(alias: &str) {
          mean |dlogit| {mean:.4} (llama.cpp vs itself {noise_mean:.4}), max {worst:.3}",
         toks.len(), rate * 100.0, noise_agree * 100.0, drate * 100.0
     );
-    assert!(mean <= 1.25 * noise_mean, "{alias}: mean |dlogit| {mean:.4} > 1.25 x reference self-noise {noise_mean:.4}");
-    assert!(drate >= 0.99, "{alias}: top-1 agreement at decisive positions {drate:.4} < 0.99");
-    assert!(rate >= noise_agree - 0.02, "{alias}: top-1 agreement {rate:.4} more than 2 points below {noise_agree:.4}");
+    assert!(
+        mean <= 1.25 * noise_mean,
+        "{alias}: mean |dlogit| {mean:.4} > 1.25 x reference self-noise {noise_mean:.4}"
+    );
+    assert!(
+        drate >= 0.99,
+        "{alias}: top-1 agreement at decisive positions {drate:.4} < 0.99"
+    );
+    assert!(
+        rate >= noise_agree - 0.02,
+        "{alias}: top-1 agreement {rate:.4} more than 2 points below {noise_agree:.4}"
+    );
 }
 
 #[test]

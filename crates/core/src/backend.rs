@@ -95,5 +95,8 @@ pub trait Backend: Send {
     fn forward(&mut self, batch: &ForwardBatch) -> Result<Logits, BackendError>;
 
     /// Copies the contents of KV blocks `src[i]` to `dst[i]` (copy-on-write for shared blocks).
-    fn copy_blocks(&mut self, pairs: &[(crate::BlockId, crate::BlockId)]) -> Result<(), BackendError>;
+    fn copy_blocks(
+        &mut self,
+        pairs: &[(crate::BlockId, crate::BlockId)],
+    ) -> Result<(), BackendError>;
 }

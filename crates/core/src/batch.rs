@@ -44,7 +44,10 @@ impl ForwardBatch {
         let mut next = 0;
         for (i, s) in self.seqs.iter().enumerate() {
             if s.start != next {
-                return Err(format!("sequence {i} starts at {} instead of {next}", s.start));
+                return Err(format!(
+                    "sequence {i} starts at {} instead of {next}",
+                    s.start
+                ));
             }
             if s.len == 0 {
                 return Err(format!("sequence {i} has no tokens"));

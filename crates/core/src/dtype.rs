@@ -141,8 +141,15 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
 pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) {
     let bs = ty.block_size();
     let bb = ty.block_bytes();
-    assert_eq!(out.len() % bs, 0, "dequantize: length not a multiple of the block size");
-    assert!(data.len() >= ty.bytes_for(out.len()), "dequantize: not enough data");
+    assert_eq!(
+        out.len() % bs,
+        0,
+        "dequantize: length not a multiple of the block size"
+    );
+    assert!(
+        data.len() >= ty.bytes_for(out.len()),
+        "dequantize: not enough data"
+    );
     for (blk, y) in data.chunks_exact(bb).zip(out.chunks_exact_mut(bs)) {
         dequantize_block(ty, blk, y);
     }

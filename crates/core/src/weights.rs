@@ -19,14 +19,21 @@ impl WeightBytes {
     /// If the range is out of bounds.
     pub fn new(owner: Arc<dyn AsRef<[u8]> + Send + Sync>, offset: usize, len: usize) -> Self {
         let total = (*owner).as_ref().len();
-        assert!(offset.checked_add(len).is_some_and(|end| end <= total), "WeightBytes out of range");
+        assert!(
+            offset.checked_add(len).is_some_and(|end| end <= total),
+            "WeightBytes out of range"
+        );
         Self { owner, offset, len }
     }
 
     /// Owned bytes (used for weights built in memory, e.g. by tests).
     pub fn from_vec(v: Vec<u8>) -> Self {
         let len = v.len();
-        Self { owner: Arc::new(v), offset: 0, len }
+        Self {
+            owner: Arc::new(v),
+            offset: 0,
+            len,
+        }
     }
 
     /// The bytes.

@@ -41,14 +41,20 @@ pub fn model_config(g: &GgufFile) -> Result<ModelConfig, ConfigError> {
     let path = g.path.display().to_string();
     let arch_s = g
         .architecture()
-        .ok_or_else(|| ConfigError::MissingKey { path: path.clone(), key: "general.architecture".into() })?
+        .ok_or_else(|| ConfigError::MissingKey {
+            path: path.clone(),
+            key: "general.architecture".into(),
+        })?
         .to_string();
     let arch = match arch_s.as_str() {
         "gemma3" => Architecture::Gemma3,
         "qwen2" => Architecture::Qwen2,
         "llama" => Architecture::Llama,
         other => {
-            return Err(ConfigError::UnsupportedArchitecture { path, arch: other.to_string() })
+            return Err(ConfigError::UnsupportedArchitecture {
+                path,
+                arch: other.to_string(),
+            })
         }
     };
     let key = |k: &str| format!("{arch_s}.{k}");
@@ -56,7 +62,10 @@ pub fn model_config(g: &GgufFile) -> Result<ModelConfig, ConfigError> {
         g.get(&key(k))
             .and_then(Value::as_u64)
             .map(|v| v as usize)
-            .ok_or_else(|| ConfigError::MissingKey { path: path.clone(), key: key(k) })
+            .ok_or_else(|| ConfigError::MissingKey {
+                path: path.clone(),
+                key: key(k),
+            })
     };
     let opt_u = |k: &str| g.get(&key(k)).and_then(Value::as_u64).map(|v| v as usize);
     let opt_f = |k: &str| g.get(&key(k)).and_then(Value::as_f64).map(|v| v as f32);
@@ -70,16 +79,23 @@ pub fn model_config(g: &GgufFile) -> Result<ModelConfig, ConfigError> {
     let context_length = req_u("context_length")?;
     let rms_eps = opt_f("attention.layer_norm_rms_epsilon").unwrap_or(1e-6);
     let rope_base = opt_f("rope.freq_base").unwrap_or(10_000.0);
-    let invalid = |what: String| ConfigError::Invalid { path: path.clone(), what };
+    let invalid = |what: String| ConfigError::Invalid {
+        path: path.clone(),
+        what,
+    };
     if n_layers == 0 || hidden == 0 || n_heads == 0 || n_kv_heads == 0 || head_dim == 0 {
         return Err(invalid("zero-sized dimension in metadata".into()));
     }
     if n_heads % n_kv_heads != 0 {
-        return Err(invalid(format!("{n_heads} heads not divisible by {n_kv_heads} KV heads")));
+        return Err(invalid(format!(
+            "{n_heads} heads not divisible by {n_kv_heads} KV heads"
+        )));
     }
     if let Some(vl) = opt_u("attention.value_length") {
         if vl != head_dim {
-            return Err(invalid(format!("value_length {vl} differs from key_length {head_dim}")));
+            return Err(invalid(format!(
+                "value_length {vl} differs from key_length {head_dim}"
+            )));
         }
     }
     if let Some(t) = g.get(&key("rope.scaling.type")).and_then(Value::as_str) {

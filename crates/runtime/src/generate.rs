@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use switchyard_core::{Backend, BackendError, BlockId, ForwardBatch, KvCacheConfig, SamplingParams, SeqInBatch};
+use switchyard_core::{
+    Backend, BackendError, BlockId, ForwardBatch, KvCacheConfig, SamplingParams, SeqInBatch,
+};
 
 use crate::sampling::Sampler;
 use crate::tokenizer::{IncrementalDecoder, Tokenizer, TokenizerError};
@@ -62,8 +64,15 @@ impl<'a> Session<'a> {
     /// Allocates a KV cache for `max_context` tokens on `backend`.
     pub fn new(backend: &'a mut dyn Backend, max_context: usize) -> Result<Self, BackendError> {
         let n = max_context.div_ceil(BLOCK_SIZE).max(1);
-        backend.init_kv_cache(KvCacheConfig { block_size: BLOCK_SIZE, num_blocks: n })?;
-        Ok(Self { backend, ctx: 0, blocks: (0..n as u32).map(BlockId).collect() })
+        backend.init_kv_cache(KvCacheConfig {
+            block_size: BLOCK_SIZE,
+            num_blocks: n,
+        })?;
+        Ok(Self {
+            backend,
+            ctx: 0,
+            blocks: (0..n as u32).map(BlockId).collect(),
+        })
     }
 
     /// Tokens in the cache.
@@ -91,12 +100,15 @@ impl<'a> Session<'a> {
             let idx: Vec<usize> = (0..chunk.len()).filter(|&i| want(base + i)).collect();
             let batch = ForwardBatch {
                 token_ids: chunk.to_vec(),
-                positions: (self.ctx..self.ctx + chunk.len()).map(|p| p as u32).collect(),
+                positions: (self.ctx..self.ctx + chunk.len())
+                    .map(|p| p as u32)
+                    .collect(),
                 seqs: vec![SeqInBatch {
                     start: 0,
                     len: chunk.len(),
                     context_before: self.ctx,
-                    block_table: self.blocks[..(self.ctx + chunk.len()).div_ceil(BLOCK_SIZE)].to_vec(),
+                    block_table: self.blocks[..(self.ctx + chunk.len()).div_ceil(BLOCK_SIZE)]
+                        .to_vec(),
                 }],
                 logits_indices: idx.clone(),
             };
@@ -158,5 +170,11 @@ pub fn generate(
         on_token(u32::MAX, &tail);
     }
     let decode = t1.elapsed().saturating_sub(prefill.saturating_sub(t1 - t0));
-    Ok(GenerateStats { prompt_tokens: n, completion_tokens: produced, prefill, decode, finish })
+    Ok(GenerateStats {
+        prompt_tokens: n,
+        completion_tokens: produced,
+        prefill,
+        decode,
+        finish,
+    })
 }

@@ -251,7 +251,10 @@ impl Reader<'_> {
 impl GgufFile {
     /// Opens and memory-maps `path`, parsing its header and tensor directory.
     pub fn open(path: &Path) -> Result<Self, GgufError> {
-        let io = |source| GgufError::Io { path: path.to_path_buf(), source };
+        let io = |source| GgufError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let file = std::fs::File::open(path).map_err(io)?;
         // The one `unsafe` outside the backend crates (see ARCHITECTURE.md, "unsafe and FFI").
         #[allow(unsafe_code)]
@@ -272,17 +275,25 @@ impl GgufFile {
         let mut r = Reader { b, pos: 0, path };
         if b.len() < 4 || &b[0..4] != b"GGUF" {
             let found = String::from_utf8_lossy(&b[..b.len().min(4)]).into_owned();
-            return Err(GgufError::BadMagic { path: path.to_path_buf(), found });
+            return Err(GgufError::BadMagic {
+                path: path.to_path_buf(),
+                found,
+            });
         }
         r.pos = 4;
         let version = r.u32("version")?;
         if !(2..=3).contains(&version) {
-            return Err(GgufError::BadVersion { path: path.to_path_buf(), version });
+            return Err(GgufError::BadVersion {
+                path: path.to_path_buf(),
+                version,
+            });
         }
         let n_tensors = r.u64("tensor count")?;
         let n_kv = r.u64("metadata count")?;
         if n_tensors > b.len() as u64 / 16 || n_kv > b.len() as u64 / 8 {
-            return Err(r.err(format!("header claims {n_tensors} tensors and {n_kv} metadata entries")));
+            return Err(r.err(format!(
+                "header claims {n_tensors} tensors and {n_kv} metadata entries"
+            )));
         }
         let mut metadata = HashMap::new();
         for _ in 0..n_kv {
@@ -306,7 +317,8 @@ impl GgufFile {
             let mut shape = Vec::with_capacity(nd as usize);
             for _ in 0..nd {
                 let d = r.u64(&name)?;
-                shape.push(usize::try_from(d).map_err(|_| r.err(format!("tensor {name} dim {d}")))?);
+                shape
+                    .push(usize::try_from(d).map_err(|_| r.err(format!("tensor {name} dim {d}")))?);
             }
             let type_id = r.u32(&name)?;
             let off = r.u64(&name)?;
@@ -337,11 +349,28 @@ impl GgufFile {
                 .ok()
                 .and_then(|o| o.checked_add(data_start))
                 .filter(|o| o.checked_add(len).is_some_and(|e| e <= b.len()))
-                .ok_or_else(|| r.err(format!("data of tensor {name} ({len} bytes at offset {off}) lies past the end")))?;
+                .ok_or_else(|| {
+                    r.err(format!(
+                        "data of tensor {name} ({len} bytes at offset {off}) lies past the end"
+                    ))
+                })?;
             index.insert(name.clone(), tensors.len());
-            tensors.push(TensorInfo { name, shape, dtype, offset, len });
+            tensors.push(TensorInfo {
+                name,
+                shape,
+                dtype,
+                offset,
+                len,
+            });
         }
-        Ok(Self { path: path.to_path_buf(), version, metadata, tensors, index, data })
+        Ok(Self {
+            path: path.to_path_buf(),
+            version,
+            metadata,
+            tensors,
+            index,
+            data,
+        })
     }
 
     /// Metadata value by key.
@@ -415,7 +444,7 @@ mod tests {
         v.extend(2u64.to_le_bytes());
         v.extend(0u32.to_le_bytes()); // F32
         v.extend(0u64.to_le_bytes());
-        while v.len() % 32 != 0 {
+        while !v.len().is_multiple_of(32) {
             v.push(0);
         }
         for i in 0..8 {
@@ -461,7 +490,10 @@ mod tests {
         let _ = pos;
         let idx = {
             // find "w" name entry then skip: len(8) + 1 + ndims(4) + 2*8
-            let name_pos = v.windows(9).position(|w| w == [1, 0, 0, 0, 0, 0, 0, 0, b'w']).unwrap();
+            let name_pos = v
+                .windows(9)
+                .position(|w| w == [1, 0, 0, 0, 0, 0, 0, 0, b'w'])
+                .unwrap();
             name_pos + 9 + 4 + 16
         };
         v[idx..idx + 4].copy_from_slice(&13u32.to_le_bytes());

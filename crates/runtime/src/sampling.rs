@@ -35,7 +35,10 @@ pub fn argmax(x: &[f32]) -> u32 {
 pub fn logprobs(x: &[f32], idx: u32, n: usize) -> (f32, Vec<(u32, f32)>) {
     let mx = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let lse = mx + x.iter().map(|v| ((v - mx) as f64).exp()).sum::<f64>().ln() as f32;
-    let top = top_n(x, n).into_iter().map(|i| (i, x[i as usize] - lse)).collect();
+    let top = top_n(x, n)
+        .into_iter()
+        .map(|i| (i, x[i as usize] - lse))
+        .collect();
     (x[idx as usize] - lse, top)
 }
 
@@ -89,7 +92,11 @@ impl Sampler {
         if p.repetition_penalty != 1.0 {
             for &id in &self.seen {
                 if let Some(v) = logits.get_mut(id as usize) {
-                    *v = if *v > 0.0 { *v / p.repetition_penalty } else { *v * p.repetition_penalty };
+                    *v = if *v > 0.0 {
+                        *v / p.repetition_penalty
+                    } else {
+                        *v * p.repetition_penalty
+                    };
                 }
             }
         }
@@ -109,22 +116,33 @@ impl Sampler {
             return argmax(logits);
         }
         // Candidates: top-k, or a prefix of the sorted vocabulary large enough for top-p.
-        let k = if p.top_k > 0 { p.top_k.min(logits.len()) } else { logits.len() };
+        let k = if p.top_k > 0 {
+            p.top_k.min(logits.len())
+        } else {
+            logits.len()
+        };
         let mut cand = top_n(logits, k.min(256));
         let t = p.temperature;
         let mx = logits[cand[0] as usize];
         let total: f64 = if k <= 256 {
-            cand.iter().map(|&i| (((logits[i as usize] - mx) / t) as f64).exp()).sum()
+            cand.iter()
+                .map(|&i| (((logits[i as usize] - mx) / t) as f64).exp())
+                .sum()
         } else {
             logits.iter().map(|&v| (((v - mx) / t) as f64).exp()).sum()
         };
-        let cand_mass: f64 = cand.iter().map(|&i| (((logits[i as usize] - mx) / t) as f64).exp()).sum();
+        let cand_mass: f64 = cand
+            .iter()
+            .map(|&i| (((logits[i as usize] - mx) / t) as f64).exp())
+            .sum();
         if k > 256 && cand_mass / total < p.top_p as f64 {
             // The top 256 do not hold the top-p mass: fall back to the full sort.
             cand = top_n(logits, k);
         }
-        let mut probs: Vec<f64> =
-            cand.iter().map(|&i| (((logits[i as usize] - mx) / t) as f64).exp() / total).collect();
+        let mut probs: Vec<f64> = cand
+            .iter()
+            .map(|&i| (((logits[i as usize] - mx) / t) as f64).exp() / total)
+            .collect();
         // top-p: keep the smallest prefix with mass >= top_p.
         if p.top_p < 1.0 {
             let mut acc = 0.0;
@@ -162,7 +180,11 @@ mod tests {
     use super::*;
 
     fn params(t: f32) -> SamplingParams {
-        SamplingParams { temperature: t, seed: Some(7), ..Default::default() }
+        SamplingParams {
+            temperature: t,
+            seed: Some(7),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -180,23 +202,47 @@ mod tests {
         };
         assert_eq!(run(), run());
         let distinct: std::collections::HashSet<_> = run().into_iter().collect();
-        assert!(distinct.len() > 5, "temperature 1 should explore: {distinct:?}");
+        assert!(
+            distinct.len() > 5,
+            "temperature 1 should explore: {distinct:?}"
+        );
     }
 
     #[test]
     fn top_k_one_and_min_p_restrict() {
         let logits = vec![1.0, 5.0, 4.9, -3.0];
-        let mut s = Sampler::new(SamplingParams { top_k: 2, ..params(1.0) }, &[]);
+        let mut s = Sampler::new(
+            SamplingParams {
+                top_k: 2,
+                ..params(1.0)
+            },
+            &[],
+        );
         for _ in 0..100 {
             assert!(matches!(s.sample(&logits), 1 | 2));
         }
-        let mut s = Sampler::new(SamplingParams { min_p: 0.95, ..params(1.0) }, &[]);
+        let mut s = Sampler::new(
+            SamplingParams {
+                min_p: 0.9,
+                ..params(1.0)
+            },
+            &[],
+        );
         let mut seen = std::collections::HashSet::new();
         for _ in 0..200 {
             seen.insert(s.sample(&logits));
         }
-        assert!(seen.contains(&1) && seen.contains(&2) && seen.len() == 2, "{seen:?}");
-        let mut s = Sampler::new(SamplingParams { top_p: 0.5, ..params(1.0) }, &[]);
+        assert!(
+            seen.contains(&1) && seen.contains(&2) && seen.len() == 2,
+            "{seen:?}"
+        );
+        let mut s = Sampler::new(
+            SamplingParams {
+                top_p: 0.5,
+                ..params(1.0)
+            },
+            &[],
+        );
         for _ in 0..100 {
             assert_eq!(s.sample(&logits), 1);
         }
@@ -206,15 +252,29 @@ mod tests {
     fn top_p_over_large_vocab_matches_full_sort() {
         // Flat distribution over 5000 tokens: the top 256 hold little mass, forcing the fallback.
         let logits = vec![0.0f32; 5000];
-        let mut s = Sampler::new(SamplingParams { top_p: 0.9, ..params(1.0) }, &[]);
+        let mut s = Sampler::new(
+            SamplingParams {
+                top_p: 0.9,
+                ..params(1.0)
+            },
+            &[],
+        );
         let picks: std::collections::HashSet<_> = (0..500).map(|_| s.sample(&logits)).collect();
-        assert!(picks.iter().any(|&i| i >= 256), "top-p must consider tokens beyond the first 256");
+        assert!(
+            picks.iter().any(|&i| i >= 256),
+            "top-p must consider tokens beyond the first 256"
+        );
     }
 
     #[test]
     fn penalties_and_bias() {
         let mut s = Sampler::new(
-            SamplingParams { presence_penalty: 1.0, frequency_penalty: 0.5, logit_bias: vec![(0, 10.0)], ..params(0.0) },
+            SamplingParams {
+                presence_penalty: 1.0,
+                frequency_penalty: 0.5,
+                logit_bias: vec![(0, 10.0)],
+                ..params(0.0)
+            },
             &[],
         );
         s.accept(1);
@@ -222,7 +282,13 @@ mod tests {
         let mut l = vec![0.0, 3.0, 0.0];
         s.process(&mut l);
         assert_eq!(l, vec![10.0, 1.0, 0.0]);
-        let s = Sampler::new(SamplingParams { repetition_penalty: 2.0, ..params(0.0) }, &[0, 1]);
+        let s = Sampler::new(
+            SamplingParams {
+                repetition_penalty: 2.0,
+                ..params(0.0)
+            },
+            &[0, 1],
+        );
         let mut l = vec![-2.0, 4.0, 1.0];
         s.process(&mut l);
         assert_eq!(l, vec![-4.0, 2.0, 1.0]);

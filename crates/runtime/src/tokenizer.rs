@@ -77,7 +77,9 @@ pub struct Tokenizer {
 
 impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tokenizer").field("vocab_size", &self.vocab_size).finish()
+        f.debug_struct("Tokenizer")
+            .field("vocab_size", &self.vocab_size)
+            .finish()
     }
 }
 
@@ -89,7 +91,10 @@ impl Tokenizer {
     /// Builds the tokenizer described by the GGUF metadata of `g`.
     pub fn from_gguf(g: &GgufFile) -> Result<Self, TokenizerError> {
         let path = g.path.display().to_string();
-        let meta = |key: &str| TokenizerError::Metadata { path: path.clone(), key: key.into() };
+        let meta = |key: &str| TokenizerError::Metadata {
+            path: path.clone(),
+            key: key.into(),
+        };
         let model = g
             .get("tokenizer.ggml.model")
             .and_then(Value::as_str)
@@ -112,7 +117,12 @@ impl Tokenizer {
                 .ok_or_else(|| meta("tokenizer.ggml.token_type"))?,
             _ => vec![GPT2_TYPE_NORMAL; n],
         };
-        let id_key = |k: &str| g.get(k).and_then(Value::as_u64).map(|v| v as u32).filter(|&v| (v as usize) < n);
+        let id_key = |k: &str| {
+            g.get(k)
+                .and_then(Value::as_u64)
+                .map(|v| v as u32)
+                .filter(|&v| (v as usize) < n)
+        };
         let bos = id_key("tokenizer.ggml.bos_token_id");
         let eos = id_key("tokenizer.ggml.eos_token_id");
         let eot = id_key("tokenizer.ggml.eot_token_id");
@@ -120,10 +130,16 @@ impl Tokenizer {
             .get("tokenizer.ggml.add_bos_token")
             .and_then(Value::as_bool)
             .unwrap_or(model == "llama" && bos.is_some());
-        let chat_template = g.get("tokenizer.chat_template").and_then(Value::as_str).map(str::to_string);
+        let chat_template = g
+            .get("tokenizer.chat_template")
+            .and_then(Value::as_str)
+            .map(str::to_string);
 
-        let vocab: HashMap<String, u32> =
-            tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let vocab: HashMap<String, u32> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
         let mut inner = match model.as_str() {
             "llama" => {
                 let scores: Vec<f64> = g
@@ -143,7 +159,13 @@ impl Tokenizer {
                     .and_then(|i| tokens.get(i as usize).cloned())
                     .unwrap_or_else(|| "<unk>".into());
                 let bpe = BPE::builder()
-                    .vocab_and_merges(vocab.iter().map(|(k, v)| (k.clone(), *v)).collect::<tokenizers::models::bpe::Vocab>(), merges)
+                    .vocab_and_merges(
+                        vocab
+                            .iter()
+                            .map(|(k, v)| (k.clone(), *v))
+                            .collect::<tokenizers::models::bpe::Vocab>(),
+                        merges,
+                    )
                     .byte_fallback(true)
                     .fuse_unk(true)
                     .unk_token(unk)
@@ -159,7 +181,9 @@ impl Tokenizer {
                         "SentencePiece add_space_prefix=true is not supported yet".into(),
                     ));
                 }
-                tk.with_normalizer(Some(NormalizerWrapper::Replace(Replace::new(" ", "▁").map_err(lib)?)));
+                tk.with_normalizer(Some(NormalizerWrapper::Replace(
+                    Replace::new(" ", "▁").map_err(lib)?,
+                )));
                 tk.with_decoder(Some(DecoderWrapper::Sequence(DecoderSequence::new(vec![
                     DecoderWrapper::Replace(
                         tokenizers::normalizers::replace::Replace::new("▁", " ").map_err(lib)?,
@@ -176,17 +200,31 @@ impl Tokenizer {
                     .ok_or_else(|| meta("tokenizer.ggml.merges"))?
                     .iter()
                     .map(|v| {
-                        v.as_str().and_then(|s| s.split_once(' ')).map(|(a, b)| (a.to_string(), b.to_string()))
+                        v.as_str()
+                            .and_then(|s| s.split_once(' '))
+                            .map(|(a, b)| (a.to_string(), b.to_string()))
                     })
                     .collect::<Option<_>>()
                     .ok_or_else(|| meta("tokenizer.ggml.merges"))?;
-                let pre = g.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default");
+                let pre = g
+                    .get("tokenizer.ggml.pre")
+                    .and_then(Value::as_str)
+                    .unwrap_or("default");
                 if pre != "qwen2" {
                     return Err(TokenizerError::Library(format!(
                         "gpt2 pre-tokenizer '{pre}' is not supported yet (supported: qwen2)"
                     )));
                 }
-                let bpe = BPE::builder().vocab_and_merges(vocab.iter().map(|(k, v)| (k.clone(), *v)).collect::<tokenizers::models::bpe::Vocab>(), merges).build().map_err(lib)?;
+                let bpe = BPE::builder()
+                    .vocab_and_merges(
+                        vocab
+                            .iter()
+                            .map(|(k, v)| (k.clone(), *v))
+                            .collect::<tokenizers::models::bpe::Vocab>(),
+                        merges,
+                    )
+                    .build()
+                    .map_err(lib)?;
                 let mut tk = HfTokenizer::new(bpe);
                 let split = Split::new(
                     SplitPattern::Regex(QWEN2_PATTERN.into()),
@@ -202,7 +240,10 @@ impl Tokenizer {
                 tk
             }
             other => {
-                return Err(TokenizerError::UnsupportedModel { path, model: other.to_string() })
+                return Err(TokenizerError::UnsupportedModel {
+                    path,
+                    model: other.to_string(),
+                })
             }
         };
         // Control tokens are special (matched in text, dropped by skip-special decoding);
@@ -232,7 +273,16 @@ impl Tokenizer {
                 }
             }
         }
-        Ok(Self { inner, vocab_size: n, bos, add_bos: add_bos && bos.is_some(), eos_ids, chat_template, tokens, special })
+        Ok(Self {
+            inner,
+            vocab_size: n,
+            bos,
+            add_bos: add_bos && bos.is_some(),
+            eos_ids,
+            chat_template,
+            tokens,
+            special,
+        })
     }
 
     /// Tokenizes `text`; special tokens written in the text become their ids. Prepends BOS when
@@ -250,7 +300,10 @@ impl Tokenizer {
     /// Decodes ids to text (special tokens included as text unless `skip_special`).
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, TokenizerError> {
         if let Some(&id) = ids.iter().find(|&&i| i as usize >= self.vocab_size) {
-            return Err(TokenizerError::BadId { id, vocab: self.vocab_size });
+            return Err(TokenizerError::BadId {
+                id,
+                vocab: self.vocab_size,
+            });
         }
         self.inner.decode(ids, skip_special).map_err(lib)
     }
@@ -293,8 +346,16 @@ fn sentencepiece_merges(tokens: &[String], types: &[i64], scores: &[f64]) -> Vec
             })
         })
         .collect();
-    found.par_sort_unstable_by(|a, b| scores[b.0 as usize].total_cmp(&scores[a.0 as usize]).then(a.0.cmp(&b.0)).then(a.1.len().cmp(&b.1.len())));
-    found.into_iter().map(|(_, l, r)| (l.to_string(), r.to_string())).collect()
+    found.par_sort_unstable_by(|a, b| {
+        scores[b.0 as usize]
+            .total_cmp(&scores[a.0 as usize])
+            .then(a.0.cmp(&b.0))
+            .then(a.1.len().cmp(&b.1.len()))
+    });
+    found
+        .into_iter()
+        .map(|(_, l, r)| (l.to_string(), r.to_string()))
+        .collect()
 }
 
 /// Incremental detokenizer: turns a growing list of token ids into text deltas, never emitting
@@ -310,13 +371,19 @@ pub struct IncrementalDecoder {
 impl IncrementalDecoder {
     /// A decoder for a fresh output. `skip_special` drops control tokens from the text.
     pub fn new(skip_special: bool) -> Self {
-        Self { skip_special, ..Self::default() }
+        Self {
+            skip_special,
+            ..Self::default()
+        }
     }
 
     /// Adds one token and returns the text it completes (possibly empty).
     pub fn push(&mut self, tok: &Tokenizer, id: u32) -> Result<String, TokenizerError> {
         self.ids.push(id);
-        let prefix = tok.decode(&self.ids[self.prefix_offset..self.read_offset], self.skip_special)?;
+        let prefix = tok.decode(
+            &self.ids[self.prefix_offset..self.read_offset],
+            self.skip_special,
+        )?;
         let full = tok.decode(&self.ids[self.prefix_offset..], self.skip_special)?;
         if full.len() > prefix.len() && !full.ends_with('\u{FFFD}') && full.starts_with(&prefix) {
             let delta = full[prefix.len()..].to_string();
@@ -330,7 +397,10 @@ impl IncrementalDecoder {
 
     /// Text still held back (an incomplete character at the end), decoded lossily.
     pub fn flush(&mut self, tok: &Tokenizer) -> Result<String, TokenizerError> {
-        let prefix = tok.decode(&self.ids[self.prefix_offset..self.read_offset], self.skip_special)?;
+        let prefix = tok.decode(
+            &self.ids[self.prefix_offset..self.read_offset],
+            self.skip_special,
+        )?;
         let full = tok.decode(&self.ids[self.prefix_offset..], self.skip_special)?;
         self.prefix_offset = self.ids.len();
         self.read_offset = self.ids.len();

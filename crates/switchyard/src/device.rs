@@ -27,7 +27,9 @@ impl std::str::FromStr for Device {
             "neuron" => Ok(Self::Neuron),
             _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
                 Some(Ok(n)) => Ok(Self::Cuda(n)),
-                _ => Err(format!("invalid device '{s}' (expected auto, cpu, cuda, cuda:N or neuron)")),
+                _ => Err(format!(
+                    "invalid device '{s}' (expected auto, cpu, cuda, cuda:N or neuron)"
+                )),
             },
         }
     }
@@ -36,19 +38,33 @@ impl std::str::FromStr for Device {
 /// Builds the backend for `device`, logging why `auto` fell back to the CPU.
 pub fn create_backend(device: Device, model: &Model) -> Result<Box<dyn Backend>> {
     match device {
-        Device::Cpu => Ok(Box::new(switchyard_backend_cpu::CpuBackend::load(&model.config, model.gguf.as_ref())?)),
+        Device::Cpu => Ok(Box::new(switchyard_backend_cpu::CpuBackend::load(
+            &model.config,
+            model.gguf.as_ref(),
+        )?)),
         Device::Cuda(n) => {
             let devices = switchyard_backend_cuda::probe()?;
             if n >= devices.len() {
-                bail!("--device cuda:{n}: only {} CUDA device(s) found", devices.len());
+                bail!(
+                    "--device cuda:{n}: only {} CUDA device(s) found",
+                    devices.len()
+                );
             }
-            Ok(Box::new(switchyard_backend_cuda::CudaBackend::load(n, &model.config, model.gguf.as_ref())?))
+            Ok(Box::new(switchyard_backend_cuda::CudaBackend::load(
+                n,
+                &model.config,
+                model.gguf.as_ref(),
+            )?))
         }
         Device::Neuron => bail!("--device neuron: the Neuron backend is not built yet"),
         Device::Auto => match switchyard_backend_cuda::probe() {
             Ok(d) if !d.is_empty() => {
                 tracing::info!(gpu = %d[0].name, "using CUDA device 0");
-                Ok(Box::new(switchyard_backend_cuda::CudaBackend::load(0, &model.config, model.gguf.as_ref())?))
+                Ok(Box::new(switchyard_backend_cuda::CudaBackend::load(
+                    0,
+                    &model.config,
+                    model.gguf.as_ref(),
+                )?))
             }
             Ok(_) => {
                 tracing::warn!("no CUDA device found; using the CPU backend");
@@ -94,6 +110,9 @@ mod tests {
         assert_eq!("auto".parse(), Ok(Device::Auto));
         assert_eq!("cuda:3".parse(), Ok(Device::Cuda(3)));
         assert_eq!("cuda".parse(), Ok(Device::Cuda(0)));
-        assert!("tpu".parse::<Device>().unwrap_err().contains("invalid device 'tpu'"));
+        assert!("tpu"
+            .parse::<Device>()
+            .unwrap_err()
+            .contains("invalid device 'tpu'"));
     }
 }

@@ -9,8 +9,14 @@ use clap::{Args, Parser, Subcommand};
 use switchyard_core::{Backend, SamplingParams};
 use switchyard_runtime::{generate, registry, Model};
 
+mod device;
+
 #[derive(Parser)]
-#[command(name = "switchyard", version, about = "LLM inference server: one binary for CPUs and GPUs")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "LLM inference server: one binary for CPUs and GPUs"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -40,6 +46,9 @@ struct ModelArgs {
     /// Do not download a registry model that is not cached.
     #[arg(long)]
     no_fetch: bool,
+    /// Backend: auto (a GPU when usable, else CPU), cpu, cuda[:N], neuron.
+    #[arg(long, env = "SWITCHYARD_DEVICE", default_value = "auto")]
+    device: device::Device,
 }
 
 #[derive(Args)]
@@ -80,8 +89,12 @@ struct InfoArgs {
 
 fn physical_cores() -> usize {
     // Count distinct (physical id, core id) pairs; fall back to logical CPUs.
-    let logical = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let Ok(s) = std::fs::read_to_string("/proc/cpuinfo") else { return logical };
+    let logical = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let Ok(s) = std::fs::read_to_string("/proc/cpuinfo") else {
+        return logical;
+    };
     let mut set = std::collections::HashSet::new();
     let (mut phys, mut core) = (None, None);
     for l in s.lines() {
@@ -104,7 +117,10 @@ fn physical_cores() -> usize {
 
 fn init_threads(threads: Option<usize>) -> Result<usize> {
     let n = threads.unwrap_or_else(physical_cores).max(1);
-    rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("thread pool")?;
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+        .context("thread pool")?;
     Ok(n)
 }
 
@@ -116,7 +132,7 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
     init_threads(a.model.threads)?;
     let t0 = Instant::now();
     let model = load_model(&a.model)?;
-    let mut backend = switchyard_backend_cpu::CpuBackend::load(&model.config, model.gguf.as_ref())?;
+    let mut backend = device::create_backend(a.model.device, &model)?;
     let load = t0.elapsed();
     let prompt = model.tokenizer.encode(&a.prompt, true)?;
     if prompt.len() + a.max_tokens > model.config.context_length {
@@ -137,15 +153,25 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
     };
     let mut out = std::io::stdout().lock();
     let mut ids = Vec::new();
-    let backend_dyn: &mut dyn Backend = &mut backend;
-    let stats = generate::generate(backend_dyn, &model.tokenizer, &prompt, a.max_tokens, params, |id, text| {
-        ids.push(id);
-        let _ = out.write_all(text.as_bytes());
-        let _ = out.flush();
-    })?;
+    let backend_dyn: &mut dyn Backend = backend.as_mut();
+    let stats = generate::generate(
+        backend_dyn,
+        &model.tokenizer,
+        &prompt,
+        a.max_tokens,
+        params,
+        |id, text| {
+            ids.push(id);
+            let _ = out.write_all(text.as_bytes());
+            let _ = out.flush();
+        },
+    )?;
     let _ = writeln!(out);
     if a.print_ids {
-        eprintln!("ids: {:?}", ids.iter().filter(|&&i| i != u32::MAX).collect::<Vec<_>>());
+        eprintln!(
+            "ids: {:?}",
+            ids.iter().filter(|&&i| i != u32::MAX).collect::<Vec<_>>()
+        );
     }
     let pp = stats.prompt_tokens as f64 / stats.prefill.as_secs_f64();
     let tg = if stats.completion_tokens > 1 {
@@ -169,9 +195,14 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
 fn cmd_info(a: InfoArgs) -> Result<()> {
     let threads = a.model.threads.unwrap_or_else(physical_cores);
     println!("cpu: {}", switchyard_backend_cpu::cpu_name());
-    println!("cpu features: {}", switchyard_backend_cpu::cpu_features().join(" "));
+    println!(
+        "cpu features: {}",
+        switchyard_backend_cpu::cpu_features().join(" ")
+    );
     println!("threads: {threads} (physical cores {})", physical_cores());
-    println!("backends: cpu (available)");
+    for line in device::describe_backends() {
+        println!("backend {line}");
+    }
     let model = load_model(&a.model)?;
     let c = &model.config;
     println!("model: {}", model.path.display());
@@ -181,7 +212,11 @@ fn cmd_info(a: InfoArgs) -> Result<()> {
         model.gguf.file_size() as f64 / (1 << 20) as f64,
         model.n_params() as f64 / 1e6
     );
-    let q: Vec<String> = model.quant_types().iter().map(|(t, n)| format!("{t} x{n}")).collect();
+    let q: Vec<String> = model
+        .quant_types()
+        .iter()
+        .map(|(t, n)| format!("{t} x{n}"))
+        .collect();
     println!("  tensor types: {}", q.join(", "));
     println!(
         "  layers {}, hidden {}, ffn {}, heads {} (kv {}), head dim {}",
@@ -191,7 +226,11 @@ fn cmd_info(a: InfoArgs) -> Result<()> {
     println!("  vocab: {}", c.vocab_size);
     println!(
         "  chat template: {}",
-        if model.tokenizer.chat_template.is_some() { "yes" } else { "no" }
+        if model.tokenizer.chat_template.is_some() {
+            "yes"
+        } else {
+            "no"
+        }
     );
     let kv_per_token = 2 * c.n_layers * c.kv_dim() * 2;
     println!("  KV cache (f16): {} KiB per token", kv_per_token / 1024);
@@ -211,7 +250,11 @@ fn main() -> ExitCode {
         Cmd::Generate(a) => cmd_generate(a),
         Cmd::Info(a) => cmd_info(a),
         Cmd::Fetch { aliases } => (|| {
-            let aliases = if aliases.is_empty() { vec![registry::DEFAULT_MODEL.to_string()] } else { aliases };
+            let aliases = if aliases.is_empty() {
+                vec![registry::DEFAULT_MODEL.to_string()]
+            } else {
+                aliases
+            };
             for a in aliases {
                 match registry::resolve(&a)? {
                     registry::ModelRef::Manifest(m) => {

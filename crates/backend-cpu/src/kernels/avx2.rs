@@ -688,6 +688,7 @@ fn rows_k(w: &QMatrix<'_>, a: &Q8KActs, r0: usize, r1: usize, n_tok: usize, out:
                     _ => k.q6k::<4>(&mut res),
                 }
                 for (i, &v) in res.iter().enumerate().take(nt) {
+                    // SAFETY: this chunk owns rows `r0..r1` (see `OutPtr`); t0 + i < n_tok.
                     unsafe { out.write(t0 + i, r, v) };
                 }
             });
