@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use switchyard_core::{Backend, SamplingParams};
 use switchyard_runtime::{generate, registry, Model};
 
+mod bench_engine;
 mod device;
 
 #[derive(Parser)]
@@ -33,6 +34,15 @@ enum Cmd {
         /// Aliases (default: the default model).
         aliases: Vec<String>,
     },
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Offline throughput of the continuous-batching engine (no HTTP).
+    Engine(bench_engine::BenchEngineArgs),
 }
 
 #[derive(Args)]
@@ -249,6 +259,7 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Generate(a) => cmd_generate(a),
         Cmd::Info(a) => cmd_info(a),
+        Cmd::Bench(BenchCmd::Engine(a)) => bench_engine::run(a),
         Cmd::Fetch { aliases } => (|| {
             let aliases = if aliases.is_empty() {
                 vec![registry::DEFAULT_MODEL.to_string()]

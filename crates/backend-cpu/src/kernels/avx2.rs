@@ -488,7 +488,8 @@ macro_rules! q0_step1 {
         let p = q0_products!($k == Q8_0, w, x);
         $acc = _mm256_fmadd_ps(p, _mm256_set1_ps(dw * *$xd.get_unchecked(j)), $acc);
         if $k != Q8_0 {
-            $c += dw * *$xs.get_unchecked(j);
+            // One FMA chain in block order, exactly as `group_scales` sums it.
+            $c = dw.mul_add(*$xs.get_unchecked(j), $c);
         }
     }};
 }
@@ -500,24 +501,27 @@ fn q0_dot1<const K: u8>(row: &[u8], xq: &[i8], xd: &[f32], xs: &[f32]) -> f32 {
     let nb = xd.len();
     assert!(row.len() >= nb * q0_block_bytes(K) && xq.len() >= nb * QK8 && xs.len() >= nb);
     let (rp, xp) = (row.as_ptr(), xq.as_ptr());
-    // Two accumulators (even and odd blocks) so that the FMA chain does not bound the speed.
+    // Two accumulators (even and odd blocks) so that the FMA chain does not bound the speed;
+    // combined, the odd tail block and the correction summed exactly as `Q0Row::dot::<1>` and
+    // `group_scales` do it, so that a token alone gives the same bits as in a batch.
     let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let (mut c0, mut c1) = (0f32, 0f32);
+    let mut c = 0f32;
     let mut j = 0;
     // SAFETY: every block index used is below `nb`, and the assertion above makes block `j` of
     // the row (`bb` bytes at `j * bb`), quants `32 j .. 32 j + 32` of `xq` and entries `j` of
     // `xd` / `xs` lie inside their slices. Loads are unaligned.
     unsafe {
         while j + 2 <= nb {
-            q0_step1!(K, rp, xp, xd, xs, j, acc0, c0);
-            q0_step1!(K, rp, xp, xd, xs, j + 1, acc1, c1);
+            q0_step1!(K, rp, xp, xd, xs, j, acc0, c);
+            q0_step1!(K, rp, xp, xd, xs, j + 1, acc1, c);
             j += 2;
         }
+        acc0 = _mm256_add_ps(acc0, acc1);
         if j < nb {
-            q0_step1!(K, rp, xp, xd, xs, j, acc0, c0);
+            q0_step1!(K, rp, xp, xd, xs, j, acc0, c);
         }
     }
-    hsum_ps(_mm256_add_ps(acc0, acc1)) - q0_offset(K) * (c0 + c1)
+    hsum_ps(acc0) - q0_offset(K) * c
 }
 
 /// Converts the f16 scale at the start of every `bb`-byte block of `row` into `dw`.
@@ -671,30 +675,6 @@ fn rows_k(w: &QMatrix<'_>, a: &Q8KActs, r0: usize, r1: usize, n_tok: usize, out:
         }
         return;
     }
-    if std::env::var("KOLD").is_ok() {
-        for r in r0..r1 {
-            let row = w.row(r);
-            token_groups(0, n_tok, NT_MAX, |t0, nt| {
-                let mut res = [0f32; NT_MAX];
-                let k = KRow { row, a, t0 };
-                match (nt, q4) {
-                    (1, true) => k.q4k::<1>(&mut res),
-                    (2, true) => k.q4k::<2>(&mut res),
-                    (3, true) => k.q4k::<3>(&mut res),
-                    (4, true) => k.q4k::<4>(&mut res),
-                    (1, false) => k.q6k::<1>(&mut res),
-                    (2, false) => k.q6k::<2>(&mut res),
-                    (3, false) => k.q6k::<3>(&mut res),
-                    _ => k.q6k::<4>(&mut res),
-                }
-                for (i, &v) in res.iter().enumerate().take(nt) {
-                    // SAFETY: this chunk owns rows `r0..r1` (see `OutPtr`); t0 + i < n_tok.
-                    unsafe { out.write(t0 + i, r, v) };
-                }
-            });
-        }
-        return;
-    }
     assert!(!a.groups.is_empty());
     let mut u = vec![KSuper::ZERO; w.cols / QKK];
     for blk in group_blocks(a.groups.iter().map(|g| g.qs.len())) {
@@ -707,15 +687,10 @@ fn rows_k(w: &QMatrix<'_>, a: &Q8KActs, r0: usize, r1: usize, n_tok: usize, out:
             }
             for g in &a.groups[blk.clone()] {
                 let mut res = [0f32; GROUP_MAX];
-                match g.nt {
-                    1 => k_group_dot::<1>(&u, g, &mut res),
-                    2 => k_group_dot::<2>(&u, g, &mut res),
-                    3 => k_group_dot::<3>(&u, g, &mut res),
-                    4 => k_group_dot::<4>(&u, g, &mut res),
-                    5 => k_group_dot::<5>(&u, g, &mut res),
-                    6 => k_group_dot::<6>(&u, g, &mut res),
-                    7 => k_group_dot::<7>(&u, g, &mut res),
-                    _ => k_group_dot::<8>(&u, g, &mut res),
+                if q4 {
+                    k_group_dispatch::<false>(&u, g, &mut res);
+                } else {
+                    k_group_dispatch::<true>(&u, g, &mut res);
                 }
                 for (i, &v) in res.iter().enumerate().take(g.nt) {
                     // SAFETY: this chunk owns rows `r0..r1` (see `OutPtr`).
@@ -830,10 +805,34 @@ fn unpack_q6k(row: &[u8], u: &mut [KSuper]) {
     }
 }
 
-/// `res[i]` = the unpacked row `u` times token `i` of the group `g` (`NT == g.nt`).
+/// `k_group_dot` for the group's token count.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn k_group_dot<const NT: usize>(u: &[KSuper], g: &Q8KGroup, res: &mut [f32; GROUP_MAX]) {
+fn k_group_dispatch<const Q6: bool>(u: &[KSuper], g: &Q8KGroup, res: &mut [f32; GROUP_MAX]) {
+    match g.nt {
+        1 => k_group_dot::<1, Q6>(u, g, res),
+        2 => k_group_dot::<2, Q6>(u, g, res),
+        3 => k_group_dot::<3, Q6>(u, g, res),
+        4 => k_group_dot::<4, Q6>(u, g, res),
+        5 => k_group_dot::<5, Q6>(u, g, res),
+        6 => k_group_dot::<6, Q6>(u, g, res),
+        7 => k_group_dot::<7, Q6>(u, g, res),
+        _ => k_group_dot::<8, Q6>(u, g, res),
+    }
+}
+
+/// `res[i]` = the unpacked row `u` times token `i` of the group `g` (`NT == g.nt`).
+///
+/// Every float operation is the one `KRow` does for a single token (Q6_K: the correction
+/// subtracted in integers, `-32 sum sc bsum`; Q4_K: `fmsub(s, d dx, m dmin dx)`), so a token
+/// gives the same bits in a group as alone.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn k_group_dot<const NT: usize, const Q6: bool>(
+    u: &[KSuper],
+    g: &Q8KGroup,
+    res: &mut [f32; GROUP_MAX],
+) {
     let nsb = u.len();
     assert!(g.qs.len() >= nsb * QKK * NT && g.d.len() >= nsb * GROUP_MAX);
     assert!(g.bsums.len() >= nsb * NT * 16);
@@ -858,10 +857,18 @@ fn k_group_dot<const NT: usize>(u: &[KSuper], g: &Q8KGroup, res: &mut [f32; GROU
             for t in 0..NT {
                 let dx = *dp.add(GROUP_MAX * sb + t);
                 let bs = _mm256_loadu_si256(bp.add((sb * NT + t) * 16).cast());
-                let m = _mm256_cvtepi32_ps(_mm256_madd_epi16(bs, corr));
-                let v = _mm256_cvtepi32_ps(sumi[t]);
-                acc[t] = _mm256_fmadd_ps(v, _mm256_set1_ps(s.d * dx), acc[t]);
-                acc[t] = _mm256_fmadd_ps(m, _mm256_set1_ps(s.cmul * dx), acc[t]);
+                if Q6 {
+                    let c = _mm256_slli_epi32::<5>(_mm256_madd_epi16(corr, bs));
+                    let v = _mm256_cvtepi32_ps(_mm256_sub_epi32(sumi[t], c));
+                    acc[t] = _mm256_fmadd_ps(v, _mm256_set1_ps(s.d * dx), acc[t]);
+                } else {
+                    let m = _mm256_cvtepi32_ps(_mm256_madd_epi16(bs, corr));
+                    let m = _mm256_mul_ps(m, _mm256_set1_ps(s.cmul * dx));
+                    let v = _mm256_cvtepi32_ps(sumi[t]);
+                    // One add on the accumulator's chain per super-block, not two FMAs.
+                    let v = _mm256_fmadd_ps(v, _mm256_set1_ps(s.d * dx), m);
+                    acc[t] = _mm256_add_ps(acc[t], v);
+                }
             }
         }
     }
@@ -953,9 +960,10 @@ impl KRow<'_> {
                     let dx = *dp.add(t * nsb + sb);
                     let bsums = _mm256_loadu_si256(bp.add(t * cols / 16 + 16 * sb).cast());
                     let m = _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, mins));
+                    let m = _mm256_mul_ps(m, _mm256_set1_ps(dmin * dx));
                     let s = _mm256_cvtepi32_ps(sumi[t]);
-                    acc[t] = _mm256_fmadd_ps(s, _mm256_set1_ps(d * dx), acc[t]);
-                    acc[t] = _mm256_fnmadd_ps(m, _mm256_set1_ps(dmin * dx), acc[t]);
+                    // One add on the accumulator's chain per super-block, not two FMAs.
+                    acc[t] = _mm256_add_ps(acc[t], _mm256_fmsub_ps(s, _mm256_set1_ps(d * dx), m));
                 }
             }
         }

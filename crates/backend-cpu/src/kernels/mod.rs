@@ -16,7 +16,8 @@
 //!
 //! Output rows are split into coarse chunks run on the current rayon pool; inside a chunk every
 //! weight row is read from memory once and multiplied with a group of tokens at a time (up to 8
-//! for Q4_0 / Q5_0 / Q8_0, 4 for the others), so the weights are streamed once per call.
+//! for the quantized types, 4 for the float ones), so the weights are streamed once per call
+//! (once per 128 KiB of activations for long prompts, which keeps those in L2).
 //! Calling from a thread of the pool (e.g. a forward pass run under `ThreadPool::install`)
 //! saves waking the pool from outside on every call, which costs tens of microseconds.
 

@@ -444,3 +444,46 @@ proptest! {
         check(ty, rows, cols, n_tok, seed);
     }
 }
+
+/// Batch invariance, bit for bit: each token's outputs of a many-token call equal those of a
+/// call with that token alone, for every type, level and token count (the engine relies on it:
+/// a request's greedy tokens must not depend on what else is in its batch).
+#[test]
+fn matmul_is_batch_invariant() {
+    let mut rng = StdRng::seed_from_u64(77);
+    for ty in TYPES {
+        let cols = if matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K) {
+            512
+        } else {
+            640
+        };
+        let rows = 19;
+        let data = random_matrix(ty, rows, cols, &mut rng);
+        let w = QMatrix {
+            dtype: ty,
+            rows,
+            cols,
+            data: &data,
+        };
+        for n_tok in [2, 3, 5, 9, 17, 40] {
+            let x = random_acts(cols, n_tok, &mut rng);
+            for level in available_levels() {
+                let mut all = vec![f32::NAN; rows * n_tok];
+                matmul_with(level, &w, &x, n_tok, &mut all);
+                for t in 0..n_tok {
+                    let mut one = vec![f32::NAN; rows];
+                    matmul_with(level, &w, &x[t * cols..(t + 1) * cols], 1, &mut one);
+                    for r in 0..rows {
+                        assert_eq!(
+                            all[t * rows + r].to_bits(),
+                            one[r].to_bits(),
+                            "{ty} {level} n_tok={n_tok} t={t} r={r}: {} batched vs {} alone",
+                            all[t * rows + r],
+                            one[r]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

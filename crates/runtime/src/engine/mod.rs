@@ -1,0 +1,285 @@
+//! The continuous-batching engine: one thread owns the [`Scheduler`], the backend, the
+//! tokenizer and every request's sampling state; the HTTP server and the CLI reach it only
+//! through an [`EngineHandle`] (messages over a channel).
+//!
+//! # One step
+//! `schedule()` → [`StepPlan::to_forward_batch`](switchyard_scheduler::StepPlan::to_forward_batch)
+//! (plus logits rows for prompt logprobs) → `Backend::forward` → for each sequence that samples:
+//! its own [`Sampler`](crate::sampling::Sampler) (`process`, `sample`, `accept`; a per-request
+//! seeded RNG, so results do not depend on what else is in the batch), stop checks (EOS, stop
+//! token ids, stop strings across token boundaries, `min_tokens`), incremental detokenization
+//! → `Scheduler::update` → outputs sent to the request streams. Between steps the engine
+//! drains its command channel (submit, cancel, stats, shutdown); when idle it blocks on it.
+//!
+//! # Failures
+//! A backend error fails the requests of that step (each stream gets an
+//! [`EngineError::Backend`]) and the engine goes on; a panic while processing one request's
+//! output fails only that request ([`EngineError::Internal`]).
+//!
+//! # Example
+//! ```no_run
+//! use std::sync::Arc;
+//! use switchyard_runtime::engine::{EngineConfig, EngineHandle, EngineRequest};
+//! # fn backend_for(_: &switchyard_runtime::Model) -> Box<dyn switchyard_core::Backend> { unimplemented!() }
+//! let model = switchyard_runtime::Model::load("gemma-3-270m", false).unwrap();
+//! let backend = backend_for(&model); // e.g. Box::new(CpuBackend::load(..)?)
+//! let tokenizer = Arc::new(model.tokenizer);
+//! let engine =
+//!     EngineHandle::start(backend, tokenizer.clone(), &model.config, EngineConfig::default())
+//!         .unwrap();
+//! let prompt = tokenizer.encode("The capital of France is", true).unwrap();
+//! let stream = engine.submit(EngineRequest::new(prompt, 8)).unwrap();
+//! let choices = stream.collect_blocking().unwrap();
+//! println!("{}", choices[0].text);
+//! ```
+
+mod handle;
+mod stop;
+mod types;
+mod worker;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use switchyard_core::{Backend, BackendError, KvCacheConfig, ModelConfig};
+use switchyard_scheduler::{ConfigError, Scheduler, SchedulerConfig};
+
+pub use handle::{EngineHandle, RequestStream, StreamItem};
+pub use types::{
+    Completion, EngineError, EngineOutput, EngineRequest, EngineStats, FinishReason, StopReason,
+    SubmitError, TokenLogprob, Usage, MAX_LOGPROBS, MAX_N,
+};
+
+use crate::tokenizer::Tokenizer;
+
+/// How much memory the KV cache gets.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum KvCacheSize {
+    /// Exactly this many blocks.
+    Blocks(usize),
+    /// This many bytes.
+    Bytes(u64),
+    /// This fraction (`0..=1`) of the backend's free memory at start-up.
+    FractionOfFree(f64),
+    /// [`DEFAULT_KV_BYTES`], but at most half the backend's free memory, and no more than
+    /// `max_num_seqs` sequences of `max_model_len` tokens need.
+    Auto,
+}
+
+/// KV memory of [`KvCacheSize::Auto`] when the backend has room: 4 GiB.
+pub const DEFAULT_KV_BYTES: u64 = 4 << 30;
+
+/// Sizes and limits of the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineConfig {
+    /// Tokens per KV block.
+    pub block_size: usize,
+    /// KV cache size.
+    pub kv_cache: KvCacheSize,
+    /// Token budget of one step (prefill chunks and decodes together).
+    pub max_num_batched_tokens: usize,
+    /// Most sequences running at once.
+    pub max_num_seqs: usize,
+    /// Reuse KV blocks of shared prompt prefixes.
+    pub enable_prefix_caching: bool,
+    /// Longest sequence (prompt + max_tokens) served; `None`: the model's context length.
+    pub max_model_len: Option<usize>,
+}
+
+impl Default for EngineConfig {
+    /// Block size 16, automatic KV size, 512 tokens per step (a CPU with few cores gains
+    /// little from larger steps and keeps inter-token latency lower), 64 sequences, prefix
+    /// caching on.
+    fn default() -> Self {
+        Self {
+            block_size: 16,
+            kv_cache: KvCacheSize::Auto,
+            max_num_batched_tokens: 512,
+            max_num_seqs: 64,
+            enable_prefix_caching: true,
+            max_model_len: None,
+        }
+    }
+}
+
+/// What the engine runs with, decided at start-up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineInfo {
+    /// Tokens per KV block.
+    pub block_size: usize,
+    /// KV blocks in the pool.
+    pub num_blocks: usize,
+    /// Bytes of one KV block.
+    pub bytes_per_block: usize,
+    /// Longest sequence served (prompt + max_tokens).
+    pub max_model_len: usize,
+    /// Rows of the logits (the model's vocabulary).
+    pub vocab_size: usize,
+    /// Token budget of one step.
+    pub max_num_batched_tokens: usize,
+    /// Most sequences running at once.
+    pub max_num_seqs: usize,
+    /// Whether prefix caching is on.
+    pub enable_prefix_caching: bool,
+}
+
+impl EngineInfo {
+    /// How many sequences of `max_model_len` tokens fit in the KV pool at once.
+    pub fn max_concurrency(&self) -> f64 {
+        (self.num_blocks * self.block_size) as f64 / self.max_model_len.max(1) as f64
+    }
+}
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A size in [`EngineConfig`] is unusable.
+    #[error("engine config: {0}")]
+    Config(String),
+    /// The scheduler refused the configuration.
+    #[error(transparent)]
+    Scheduler(#[from] ConfigError),
+    /// [`KvCacheSize::FractionOfFree`] on a backend that does not report free memory.
+    #[error(
+        "backend {backend} does not report its free memory; give the KV cache size in blocks \
+         or bytes"
+    )]
+    NoMemoryInfo {
+        /// Backend kind.
+        backend: &'static str,
+    },
+    /// The KV budget is smaller than one block.
+    #[error(
+        "a KV cache of {bytes} bytes holds no block of {bytes_per_block} bytes; give it more memory"
+    )]
+    NoBlocks {
+        /// Budget.
+        bytes: u64,
+        /// Size of one block.
+        bytes_per_block: usize,
+    },
+    /// Allocating the KV cache failed.
+    #[error("allocating the KV cache: {0}")]
+    Backend(#[from] BackendError),
+    /// The engine thread could not be spawned.
+    #[error("spawning the engine thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// Number of KV blocks for `config` on `backend`.
+fn size_kv(
+    backend: &dyn Backend,
+    config: &EngineConfig,
+    max_model_len: usize,
+) -> Result<usize, StartError> {
+    let bpb = backend.kv_bytes_per_block(config.block_size).max(1);
+    let caps = backend.capabilities();
+    let bytes = match config.kv_cache {
+        KvCacheSize::Blocks(n) => return Ok(n),
+        KvCacheSize::Bytes(b) => b,
+        KvCacheSize::FractionOfFree(f) => {
+            if !(0.0..=1.0).contains(&f) {
+                return Err(StartError::Config(format!(
+                    "KV cache fraction {f} must be in [0, 1]"
+                )));
+            }
+            let free = caps
+                .free_memory
+                .ok_or(StartError::NoMemoryInfo { backend: caps.kind })?;
+            (free as f64 * f) as u64
+        }
+        KvCacheSize::Auto => {
+            let half_free = caps.free_memory.map_or(u64::MAX, |f| f / 2);
+            let useful = (config.max_num_seqs as u64)
+                .saturating_mul(max_model_len.div_ceil(config.block_size) as u64)
+                .saturating_mul(bpb as u64);
+            DEFAULT_KV_BYTES.min(half_free).min(useful)
+        }
+    };
+    let n = usize::try_from(bytes / bpb as u64).unwrap_or(usize::MAX);
+    if n == 0 {
+        return Err(StartError::NoBlocks {
+            bytes,
+            bytes_per_block: bpb,
+        });
+    }
+    Ok(n)
+}
+
+impl EngineHandle {
+    /// Sizes and allocates the KV cache on `backend`, then starts the engine thread, which
+    /// owns the backend from then on. `model` gives the vocabulary size and context length.
+    pub fn start(
+        mut backend: Box<dyn Backend>,
+        tokenizer: Arc<Tokenizer>,
+        model: &ModelConfig,
+        config: EngineConfig,
+    ) -> Result<EngineHandle, StartError> {
+        if config.block_size == 0 {
+            return Err(StartError::Config("block_size must be at least 1".into()));
+        }
+        let max_model_len = config
+            .max_model_len
+            .unwrap_or(model.context_length)
+            .min(model.context_length);
+        if max_model_len < 2 {
+            return Err(StartError::Config(format!(
+                "max_model_len {max_model_len} leaves no room to generate"
+            )));
+        }
+        let num_blocks = size_kv(backend.as_ref(), &config, max_model_len)?;
+        let sched_config = SchedulerConfig {
+            block_size: config.block_size,
+            num_blocks,
+            max_num_batched_tokens: config.max_num_batched_tokens,
+            max_num_seqs: config.max_num_seqs,
+            enable_prefix_caching: config.enable_prefix_caching,
+        };
+        let scheduler = Scheduler::new(sched_config)?;
+        let kv = backend.init_kv_cache(KvCacheConfig {
+            block_size: config.block_size,
+            num_blocks,
+        })?;
+        let capacity = kv.num_blocks * kv.block_size;
+        let max_concurrency = capacity as f64 / max_model_len as f64;
+        tracing::info!(
+            num_blocks = kv.num_blocks,
+            block_size = kv.block_size,
+            kv_mib = (kv.num_blocks * kv.bytes_per_block) as f64 / (1 << 20) as f64,
+            max_model_len,
+            "KV cache: {} blocks of {} tokens ({} tokens); at most {max_concurrency:.2} \
+             sequences of {max_model_len} tokens at once",
+            kv.num_blocks,
+            kv.block_size,
+            capacity,
+        );
+        if capacity + 1 < max_model_len {
+            tracing::warn!(
+                capacity,
+                max_model_len,
+                "the KV cache holds fewer tokens than max_model_len: serving at most {} tokens \
+                 per sequence",
+                capacity + 1
+            );
+        }
+        let info = EngineInfo {
+            block_size: kv.block_size,
+            num_blocks: kv.num_blocks,
+            bytes_per_block: kv.bytes_per_block,
+            // The last sampled token is never fed back, so it needs no KV slot.
+            max_model_len: max_model_len.min(capacity + 1),
+            vocab_size: model.vocab_size,
+            max_num_batched_tokens: config.max_num_batched_tokens,
+            max_num_seqs: config.max_num_seqs,
+            enable_prefix_caching: config.enable_prefix_caching,
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let worker = worker::Worker::new(scheduler, backend, tokenizer.clone(), info.clone(), rx);
+        let thread = std::thread::Builder::new()
+            .name("switchyard-engine".into())
+            .spawn(move || worker.run())?;
+        Ok(EngineHandle::new(tx, tokenizer, info, thread))
+    }
+}

@@ -1,0 +1,699 @@
+//! The engine thread: a synchronous loop that owns the scheduler, the backend and every
+//! sequence's sampling, stop and detokenization state, and turns commands into steps.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard_core::{Backend, ForwardBatch, Logits, RequestId};
+use switchyard_scheduler::{Request, SampledToken, Scheduler, StepPlan};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::handle::{Command, StreamItem, Submission};
+use super::stop::{Matched, StopMatcher};
+use super::types::{
+    EngineError, EngineOutput, EngineRequest, EngineStats, FinishReason, StopReason, TokenLogprob,
+    Usage,
+};
+use super::EngineInfo;
+use crate::sampling::{logprobs, Sampler};
+use crate::tokenizer::{IncrementalDecoder, Tokenizer};
+
+/// Settings a request's choices share.
+struct Spec {
+    prompt: Vec<u32>,
+    max_tokens: usize,
+    min_tokens: usize,
+    stop: Vec<String>,
+    stop_token_ids: Vec<u32>,
+    ignore_eos: bool,
+    logprobs: Option<usize>,
+}
+
+/// Prompt logprobs being gathered for choice 0.
+struct PromptLogprobs {
+    top: usize,
+    /// Next prompt position whose logits row is still wanted.
+    next: usize,
+    /// One entry per prompt token.
+    values: Vec<Option<TokenLogprob>>,
+}
+
+/// One choice of a request: one scheduler sequence.
+struct Seq {
+    request: RequestId,
+    index: usize,
+    spec: Arc<Spec>,
+    sampler: Sampler,
+    decoder: IncrementalDecoder,
+    stop: StopMatcher,
+    generated: usize,
+    admitted: bool,
+    cached_tokens: usize,
+    prompt_logprobs: Option<PromptLogprobs>,
+}
+
+impl Seq {
+    fn usage(&self) -> Usage {
+        Usage {
+            prompt_tokens: self.spec.prompt.len(),
+            cached_tokens: self.cached_tokens,
+            completion_tokens: self.generated,
+        }
+    }
+}
+
+/// One client request: its stream and its unfinished sequences.
+struct Group {
+    tx: UnboundedSender<StreamItem>,
+    /// Sequences in the scheduler.
+    seqs: Vec<RequestId>,
+    /// Choices 1.. held back until choice 0 has computed the prompt, so that they find its
+    /// full blocks in the prefix cache instead of computing them again.
+    deferred: Vec<(Request, Seq)>,
+}
+
+/// The logits rows of one planned sequence.
+struct Rows {
+    /// First row of this sequence in the logits.
+    first: usize,
+    /// Prompt positions whose next-token logprobs are computed in this step.
+    prompt: Range<usize>,
+    /// Whether the last row is for sampling.
+    samples: bool,
+}
+
+/// What sampling one sequence produced.
+struct Sampled {
+    token: SampledToken,
+    output: EngineOutput,
+}
+
+#[derive(Default)]
+struct Totals {
+    prompt_tokens: u64,
+    generation_tokens: u64,
+    steps: u64,
+}
+
+pub(crate) struct Worker {
+    sched: Scheduler,
+    backend: Box<dyn Backend>,
+    tok: Arc<Tokenizer>,
+    info: EngineInfo,
+    rx: Receiver<Command>,
+    groups: HashMap<RequestId, Group>,
+    seqs: HashMap<RequestId, Seq>,
+    next_seq: u64,
+    next_arrival: u64,
+    totals: Totals,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        sched: Scheduler,
+        backend: Box<dyn Backend>,
+        tok: Arc<Tokenizer>,
+        info: EngineInfo,
+        rx: Receiver<Command>,
+    ) -> Self {
+        Self {
+            sched,
+            backend,
+            tok,
+            info,
+            rx,
+            groups: HashMap::new(),
+            seqs: HashMap::new(),
+            next_seq: 0,
+            next_arrival: 0,
+            totals: Totals::default(),
+        }
+    }
+
+    /// Runs until shutdown or until every handle and stream is gone.
+    pub(crate) fn run(mut self) {
+        'outer: loop {
+            if !self.sched.has_unfinished() {
+                match self.rx.recv() {
+                    Ok(cmd) => {
+                        if !self.handle(cmd) {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            loop {
+                match self.rx.try_recv() {
+                    Ok(cmd) => {
+                        if !self.handle(cmd) {
+                            break 'outer;
+                        }
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    // Nobody can send any more; finish what runs (its streams are gone too).
+                    Err(TryRecvError::Disconnected) => {
+                        if !self.sched.has_unfinished() {
+                            break 'outer;
+                        }
+                        break;
+                    }
+                }
+            }
+            if self.sched.has_unfinished() && !self.step() {
+                // Nothing could be scheduled (should not happen): wait for a command rather
+                // than spin.
+                tracing::warn!("engine: unfinished requests but an empty plan");
+                match self.rx.recv_timeout(Duration::from_millis(10)) {
+                    Ok(cmd) => {
+                        if !self.handle(cmd) {
+                            break;
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        }
+        let ids: Vec<RequestId> = self.groups.keys().copied().collect();
+        for id in ids {
+            self.fail_group(id, EngineError::Stopped);
+        }
+    }
+
+    /// Handles one command; `false` means shut down.
+    fn handle(&mut self, cmd: Command) -> bool {
+        match cmd {
+            Command::Submit(s) => self.submit(*s),
+            Command::Cancel(id) => self.cancel(id),
+            Command::Stats(reply) => {
+                let _ = reply.send(self.stats());
+            }
+            Command::Shutdown => return false,
+        }
+        true
+    }
+
+    fn stats(&self) -> EngineStats {
+        let s = self.sched.stats();
+        EngineStats {
+            num_running: self.sched.num_running(),
+            num_waiting: self.sched.num_waiting(),
+            num_requests: self.groups.len(),
+            num_free_blocks: self.sched.num_free_blocks(),
+            num_blocks: self.info.num_blocks,
+            kv_usage: self.sched.kv_usage(),
+            prefix_cache_queries: s.prefix_cache_queries,
+            prefix_cache_hits: s.prefix_cache_hits,
+            num_preemptions: s.num_preemptions,
+            prompt_tokens_total: self.totals.prompt_tokens,
+            generation_tokens_total: self.totals.generation_tokens,
+            num_steps: self.totals.steps,
+        }
+    }
+
+    fn submit(&mut self, sub: Submission) {
+        let Submission { id, request, tx } = sub;
+        let EngineRequest {
+            prompt,
+            max_tokens,
+            min_tokens,
+            sampling,
+            stop,
+            stop_token_ids,
+            ignore_eos,
+            n,
+            logprobs,
+            prompt_logprobs,
+            skip_special_tokens,
+            priority,
+        } = request;
+        if self.groups.contains_key(&id) {
+            let _ = tx.send(Err(EngineError::Rejected(format!(
+                "request id {} is in use",
+                id.0
+            ))));
+            return;
+        }
+        let base_seed = sampling.seed.unwrap_or_else(rand::random);
+        let arrival = self.next_arrival;
+        self.next_arrival += 1;
+        let spec = Arc::new(Spec {
+            prompt,
+            max_tokens,
+            min_tokens,
+            stop,
+            stop_token_ids,
+            ignore_eos,
+            logprobs,
+        });
+        let mut group = Group {
+            tx,
+            seqs: Vec::new(),
+            deferred: Vec::new(),
+        };
+        let mut first = None;
+        for index in 0..n {
+            let sid = RequestId(self.next_seq);
+            self.next_seq += 1;
+            let mut params = sampling.clone();
+            params.seed = Some(base_seed.wrapping_add(index as u64));
+            let seq = Seq {
+                request: id,
+                index,
+                sampler: Sampler::new(params, &spec.prompt),
+                decoder: IncrementalDecoder::new(skip_special_tokens),
+                stop: StopMatcher::new(spec.stop.clone()),
+                generated: 0,
+                admitted: false,
+                cached_tokens: 0,
+                prompt_logprobs: prompt_logprobs
+                    .filter(|_| index == 0)
+                    .map(|top| PromptLogprobs {
+                        top,
+                        next: 0,
+                        values: vec![None; spec.prompt.len()],
+                    }),
+                spec: spec.clone(),
+            };
+            let req = Request::new(sid, spec.prompt.clone(), max_tokens)
+                .with_priority(priority)
+                .with_arrival(arrival);
+            if index == 0 {
+                first = Some((req, seq));
+            } else {
+                group.deferred.push((req, seq));
+            }
+        }
+        self.groups.insert(id, group);
+        if let Some((req, seq)) = first {
+            self.add_seq(req, seq);
+        }
+    }
+
+    /// Hands one sequence to the scheduler; a refusal fails its whole request.
+    fn add_seq(&mut self, req: Request, seq: Seq) {
+        let (sid, rid) = (req.id, seq.request);
+        match self.sched.add_request(req) {
+            Ok(()) => {
+                self.seqs.insert(sid, seq);
+                if let Some(g) = self.groups.get_mut(&rid) {
+                    g.seqs.push(sid);
+                }
+            }
+            Err(e) => self.fail_group(rid, EngineError::Rejected(e.to_string())),
+        }
+    }
+
+    /// Admits the deferred choices of request `rid` (its choice 0 has its first token).
+    fn release_deferred(&mut self, rid: RequestId) {
+        let Some(g) = self.groups.get_mut(&rid) else {
+            return;
+        };
+        for (req, seq) in std::mem::take(&mut g.deferred) {
+            self.add_seq(req, seq);
+        }
+    }
+
+    /// Removes a request: aborts its sequences (freeing their blocks now) and returns them
+    /// with the choices that never started.
+    fn remove_group(&mut self, rid: RequestId) -> Option<(Group, Vec<Seq>)> {
+        let mut g = self.groups.remove(&rid)?;
+        let mut seqs = Vec::new();
+        for sid in std::mem::take(&mut g.seqs) {
+            self.sched.abort(sid);
+            seqs.extend(self.seqs.remove(&sid));
+        }
+        seqs.extend(std::mem::take(&mut g.deferred).into_iter().map(|(_, s)| s));
+        Some((g, seqs))
+    }
+
+    /// Cancels a request: every unfinished choice gets a `Cancelled` output.
+    fn cancel(&mut self, rid: RequestId) {
+        let Some((g, mut seqs)) = self.remove_group(rid) else {
+            return;
+        };
+        seqs.sort_by_key(|s| s.index);
+        for s in seqs {
+            let _ = g.tx.send(Ok(EngineOutput {
+                index: s.index,
+                token_ids: Vec::new(),
+                text: String::new(),
+                logprobs: None,
+                prompt_logprobs: None,
+                finish: Some(FinishReason::Cancelled),
+                usage: s.usage(),
+            }));
+        }
+    }
+
+    /// Fails a request with `err` (one error item, then the stream ends).
+    fn fail_group(&mut self, rid: RequestId, err: EngineError) {
+        if let Some((g, _)) = self.remove_group(rid) {
+            let _ = g.tx.send(Err(err));
+        }
+    }
+
+    /// Runs one step; `false` if the plan was empty.
+    fn step(&mut self) -> bool {
+        let plan = self.sched.schedule();
+        if plan.is_empty() {
+            return false;
+        }
+        self.totals.steps += 1;
+        for s in &plan.seqs {
+            if let Some(q) = self.seqs.get_mut(&s.id) {
+                if !q.admitted {
+                    q.admitted = true;
+                    q.cached_tokens = s.num_cached_tokens;
+                    self.totals.prompt_tokens += q.spec.prompt.len() as u64;
+                }
+            }
+        }
+        if !plan.preempted.is_empty() {
+            tracing::debug!(
+                preempted = plan.preempted.len(),
+                "engine: preempted sequences"
+            );
+        }
+        let (batch, rows) = self.build_batch(&plan);
+        let logits = self.backend.forward(&batch).and_then(|l| {
+            if l.vocab != self.info.vocab_size || l.rows() != batch.logits_indices.len() {
+                Err(switchyard_core::BackendError::Device(format!(
+                    "backend returned {} rows of {} logits for {} rows of {}",
+                    l.rows(),
+                    l.vocab,
+                    batch.logits_indices.len(),
+                    self.info.vocab_size
+                )))
+            } else {
+                Ok(l)
+            }
+        });
+        let logits = match logits {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "engine: forward failed; failing the step's requests");
+                let msg = e.to_string();
+                for s in &plan.seqs {
+                    if let Some(rid) = self.seqs.get(&s.id).map(|q| q.request) {
+                        self.fail_group(rid, EngineError::Backend(msg.clone()));
+                    }
+                }
+                // Every sequence of the plan is aborted: this only closes the plan.
+                if let Err(e) = self.sched.update(&plan, &[]) {
+                    tracing::error!(error = %e, "engine: scheduler update after a failed step");
+                }
+                return true;
+            }
+        };
+        self.finish_step(&plan, &rows, logits);
+        true
+    }
+
+    /// The plan's batch, with extra logits rows for prompt logprobs.
+    fn build_batch(&self, plan: &StepPlan) -> (ForwardBatch, Vec<Rows>) {
+        let mut batch = plan.to_forward_batch();
+        batch.logits_indices.clear();
+        let mut rows = Vec::with_capacity(plan.seqs.len());
+        for (s, b) in plan.seqs.iter().zip(&batch.seqs) {
+            let first = batch.logits_indices.len();
+            let end = s.context_before + s.tokens.len();
+            let prompt = match self
+                .seqs
+                .get(&s.id)
+                .and_then(|q| q.prompt_logprobs.as_ref().map(|p| (p, q.spec.prompt.len())))
+            {
+                Some((p, prompt_len)) => {
+                    let lo = s.context_before.max(p.next);
+                    lo..end.min(prompt_len - 1).max(lo)
+                }
+                None => 0..0,
+            };
+            batch
+                .logits_indices
+                .extend(prompt.clone().map(|pos| b.start + pos - s.context_before));
+            if s.samples {
+                batch.logits_indices.push(b.start + b.len - 1);
+            }
+            rows.push(Rows {
+                first,
+                prompt,
+                samples: s.samples,
+            });
+        }
+        (batch, rows)
+    }
+
+    /// Samples, checks stops, detokenizes, updates the scheduler and sends the outputs.
+    fn finish_step(&mut self, plan: &StepPlan, rows: &[Rows], mut logits: Logits) {
+        let vocab = logits.vocab;
+        let mut all_rows: Vec<&mut [f32]> = logits.data.chunks_exact_mut(vocab).collect();
+        let mut sampled: Vec<(RequestId, Sampled)> = Vec::new();
+        let mut failed: Vec<(RequestId, String)> = Vec::new();
+        let tok = &*self.tok;
+        for (s, r) in plan.seqs.iter().zip(rows) {
+            let Some(seq) = self.seqs.get_mut(&s.id) else {
+                continue;
+            };
+            let count = r.prompt.len() + usize::from(r.samples);
+            let seq_rows = &mut all_rows[r.first..r.first + count];
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                process_seq(seq, tok, r.prompt.clone(), seq_rows, r.samples)
+            }));
+            match result {
+                Ok(Some(x)) => sampled.push((s.id, x)),
+                Ok(None) => {}
+                Err(panic) => {
+                    let msg = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "panic".into());
+                    tracing::error!(
+                        request = seq.request.0,
+                        %msg,
+                        "engine: request processing panicked"
+                    );
+                    failed.push((seq.request, msg));
+                }
+            }
+        }
+        drop(all_rows);
+        for (rid, msg) in failed {
+            self.fail_group(rid, EngineError::Internal(msg));
+        }
+        let tokens: Vec<(RequestId, SampledToken)> = sampled
+            .iter()
+            .filter(|(sid, _)| self.seqs.contains_key(sid))
+            .map(|(sid, x)| (*sid, x.token))
+            .collect();
+        let finished = match self.sched.update(plan, &tokens) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(error = %e, "engine: scheduler update refused the step (a bug)");
+                for s in &plan.seqs {
+                    if let Some(rid) = self.seqs.get(&s.id).map(|q| q.request) {
+                        self.fail_group(rid, EngineError::Internal(e.to_string()));
+                    }
+                }
+                return;
+            }
+        };
+        self.totals.generation_tokens += tokens.len() as u64;
+        let mut release = Vec::new();
+        for (sid, x) in sampled {
+            let Some(seq) = self.seqs.get(&sid) else {
+                continue;
+            };
+            let rid = seq.request;
+            if seq.index == 0 && seq.generated == 1 {
+                release.push(rid);
+            }
+            let done = x.output.finish.is_some();
+            if done {
+                self.seqs.remove(&sid);
+            }
+            let Some(g) = self.groups.get_mut(&rid) else {
+                continue;
+            };
+            if done {
+                g.seqs.retain(|&q| q != sid);
+            }
+            if g.tx.send(Ok(x.output)).is_err() {
+                // The client is gone: free its blocks now rather than at its cancel message.
+                self.remove_group(rid);
+                continue;
+            }
+            if g.seqs.is_empty() && g.deferred.is_empty() {
+                self.groups.remove(&rid);
+            }
+        }
+        for f in finished {
+            // Every stop and length limit is decided above, so the scheduler finishing a
+            // sequence that is still here is a bug; end the choice cleanly anyway.
+            if let Some(seq) = self.seqs.remove(&f.id) {
+                tracing::error!(
+                    seq = f.id.0,
+                    "engine: scheduler finished a sequence on its own"
+                );
+                if let Some(g) = self.groups.get_mut(&seq.request) {
+                    g.seqs.retain(|&q| q != f.id);
+                    let _ = g.tx.send(Ok(EngineOutput {
+                        index: seq.index,
+                        token_ids: Vec::new(),
+                        text: String::new(),
+                        logprobs: None,
+                        prompt_logprobs: None,
+                        finish: Some(FinishReason::Length),
+                        usage: seq.usage(),
+                    }));
+                    if g.seqs.is_empty() && g.deferred.is_empty() {
+                        self.groups.remove(&seq.request);
+                    }
+                }
+            }
+        }
+        for rid in release {
+            self.release_deferred(rid);
+        }
+    }
+}
+
+/// Prompt logprobs for the rows of `prompt`, then (if `samples`) the next token with its stop
+/// checks and text. Runs under `catch_unwind`: a panic here fails only this request.
+fn process_seq(
+    seq: &mut Seq,
+    tok: &Tokenizer,
+    prompt: Range<usize>,
+    rows: &mut [&mut [f32]],
+    samples: bool,
+) -> Option<Sampled> {
+    #[cfg(test)]
+    if seq
+        .sampler
+        .params()
+        .logit_bias
+        .iter()
+        .any(|&(id, b)| id == u32::MAX && b == 42.0)
+    {
+        panic!("injected test panic");
+    }
+    if let Some(p) = seq.prompt_logprobs.as_mut() {
+        for (row, pos) in rows.iter().zip(prompt.clone()) {
+            let next = seq.spec.prompt[pos + 1];
+            let (logprob, top) = logprobs(row, next, p.top);
+            p.values[pos + 1] = Some(TokenLogprob {
+                token: next,
+                logprob,
+                top,
+            });
+        }
+        p.next = p.next.max(prompt.end);
+    }
+    if !samples {
+        return None;
+    }
+    let row: &mut [f32] = rows.last_mut().expect("a sampling row");
+    let spec = seq.spec.clone();
+    if seq.generated < spec.min_tokens {
+        let eos: &[u32] = if spec.ignore_eos { &[] } else { &tok.eos_ids };
+        for &t in eos.iter().chain(&spec.stop_token_ids) {
+            if let Some(v) = row.get_mut(t as usize) {
+                *v = f32::NEG_INFINITY;
+            }
+        }
+    }
+    // Padding rows past the tokenizer's vocabulary can never be decoded: never pick them.
+    if let Some(pad) = row.get_mut(tok.vocab_size..) {
+        pad.fill(f32::NEG_INFINITY);
+    }
+    seq.sampler.process(row);
+    let token = seq.sampler.sample(row);
+    seq.sampler.accept(token);
+    let lp = spec.logprobs.map(|n| {
+        let (logprob, top) = logprobs(row, token, n);
+        TokenLogprob {
+            token,
+            logprob,
+            top,
+        }
+    });
+    seq.generated += 1;
+    let allow = seq.generated >= spec.min_tokens;
+    let stop_token = if !spec.ignore_eos && tok.eos_ids.contains(&token) {
+        Some(StopReason::Eos(token))
+    } else if spec.stop_token_ids.contains(&token) {
+        Some(StopReason::StopToken(token))
+    } else {
+        None
+    };
+    let decode = |r: Result<String, crate::tokenizer::TokenizerError>| {
+        r.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "engine: detokenization failed");
+            String::new()
+        })
+    };
+    let last = seq.generated >= spec.max_tokens;
+    let (text, finish) = if let Some(reason) = stop_token {
+        // The stop token's own text is not part of the output.
+        let tail = decode(seq.decoder.flush(tok));
+        resolve(
+            seq.stop.finish(&tail, allow),
+            Some(FinishReason::Stop(reason)),
+            &spec,
+        )
+    } else {
+        let delta = decode(seq.decoder.push(tok, token));
+        match seq.stop.push(&delta, allow) {
+            Matched::No { emit } if last => {
+                let tail = decode(seq.decoder.flush(tok));
+                let (more, finish) = resolve(
+                    seq.stop.finish(&tail, allow),
+                    Some(FinishReason::Length),
+                    &spec,
+                );
+                (emit + &more, finish)
+            }
+            m => resolve(m, None, &spec),
+        }
+    };
+    let token_state = if finish.is_some() {
+        SampledToken::stop(token)
+    } else {
+        SampledToken::token(token)
+    };
+    Some(Sampled {
+        token: token_state,
+        output: EngineOutput {
+            index: seq.index,
+            token_ids: vec![token],
+            text,
+            logprobs: lp.map(|l| vec![l]),
+            prompt_logprobs: seq.prompt_logprobs.take().map(|p| p.values),
+            finish,
+            usage: seq.usage(),
+        },
+    })
+}
+
+/// Turns a matcher result into (text, finish): a stop string found overrides `otherwise`.
+fn resolve(
+    m: Matched,
+    otherwise: Option<FinishReason>,
+    spec: &Spec,
+) -> (String, Option<FinishReason>) {
+    match m {
+        Matched::No { emit } => (emit, otherwise),
+        Matched::Stop { emit, index } => (
+            emit,
+            Some(FinishReason::Stop(StopReason::StopString(
+                spec.stop[index].clone(),
+            ))),
+        ),
+    }
+}

@@ -1,0 +1,253 @@
+//! `switchyard bench engine`: offline throughput of the continuous-batching engine, no HTTP.
+//! Seeded random-token prompts, greedy decoding with `ignore_eos`, a sweep over the number of
+//! concurrent clients; reports requests/s, output and total tokens/s, TTFT and time per token.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use switchyard_runtime::engine::{EngineConfig, EngineHandle, EngineRequest, KvCacheSize};
+use switchyard_runtime::tokenizer::Tokenizer;
+
+#[derive(Args)]
+pub(crate) struct BenchEngineArgs {
+    #[command(flatten)]
+    model: crate::ModelArgs,
+    /// Prompt tokens per request (random tokens).
+    #[arg(long, default_value_t = 128)]
+    input_len: usize,
+    /// Generated tokens per request (EOS is ignored).
+    #[arg(long, default_value_t = 128)]
+    output_len: usize,
+    /// Requests per sweep point (default: 2 × concurrency, at least 4).
+    #[arg(long)]
+    num_requests: Option<usize>,
+    /// Concurrent clients; a comma-separated list runs a sweep (e.g. 1,4,16,64).
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    concurrency: Vec<usize>,
+    /// Token budget of one engine step.
+    #[arg(long, default_value_t = 512)]
+    max_num_batched_tokens: usize,
+    /// KV cache blocks (default: sized for the largest concurrency).
+    #[arg(long)]
+    num_blocks: Option<usize>,
+    /// Seed of the random prompts.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+/// One request's measurements.
+struct Sample {
+    ttft: Duration,
+    latency: Duration,
+    output_tokens: usize,
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// `len` random non-special tokens (after BOS when the model adds one), seeded.
+fn random_prompt(tok: &Tokenizer, seed: u64, len: usize) -> Vec<u32> {
+    let mut ids: Vec<u32> = tok.bos.filter(|_| tok.add_bos).into_iter().collect();
+    let mut state = seed;
+    while ids.len() < len {
+        state = splitmix(state);
+        let id = (state % tok.vocab_size as u64) as u32;
+        if !tok.is_special(id) {
+            ids.push(id);
+        }
+    }
+    ids
+}
+
+/// Runs `n` requests through `c` client threads; returns per-request samples and wall time.
+fn sweep_point(
+    engine: &EngineHandle,
+    prompts: Vec<Vec<u32>>,
+    output_len: usize,
+    c: usize,
+) -> Result<(Vec<Sample>, Duration)> {
+    let prompts = Arc::new(prompts);
+    let next = Arc::new(AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let clients: Vec<_> = (0..c)
+        .map(|_| {
+            let (engine, prompts, next) = (engine.clone(), prompts.clone(), next.clone());
+            std::thread::spawn(move || -> Result<Vec<Sample>> {
+                let mut out = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(p) = prompts.get(i) else {
+                        return Ok(out);
+                    };
+                    let req = EngineRequest {
+                        ignore_eos: true,
+                        ..EngineRequest::new(p.clone(), output_len)
+                    };
+                    let start = Instant::now();
+                    let mut stream = engine.submit(req)?;
+                    let mut ttft = None;
+                    let mut output_tokens = 0;
+                    while let Some(item) = stream.blocking_recv() {
+                        let o = item?;
+                        if !o.token_ids.is_empty() && ttft.is_none() {
+                            ttft = Some(start.elapsed());
+                        }
+                        output_tokens += o.token_ids.len();
+                    }
+                    let latency = start.elapsed();
+                    out.push(Sample {
+                        ttft: ttft.unwrap_or(latency),
+                        latency,
+                        output_tokens,
+                    });
+                }
+            })
+        })
+        .collect();
+    let mut samples = Vec::new();
+    for h in clients {
+        let s = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("a client thread panicked"))??;
+        samples.extend(s);
+    }
+    Ok((samples, t0.elapsed()))
+}
+
+/// Columns of the report.
+const HEADERS: [&str; 9] = [
+    "concurrency",
+    "requests",
+    "duration s",
+    "req/s",
+    "output tok/s",
+    "total tok/s",
+    "mean TTFT ms",
+    "p50 TTFT ms",
+    "mean TPOT ms",
+];
+
+/// One Markdown table row, each cell right-aligned to its header's width.
+fn print_row(cells: &[String]) {
+    let line: String = cells
+        .iter()
+        .zip(HEADERS)
+        .map(|(c, h)| format!(" {c:>w$} |", w = h.len()))
+        .collect();
+    println!("|{line}");
+}
+
+fn mean(x: impl Iterator<Item = f64>) -> f64 {
+    let (s, n) = x.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    if n == 0 {
+        0.0
+    } else {
+        s / n as f64
+    }
+}
+
+pub(crate) fn run(a: BenchEngineArgs) -> Result<()> {
+    anyhow::ensure!(
+        a.input_len >= 1 && a.output_len >= 1,
+        "--input-len and --output-len must be at least 1"
+    );
+    anyhow::ensure!(
+        !a.concurrency.is_empty() && a.concurrency.iter().all(|&c| c >= 1),
+        "--concurrency must list numbers >= 1"
+    );
+    let threads = crate::init_threads(a.model.threads)?;
+    let model = crate::load_model(&a.model)?;
+    let backend = crate::device::create_backend(a.model.device, &model)?;
+    let caps = backend.capabilities();
+    let max_c = *a.concurrency.iter().max().expect("not empty");
+    let max_len = a.input_len + a.output_len;
+    let config = EngineConfig {
+        kv_cache: a.num_blocks.map_or(KvCacheSize::Auto, KvCacheSize::Blocks),
+        max_num_batched_tokens: a.max_num_batched_tokens,
+        max_num_seqs: max_c,
+        max_model_len: Some(max_len),
+        ..EngineConfig::default()
+    };
+    let tokenizer = Arc::new(model.tokenizer);
+    let engine = EngineHandle::start(backend, tokenizer.clone(), &model.config, config)
+        .context("starting the engine")?;
+    let info = engine.info().clone();
+    let name = model.path.file_name().unwrap_or_default().to_string_lossy();
+    println!(
+        "model {name} | backend {} ({}), {threads} threads | kv {} blocks x {} tokens | \
+         step budget {} tokens | input {} output {}",
+        caps.kind,
+        caps.device_name,
+        info.num_blocks,
+        info.block_size,
+        info.max_num_batched_tokens,
+        a.input_len,
+        a.output_len
+    );
+    // Warm-up: pages the weights in and touches the code paths once.
+    engine
+        .submit(EngineRequest {
+            ignore_eos: true,
+            ..EngineRequest::new(random_prompt(&tokenizer, u64::MAX, 16), 4)
+        })?
+        .collect_blocking()?;
+
+    print_row(&HEADERS.map(String::from));
+    let rule: String = HEADERS
+        .iter()
+        .map(|h| "-".repeat(h.len() + 2) + "|")
+        .collect();
+    println!("|{rule}");
+    for (run, &c) in a.concurrency.iter().enumerate() {
+        let n = a.num_requests.unwrap_or((2 * c).max(4));
+        // Fresh prompts per sweep point: no prefix-cache hits across points.
+        let prompts: Vec<Vec<u32>> = (0..n)
+            .map(|i| {
+                random_prompt(
+                    &tokenizer,
+                    splitmix(a.seed ^ ((run as u64) << 32) ^ i as u64),
+                    a.input_len,
+                )
+            })
+            .collect();
+        let before = engine.stats_blocking()?;
+        let (samples, wall) = sweep_point(&engine, prompts, a.output_len, c)?;
+        let after = engine.stats_blocking()?;
+        let secs = wall.as_secs_f64();
+        let out_tokens: usize = samples.iter().map(|s| s.output_tokens).sum();
+        let mut ttfts: Vec<f64> = samples.iter().map(|s| s.ttft.as_secs_f64() * 1e3).collect();
+        ttfts.sort_by(f64::total_cmp);
+        let tpot = mean(
+            samples
+                .iter()
+                .filter(|s| s.output_tokens > 1)
+                .map(|s| (s.latency - s.ttft).as_secs_f64() * 1e3 / (s.output_tokens - 1) as f64),
+        );
+        print_row(&[
+            c.to_string(),
+            n.to_string(),
+            format!("{secs:.2}"),
+            format!("{:.3}", n as f64 / secs),
+            format!("{:.1}", out_tokens as f64 / secs),
+            format!("{:.1}", (n * a.input_len + out_tokens) as f64 / secs),
+            format!("{:.0}", mean(ttfts.iter().copied())),
+            format!("{:.0}", ttfts[ttfts.len() / 2]),
+            format!("{tpot:.1}"),
+        ]);
+        if after.num_preemptions > before.num_preemptions {
+            eprintln!(
+                "note: {} preemptions at concurrency {c} (KV pool too small)",
+                after.num_preemptions - before.num_preemptions
+            );
+        }
+    }
+    engine.shutdown();
+    Ok(())
+}
