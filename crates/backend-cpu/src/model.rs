@@ -230,16 +230,10 @@ impl Backend for CpuBackend {
         let mut k = Vec::with_capacity(self.cfg.n_layers);
         let mut v = Vec::with_capacity(self.cfg.n_layers);
         for _ in 0..self.cfg.n_layers {
-            let mut a = Vec::new();
-            a.try_reserve_exact(n)
-                .map_err(|e| BackendError::OutOfMemory(e.to_string()))?;
-            a.resize(n, f16::ZERO);
-            let mut b = Vec::new();
-            b.try_reserve_exact(n)
-                .map_err(|e| BackendError::OutOfMemory(e.to_string()))?;
-            b.resize(n, f16::ZERO);
-            k.push(a);
-            v.push(b);
+            // Zeroed allocations (calloc): the OS maps pages on first write, so a large pool
+            // costs nothing until used and start-up does not wait for gigabytes of memset.
+            k.push(zeroed_f16(n)?);
+            v.push(zeroed_f16(n)?);
         }
         self.kv = Some(KvCache {
             block_size: config.block_size,
@@ -479,4 +473,10 @@ impl CpuBackend {
         }
         Ok(x)
     }
+}
+
+/// `n` zero f16s from a zeroed allocation.
+fn zeroed_f16(n: usize) -> Result<Vec<f16>, BackendError> {
+    bytemuck::try_zeroed_vec(n)
+        .map_err(|_| BackendError::OutOfMemory(format!("cannot allocate {n} f16 KV entries")))
 }

@@ -17,6 +17,9 @@ pub struct Request {
     pub priority: i32,
     /// Arrival sequence number: FCFS order within a priority (ties broken by id).
     pub arrival: u64,
+    /// Compute every prompt position even when a prefix is cached (for prompt logprobs,
+    /// which need the logits of every position). Its blocks are still offered to the cache.
+    pub skip_prefix_lookup: bool,
 }
 
 impl Request {
@@ -28,12 +31,19 @@ impl Request {
             max_tokens,
             priority: 0,
             arrival: 0,
+            skip_prefix_lookup: false,
         }
     }
 
     /// Sets the priority (lower is more important).
     pub fn with_priority(mut self, priority: i32) -> Self {
         self.priority = priority;
+        self
+    }
+
+    /// Computes the whole prompt, never reusing cached blocks (see `skip_prefix_lookup`).
+    pub fn with_skip_prefix_lookup(mut self, skip: bool) -> Self {
+        self.skip_prefix_lookup = skip;
         self
     }
 

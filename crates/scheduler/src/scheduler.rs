@@ -97,6 +97,8 @@ struct Seq {
     /// Leading blocks of `blocks` already offered to the prefix cache; never written again.
     num_cached_blocks: usize,
     running: bool,
+    /// Never reuse cached blocks for this sequence.
+    skip_prefix_lookup: bool,
 }
 
 impl Seq {
@@ -178,6 +180,7 @@ impl Scheduler {
             max_tokens,
             priority,
             arrival,
+            skip_prefix_lookup,
         } = request;
         if self.seqs.contains_key(&id) {
             return Err(AddRequestError::DuplicateId { id });
@@ -213,6 +216,7 @@ impl Scheduler {
                 hashes: Vec::new(),
                 num_cached_blocks: 0,
                 running: false,
+                skip_prefix_lookup,
             },
         );
         Ok(())
@@ -370,7 +374,7 @@ impl Scheduler {
         let bs = self.config.block_size;
         let seq = self.seqs.get_mut(&id).expect("waiting");
         let len = seq.tokens.len();
-        let hits = if self.config.enable_prefix_caching {
+        let hits = if self.config.enable_prefix_caching && !seq.skip_prefix_lookup {
             let max_blocks = (len - 1) / bs;
             seq.extend_hashes(bs, max_blocks * bs);
             self.pool

@@ -11,6 +11,7 @@ use switchyard_runtime::{generate, registry, Model};
 
 mod bench_engine;
 mod device;
+mod serve;
 
 #[derive(Parser)]
 #[command(
@@ -21,10 +22,16 @@ mod device;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Log format on stderr: text or json. Level: SWITCHYARD_LOG (e.g. `info`,
+    /// `switchyard_http=debug`); default `info` for serve, `warn` otherwise.
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Serve the model over an OpenAI-compatible HTTP API (default http://127.0.0.1:8080).
+    Serve(serve::ServeArgs),
     /// Generate a completion for one prompt; streams only the text to stdout.
     Generate(GenerateArgs),
     /// Print CPU features, backends available, and facts about a model.
@@ -248,15 +255,24 @@ fn cmd_info(a: InfoArgs) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let default_level = if matches!(cli.cmd, Cmd::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let sub = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        sub.json().init();
+    } else {
+        sub.init();
+    }
     let r = match cli.cmd {
+        Cmd::Serve(a) => serve::run(a),
         Cmd::Generate(a) => cmd_generate(a),
         Cmd::Info(a) => cmd_info(a),
         Cmd::Bench(BenchCmd::Engine(a)) => bench_engine::run(a),

@@ -37,9 +37,8 @@ pub struct EngineRequest {
     /// (0..=[`MAX_LOGPROBS`]); `None` for none.
     pub logprobs: Option<usize>,
     /// Log-probabilities of each prompt token (after the first) plus this many alternatives;
-    /// delivered with the first output of choice 0. Prompt positions served from the prefix
-    /// cache are never computed, so their entries are `None` (see
-    /// [`Usage::cached_tokens`]); disable prefix caching for complete prompt logprobs.
+    /// delivered with the first output of choice 0. Choice 0 of such a request computes its
+    /// whole prompt (no prefix-cache lookup), so every entry after the first is present.
     pub prompt_logprobs: Option<usize>,
     /// Drop control tokens from the text (the ids stay in `token_ids`).
     pub skip_special_tokens: bool,

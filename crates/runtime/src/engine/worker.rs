@@ -282,7 +282,8 @@ impl Worker {
             };
             let req = Request::new(sid, spec.prompt.clone(), max_tokens)
                 .with_priority(priority)
-                .with_arrival(arrival);
+                .with_arrival(arrival)
+                .with_skip_prefix_lookup(index == 0 && prompt_logprobs.is_some());
             if index == 0 {
                 first = Some((req, seq));
             } else {

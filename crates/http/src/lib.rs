@@ -1,0 +1,394 @@
+//! Switchyard's OpenAI-compatible HTTP server.
+//!
+//! Routes: `POST /v1/completions`, `POST /v1/chat/completions`, `GET /v1/models`,
+//! `GET /health`, `GET /ready`, `GET /metrics`, `POST /tokenize`, `POST /detokenize`,
+//! `GET /version`, `GET /openapi.json`. Everything reaches the model through an
+//! [`EngineHandle`]; this crate owns protocol, validation, admission, streaming and metrics.
+//!
+//! # Invariants
+//! - Every request field is consumed by name ([`params::Fields`]); anything left over is a 400
+//!   naming it. Errors always have OpenAI's shape ([`ApiError`]).
+//! - A request's engine streams live inside the response (future or SSE body): when the client
+//!   goes away the body is dropped, the streams are dropped, and the engine cancels the request
+//!   and frees its blocks before its next step.
+//! - Admission counts sequences (`n` per prompt) of unfinished requests; above
+//!   `max_num_seqs + max_queued_requests` new requests get 429 with `Retry-After`.
+
+pub mod api;
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+pub mod params;
+pub mod template;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use switchyard_runtime::engine::{EngineHandle, EngineStats};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+pub use error::ApiError;
+use metrics::Metrics;
+use template::ChatTemplate;
+
+/// Server settings (the `serve` command's flags).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Names the model answers to (`model` field, `/v1/models`); the first is reported.
+    pub served_model_names: Vec<String>,
+    /// Bearer token required on `/v1/*`, `/tokenize`, `/detokenize` when set.
+    pub api_key: Option<String>,
+    /// Sequences allowed to wait beyond the engine's `max_num_seqs` before 429.
+    pub max_queued_requests: usize,
+    /// Largest request body in bytes (413 above).
+    pub max_body_bytes: usize,
+    /// CORS origins (`*` for any); empty: no CORS headers.
+    pub allowed_origins: Vec<String>,
+    /// How long a SIGTERM/SIGINT waits for in-flight requests.
+    pub drain_timeout: Duration,
+    /// `/ready` fails when the engine has not answered for this long.
+    pub watchdog_timeout: Duration,
+    /// Backend description for `/version`.
+    pub backend: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            served_model_names: vec!["model".into()],
+            api_key: None,
+            max_queued_requests: 256,
+            max_body_bytes: 8 << 20,
+            allowed_origins: Vec::new(),
+            drain_timeout: Duration::from_secs(30),
+            watchdog_timeout: Duration::from_secs(30),
+            backend: "cpu".into(),
+        }
+    }
+}
+
+/// Shared by every handler.
+pub struct AppState {
+    /// The engine.
+    pub engine: EngineHandle,
+    /// Settings.
+    pub config: ServerConfig,
+    /// The model's chat template, if it has one (else chat is a 400).
+    pub chat_template: Option<ChatTemplate>,
+    /// Why the template is unusable, if it failed to compile.
+    pub chat_template_error: Option<String>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Sequences of unfinished requests (admission).
+    pub in_flight: AtomicUsize,
+    /// Set on SIGTERM/SIGINT: not ready, new requests 503.
+    pub draining: AtomicBool,
+    /// Milliseconds since `started` of the engine's last answer to the watchdog.
+    last_engine_answer_ms: AtomicU64,
+    /// The latest engine stats snapshot.
+    last_stats: Mutex<Option<EngineStats>>,
+    /// Process start.
+    pub started: Instant,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// State for `engine`; compiles the tokenizer's chat template.
+    pub fn new(engine: EngineHandle, config: ServerConfig) -> Arc<Self> {
+        let tok = engine.tokenizer().clone();
+        let text = |id: Option<u32>| {
+            id.and_then(|i| tok.token_text(i))
+                .unwrap_or_default()
+                .to_string()
+        };
+        let (chat_template, chat_template_error) = match &tok.chat_template {
+            None => (None, None),
+            Some(src) => {
+                match ChatTemplate::new(src, &text(tok.bos), &text(tok.eos_ids.first().copied())) {
+                    Ok(t) => (Some(t), None),
+                    Err(e) => {
+                        tracing::warn!("the model's chat template does not compile: {e}");
+                        (None, Some(e.to_string()))
+                    }
+                }
+            }
+        };
+        let metrics = Metrics::new(&config.served_model_names[0]);
+        Arc::new(Self {
+            engine,
+            config,
+            chat_template,
+            chat_template_error,
+            metrics,
+            in_flight: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
+            last_engine_answer_ms: AtomicU64::new(0),
+            last_stats: Mutex::new(None),
+            started: Instant::now(),
+        })
+    }
+
+    /// The name reported in responses.
+    pub fn model_name(&self) -> &str {
+        &self.config.served_model_names[0]
+    }
+
+    /// Engine stats, fresh if the engine answers within a second, else the last snapshot.
+    pub async fn stats(&self) -> Option<EngineStats> {
+        match tokio::time::timeout(Duration::from_secs(1), self.engine.stats()).await {
+            Ok(Ok(s)) => {
+                self.record_answer(s);
+                Some(s)
+            }
+            _ => *self.last_stats.lock().unwrap_or_else(|p| p.into_inner()),
+        }
+    }
+
+    fn record_answer(&self, s: EngineStats) {
+        self.last_engine_answer_ms
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        *self.last_stats.lock().unwrap_or_else(|p| p.into_inner()) = Some(s);
+    }
+
+    /// Time since the engine last answered.
+    pub fn engine_silence(&self) -> Duration {
+        let last = Duration::from_millis(self.last_engine_answer_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+}
+
+/// Polls the engine once a second (the `/ready` watchdog): a loop stuck in a step stops
+/// answering, and `/ready` turns 503 after `watchdog_timeout`.
+pub fn spawn_watchdog(state: Arc<AppState>) {
+    tokio::spawn(async move {
+        loop {
+            if let Ok(s) = state.engine.stats().await {
+                state.record_answer(s);
+            } else {
+                // The engine is gone: stay silent (never ready again).
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+}
+
+/// Adds `X-Request-Id` (echoed or generated), counts responses by status, logs each request.
+async fn request_id(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+    static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    let id = req
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 200)
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    req.extensions_mut().insert(api::RequestId(id.clone()));
+    let t0 = Instant::now();
+    let mut resp = next.run(req).await;
+    state.metrics.observe_status(resp.status().as_u16());
+    tracing::info!(
+        request_id = %id,
+        %method,
+        path,
+        status = resp.status().as_u16(),
+        ms = t0.elapsed().as_millis() as u64,
+        "request"
+    );
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(X_REQUEST_ID.clone(), v);
+    }
+    resp
+}
+
+/// Requires the API key (constant-time compare) when one is configured.
+async fn auth(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if let Some(key) = &state.config.api_key {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq(given.as_bytes(), key.as_bytes()) {
+            return ApiError::unauthorized().into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Compares without an early exit on the first differing byte (the length is not secret).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::route_not_found(req.method().as_str(), req.uri().path())
+}
+
+/// The router with every route and layer.
+pub fn router(state: Arc<AppState>) -> Router {
+    let protected = Router::new()
+        .route("/v1/completions", post(api::completions))
+        .route("/v1/chat/completions", post(api::chat_completions))
+        .route("/v1/models", get(api::models))
+        .route("/tokenize", post(api::tokenize))
+        .route("/detokenize", post(api::detokenize))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth));
+    let open = Router::new()
+        .route("/health", get(api::health))
+        .route("/ready", get(api::ready))
+        .route("/metrics", get(api::metrics))
+        .route("/version", get(api::version))
+        .route("/openapi.json", get(api::openapi));
+    let mut app = protected
+        .merge(open)
+        .fallback(not_found)
+        .method_not_allowed_fallback(|req: Request| async move {
+            ApiError::method_not_allowed(req.method().as_str(), req.uri().path())
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.config.max_body_bytes,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            request_id,
+        ));
+    if !state.config.allowed_origins.is_empty() {
+        let origin = if state.config.allowed_origins.iter().any(|o| o == "*") {
+            AllowOrigin::any()
+        } else {
+            AllowOrigin::list(
+                state
+                    .config
+                    .allowed_origins
+                    .iter()
+                    .filter_map(|o| HeaderValue::from_str(o).ok()),
+            )
+        };
+        app = app.layer(
+            CorsLayer::new()
+                .allow_origin(origin)
+                .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+                .allow_headers([
+                    header::AUTHORIZATION,
+                    header::CONTENT_TYPE,
+                    HeaderName::from_static("x-request-id"),
+                ])
+                .expose_headers([HeaderName::from_static("x-request-id")]),
+        );
+    }
+    app.with_state(state)
+}
+
+/// Serves on `listener` until SIGTERM/SIGINT (or `shutdown` resolves), then drains: stops
+/// accepting, answers 503 to new requests on open connections, waits up to `drain_timeout`
+/// for in-flight requests, and returns.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    spawn_watchdog(state.clone());
+    let app = router(state.clone());
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(?addr, "listening");
+    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+    let st = state.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        st.draining.store(true, Ordering::SeqCst);
+        tracing::info!(
+            in_flight = st.in_flight.load(Ordering::SeqCst),
+            "shutting down: draining in-flight requests"
+        );
+        let _ = drain_tx.send(true);
+    });
+    let mut rx = drain_rx.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = rx.wait_for(|d| *d).await;
+    });
+    let mut rx = drain_rx;
+    let timeout = state.config.drain_timeout;
+    let deadline = async move {
+        let _ = rx.wait_for(|d| *d).await;
+        tokio::time::sleep(timeout).await;
+    };
+    tokio::select! {
+        r = server => r,
+        () = deadline => {
+            tracing::warn!(
+                in_flight = state.in_flight.load(Ordering::SeqCst),
+                "drain timeout reached; exiting with requests still in flight"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// A response with a JSON body.
+pub(crate) fn json_response(status: StatusCode, v: &serde_json::Value) -> Response {
+    let mut r = Response::new(Body::from(v.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_compare() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}

@@ -1,0 +1,33 @@
+//! The OpenAPI 3.0 description of the API (`GET /openapi.json`), kept in `openapi.json` beside
+//! this file; a test checks that it names every route the router serves.
+
+/// The document.
+pub const SPEC: &str = include_str!("openapi.json");
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn spec_lists_every_route() {
+        let v: serde_json::Value = serde_json::from_str(super::SPEC).unwrap();
+        let paths = v["paths"].as_object().unwrap();
+        for p in [
+            "/v1/completions",
+            "/v1/chat/completions",
+            "/v1/models",
+            "/health",
+            "/ready",
+            "/metrics",
+            "/tokenize",
+            "/detokenize",
+            "/version",
+            "/openapi.json",
+        ] {
+            assert!(paths.contains_key(p), "{p} missing from openapi.json");
+        }
+        assert_eq!(
+            paths.len(),
+            10,
+            "openapi.json lists a route the router lacks"
+        );
+    }
+}

@@ -1,0 +1,160 @@
+//! Chat templates: the model's own Jinja template from the GGUF, rendered with `minijinja`
+//! under Hugging Face's conventions (`messages`, `add_generation_prompt`, `bos_token`,
+//! `eos_token`, `raise_exception`, `trim_blocks` + `lstrip_blocks`, Python string methods).
+
+use minijinja::{Environment, Error, ErrorKind, Value};
+use serde::Serialize;
+
+/// One chat message, content already flattened to text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Message {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+/// A compiled chat template.
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    bos: String,
+    eos: String,
+}
+
+impl std::fmt::Debug for ChatTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatTemplate").finish_non_exhaustive()
+    }
+}
+
+fn raise_exception(msg: String) -> Result<Value, Error> {
+    Err(Error::new(ErrorKind::InvalidOperation, msg))
+}
+
+/// (year, month, day) of `days` since 1970-01-01 (Howard Hinnant's civil-from-days).
+fn civil(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+
+/// `strftime_now(fmt)` of HF templates (UTC date; `%Y %m %d %B %b` only).
+fn strftime_now(fmt: String) -> Result<Value, Error> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    Ok(Value::from(format_date(
+        &fmt,
+        civil((secs / 86_400) as i64),
+    )))
+}
+
+fn format_date(fmt: &str, (y, m, d): (i64, i64, i64)) -> String {
+    let month = MONTHS[(m - 1) as usize];
+    fmt.replace("%Y", &y.to_string())
+        .replace("%m", &format!("{m:02}"))
+        .replace("%d", &format!("{d:02}"))
+        .replace("%B", month)
+        .replace("%b", &month[..3])
+}
+
+impl ChatTemplate {
+    /// Compiles `source`; `bos` / `eos` are the tokenizer's texts of those tokens.
+    pub fn new(source: &str, bos: &str, eos: &str) -> Result<Self, Error> {
+        let mut env = Environment::new();
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", raise_exception);
+        env.add_function("strftime_now", strftime_now);
+        env.add_template_owned("chat", source.to_string())?;
+        Ok(Self {
+            env,
+            bos: bos.to_string(),
+            eos: eos.to_string(),
+        })
+    }
+
+    /// Renders `messages`, ending with the assistant's turn header when
+    /// `add_generation_prompt`.
+    pub fn render(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<String, Error> {
+        let t = self.env.get_template("chat")?;
+        t.render(minijinja::context! {
+            messages => messages,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => self.bos,
+            eos_token => self.eos,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHATML: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are helpful.<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+    fn msg(role: &str, content: &str) -> Message {
+        Message {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+
+    #[test]
+    fn chatml() {
+        let t = ChatTemplate::new(CHATML, "", "<|im_end|>").unwrap();
+        let s = t.render(&[msg("user", "Hi")], true).unwrap();
+        assert_eq!(
+            s,
+            "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
+    fn hf_conventions() {
+        let src = "{{ bos_token }}{% for m in messages %}{% if m.role == 'tool' %}{{ raise_exception('no tools') }}{% endif %}\n  {{ m.content.strip() | upper }}|{% endfor %}";
+        let t = ChatTemplate::new(src, "<s>", "</s>").unwrap();
+        // trim_blocks ate the newline after `endif`; the indent before `{{` stays (as in jinja2).
+        assert_eq!(t.render(&[msg("user", "  a ")], false).unwrap(), "<s>  A|");
+        let e = t.render(&[msg("tool", "x")], false).unwrap_err();
+        assert!(e.to_string().contains("no tools"), "{e}");
+    }
+
+    #[test]
+    fn date() {
+        assert_eq!(civil(0), (1970, 1, 1));
+        assert_eq!(civil(19_723), (2024, 1, 1));
+        assert_eq!(civil(19_782), (2024, 2, 29));
+        assert_eq!(
+            format_date("%d %B %Y (%b %m)", (2026, 11, 3)),
+            "03 November 2026 (Nov 11)"
+        );
+    }
+}

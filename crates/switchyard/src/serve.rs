@@ -1,0 +1,187 @@
+//! `switchyard serve`: the OpenAI-compatible HTTP server on one model.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use switchyard_http::{AppState, ServerConfig};
+use switchyard_runtime::engine::{EngineConfig, EngineHandle, KvCacheSize};
+
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    pub(crate) model: crate::ModelArgs,
+    /// Address to listen on.
+    #[arg(long, env = "SWITCHYARD_HOST", default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on (0: any free port, printed at start-up).
+    #[arg(long, env = "SWITCHYARD_PORT", default_value_t = 8080)]
+    port: u16,
+    /// Names clients may use in `model` (comma-separated; the first is reported).
+    /// Default: the model's alias or file stem.
+    #[arg(long, value_delimiter = ',')]
+    served_model_name: Vec<String>,
+    /// Require `Authorization: Bearer KEY` on /v1/*, /tokenize and /detokenize.
+    #[arg(long, env = "SWITCHYARD_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Sequences allowed to wait beyond --max-num-seqs before new requests get 429.
+    #[arg(long, default_value_t = 256)]
+    max_queued_requests: usize,
+    /// Largest request body in bytes (413 above).
+    #[arg(long, default_value_t = 8 << 20)]
+    max_body_bytes: usize,
+    /// CORS: allowed origins, comma-separated (`*` for any). Default: no CORS headers.
+    #[arg(long, value_delimiter = ',')]
+    allowed_origins: Vec<String>,
+    /// Seconds SIGTERM/SIGINT waits for in-flight requests before exiting.
+    #[arg(long, default_value_t = 30.0)]
+    drain_timeout: f64,
+    /// Seconds without an answer from the engine loop before /ready reports 503.
+    #[arg(long, default_value_t = 30.0)]
+    watchdog_timeout: f64,
+    /// Most sequences running at once.
+    #[arg(long, default_value_t = 64)]
+    max_num_seqs: usize,
+    /// Token budget of one engine step (decodes plus prefill chunks).
+    #[arg(long, default_value_t = 512)]
+    max_num_batched_tokens: usize,
+    /// KV cache size: bytes (`2GiB`, `512MiB`, `1000000`) or a fraction of free memory
+    /// (`0.5`). Default: up to 4 GiB, no more than --max-num-seqs full-length sequences need.
+    #[arg(long)]
+    kv_cache_memory: Option<String>,
+    /// Longest sequence (prompt + completion); default: the model's context length.
+    #[arg(long)]
+    max_model_len: Option<usize>,
+    /// Tokens per KV block.
+    #[arg(long, default_value_t = 16)]
+    block_size: usize,
+    /// Turn off prefix caching.
+    #[arg(long)]
+    no_prefix_caching: bool,
+}
+
+/// Parses `--kv-cache-memory`.
+pub(crate) fn parse_kv(s: &str) -> Result<KvCacheSize> {
+    let t = s.trim();
+    if let Ok(f) = t.parse::<f64>() {
+        if f > 0.0 && f <= 1.0 && t.contains('.') {
+            return Ok(KvCacheSize::FractionOfFree(f));
+        }
+    }
+    let lower = t.to_ascii_lowercase();
+    let (num, mult) = [
+        ("gib", 1u64 << 30),
+        ("mib", 1 << 20),
+        ("kib", 1 << 10),
+        ("gb", 1_000_000_000),
+        ("mb", 1_000_000),
+        ("kb", 1_000),
+        ("g", 1 << 30),
+        ("m", 1 << 20),
+        ("k", 1 << 10),
+        ("b", 1),
+    ]
+    .iter()
+    .find_map(|(suf, m)| lower.strip_suffix(suf).map(|n| (n.trim().to_string(), *m)))
+    .unwrap_or((lower.clone(), 1));
+    let v: f64 = num.parse().with_context(|| {
+        format!("--kv-cache-memory {s:?}: expected bytes like 2GiB / 512MiB / 1000000, or a fraction like 0.5")
+    })?;
+    if !(v > 0.0 && v.is_finite()) {
+        bail!("--kv-cache-memory {s:?} must be positive");
+    }
+    Ok(KvCacheSize::Bytes((v * mult as f64) as u64))
+}
+
+pub(crate) fn run(a: ServeArgs) -> Result<()> {
+    crate::init_threads(a.model.threads)?;
+    let t0 = Instant::now();
+    let model = crate::load_model(&a.model)?;
+    let backend = crate::device::create_backend(a.model.device, &model)?;
+    let backend_name = backend.capabilities().device_name.clone();
+    let kv_cache = match &a.kv_cache_memory {
+        Some(s) => parse_kv(s)?,
+        None => KvCacheSize::Auto,
+    };
+    let names = if a.served_model_name.is_empty() {
+        let alias = if a.model.model.ends_with(".gguf") || a.model.model.ends_with(".toml") {
+            model
+                .path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| a.model.model.clone())
+        } else {
+            a.model.model.clone()
+        };
+        vec![alias]
+    } else {
+        a.served_model_name.clone()
+    };
+    let config = EngineConfig {
+        block_size: a.block_size,
+        kv_cache,
+        max_num_batched_tokens: a.max_num_batched_tokens,
+        max_num_seqs: a.max_num_seqs,
+        enable_prefix_caching: !a.no_prefix_caching,
+        max_model_len: a.max_model_len,
+    };
+    let tokenizer = Arc::new(model.tokenizer);
+    let engine = EngineHandle::start(backend, tokenizer, &model.config, config)
+        .context("starting the engine")?;
+    let info = engine.info().clone();
+    let server = ServerConfig {
+        served_model_names: names,
+        api_key: a.api_key.filter(|k| !k.is_empty()),
+        max_queued_requests: a.max_queued_requests,
+        max_body_bytes: a.max_body_bytes,
+        allowed_origins: a.allowed_origins,
+        drain_timeout: Duration::from_secs_f64(a.drain_timeout.max(0.0)),
+        watchdog_timeout: Duration::from_secs_f64(a.watchdog_timeout.max(1.0)),
+        backend: backend_name.clone(),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let host = a.host.clone();
+    let port = a.port;
+    let r = rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind((host.as_str(), port))
+            .await
+            .with_context(|| format!("cannot listen on {host}:{port}"))?;
+        let addr = listener.local_addr()?;
+        let state = AppState::new(engine.clone(), server);
+        eprintln!(
+            "switchyard: serving {} on http://{addr} ({backend_name}; KV {} blocks x {} tokens, max_model_len {}, ready in {:.1} s)",
+            state.model_name(),
+            info.num_blocks,
+            info.block_size,
+            info.max_model_len,
+            t0.elapsed().as_secs_f64()
+        );
+        switchyard_http::serve(listener, state, switchyard_http::shutdown_signal()).await?;
+        engine.shutdown();
+        eprintln!("switchyard: stopped");
+        anyhow::Ok(())
+    });
+    rt.shutdown_timeout(Duration::from_secs(1));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kv_sizes() {
+        assert_eq!(parse_kv("2GiB").unwrap(), KvCacheSize::Bytes(2 << 30));
+        assert_eq!(parse_kv("512 MiB").unwrap(), KvCacheSize::Bytes(512 << 20));
+        assert_eq!(parse_kv("1000000").unwrap(), KvCacheSize::Bytes(1_000_000));
+        assert_eq!(parse_kv("0.5").unwrap(), KvCacheSize::FractionOfFree(0.5));
+        assert_eq!(parse_kv("1gb").unwrap(), KvCacheSize::Bytes(1_000_000_000));
+        assert!(parse_kv("lots").is_err());
+        assert!(parse_kv("-1GiB").is_err());
+    }
+}
