@@ -1,0 +1,564 @@
+//! The HTTP server end to end: the real binary on a free loopback port with the real models.
+//! Every endpoint, streaming with and without usage, the error table, auth, 429 under
+//! overload, disconnect-frees-blocks (through /metrics), SIGTERM drain.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    /// Starts `switchyard serve --port 0 ARGS` and waits until it listens.
+    fn start(model: &str, args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["serve", "--no-fetch", "--port", "0", "--model", model])
+            .args(args)
+            .env("SWITCHYARD_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn switchyard serve");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[server] {line}");
+                if let Some(i) = line.find("on http://") {
+                    let url: String = line[i + 3..].split_whitespace().next().unwrap().into();
+                    let _ = tx.send(url);
+                }
+            }
+        });
+        let base = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("server did not start (is the model cached? scripts/test.sh fetches it)");
+        Server { child, base }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = client().post(self.url(path)).json(body).send().unwrap();
+        let s = r.status().as_u16();
+        (s, r.json().unwrap_or(Value::Null))
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        let r = client().get(self.url(path)).send().unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    }
+
+    /// A metric's value (first line starting with `name{`).
+    fn metric(&self, name: &str) -> f64 {
+        let (_, m) = self.get("/metrics");
+        m.lines()
+            .find(|l| l.starts_with(&format!("{name}{{")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} missing"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap()
+}
+
+/// The `data:` payloads of an SSE body.
+fn sse_events(body: &str) -> Vec<String> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(str::to_string)
+        .collect()
+}
+
+fn stream(server: &Server, path: &str, body: &Value) -> Vec<Value> {
+    let r = client().post(server.url(path)).json(body).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let events = sse_events(&r.text().unwrap());
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect()
+}
+
+const GEMMA: &str = "gemma-3-270m";
+const QWEN: &str = "qwen2.5-coder-0.5b-instruct";
+
+#[test]
+fn completions_endpoints_and_errors_gemma() {
+    let s = Server::start(GEMMA, &["--max-body-bytes", "65536"]);
+    // Small endpoints.
+    assert_eq!(s.get("/health").0, 200);
+    assert_eq!(s.get("/ready").0, 200);
+    let (st, v) = s.get("/version");
+    assert_eq!(st, 200);
+    assert!(v.contains("\"version\""));
+    let (st, spec) = s.get("/openapi.json");
+    assert_eq!(st, 200);
+    let spec: Value = serde_json::from_str(&spec).unwrap();
+    assert!(spec["paths"]["/v1/completions"].is_object());
+    let (st, models) = s.get("/v1/models");
+    assert_eq!(st, 200);
+    let models: Value = serde_json::from_str(&models).unwrap();
+    assert_eq!(models["data"][0]["id"], GEMMA);
+
+    // Greedy completion, then the same streamed: identical text and usage.
+    let req = json!({"model": GEMMA, "prompt": "The capital of France is", "max_tokens": 12});
+    let (st, a) = s.post("/v1/completions", &req);
+    assert_eq!(st, 200, "{a}");
+    assert_eq!(a["object"], "text_completion");
+    let text = a["choices"][0]["text"].as_str().unwrap().to_string();
+    assert!(!text.is_empty());
+    assert_eq!(a["choices"][0]["finish_reason"], "length");
+    assert_eq!(a["usage"]["completion_tokens"], 12);
+    let prompt_tokens = a["usage"]["prompt_tokens"].as_u64().unwrap();
+    let mut sreq = req.clone();
+    sreq["stream"] = json!(true);
+    let chunks = stream(&s, "/v1/completions", &sreq);
+    let streamed: String = chunks
+        .iter()
+        .map(|c| c["choices"][0]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(streamed, text);
+    assert!(chunks.iter().all(|c| c.get("usage").is_none()));
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "length"
+    );
+    sreq["stream_options"] = json!({"include_usage": true});
+    let chunks = stream(&s, "/v1/completions", &sreq);
+    let last = chunks.last().unwrap();
+    assert_eq!(last["choices"], json!([]));
+    assert_eq!(last["usage"]["completion_tokens"], 12);
+    assert_eq!(last["usage"]["prompt_tokens"], prompt_tokens);
+    assert!(chunks[..chunks.len() - 1]
+        .iter()
+        .all(|c| c["usage"].is_null()));
+
+    // Prompt forms: list of strings, token ids, lists of token ids; n > 1.
+    let (_, tk) = s.post("/tokenize", &json!({"prompt": "The capital of France is"}));
+    let ids = tk["tokens"].clone();
+    assert_eq!(tk["count"], prompt_tokens);
+    let (_, dt) = s.post("/detokenize", &json!({"tokens": ids}));
+    assert!(dt["prompt"]
+        .as_str()
+        .unwrap()
+        .ends_with("The capital of France is"));
+    let (st, v) = s.post("/v1/completions", &json!({"prompt": ids, "max_tokens": 12}));
+    assert_eq!(st, 200);
+    assert_eq!(v["choices"][0]["text"], text, "token-id prompt differs");
+    let (st, v) = s.post(
+        "/v1/completions",
+        &json!({"prompt": ["Once upon a time", "The capital of France is"], "max_tokens": 12}),
+    );
+    assert_eq!(st, 200);
+    assert_eq!(v["choices"].as_array().unwrap().len(), 2);
+    assert_eq!(v["choices"][1]["index"], 1);
+    assert_eq!(v["choices"][1]["text"], text);
+    let (st, v) = s.post(
+        "/v1/completions",
+        &json!({"prompt": [ids, ids], "max_tokens": 4, "n": 2, "temperature": 1.0, "seed": 7}),
+    );
+    assert_eq!(st, 200);
+    let ch = v["choices"].as_array().unwrap();
+    assert_eq!(ch.len(), 4);
+    assert_eq!(v["usage"]["completion_tokens"], 16);
+    assert_eq!(v["usage"]["prompt_tokens"], 2 * prompt_tokens);
+    // Same seed, same prompt: choice i of both prompts agree.
+    assert_eq!(ch[0]["text"], ch[2]["text"]);
+    assert_eq!(ch[1]["text"], ch[3]["text"]);
+
+    // logprobs: the greedy token is the best of the alternatives.
+    let (st, v) = s.post(
+        "/v1/completions",
+        &json!({"prompt": "The capital of France is", "max_tokens": 6, "logprobs": 3}),
+    );
+    assert_eq!(st, 200);
+    let lp = &v["choices"][0]["logprobs"];
+    assert_eq!(lp["tokens"].as_array().unwrap().len(), 6);
+    for (i, top) in lp["top_logprobs"].as_array().unwrap().iter().enumerate() {
+        let top = top.as_object().unwrap();
+        assert_eq!(top.len(), 3);
+        let best = top
+            .values()
+            .map(|x| x.as_f64().unwrap())
+            .fold(f64::MIN, f64::max);
+        let chosen = lp["token_logprobs"][i].as_f64().unwrap();
+        assert!(
+            (best - chosen).abs() < 1e-6,
+            "step {i}: {chosen} vs best {best}"
+        );
+    }
+
+    // echo + logprobs + max_tokens 0: the prompt's logprobs (lm-eval loglikelihood); twice,
+    // the second time with the prefix cached, must give the same numbers.
+    let long =
+        "The history of the railway begins with wagonways in the sixteenth century. ".repeat(4);
+    let req = json!({"prompt": long, "max_tokens": 0, "echo": true, "logprobs": 1});
+    let (st, a) = s.post("/v1/completions", &req);
+    assert_eq!(st, 200, "{a}");
+    let (_, b) = s.post("/v1/completions", &req);
+    let la = &a["choices"][0]["logprobs"]["token_logprobs"];
+    let n_prompt = a["usage"]["prompt_tokens"].as_u64().unwrap() as usize;
+    assert_eq!(la.as_array().unwrap().len(), n_prompt);
+    assert!(la[0].is_null());
+    assert!(la.as_array().unwrap()[1..]
+        .iter()
+        .all(|x| x.as_f64().unwrap() <= 0.0));
+    assert_eq!(la, &b["choices"][0]["logprobs"]["token_logprobs"]);
+    assert_eq!(
+        a["choices"][0]["text"].as_str().unwrap(),
+        dt_text(&s, &a, &long)
+    );
+    assert_eq!(a["usage"]["completion_tokens"], 0);
+
+    // Stop strings end the text before the stop.
+    let first_word = text.split_whitespace().nth(1).unwrap().to_string();
+    let (_, v) = s.post(
+        "/v1/completions",
+        &json!({"prompt": "The capital of France is", "max_tokens": 12, "stop": [first_word]}),
+    );
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    let t = v["choices"][0]["text"].as_str().unwrap();
+    assert!(text.starts_with(t) && !t.contains(&first_word), "{t:?}");
+
+    // The error table.
+    let cases: Vec<(Value, u16, Option<&str>)> = vec![
+        (json!({"prompt": "x", "suffix": "y"}), 400, Some("suffix")),
+        (
+            json!({"prompt": "x", "frobnicate": 1}),
+            400,
+            Some("frobnicate"),
+        ),
+        (json!({"prompt": "x", "best_of": 3}), 400, Some("best_of")),
+        (
+            json!({"prompt": "x", "temperature": -1}),
+            400,
+            Some("temperature"),
+        ),
+        (
+            json!({"prompt": "x", "temperature": "hot"}),
+            400,
+            Some("temperature"),
+        ),
+        (
+            json!({"prompt": "x", "max_tokens": 0}),
+            400,
+            Some("max_tokens"),
+        ),
+        (json!({"prompt": "x", "n": 0}), 400, Some("n")),
+        (
+            json!({"prompt": "x", "logprobs": 50}),
+            400,
+            Some("logprobs"),
+        ),
+        (
+            json!({"prompt": "x", "stream_options": {"include_usage": true}}),
+            400,
+            Some("stream_options"),
+        ),
+        (json!({"prompt": [1, 99999999]}), 400, Some("prompt")),
+        (json!({"prompt": []}), 400, Some("prompt")),
+        (json!({"max_tokens": 3}), 400, Some("prompt")),
+        (
+            json!({"prompt": "x", "max_tokens": 40000}),
+            400,
+            Some("prompt"),
+        ),
+        (json!({"prompt": "x", "model": "gpt-9"}), 404, Some("model")),
+        (json!({"prompt": "x".repeat(70000)}), 413, None),
+    ];
+    for (body, status, param) in cases {
+        let (st, v) = s.post("/v1/completions", &body);
+        let short: String = body.to_string().chars().take(80).collect();
+        assert_eq!(st, status, "{short}: {v}");
+        assert!(v["error"]["message"].is_string(), "{short}: {v}");
+        assert!(v["error"]["type"].is_string(), "{short}: {v}");
+        if let Some(p) = param {
+            assert_eq!(v["error"]["param"], p, "{short}: {v}");
+        }
+    }
+    let (_, v) = s.post(
+        "/v1/completions",
+        &json!({"prompt": "x", "max_tokens": 40000}),
+    );
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("32768") && msg.contains("40000"), "{msg}");
+    let r = client()
+        .post(s.url("/v1/completions"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let (st, v) = s.post(
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(st, 400);
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("chat template"));
+    let (st, _) = s.get("/v1/nothing");
+    assert_eq!(st, 404);
+    // X-Request-Id is echoed.
+    let r = client()
+        .get(s.url("/health"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "abc-123");
+
+    // Metrics count what happened.
+    assert!(s.metric("switchyard:generation_tokens_total") >= 12.0);
+    let (_, m) = s.get("/metrics");
+    assert!(
+        m.contains("switchyard:http_requests_total{model_name=\"gemma-3-270m\",status=\"413\"} 1")
+    );
+    assert!(m.contains("status=\"404\"}"));
+    assert!(s.metric("switchyard:time_to_first_token_seconds_count") >= 5.0);
+    assert_eq!(s.metric("switchyard:num_requests_running"), 0.0);
+}
+
+/// The echoed text of an echo-only completion is the detokenized prompt.
+fn dt_text(s: &Server, _a: &Value, prompt: &str) -> String {
+    let (_, tk) = s.post("/tokenize", &json!({"prompt": prompt}));
+    let (_, dt) = s.post("/detokenize", &json!({"tokens": tk["tokens"]}));
+    // Detokenize keeps special tokens (BOS); the echo skips them, as completions text does.
+    dt["prompt"].as_str().unwrap().replace("<bos>", "")
+}
+
+#[test]
+fn api_key_gemma() {
+    let s = Server::start(GEMMA, &["--api-key", "sekrit"]);
+    let body = json!({"prompt": "Hi", "max_tokens": 1});
+    let (st, v) = s.post("/v1/completions", &body);
+    assert_eq!(st, 401);
+    assert_eq!(v["error"]["type"], "authentication_error");
+    let r = client()
+        .post(s.url("/v1/completions"))
+        .bearer_auth("wrong")
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = client()
+        .post(s.url("/v1/completions"))
+        .bearer_auth("sekrit")
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(s.get("/health").0, 200);
+    assert_eq!(s.get("/v1/models").0, 401);
+}
+
+#[test]
+fn overload_and_disconnect_gemma() {
+    let s = Server::start(
+        GEMMA,
+        &["--max-num-seqs", "1", "--max-queued-requests", "0"],
+    );
+    // A long stream occupies the only slot.
+    let body = json!({"prompt": "Once upon a time", "max_tokens": 2000, "ignore_eos": true, "stream": true});
+    let mut r = client()
+        .post(s.url("/v1/completions"))
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let mut buf = [0u8; 256];
+    let n = r.read(&mut buf).unwrap();
+    assert!(n > 0);
+    let t0 = Instant::now();
+    while s.metric("switchyard:num_requests_running") < 1.0 {
+        assert!(t0.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(s.metric("switchyard:kv_cache_usage_perc") > 0.0);
+    // The next request is refused with 429 and Retry-After.
+    let r2 = client()
+        .post(s.url("/v1/completions"))
+        .json(&json!({"prompt": "Hi", "max_tokens": 1}))
+        .send()
+        .unwrap();
+    assert_eq!(r2.status().as_u16(), 429);
+    assert!(r2.headers().contains_key("retry-after"));
+    let v: Value = r2.json().unwrap();
+    assert_eq!(v["error"]["type"], "rate_limit_error");
+    // The client goes away mid-stream: the engine frees its blocks within a step.
+    drop(r);
+    let t0 = Instant::now();
+    while s.metric("switchyard:num_requests_running") > 0.0
+        || s.metric("switchyard:kv_cache_usage_perc") > 0.0
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "blocks not freed after disconnect"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let gen = s.metric("switchyard:generation_tokens_total");
+    assert!(
+        gen < 2000.0,
+        "the request ran on after the disconnect ({gen})"
+    );
+    let (_, m) = s.get("/metrics");
+    assert!(m.contains("finished_reason=\"abort\"} 1"), "{m}");
+    // And the slot is usable again.
+    let (st, _) = s.post("/v1/completions", &json!({"prompt": "Hi", "max_tokens": 1}));
+    assert_eq!(st, 200);
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests_gemma() {
+    let mut s = Server::start(GEMMA, &["--drain-timeout", "120"]);
+    let url = s.url("/v1/completions");
+    let h = std::thread::spawn(move || {
+        let r = client()
+            .post(url)
+            .json(&json!({"prompt": "Once upon a time", "max_tokens": 48, "ignore_eos": true}))
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().unwrap())
+    });
+    let t0 = Instant::now();
+    while s.metric("switchyard:num_requests_running") < 1.0 {
+        assert!(t0.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = s.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let (st, v) = h.join().unwrap();
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["usage"]["completion_tokens"], 48, "{v}");
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "server did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status}");
+    assert!(client().get(s.url("/health")).send().is_err());
+}
+
+#[test]
+fn chat_qwen() {
+    let s = Server::start(QWEN, &[]);
+    let messages = json!([{"role": "system", "content": "You are terse."},
+                          {"role": "user", "content": [{"type": "text", "text": "Write hello world in Python."}]}]);
+    // The template renders as Hugging Face's ChatML does.
+    let (st, tk) = s.post("/tokenize", &json!({"messages": messages}));
+    assert_eq!(st, 200, "{tk}");
+    let (_, dt) = s.post("/detokenize", &json!({"tokens": tk["tokens"]}));
+    assert_eq!(
+        dt["prompt"],
+        "<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nWrite hello world in Python.<|im_end|>\n<|im_start|>assistant\n"
+    );
+    let req = json!({"model": QWEN, "messages": messages, "max_tokens": 24});
+    let (st, v) = s.post("/v1/chat/completions", &req);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["choices"][0]["message"]["role"], "assistant");
+    let content = v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!content.is_empty());
+    assert_eq!(v["usage"]["prompt_tokens"], tk["count"]);
+    // The same through /v1/completions on the rendered token ids.
+    let (_, c) = s.post(
+        "/v1/completions",
+        &json!({"prompt": tk["tokens"], "max_tokens": 24}),
+    );
+    assert_eq!(c["choices"][0]["text"], content.as_str());
+    // Streamed: role first, then content deltas, finish, usage.
+    let mut sreq = req.clone();
+    sreq["stream"] = json!(true);
+    sreq["stream_options"] = json!({"include_usage": true});
+    let chunks = stream(&s, "/v1/chat/completions", &sreq);
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let streamed: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(streamed, content);
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk"));
+    assert_eq!(
+        chunks.last().unwrap()["usage"]["prompt_tokens"],
+        tk["count"]
+    );
+    // n, logprobs + top_logprobs, max_completion_tokens.
+    let (st, v) = s.post(
+        "/v1/chat/completions",
+        &json!({"messages": messages, "max_completion_tokens": 5, "n": 2, "temperature": 0.8,
+                "seed": 1, "logprobs": true, "top_logprobs": 2}),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["choices"].as_array().unwrap().len(), 2);
+    let lp = v["choices"][0]["logprobs"]["content"].as_array().unwrap();
+    assert!(!lp.is_empty() && lp.len() <= 5);
+    assert_eq!(lp[0]["top_logprobs"].as_array().unwrap().len(), 2);
+    // Errors specific to chat.
+    for (body, param) in [
+        (json!({"messages": messages, "tools": []}), "tools"),
+        (
+            json!({"messages": messages, "response_format": {"type": "json_object"}}),
+            "response_format",
+        ),
+        (
+            json!({"messages": [{"role": "tool", "content": "x"}]}),
+            "messages[0].role",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}),
+            "messages[0].content[0]",
+        ),
+        (json!({"messages": []}), "messages"),
+        (
+            json!({"messages": messages, "top_logprobs": 2}),
+            "top_logprobs",
+        ),
+    ] {
+        let (st, v) = s.post("/v1/chat/completions", &body);
+        assert_eq!(st, 400, "{body}: {v}");
+        assert_eq!(v["error"]["param"], param, "{body}: {v}");
+    }
+}
