@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # The full test suite (the README's test command; .ci/run calls it).
-# Fetches and verifies the real models, then runs every test of the workspace.
+# Fetches and verifies the real models, runs every test of the workspace, then drives the
+# server with the official `openai` Python client (installed from PyPI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
 bash scripts/fetch-models.sh
 cargo test --workspace --release "$@"
+"$PY" -m pip install --quiet --disable-pip-version-check "openai==3.54.0"
+"$PY" tests/openai_client.py target/release/switchyard

@@ -1,0 +1,177 @@
+"""Drive `switchyard serve` with the official `openai` Python package.
+
+Starts the release binary on free loopback ports (Gemma for completions, Qwen for chat) and
+checks completions, chat, streaming, n > 1, logprobs, and that the client raises the right
+error classes. Run by scripts/test.sh after `cargo test` (which builds the binary):
+
+    python3 tests/openai_client.py [path/to/switchyard]
+"""
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+
+import openai
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target", "release", "switchyard")
+GEMMA = "gemma-3-270m"
+QWEN = "qwen2.5-coder-0.5b-instruct"
+
+
+class Server:
+    def __init__(self, model, *args):
+        self.p = subprocess.Popen(
+            [BIN, "serve", "--no-fetch", "--port", "0", "--model", model, *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "SWITCHYARD_LOG": "warn"},
+        )
+        deadline = time.time() + 120
+        self.base = None
+        while time.time() < deadline:
+            line = self.p.stderr.readline()
+            if not line:
+                break
+            sys.stderr.write("[server] " + line)
+            m = re.search(r"on (http://\S+)", line)
+            if m:
+                self.base = m.group(1)
+                break
+        if self.base is None:
+            self.p.kill()
+            raise RuntimeError(f"server for {model} did not start")
+        # Keep draining stderr so the pipe never fills.
+        threading.Thread(target=lambda: [None for _ in self.p.stderr], daemon=True).start()
+
+    def client(self, api_key="none"):
+        return openai.OpenAI(base_url=self.base + "/v1", api_key=api_key, max_retries=0)
+
+    def stop(self):
+        self.p.terminate()
+        self.p.wait(timeout=60)
+
+
+def expect(exc, fn):
+    try:
+        fn()
+    except exc as e:
+        return e
+    raise AssertionError(f"expected {exc.__name__}")
+
+
+def completions(s):
+    c = s.client()
+    r = c.completions.create(model=GEMMA, prompt="The capital of France is", max_tokens=8)
+    assert r.object == "text_completion" and r.choices[0].text, r
+    assert r.usage.completion_tokens == 8 and r.choices[0].finish_reason == "length", r
+    text = r.choices[0].text
+    # Streaming gives the same greedy text; the usage chunk comes last.
+    chunks = list(
+        c.completions.create(
+            model=GEMMA,
+            prompt="The capital of France is",
+            max_tokens=8,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert "".join(ch.choices[0].text for ch in chunks if ch.choices) == text
+    assert chunks[-1].usage.completion_tokens == 8
+    # n > 1 with a seed; logprobs.
+    r = c.completions.create(
+        model=GEMMA, prompt="Once upon a time", max_tokens=4, n=3, temperature=1.0, seed=5, logprobs=2
+    )
+    assert [ch.index for ch in r.choices] == [0, 1, 2], r
+    for ch in r.choices:
+        assert len(ch.logprobs.tokens) == 4 and len(ch.logprobs.top_logprobs[0]) == 2, ch
+    # Extensions pass through extra_body.
+    r = c.completions.create(
+        model=GEMMA, prompt="Hi", max_tokens=5, extra_body={"ignore_eos": True, "top_k": 1, "min_tokens": 5}
+    )
+    assert r.usage.completion_tokens == 5
+    # Error classes.
+    e = expect(openai.BadRequestError, lambda: c.completions.create(model=GEMMA, prompt="x", suffix="y"))
+    assert e.body["param"] == "suffix", e.body
+    expect(openai.BadRequestError, lambda: c.completions.create(model=GEMMA, prompt="x", temperature=-3))
+    expect(openai.BadRequestError, lambda: c.completions.create(model=GEMMA, prompt="x", max_tokens=10**6))
+    expect(openai.NotFoundError, lambda: c.completions.create(model="gpt-5", prompt="x"))
+    models = c.models.list()
+    assert [m.id for m in models.data] == [GEMMA]
+    print("completions: ok")
+
+
+def auth(s):
+    e = expect(
+        openai.AuthenticationError,
+        lambda: s.client("wrong").completions.create(model=GEMMA, prompt="x", max_tokens=1),
+    )
+    assert e.status_code == 401
+    r = s.client("key-1").completions.create(model=GEMMA, prompt="x", max_tokens=1)
+    assert r.usage.completion_tokens == 1
+    print("auth: ok")
+
+
+def rate_limit(s):
+    c = s.client()
+    stream = c.completions.create(
+        model=GEMMA, prompt="Once", max_tokens=1000, stream=True, extra_body={"ignore_eos": True}
+    )
+    next(iter(stream))  # the only slot is taken
+    e = expect(openai.RateLimitError, lambda: c.completions.create(model=GEMMA, prompt="x", max_tokens=1))
+    assert e.status_code == 429 and e.response.headers.get("retry-after"), e
+    stream.close()
+    print("rate limit: ok")
+
+
+def chat(s):
+    c = s.client()
+    msgs = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hi."}]
+    r = c.chat.completions.create(model=QWEN, messages=msgs, max_tokens=16)
+    assert r.object == "chat.completion" and r.choices[0].message.role == "assistant", r
+    text = r.choices[0].message.content
+    assert text, r
+    chunks = list(c.chat.completions.create(model=QWEN, messages=msgs, max_tokens=16, stream=True))
+    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == text
+    r = c.chat.completions.create(
+        model=QWEN, messages=msgs, max_completion_tokens=4, n=2, seed=3, temperature=0.7, logprobs=True, top_logprobs=3
+    )
+    assert len(r.choices) == 2
+    lp = r.choices[0].logprobs.content
+    assert lp and len(lp[0].top_logprobs) == 3, r
+    expect(openai.BadRequestError, lambda: c.chat.completions.create(
+        model=QWEN, messages=msgs, tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}]))
+    expect(openai.BadRequestError, lambda: c.chat.completions.create(model=QWEN, messages=[]))
+    print("chat: ok")
+
+
+def main():
+    s = Server(GEMMA)
+    try:
+        completions(s)
+    finally:
+        s.stop()
+    s = Server(GEMMA, "--api-key", "key-1")
+    try:
+        auth(s)
+    finally:
+        s.stop()
+    s = Server(GEMMA, "--max-num-seqs", "1", "--max-queued-requests", "0")
+    try:
+        rate_limit(s)
+    finally:
+        s.stop()
+    s = Server(QWEN)
+    try:
+        chat(s)
+    finally:
+        s.stop()
+    print("openai client tests: all passed")
+
+
+if __name__ == "__main__":
+    main()
