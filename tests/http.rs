@@ -375,7 +375,10 @@ fn api_key_gemma() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(s.get("/health").0, 200);
-    assert_eq!(s.get("/v1/models").0, 401);
+    assert_eq!(s.get("/ready").0, 200);
+    for path in ["/v1/models", "/metrics", "/version", "/openapi.json"] {
+        assert_eq!(s.get(path).0, 401, "{path}");
+    }
 }
 
 #[test]

@@ -11,6 +11,8 @@
 //! - A request's engine streams live inside the response (future or SSE body): when the client
 //!   goes away the body is dropped, the streams are dropped, and the engine cancels the request
 //!   and frees its blocks before its next step.
+//! - With an API key, every route but `/health` and `/ready` needs it (`/metrics` too, unless
+//!   `public_metrics`).
 //! - Admission counts sequences (`n` per prompt) of unfinished requests; above
 //!   `max_num_seqs + max_queued_requests` new requests get 429 with `Retry-After`.
 
@@ -45,8 +47,10 @@ use template::ChatTemplate;
 pub struct ServerConfig {
     /// Names the model answers to (`model` field, `/v1/models`); the first is reported.
     pub served_model_names: Vec<String>,
-    /// Bearer token required on `/v1/*`, `/tokenize`, `/detokenize` when set.
+    /// Bearer token required on every route but `/health` and `/ready` when set.
     pub api_key: Option<String>,
+    /// Leave `/metrics` open even with an API key (cluster-internal scrapers).
+    pub public_metrics: bool,
     /// Sequences allowed to wait beyond the engine's `max_num_seqs` before 429.
     pub max_queued_requests: usize,
     /// Largest request body in bytes (413 above).
@@ -72,6 +76,7 @@ impl Default for ServerConfig {
             drain_timeout: Duration::from_secs(30),
             watchdog_timeout: Duration::from_secs(30),
             backend: "cpu".into(),
+            public_metrics: false,
         }
     }
 }
@@ -249,19 +254,24 @@ async fn not_found(req: Request) -> ApiError {
 
 /// The router with every route and layer.
 pub fn router(state: Arc<AppState>) -> Router {
-    let protected = Router::new()
+    let mut protected = Router::new()
         .route("/v1/completions", post(api::completions))
         .route("/v1/chat/completions", post(api::chat_completions))
         .route("/v1/models", get(api::models))
         .route("/tokenize", post(api::tokenize))
         .route("/detokenize", post(api::detokenize))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth));
-    let open = Router::new()
-        .route("/health", get(api::health))
-        .route("/ready", get(api::ready))
-        .route("/metrics", get(api::metrics))
         .route("/version", get(api::version))
         .route("/openapi.json", get(api::openapi));
+    let mut open = Router::new()
+        .route("/health", get(api::health))
+        .route("/ready", get(api::ready));
+    if state.config.public_metrics {
+        open = open.route("/metrics", get(api::metrics));
+    } else {
+        protected = protected.route("/metrics", get(api::metrics));
+    }
+    let protected =
+        protected.route_layer(axum::middleware::from_fn_with_state(state.clone(), auth));
     let mut app = protected
         .merge(open)
         .fallback(not_found)

@@ -24,7 +24,7 @@ struct Cli {
     cmd: Cmd,
     /// Log format on stderr: text or json. Level: SWITCHYARD_LOG (e.g. `info`,
     /// `switchyard_http=debug`); default `info` for serve, `warn` otherwise.
-    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    #[arg(long, global = true, env = "SWITCHYARD_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
 }
 

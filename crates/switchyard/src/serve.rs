@@ -20,44 +20,48 @@ pub(crate) struct ServeArgs {
     port: u16,
     /// Names clients may use in `model` (comma-separated; the first is reported).
     /// Default: the model's alias or file stem.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, env = "SWITCHYARD_SERVED_MODEL_NAME", value_delimiter = ',')]
     served_model_name: Vec<String>,
-    /// Require `Authorization: Bearer KEY` on /v1/*, /tokenize and /detokenize.
+    /// Require `Authorization: Bearer KEY` on every route but /health and /ready (and
+    /// /metrics with --public-metrics).
     #[arg(long, env = "SWITCHYARD_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     /// Sequences allowed to wait beyond --max-num-seqs before new requests get 429.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, env = "SWITCHYARD_MAX_QUEUED_REQUESTS", default_value_t = 256)]
     max_queued_requests: usize,
     /// Largest request body in bytes (413 above).
-    #[arg(long, default_value_t = 8 << 20)]
+    #[arg(long, env = "SWITCHYARD_MAX_BODY_BYTES", default_value_t = 8 << 20)]
     max_body_bytes: usize,
     /// CORS: allowed origins, comma-separated (`*` for any). Default: no CORS headers.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, env = "SWITCHYARD_ALLOWED_ORIGINS", value_delimiter = ',')]
     allowed_origins: Vec<String>,
     /// Seconds SIGTERM/SIGINT waits for in-flight requests before exiting.
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, env = "SWITCHYARD_DRAIN_TIMEOUT", default_value_t = 30.0)]
     drain_timeout: f64,
     /// Seconds without an answer from the engine loop before /ready reports 503.
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, env = "SWITCHYARD_WATCHDOG_TIMEOUT", default_value_t = 30.0)]
     watchdog_timeout: f64,
     /// Most sequences running at once.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, env = "SWITCHYARD_MAX_NUM_SEQS", default_value_t = 64)]
     max_num_seqs: usize,
     /// Token budget of one engine step (decodes plus prefill chunks).
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, env = "SWITCHYARD_MAX_NUM_BATCHED_TOKENS", default_value_t = 512)]
     max_num_batched_tokens: usize,
     /// KV cache size: bytes (`2GiB`, `512MiB`, `1000000`) or a fraction of free memory
     /// (`0.5`). Default: up to 4 GiB, no more than --max-num-seqs full-length sequences need.
-    #[arg(long)]
+    #[arg(long, env = "SWITCHYARD_KV_CACHE_MEMORY")]
     kv_cache_memory: Option<String>,
     /// Longest sequence (prompt + completion); default: the model's context length.
-    #[arg(long)]
+    #[arg(long, env = "SWITCHYARD_MAX_MODEL_LEN")]
     max_model_len: Option<usize>,
     /// Tokens per KV block.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, env = "SWITCHYARD_BLOCK_SIZE", default_value_t = 16)]
     block_size: usize,
+    /// Serve /metrics without the API key (for Prometheus scrapers inside the cluster).
+    #[arg(long, env = "SWITCHYARD_PUBLIC_METRICS")]
+    public_metrics: bool,
     /// Turn off prefix caching.
-    #[arg(long)]
+    #[arg(long, env = "SWITCHYARD_NO_PREFIX_CACHING")]
     no_prefix_caching: bool,
 }
 
@@ -139,6 +143,7 @@ pub(crate) fn run(a: ServeArgs) -> Result<()> {
         drain_timeout: Duration::from_secs_f64(a.drain_timeout.max(0.0)),
         watchdog_timeout: Duration::from_secs_f64(a.watchdog_timeout.max(1.0)),
         backend: backend_name.clone(),
+        public_metrics: a.public_metrics,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
