@@ -342,6 +342,10 @@ fn completions_endpoints_and_errors_gemma() {
     );
     assert!(m.contains("status=\"404\"}"));
     assert!(s.metric("switchyard:time_to_first_token_seconds_count") >= 5.0);
+    assert!(s.metric("switchyard:request_queue_time_seconds_count") >= 5.0);
+    assert!(s.metric("switchyard:inter_token_latency_seconds_count") >= 11.0);
+    assert!(s.metric("switchyard:e2e_request_latency_seconds_count") >= 5.0);
+    assert!(s.metric("switchyard:prefix_cache_queries_total") > 0.0);
     assert_eq!(s.metric("switchyard:num_requests_running"), 0.0);
 }
 

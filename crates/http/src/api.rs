@@ -142,6 +142,7 @@ struct Tracker {
     first: bool,
     last_token: BTreeMap<(usize, usize), Instant>,
     finished: bool,
+    queue_observed: bool,
 }
 
 impl Tracker {
@@ -152,10 +153,15 @@ impl Tracker {
             first: false,
             last_token: BTreeMap::new(),
             finished: false,
+            queue_observed: false,
         }
     }
 
     fn on_output(&mut self, prompt: usize, out: &EngineOutput) {
+        if let (false, Some(q)) = (self.queue_observed, out.usage.queue_time) {
+            self.queue_observed = true;
+            self.state.metrics.observe_queue(q.as_secs_f64());
+        }
         if out.token_ids.is_empty() {
             return;
         }

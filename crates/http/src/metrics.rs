@@ -71,6 +71,7 @@ struct Inner {
     ttft: Histogram,
     itl: Histogram,
     e2e: Histogram,
+    queue: Histogram,
     by_finish: BTreeMap<&'static str, u64>,
     by_status: BTreeMap<u16, u64>,
     rejected_overload: u64,
@@ -92,6 +93,7 @@ impl Metrics {
                 ttft: Histogram::new(TTFT_BUCKETS),
                 itl: Histogram::new(ITL_BUCKETS),
                 e2e: Histogram::new(E2E_BUCKETS),
+                queue: Histogram::new(E2E_BUCKETS),
                 by_finish: BTreeMap::new(),
                 by_status: BTreeMap::new(),
                 rejected_overload: 0,
@@ -111,6 +113,11 @@ impl Metrics {
     /// Gaps between consecutive tokens of one choice.
     pub fn observe_itl(&self, secs: f64) {
         self.lock().itl.observe(secs);
+    }
+
+    /// A request waited `secs` in the engine before its first step.
+    pub fn observe_queue(&self, secs: f64) {
+        self.lock().queue.observe(secs);
     }
 
     /// A request ended (`reason`: stop, length, abort, error) `secs` after it was received.
@@ -225,6 +232,12 @@ impl Metrics {
             &mut o,
             "switchyard:e2e_request_latency_seconds",
             "Time from receiving a request to its end.",
+            &l,
+        );
+        i.queue.render(
+            &mut o,
+            "switchyard:request_queue_time_seconds",
+            "Time a request waited in the engine before its first step.",
             &l,
         );
         let _ = writeln!(

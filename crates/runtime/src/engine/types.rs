@@ -130,6 +130,9 @@ pub struct Usage {
     pub cached_tokens: usize,
     /// Tokens generated (including a final EOS or stop token).
     pub completion_tokens: usize,
+    /// Time from the engine receiving the request to the first step that scheduled this
+    /// choice (`None` before that).
+    pub queue_time: Option<std::time::Duration>,
 }
 
 /// One step's worth of output for one choice of a request.

@@ -54,6 +54,10 @@ struct Seq {
     admitted: bool,
     cached_tokens: usize,
     prompt_logprobs: Option<PromptLogprobs>,
+    /// When the engine received the request.
+    submitted: std::time::Instant,
+    /// From `submitted` to the first step that scheduled this sequence.
+    queue_time: Option<std::time::Duration>,
 }
 
 impl Seq {
@@ -62,6 +66,7 @@ impl Seq {
             prompt_tokens: self.spec.prompt.len(),
             cached_tokens: self.cached_tokens,
             completion_tokens: self.generated,
+            queue_time: self.queue_time,
         }
     }
 }
@@ -271,6 +276,8 @@ impl Worker {
                 generated: 0,
                 admitted: false,
                 cached_tokens: 0,
+                submitted: std::time::Instant::now(),
+                queue_time: None,
                 prompt_logprobs: prompt_logprobs
                     .filter(|_| index == 0)
                     .map(|top| PromptLogprobs {
@@ -370,6 +377,7 @@ impl Worker {
             if let Some(q) = self.seqs.get_mut(&s.id) {
                 if !q.admitted {
                     q.admitted = true;
+                    q.queue_time = Some(q.submitted.elapsed());
                     q.cached_tokens = s.num_cached_tokens;
                     self.totals.prompt_tokens += q.spec.prompt.len() as u64;
                 }
