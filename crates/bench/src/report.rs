@@ -8,6 +8,7 @@ use plotters::prelude::*;
 
 use crate::result::{BenchResult, PointResult};
 use crate::runner::Mode;
+use crate::workload::Dataset;
 
 /// Formats a number with `prec` decimals, or `-` when absent / not finite.
 fn f(x: Option<f64>, prec: usize) -> String {
@@ -162,7 +163,15 @@ fn describe(r: &BenchResult) -> String {
         "- tool: {} {} (commit {}), started {}",
         r.tool.name, r.tool.version, r.tool.git_commit, r.started_at
     );
-    let dataset = serde_json::to_string(&w.dataset).unwrap_or_default();
+    let dataset = match &w.dataset {
+        Dataset::Random => "random tokens".to_string(),
+        Dataset::SharedPrefix {
+            num_groups,
+            prefix_len,
+        } => format!("shared prefix ({num_groups} groups x {prefix_len}-token prefix)"),
+        Dataset::Jsonl { path } => format!("prompts from {path}"),
+        Dataset::Bundled => "bundled prompt set".to_string(),
+    };
     let amount = match (w.num_prompts, w.duration_s) {
         (Some(n), _) => format!("{n} requests per point"),
         (None, Some(d)) => format!("{d} s per point"),
@@ -179,13 +188,15 @@ fn describe(r: &BenchResult) -> String {
         w.seed
     );
     if !r.slo.is_empty() {
-        let _ = writeln!(
-            s,
-            "- goodput SLO: ttft {} ms, tpot {} ms, e2el {} ms",
-            f(r.slo.ttft_ms, 0),
-            f(r.slo.tpot_ms, 0),
-            f(r.slo.e2el_ms, 0)
-        );
+        let slos: Vec<String> = [
+            ("ttft", r.slo.ttft_ms),
+            ("tpot", r.slo.tpot_ms),
+            ("e2el", r.slo.e2el_ms),
+        ]
+        .iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k} <= {v} ms")))
+        .collect();
+        let _ = writeln!(s, "- goodput SLO: {}", slos.join(", "));
     }
     if let Some(p) = &r.pricing {
         let _ = writeln!(
@@ -239,14 +250,21 @@ fn series(results: &[BenchResult], open: bool, y: impl Fn(&PointResult) -> f64) 
 
 /// Draws line charts side by side into one SVG: one panel per (title, series), x on a log
 /// scale, one line per result file.
-fn plot_panels(path: &Path, x_desc: &str, y_desc: &str, panels: &[(&str, Series)]) -> Result<()> {
+fn plot_panels(path: &Path, x_desc: &str, panels: &[(&str, &str, Series)]) -> Result<()> {
     let width = 520 * panels.len() as u32;
     let root = SVGBackend::new(path, (width, 420)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
     let areas = root.split_evenly((1, panels.len()));
-    for (area, (title, ser)) in areas.iter().zip(panels) {
-        let xs = ser.iter().flat_map(|(_, p)| p.iter().map(|q| q.0));
-        let (xmin, xmax) = xs.fold((f64::INFINITY, 0f64), |(a, b), x| (a.min(x), b.max(x)));
+    for (area, (title, y_desc, ser)) in areas.iter().zip(panels) {
+        let mut ticks: Vec<f64> = ser
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|q| q.0))
+            .collect();
+        ticks.sort_by(|a, b| a.total_cmp(b));
+        ticks.dedup();
+        let (xmin, xmax) = ticks
+            .iter()
+            .fold((f64::INFINITY, 0f64), |(a, b), &x| (a.min(x), b.max(x)));
         let (xmin, xmax) = if xmin.is_finite() {
             (xmin / 1.5, xmax * 1.5)
         } else {
@@ -262,13 +280,14 @@ fn plot_panels(path: &Path, x_desc: &str, y_desc: &str, panels: &[(&str, Series)
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(60)
-            .build_cartesian_2d((xmin..xmax).log_scale(), 0f64..ymax)
+            .build_cartesian_2d((xmin..xmax).log_scale().with_key_points(ticks), 0f64..ymax)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         chart
             .configure_mesh()
             .x_desc(x_desc)
-            .y_desc(y_desc)
-            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_desc(*y_desc)
+            .max_light_lines(0)
+            .x_label_formatter(&|x| format!("{x}"))
             .draw()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         for (i, (name, pts)) in ser.iter().enumerate() {
@@ -300,10 +319,18 @@ fn plot_panels(path: &Path, x_desc: &str, y_desc: &str, panels: &[(&str, Series)
 /// paths written.
 pub fn write_report(files: &[PathBuf], out: &Path) -> Result<Vec<PathBuf>> {
     anyhow::ensure!(!files.is_empty(), "no result files given");
-    let results: Vec<BenchResult> = files
+    let mut results: Vec<BenchResult> = files
         .iter()
         .map(|p| BenchResult::load(p))
         .collect::<Result<_>>()?;
+    // Lines need distinct names: add the file name to repeated labels.
+    let labels: Vec<String> = results.iter().map(|r| r.label.clone()).collect();
+    for (r, path) in results.iter_mut().zip(files) {
+        if labels.iter().filter(|l| **l == r.label).count() > 1 {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            r.label = format!("{} ({name})", r.label);
+        }
+    }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let open = results
         .iter()
@@ -321,18 +348,20 @@ pub fn write_report(files: &[PathBuf], out: &Path) -> Result<Vec<PathBuf>> {
     plot_panels(
         &tp,
         x_desc,
-        "tokens/s",
         &[
             (
                 "Output token throughput",
+                "tokens/s",
                 series(&results, open, |p| p.metrics.output_throughput),
             ),
             (
                 "Total token throughput",
+                "tokens/s",
                 series(&results, open, |p| p.metrics.total_token_throughput),
             ),
             (
-                "Request throughput (req/s)",
+                "Request throughput",
+                "requests/s",
                 series(&results, open, |p| p.metrics.request_throughput),
             ),
         ],
@@ -350,18 +379,20 @@ pub fn write_report(files: &[PathBuf], out: &Path) -> Result<Vec<PathBuf>> {
         plot_panels(
             &path,
             x_desc,
-            "ms",
             &[
                 (
                     &format!("{name} median"),
+                    "ms",
                     series(&results, open, |p| get(p).median),
                 ),
                 (
                     &format!("{name} p90"),
+                    "ms",
                     series(&results, open, |p| get(p).p90),
                 ),
                 (
                     &format!("{name} p99"),
+                    "ms",
                     series(&results, open, |p| get(p).p99),
                 ),
             ],
