@@ -73,7 +73,9 @@ pub fn http_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(10))
-        .pool_idle_timeout(Duration::from_secs(60))
+        // Below the common 5 s server keep-alive timeout (llama-server's, for one), so an idle
+        // pooled connection is not reused just as the server closes it.
+        .pool_idle_timeout(Duration::from_secs(4))
         .build()
 }
 
@@ -83,6 +85,18 @@ fn short(s: &str) -> String {
         Some((i, _)) => format!("{}...", &s[..i]),
         None => s.to_string(),
     }
+}
+
+/// The error and its causes, `a: b: c`.
+fn chain(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
 }
 
 fn transport_class(e: &reqwest::Error) -> &'static str {
@@ -152,7 +166,7 @@ impl Target {
         }
         let resp = match rb.send().await {
             Ok(r) => r,
-            Err(e) => return fail(out, transport_class(&e), e.to_string()),
+            Err(e) => return fail(out, transport_class(&e), chain(&e)),
         };
         let status = resp.status();
         if status != reqwest::StatusCode::OK {
@@ -171,7 +185,7 @@ impl Target {
         while !done {
             match stream.next().await {
                 Some(Ok(bytes)) => events.extend(parser.push(&bytes)),
-                Some(Err(e)) => return fail(out, transport_class(&e), e.to_string()),
+                Some(Err(e)) => return fail(out, transport_class(&e), chain(&e)),
                 None => {
                     events.extend(parser.finish());
                     done = true;
