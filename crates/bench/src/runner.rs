@@ -106,6 +106,7 @@ fn progress(stop: Stop, label: &str, show: bool) -> ProgressBar {
         }
     };
     pb.set_prefix(label.to_string());
+    pb.enable_steady_tick(Duration::from_millis(500));
     pb
 }
 
