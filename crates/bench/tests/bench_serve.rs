@@ -349,6 +349,17 @@ fn chat_open_loop_and_duration() {
         .iter()
         .all(|b| b["messages"][0]["role"] == "user" && b.get("ignore_eos").is_none()));
     drop(bodies);
+    // An open-loop file plots against the request rate.
+    let dir = tmpdir("open");
+    r.save(&dir.join("open.json")).unwrap();
+    run_report(ReportArgs {
+        files: vec![dir.join("open.json")],
+        out: dir.join("rep"),
+    })
+    .unwrap();
+    let svg = std::fs::read_to_string(dir.join("rep/throughput.svg")).unwrap();
+    assert!(svg.contains("request rate (req/s)"));
+    std::fs::remove_dir_all(&dir).ok();
 
     // Duration-bounded closed loop: stops issuing after 0.3 s.
     let r = run_serve(args(
