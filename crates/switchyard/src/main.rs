@@ -50,6 +50,10 @@ enum Cmd {
 enum BenchCmd {
     /// Offline throughput of the continuous-batching engine (no HTTP).
     Engine(bench_engine::BenchEngineArgs),
+    /// Load-test any OpenAI-compatible server (Switchyard, llama-server, vLLM, ...).
+    Serve(Box<switchyard_bench::cli::ServeArgs>),
+    /// Markdown report and SVG plots from `bench serve` result files.
+    Report(switchyard_bench::cli::ReportArgs),
 }
 
 #[derive(Args)]
@@ -276,6 +280,8 @@ fn main() -> ExitCode {
         Cmd::Generate(a) => cmd_generate(a),
         Cmd::Info(a) => cmd_info(a),
         Cmd::Bench(BenchCmd::Engine(a)) => bench_engine::run(a),
+        Cmd::Bench(BenchCmd::Serve(a)) => switchyard_bench::cli::run_serve(*a).map(|_| ()),
+        Cmd::Bench(BenchCmd::Report(a)) => switchyard_bench::cli::run_report(a),
         Cmd::Fetch { aliases } => (|| {
             let aliases = if aliases.is_empty() {
                 vec![registry::DEFAULT_MODEL.to_string()]
