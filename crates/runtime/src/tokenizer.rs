@@ -16,7 +16,7 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
-use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer as HfTokenizer};
+use tokenizers::{SplitDelimiterBehavior, Tokenizer as HfTokenizer};
 
 use crate::gguf::{GgufFile, Value};
 
@@ -73,6 +73,8 @@ pub struct Tokenizer {
     /// Text of each token id (for chat template `bos_token`/`eos_token` and diagnostics).
     tokens: Vec<String>,
     special: Vec<bool>,
+    /// Control and user-defined tokens, matched in the raw text before the model sees it.
+    added: Option<(aho_corasick::AhoCorasick, Vec<u32>)>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -140,7 +142,7 @@ impl Tokenizer {
             .enumerate()
             .map(|(i, t)| (t.clone(), i as u32))
             .collect();
-        let mut inner = match model.as_str() {
+        let inner = match model.as_str() {
             "llama" => {
                 let scores: Vec<f64> = g
                     .get("tokenizer.ggml.scores")
@@ -246,23 +248,28 @@ impl Tokenizer {
                 })
             }
         };
-        // Control tokens are special (matched in text, dropped by skip-special decoding);
-        // user-defined tokens (Gemma's whitespace runs, HTML tags, ...) are matched in the raw
-        // text too, as llama.cpp does, but are ordinary text when decoding.
-        let special_tokens: Vec<AddedToken> = tokens
+        // Control tokens (special: dropped by skip-special decoding) and user-defined tokens
+        // (Gemma's whitespace runs, HTML tags, ...; ordinary text when decoding) are matched in
+        // the raw text, leftmost-longest, as llama.cpp and HF's added vocabulary do. We match
+        // them ourselves: `tokenizers`' `add_tokens` is quadratic in their number (Gemma has
+        // 6400), which cost most of a second at every start-up.
+        let (patterns, pattern_ids): (Vec<&str>, Vec<u32>) = tokens
             .iter()
             .enumerate()
-            .filter(|(i, _)| types[*i] == TYPE_CONTROL)
-            .map(|(_, t)| AddedToken::from(t.clone(), true))
-            .collect();
-        inner.add_special_tokens(&special_tokens);
-        let user_tokens: Vec<AddedToken> = tokens
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| types[*i] == TYPE_USER_DEFINED)
-            .map(|(_, t)| AddedToken::from(t.clone(), false).normalized(false))
-            .collect();
-        inner.add_tokens(&user_tokens);
+            .filter(|(i, t)| {
+                (types[*i] == TYPE_CONTROL || types[*i] == TYPE_USER_DEFINED) && !t.is_empty()
+            })
+            .map(|(i, t)| (t.as_str(), i as u32))
+            .unzip();
+        let added = if patterns.is_empty() {
+            None
+        } else {
+            let ac = aho_corasick::AhoCorasick::builder()
+                .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+                .build(&patterns)
+                .map_err(lib)?;
+            Some((ac, pattern_ids))
+        };
         let special = types.iter().map(|&t| t == TYPE_CONTROL).collect();
 
         let mut eos_ids: Vec<u32> = eos.into_iter().chain(eot).collect();
@@ -282,18 +289,32 @@ impl Tokenizer {
             chat_template,
             tokens,
             special,
+            added,
         })
     }
 
     /// Tokenizes `text`; special tokens written in the text become their ids. Prepends BOS when
     /// `add_special` and the model adds one.
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>, TokenizerError> {
-        let enc = self.inner.encode_fast(text, false).map_err(lib)?;
-        let mut ids = Vec::with_capacity(enc.get_ids().len() + 1);
+        let mut ids = Vec::with_capacity(text.len() / 3 + 2);
         if add_special && self.add_bos {
             ids.extend(self.bos);
         }
-        ids.extend_from_slice(enc.get_ids());
+        let plain = |s: &str, ids: &mut Vec<u32>| -> Result<(), TokenizerError> {
+            if !s.is_empty() {
+                ids.extend_from_slice(self.inner.encode_fast(s, false).map_err(lib)?.get_ids());
+            }
+            Ok(())
+        };
+        let mut last = 0;
+        if let Some((ac, pid)) = &self.added {
+            for m in ac.find_iter(text) {
+                plain(&text[last..m.start()], &mut ids)?;
+                ids.push(pid[m.pattern().as_usize()]);
+                last = m.end();
+            }
+        }
+        plain(&text[last..], &mut ids)?;
         Ok(ids)
     }
 
@@ -305,7 +326,15 @@ impl Tokenizer {
                 vocab: self.vocab_size,
             });
         }
-        self.inner.decode(ids, skip_special).map_err(lib)
+        if skip_special && ids.iter().any(|&i| self.is_special(i)) {
+            let kept: Vec<u32> = ids
+                .iter()
+                .copied()
+                .filter(|&i| !self.is_special(i))
+                .collect();
+            return self.inner.decode(&kept, false).map_err(lib);
+        }
+        self.inner.decode(ids, false).map_err(lib)
     }
 
     /// Text of a token id as stored in the vocabulary.
