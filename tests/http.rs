@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 struct Server {
     child: Child,
     base: String,
+    logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -20,16 +21,19 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .args(["serve", "--no-fetch", "--port", "0", "--model", model])
             .args(args)
-            .env("SWITCHYARD_LOG", "warn")
+            .env("SWITCHYARD_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn switchyard serve");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[server] {line}");
+                sink.lock().unwrap().push(line.clone());
                 if let Some(i) = line.find("on http://") {
                     let url: String = line[i + 3..].split_whitespace().next().unwrap().into();
                     let _ = tx.send(url);
@@ -39,7 +43,12 @@ impl Server {
         let base = rx
             .recv_timeout(Duration::from_secs(120))
             .expect("server did not start (is the model cached? scripts/test.sh fetches it)");
-        Server { child, base }
+        Server { child, base, logs }
+    }
+
+    /// Lines the server wrote to stderr so far.
+    fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
     }
 
     fn url(&self, path: &str) -> String {
@@ -358,8 +367,20 @@ fn dt_text(s: &Server, _a: &Value, prompt: &str) -> String {
 }
 
 #[test]
-fn api_key_gemma() {
-    let s = Server::start(GEMMA, &["--api-key", "sekrit"]);
+fn api_key_cors_names_and_json_logs_gemma() {
+    let s = Server::start(
+        GEMMA,
+        &[
+            "--api-key",
+            "sekrit",
+            "--served-model-name",
+            "house-model,gemma",
+            "--allowed-origins",
+            "https://app.example",
+            "--log-format",
+            "json",
+        ],
+    );
     let body = json!({"prompt": "Hi", "max_tokens": 1});
     let (st, v) = s.post("/v1/completions", &body);
     assert_eq!(st, 401);
@@ -383,6 +404,62 @@ fn api_key_gemma() {
     for path in ["/v1/models", "/metrics", "/version", "/openapi.json"] {
         assert_eq!(s.get(path).0, 401, "{path}");
     }
+    // Served model names: the first is reported, any may be asked for, others are 404.
+    let r = client()
+        .get(s.url("/v1/models"))
+        .bearer_auth("sekrit")
+        .send()
+        .unwrap();
+    let v: Value = r.json().unwrap();
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["house-model", "gemma"]);
+    for (model, status) in [("gemma", 200), ("house-model", 200), (GEMMA, 404)] {
+        let r = client()
+            .post(s.url("/v1/completions"))
+            .bearer_auth("sekrit")
+            .json(&json!({"model": model, "prompt": "Hi", "max_tokens": 1}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{model}");
+        if status == 200 {
+            assert_eq!(r.json::<Value>().unwrap()["model"], "house-model");
+        }
+    }
+    // CORS: the allowed origin gets the headers (preflight included), another does not.
+    let r = client()
+        .request(reqwest::Method::OPTIONS, s.url("/v1/completions"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        )
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let r = client()
+        .get(s.url("/health"))
+        .header("origin", "https://evil.example")
+        .send()
+        .unwrap();
+    assert!(!r.headers().contains_key("access-control-allow-origin"));
+    // JSON logs: the server's start-up log lines on stderr are JSON objects.
+    let logs = s.logs();
+    assert!(
+        logs.iter().any(|l| l.starts_with('{')
+            && serde_json::from_str::<Value>(l)
+                .is_ok_and(|v| v["fields"]["message"] == "listening")),
+        "no JSON log line: {logs:?}"
+    );
 }
 
 #[test]
