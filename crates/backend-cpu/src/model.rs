@@ -8,7 +8,7 @@ use switchyard_core::{
     WeightSource,
 };
 
-use crate::kernels::{matmul, QMatrix};
+use crate::kernels::{axpy_f16, dot_f16, matmul, QMatrix};
 use crate::ops;
 
 struct Layer {
@@ -381,7 +381,7 @@ impl Backend for CpuBackend {
                         for (j, sc) in (lo..=pos).zip(scores.iter_mut()) {
                             let sl = slot(&s.block_table, bs, j);
                             let kr = &kc[sl * kvd + kvh * hd..sl * kvd + (kvh + 1) * hd];
-                            let d: f32 = qh.iter().zip(kr).map(|(a, b)| a * b.to_f32()).sum();
+                            let d = dot_f16(qh, kr);
                             *sc = d;
                             mx = mx.max(d);
                         }
@@ -395,10 +395,7 @@ impl Backend for CpuBackend {
                         for (j, sc) in (lo..=pos).zip(scores.iter()) {
                             let sl = slot(&s.block_table, bs, j);
                             let vr = &vc[sl * kvd + kvh * hd..sl * kvd + (kvh + 1) * hd];
-                            let p = sc / sum;
-                            for (a, b) in orow.iter_mut().zip(vr) {
-                                *a += p * b.to_f32();
-                            }
+                            axpy_f16(orow, sc / sum, vr);
                         }
                     }
                 });

@@ -15,9 +15,11 @@
 //! takes the level explicitly (tests call every level).
 //!
 //! Output rows are split into coarse chunks run on the current rayon pool; inside a chunk every
-//! weight row is read from memory once and multiplied with a group of tokens at a time (up to 8
-//! for the quantized types, 4 for the float ones), so the weights are streamed once per call
-//! (once per 128 KiB of activations for long prompts, which keeps those in L2).
+//! weight row is read from memory once and multiplied with a group of up to 4 tokens at a time
+//! (once per 128 KiB of activations for long prompts, which keeps those in L2). Every token has
+//! its own accumulators and the same float operations whatever the group size, so a token's
+//! outputs are bit-identical alone and in any batch at a given SIMD level (batch invariance,
+//! which the engine relies on).
 //! Calling from a thread of the pool (e.g. a forward pass run under `ThreadPool::install`)
 //! saves waking the pool from outside on every call, which costs tens of microseconds.
 
@@ -185,6 +187,48 @@ pub fn dot_f32_with(level: SimdLevel, a: &[f32], b: &[f32]) -> f32 {
     }
 }
 
+/// `sum_i q[i] * k[i]` with `k` in f16 (attention scores over the f16 KV cache), at
+/// [`simd_level`].
+///
+/// # Panics
+/// If the lengths differ.
+pub fn dot_f16(q: &[f32], k: &[half::f16]) -> f32 {
+    dot_f16_with(simd_level(), q, k)
+}
+
+/// [`dot_f16`] at an explicit level (lowered to [`detected_level`] if the CPU lacks it).
+pub fn dot_f16_with(level: SimdLevel, q: &[f32], k: &[half::f16]) -> f32 {
+    assert_eq!(q.len(), k.len(), "dot_f16: lengths differ");
+    match level.min(detected_level()) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the level is above scalar and at most `detected_level()`, so AVX2, FMA and
+        // F16C were detected at run time.
+        l if l > SimdLevel::Scalar => unsafe { avx2::dot_f16(q, k) },
+        _ => scalar::dot_f16(q, k),
+    }
+}
+
+/// `y[i] += a * x[i]` with `x` in f16 (attention-weighted sum of the f16 values), at
+/// [`simd_level`].
+///
+/// # Panics
+/// If the lengths differ.
+pub fn axpy_f16(y: &mut [f32], a: f32, x: &[half::f16]) {
+    axpy_f16_with(simd_level(), y, a, x)
+}
+
+/// [`axpy_f16`] at an explicit level (lowered to [`detected_level`] if the CPU lacks it).
+pub fn axpy_f16_with(level: SimdLevel, y: &mut [f32], a: f32, x: &[half::f16]) {
+    assert_eq!(y.len(), x.len(), "axpy_f16: lengths differ");
+    match level.min(detected_level()) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the level is above scalar and at most `detected_level()`, so AVX2, FMA and
+        // F16C were detected at run time.
+        l if l > SimdLevel::Scalar => unsafe { avx2::axpy_f16(y, a, x) },
+        _ => scalar::axpy_f16(y, a, x),
+    }
+}
+
 /// `out[t * w.rows + r] = dot(W[r], x[t * w.cols ..])` for `t < n_tok`, at [`simd_level`].
 ///
 /// # Panics
@@ -242,7 +286,7 @@ pub fn matmul_with(level: SimdLevel, w: &QMatrix<'_>, x: &[f32], n_tok: usize, o
         #[cfg(not(target_arch = "x86_64"))]
         SimdLevel::Avx2 => scalar::rows(w, &acts, r0, r1, n_tok, &dst),
     };
-    let n_chunks = chunk_count(w.rows, w.row_bytes() * n_tok.min(8));
+    let n_chunks = chunk_count(w.rows, w.row_bytes() * n_tok.min(4));
     if n_chunks <= 1 {
         run(0, w.rows);
     } else {

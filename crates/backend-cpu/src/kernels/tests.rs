@@ -374,6 +374,38 @@ fn dot_f32_levels() {
 }
 
 #[test]
+fn f16_attention_kernels_levels() {
+    let mut rng = StdRng::seed_from_u64(4);
+    for n in [0, 1, 7, 8, 9, 31, 32, 33, 100, 256, 1001] {
+        let q: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let k: Vec<f16> = (0..n)
+            .map(|_| f16::from_f32(rng.gen_range(-1.0..1.0)))
+            .collect();
+        let y0: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let a = rng.gen_range(-1.0f32..1.0);
+        let exact: f64 = q.iter().zip(&k).map(|(&x, y)| x as f64 * y.to_f64()).sum();
+        let mag: f64 = q
+            .iter()
+            .zip(&k)
+            .map(|(&x, y)| (x as f64 * y.to_f64()).abs())
+            .sum();
+        for level in available_levels() {
+            let v = dot_f16_with(level, &q, &k) as f64;
+            assert!(
+                (v - exact).abs() <= 1e-5 * mag + 1e-6,
+                "{level} n={n}: {v} vs {exact}"
+            );
+            let mut y = y0.clone();
+            axpy_f16_with(level, &mut y, a, &k);
+            for i in 0..n {
+                let e = y0[i] as f64 + a as f64 * k[i].to_f64();
+                assert!((y[i] as f64 - e).abs() <= 1e-6, "{level} n={n} i={i}");
+            }
+        }
+    }
+}
+
+#[test]
 fn levels() {
     assert_eq!(SimdLevel::parse("scalar"), Some(SimdLevel::Scalar));
     assert_eq!(SimdLevel::parse(" AVX2\n"), Some(SimdLevel::Avx2));
