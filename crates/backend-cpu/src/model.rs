@@ -3,12 +3,11 @@
 use half::f16;
 use rayon::prelude::*;
 use switchyard_core::{
-    Activation, Architecture, Backend, BackendCapabilities, BackendError, BlockId, ForwardBatch,
-    GgmlType, KvCacheConfig, KvCacheInfo, LayerAttention, Logits, ModelConfig, Tensor,
-    WeightSource,
+    Architecture, Backend, BackendCapabilities, BackendError, BlockId, ForwardBatch, GgmlType,
+    KvCacheConfig, KvCacheInfo, LayerAttention, Logits, ModelConfig, Tensor, WeightSource,
 };
 
-use crate::kernels::{axpy_f16, dot_f16, matmul, QMatrix};
+use crate::kernels::{axpy_f16, dot_f16, glu, matmul, QMatrix};
 use crate::ops;
 
 struct Layer {
@@ -413,15 +412,7 @@ impl Backend for CpuBackend {
             let act = c.activation;
             g.par_chunks_mut(4096)
                 .zip(u.par_chunks(4096))
-                .for_each(|(gg, uu)| {
-                    for (a, b) in gg.iter_mut().zip(uu) {
-                        let av = match act {
-                            Activation::GeluTanh => ops::gelu_tanh(*a),
-                            Activation::Silu => ops::silu(*a),
-                        };
-                        *a = av * b;
-                    }
-                });
+                .for_each(|(gg, uu)| glu(act, gg, uu));
             matmul(&qm(&l.down), &g, n, &mut o);
             if let Some(w) = &l.post_ffn_norm {
                 ops::rmsnorm_rows(&mut o, w, c.rms_eps);

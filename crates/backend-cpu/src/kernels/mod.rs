@@ -25,7 +25,7 @@
 
 use std::sync::OnceLock;
 
-use switchyard_core::GgmlType;
+use switchyard_core::{Activation, GgmlType};
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -226,6 +226,37 @@ pub fn axpy_f16_with(level: SimdLevel, y: &mut [f32], a: f32, x: &[half::f16]) {
         // F16C were detected at run time.
         l if l > SimdLevel::Scalar => unsafe { avx2::axpy_f16(y, a, x) },
         _ => scalar::axpy_f16(y, a, x),
+    }
+}
+
+/// The gated activation of the feed-forward block: `g[i] = act(g[i]) * u[i]`, at
+/// [`simd_level`]. The scalar level uses `ops::gelu_tanh` / `ops::silu`; the SIMD levels compute
+/// the same functions as `x / (1 + exp(z))` with a polynomial `exp` (relative error ~1e-7), the
+/// same operations for every element wherever it lies in the slice.
+///
+/// # Panics
+/// If the lengths differ.
+pub fn glu(act: Activation, g: &mut [f32], u: &[f32]) {
+    glu_with(simd_level(), act, g, u)
+}
+
+/// [`glu`] at an explicit level (lowered to [`detected_level`] if the CPU lacks it).
+pub fn glu_with(level: SimdLevel, act: Activation, g: &mut [f32], u: &[f32]) {
+    assert_eq!(g.len(), u.len(), "glu: lengths differ");
+    match level.min(detected_level()) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the level is above scalar and at most `detected_level()`, so AVX2, FMA and
+        // F16C were detected at run time.
+        l if l > SimdLevel::Scalar => unsafe { avx2::glu(act == Activation::GeluTanh, g, u) },
+        _ => {
+            for (a, b) in g.iter_mut().zip(u) {
+                let v = match act {
+                    Activation::GeluTanh => crate::ops::gelu_tanh(*a),
+                    Activation::Silu => crate::ops::silu(*a),
+                };
+                *a = v * b;
+            }
+        }
     }
 }
 

@@ -23,7 +23,7 @@ use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use switchyard_core::dtype::dequantize;
-use switchyard_core::GgmlType;
+use switchyard_core::{Activation, GgmlType};
 
 use super::quant::{quantize_q8_scalar, quantize_q8k_scalar, Q8Acts, Q8KActs, QK8, QKK};
 use super::*;
@@ -400,6 +400,45 @@ fn f16_attention_kernels_levels() {
             for i in 0..n {
                 let e = y0[i] as f64 + a as f64 * k[i].to_f64();
                 assert!((y[i] as f64 - e).abs() <= 1e-6, "{level} n={n} i={i}");
+            }
+        }
+    }
+}
+
+#[test]
+fn glu_levels() {
+    let mut rng = StdRng::seed_from_u64(5);
+    for act in [Activation::GeluTanh, Activation::Silu] {
+        for n in [0, 1, 7, 8, 9, 100, 2048] {
+            let g0: Vec<f32> = (0..n)
+                .map(|i| rng.gen_range(-1.0f32..1.0) * [0.1, 3.0, 30.0, 200.0][i % 4])
+                .collect();
+            let u: Vec<f32> = (0..n).map(|_| rng.gen_range(-2.0..2.0)).collect();
+            for level in available_levels() {
+                let mut g = g0.clone();
+                glu_with(level, act, &mut g, &u);
+                for i in 0..n {
+                    let x = g0[i] as f64;
+                    let a = match act {
+                        Activation::GeluTanh => {
+                            let y = 0.797_884_560_802_865_4 * (x + 0.044715 * x * x * x);
+                            0.5 * x * (1.0 + y.tanh())
+                        }
+                        Activation::Silu => x / (1.0 + (-x).exp()),
+                    };
+                    let e = a * u[i] as f64;
+                    assert!(
+                        (g[i] as f64 - e).abs() <= 2e-6 * e.abs() + 1e-6,
+                        "{act:?} {level} n={n} i={i}: {} vs {e}",
+                        g[i]
+                    );
+                }
+                // The same element gives the same bits wherever it lies (batch invariance).
+                for (i, (&x, &y)) in g0.iter().zip(&u).enumerate() {
+                    let mut one = [x];
+                    glu_with(level, act, &mut one, &[y]);
+                    assert_eq!(one[0].to_bits(), g[i].to_bits(), "{act:?} {level} i={i}");
+                }
             }
         }
     }
