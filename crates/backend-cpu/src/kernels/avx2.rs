@@ -71,7 +71,7 @@ fn st_f32x8(b: &mut [f32], v: __m256) {
 /// Sum of the 8 lanes.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn hsum_ps(v: __m256) -> f32 {
+pub(crate) fn hsum_ps(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -354,7 +354,7 @@ const TOKEN_BLOCK_BYTES: usize = 128 << 10;
 /// Calls `f(t0, nt)` for consecutive blocks of tokens of at most `TOKEN_BLOCK_BYTES` (at least
 /// `NT_MAX` tokens) when a token takes `token_bytes`.
 #[inline]
-fn token_blocks(n_tok: usize, token_bytes: usize, mut f: impl FnMut(usize, usize)) {
+pub(crate) fn token_blocks(n_tok: usize, token_bytes: usize, mut f: impl FnMut(usize, usize)) {
     let per = (TOKEN_BLOCK_BYTES / token_bytes.max(1) / NT_MAX).max(1) * NT_MAX;
     let mut t0 = 0;
     while t0 < n_tok {
@@ -366,7 +366,7 @@ fn token_blocks(n_tok: usize, token_bytes: usize, mut f: impl FnMut(usize, usize
 
 /// Calls `f(t0, nt)` for the groups `quant::token_groups(n_tok, max)`, shifted by `base`.
 #[inline]
-fn token_groups(base: usize, n_tok: usize, max: usize, mut f: impl FnMut(usize, usize)) {
+pub(crate) fn token_groups(base: usize, n_tok: usize, max: usize, mut f: impl FnMut(usize, usize)) {
     for (t0, nt) in quant::token_groups(n_tok, max) {
         f(base + t0, nt);
     }
@@ -375,14 +375,14 @@ fn token_groups(base: usize, n_tok: usize, max: usize, mut f: impl FnMut(usize, 
 // --- Q8_0 / Q4_0 / Q5_0 ----------------------------------------------------------------------
 
 /// Q8_0 weights (kind parameter of the kernels below).
-const Q8_0: u8 = 0;
+pub(crate) const Q8_0: u8 = 0;
 /// Q4_0 weights.
-const Q4_0: u8 = 1;
+pub(crate) const Q4_0: u8 = 1;
 /// Q5_0 weights.
-const Q5_0: u8 = 2;
+pub(crate) const Q5_0: u8 = 2;
 
 /// Bytes of a block of kind `k`.
-const fn q0_block_bytes(k: u8) -> usize {
+pub(crate) const fn q0_block_bytes(k: u8) -> usize {
     match k {
         Q8_0 => 34,
         Q4_0 => 18,
@@ -391,7 +391,7 @@ const fn q0_block_bytes(k: u8) -> usize {
 }
 
 /// The offset subtracted from the unsigned quants of kind `k` (0 for the signed Q8_0).
-const fn q0_offset(k: u8) -> f32 {
+pub(crate) const fn q0_offset(k: u8) -> f32 {
     match k {
         Q8_0 => 0.0,
         Q4_0 => 8.0,
@@ -441,7 +441,7 @@ macro_rules! q0_decode {
 /// Spreads the 32 bits of `x` over 32 bytes: byte `i` is 0xFF if bit `i` is set, else 0.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn bytes_from_bits(x: u32) -> __m256i {
+pub(crate) fn bytes_from_bits(x: u32) -> __m256i {
     let shuf = _mm256_set_epi64x(
         0x0303_0303_0303_0303,
         0x0202_0202_0202_0202,
@@ -618,14 +618,14 @@ struct KRow<'a> {
 /// `_mm256_shuffle_epi8` mask that broadcasts i16 lane `k` (of each 128-bit half).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn bcast16_mask(k: i16) -> __m256i {
+pub(crate) fn bcast16_mask(k: i16) -> __m256i {
     _mm256_set1_epi16(((2 * k + 1) << 8) | (2 * k))
 }
 
 /// Mask that broadcasts i16 lane `lo` in the low 128-bit half and lane `hi` in the high one.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn bcast16_mask2(lo: i16, hi: i16) -> __m256i {
+pub(crate) fn bcast16_mask2(lo: i16, hi: i16) -> __m256i {
     _mm256_set_m128i(
         _mm_set1_epi16(((2 * hi + 1) << 8) | (2 * hi)),
         _mm_set1_epi16(((2 * lo + 1) << 8) | (2 * lo)),

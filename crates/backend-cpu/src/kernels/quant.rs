@@ -86,7 +86,7 @@ impl Q8Acts {
         let one = |x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]| match level {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: callers lower `level` to `detected_level()`, so AVX2/FMA/F16C were detected.
-            SimdLevel::Avx2 => unsafe { super::avx2::quantize_q8(x, qs, d, s) },
+            l if l > SimdLevel::Scalar => unsafe { super::avx2::quantize_q8(x, qs, d, s) },
             _ => quantize_q8_scalar(x, qs, d, s),
         };
         if parallel_worth_it(n_tok, cols) {
@@ -131,7 +131,7 @@ impl Q8KActs {
         let one = |x: &[f32], qs: &mut [i8], d: &mut [f32], bs: &mut [i16]| match level {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: callers lower `level` to `detected_level()`, so AVX2/FMA/F16C were detected.
-            SimdLevel::Avx2 => unsafe { super::avx2::quantize_q8k(x, qs, d, bs) },
+            l if l > SimdLevel::Scalar => unsafe { super::avx2::quantize_q8k(x, qs, d, bs) },
             _ => quantize_q8k_scalar(x, qs, d, bs),
         };
         if parallel_worth_it(n_tok, cols) {

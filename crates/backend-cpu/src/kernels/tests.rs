@@ -449,6 +449,7 @@ fn levels() {
     assert_eq!(SimdLevel::parse("scalar"), Some(SimdLevel::Scalar));
     assert_eq!(SimdLevel::parse(" AVX2\n"), Some(SimdLevel::Avx2));
     assert_eq!(SimdLevel::parse("avx512"), None);
+    assert_eq!(SimdLevel::parse("AVX512VNNI"), Some(SimdLevel::Avx512Vnni));
     assert!(simd_level() <= detected_level());
     assert_eq!(available_levels()[0], SimdLevel::Scalar);
     assert!(available_levels().contains(&detected_level()));
@@ -457,8 +458,12 @@ fn levels() {
         && std::arch::is_x86_feature_detected!("fma")
         && std::arch::is_x86_feature_detected!("f16c")
     {
-        assert_eq!(detected_level(), SimdLevel::Avx2);
-        assert_eq!(detected_features(), ["avx2", "fma", "f16c"]);
+        assert!(detected_level() >= SimdLevel::Avx2);
+        assert_eq!(detected_features()[..3], ["avx2", "fma", "f16c"]);
+        assert_eq!(
+            detected_level() == SimdLevel::Avx512Vnni,
+            detected_features().len() == 7
+        );
     }
 }
 
@@ -538,9 +543,22 @@ fn matmul_is_batch_invariant() {
         };
         for n_tok in [2, 3, 5, 9, 17, 40] {
             let x = random_acts(cols, n_tok, &mut rng);
+            let mut avx2: Option<Vec<f32>> = None;
             for level in available_levels() {
                 let mut all = vec![f32::NAN; rows * n_tok];
                 matmul_with(level, &w, &x, n_tok, &mut all);
+                // The AVX-512 VNNI kernels compute the AVX2 kernels' operations exactly.
+                if level >= SimdLevel::Avx2 {
+                    let bits: Vec<u32> = all.iter().map(|v| v.to_bits()).collect();
+                    match &avx2 {
+                        None => avx2 = Some(all.clone()),
+                        Some(a) => assert_eq!(
+                            a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                            bits,
+                            "{ty} {level} n_tok={n_tok}: differs from avx2"
+                        ),
+                    }
+                }
                 for t in 0..n_tok {
                     let mut one = vec![f32::NAN; rows];
                     matmul_with(level, &w, &x[t * cols..(t + 1) * cols], 1, &mut one);
