@@ -270,6 +270,19 @@ impl Backend for CpuBackend {
     }
 
     fn forward(&mut self, batch: &ForwardBatch) -> Result<Logits, BackendError> {
+        // Run the whole pass on a worker of the current rayon pool: the many parallel loops
+        // inside (a dozen per layer) then start from inside the pool, which is much cheaper
+        // than waking it from an outside thread each time.
+        if rayon::current_thread_index().is_some() {
+            self.forward_in_pool(batch)
+        } else {
+            rayon::scope(|_| self.forward_in_pool(batch))
+        }
+    }
+}
+
+impl CpuBackend {
+    fn forward_in_pool(&mut self, batch: &ForwardBatch) -> Result<Logits, BackendError> {
         let kv = self.kv.as_mut().ok_or(BackendError::NoKvCache)?;
         batch
             .validate(kv.block_size)
