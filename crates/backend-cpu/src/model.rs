@@ -3,12 +3,11 @@
 use half::f16;
 use rayon::prelude::*;
 use switchyard_core::{
-    Activation, Architecture, Backend, BackendCapabilities, BackendError, BlockId, ForwardBatch,
-    GgmlType, KvCacheConfig, KvCacheInfo, LayerAttention, Logits, ModelConfig, Tensor,
-    WeightSource,
+    Architecture, Backend, BackendCapabilities, BackendError, BlockId, ForwardBatch, GgmlType,
+    KvCacheConfig, KvCacheInfo, LayerAttention, Logits, ModelConfig, Tensor, WeightSource,
 };
 
-use crate::kernels::{matmul, QMatrix};
+use crate::kernels::{axpy_f16, dot_f16, glu, matmul, QMatrix};
 use crate::ops;
 
 struct Layer {
@@ -265,6 +264,19 @@ impl Backend for CpuBackend {
     }
 
     fn forward(&mut self, batch: &ForwardBatch) -> Result<Logits, BackendError> {
+        // Run the whole pass on a worker of the current rayon pool: the many parallel loops
+        // inside (a dozen per layer) then start from inside the pool, which is much cheaper
+        // than waking it from an outside thread each time.
+        if rayon::current_thread_index().is_some() {
+            self.forward_in_pool(batch)
+        } else {
+            rayon::scope(|_| self.forward_in_pool(batch))
+        }
+    }
+}
+
+impl CpuBackend {
+    fn forward_in_pool(&mut self, batch: &ForwardBatch) -> Result<Logits, BackendError> {
         let kv = self.kv.as_mut().ok_or(BackendError::NoKvCache)?;
         batch
             .validate(kv.block_size)
@@ -375,7 +387,7 @@ impl Backend for CpuBackend {
                         for (j, sc) in (lo..=pos).zip(scores.iter_mut()) {
                             let sl = slot(&s.block_table, bs, j);
                             let kr = &kc[sl * kvd + kvh * hd..sl * kvd + (kvh + 1) * hd];
-                            let d: f32 = qh.iter().zip(kr).map(|(a, b)| a * b.to_f32()).sum();
+                            let d = dot_f16(qh, kr);
                             *sc = d;
                             mx = mx.max(d);
                         }
@@ -389,10 +401,7 @@ impl Backend for CpuBackend {
                         for (j, sc) in (lo..=pos).zip(scores.iter()) {
                             let sl = slot(&s.block_table, bs, j);
                             let vr = &vc[sl * kvd + kvh * hd..sl * kvd + (kvh + 1) * hd];
-                            let p = sc / sum;
-                            for (a, b) in orow.iter_mut().zip(vr) {
-                                *a += p * b.to_f32();
-                            }
+                            axpy_f16(orow, sc / sum, vr);
                         }
                     }
                 });
@@ -410,15 +419,7 @@ impl Backend for CpuBackend {
             let act = c.activation;
             g.par_chunks_mut(4096)
                 .zip(u.par_chunks(4096))
-                .for_each(|(gg, uu)| {
-                    for (a, b) in gg.iter_mut().zip(uu) {
-                        let av = match act {
-                            Activation::GeluTanh => ops::gelu_tanh(*a),
-                            Activation::Silu => ops::silu(*a),
-                        };
-                        *a = av * b;
-                    }
-                });
+                .for_each(|(gg, uu)| glu(act, gg, uu));
             matmul(&qm(&l.down), &g, n, &mut o);
             if let Some(w) = &l.post_ffn_norm {
                 ops::rmsnorm_rows(&mut o, w, c.rms_eps);

@@ -9,24 +9,31 @@
 //! exact integer block dot products times the two block scales. F16 / BF16 / F32 weights are
 //! multiplied with the f32 activations directly.
 //!
-//! Each kernel exists as a plain scalar version ([`SimdLevel::Scalar`], the specification) and an
-//! AVX2 + FMA + F16C version ([`SimdLevel::Avx2`]) chosen at run time. The environment variable
-//! `SWITCHYARD_SIMD=scalar|avx2`, read once, lowers the level [`matmul`] uses; [`matmul_with`]
-//! takes the level explicitly (tests call every level).
+//! Each kernel exists as a plain scalar version ([`SimdLevel::Scalar`], the specification), an
+//! AVX2 + FMA + F16C version ([`SimdLevel::Avx2`]) and, for the quantized matmuls, an AVX-512
+//! VNNI version ([`SimdLevel::Avx512Vnni`]), chosen at run time. The environment variable
+//! `SWITCHYARD_SIMD=scalar|avx2|avx512vnni`, read once, lowers the level [`matmul`] uses;
+//! [`matmul_with`] takes the level explicitly (tests call every level).
 //!
 //! Output rows are split into coarse chunks run on the current rayon pool; inside a chunk every
-//! weight row is read from memory once and multiplied with a group of tokens at a time (up to 8
-//! for the quantized types, 4 for the float ones), so the weights are streamed once per call
-//! (once per 128 KiB of activations for long prompts, which keeps those in L2).
+//! weight row is read from memory once and multiplied with a group of up to 4 tokens (8 with AVX-512) at a time
+//! (once per 128 KiB of activations for long prompts, which keeps those in L2). Every token has
+//! its own accumulators and the same float operations whatever the group size, so a token's
+//! outputs are bit-identical alone and in any batch at a given SIMD level (batch invariance,
+//! which the engine relies on).
+//!
 //! Calling from a thread of the pool (e.g. a forward pass run under `ThreadPool::install`)
 //! saves waking the pool from outside on every call, which costs tens of microseconds.
 
 use std::sync::OnceLock;
 
-use switchyard_core::GgmlType;
+use switchyard_core::{Activation, GgmlType};
 
 #[cfg(target_arch = "x86_64")]
+#[macro_use]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod quant;
 mod scalar;
 #[cfg(test)]
@@ -67,17 +74,21 @@ pub enum SimdLevel {
     Scalar,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
+    /// x86-64 AVX2 + FMA + F16C + AVX-512 F/BW/VL/VNNI: the AVX2 kernels with VNNI integer dot
+    /// products and groups of up to 8 tokens (bit-identical results to [`SimdLevel::Avx2`]).
+    Avx512Vnni,
 }
 
 impl SimdLevel {
     /// Every level, lowest first.
-    pub const ALL: [SimdLevel; 2] = [SimdLevel::Scalar, SimdLevel::Avx2];
+    pub const ALL: [SimdLevel; 3] = [SimdLevel::Scalar, SimdLevel::Avx2, SimdLevel::Avx512Vnni];
 
     /// Lower-case name, as `SWITCHYARD_SIMD` spells it.
     pub fn name(self) -> &'static str {
         match self {
             SimdLevel::Scalar => "scalar",
             SimdLevel::Avx2 => "avx2",
+            SimdLevel::Avx512Vnni => "avx512vnni",
         }
     }
 
@@ -110,6 +121,13 @@ pub fn detected_level() -> SimdLevel {
                 && std::arch::is_x86_feature_detected!("fma")
                 && std::arch::is_x86_feature_detected!("f16c")
             {
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("avx512vnni")
+                {
+                    return SimdLevel::Avx512Vnni;
+                }
                 return SimdLevel::Avx2;
             }
         }
@@ -127,7 +145,7 @@ pub fn simd_level() -> SimdLevel {
             Ok(v) if !v.trim().is_empty() => match SimdLevel::parse(&v) {
                 Some(l) => l.min(best),
                 None => {
-                    eprintln!("warning: SWITCHYARD_SIMD={v:?} is not one of scalar, avx2; ignored");
+                    eprintln!("warning: SWITCHYARD_SIMD={v:?} is not one of scalar, avx2, avx512vnni; ignored");
                     best
                 }
             },
@@ -159,6 +177,19 @@ pub fn detected_features() -> Vec<&'static str> {
         if std::arch::is_x86_feature_detected!("f16c") {
             v.push("f16c");
         }
+        for (name, on) in [
+            ("avx512f", std::arch::is_x86_feature_detected!("avx512f")),
+            ("avx512bw", std::arch::is_x86_feature_detected!("avx512bw")),
+            ("avx512vl", std::arch::is_x86_feature_detected!("avx512vl")),
+            (
+                "avx512vnni",
+                std::arch::is_x86_feature_detected!("avx512vnni"),
+            ),
+        ] {
+            if on {
+                v.push(name);
+            }
+        }
     }
     v
 }
@@ -175,13 +206,84 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 pub fn dot_f32_with(level: SimdLevel, a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "dot_f32: lengths differ");
     match level.min(detected_level()) {
-        SimdLevel::Scalar => scalar::dot_f32(a, b),
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the level is at most `detected_level()`, so AVX2, FMA and F16C were detected
-        // at run time.
-        SimdLevel::Avx2 => unsafe { avx2::dot_f32(a, b) },
-        #[cfg(not(target_arch = "x86_64"))]
-        SimdLevel::Avx2 => scalar::dot_f32(a, b),
+        // SAFETY: the level is above scalar and at most `detected_level()`, so AVX2, FMA and
+        // F16C were detected at run time.
+        l if l > SimdLevel::Scalar => unsafe { avx2::dot_f32(a, b) },
+        _ => scalar::dot_f32(a, b),
+    }
+}
+
+/// `sum_i q[i] * k[i]` with `k` in f16 (attention scores over the f16 KV cache), at
+/// [`simd_level`].
+///
+/// # Panics
+/// If the lengths differ.
+pub fn dot_f16(q: &[f32], k: &[half::f16]) -> f32 {
+    dot_f16_with(simd_level(), q, k)
+}
+
+/// [`dot_f16`] at an explicit level (lowered to [`detected_level`] if the CPU lacks it).
+pub fn dot_f16_with(level: SimdLevel, q: &[f32], k: &[half::f16]) -> f32 {
+    assert_eq!(q.len(), k.len(), "dot_f16: lengths differ");
+    match level.min(detected_level()) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the level is above scalar and at most `detected_level()`, so AVX2, FMA and
+        // F16C were detected at run time.
+        l if l > SimdLevel::Scalar => unsafe { avx2::dot_f16(q, k) },
+        _ => scalar::dot_f16(q, k),
+    }
+}
+
+/// `y[i] += a * x[i]` with `x` in f16 (attention-weighted sum of the f16 values), at
+/// [`simd_level`].
+///
+/// # Panics
+/// If the lengths differ.
+pub fn axpy_f16(y: &mut [f32], a: f32, x: &[half::f16]) {
+    axpy_f16_with(simd_level(), y, a, x)
+}
+
+/// [`axpy_f16`] at an explicit level (lowered to [`detected_level`] if the CPU lacks it).
+pub fn axpy_f16_with(level: SimdLevel, y: &mut [f32], a: f32, x: &[half::f16]) {
+    assert_eq!(y.len(), x.len(), "axpy_f16: lengths differ");
+    match level.min(detected_level()) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the level is above scalar and at most `detected_level()`, so AVX2, FMA and
+        // F16C were detected at run time.
+        l if l > SimdLevel::Scalar => unsafe { avx2::axpy_f16(y, a, x) },
+        _ => scalar::axpy_f16(y, a, x),
+    }
+}
+
+/// The gated activation of the feed-forward block: `g[i] = act(g[i]) * u[i]`, at
+/// [`simd_level`]. The scalar level uses `ops::gelu_tanh` / `ops::silu`; the SIMD levels compute
+/// the same functions as `x / (1 + exp(z))` with a polynomial `exp` (relative error ~1e-7), the
+/// same operations for every element wherever it lies in the slice.
+///
+/// # Panics
+/// If the lengths differ.
+pub fn glu(act: Activation, g: &mut [f32], u: &[f32]) {
+    glu_with(simd_level(), act, g, u)
+}
+
+/// [`glu`] at an explicit level (lowered to [`detected_level`] if the CPU lacks it).
+pub fn glu_with(level: SimdLevel, act: Activation, g: &mut [f32], u: &[f32]) {
+    assert_eq!(g.len(), u.len(), "glu: lengths differ");
+    match level.min(detected_level()) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the level is above scalar and at most `detected_level()`, so AVX2, FMA and
+        // F16C were detected at run time.
+        l if l > SimdLevel::Scalar => unsafe { avx2::glu(act == Activation::GeluTanh, g, u) },
+        _ => {
+            for (a, b) in g.iter_mut().zip(u) {
+                let v = match act {
+                    Activation::GeluTanh => crate::ops::gelu_tanh(*a),
+                    Activation::Silu => crate::ops::silu(*a),
+                };
+                *a = v * b;
+            }
+        }
     }
 }
 
@@ -239,8 +341,11 @@ pub fn matmul_with(level: SimdLevel, w: &QMatrix<'_>, x: &[f32], n_tok: usize, o
         // detected at run time. `dst` is written only at rows `r0..r1`, which no other chunk
         // touches (see `OutPtr`).
         SimdLevel::Avx2 => unsafe { avx2::rows(w, &acts, r0, r1, n_tok, &dst) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above, with AVX-512 F/BW/VL/VNNI detected too.
+        SimdLevel::Avx512Vnni => unsafe { avx512::rows(w, &acts, r0, r1, n_tok, &dst) },
         #[cfg(not(target_arch = "x86_64"))]
-        SimdLevel::Avx2 => scalar::rows(w, &acts, r0, r1, n_tok, &dst),
+        _ => scalar::rows(w, &acts, r0, r1, n_tok, &dst),
     };
     let n_chunks = chunk_count(w.rows, w.row_bytes() * n_tok.min(8));
     if n_chunks <= 1 {

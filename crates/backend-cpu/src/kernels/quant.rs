@@ -23,27 +23,6 @@ pub(crate) struct Q8Acts {
     pub d: Vec<f32>,
     /// `d * sum(quants of the block)` per block (for weights stored with an offset).
     pub s: Vec<f32>,
-    /// For the SIMD kernels and more than one token: the same data in groups of at most
-    /// [`GROUP_MAX`] tokens, interleaved block by block (empty otherwise).
-    pub groups: Vec<Q8Group>,
-}
-
-/// Most tokens in a [`Q8Group`].
-pub(crate) const GROUP_MAX: usize = 8;
-
-/// The activations of tokens `t0..t0 + nt` laid out for a kernel that multiplies each weight
-/// block with all of them: block `j` of every token is contiguous.
-pub(crate) struct Q8Group {
-    /// First token.
-    pub t0: usize,
-    /// Number of tokens, `1..=GROUP_MAX`.
-    pub nt: usize,
-    /// Quants: block `j` of token `t0 + i` at `(j * nt + i) * 32`.
-    pub qs: Vec<i8>,
-    /// Scales: block `j` of token `t0 + i` at `GROUP_MAX * j + i`; lanes `nt..` are 0.
-    pub d: Vec<f32>,
-    /// `d * sum(q)`, laid out as `d`.
-    pub s: Vec<f32>,
 }
 
 /// Splits `n_tok` tokens into consecutive groups `(t0, nt)` of at most `max` tokens, as equal as
@@ -67,24 +46,6 @@ pub(crate) struct Q8KActs {
     /// Super-block scales, `n_tok * cols / 256`.
     pub d: Vec<f32>,
     /// Sum of each run of 16 quants, `n_tok * cols / 16`.
-    pub bsums: Vec<i16>,
-    /// For the SIMD kernels and more than one token: the same data in groups of at most
-    /// [`GROUP_MAX`] tokens, interleaved (empty otherwise).
-    pub groups: Vec<Q8KGroup>,
-}
-
-/// The activations of tokens `t0..t0 + nt` laid out for a kernel that multiplies each weight
-/// super-block with all of them.
-pub(crate) struct Q8KGroup {
-    /// First token.
-    pub t0: usize,
-    /// Number of tokens, `1..=GROUP_MAX`.
-    pub nt: usize,
-    /// Quants: run `j` of 32 (`j = 8 sb + c`) of token `t0 + i` at `(j * nt + i) * 32`.
-    pub qs: Vec<i8>,
-    /// Scales: super-block `sb` of token `t0 + i` at `GROUP_MAX * sb + i`; lanes `nt..` are 0.
-    pub d: Vec<f32>,
-    /// The 16 per-16 sums of super-block `sb` of token `t0 + i` at `(sb * nt + i) * 16`.
     pub bsums: Vec<i16>,
 }
 
@@ -121,12 +82,11 @@ impl Q8Acts {
             qs: vec![0; x.len()],
             d: vec![0.0; nb * n_tok],
             s: vec![0.0; nb * n_tok],
-            groups: Vec::new(),
         };
         let one = |x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]| match level {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: callers lower `level` to `detected_level()`, so AVX2/FMA/F16C were detected.
-            SimdLevel::Avx2 => unsafe { super::avx2::quantize_q8(x, qs, d, s) },
+            l if l > SimdLevel::Scalar => unsafe { super::avx2::quantize_q8(x, qs, d, s) },
             _ => quantize_q8_scalar(x, qs, d, s),
         };
         if parallel_worth_it(n_tok, cols) {
@@ -139,33 +99,7 @@ impl Q8Acts {
         } else {
             one(x, &mut a.qs, &mut a.d, &mut a.s);
         }
-        if level > SimdLevel::Scalar && n_tok > 1 {
-            a.groups = token_groups(n_tok, BATCH_INVARIANT_GROUP)
-                .map(|(t0, nt)| a.group(t0, nt))
-                .collect();
-        }
         a
-    }
-
-    /// Tokens `t0..t0 + nt` in the interleaved layout of [`Q8Group`].
-    fn group(&self, t0: usize, nt: usize) -> Q8Group {
-        let nb = self.cols / QK8;
-        let mut g = Q8Group {
-            t0,
-            nt,
-            qs: vec![0; nb * nt * QK8],
-            d: vec![0.0; nb * GROUP_MAX],
-            s: vec![0.0; nb * GROUP_MAX],
-        };
-        for i in 0..nt {
-            let (qs, d, s) = (self.qs(t0 + i), self.d(t0 + i), self.s(t0 + i));
-            for (j, q) in qs.chunks_exact(QK8).enumerate() {
-                g.qs[(j * nt + i) * QK8..][..QK8].copy_from_slice(q);
-                g.d[GROUP_MAX * j + i] = d[j];
-                g.s[GROUP_MAX * j + i] = s[j];
-            }
-        }
-        g
     }
 
     /// Quants of token `t`.
@@ -180,13 +114,6 @@ impl Q8Acts {
         let nb = self.cols / QK8;
         &self.d[t * nb..(t + 1) * nb]
     }
-
-    /// `d * sum(q)` per block of token `t`.
-    #[inline]
-    pub(crate) fn s(&self, t: usize) -> &[f32] {
-        let nb = self.cols / QK8;
-        &self.s[t * nb..(t + 1) * nb]
-    }
 }
 
 impl Q8KActs {
@@ -200,12 +127,11 @@ impl Q8KActs {
             qs: vec![0; x.len()],
             d: vec![0.0; nb * n_tok],
             bsums: vec![0; cols / 16 * n_tok],
-            groups: Vec::new(),
         };
         let one = |x: &[f32], qs: &mut [i8], d: &mut [f32], bs: &mut [i16]| match level {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: callers lower `level` to `detected_level()`, so AVX2/FMA/F16C were detected.
-            SimdLevel::Avx2 => unsafe { super::avx2::quantize_q8k(x, qs, d, bs) },
+            l if l > SimdLevel::Scalar => unsafe { super::avx2::quantize_q8k(x, qs, d, bs) },
             _ => quantize_q8k_scalar(x, qs, d, bs),
         };
         if parallel_worth_it(n_tok, cols) {
@@ -218,35 +144,7 @@ impl Q8KActs {
         } else {
             one(x, &mut a.qs, &mut a.d, &mut a.bsums);
         }
-        if level > SimdLevel::Scalar && n_tok > 1 {
-            a.groups = token_groups(n_tok, BATCH_INVARIANT_GROUP)
-                .map(|(t0, nt)| a.group(t0, nt))
-                .collect();
-        }
         a
-    }
-
-    /// Tokens `t0..t0 + nt` in the interleaved layout of [`Q8KGroup`].
-    fn group(&self, t0: usize, nt: usize) -> Q8KGroup {
-        let nsb = self.cols / QKK;
-        let mut g = Q8KGroup {
-            t0,
-            nt,
-            qs: vec![0; nt * self.cols],
-            d: vec![0.0; nsb * GROUP_MAX],
-            bsums: vec![0; nt * self.cols / 16],
-        };
-        for i in 0..nt {
-            let (qs, d, bs) = (self.qs(t0 + i), self.d(t0 + i), self.bsums(t0 + i));
-            for (j, q) in qs.chunks_exact(32).enumerate() {
-                g.qs[(j * nt + i) * 32..][..32].copy_from_slice(q);
-            }
-            for (sb, b) in bs.chunks_exact(16).enumerate() {
-                g.d[GROUP_MAX * sb + i] = d[sb];
-                g.bsums[(sb * nt + i) * 16..][..16].copy_from_slice(b);
-            }
-        }
-        g
     }
 
     /// Quants of token `t`.
@@ -309,10 +207,3 @@ pub(crate) fn quantize_q8k_scalar(x: &[f32], qs: &mut [i8], d: &mut [f32], bsums
         *d = dd;
     }
 }
-
-/// Tokens per group actually used by `matmul`: 1, so that a token's result never depends on
-/// which other tokens share the call (batch invariance: the grouped kernels sum the per-block
-/// products in a different order, which moved Gemma 3 logits by up to 1.5 and flipped a greedy
-/// token in tests/batched_forward.rs). The grouped kernels (up to `GROUP_MAX` tokens) stay
-/// tested; making them bit-identical to the single-token order is open work.
-pub(crate) const BATCH_INVARIANT_GROUP: usize = 1;

@@ -45,6 +45,18 @@ pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// `sum_i q[i] * k[i]`, `k` in f16.
+pub(crate) fn dot_f16(q: &[f32], k: &[half::f16]) -> f32 {
+    q.iter().zip(k).map(|(a, b)| a * b.to_f32()).sum()
+}
+
+/// `y[i] += a * x[i]`, `x` in f16.
+pub(crate) fn axpy_f16(y: &mut [f32], a: f32, x: &[half::f16]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y += a * x.to_f32();
+    }
+}
+
 /// `sum_i q[i] * x[i]` (the weight quants already offset).
 #[inline]
 fn block_dot(q: impl Iterator<Item = i32>, x: &[i8]) -> i32 {

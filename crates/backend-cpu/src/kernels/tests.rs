@@ -23,7 +23,7 @@ use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use switchyard_core::dtype::dequantize;
-use switchyard_core::GgmlType;
+use switchyard_core::{Activation, GgmlType};
 
 use super::quant::{quantize_q8_scalar, quantize_q8k_scalar, Q8Acts, Q8KActs, QK8, QKK};
 use super::*;
@@ -374,10 +374,82 @@ fn dot_f32_levels() {
 }
 
 #[test]
+fn f16_attention_kernels_levels() {
+    let mut rng = StdRng::seed_from_u64(4);
+    for n in [0, 1, 7, 8, 9, 31, 32, 33, 100, 256, 1001] {
+        let q: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let k: Vec<f16> = (0..n)
+            .map(|_| f16::from_f32(rng.gen_range(-1.0..1.0)))
+            .collect();
+        let y0: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let a = rng.gen_range(-1.0f32..1.0);
+        let exact: f64 = q.iter().zip(&k).map(|(&x, y)| x as f64 * y.to_f64()).sum();
+        let mag: f64 = q
+            .iter()
+            .zip(&k)
+            .map(|(&x, y)| (x as f64 * y.to_f64()).abs())
+            .sum();
+        for level in available_levels() {
+            let v = dot_f16_with(level, &q, &k) as f64;
+            assert!(
+                (v - exact).abs() <= 1e-5 * mag + 1e-6,
+                "{level} n={n}: {v} vs {exact}"
+            );
+            let mut y = y0.clone();
+            axpy_f16_with(level, &mut y, a, &k);
+            for i in 0..n {
+                let e = y0[i] as f64 + a as f64 * k[i].to_f64();
+                assert!((y[i] as f64 - e).abs() <= 1e-6, "{level} n={n} i={i}");
+            }
+        }
+    }
+}
+
+#[test]
+fn glu_levels() {
+    let mut rng = StdRng::seed_from_u64(5);
+    for act in [Activation::GeluTanh, Activation::Silu] {
+        for n in [0, 1, 7, 8, 9, 100, 2048] {
+            let g0: Vec<f32> = (0..n)
+                .map(|i| rng.gen_range(-1.0f32..1.0) * [0.1, 3.0, 30.0, 200.0][i % 4])
+                .collect();
+            let u: Vec<f32> = (0..n).map(|_| rng.gen_range(-2.0..2.0)).collect();
+            for level in available_levels() {
+                let mut g = g0.clone();
+                glu_with(level, act, &mut g, &u);
+                for i in 0..n {
+                    let x = g0[i] as f64;
+                    let a = match act {
+                        Activation::GeluTanh => {
+                            let y = 0.797_884_560_802_865_4 * (x + 0.044715 * x * x * x);
+                            0.5 * x * (1.0 + y.tanh())
+                        }
+                        Activation::Silu => x / (1.0 + (-x).exp()),
+                    };
+                    let e = a * u[i] as f64;
+                    assert!(
+                        (g[i] as f64 - e).abs() <= 2e-6 * e.abs() + 1e-6,
+                        "{act:?} {level} n={n} i={i}: {} vs {e}",
+                        g[i]
+                    );
+                }
+                // The same element gives the same bits wherever it lies (batch invariance).
+                for (i, (&x, &y)) in g0.iter().zip(&u).enumerate() {
+                    let mut one = [x];
+                    glu_with(level, act, &mut one, &[y]);
+                    assert_eq!(one[0].to_bits(), g[i].to_bits(), "{act:?} {level} i={i}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn levels() {
     assert_eq!(SimdLevel::parse("scalar"), Some(SimdLevel::Scalar));
     assert_eq!(SimdLevel::parse(" AVX2\n"), Some(SimdLevel::Avx2));
     assert_eq!(SimdLevel::parse("avx512"), None);
+    assert_eq!(SimdLevel::parse("AVX512VNNI"), Some(SimdLevel::Avx512Vnni));
     assert!(simd_level() <= detected_level());
     assert_eq!(available_levels()[0], SimdLevel::Scalar);
     assert!(available_levels().contains(&detected_level()));
@@ -386,8 +458,12 @@ fn levels() {
         && std::arch::is_x86_feature_detected!("fma")
         && std::arch::is_x86_feature_detected!("f16c")
     {
-        assert_eq!(detected_level(), SimdLevel::Avx2);
-        assert_eq!(detected_features(), ["avx2", "fma", "f16c"]);
+        assert!(detected_level() >= SimdLevel::Avx2);
+        assert_eq!(detected_features()[..3], ["avx2", "fma", "f16c"]);
+        assert_eq!(
+            detected_level() == SimdLevel::Avx512Vnni,
+            detected_features().len() == 7
+        );
     }
 }
 
@@ -467,9 +543,22 @@ fn matmul_is_batch_invariant() {
         };
         for n_tok in [2, 3, 5, 9, 17, 40] {
             let x = random_acts(cols, n_tok, &mut rng);
+            let mut avx2: Option<Vec<f32>> = None;
             for level in available_levels() {
                 let mut all = vec![f32::NAN; rows * n_tok];
                 matmul_with(level, &w, &x, n_tok, &mut all);
+                // The AVX-512 VNNI kernels compute the AVX2 kernels' operations exactly.
+                if level >= SimdLevel::Avx2 {
+                    let bits: Vec<u32> = all.iter().map(|v| v.to_bits()).collect();
+                    match &avx2 {
+                        None => avx2 = Some(all.clone()),
+                        Some(a) => assert_eq!(
+                            a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                            bits,
+                            "{ty} {level} n_tok={n_tok}: differs from avx2"
+                        ),
+                    }
+                }
                 for t in 0..n_tok {
                     let mut one = vec![f32::NAN; rows];
                     matmul_with(level, &w, &x[t * cols..(t + 1) * cols], 1, &mut one);
