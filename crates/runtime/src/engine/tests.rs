@@ -360,7 +360,8 @@ fn preemption_under_a_tiny_pool_keeps_outputs() {
 
 #[test]
 fn dropping_or_cancelling_a_stream_frees_its_blocks() {
-    let (h, _) = start(config(64, 64));
+    // Slow steps (5 ms): the 200-token requests must still be running when cancelled.
+    let (h, _) = start_slow(config(64, 64), std::time::Duration::from_millis(5));
     let mut s = h.submit(greedy(prompt(3, 20), 200)).unwrap();
     let first = s.blocking_recv().unwrap().unwrap();
     assert_eq!(first.token_ids.len(), 1);
