@@ -646,3 +646,64 @@ fn chat_qwen() {
         assert_eq!(v["error"]["param"], param, "{body}: {v}");
     }
 }
+
+/// `switchyard bench serve` against the real server: a short sweep, then the JSON result is
+/// checked (counts, no failures, token counts as asked, sane and ordered timings).
+#[test]
+fn bench_serve_against_the_real_server_gemma() {
+    let s = Server::start(GEMMA, &[]);
+    let dir = std::env::temp_dir().join(format!("sy-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("r.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args([
+            "bench",
+            "serve",
+            "--base-url",
+            &s.base,
+            "--concurrency",
+            "1,3",
+        ])
+        .args([
+            "--num-prompts",
+            "6",
+            "--input-len",
+            "32",
+            "--output-len",
+            "8",
+            "--warmup",
+            "1",
+        ])
+        .args(["--tokenizer", GEMMA, "--no-progress", "--result-file"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench serve failed: {log}");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(r["schema"], "switchyard.bench.serve/v1");
+    assert_eq!(r["server"]["model"], GEMMA);
+    let points = r["points"].as_array().unwrap();
+    assert_eq!(points.len(), 2);
+    for (p, c) in points.iter().zip([1, 3]) {
+        assert_eq!(p["concurrency"], c);
+        assert_eq!(p["completed"], 6, "{p}");
+        assert_eq!(p["failed"], 0, "{p}");
+        assert_eq!(p["total_output_tokens"], 6 * 8, "{p}");
+        // 32 random tokens (+ BOS, by the server's count).
+        let input = p["total_input_tokens"].as_u64().unwrap();
+        assert!((6 * 32..=6 * 33).contains(&input), "{p}");
+        for m in ["ttft_ms", "tpot_ms", "itl_ms", "e2el_ms"] {
+            let d = &p[m];
+            let (med, p90, p99) = (
+                d["median"].as_f64().unwrap(),
+                d["p90"].as_f64().unwrap(),
+                d["p99"].as_f64().unwrap(),
+            );
+            assert!(med > 0.0 && med <= p90 && p90 <= p99, "{m}: {d}");
+        }
+        assert!(p["ttft_ms"]["median"].as_f64() < p["e2el_ms"]["median"].as_f64());
+        assert!(p["output_throughput"].as_f64().unwrap() > 0.0);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
