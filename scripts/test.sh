@@ -9,3 +9,6 @@ bash scripts/fetch-models.sh
 cargo test --workspace --release "$@"
 "$PY" -m pip install --quiet --disable-pip-version-check "openai==3.54.0"
 "$PY" tests/openai_client.py target/release/switchyard
+# Deployment files (Dockerfiles + scripts/build-release.sh, Kubernetes overlays) against the binary.
+"$PY" -m pip install --quiet --disable-pip-version-check "PyYAML>=6"
+"$PY" tests/deploy_test.py target/release/switchyard
