@@ -8,6 +8,15 @@ use switchyard_runtime::engine::{EngineRequest, MAX_LOGPROBS, MAX_N};
 
 use crate::error::ApiError;
 
+/// Most stop strings per request (OpenAI allows 4; vLLM more).
+pub const MAX_STOP_STRINGS: usize = 16;
+/// Longest stop string, in bytes.
+pub const MAX_STOP_LEN: usize = 1024;
+/// Most `stop_token_ids`.
+pub const MAX_STOP_TOKEN_IDS: usize = 256;
+/// Most `logit_bias` entries (OpenAI's limit is 300).
+pub const MAX_LOGIT_BIAS: usize = 1024;
+
 /// OpenAI parameters we know and do not support, with why.
 const UNSUPPORTED: &[(&str, &str)] = &[
     ("suffix", " (no fill-in-the-middle)"),
@@ -266,8 +275,20 @@ pub fn sampling(f: &mut Fields, r: &mut EngineRequest, vocab: usize) -> Result<(
     if r.stop.iter().any(String::is_empty) {
         return Err(ApiError::invalid("stop", "stop strings must not be empty"));
     }
+    if r.stop.len() > MAX_STOP_STRINGS || r.stop.iter().any(|s| s.len() > MAX_STOP_LEN) {
+        return Err(ApiError::invalid(
+            "stop",
+            format!("at most {MAX_STOP_STRINGS} stop strings of at most {MAX_STOP_LEN} bytes each"),
+        ));
+    }
     if let Some(v) = f.take("stop_token_ids") {
         r.stop_token_ids = token_ids(&v, "stop_token_ids", vocab)?;
+        if r.stop_token_ids.len() > MAX_STOP_TOKEN_IDS {
+            return Err(ApiError::invalid(
+                "stop_token_ids",
+                format!("at most {MAX_STOP_TOKEN_IDS} stop token ids"),
+            ));
+        }
     }
     r.ignore_eos = f.bool("ignore_eos")?.unwrap_or(false);
     if let Some(m) = f.int("min_tokens", 0, i64::from(u32::MAX))? {
@@ -355,6 +376,10 @@ mod tests {
             (r#"{"stop": ""}"#, "stop"),
             (r#"{"stop_token_ids": [99]}"#, "stop_token_ids"),
             (r#"{"presence_penalty": 3}"#, "presence_penalty"),
+            (
+                r#"{"stop": ["a","b","c","d","e","f","g","h","i","j","k","l","m","n","o","p","q"]}"#,
+                "stop",
+            ),
         ] {
             let e = sampling(&mut fields(body), &mut EngineRequest::default(), 10).unwrap_err();
             assert_eq!(e.param.as_deref(), Some(param), "{body}: {}", e.message);
