@@ -4,6 +4,9 @@ use anyhow::{bail, Result};
 use switchyard_core::Backend;
 use switchyard_runtime::Model;
 
+/// Environment variable naming the Neuron artifact directory.
+pub const NEURON_ARTIFACTS_ENV: &str = "SWITCHYARD_NEURON_ARTIFACTS";
+
 /// A parsed `--device` value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Device {
@@ -13,7 +16,7 @@ pub enum Device {
     Cpu,
     /// CUDA device N.
     Cuda(usize),
-    /// AWS Neuron (not built yet).
+    /// AWS Neuron: the NEFF artifacts named by `SWITCHYARD_NEURON_ARTIFACTS`.
     Neuron,
 }
 
@@ -56,7 +59,25 @@ pub fn create_backend(device: Device, model: &Model) -> Result<Box<dyn Backend>>
                 model.gguf.as_ref(),
             )?))
         }
-        Device::Neuron => bail!("--device neuron: the Neuron backend is not built yet"),
+        Device::Neuron => {
+            switchyard_backend_neuron::probe()?;
+            let Some(dir) = std::env::var_os(NEURON_ARTIFACTS_ENV).filter(|d| !d.is_empty()) else {
+                bail!(
+                    "--device neuron needs compiled NEFF artifacts: set {NEURON_ARTIFACTS_ENV} to \
+                     the artifact directory (see crates/backend-neuron/README.md)"
+                );
+            };
+            let backend =
+                switchyard_backend_neuron::NeuronBackend::load(std::path::Path::new(&dir))?;
+            if backend.manifest().vocab_size != model.config.vocab_size {
+                bail!(
+                    "the Neuron artifacts have a vocabulary of {} tokens, the model {}",
+                    backend.manifest().vocab_size,
+                    model.config.vocab_size
+                );
+            }
+            Ok(Box::new(backend))
+        }
         Device::Auto => match switchyard_backend_cuda::probe() {
             Ok(d) if !d.is_empty() => {
                 tracing::info!(gpu = %d[0].name, "using CUDA device 0");
@@ -97,7 +118,15 @@ pub fn describe_backends() -> Vec<String> {
         }
         Err(e) => v.push(format!("cuda: unavailable ({e})")),
     }
-    v.push("neuron: not built yet".into());
+    match switchyard_backend_neuron::probe() {
+        Ok(n) => v.push(format!(
+            "neuron: {} of {} NeuronCore(s) visible ({})",
+            n.visible_cores,
+            n.total_cores,
+            n.library.display()
+        )),
+        Err(e) => v.push(format!("neuron: unavailable ({e})")),
+    }
     v
 }
 

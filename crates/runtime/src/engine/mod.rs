@@ -211,19 +211,43 @@ fn size_kv(
 impl EngineHandle {
     /// Sizes and allocates the KV cache on `backend`, then starts the engine thread, which
     /// owns the backend from then on. `model` gives the vocabulary size and context length.
+    ///
+    /// A backend with static shapes (`capabilities().shape_buckets`, e.g. Neuron) bounds the
+    /// engine by its largest bucket (most sequences, most tokens): at most that many sequences
+    /// and tokens per step, and no sequence longer than its token count (longer requests are
+    /// refused at submission with [`SubmitError::ContextTooLong`]).
     pub fn start(
         mut backend: Box<dyn Backend>,
         tokenizer: Arc<Tokenizer>,
         model: &ModelConfig,
-        config: EngineConfig,
+        mut config: EngineConfig,
     ) -> Result<EngineHandle, StartError> {
         if config.block_size == 0 {
             return Err(StartError::Config("block_size must be at least 1".into()));
         }
-        let max_model_len = config
+        let mut max_model_len = config
             .max_model_len
             .unwrap_or(model.context_length)
             .min(model.context_length);
+        if let Some(buckets) = backend.capabilities().shape_buckets {
+            let max_seqs = buckets.iter().map(|b| b.0).max().unwrap_or(0);
+            let max_tokens = buckets.iter().map(|b| b.1).max().unwrap_or(0);
+            if max_seqs == 0 || max_tokens == 0 {
+                return Err(StartError::Config(format!(
+                    "the backend's shape buckets {buckets:?} hold no step"
+                )));
+            }
+            config.max_num_seqs = config.max_num_seqs.min(max_seqs);
+            config.max_num_batched_tokens = config.max_num_batched_tokens.min(max_tokens);
+            max_model_len = max_model_len.min(max_tokens);
+            tracing::info!(
+                ?buckets,
+                max_num_seqs = config.max_num_seqs,
+                max_num_batched_tokens = config.max_num_batched_tokens,
+                max_model_len,
+                "static-shape backend: steps and sequences bounded by the largest bucket"
+            );
+        }
         if max_model_len < 2 {
             return Err(StartError::Config(format!(
                 "max_model_len {max_model_len} leaves no room to generate"

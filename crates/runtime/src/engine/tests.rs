@@ -157,6 +157,8 @@ struct Fake {
     log: Arc<Mutex<Log>>,
     /// Time each forward call takes.
     delay: std::time::Duration,
+    /// Static shapes reported, if any.
+    buckets: Option<Vec<(usize, usize)>>,
 }
 
 impl Backend for Fake {
@@ -168,7 +170,7 @@ impl Backend for Fake {
             free_memory: None,
             kv_dtypes: Vec::new(),
             weight_dtypes: Vec::new(),
-            shape_buckets: None,
+            shape_buckets: self.buckets.clone(),
         }
     }
 
@@ -244,6 +246,7 @@ fn start_slow(config: EngineConfig, delay: std::time::Duration) -> (EngineHandle
         slots: Vec::new(),
         log: log.clone(),
         delay,
+        buckets: None,
     };
     let h = EngineHandle::start(Box::new(fake), tiny_tokenizer(), &model_config(), config).unwrap();
     (h, log)
@@ -678,4 +681,51 @@ fn handles_and_streams_cross_threads() {
     send_sync::<EngineHandle>();
     send::<RequestStream>();
     send_sync::<EngineError>();
+}
+
+#[test]
+fn shape_buckets_bound_steps_and_sequences() {
+    let buckets = vec![(1, 8), (2, 8), (4, 24)];
+    let log = Arc::new(Mutex::new(Log::default()));
+    let fake = Fake {
+        block_size: 0,
+        slots: Vec::new(),
+        log: log.clone(),
+        delay: std::time::Duration::ZERO,
+        buckets: Some(buckets.clone()),
+    };
+    let h = EngineHandle::start(
+        Box::new(fake),
+        tiny_tokenizer(),
+        &model_config(),
+        config(256, 512),
+    )
+    .unwrap();
+    assert_eq!(h.info().max_num_seqs, 4);
+    assert_eq!(h.info().max_num_batched_tokens, 24);
+    assert_eq!(h.info().max_model_len, 24);
+    // Too long for the largest bucket: refused with a clear error.
+    let e = h.submit(greedy(prompt(1, 15), 10)).unwrap_err();
+    assert!(matches!(e, SubmitError::ContextTooLong { .. }), "{e:?}");
+    assert!(e.to_string().contains("24"), "{e}");
+    // Many requests at once, longer prompts than one step: every step fits a bucket.
+    let reqs: Vec<_> = (0..9u64)
+        .map(|i| {
+            let p = prompt(i, 3 + (i as usize * 5) % 17);
+            let n = 23 - p.len();
+            (p.clone(), n, h.submit(greedy(p, n)).unwrap())
+        })
+        .collect();
+    for (p, n, stream) in reqs {
+        let c = stream.collect_blocking().unwrap().pop().unwrap();
+        assert_eq!(c.token_ids, reference(&p, n));
+    }
+    let log = log.lock().unwrap();
+    assert!(!log.batches.is_empty());
+    for &(s, t) in &log.batches {
+        assert!(
+            buckets.iter().any(|&(b, l)| s <= b && t <= l),
+            "step of {s} sequences, {t} tokens fits no bucket"
+        );
+    }
 }
