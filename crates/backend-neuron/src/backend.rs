@@ -287,6 +287,10 @@ fn load_graph(
 }
 
 impl Backend for NeuronBackend {
+    fn padding_tokens(&self) -> u64 {
+        self.padding.snapshot().padded_tokens
+    }
+
     fn capabilities(&self) -> BackendCapabilities {
         BackendCapabilities {
             kind: "neuron",

@@ -533,6 +533,11 @@ fn engine_generates_through_the_ffi_with_bucket_padding() {
     let s = stats.snapshot();
     assert!(s.steps > 0 && s.real_tokens > 0);
     assert!(s.padded_tokens > 0, "{s:?}");
+    // The engine reports the same padding (it becomes switchyard:padding_tokens_total).
+    assert_eq!(
+        h.stats_blocking().unwrap().padding_tokens_total,
+        s.padded_tokens
+    );
     h.shutdown();
     drop(h);
     assert_all_released();

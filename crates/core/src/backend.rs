@@ -94,6 +94,12 @@ pub trait Backend: Send {
     /// sequence's block table, and returns logits for `batch.logits_indices`.
     fn forward(&mut self, batch: &ForwardBatch) -> Result<Logits, BackendError>;
 
+    /// Token slots of padding added so far to fit static shapes (Neuron's compiled buckets);
+    /// 0 for backends that run any shape.
+    fn padding_tokens(&self) -> u64 {
+        0
+    }
+
     /// Copies the contents of KV blocks `src[i]` to `dst[i]` (copy-on-write for shared blocks).
     fn copy_blocks(
         &mut self,

@@ -209,6 +209,12 @@ impl Metrics {
                 s.num_preemptions as f64,
             );
             one(
+                "padding_tokens_total",
+                "counter",
+                "Token slots of padding added to fit static shapes (Neuron buckets).",
+                s.padding_tokens_total as f64,
+            );
+            one(
                 "engine_steps_total",
                 "counter",
                 "Forward steps run by the engine.",

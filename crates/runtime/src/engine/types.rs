@@ -203,6 +203,8 @@ pub struct EngineStats {
     pub generation_tokens_total: u64,
     /// Forward steps run so far.
     pub num_steps: u64,
+    /// Token slots of padding the backend added to fit static shapes (Neuron buckets).
+    pub padding_tokens_total: u64,
 }
 
 /// Why a request failed after it was accepted; the stream ends after this item.

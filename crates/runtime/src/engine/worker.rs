@@ -218,6 +218,7 @@ impl Worker {
             prompt_tokens_total: self.totals.prompt_tokens,
             generation_tokens_total: self.totals.generation_tokens,
             num_steps: self.totals.steps,
+            padding_tokens_total: self.backend.padding_tokens(),
         }
     }
 
