@@ -323,7 +323,11 @@ pub fn matmul_with(level: SimdLevel, w: &QMatrix<'_>, x: &[f32], n_tok: usize, o
     }
     let acts = match w.dtype {
         GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => {
-            Acts::Q8(Q8Acts::quantize(level, x, w.cols, n_tok))
+            let mut a = Q8Acts::quantize(level, x, w.cols, n_tok);
+            if level == SimdLevel::Avx512Vnni {
+                a.interleave();
+            }
+            Acts::Q8(a)
         }
         GgmlType::Q4_K | GgmlType::Q6_K => Acts::Q8K(Q8KActs::quantize(level, x, w.cols, n_tok)),
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => Acts::F32(x),
@@ -404,6 +408,25 @@ unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 impl OutPtr {
+    /// Stores `v` at `out[t * rows + r ..]` (bounds checked): one burst of writes for a run of
+    /// rows, rather than a write per row into as many output rows as there are tokens (whose
+    /// lines may all fall into the same cache set).
+    ///
+    /// # Safety
+    /// No other thread may read or write rows `r..r + v.len()` concurrently: the caller must be
+    /// the one chunk that owns them.
+    #[inline]
+    pub(crate) unsafe fn write_run(&self, t: usize, r: usize, v: &[f32]) {
+        let i = t * self.rows + r;
+        assert!(
+            r + v.len() <= self.rows && i + v.len() <= self.len,
+            "OutPtr::write_run out of bounds"
+        );
+        // SAFETY: `i + v.len() <= len`, so the elements are inside the output slice, which
+        // outlives every chunk; the caller guarantees no concurrent access to these rows.
+        unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), self.ptr.add(i), v.len()) };
+    }
+
     /// Stores `v` at `out[t * rows + r]` (bounds checked).
     ///
     /// # Safety

@@ -23,6 +23,15 @@ pub(crate) struct Q8Acts {
     pub d: Vec<f32>,
     /// `d * sum(quants of the block)` per block (for weights stored with an offset).
     pub s: Vec<f32>,
+    /// The quants interleaved for the AVX-512 kernels (empty unless [`Q8Acts::interleave`] ran):
+    /// per token, groups of 8 blocks (the last one padded with zero blocks) of 256 bytes, where
+    /// byte `32 m + 4 k + i` of group `g` is quant `4 m + i` of block `8 g + k`. A 32-byte
+    /// vector `m` of a group thus holds 4 quants of each of the 8 blocks, one block per i32 lane.
+    pub qi: Vec<i8>,
+    /// Minus the sum of the quants of each block, per token and group of 8 (0 for padding).
+    pub ni: Vec<i32>,
+    /// The block scales per token and group of 8 (0 for padding).
+    pub di: Vec<f32>,
 }
 
 /// Splits `n_tok` tokens into consecutive groups `(t0, nt)` of at most `max` tokens, as equal as
@@ -82,6 +91,9 @@ impl Q8Acts {
             qs: vec![0; x.len()],
             d: vec![0.0; nb * n_tok],
             s: vec![0.0; nb * n_tok],
+            qi: Vec::new(),
+            ni: Vec::new(),
+            di: Vec::new(),
         };
         let one = |x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]| match level {
             #[cfg(target_arch = "x86_64")]
@@ -113,6 +125,34 @@ impl Q8Acts {
     pub(crate) fn d(&self, t: usize) -> &[f32] {
         let nb = self.cols / QK8;
         &self.d[t * nb..(t + 1) * nb]
+    }
+
+    /// Groups of 8 blocks per token (the last one padded).
+    #[inline]
+    pub(crate) fn groups(&self) -> usize {
+        (self.cols / QK8).div_ceil(8)
+    }
+
+    /// Fills the interleaved form `qi`, `ni`, `di` from `qs` and `d`.
+    pub(crate) fn interleave(&mut self) {
+        let nb = self.cols / QK8;
+        let ng = self.groups();
+        let n_tok = self.qs.len() / self.cols.max(1);
+        self.qi = vec![0; n_tok * ng * 256];
+        self.ni = vec![0; n_tok * ng * 8];
+        self.di = vec![0.0; n_tok * ng * 8];
+        for t in 0..n_tok {
+            for j in 0..nb {
+                let (g, k) = (t * ng + j / 8, j % 8);
+                let src = &self.qs[t * self.cols + QK8 * j..t * self.cols + QK8 * (j + 1)];
+                let dst = &mut self.qi[256 * g..256 * (g + 1)];
+                for (m, q4) in src.chunks_exact(4).enumerate() {
+                    dst[32 * m + 4 * k..32 * m + 4 * k + 4].copy_from_slice(q4);
+                }
+                self.ni[8 * g + k] = -src.iter().map(|&q| q as i32).sum::<i32>();
+                self.di[8 * g + k] = self.d[t * nb + j];
+            }
+        }
     }
 }
 
