@@ -192,17 +192,38 @@ fn q0_dot<const NT: usize, const K: u8>(
                     _ => q0_decode!(K, b),
                 };
             }
-            transpose8(&mut v);
             let dwv = _mm256_cvtph_ps(_mm_loadu_si128(dw.as_ptr().cast()));
+            if nbg <= 4 {
+                // A half group (see `Q8Acts::interleave`): a 4 x 4 transpose in each half.
+                let t0 = _mm256_unpacklo_epi32(v[0], v[1]);
+                let t1 = _mm256_unpackhi_epi32(v[0], v[1]);
+                let t2 = _mm256_unpacklo_epi32(v[2], v[3]);
+                let t3 = _mm256_unpackhi_epi32(v[2], v[3]);
+                let h = [
+                    _mm256_unpacklo_epi64(t0, t2),
+                    _mm256_unpackhi_epi64(t0, t2),
+                    _mm256_unpacklo_epi64(t1, t3),
+                    _mm256_unpackhi_epi64(t1, t3),
+                ];
+                for (t, acc) in acc.iter_mut().enumerate() {
+                    let o = (t * ng + g) * 8;
+                    let x = xp.add(32 * o);
+                    let mut s = _mm256_loadu_si256(np.add(o).cast());
+                    for (m, &hm) in h.iter().enumerate() {
+                        let xm = _mm256_loadu_si256(x.add(32 * m).cast());
+                        s = _mm256_dpbusd_epi32(s, hm, xm);
+                    }
+                    s = _mm256_add_epi32(s, _mm256_permute2x128_si256::<0x01>(s, s));
+                    let dd = _mm256_mul_ps(dwv, _mm256_loadu_ps(dp.add(o)));
+                    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dd, *acc);
+                }
+                continue;
+            }
+            transpose8(&mut v);
             for (t, acc) in acc.iter_mut().enumerate() {
                 let o = (t * ng + g) * 8;
                 let x = xp.add(32 * o);
-                let n = _mm256_loadu_si256(np.add(o).cast());
-                let mut s = match K {
-                    Q8_0 => _mm256_slli_epi32::<7>(n),
-                    Q4_0 => _mm256_slli_epi32::<3>(n),
-                    _ => _mm256_slli_epi32::<4>(n),
-                };
+                let mut s = _mm256_loadu_si256(np.add(o).cast());
                 if NT <= 2 {
                     // Two dependency chains when there are few tokens to interleave.
                     let mut s1 = _mm256_setzero_si256();

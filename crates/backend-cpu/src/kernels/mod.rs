@@ -325,7 +325,11 @@ pub fn matmul_with(level: SimdLevel, w: &QMatrix<'_>, x: &[f32], n_tok: usize, o
         GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => {
             let mut a = Q8Acts::quantize(level, x, w.cols, n_tok);
             if level == SimdLevel::Avx512Vnni {
-                a.interleave();
+                a.interleave(match w.dtype {
+                    GgmlType::Q8_0 => 128,
+                    GgmlType::Q4_0 => 8,
+                    _ => 16,
+                });
             }
             Acts::Q8(a)
         }

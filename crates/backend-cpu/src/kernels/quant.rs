@@ -133,8 +133,13 @@ impl Q8Acts {
         (self.cols / QK8).div_ceil(8)
     }
 
-    /// Fills the interleaved form `qi`, `ni`, `di` from `qs` and `d`.
-    pub(crate) fn interleave(&mut self) {
+    /// Fills the interleaved form `qi`, `ni`, `di` from `qs` and `d`, for weights whose quants
+    /// are stored with `offset` added (`ni` holds `-offset * sum`).
+    ///
+    /// A last group of at most 4 blocks is a half group: its vectors `m < 4` hold quants
+    /// `4 m + i` of the blocks in lanes 0..4 and quants `4 (m + 4) + i` in lanes 4..8 (the
+    /// kernels add the two halves), and only its first 128 bytes are used.
+    pub(crate) fn interleave(&mut self, offset: i32) {
         let nb = self.cols / QK8;
         let ng = self.groups();
         let n_tok = self.qs.len() / self.cols.max(1);
@@ -143,13 +148,20 @@ impl Q8Acts {
         self.di = vec![0.0; n_tok * ng * 8];
         for t in 0..n_tok {
             for j in 0..nb {
-                let (g, k) = (t * ng + j / 8, j % 8);
+                let (gi, k) = (j / 8, j % 8);
+                let half = nb - 8 * gi <= 4;
+                let g = t * ng + gi;
                 let src = &self.qs[t * self.cols + QK8 * j..t * self.cols + QK8 * (j + 1)];
                 let dst = &mut self.qi[256 * g..256 * (g + 1)];
-                for (m, q4) in src.chunks_exact(4).enumerate() {
-                    dst[32 * m + 4 * k..32 * m + 4 * k + 4].copy_from_slice(q4);
+                for (mm, q4) in src.chunks_exact(4).enumerate() {
+                    let (m, kk) = if half {
+                        (mm % 4, k + 4 * (mm / 4))
+                    } else {
+                        (mm, k)
+                    };
+                    dst[32 * m + 4 * kk..32 * m + 4 * kk + 4].copy_from_slice(q4);
                 }
-                self.ni[8 * g + k] = -src.iter().map(|&q| q as i32).sum::<i32>();
+                self.ni[8 * g + k] = -offset * src.iter().map(|&q| q as i32).sum::<i32>();
                 self.di[8 * g + k] = self.d[t * nb + j];
             }
         }
