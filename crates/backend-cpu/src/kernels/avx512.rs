@@ -224,22 +224,15 @@ fn q0_dot<const NT: usize, const K: u8>(
                 let o = (t * ng + g) * 8;
                 let x = xp.add(32 * o);
                 let mut s = _mm256_loadu_si256(np.add(o).cast());
-                if NT <= 2 {
-                    // Two dependency chains when there are few tokens to interleave.
-                    let mut s1 = _mm256_setzero_si256();
-                    for m in (0..8).step_by(2) {
-                        let x0 = _mm256_loadu_si256(x.add(32 * m).cast());
-                        let x1 = _mm256_loadu_si256(x.add(32 * m + 32).cast());
-                        s = _mm256_dpbusd_epi32(s, v[m], x0);
-                        s1 = _mm256_dpbusd_epi32(s1, v[m + 1], x1);
-                    }
-                    s = _mm256_add_epi32(s, s1);
-                } else {
-                    for (m, &vm) in v.iter().enumerate() {
-                        let xm = _mm256_loadu_si256(x.add(32 * m).cast());
-                        s = _mm256_dpbusd_epi32(s, vm, xm);
-                    }
+                // Two dependency chains of integer sums (exact, so any split gives the same).
+                let mut s1 = _mm256_setzero_si256();
+                for m in (0..8).step_by(2) {
+                    let x0 = _mm256_loadu_si256(x.add(32 * m).cast());
+                    let x1 = _mm256_loadu_si256(x.add(32 * m + 32).cast());
+                    s = _mm256_dpbusd_epi32(s, v[m], x0);
+                    s1 = _mm256_dpbusd_epi32(s1, v[m + 1], x1);
                 }
+                s = _mm256_add_epi32(s, s1);
                 let dd = _mm256_mul_ps(dwv, _mm256_loadu_ps(dp.add(o)));
                 *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dd, *acc);
             }
