@@ -58,6 +58,7 @@ fn rows_q0<const K: u8>(
     n_tok: usize,
     out: &OutPtr,
 ) {
+    let wide = a.layout().0 > 0;
     row_tiles::<Q0_NT_MAX>(w, r0, r1, n_tok, out, |row, t0, nt, res| {
         macro_rules! go {
             ($($n:literal)*) => {
@@ -67,7 +68,19 @@ fn rows_q0<const K: u8>(
                 }
             };
         }
-        go!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
+        macro_rules! go_wide {
+            ($($n:literal)*) => {
+                match nt {
+                    $($n => q0_dot_wide::<$n, K>(row, a, t0, res),)*
+                    _ => unreachable!(),
+                }
+            };
+        }
+        if wide {
+            go_wide!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
+        } else {
+            go!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
+        }
     });
 }
 
@@ -140,7 +153,149 @@ fn transpose8(v: &mut [__m256i; 8]) {
     v[7] = _mm256_permute2x128_si256::<0x31>(u3, u7);
 }
 
-/// One row of kind `K` against the `NT` tokens `t0..t0 + NT`: `res[t]`.
+/// `q0_dot` for rows with wide groups of 16 blocks (`Q8Acts::layout`): the same on 512-bit
+/// vectors (two transposed 8-block halves per vector), then the groups of 8.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn q0_dot_wide<const NT: usize, const K: u8>(
+    row: &[u8],
+    a: &Q8Acts,
+    t0: usize,
+    res: &mut [f32; Q0_NT_MAX],
+) {
+    let nb = a.cols / QK8;
+    let (wide, groups) = a.layout();
+    let pb = a.padded_blocks();
+    let bb = q0_block_bytes(K);
+    assert!(row.len() >= nb * bb);
+    assert!(a.qi.len() >= (t0 + NT) * pb * 32);
+    assert!(a.ni.len() >= (t0 + NT) * pb && a.di.len() >= (t0 + NT) * pb);
+    let rp = row.as_ptr();
+    // SAFETY: in bounds by the assertions above (offsets of token `t0`).
+    let (xp, np, dp) = unsafe {
+        (
+            a.qi.as_ptr().add(t0 * pb * 32),
+            a.ni.as_ptr().add(t0 * pb),
+            a.di.as_ptr().add(t0 * pb),
+        )
+    };
+    // Block `j` of the row as unsigned quants, and its scale's f16 bits. Use inside `unsafe`
+    // with `j < nb`.
+    macro_rules! block {
+        ($j:expr) => {{
+            let b = rp.add($j * bb);
+            let q = match K {
+                Q8_0 => {
+                    _mm256_xor_si256(_mm256_loadu_si256(b.add(2).cast()), _mm256_set1_epi8(-128))
+                }
+                _ => q0_decode!(K, b),
+            };
+            (q, b.cast::<u16>().read_unaligned())
+        }};
+    }
+    let mut accw = [_mm512_setzero_ps(); NT];
+    let mut acc = [_mm256_setzero_ps(); NT];
+    for gw in 0..wide {
+        // SAFETY: blocks `j < nb` lie inside the row (`bb` bytes each); for every token
+        // `t < NT` the `pb` interleaved blocks from `(t0 + t) pb` lie inside `qi` (32 bytes
+        // each), `ni` and `di` (assertions above), and a wide group's 16 blocks are among them.
+        // Loads are unaligned.
+        unsafe {
+            let mut lo = [_mm256_setzero_si256(); 8];
+            let mut hi = [_mm256_setzero_si256(); 8];
+            let mut dw = [0u16; 16];
+            for k in 0..8 {
+                (lo[k], dw[k]) = block!(16 * gw + k);
+                (hi[k], dw[k + 8]) = block!(16 * gw + 8 + k);
+            }
+            transpose8(&mut lo);
+            transpose8(&mut hi);
+            let z: [__m512i; 8] = std::array::from_fn(|m| {
+                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo[m]), hi[m])
+            });
+            let dwv = _mm512_cvtph_ps(_mm256_loadu_si256(dw.as_ptr().cast()));
+            for (t, acc) in accw.iter_mut().enumerate() {
+                let o = t * pb + 16 * gw;
+                let x = xp.add(32 * o);
+                // Two dependency chains of integer sums (exact, so any split gives the same).
+                let mut s = _mm512_loadu_si512(np.add(o).cast());
+                let mut s1 = _mm512_setzero_si512();
+                for m in (0..8).step_by(2) {
+                    let x0 = _mm512_loadu_si512(x.add(64 * m).cast());
+                    let x1 = _mm512_loadu_si512(x.add(64 * m + 64).cast());
+                    s = _mm512_dpbusd_epi32(s, z[m], x0);
+                    s1 = _mm512_dpbusd_epi32(s1, z[m + 1], x1);
+                }
+                s = _mm512_add_epi32(s, s1);
+                let dd = _mm512_mul_ps(dwv, _mm512_loadu_ps(dp.add(o)));
+                *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), dd, *acc);
+            }
+        }
+    }
+    for g in 0..groups {
+        let j0 = 16 * wide + 8 * g;
+        let nbg = (nb - j0).min(8);
+        let mut v = [_mm256_setzero_si256(); 8];
+        let mut dw = [0u16; 8];
+        // SAFETY: as above, for blocks `j0 + k < nb` and the group's 8 interleaved blocks.
+        unsafe {
+            for k in 0..nbg {
+                (v[k], dw[k]) = block!(j0 + k);
+            }
+            let dwv = _mm256_cvtph_ps(_mm_loadu_si128(dw.as_ptr().cast()));
+            if nbg <= 4 {
+                // A half group (see `Q8Acts::interleave`): a 4 x 4 transpose in each half.
+                let t0 = _mm256_unpacklo_epi32(v[0], v[1]);
+                let t1 = _mm256_unpackhi_epi32(v[0], v[1]);
+                let t2 = _mm256_unpacklo_epi32(v[2], v[3]);
+                let t3 = _mm256_unpackhi_epi32(v[2], v[3]);
+                let h = [
+                    _mm256_unpacklo_epi64(t0, t2),
+                    _mm256_unpackhi_epi64(t0, t2),
+                    _mm256_unpacklo_epi64(t1, t3),
+                    _mm256_unpackhi_epi64(t1, t3),
+                ];
+                for (t, acc) in acc.iter_mut().enumerate() {
+                    let o = t * pb + j0;
+                    let x = xp.add(32 * o);
+                    let mut s = _mm256_loadu_si256(np.add(o).cast());
+                    for (m, &hm) in h.iter().enumerate() {
+                        let xm = _mm256_loadu_si256(x.add(32 * m).cast());
+                        s = _mm256_dpbusd_epi32(s, hm, xm);
+                    }
+                    s = _mm256_add_epi32(s, _mm256_permute2x128_si256::<0x01>(s, s));
+                    let dd = _mm256_mul_ps(dwv, _mm256_loadu_ps(dp.add(o)));
+                    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dd, *acc);
+                }
+                continue;
+            }
+            transpose8(&mut v);
+            for (t, acc) in acc.iter_mut().enumerate() {
+                let o = t * pb + j0;
+                let x = xp.add(32 * o);
+                let mut s = _mm256_loadu_si256(np.add(o).cast());
+                let mut s1 = _mm256_setzero_si256();
+                for m in (0..8).step_by(2) {
+                    let x0 = _mm256_loadu_si256(x.add(32 * m).cast());
+                    let x1 = _mm256_loadu_si256(x.add(32 * m + 32).cast());
+                    s = _mm256_dpbusd_epi32(s, v[m], x0);
+                    s1 = _mm256_dpbusd_epi32(s1, v[m + 1], x1);
+                }
+                s = _mm256_add_epi32(s, s1);
+                let dd = _mm256_mul_ps(dwv, _mm256_loadu_ps(dp.add(o)));
+                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dd, *acc);
+            }
+        }
+    }
+    for t in 0..NT {
+        let w = accw[t];
+        let lo = _mm512_castps512_ps256(w);
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(w)));
+        res[t] = hsum_ps(_mm256_add_ps(_mm256_add_ps(lo, hi), acc[t]));
+    }
+}
+
+/// One row of kind `K` (no wide groups) against the `NT` tokens `t0..t0 + NT`: `res[t]`.
 ///
 /// Per group of 8 weight blocks: the blocks are decoded to unsigned quants (Q8_0 as `w + 128`,
 /// Q4_0 / Q5_0 as stored, 0..16 / 0..32) and transposed like the interleaved activations, so
@@ -158,7 +313,8 @@ fn q0_dot<const NT: usize, const K: u8>(
     res: &mut [f32; Q0_NT_MAX],
 ) {
     let nb = a.cols / QK8;
-    let ng = a.groups();
+    let ng = a.padded_blocks() / 8;
+    debug_assert_eq!(a.layout().0, 0);
     let bb = q0_block_bytes(K);
     assert!(row.len() >= nb * bb);
     assert!(a.qi.len() >= (t0 + NT) * ng * 256);
