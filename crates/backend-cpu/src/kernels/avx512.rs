@@ -1,12 +1,24 @@
-//! AVX-512 VNNI kernels (AVX2 + FMA + F16C + AVX-512 F/BW/VL/VNNI), on 256-bit vectors.
+//! AVX-512 VNNI kernels (AVX2 + FMA + F16C + AVX-512 F/BW/VL/VNNI).
 //!
-//! The quantized matmul kernels of `avx2` with two changes: the integer dot products use the
-//! VNNI instructions (`vpdpbusd` for `madd(maddubs(w, x), 1)`, `vpdpwssd` for the scaled
-//! K-quant sums), which compute the same exact integers in fewer instructions, and with the 32
-//! vector registers of AVX-512 a weight block is decoded once for groups of up to 8 tokens.
-//! The float operations per token are those of `avx2`, so the results are bit-identical to the
-//! AVX2 level, and as there independent of the group size (batch invariance). Everything else
-//! (quantization, float weights, attention) uses the AVX2 code.
+//! Q4_0 / Q5_0 / Q8_0 (`rows_q0`): the activations come interleaved (`Q8Acts::interleave`), so
+//! that lane `k` of a vector holds 4 quants of block `k` of a group of 8 (256-bit vectors) or 16
+//! blocks (512-bit vectors, rows of 32+ blocks). A group of weight blocks is decoded to unsigned
+//! quants (Q8_0 as `w + 128`) and transposed the same way once per group of up to 16 tokens;
+//! then per token `vpdpbusd` over the group's vectors, starting from `-offset * sum(x quants)`,
+//! gives each block's exact signed integer dot product in its own lane, and one FMA per group
+//! applies the block scales (`d_w * d_x`, a lane per block). Per token that is 8 `vpdpbusd`
+//! and a few float operations per 8 or 16 blocks, against ~8 instructions per block in `avx2`.
+//! The results differ from the AVX2 level in rounding (exact block sums first), within the
+//! tolerances of the tests.
+//!
+//! Q4_K / Q6_K (`rows_k`): the kernels of `avx2` with the VNNI instructions (`vpdpwssd` for the
+//! scaled sums), which compute the same exact integers in fewer instructions, for groups of up
+//! to 8 tokens: bit-identical to the AVX2 level.
+//!
+//! Every level computes a token's float operations in the same sequence whatever the group
+//! size, so its results are independent of the batch (batch invariance). Results are written
+//! per tile of rows, one run per token. Everything else (quantization, float weights,
+//! attention) uses the AVX2 code.
 //!
 //! Every function here is `#[target_feature(enable = "...avx512vnni")]`; the crate calls
 //! `rows` only after `detected_level()` found those features at run time.

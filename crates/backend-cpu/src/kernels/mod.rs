@@ -16,7 +16,8 @@
 //! [`matmul_with`] takes the level explicitly (tests call every level).
 //!
 //! Output rows are split into coarse chunks run on the current rayon pool; inside a chunk every
-//! weight row is read from memory once and multiplied with a group of up to 4 tokens (8 with AVX-512) at a time
+//! weight row is read from memory once and multiplied with a group of up to 4 tokens (8 or 16
+//! with AVX-512) at a time
 //! (once per 128 KiB of activations for long prompts, which keeps those in L2). Every token has
 //! its own accumulators and the same float operations whatever the group size, so a token's
 //! outputs are bit-identical alone and in any batch at a given SIMD level (batch invariance,
@@ -75,7 +76,9 @@ pub enum SimdLevel {
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
     /// x86-64 AVX2 + FMA + F16C + AVX-512 F/BW/VL/VNNI: the AVX2 kernels with VNNI integer dot
-    /// products and groups of up to 8 tokens (bit-identical results to [`SimdLevel::Avx2`]).
+    /// products, groups of up to 8 or 16 tokens and, for Q4_0 / Q5_0 / Q8_0, whole blocks summed in
+    /// integers per vector lane (bit-identical results to [`SimdLevel::Avx2`] for the K-quants,
+    /// different rounding for the others).
     Avx512Vnni,
 }
 

@@ -156,14 +156,16 @@ impl Q8Acts {
     /// `m < 4` hold quants `4 m + i` of the blocks in lanes 0..4 and quants `4 (m + 4) + i` in
     /// lanes 4..8 (the kernels add the two halves), and only its first 128 bytes are used.
     pub(crate) fn interleave(&mut self, offset: i32) {
-        let nb = self.cols / QK8;
+        let cols = self.cols;
+        let nb = cols / QK8;
         let (wide, _) = self.layout();
         let pb = self.padded_blocks();
-        let n_tok = self.qs.len() / self.cols.max(1);
-        self.qi = vec![0; n_tok * pb * 32];
-        self.ni = vec![0; n_tok * pb];
-        self.di = vec![0.0; n_tok * pb];
-        for t in 0..n_tok {
+        let n_tok = self.qs.len() / cols.max(1);
+        let mut qi = vec![0; n_tok * pb * 32];
+        let mut ni = vec![0; n_tok * pb];
+        let mut di = vec![0.0; n_tok * pb];
+        // One token: its quants and scales into its interleaved blocks.
+        let one = |qs: &[i8], d: &[f32], qi: &mut [i8], ni: &mut [i32], di: &mut [f32]| {
             for j in 0..nb {
                 // (first block of the group in the padded layout, lanes, index in the group,
                 // half group)
@@ -174,9 +176,8 @@ impl Q8Acts {
                     let g0 = 16 * wide + 8 * (jj / 8);
                     (g0, 8, jj % 8, nb - g0 <= 4)
                 };
-                let src = &self.qs[t * self.cols + QK8 * j..t * self.cols + QK8 * (j + 1)];
-                let at = 32 * (t * pb + g0);
-                let dst = &mut self.qi[at..at + 32 * lanes];
+                let src = &qs[QK8 * j..QK8 * (j + 1)];
+                let dst = &mut qi[32 * g0..32 * (g0 + lanes)];
                 for (mm, q4) in src.chunks_exact(4).enumerate() {
                     let (m, kk) = if half {
                         (mm % 4, k + 4 * (mm / 4))
@@ -186,10 +187,32 @@ impl Q8Acts {
                     let o = 4 * lanes * m + 4 * kk;
                     dst[o..o + 4].copy_from_slice(q4);
                 }
-                self.ni[t * pb + g0 + k] = -offset * src.iter().map(|&q| q as i32).sum::<i32>();
-                self.di[t * pb + g0 + k] = self.d[t * nb + j];
+                ni[g0 + k] = -offset * src.iter().map(|&q| q as i32).sum::<i32>();
+                di[g0 + k] = d[j];
+            }
+        };
+        if parallel_worth_it(n_tok, cols) {
+            use rayon::prelude::*;
+            self.qs
+                .par_chunks(cols)
+                .zip(self.d.par_chunks(nb))
+                .zip(qi.par_chunks_mut(pb * 32))
+                .zip(ni.par_chunks_mut(pb))
+                .zip(di.par_chunks_mut(pb))
+                .for_each(|((((qs, d), qi), ni), di)| one(qs, d, qi, ni, di));
+        } else {
+            for t in 0..n_tok {
+                let r = t * pb..(t + 1) * pb;
+                one(
+                    &self.qs[t * cols..(t + 1) * cols],
+                    &self.d[t * nb..(t + 1) * nb],
+                    &mut qi[32 * r.start..32 * r.end],
+                    &mut ni[r.clone()],
+                    &mut di[r],
+                );
             }
         }
+        (self.qi, self.ni, self.di) = (qi, ni, di);
     }
 }
 
