@@ -1,12 +1,24 @@
-//! AVX-512 VNNI kernels (AVX2 + FMA + F16C + AVX-512 F/BW/VL/VNNI), on 256-bit vectors.
+//! AVX-512 VNNI kernels (AVX2 + FMA + F16C + AVX-512 F/BW/VL/VNNI).
 //!
-//! The quantized matmul kernels of `avx2` with two changes: the integer dot products use the
-//! VNNI instructions (`vpdpbusd` for `madd(maddubs(w, x), 1)`, `vpdpwssd` for the scaled
-//! K-quant sums), which compute the same exact integers in fewer instructions, and with the 32
-//! vector registers of AVX-512 a weight block is decoded once for groups of up to 8 tokens.
-//! The float operations per token are those of `avx2`, so the results are bit-identical to the
-//! AVX2 level, and as there independent of the group size (batch invariance). Everything else
-//! (quantization, float weights, attention) uses the AVX2 code.
+//! Q4_0 / Q5_0 / Q8_0 (`rows_q0`): the activations come interleaved (`Q8Acts::interleave`), so
+//! that lane `k` of a vector holds 4 quants of block `k` of a group of 8 (256-bit vectors) or 16
+//! blocks (512-bit vectors, rows of 32+ blocks). A group of weight blocks is decoded to unsigned
+//! quants (Q8_0 as `w + 128`) and transposed the same way once per group of up to 16 tokens;
+//! then per token `vpdpbusd` over the group's vectors, starting from `-offset * sum(x quants)`,
+//! gives each block's exact signed integer dot product in its own lane, and one FMA per group
+//! applies the block scales (`d_w * d_x`, a lane per block). Per token that is 8 `vpdpbusd`
+//! and a few float operations per 8 or 16 blocks, against ~8 instructions per block in `avx2`.
+//! The results differ from the AVX2 level in rounding (exact block sums first), within the
+//! tolerances of the tests.
+//!
+//! Q4_K / Q6_K (`rows_k`): the kernels of `avx2` with the VNNI instructions (`vpdpwssd` for the
+//! scaled sums), which compute the same exact integers in fewer instructions, for groups of up
+//! to 8 tokens: bit-identical to the AVX2 level.
+//!
+//! Every level computes a token's float operations in the same sequence whatever the group
+//! size, so its results are independent of the batch (batch invariance). Results are written
+//! per tile of rows, one run per token. Everything else (quantization, float weights,
+//! attention) uses the AVX2 code.
 //!
 //! Every function here is `#[target_feature(enable = "...avx512vnni")]`; the crate calls
 //! `rows` only after `detected_level()` found those features at run time.
@@ -16,14 +28,17 @@ use std::arch::x86_64::*;
 use switchyard_core::GgmlType;
 
 use super::avx2::{
-    bcast16_mask, bcast16_mask2, bytes_from_bits, hsum_ps, q0_block_bytes, q0_offset, token_blocks,
+    bcast16_mask, bcast16_mask2, bytes_from_bits, hsum_ps, q0_block_bytes, token_blocks,
     token_groups, Q4_0, Q5_0, Q8_0,
 };
 use super::quant::{Q8Acts, Q8KActs, QK8, QKK};
 use super::{unpack_q4k_scales, Acts, OutPtr, QMatrix};
 
-/// Most tokens multiplied with one decoded weight block.
+/// Most tokens multiplied with one decoded weight block (K-quants).
 const NT_MAX: usize = 8;
+/// Most tokens multiplied with one decoded group of 8 weight blocks (Q4_0 / Q5_0 / Q8_0): a
+/// token takes one register across the row.
+const Q0_NT_MAX: usize = 16;
 
 /// Computes rows `r0..r1` of the output for all `n_tok` tokens (see `scalar::rows`).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -44,7 +59,8 @@ pub(crate) fn rows(
     }
 }
 
-/// Rows `r0..r1` for weights of kind `K` (see `avx2::rows_q0_k`), groups of up to 8 tokens.
+/// Rows `r0..r1` for weights of kind `K`, groups of up to 8 tokens, with the activations in
+/// their interleaved form (`Q8Acts::interleave`).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn rows_q0<const K: u8>(
     w: &QMatrix<'_>,
@@ -54,101 +70,344 @@ fn rows_q0<const K: u8>(
     n_tok: usize,
     out: &OutPtr,
 ) {
-    token_blocks(n_tok, w.cols, |tb0, tbn| {
-        for r in r0..r1 {
-            let row = w.row(r);
-            token_groups(tb0, tbn, NT_MAX, |t0, nt| {
-                let mut res = [0f32; NT_MAX];
+    let wide = a.layout().0 > 0;
+    row_tiles::<Q0_NT_MAX>(w, r0, r1, n_tok, out, |row, t0, nt, res| {
+        macro_rules! go {
+            ($($n:literal)*) => {
                 match nt {
-                    1 => q0_dot::<1, K>(row, a, t0, &mut res),
-                    2 => q0_dot::<2, K>(row, a, t0, &mut res),
-                    3 => q0_dot::<3, K>(row, a, t0, &mut res),
-                    4 => q0_dot::<4, K>(row, a, t0, &mut res),
-                    5 => q0_dot::<5, K>(row, a, t0, &mut res),
-                    6 => q0_dot::<6, K>(row, a, t0, &mut res),
-                    7 => q0_dot::<7, K>(row, a, t0, &mut res),
-                    _ => q0_dot::<8, K>(row, a, t0, &mut res),
+                    $($n => q0_dot::<$n, K>(row, a, t0, res),)*
+                    _ => unreachable!(),
                 }
-                for (i, &v) in res.iter().enumerate().take(nt) {
-                    // SAFETY: this chunk owns rows `r0..r1` (see `OutPtr`).
-                    unsafe { out.write(t0 + i, r, v) };
+            };
+        }
+        macro_rules! go_wide {
+            ($($n:literal)*) => {
+                match nt {
+                    $($n => q0_dot_wide::<$n, K>(row, a, t0, res),)*
+                    _ => unreachable!(),
                 }
-            });
+            };
+        }
+        if wide {
+            go_wide!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
+        } else {
+            go!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
         }
     });
 }
 
-/// `avx2::q0_step` with `vpdpbusd`.
-macro_rules! q0_step_vnni {
-    ($k:expr, $nt:expr, $rp:expr, $xp:expr, $dp:expr, $sp:expr, $cols:expr, $nb:expr, $j:expr, $acc:ident, $c:ident) => {{
-        let j = $j;
-        let b = $rp.add(j * q0_block_bytes($k));
-        let dw = f16_at!(b);
-        let w = q0_decode!($k, b);
-        let aw = _mm256_sign_epi8(w, w);
-        for t in 0..$nt {
-            let x = _mm256_loadu_si256($xp.add(t * $cols + QK8 * j).cast());
-            let zero = _mm256_setzero_si256();
-            let p32 = if $k == Q8_0 {
-                _mm256_dpbusd_epi32(zero, aw, _mm256_sign_epi8(x, w))
-            } else {
-                _mm256_dpbusd_epi32(zero, w, x)
-            };
-            let p = _mm256_cvtepi32_ps(p32);
-            let dd = dw * *$dp.add(t * $nb + j);
-            $acc[t] = _mm256_fmadd_ps(p, _mm256_set1_ps(dd), $acc[t]);
-            if $k != Q8_0 {
-                $c[t] = dw.mul_add(*$sp.add(t * $nb + j), $c[t]);
-            }
+/// Rows of one tile: the results of a tile are written out per token in one run.
+const TILE: usize = 64;
+
+/// Runs `dot(row, t0, nt, res)` for rows `r0..r1` and all `n_tok` tokens, in blocks of tokens
+/// (`token_blocks`), tiles of `TILE` rows and groups of up to `NT_MAX` tokens, each group over
+/// the rows of the tile, and writes each token's results of a tile at once.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn row_tiles<const N: usize>(
+    w: &QMatrix<'_>,
+    r0: usize,
+    r1: usize,
+    n_tok: usize,
+    out: &OutPtr,
+    mut dot: impl FnMut(&[u8], usize, usize, &mut [f32; N]),
+) {
+    token_blocks(n_tok, w.cols, |tb0, tbn| {
+        let mut r = r0;
+        while r < r1 {
+            let re = (r + TILE).min(r1);
+            token_groups(tb0, tbn, N, |t0, nt| {
+                let mut tile = [[0f32; TILE]; N];
+                for rr in r..re {
+                    let mut res = [0f32; N];
+                    dot(w.row(rr), t0, nt, &mut res);
+                    for (tl, &v) in tile.iter_mut().zip(&res).take(nt) {
+                        tl[rr - r] = v;
+                    }
+                }
+                for (i, tl) in tile.iter().enumerate().take(nt) {
+                    // SAFETY: this chunk owns rows `r0..r1` (see `OutPtr`).
+                    unsafe { out.write_run(t0 + i, r, &tl[..re - r]) };
+                }
+            });
+            r = re;
         }
-    }};
+    });
 }
 
-/// `avx2::q0_dot` (same float operations per token) for up to 8 tokens.
+/// Transposes the 8 x 8 matrix of i32 lanes `v` (`v[m]` lane `k` becomes `v[k]` lane `m`).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn transpose8(v: &mut [__m256i; 8]) {
+    let t0 = _mm256_unpacklo_epi32(v[0], v[1]);
+    let t1 = _mm256_unpackhi_epi32(v[0], v[1]);
+    let t2 = _mm256_unpacklo_epi32(v[2], v[3]);
+    let t3 = _mm256_unpackhi_epi32(v[2], v[3]);
+    let t4 = _mm256_unpacklo_epi32(v[4], v[5]);
+    let t5 = _mm256_unpackhi_epi32(v[4], v[5]);
+    let t6 = _mm256_unpacklo_epi32(v[6], v[7]);
+    let t7 = _mm256_unpackhi_epi32(v[6], v[7]);
+    let u0 = _mm256_unpacklo_epi64(t0, t2);
+    let u1 = _mm256_unpackhi_epi64(t0, t2);
+    let u2 = _mm256_unpacklo_epi64(t1, t3);
+    let u3 = _mm256_unpackhi_epi64(t1, t3);
+    let u4 = _mm256_unpacklo_epi64(t4, t6);
+    let u5 = _mm256_unpackhi_epi64(t4, t6);
+    let u6 = _mm256_unpacklo_epi64(t5, t7);
+    let u7 = _mm256_unpackhi_epi64(t5, t7);
+    v[0] = _mm256_permute2x128_si256::<0x20>(u0, u4);
+    v[1] = _mm256_permute2x128_si256::<0x20>(u1, u5);
+    v[2] = _mm256_permute2x128_si256::<0x20>(u2, u6);
+    v[3] = _mm256_permute2x128_si256::<0x20>(u3, u7);
+    v[4] = _mm256_permute2x128_si256::<0x31>(u0, u4);
+    v[5] = _mm256_permute2x128_si256::<0x31>(u1, u5);
+    v[6] = _mm256_permute2x128_si256::<0x31>(u2, u6);
+    v[7] = _mm256_permute2x128_si256::<0x31>(u3, u7);
+}
+
+/// `q0_dot` for rows with wide groups of 16 blocks (`Q8Acts::layout`): the same on 512-bit
+/// vectors (two transposed 8-block halves per vector), then the groups of 8.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn q0_dot_wide<const NT: usize, const K: u8>(
+    row: &[u8],
+    a: &Q8Acts,
+    t0: usize,
+    res: &mut [f32; Q0_NT_MAX],
+) {
+    let nb = a.cols / QK8;
+    let (wide, groups) = a.layout();
+    let pb = a.padded_blocks();
+    let bb = q0_block_bytes(K);
+    assert!(row.len() >= nb * bb);
+    assert!(a.qi.len() >= (t0 + NT) * pb * 32);
+    assert!(a.ni.len() >= (t0 + NT) * pb && a.di.len() >= (t0 + NT) * pb);
+    let rp = row.as_ptr();
+    // SAFETY: in bounds by the assertions above (offsets of token `t0`).
+    let (xp, np, dp) = unsafe {
+        (
+            a.qi.as_ptr().add(t0 * pb * 32),
+            a.ni.as_ptr().add(t0 * pb),
+            a.di.as_ptr().add(t0 * pb),
+        )
+    };
+    // Block `j` of the row as unsigned quants, and its scale's f16 bits. Use inside `unsafe`
+    // with `j < nb`.
+    macro_rules! block {
+        ($j:expr) => {{
+            let b = rp.add($j * bb);
+            let q = match K {
+                Q8_0 => {
+                    _mm256_xor_si256(_mm256_loadu_si256(b.add(2).cast()), _mm256_set1_epi8(-128))
+                }
+                _ => q0_decode!(K, b),
+            };
+            (q, b.cast::<u16>().read_unaligned())
+        }};
+    }
+    let mut accw = [_mm512_setzero_ps(); NT];
+    let mut acc = [_mm256_setzero_ps(); NT];
+    for gw in 0..wide {
+        // SAFETY: blocks `j < nb` lie inside the row (`bb` bytes each); for every token
+        // `t < NT` the `pb` interleaved blocks from `(t0 + t) pb` lie inside `qi` (32 bytes
+        // each), `ni` and `di` (assertions above), and a wide group's 16 blocks are among them.
+        // Loads are unaligned.
+        unsafe {
+            let mut lo = [_mm256_setzero_si256(); 8];
+            let mut hi = [_mm256_setzero_si256(); 8];
+            let mut dw = [0u16; 16];
+            for k in 0..8 {
+                (lo[k], dw[k]) = block!(16 * gw + k);
+                (hi[k], dw[k + 8]) = block!(16 * gw + 8 + k);
+            }
+            transpose8(&mut lo);
+            transpose8(&mut hi);
+            let z: [__m512i; 8] = std::array::from_fn(|m| {
+                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo[m]), hi[m])
+            });
+            let dwv = _mm512_cvtph_ps(_mm256_loadu_si256(dw.as_ptr().cast()));
+            for (t, acc) in accw.iter_mut().enumerate() {
+                let o = t * pb + 16 * gw;
+                let x = xp.add(32 * o);
+                // Two dependency chains of integer sums (exact, so any split gives the same).
+                let mut s = _mm512_loadu_si512(np.add(o).cast());
+                let mut s1 = _mm512_setzero_si512();
+                for m in (0..8).step_by(2) {
+                    let x0 = _mm512_loadu_si512(x.add(64 * m).cast());
+                    let x1 = _mm512_loadu_si512(x.add(64 * m + 64).cast());
+                    s = _mm512_dpbusd_epi32(s, z[m], x0);
+                    s1 = _mm512_dpbusd_epi32(s1, z[m + 1], x1);
+                }
+                s = _mm512_add_epi32(s, s1);
+                let dd = _mm512_mul_ps(dwv, _mm512_loadu_ps(dp.add(o)));
+                *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), dd, *acc);
+            }
+        }
+    }
+    for g in 0..groups {
+        let j0 = 16 * wide + 8 * g;
+        let nbg = (nb - j0).min(8);
+        let mut v = [_mm256_setzero_si256(); 8];
+        let mut dw = [0u16; 8];
+        // SAFETY: as above, for blocks `j0 + k < nb` and the group's 8 interleaved blocks.
+        unsafe {
+            for k in 0..nbg {
+                (v[k], dw[k]) = block!(j0 + k);
+            }
+            let dwv = _mm256_cvtph_ps(_mm_loadu_si128(dw.as_ptr().cast()));
+            if nbg <= 4 {
+                // A half group (see `Q8Acts::interleave`): a 4 x 4 transpose in each half.
+                let t0 = _mm256_unpacklo_epi32(v[0], v[1]);
+                let t1 = _mm256_unpackhi_epi32(v[0], v[1]);
+                let t2 = _mm256_unpacklo_epi32(v[2], v[3]);
+                let t3 = _mm256_unpackhi_epi32(v[2], v[3]);
+                let h = [
+                    _mm256_unpacklo_epi64(t0, t2),
+                    _mm256_unpackhi_epi64(t0, t2),
+                    _mm256_unpacklo_epi64(t1, t3),
+                    _mm256_unpackhi_epi64(t1, t3),
+                ];
+                for (t, acc) in acc.iter_mut().enumerate() {
+                    let o = t * pb + j0;
+                    let x = xp.add(32 * o);
+                    let mut s = _mm256_loadu_si256(np.add(o).cast());
+                    for (m, &hm) in h.iter().enumerate() {
+                        let xm = _mm256_loadu_si256(x.add(32 * m).cast());
+                        s = _mm256_dpbusd_epi32(s, hm, xm);
+                    }
+                    s = _mm256_add_epi32(s, _mm256_permute2x128_si256::<0x01>(s, s));
+                    let dd = _mm256_mul_ps(dwv, _mm256_loadu_ps(dp.add(o)));
+                    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dd, *acc);
+                }
+                continue;
+            }
+            transpose8(&mut v);
+            for (t, acc) in acc.iter_mut().enumerate() {
+                let o = t * pb + j0;
+                let x = xp.add(32 * o);
+                let mut s = _mm256_loadu_si256(np.add(o).cast());
+                let mut s1 = _mm256_setzero_si256();
+                for m in (0..8).step_by(2) {
+                    let x0 = _mm256_loadu_si256(x.add(32 * m).cast());
+                    let x1 = _mm256_loadu_si256(x.add(32 * m + 32).cast());
+                    s = _mm256_dpbusd_epi32(s, v[m], x0);
+                    s1 = _mm256_dpbusd_epi32(s1, v[m + 1], x1);
+                }
+                s = _mm256_add_epi32(s, s1);
+                let dd = _mm256_mul_ps(dwv, _mm256_loadu_ps(dp.add(o)));
+                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dd, *acc);
+            }
+        }
+    }
+    for t in 0..NT {
+        let w = accw[t];
+        let lo = _mm512_castps512_ps256(w);
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(w)));
+        res[t] = hsum_ps(_mm256_add_ps(_mm256_add_ps(lo, hi), acc[t]));
+    }
+}
+
+/// One row of kind `K` (no wide groups) against the `NT` tokens `t0..t0 + NT`: `res[t]`.
+///
+/// Per group of 8 weight blocks: the blocks are decoded to unsigned quants (Q8_0 as `w + 128`,
+/// Q4_0 / Q5_0 as stored, 0..16 / 0..32) and transposed like the interleaved activations, so
+/// that `vpdpbusd` over the 8 vectors sums each block into its own i32 lane, starting from
+/// `-offset * sum(x quants)`: the exact signed block dot products of the 8 blocks in one vector.
+/// Per token and group that is one conversion and one FMA with the 8 products of block scales
+/// (a lane per block); then the horizontal sum. The same operations for every `NT`, so a token
+/// gives the same bits in any group.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 fn q0_dot<const NT: usize, const K: u8>(
     row: &[u8],
     a: &Q8Acts,
     t0: usize,
-    res: &mut [f32; NT_MAX],
+    res: &mut [f32; Q0_NT_MAX],
 ) {
-    let cols = a.cols;
-    let nb = cols / QK8;
-    assert!(row.len() >= nb * q0_block_bytes(K));
-    assert!(a.qs.len() >= (t0 + NT) * cols);
-    assert!(a.d.len() >= (t0 + NT) * nb && a.s.len() >= (t0 + NT) * nb);
+    let nb = a.cols / QK8;
+    let ng = a.padded_blocks() / 8;
+    debug_assert_eq!(a.layout().0, 0);
+    let bb = q0_block_bytes(K);
+    assert!(row.len() >= nb * bb);
+    assert!(a.qi.len() >= (t0 + NT) * ng * 256);
+    assert!(a.ni.len() >= (t0 + NT) * ng * 8 && a.di.len() >= (t0 + NT) * ng * 8);
     let rp = row.as_ptr();
     // SAFETY: in bounds by the assertions above (offsets of token `t0`).
-    let (xp, dp, sp) = unsafe {
+    let (xp, np, dp) = unsafe {
         (
-            a.qs.as_ptr().add(t0 * cols),
-            a.d.as_ptr().add(t0 * nb),
-            a.s.as_ptr().add(t0 * nb),
+            a.qi.as_ptr().add(t0 * ng * 256),
+            a.ni.as_ptr().add(t0 * ng * 8),
+            a.di.as_ptr().add(t0 * ng * 8),
         )
     };
-    let mut acc0 = [_mm256_setzero_ps(); NT];
-    let mut acc1 = [_mm256_setzero_ps(); NT];
-    let mut c = [0f32; NT];
-    let mut j = 0;
-    // SAFETY: every block index used is below `nb`, and the assertions above make block `j` of
-    // the row, quants `t cols + 32 j ..+32` and entries `t nb + j` of the scales of every token
-    // `t < NT` (from `t0`) lie inside their slices. Loads are unaligned.
-    unsafe {
-        while j + 2 <= nb {
-            q0_step_vnni!(K, NT, rp, xp, dp, sp, cols, nb, j, acc0, c);
-            q0_step_vnni!(K, NT, rp, xp, dp, sp, cols, nb, j + 1, acc1, c);
-            j += 2;
-        }
-        for t in 0..NT {
-            acc0[t] = _mm256_add_ps(acc0[t], acc1[t]);
-        }
-        if j < nb {
-            q0_step_vnni!(K, NT, rp, xp, dp, sp, cols, nb, j, acc0, c);
+    let mut acc = [_mm256_setzero_ps(); NT];
+    for g in 0..ng {
+        let nbg = (nb - 8 * g).min(8);
+        let mut v = [_mm256_setzero_si256(); 8];
+        let mut dw = [0u16; 8];
+        // SAFETY: blocks `8 g + k < nb` lie inside the row (`bb` bytes each); for every token
+        // `t < NT` the group `(t0 + t) ng + g` lies inside `qi`, `ni` and `di` (assertions
+        // above). Loads are unaligned.
+        unsafe {
+            for k in 0..nbg {
+                let b = rp.add((8 * g + k) * bb);
+                dw[k] = b.cast::<u16>().read_unaligned();
+                v[k] = match K {
+                    Q8_0 => _mm256_xor_si256(
+                        _mm256_loadu_si256(b.add(2).cast()),
+                        _mm256_set1_epi8(-128),
+                    ),
+                    _ => q0_decode!(K, b),
+                };
+            }
+            let dwv = _mm256_cvtph_ps(_mm_loadu_si128(dw.as_ptr().cast()));
+            if nbg <= 4 {
+                // A half group (see `Q8Acts::interleave`): a 4 x 4 transpose in each half.
+                let t0 = _mm256_unpacklo_epi32(v[0], v[1]);
+                let t1 = _mm256_unpackhi_epi32(v[0], v[1]);
+                let t2 = _mm256_unpacklo_epi32(v[2], v[3]);
+                let t3 = _mm256_unpackhi_epi32(v[2], v[3]);
+                let h = [
+                    _mm256_unpacklo_epi64(t0, t2),
+                    _mm256_unpackhi_epi64(t0, t2),
+                    _mm256_unpacklo_epi64(t1, t3),
+                    _mm256_unpackhi_epi64(t1, t3),
+                ];
+                for (t, acc) in acc.iter_mut().enumerate() {
+                    let o = (t * ng + g) * 8;
+                    let x = xp.add(32 * o);
+                    let mut s = _mm256_loadu_si256(np.add(o).cast());
+                    for (m, &hm) in h.iter().enumerate() {
+                        let xm = _mm256_loadu_si256(x.add(32 * m).cast());
+                        s = _mm256_dpbusd_epi32(s, hm, xm);
+                    }
+                    s = _mm256_add_epi32(s, _mm256_permute2x128_si256::<0x01>(s, s));
+                    let dd = _mm256_mul_ps(dwv, _mm256_loadu_ps(dp.add(o)));
+                    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dd, *acc);
+                }
+                continue;
+            }
+            transpose8(&mut v);
+            for (t, acc) in acc.iter_mut().enumerate() {
+                let o = (t * ng + g) * 8;
+                let x = xp.add(32 * o);
+                let mut s = _mm256_loadu_si256(np.add(o).cast());
+                // Two dependency chains of integer sums (exact, so any split gives the same).
+                let mut s1 = _mm256_setzero_si256();
+                for m in (0..8).step_by(2) {
+                    let x0 = _mm256_loadu_si256(x.add(32 * m).cast());
+                    let x1 = _mm256_loadu_si256(x.add(32 * m + 32).cast());
+                    s = _mm256_dpbusd_epi32(s, v[m], x0);
+                    s1 = _mm256_dpbusd_epi32(s1, v[m + 1], x1);
+                }
+                s = _mm256_add_epi32(s, s1);
+                let dd = _mm256_mul_ps(dwv, _mm256_loadu_ps(dp.add(o)));
+                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dd, *acc);
+            }
         }
     }
     for t in 0..NT {
-        res[t] = hsum_ps(acc0[t]) - q0_offset(K) * c[t];
+        res[t] = hsum_ps(acc[t]);
     }
 }
 
@@ -156,27 +415,17 @@ fn q0_dot<const NT: usize, const K: u8>(
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn rows_k(w: &QMatrix<'_>, a: &Q8KActs, r0: usize, r1: usize, n_tok: usize, out: &OutPtr) {
     let q4 = w.dtype == GgmlType::Q4_K;
-    token_blocks(n_tok, w.cols, |tb0, tbn| {
-        for r in r0..r1 {
-            let row = w.row(r);
-            token_groups(tb0, tbn, NT_MAX, |t0, nt| {
-                let mut res = [0f32; NT_MAX];
-                macro_rules! go {
-                    ($($n:literal)*) => {
-                        match (q4, nt) {
-                            $((true, $n) => q4k::<$n>(row, a, t0, &mut res),)*
-                            $((false, $n) => q6k::<$n>(row, a, t0, &mut res),)*
-                            _ => unreachable!(),
-                        }
-                    };
+    row_tiles::<NT_MAX>(w, r0, r1, n_tok, out, |row, t0, nt, res| {
+        macro_rules! go {
+            ($($n:literal)*) => {
+                match (q4, nt) {
+                    $((true, $n) => q4k::<$n>(row, a, t0, res),)*
+                    $((false, $n) => q6k::<$n>(row, a, t0, res),)*
+                    _ => unreachable!(),
                 }
-                go!(1 2 3 4 5 6 7 8);
-                for (i, &v) in res.iter().enumerate().take(nt) {
-                    // SAFETY: this chunk owns rows `r0..r1` (see `OutPtr`).
-                    unsafe { out.write(t0 + i, r, v) };
-                }
-            });
+            };
         }
+        go!(1 2 3 4 5 6 7 8);
     });
 }
 

@@ -16,7 +16,8 @@
 //! [`matmul_with`] takes the level explicitly (tests call every level).
 //!
 //! Output rows are split into coarse chunks run on the current rayon pool; inside a chunk every
-//! weight row is read from memory once and multiplied with a group of up to 4 tokens (8 with AVX-512) at a time
+//! weight row is read from memory once and multiplied with a group of up to 4 tokens (8 or 16
+//! with AVX-512) at a time
 //! (once per 128 KiB of activations for long prompts, which keeps those in L2). Every token has
 //! its own accumulators and the same float operations whatever the group size, so a token's
 //! outputs are bit-identical alone and in any batch at a given SIMD level (batch invariance,
@@ -75,7 +76,9 @@ pub enum SimdLevel {
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
     /// x86-64 AVX2 + FMA + F16C + AVX-512 F/BW/VL/VNNI: the AVX2 kernels with VNNI integer dot
-    /// products and groups of up to 8 tokens (bit-identical results to [`SimdLevel::Avx2`]).
+    /// products, groups of up to 8 or 16 tokens and, for Q4_0 / Q5_0 / Q8_0, whole blocks summed in
+    /// integers per vector lane (bit-identical results to [`SimdLevel::Avx2`] for the K-quants,
+    /// different rounding for the others).
     Avx512Vnni,
 }
 
@@ -323,7 +326,15 @@ pub fn matmul_with(level: SimdLevel, w: &QMatrix<'_>, x: &[f32], n_tok: usize, o
     }
     let acts = match w.dtype {
         GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => {
-            Acts::Q8(Q8Acts::quantize(level, x, w.cols, n_tok))
+            let mut a = Q8Acts::quantize(level, x, w.cols, n_tok);
+            if level == SimdLevel::Avx512Vnni {
+                a.interleave(match w.dtype {
+                    GgmlType::Q8_0 => 128,
+                    GgmlType::Q4_0 => 8,
+                    _ => 16,
+                });
+            }
+            Acts::Q8(a)
         }
         GgmlType::Q4_K | GgmlType::Q6_K => Acts::Q8K(Q8KActs::quantize(level, x, w.cols, n_tok)),
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => Acts::F32(x),
@@ -404,6 +415,25 @@ unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 impl OutPtr {
+    /// Stores `v` at `out[t * rows + r ..]` (bounds checked): one burst of writes for a run of
+    /// rows, rather than a write per row into as many output rows as there are tokens (whose
+    /// lines may all fall into the same cache set).
+    ///
+    /// # Safety
+    /// No other thread may read or write rows `r..r + v.len()` concurrently: the caller must be
+    /// the one chunk that owns them.
+    #[inline]
+    pub(crate) unsafe fn write_run(&self, t: usize, r: usize, v: &[f32]) {
+        let i = t * self.rows + r;
+        assert!(
+            r + v.len() <= self.rows && i + v.len() <= self.len,
+            "OutPtr::write_run out of bounds"
+        );
+        // SAFETY: `i + v.len() <= len`, so the elements are inside the output slice, which
+        // outlives every chunk; the caller guarantees no concurrent access to these rows.
+        unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), self.ptr.add(i), v.len()) };
+    }
+
     /// Stores `v` at `out[t * rows + r]` (bounds checked).
     ///
     /// # Safety

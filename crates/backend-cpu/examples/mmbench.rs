@@ -1,0 +1,70 @@
+//! Ad-hoc matmul timing: `cargo run --release -p switchyard-backend-cpu --example mmbench`.
+use std::time::Instant;
+use switchyard_backend_cpu::kernels::{detected_level, matmul_with, QMatrix};
+use switchyard_core::GgmlType;
+
+fn main() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let mut seed = 0x1234_5678_9abc_def1u64;
+    let mut next = move || {
+        seed ^= seed >> 12;
+        seed ^= seed << 25;
+        seed ^= seed >> 27;
+        seed.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    for (ty, rows, cols) in [
+        (GgmlType::Q8_0, 32768, 640),
+        (GgmlType::Q5_0, 2048, 640),
+        (GgmlType::Q5_0, 640, 2048),
+        (GgmlType::Q4_K, 2048, 768),
+        (GgmlType::Q6_K, 2048, 768),
+    ] {
+        let mut data = vec![0u8; rows * ty.bytes_for(cols)];
+        for c in data.chunks_mut(8) {
+            let v = next().to_le_bytes();
+            c.copy_from_slice(&v[..c.len()]);
+        }
+        let at: &[usize] = match ty {
+            GgmlType::Q4_K => &[0, 2],
+            GgmlType::Q6_K => &[208],
+            _ => &[0],
+        };
+        for b in data.chunks_exact_mut(ty.block_bytes()) {
+            for &a in at {
+                let v = half::f16::from_f32((next() >> 40) as f32 / (1u64 << 24) as f32 * 0.01);
+                b[a..a + 2].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        let w = QMatrix {
+            dtype: ty,
+            rows,
+            cols,
+            data: &data,
+        };
+        for n_tok in [1usize, 4, 8, 16] {
+            let x: Vec<f32> = (0..n_tok * cols)
+                .map(|_| (next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
+                .collect();
+            let mut out = vec![0f32; rows * n_tok];
+            let best = pool.install(|| {
+                let mut best = f64::MAX;
+                for _ in 0..5 {
+                    let s = Instant::now();
+                    for _ in 0..5 {
+                        matmul_with(detected_level(), &w, &x, n_tok, &mut out);
+                    }
+                    best = best.min(s.elapsed().as_secs_f64() / 5.0);
+                }
+                best
+            });
+            println!(
+                "{ty:?} {rows}x{cols} n_tok={n_tok:2}: {:8.1} us  {:6.2} us/tok",
+                best * 1e6,
+                best * 1e6 / n_tok as f64
+            );
+        }
+    }
+}
