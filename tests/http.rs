@@ -707,3 +707,51 @@ fn bench_serve_against_the_real_server_gemma() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The /ready watchdog: a step that keeps the engine loop busy for seconds (one 8k-token prefill
+/// chunk) turns /ready to 503 once the loop has not answered for `--watchdog-timeout`, and /ready
+/// recovers when the loop answers again. /health stays 200 throughout.
+#[test]
+fn ready_watchdog_notices_a_stalled_loop_gemma() {
+    let s = Server::start(
+        GEMMA,
+        &[
+            "--watchdog-timeout",
+            "1",
+            "--max-num-batched-tokens",
+            "8192",
+        ],
+    );
+    assert_eq!(s.get("/ready").0, 200);
+    let url = s.url("/v1/completions");
+    let prompt = "word ".repeat(7000);
+    let h = std::thread::spawn(move || {
+        let r = client()
+            .post(url)
+            .json(&json!({"prompt": prompt, "max_tokens": 1}))
+            .send()
+            .unwrap();
+        r.status().as_u16()
+    });
+    let (mut saw_503, mut health_ok) = (false, true);
+    while !h.is_finished() {
+        let (st, body) = s.get("/ready");
+        if st == 503 {
+            saw_503 = true;
+            assert!(body.contains("has not answered"), "{body}");
+        }
+        health_ok &= s.get("/health").0 == 200;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(h.join().unwrap(), 200);
+    assert!(saw_503, "/ready never reported the busy loop");
+    assert!(health_ok);
+    let t0 = Instant::now();
+    while s.get("/ready").0 != 200 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "/ready did not recover"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
