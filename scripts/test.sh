@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 bash scripts/fetch-models.sh
 cargo test --workspace --release "$@"
+BIN="${CARGO_TARGET_DIR:-target}/release/switchyard"
 "$PY" -m pip install --quiet --disable-pip-version-check "openai==3.54.0"
-"$PY" tests/openai_client.py target/release/switchyard
+"$PY" tests/openai_client.py "$BIN"
 # Deployment files (Dockerfiles + scripts/build-release.sh, Kubernetes overlays) against the binary.
 "$PY" -m pip install --quiet --disable-pip-version-check "PyYAML>=6"
-"$PY" tests/deploy_test.py target/release/switchyard
+"$PY" tests/deploy_test.py "$BIN"
