@@ -18,9 +18,15 @@ struct Server {
 impl Server {
     /// Starts `switchyard serve --port 0 ARGS` and waits until it listens.
     fn start(model: &str, args: &[&str]) -> Server {
+        Self::start_with_env(model, args, &[])
+    }
+
+    /// [`start`](Self::start) with extra environment variables.
+    fn start_with_env(model: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .args(["serve", "--no-fetch", "--port", "0", "--model", model])
             .args(args)
+            .envs(env.iter().copied())
             .env("SWITCHYARD_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -754,4 +760,56 @@ fn ready_watchdog_notices_a_stalled_loop_gemma() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Fault injection: a panic while processing one request's output fails that request with a
+/// 500 in OpenAI's shape (an error event when streaming) and leaves the engine and a concurrent
+/// request running; the server stays ready.
+#[test]
+fn a_panicking_request_fails_alone_gemma() {
+    const POISON: u32 = 200_000;
+    let mut s = Server::start_with_env(GEMMA, &[], &[("SWITCHYARD_TEST_PANIC_ON_TOKEN", "200000")]);
+    let url = s.url("/v1/completions");
+    let healthy = std::thread::spawn(move || {
+        client()
+            .post(url)
+            .json(&json!({"prompt": "Once upon a time", "max_tokens": 40, "ignore_eos": true}))
+            .send()
+            .unwrap()
+            .json::<Value>()
+            .unwrap()
+    });
+    let bias = json!({POISON.to_string(): 100});
+    let (st, v) = s.post(
+        "/v1/completions",
+        &json!({"prompt": "Hello", "max_tokens": 5, "logit_bias": bias}),
+    );
+    assert_eq!(st, 500, "{v}");
+    assert_eq!(v["error"]["type"], "server_error");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("injected fault"),
+        "{v}"
+    );
+    let chunks = client()
+        .post(s.url("/v1/completions"))
+        .json(&json!({"prompt": "Hello", "max_tokens": 5, "logit_bias": bias, "stream": true}))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        chunks.contains("\"error\"") && chunks.contains("injected fault"),
+        "{chunks}"
+    );
+    let ok = healthy.join().unwrap();
+    assert_eq!(ok["usage"]["completion_tokens"], 40, "{ok}");
+    assert_eq!(s.get("/ready").0, 200);
+    let (st, _) = s.post("/v1/completions", &json!({"prompt": "Hi", "max_tokens": 2}));
+    assert_eq!(st, 200);
+    let (_, m) = s.get("/metrics");
+    assert!(m.contains("finished_reason=\"error\"} 2"), "{m}");
+    assert!(s.child.try_wait().unwrap().is_none(), "the server died");
 }

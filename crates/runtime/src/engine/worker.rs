@@ -574,6 +574,19 @@ impl Worker {
     }
 }
 
+/// Fault injection for end-to-end tests of the server: when `SWITCHYARD_TEST_PANIC_ON_TOKEN`
+/// holds a token id, processing a request that samples that id panics (a request can force it
+/// with `logit_bias`). The panic must fail only that request (`EngineError::Internal`, a 500 at
+/// the HTTP layer). Read once; unset in normal operation.
+fn injected_panic_token() -> Option<u32> {
+    static TOKEN: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *TOKEN.get_or_init(|| {
+        std::env::var("SWITCHYARD_TEST_PANIC_ON_TOKEN")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
 /// Prompt logprobs for the rows of `prompt`, then (if `samples`) the next token with its stop
 /// checks and text. Runs under `catch_unwind`: a panic here fails only this request.
 fn process_seq(
@@ -624,6 +637,9 @@ fn process_seq(
     }
     seq.sampler.process(row);
     let token = seq.sampler.sample(row);
+    if Some(token) == injected_panic_token() {
+        panic!("injected fault: sampled token {token} (SWITCHYARD_TEST_PANIC_ON_TOKEN)");
+    }
     seq.sampler.accept(token);
     let lp = spec.logprobs.map(|n| {
         let (logprob, top) = logprobs(row, token, n);
