@@ -813,3 +813,66 @@ fn a_panicking_request_fails_alone_gemma() {
     assert!(m.contains("finished_reason=\"error\"} 2"), "{m}");
     assert!(s.child.try_wait().unwrap().is_none(), "the server died");
 }
+
+/// KV exhaustion under a burst ends in preemption, not errors: 12 concurrent requests that need
+/// ~5 blocks each on a pool of 24 blocks all complete, with the output each gives alone.
+#[test]
+fn kv_exhaustion_under_a_burst_preempts_gemma() {
+    // Gemma: 18 KiB of KV per token, 16-token blocks: 24 blocks = 6.75 MiB.
+    let s = Server::start(
+        GEMMA,
+        &["--kv-cache-memory", "7077888", "--max-num-seqs", "12"],
+    );
+    let body = |i: usize| {
+        json!({"prompt": format!("Story number {i}: once upon a time, in a land far away,"),
+               "max_tokens": 60, "ignore_eos": true})
+    };
+    let base = s.base.clone();
+    let handles: Vec<_> = (0..12)
+        .map(|i| {
+            let url = format!("{base}/v1/completions");
+            std::thread::spawn(move || {
+                let r = client().post(url).json(&body(i)).send().unwrap();
+                (r.status().as_u16(), r.json::<Value>().unwrap())
+            })
+        })
+        .collect();
+    let burst: Vec<(u16, Value)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    for (i, (st, v)) in burst.iter().enumerate() {
+        assert_eq!(*st, 200, "request {i}: {v}");
+        assert_eq!(v["usage"]["completion_tokens"], 60, "request {i}: {v}");
+    }
+    assert!(s.metric("switchyard:num_preemptions_total") > 0.0);
+    // Same greedy output as alone.
+    for i in [0, 7, 11] {
+        let (_, v) = s.post("/v1/completions", &body(i));
+        assert_eq!(
+            v["choices"][0]["text"], burst[i].1["choices"][0]["text"],
+            "request {i}"
+        );
+    }
+}
+
+/// SIGKILL, then a restart: ready again within the start-up time.
+#[test]
+fn sigkill_restart_comes_back_ready_gemma() {
+    let mut s = Server::start(GEMMA, &[]);
+    assert_eq!(s.get("/ready").0, 200);
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    let t0 = Instant::now();
+    let s2 = Server::start(GEMMA, &[]);
+    let t0_ready = loop {
+        if s2.get("/ready").0 == 200 {
+            break t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "not ready after restart"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!("restart to ready: {:.2} s", t0_ready.as_secs_f64());
+    let (st, _) = s2.post("/v1/completions", &json!({"prompt": "Hi", "max_tokens": 2}));
+    assert_eq!(st, 200);
+}
