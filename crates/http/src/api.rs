@@ -913,14 +913,13 @@ pub async fn version(State(state): State<Arc<AppState>>) -> Response {
     )
 }
 
-/// `GET /openapi.json`.
-pub async fn openapi() -> Response {
-    let mut r = crate::openapi::SPEC.into_response();
-    r.headers_mut().insert(
-        axum::http::header::CONTENT_TYPE,
-        axum::http::HeaderValue::from_static("application/json"),
-    );
-    r
+/// `GET /openapi.json`: the static document with this model's limits filled in (token ids below
+/// the vocabulary size).
+pub async fn openapi(State(state): State<Arc<AppState>>) -> Response {
+    json_response(
+        StatusCode::OK,
+        &crate::openapi::for_model(state.engine.info().vocab_size),
+    )
 }
 
 /// `POST /tokenize`: `{"prompt": "..."}` or `{"messages": [...]}`, optional

@@ -4,6 +4,13 @@
 /// The document.
 pub const SPEC: &str = include_str!("openapi.json");
 
+/// The document for a model with `vocab_size` tokens (`TokenId.maximum` set).
+pub fn for_model(vocab_size: usize) -> serde_json::Value {
+    let mut v: serde_json::Value = serde_json::from_str(SPEC).expect("openapi.json is valid JSON");
+    v["components"]["schemas"]["TokenId"]["maximum"] = vocab_size.saturating_sub(1).into();
+    v
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -117,13 +117,14 @@ impl Fields {
         }
     }
 
-    /// Rejects every field left: known-unsupported ones with their reason, others as unknown.
+    /// Rejects every field left: known-unsupported ones with their reason (unless `null`, which
+    /// clients send for "not given"), unknown ones always.
     pub fn finish(self) -> Result<(), ApiError> {
         for (k, v) in &self.map {
-            if v.is_null() {
-                continue;
-            }
             if let Some((_, why)) = UNSUPPORTED.iter().find(|(n, _)| n == k) {
+                if v.is_null() {
+                    continue;
+                }
                 return Err(ApiError::unsupported(k, why));
             }
             return Err(ApiError::unsupported(k, " (unknown parameter)"));
@@ -200,7 +201,8 @@ pub fn sampling(f: &mut Fields, r: &mut EngineRequest, vocab: usize) -> Result<(
                 "`top_p` must be in (0, 1], got 0",
             ));
         }
-        s.top_p = p as f32;
+        // A positive value below f32's range still means "the top token only".
+        s.top_p = (p as f32).max(f32::MIN_POSITIVE);
     }
     if let Some(k) = f.int("top_k", -1, i64::from(u32::MAX))? {
         s.top_k = if k <= 0 { 0 } else { k as usize };
@@ -345,10 +347,11 @@ mod tests {
         let f = fields(r#"{"suffix": "x"}"#);
         let e = f.finish().unwrap_err();
         assert_eq!(e.param.as_deref(), Some("suffix"));
-        let f = fields(r#"{"frobnicate": 1, "nothing": null}"#);
+        let f = fields(r#"{"frobnicate": 1}"#);
         let e = f.finish().unwrap_err();
         assert!(e.message.contains("frobnicate"), "{}", e.message);
-        assert!(fields(r#"{"a": null}"#).finish().is_ok());
+        assert!(fields(r#"{"tools": null}"#).finish().is_ok());
+        assert!(fields(r#"{"a": null}"#).finish().is_err());
     }
 
     #[test]
