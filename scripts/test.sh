@@ -10,6 +10,8 @@ cargo test --workspace --release "$@"
 BIN="${CARGO_TARGET_DIR:-target}/release/switchyard"
 "$PY" -m pip install --quiet --disable-pip-version-check "openai==3.54.0"
 "$PY" tests/openai_client.py "$BIN"
+# API property tests against the server's own OpenAPI document (schemathesis, seeded).
+bash scripts/schemathesis.sh "$BIN"
 # Deployment files (Dockerfiles + scripts/build-release.sh, Kubernetes overlays) against the binary.
 "$PY" -m pip install --quiet --disable-pip-version-check "PyYAML>=6"
 "$PY" tests/deploy_test.py "$BIN"
