@@ -632,17 +632,49 @@ pub(crate) fn bcast16_mask2(lo: i16, hi: i16) -> __m256i {
     )
 }
 
+/// The activations of the tokens `t0..t0 + nt`: (quants, super-block scales, per-16 sums), each
+/// of the `nt` tokens one after the other.
+pub(super) fn k_acts(a: &Q8KActs, t0: usize, nt: usize) -> (&[i8], &[f32], &[i16]) {
+    let cols = a.cols;
+    let nsb = cols / QKK;
+    (
+        &a.qs[t0 * cols..(t0 + nt) * cols],
+        &a.d[t0 * nsb..(t0 + nt) * nsb],
+        &a.bsums[t0 * cols / 16..(t0 + nt) * cols / 16],
+    )
+}
+
+/// The four runs of 32 unsigned Q6_K quants (0..64) of one half of a super-block, from its low
+/// bits `ql0` / `ql1` (64 bytes) and high bits `qh` (32 bytes).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) fn q6k_quants(ql0: __m256i, ql1: __m256i, qh: __m256i) -> [__m256i; 4] {
+    let m4 = _mm256_set1_epi8(0xF);
+    let hmask = |m: i8| _mm256_and_si256(qh, _mm256_set1_epi8(m));
+    [
+        _mm256_or_si256(
+            _mm256_and_si256(ql0, m4),
+            _mm256_slli_epi16::<4>(hmask(0x03)),
+        ),
+        _mm256_or_si256(
+            _mm256_and_si256(ql1, m4),
+            _mm256_slli_epi16::<2>(hmask(0x0C)),
+        ),
+        _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
+            hmask(0x30),
+        ),
+        _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
+            _mm256_srli_epi16::<2>(hmask(0xC0u8 as i8)),
+        ),
+    ]
+}
+
 impl KRow<'_> {
-    /// The activations of the tokens `t0..t0 + nt`: (quants, super-block scales, per-16 sums),
-    /// each of the `nt` tokens one after the other.
+    /// The activations of the tokens `t0..t0 + nt` (see [`k_acts`]).
     fn acts(&self, nt: usize) -> (&[i8], &[f32], &[i16]) {
-        let (cols, t0) = (self.a.cols, self.t0);
-        let nsb = cols / QKK;
-        (
-            &self.a.qs[t0 * cols..(t0 + nt) * cols],
-            &self.a.d[t0 * nsb..(t0 + nt) * nsb],
-            &self.a.bsums[t0 * cols / 16..(t0 + nt) * cols / 16],
-        )
+        k_acts(self.a, self.t0, nt)
     }
 
     /// Q4_K: `res[i] = sum_sb d dx sum_s sc_s dot_s - dmin dx sum_s m_s bsum_s`.
@@ -711,7 +743,6 @@ impl KRow<'_> {
         let (xs, xd, bs) = self.acts(NT);
         assert!(self.row.len() >= nsb * 210);
         let (rp, xp, dp, bp) = (self.row.as_ptr(), xs.as_ptr(), xd.as_ptr(), bs.as_ptr());
-        let m4 = _mm256_set1_epi8(0xF);
         let mut acc = [_mm256_setzero_ps(); NT];
         for sb in 0..nsb {
             // SAFETY: `sb < nsb`: super-block `sb` of the row (210 bytes at `210 sb`), quants
@@ -728,25 +759,7 @@ impl KRow<'_> {
                     let qh = _mm256_loadu_si256(b.add(128 + 32 * n).cast());
                     let sc8 = _mm_loadl_epi64(b.add(192 + 8 * n).cast());
                     let sc = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(sc8));
-                    let hmask = |m: i8| _mm256_and_si256(qh, _mm256_set1_epi8(m));
-                    let q = [
-                        _mm256_or_si256(
-                            _mm256_and_si256(ql0, m4),
-                            _mm256_slli_epi16::<4>(hmask(0x03)),
-                        ),
-                        _mm256_or_si256(
-                            _mm256_and_si256(ql1, m4),
-                            _mm256_slli_epi16::<2>(hmask(0x0C)),
-                        ),
-                        _mm256_or_si256(
-                            _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
-                            hmask(0x30),
-                        ),
-                        _mm256_or_si256(
-                            _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
-                            _mm256_srli_epi16::<2>(hmask(0xC0u8 as i8)),
-                        ),
-                    ];
+                    let q = q6k_quants(ql0, ql1, qh);
                     for (m, &q) in q.iter().enumerate() {
                         // Elements 0..16 of this run use scale 2m, 16..32 scale 2m+1 (of this
                         // half).

@@ -28,8 +28,8 @@ use std::arch::x86_64::*;
 use switchyard_core::GgmlType;
 
 use super::avx2::{
-    bcast16_mask, bcast16_mask2, bytes_from_bits, hsum_ps, q0_block_bytes, token_blocks,
-    token_groups, Q4_0, Q5_0, Q8_0,
+    bcast16_mask, bcast16_mask2, bytes_from_bits, hsum_ps, k_acts, q0_block_bytes, q6k_quants,
+    token_blocks, token_groups, Q4_0, Q5_0, Q8_0,
 };
 use super::quant::{Q8Acts, Q8KActs, QK8, QKK};
 use super::{unpack_q4k_scales, Acts, OutPtr, QMatrix};
@@ -429,17 +429,6 @@ fn rows_k(w: &QMatrix<'_>, a: &Q8KActs, r0: usize, r1: usize, n_tok: usize, out:
     });
 }
 
-/// The activations of tokens `t0..t0 + nt`: (quants, super-block scales, per-16 sums).
-fn k_acts(a: &Q8KActs, t0: usize, nt: usize) -> (&[i8], &[f32], &[i16]) {
-    let cols = a.cols;
-    let nsb = cols / QKK;
-    (
-        &a.qs[t0 * cols..(t0 + nt) * cols],
-        &a.d[t0 * nsb..(t0 + nt) * nsb],
-        &a.bsums[t0 * cols / 16..(t0 + nt) * cols / 16],
-    )
-}
-
 /// `avx2::KRow::q4k` (same float operations per token) with `vpdpwssd`, up to 8 tokens.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
@@ -503,7 +492,6 @@ fn q6k<const NT: usize>(row: &[u8], a: &Q8KActs, t0: usize, res: &mut [f32; NT_M
     let (xs, xd, bs) = k_acts(a, t0, NT);
     assert!(row.len() >= nsb * 210);
     let (rp, xp, dp, bp) = (row.as_ptr(), xs.as_ptr(), xd.as_ptr(), bs.as_ptr());
-    let m4 = _mm256_set1_epi8(0xF);
     let mut acc = [_mm256_setzero_ps(); NT];
     for sb in 0..nsb {
         // SAFETY: `sb < nsb`: super-block `sb` of the row (210 bytes at `210 sb`), quants
@@ -520,25 +508,7 @@ fn q6k<const NT: usize>(row: &[u8], a: &Q8KActs, t0: usize, res: &mut [f32; NT_M
                 let qh = _mm256_loadu_si256(b.add(128 + 32 * n).cast());
                 let sc8 = _mm_loadl_epi64(b.add(192 + 8 * n).cast());
                 let sc = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(sc8));
-                let hmask = |m: i8| _mm256_and_si256(qh, _mm256_set1_epi8(m));
-                let q = [
-                    _mm256_or_si256(
-                        _mm256_and_si256(ql0, m4),
-                        _mm256_slli_epi16::<4>(hmask(0x03)),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(ql1, m4),
-                        _mm256_slli_epi16::<2>(hmask(0x0C)),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
-                        hmask(0x30),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
-                        _mm256_srli_epi16::<2>(hmask(0xC0u8 as i8)),
-                    ),
-                ];
+                let q = q6k_quants(ql0, ql1, qh);
                 for (m, &q) in q.iter().enumerate() {
                     let mask = bcast16_mask2(2 * m as i16, 2 * m as i16 + 1);
                     let scm = _mm256_shuffle_epi8(sc, mask);
