@@ -22,6 +22,35 @@ pub fn cpu_name() -> String {
         .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 
+/// Physical cores: distinct (physical id, core id) pairs of /proc/cpuinfo, at most the logical
+/// CPUs available to this process; the logical count where that is unknown.
+pub fn physical_cores() -> usize {
+    let logical = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let Ok(s) = std::fs::read_to_string("/proc/cpuinfo") else {
+        return logical;
+    };
+    let mut set = std::collections::HashSet::new();
+    let (mut phys, mut core) = (None, None);
+    for l in s.lines().chain(std::iter::once("")) {
+        if let Some(v) = l.strip_prefix("physical id") {
+            phys = v.split(':').nth(1).map(|x| x.trim().to_string());
+        } else if let Some(v) = l.strip_prefix("core id") {
+            core = v.split(':').nth(1).map(|x| x.trim().to_string());
+        } else if l.trim().is_empty() {
+            if let (Some(p), Some(c)) = (phys.take(), core.take()) {
+                set.insert((p, c));
+            }
+        }
+    }
+    if set.is_empty() {
+        logical
+    } else {
+        set.len().min(logical)
+    }
+}
+
 /// Total and available system memory in bytes, from /proc/meminfo where available.
 pub fn system_memory() -> (Option<u64>, Option<u64>) {
     let Ok(s) = std::fs::read_to_string("/proc/meminfo") else {

@@ -62,43 +62,12 @@ pub struct Machine {
 impl Machine {
     /// Reads this machine's facts.
     pub fn detect() -> Machine {
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let cpu_model = cpuinfo
-            .lines()
-            .find(|l| l.starts_with("model name"))
-            .and_then(|l| l.split(':').nth(1))
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|| "unknown".into());
         let logical = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
-        let mut cores = std::collections::HashSet::new();
-        let (mut phys, mut core) = (None, None);
-        for l in cpuinfo.lines().chain(std::iter::once("")) {
-            if let Some(v) = l.strip_prefix("physical id") {
-                phys = v.split(':').nth(1).map(|x| x.trim().to_string());
-            } else if let Some(v) = l.strip_prefix("core id") {
-                core = v.split(':').nth(1).map(|x| x.trim().to_string());
-            } else if l.trim().is_empty() {
-                if let (Some(p), Some(c)) = (phys.take(), core.take()) {
-                    cores.insert((p, c));
-                }
-            }
-        }
-        let physical_cores = if cores.is_empty() {
-            logical
-        } else {
-            cores.len().min(logical)
-        };
-        let memory_gib = std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|m| {
-                m.lines()
-                    .find(|l| l.starts_with("MemTotal:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|kb| kb.parse::<f64>().ok())
-            })
-            .map(|kb| (kb / (1024.0 * 1024.0) * 10.0).round() / 10.0)
+        let memory_gib = switchyard_backend_cpu::system_memory()
+            .0
+            .map(|b| (b as f64 / (1u64 << 30) as f64 * 10.0).round() / 10.0)
             .unwrap_or(0.0);
         let gpus = std::process::Command::new("nvidia-smi")
             .args(["--query-gpu=name", "--format=csv,noheader"])
@@ -114,9 +83,9 @@ impl Machine {
             })
             .unwrap_or_default();
         Machine {
-            cpu_model,
+            cpu_model: switchyard_backend_cpu::cpu_name(),
             logical_cpus: logical,
-            physical_cores,
+            physical_cores: switchyard_backend_cpu::physical_cores(),
             memory_gib,
             os: std::env::consts::OS.into(),
             arch: std::env::consts::ARCH.into(),

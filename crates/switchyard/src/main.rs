@@ -108,36 +108,8 @@ struct InfoArgs {
     model: ModelArgs,
 }
 
-fn physical_cores() -> usize {
-    // Count distinct (physical id, core id) pairs; fall back to logical CPUs.
-    let logical = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let Ok(s) = std::fs::read_to_string("/proc/cpuinfo") else {
-        return logical;
-    };
-    let mut set = std::collections::HashSet::new();
-    let (mut phys, mut core) = (None, None);
-    for l in s.lines() {
-        if let Some(v) = l.strip_prefix("physical id") {
-            phys = v.split(':').nth(1).map(|x| x.trim().to_string());
-        } else if let Some(v) = l.strip_prefix("core id") {
-            core = v.split(':').nth(1).map(|x| x.trim().to_string());
-        } else if l.trim().is_empty() {
-            if let (Some(p), Some(c)) = (phys.take(), core.take()) {
-                set.insert((p, c));
-            }
-        }
-    }
-    if set.is_empty() {
-        logical
-    } else {
-        set.len().min(logical)
-    }
-}
-
 fn init_threads(threads: Option<usize>) -> Result<usize> {
-    let n = threads.unwrap_or_else(physical_cores).max(1);
+    let n = threads.unwrap_or_else(switchyard_backend_cpu::physical_cores).max(1);
     rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .build_global()
@@ -214,13 +186,15 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
 }
 
 fn cmd_info(a: InfoArgs) -> Result<()> {
-    let threads = a.model.threads.unwrap_or_else(physical_cores);
+    let threads = a.model.threads.unwrap_or_else(switchyard_backend_cpu::physical_cores);
     println!("cpu: {}", switchyard_backend_cpu::cpu_name());
     println!(
         "cpu features: {}",
         switchyard_backend_cpu::cpu_features().join(" ")
     );
-    println!("threads: {threads} (physical cores {})", physical_cores());
+    println!("threads: {threads} (physical cores {})",
+        switchyard_backend_cpu::physical_cores()
+    );
     for line in device::describe_backends() {
         println!("backend {line}");
     }
