@@ -256,6 +256,31 @@ async fn collect(
     Ok(acc)
 }
 
+/// Token counts of a streamed request, from the latest `usage` of each (prompt, choice).
+#[derive(Default)]
+struct StreamUsage {
+    completion: BTreeMap<(usize, usize), usize>,
+    cached: BTreeMap<usize, usize>,
+}
+
+impl StreamUsage {
+    fn observe(&mut self, prompt: usize, out: &EngineOutput) {
+        self.completion
+            .insert((prompt, out.index), out.usage.completion_tokens);
+        if out.index == 0 {
+            self.cached.insert(prompt, out.usage.cached_tokens);
+        }
+    }
+
+    fn json(&self, prompt_tokens: usize) -> Value {
+        usage_json(
+            prompt_tokens,
+            self.completion.values().sum(),
+            self.cached.values().sum(),
+        )
+    }
+}
+
 /// Usage over all choices: each prompt counts once.
 fn usage_json(prompt_tokens: usize, completion_tokens: usize, cached: usize) -> Value {
     json!({
@@ -453,9 +478,7 @@ pub async fn completions(
             let mut merged = merged;
             let mut echoed = std::collections::BTreeSet::new();
             let mut offsets: BTreeMap<usize, usize> = BTreeMap::new();
-            let mut completion_tokens = 0usize;
-            let mut counted: BTreeMap<usize, usize> = BTreeMap::new();
-            let mut cached: BTreeMap<usize, usize> = BTreeMap::new();
+            let mut usage = StreamUsage::default();
             let mut reason = "stop";
             while let Some((p, item)) = merged.next().await {
                 let out = match item {
@@ -483,11 +506,7 @@ pub async fn completions(
                     lp_entries.extend(lp.iter().map(Some));
                     lp_ids.extend(&out.token_ids);
                 }
-                completion_tokens += out.usage.completion_tokens
-                    - counted.insert(index, out.usage.completion_tokens).unwrap_or(0);
-                if out.index == 0 {
-                    cached.insert(p, out.usage.cached_tokens);
-                }
+                usage.observe(p, &out);
                 if let Some(f) = &out.finish {
                     reason = f.as_openai();
                 }
@@ -518,7 +537,7 @@ pub async fn completions(
                 let chunk = json!({
                     "id": id, "object": "text_completion", "created": created, "model": model,
                     "choices": [],
-                    "usage": usage_json(prompt_lens.iter().sum(), completion_tokens, cached.values().sum()),
+                    "usage": usage.json(prompt_lens.iter().sum()),
                 });
                 yield Ok(Event::default().data(chunk.to_string()));
             }
@@ -756,8 +775,7 @@ pub async fn chat_completions(
                     "logprobs": null, "finish_reason": null}]));
                 yield Ok::<Event, Infallible>(Event::default().data(c.to_string()));
             }
-            let mut counted: BTreeMap<usize, usize> = BTreeMap::new();
-            let (mut completion_tokens, mut cached) = (0usize, 0usize);
+            let mut usage = StreamUsage::default();
             let mut reason = "stop";
             while let Some((p, item)) = merged.next().await {
                 let out = match item {
@@ -769,11 +787,7 @@ pub async fn chat_completions(
                     }
                 };
                 tracker.on_output(p, &out);
-                completion_tokens += out.usage.completion_tokens
-                    - counted.insert(out.index, out.usage.completion_tokens).unwrap_or(0);
-                if out.index == 0 {
-                    cached = out.usage.cached_tokens;
-                }
+                usage.observe(p, &out);
                 let lp = if logprobs {
                     json!({"content": chat_logprobs(&tok, out.logprobs.as_deref().unwrap_or(&[]))})
                 } else {
@@ -796,7 +810,7 @@ pub async fn chat_completions(
                 let c = json!({
                     "id": id, "object": "chat.completion.chunk", "created": created,
                     "model": model, "choices": [],
-                    "usage": usage_json(prompt_len, completion_tokens, cached),
+                    "usage": usage.json(prompt_len),
                 });
                 yield Ok(Event::default().data(c.to_string()));
             }

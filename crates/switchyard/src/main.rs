@@ -109,7 +109,9 @@ struct InfoArgs {
 }
 
 fn init_threads(threads: Option<usize>) -> Result<usize> {
-    let n = threads.unwrap_or_else(switchyard_backend_cpu::physical_cores).max(1);
+    let n = threads
+        .unwrap_or_else(switchyard_backend_cpu::physical_cores)
+        .max(1);
     rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .build_global()
@@ -186,13 +188,17 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
 }
 
 fn cmd_info(a: InfoArgs) -> Result<()> {
-    let threads = a.model.threads.unwrap_or_else(switchyard_backend_cpu::physical_cores);
+    let threads = a
+        .model
+        .threads
+        .unwrap_or_else(switchyard_backend_cpu::physical_cores);
     println!("cpu: {}", switchyard_backend_cpu::cpu_name());
     println!(
         "cpu features: {}",
         switchyard_backend_cpu::cpu_features().join(" ")
     );
-    println!("threads: {threads} (physical cores {})",
+    println!(
+        "threads: {threads} (physical cores {})",
         switchyard_backend_cpu::physical_cores()
     );
     for line in device::describe_backends() {
