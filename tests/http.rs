@@ -876,3 +876,113 @@ fn sigkill_restart_comes_back_ready_gemma() {
     let (st, _) = s2.post("/v1/completions", &json!({"prompt": "Hi", "max_tokens": 2}));
     assert_eq!(st, 200);
 }
+
+/// Slow clients are bounded: a header block trickled a line at a time is cut off after
+/// `--header-read-timeout`, an idle connection is closed after the same time, a body that
+/// stops arriving gets 408 in OpenAI's shape after `--body-read-timeout`, connections above
+/// `--max-connections` are closed at once, and normal requests are served throughout.
+#[test]
+fn slow_clients_are_cut_off_gemma() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    let s = Server::start(
+        "gemma-3-270m",
+        &[
+            "--header-read-timeout",
+            "2",
+            "--body-read-timeout",
+            "2",
+            "--max-connections",
+            "6",
+        ],
+    );
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let connect = || {
+        let c = TcpStream::connect(&addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c
+    };
+    // Idle: closed by the server (EOF) after about the header timeout.
+    let mut idle = connect();
+    let t0 = Instant::now();
+    let mut buf = [0u8; 512];
+    assert_eq!(idle.read(&mut buf).unwrap_or(0), 0);
+    let idle_s = t0.elapsed().as_secs_f64();
+    assert!(
+        (1.5..10.0).contains(&idle_s),
+        "idle closed after {idle_s} s"
+    );
+
+    // Slowloris: one header line every 300 ms never completes the block.
+    let mut slow = connect();
+    let t0 = Instant::now();
+    slow.write_all(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut cut = None;
+    for i in 0..100 {
+        if slow
+            .write_all(format!("X-Pad-{i}: y\r\n").as_bytes())
+            .is_err()
+        {
+            cut = Some(t0.elapsed());
+            break;
+        }
+        slow.set_nonblocking(true).unwrap();
+        match slow.read(&mut buf) {
+            Ok(_) => {
+                cut = Some(t0.elapsed());
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => {
+                cut = Some(t0.elapsed());
+                break;
+            }
+        }
+        slow.set_nonblocking(false).unwrap();
+        // Meanwhile the server answers others.
+        if i == 3 {
+            let (st, v) = s.post("/v1/completions", &json!({"prompt": "Hi", "max_tokens": 2}));
+            assert_eq!(st, 200, "{v}");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let cut = cut
+        .expect("a trickled header block was never cut off")
+        .as_secs_f64();
+    assert!((1.5..10.0).contains(&cut), "slow headers cut after {cut} s");
+
+    // A body that stops arriving: 408 in OpenAI's shape.
+    let mut body = connect();
+    let t0 = Instant::now();
+    body.write_all(
+        b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"prompt\":",
+    )
+    .unwrap();
+    let mut resp = Vec::new();
+    let _ = body.read_to_end(&mut resp);
+    let text = String::from_utf8_lossy(&resp);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    let json: Value = serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(json["error"]["code"], "request_timeout", "{json}");
+    assert_eq!(json["error"]["type"], "invalid_request_error");
+    let body_s = t0.elapsed().as_secs_f64();
+    assert!((1.5..10.0).contains(&body_s), "408 after {body_s} s");
+
+    // Connection cap: of 9 fresh connections, those above 6 are closed at once.
+    let extra: Vec<TcpStream> = (0..9).map(|_| connect()).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut closed = 0;
+    for mut c in extra {
+        c.set_nonblocking(true).unwrap();
+        if matches!(c.read(&mut buf), Ok(0)) {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 3, "connections closed at once above the cap");
+    // Once the held connections time out, normal service resumes.
+    std::thread::sleep(Duration::from_secs(3));
+    let (st, v) = s.post("/v1/completions", &json!({"prompt": "Hi", "max_tokens": 2}));
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(s.metric("switchyard:connections_rejected_total"), 3.0);
+}

@@ -102,6 +102,20 @@ impl ApiError {
         )
     }
 
+    /// 408: the client did not send the whole body in time.
+    pub fn body_timeout(timeout: std::time::Duration) -> Self {
+        Self {
+            code: Some("request_timeout"),
+            ..Self::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body was not received within {:.1} s",
+                    timeout.as_secs_f64()
+                ),
+            )
+        }
+    }
+
     /// 429: admission limit reached.
     pub fn overloaded(message: impl Into<String>) -> Self {
         Self {
@@ -127,7 +141,7 @@ impl ApiError {
     /// OpenAI's `type` for the status.
     fn kind(&self) -> &'static str {
         match self.status.as_u16() {
-            400 | 413 | 404 | 405 => "invalid_request_error",
+            400 | 404 | 405 | 408 | 413 => "invalid_request_error",
             401 => "authentication_error",
             429 => "rate_limit_error",
             503 => "service_unavailable",

@@ -63,6 +63,13 @@ pub struct ServerConfig {
     pub watchdog_timeout: Duration,
     /// Backend description for `/version`.
     pub backend: String,
+    /// A connection that has not sent a request's whole header block within this time is
+    /// closed (slowloris); it also bounds how long an idle keep-alive connection stays open.
+    pub header_read_timeout: Duration,
+    /// A request whose body has not fully arrived this long after its headers gets 408.
+    pub body_read_timeout: Duration,
+    /// Open client connections at most; further connections are closed at once.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -77,6 +84,9 @@ impl Default for ServerConfig {
             watchdog_timeout: Duration::from_secs(30),
             backend: "cpu".into(),
             public_metrics: false,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_connections: 1024,
         }
     }
 }
@@ -239,6 +249,35 @@ async fn auth(State(state): State<Arc<AppState>>, req: Request, next: Next) -> R
     next.run(req).await
 }
 
+/// Reads the whole request body within `body_read_timeout` (else 408) and the body limit
+/// (else 413), so a client that trickles its body cannot hold a handler forever.
+async fn read_body(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let limit = state.config.max_body_bytes;
+    let timeout = state.config.body_read_timeout;
+    let collected = tokio::time::timeout(
+        timeout,
+        http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limit)),
+    )
+    .await;
+    match collected {
+        Err(_) => {
+            tracing::warn!(?timeout, "request body not received in time");
+            ApiError::body_timeout(timeout).into_response()
+        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            ApiError::too_large(limit).into_response()
+        }
+        Ok(Err(e)) => {
+            ApiError::bad_request(format!("could not read the request body: {e}")).into_response()
+        }
+        Ok(Ok(c)) => {
+            next.run(Request::from_parts(parts, Body::from(c.to_bytes())))
+                .await
+        }
+    }
+}
+
 /// Compares without an early exit on the first differing byte (the length is not secret).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -270,8 +309,13 @@ pub fn router(state: Arc<AppState>) -> Router {
     } else {
         protected = protected.route("/metrics", get(api::metrics));
     }
-    let protected =
-        protected.route_layer(axum::middleware::from_fn_with_state(state.clone(), auth));
+    // Layers added later run first: auth, then the body is read.
+    let protected = protected
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            read_body,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth));
     let mut app = protected
         .merge(open)
         .fallback(not_found)
@@ -313,8 +357,13 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// Serves on `listener` until SIGTERM/SIGINT (or `shutdown` resolves), then drains: stops
-/// accepting, answers 503 to new requests on open connections, waits up to `drain_timeout`
-/// for in-flight requests, and returns.
+/// accepting, answers 503 to new requests on open connections, closes idle keep-alive
+/// connections, waits up to `drain_timeout` for in-flight requests, and returns.
+///
+/// Our own accept loop over hyper (instead of `axum::serve`) so that slow clients are bounded:
+/// a header block must arrive within `header_read_timeout` (idle keep-alive connections are
+/// closed after the same time), a body within `body_read_timeout` ([`read_body`]), and at most
+/// `max_connections` connections are open at once.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
@@ -335,26 +384,62 @@ pub async fn serve(
         );
         let _ = drain_tx.send(true);
     });
+
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(state.config.header_read_timeout)
+        .keep_alive(true);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        state.config.max_connections.max(1),
+    ));
     let mut rx = drain_rx.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = rx.wait_for(|d| *d).await;
-    });
-    let mut rx = drain_rx;
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = rx.wait_for(|d| *d) => break,
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(
+                %peer,
+                max_connections = state.config.max_connections,
+                "connection limit reached; closing the new connection"
+            );
+            state.metrics.observe_rejected_connection();
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
     let timeout = state.config.drain_timeout;
-    let deadline = async move {
-        let _ = rx.wait_for(|d| *d).await;
-        tokio::time::sleep(timeout).await;
-    };
     tokio::select! {
-        r = server => r,
-        () = deadline => {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(timeout) => {
             tracing::warn!(
                 in_flight = state.in_flight.load(Ordering::SeqCst),
                 "drain timeout reached; exiting with requests still in flight"
             );
-            Ok(())
         }
     }
+    Ok(())
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -75,6 +75,7 @@ struct Inner {
     by_finish: BTreeMap<&'static str, u64>,
     by_status: BTreeMap<u16, u64>,
     rejected_overload: u64,
+    rejected_connections: u64,
 }
 
 /// The server's metrics.
@@ -97,6 +98,7 @@ impl Metrics {
                 by_finish: BTreeMap::new(),
                 by_status: BTreeMap::new(),
                 rejected_overload: 0,
+                rejected_connections: 0,
             }),
         }
     }
@@ -135,6 +137,11 @@ impl Metrics {
     /// A request was refused by the admission limit.
     pub fn observe_overload(&self) {
         self.lock().rejected_overload += 1;
+    }
+
+    /// A connection was closed at once because `max_connections` were open.
+    pub fn observe_rejected_connection(&self) {
+        self.lock().rejected_connections += 1;
     }
 
     /// The exposition text, with engine numbers from `stats` (`None`: engine unreachable).
@@ -271,6 +278,11 @@ impl Metrics {
             o,
             "# HELP switchyard:requests_rejected_overload_total Requests refused with 429 by the admission limit.\n# TYPE switchyard:requests_rejected_overload_total counter\nswitchyard:requests_rejected_overload_total{{{l}}} {}",
             i.rejected_overload
+        );
+        let _ = writeln!(
+            o,
+            "# HELP switchyard:connections_rejected_total Connections closed at once because --max-connections were open.\n# TYPE switchyard:connections_rejected_total counter\nswitchyard:connections_rejected_total{{{l}}} {}",
+            i.rejected_connections
         );
         o
     }

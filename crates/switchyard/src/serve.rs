@@ -60,6 +60,16 @@ pub(crate) struct ServeArgs {
     /// Serve /metrics without the API key (for Prometheus scrapers inside the cluster).
     #[arg(long, env = "SWITCHYARD_PUBLIC_METRICS")]
     public_metrics: bool,
+    /// Seconds a client has to send a request's headers; idle keep-alive connections are
+    /// closed after the same time (slowloris defence).
+    #[arg(long, env = "SWITCHYARD_HEADER_READ_TIMEOUT", default_value_t = 10.0)]
+    header_read_timeout: f64,
+    /// Seconds a client has to send a request's body once its headers arrived (408 after).
+    #[arg(long, env = "SWITCHYARD_BODY_READ_TIMEOUT", default_value_t = 30.0)]
+    body_read_timeout: f64,
+    /// Open client connections at most; further ones are closed at once.
+    #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
     /// Turn off prefix caching.
     #[arg(long, env = "SWITCHYARD_NO_PREFIX_CACHING")]
     no_prefix_caching: bool,
@@ -144,6 +154,9 @@ pub(crate) fn run(a: ServeArgs) -> Result<()> {
         watchdog_timeout: Duration::from_secs_f64(a.watchdog_timeout.max(1.0)),
         backend: backend_name.clone(),
         public_metrics: a.public_metrics,
+        header_read_timeout: Duration::from_secs_f64(a.header_read_timeout.max(0.1)),
+        body_read_timeout: Duration::from_secs_f64(a.body_read_timeout.max(0.1)),
+        max_connections: a.max_connections.max(1),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
