@@ -22,7 +22,7 @@ llama.cpp's conversion conventions are inverted: Gemma's RMSNorm weights lose th
 convert_hf_to_gguf adds (HF Gemma computes x * (1 + w)), Llama's Q/K rows are un-permuted
 (GGUF stores them for interleaved RoPE, HF for rotate_half).
 
-Usage: gguf-to-hf.py MODEL.gguf OUTDIR [--dtype bf16|f32] [--shard-size BYTES]
+Usage: gguf-to-hf.py MODEL.gguf OUTDIR [--dtype bf16|f16|f32] [--shard-size BYTES]
 Writes OUTDIR atomically (OUTDIR.partial, then rename).
 """
 
@@ -36,9 +36,6 @@ import numpy as np
 from gguf import GGUFReader, GGMLQuantizationType
 from gguf.quants import dequantize
 from safetensors import _safetensors_rust as st_rust  # serialize_file: the backend of safetensors.numpy.save_file
-
-GGUF_PY_VERSION_NEEDED = "0.17.1"
-
 
 def fields(reader):
     out = {}
@@ -73,7 +70,7 @@ def hf_config(arch, md, vocab_size, tied, dtype):
         "rope_scaling": None,
         "vocab_size": vocab_size,
         "tie_word_embeddings": tied,
-        "torch_dtype": {"bf16": "bfloat16", "f32": "float32"}[dtype],
+        "torch_dtype": {"bf16": "bfloat16", "f16": "float16", "f32": "float32"}[dtype],
         "attention_bias": arch == "qwen2",
         "attention_dropout": 0.0,
         "use_cache": True,
@@ -191,6 +188,8 @@ def write_safetensors(tensors, out, dtype, shard_size):
     for name, w in tensors:
         if dtype == "bf16":
             data, st_dtype, nbytes = to_bf16_bits(w), "bfloat16", w.size * 2
+        elif dtype == "f16":
+            data, st_dtype, nbytes = w.astype(np.float16), "float16", w.size * 2
         else:
             data, st_dtype, nbytes = w.astype(np.float32), "float32", w.size * 4
         enc.append((name, {"dtype": st_dtype, "shape": list(w.shape), "data": data.tobytes()}, nbytes))
@@ -297,7 +296,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("gguf")
     ap.add_argument("out")
-    ap.add_argument("--dtype", choices=["bf16", "f32"], default="bf16")
+    ap.add_argument("--dtype", choices=["bf16", "f16", "f32"], default="bf16")
     ap.add_argument("--shard-size", type=int, default=0, help="bytes per shard (0: one file)")
     args = ap.parse_args()
 
