@@ -178,15 +178,19 @@ const PROMPTS: [&str; 4] = [
 
 /// Greedy GGUF output, then the HF model teacher-forced on prompt + that output: the HF greedy
 /// output equals the GGUF's up to its first different top-1, which must be a near-tie of the
-/// GGUF logits (the same rule as tests/golden.rs: 3x llama.cpp's self-noise). Reports |dlogit|.
-fn check_greedy(alias: &str, variant: &str, max_mean_abs: f64) {
+/// GGUF logits. Bounds as in tests/golden.rs, from llama.cpp's disagreement with itself
+/// (`reference_self_noise`): near-tie = 3x its mean |dlogit|, and the mean |dlogit| over the
+/// whole vocabulary at most 1.25x it. (The difference is the kernels': 8-bit activations for the
+/// quantized GGUF, f32 for safetensors; `hf_f32_equals_dequantized_gguf` shows the weights are
+/// the same.)
+fn check_greedy(alias: &str, variant: &str) {
     const N: usize = 32;
     let g = common::model(alias);
     let h = common::hf_model(alias, variant);
-    let near_tie = 3.0
-        * common::golden(alias, "logits.json")["reference_self_noise"]["mean_abs_diff"]
-            .as_f64()
-            .unwrap();
+    let noise = common::golden(alias, "logits.json")["reference_self_noise"]["mean_abs_diff"]
+        .as_f64()
+        .unwrap();
+    let (near_tie, max_mean_abs) = (3.0 * noise, 1.25 * noise);
     let mut gb = CpuBackend::load(&g.config, g.weights()).unwrap();
     let mut hb = CpuBackend::load(&h.config, h.weights()).unwrap();
     let (mut steps, mut flips, mut identical) = (0usize, Vec::new(), 0usize);
@@ -260,25 +264,85 @@ fn check_greedy(alias: &str, variant: &str, max_mean_abs: f64) {
     );
     assert!(
         mean <= max_mean_abs,
-        "{alias}-{variant}: mean |dlogit| {mean:.4} > {max_mean_abs}"
+        "{alias}-{variant}: mean |dlogit| {mean:.4} > {max_mean_abs:.4}"
     );
+}
+
+/// The GGUF's weights dequantized to f32 in memory, served under their own names.
+struct DequantizedGguf<'a>(&'a dyn WeightSource);
+
+impl WeightSource for DequantizedGguf<'_> {
+    fn tensor(&self, name: &str) -> Option<switchyard_core::Tensor> {
+        let t = self.0.tensor(name)?;
+        let bytes: Vec<u8> = t.to_f32().iter().flat_map(|v| v.to_le_bytes()).collect();
+        Some(switchyard_core::Tensor {
+            dtype: switchyard_core::GgmlType::F32,
+            data: switchyard_core::WeightBytes::from_vec(bytes),
+            ..t
+        })
+    }
+}
+
+/// The f32 HF copy and the GGUF dequantized to f32 run the same kernels on what must be the same
+/// numbers (up to the f32 rounding of Gemma's norm -1/+1 round trip), so their logits must be
+/// near-identical: this pins the name mapping, shapes, norm offsets and config, with no
+/// quantization noise to hide behind.
+fn check_exact(alias: &str) {
+    let g = common::model(alias);
+    let h = common::hf_model(alias, "f32");
+    let deq = DequantizedGguf(g.weights());
+    let toks = g.tokenizer.encode(PROMPTS[3], true).unwrap();
+    let run = |cfg: &ModelConfig, w: &dyn WeightSource| {
+        let mut be = CpuBackend::load(cfg, w).unwrap();
+        let b: &mut dyn Backend = &mut be;
+        let mut s = Session::new(b, toks.len()).unwrap();
+        let mut out = Vec::new();
+        s.feed(&toks, |_| true, |_, r| out.push(r.to_vec()))
+            .unwrap();
+        out
+    };
+    let want = run(&g.config, &deq);
+    let got = run(&h.config, h.weights());
+    let d = max_diff(&want, &got);
+    let scale = want.iter().flatten().map(|x| x.abs()).fold(0.0, f32::max);
+    eprintln!(
+        "{alias}: f32 HF vs dequantized GGUF over {} positions: max |dlogit| {d:.2e} (logit scale {scale:.1})",
+        toks.len()
+    );
+    assert!(
+        d < 1e-3 * scale,
+        "{alias}: max |dlogit| {d} (scale {scale})"
+    );
+    for (a, b) in want.iter().zip(&got) {
+        assert_eq!(argmax(a), argmax(b));
+    }
+}
+
+#[test]
+fn hf_f32_equals_dequantized_gguf_gemma() {
+    check_exact(GEMMA);
+}
+
+#[test]
+fn hf_f32_equals_dequantized_gguf_qwen() {
+    check_exact(QWEN);
 }
 
 #[test]
 fn greedy_matches_gguf_gemma_f32() {
-    check_greedy(GEMMA, "f32", 0.05);
+    check_greedy(GEMMA, "f32");
 }
 
 #[test]
 fn greedy_matches_gguf_qwen_f32_sharded() {
     assert!(checkpoint_files(&common::hf_model(QWEN, "f32")) > 1);
-    check_greedy(QWEN, "f32", 0.05);
+    check_greedy(QWEN, "f32");
 }
 
 #[test]
 fn greedy_matches_gguf_gemma_bf16_sharded() {
     assert!(checkpoint_files(&common::hf_model(GEMMA, "bf16")) > 1);
-    check_greedy(GEMMA, "bf16", 0.5);
+    check_greedy(GEMMA, "bf16");
 }
 
 // ---- tiny random models: Llama Q/K permutation, F32/F16/BF16 storage ----
