@@ -96,7 +96,7 @@ pub fn parse_repo_id(s: &str) -> Option<(String, Option<String>)> {
 
 enum Source {
     Cache { cache: Cache, why: &'static str },
-    Api(hf_hub::api::sync::ApiRepo),
+    Api(Box<hf_hub::api::sync::ApiRepo>),
 }
 
 fn is_commit(rev: &str) -> bool {
@@ -136,11 +136,11 @@ pub fn snapshot(
             file: "(client)".into(),
             reason: e.to_string(),
         })?;
-        Source::Api(api.repo(Repo::with_revision(
+        Source::Api(Box::new(api.repo(Repo::with_revision(
             repo.into(),
             RepoType::Model,
             revision.clone(),
-        )))
+        ))))
     };
     // Fetches one file; Ok(None) when it does not exist (optional files).
     let get = |file: &str, required: bool| -> Result<Option<PathBuf>, HubError> {

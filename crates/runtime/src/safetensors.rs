@@ -375,7 +375,7 @@ pub fn serialize(tensors: &[(&str, &str, &[usize], &[u8])]) -> Vec<u8> {
         off += bytes.len();
     }
     let mut h = serde_json::to_string(&header).expect("serializable");
-    while (h.len() + 8) % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(' ');
     }
     let mut out = (h.len() as u64).to_le_bytes().to_vec();
