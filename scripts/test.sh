@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The full test suite (the README's test command; .ci/run calls it).
-# Fetches and verifies the real models, runs every test of the workspace, then drives the
-# server with the official `openai` Python client (installed from PyPI).
+# Fetches and verifies the real models, builds their Hugging Face-format copies, runs every test
+# of the workspace, then drives the server with the official `openai` Python client (from PyPI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 bash scripts/fetch-models.sh
+# Hugging Face-format copies of the models for tests/hf.rs (converted once, cached, stamped).
+bash scripts/build-hf-test-models.sh
 cargo test --workspace --release "$@"
 BIN="${CARGO_TARGET_DIR:-target}/release/switchyard"
 "$PY" -m pip install --quiet --disable-pip-version-check "openai==3.54.0"

@@ -63,7 +63,7 @@ fn run_batched(
 #[test]
 fn batch_equals_alone_gemma() {
     let m = common::model("gemma-3-270m");
-    let mut be = CpuBackend::load(&m.config, m.gguf.as_ref()).unwrap();
+    let mut be = CpuBackend::load(&m.config, m.weights()).unwrap();
     be.init_kv_cache(KvCacheConfig {
         block_size: BS,
         num_blocks: 256,

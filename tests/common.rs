@@ -36,3 +36,23 @@ pub fn golden(alias: &str, file: &str) -> serde_json::Value {
 
 /// Both models we test on.
 pub const MODELS: [&str; 2] = ["gemma-3-270m", "qwen2.5-coder-0.5b-instruct"];
+
+/// A Hugging Face-format copy of a registry model built by `scripts/build-hf-test-models.sh`
+/// (`variant`: `f32` or `bf16`). Missing is a failure with instructions, never a skip.
+pub fn hf_dir(alias: &str, variant: &str) -> PathBuf {
+    let d = switchyard_runtime::registry::cache_dir()
+        .join("hf")
+        .join(format!("{alias}-{variant}"));
+    assert!(
+        d.join(".stamp").is_file(),
+        "{} missing: run scripts/build-hf-test-models.sh first (scripts/test.sh does)",
+        d.display()
+    );
+    d
+}
+
+/// Loads the Hugging Face-format copy `hf_dir(alias, variant)`.
+pub fn hf_model(alias: &str, variant: &str) -> Model {
+    let d = hf_dir(alias, variant);
+    Model::open_hf_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display()))
+}

@@ -26,7 +26,7 @@ main() { let mut totals = vec![0u64; 16]; for (i, x) in data.iter().enumerate() 
 /// Starts an engine on `alias` with `config`.
 fn engine(alias: &str, config: EngineConfig) -> EngineHandle {
     let m = common::model(alias);
-    let backend = CpuBackend::load(&m.config, m.gguf.as_ref()).unwrap();
+    let backend = CpuBackend::load(&m.config, m.weights()).unwrap();
     EngineHandle::start(Box::new(backend), Arc::new(m.tokenizer), &m.config, config).unwrap()
 }
 

@@ -69,7 +69,7 @@ fn near_tie(alias: &str) -> f64 {
 
 fn check_greedy(alias: &str) {
     let m = common::model(alias);
-    let mut be = CpuBackend::load(&m.config, m.gguf.as_ref()).unwrap();
+    let mut be = CpuBackend::load(&m.config, m.weights()).unwrap();
     let g = common::golden(alias, "greedy.json");
     let cases = g.as_array().unwrap();
     assert!(cases.len() >= 8);
@@ -158,7 +158,7 @@ fn greedy_matches_llamacpp_qwen() {
 /// - raw top-1 agreement no more than 2 points below the reference's agreement with itself.
 fn check_logits(alias: &str) {
     let m = common::model(alias);
-    let mut be = CpuBackend::load(&m.config, m.gguf.as_ref()).unwrap();
+    let mut be = CpuBackend::load(&m.config, m.weights()).unwrap();
     let g = common::golden(alias, "logits.json");
     let toks = ids(&g["tokens"]);
     assert!(toks.len() >= 512, "need a >= 512-token text");

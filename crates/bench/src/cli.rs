@@ -44,8 +44,9 @@ pub struct ServeArgs {
     /// `model` to send (default: the first of the server's /v1/models).
     #[arg(long, short)]
     pub model: Option<String>,
-    /// Tokenizer for random prompts and prompt counts: a registry alias or .gguf path that is
-    /// already local (default: try --model; else random words).
+    /// Tokenizer for random prompts and prompt counts: a registry alias, .gguf path, Hugging Face
+    /// model directory or Hub repository that is already local (default: try --model; else
+    /// random words).
     #[arg(long)]
     pub tokenizer: Option<String>,
     /// Workload.

@@ -127,9 +127,24 @@ impl std::fmt::Debug for TextSource {
 }
 
 impl TextSource {
-    /// Loads the tokenizer of a registry alias or GGUF path that is already local (never
-    /// downloads).
+    /// Loads the tokenizer of a registry alias, GGUF path, Hugging Face directory or Hub
+    /// repository that is already local (never downloads).
     pub fn from_model(name: &str) -> Result<TextSource> {
+        use switchyard_runtime::registry::ModelRef;
+        let hf_dir = match switchyard_runtime::registry::resolve(name)? {
+            ModelRef::HfDir(d) => Some(d),
+            ModelRef::HfRepo { repo, revision } => Some(switchyard_runtime::hub::snapshot(
+                &repo,
+                revision.as_deref(),
+                false,
+            )?),
+            _ => None,
+        };
+        if let Some(d) = hf_dir {
+            return Ok(TextSource::Tokenizer(Arc::new(Tokenizer::from_hf_dir(
+                &d, 0,
+            )?)));
+        }
         let path = switchyard_runtime::registry::locate(name, false)?;
         let g = switchyard_runtime::gguf::GgufFile::open(&path)?;
         Ok(TextSource::Tokenizer(Arc::new(Tokenizer::from_gguf(&g)?)))

@@ -161,13 +161,6 @@ impl std::fmt::Debug for GgufFile {
     }
 }
 
-struct MmapBytes(memmap2::Mmap);
-impl AsRef<[u8]> for MmapBytes {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
 struct Reader<'a> {
     b: &'a [u8],
     pos: usize,
@@ -256,13 +249,7 @@ impl GgufFile {
             source,
         };
         let file = std::fs::File::open(path).map_err(io)?;
-        // The one `unsafe` outside the backend crates (see ARCHITECTURE.md, "unsafe and FFI").
-        #[allow(unsafe_code)]
-        // SAFETY: the mapping is read-only; memmap2 requires that the file is not modified while
-        // mapped. Model files are immutable cache entries verified by sha256; truncating one while
-        // it is served is documented as unsupported (it faults the process).
-        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        Self::parse(path, Arc::new(MmapBytes(mmap)))
+        Self::parse(path, crate::mmap::map_file(&file).map_err(io)?)
     }
 
     /// Parses GGUF from bytes already in memory (tests, fuzzing).

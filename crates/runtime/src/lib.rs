@@ -1,5 +1,5 @@
-//! Switchyard runtime: loads models (GGUF, memory-mapped), builds their tokenizers, samples,
-//! and runs generation over any [`switchyard_core::Backend`].
+//! Switchyard runtime: loads models (GGUF or Hugging Face safetensors, memory-mapped), builds
+//! their tokenizers, samples, and runs generation over any [`switchyard_core::Backend`].
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
@@ -7,9 +7,13 @@ pub mod config;
 pub mod engine;
 pub mod generate;
 pub mod gguf;
+pub mod hf;
+pub mod hub;
+mod mmap;
 pub mod model;
 pub mod registry;
+pub mod safetensors;
 pub mod sampling;
 pub mod tokenizer;
 
-pub use model::{LoadError, Model};
+pub use model::{LoadError, Model, Weights};

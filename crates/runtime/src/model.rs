@@ -1,13 +1,17 @@
-//! A loaded model: the memory-mapped GGUF file, its configuration and its tokenizer.
+//! A loaded model: its weights (a memory-mapped GGUF file or a Hugging Face safetensors
+//! checkpoint), its configuration and its tokenizer.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use switchyard_core::{BackendError, GgmlType, ModelConfig};
+use switchyard_core::{BackendError, GgmlType, ModelConfig, WeightSource};
 
 use crate::config::{model_config, ConfigError};
 use crate::gguf::{GgufError, GgufFile};
-use crate::registry::RegistryError;
+use crate::hf::{HfError, HfWeights};
+use crate::hub::HubError;
+use crate::registry::{ModelRef, RegistryError};
+use crate::safetensors::Checkpoint;
 use crate::tokenizer::{Tokenizer, TokenizerError};
 
 /// Anything that can go wrong between `--model` and a ready model.
@@ -16,9 +20,15 @@ pub enum LoadError {
     /// Resolving or fetching the model.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// Resolving a Hugging Face Hub repository.
+    #[error(transparent)]
+    Hub(#[from] HubError),
     /// Reading the GGUF file.
     #[error(transparent)]
     Gguf(#[from] GgufError),
+    /// Reading a Hugging Face checkpoint.
+    #[error(transparent)]
+    Hf(#[from] HfError),
     /// Interpreting its metadata.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -30,12 +40,27 @@ pub enum LoadError {
     Backend(#[from] BackendError),
 }
 
+impl From<crate::safetensors::SafetensorsError> for LoadError {
+    fn from(e: crate::safetensors::SafetensorsError) -> Self {
+        Self::Hf(e.into())
+    }
+}
+
+/// Where a model's weights come from.
+#[derive(Debug, Clone)]
+pub enum Weights {
+    /// A GGUF file.
+    Gguf(Arc<GgufFile>),
+    /// A Hugging Face directory (safetensors, one file or shards).
+    Hf(Arc<HfWeights>),
+}
+
 /// A model ready to hand to a backend.
 pub struct Model {
-    /// Where it was loaded from.
+    /// Where it was loaded from (the GGUF file or the model directory).
     pub path: PathBuf,
-    /// The parsed file (also the [`switchyard_core::WeightSource`]).
-    pub gguf: Arc<GgufFile>,
+    /// The weights, served under GGUF tensor names.
+    pub weights: Weights,
     /// Hyperparameters.
     pub config: ModelConfig,
     /// Tokenizer and special tokens.
@@ -66,23 +91,85 @@ impl Model {
         );
         Ok(Self {
             path: path.to_path_buf(),
-            gguf: Arc::new(gguf),
+            weights: Weights::Gguf(Arc::new(gguf)),
             config,
             tokenizer,
         })
     }
 
-    /// Resolves `--model` (alias, .gguf path or manifest), fetching when allowed, and opens it.
+    /// Opens a Hugging Face-format directory: `config.json`, `tokenizer.json` (+
+    /// `tokenizer_config.json`, `generation_config.json`) and `model.safetensors` or the shards
+    /// of `model.safetensors.index.json`.
+    pub fn open_hf_dir(dir: &Path) -> Result<Self, LoadError> {
+        let t0 = std::time::Instant::now();
+        let cfg_path = dir.join("config.json");
+        let config = crate::hf::model_config(&crate::hf::read_json(&cfg_path)?, &cfg_path)?;
+        let weights = HfWeights::new(Checkpoint::open_dir(dir)?, &config)?;
+        let t1 = std::time::Instant::now();
+        let tokenizer = Tokenizer::from_hf_dir(dir, config.vocab_size)?;
+        tracing::info!(
+            safetensors_ms = (t1 - t0).as_millis() as u64,
+            tokenizer_ms = t1.elapsed().as_millis() as u64,
+            "model opened"
+        );
+        Ok(Self {
+            path: dir.to_path_buf(),
+            weights: Weights::Hf(Arc::new(weights)),
+            config,
+            tokenizer,
+        })
+    }
+
+    /// Resolves `--model` (alias, .gguf path, manifest, Hugging Face directory or Hub
+    /// repository id), fetching when allowed, and opens it.
     pub fn load(name: &str, allow_fetch: bool) -> Result<Self, LoadError> {
-        let path = crate::registry::locate(name, allow_fetch)?;
-        Self::open(&path)
+        match crate::registry::resolve(name)? {
+            ModelRef::Path(p) => Self::open(&p),
+            ModelRef::Manifest(m) => Self::open(&crate::registry::locate_manifest(m, allow_fetch)?),
+            ModelRef::HfDir(d) => Self::open_hf_dir(&d),
+            ModelRef::HfRepo { repo, revision } => {
+                let dir = crate::hub::snapshot(&repo, revision.as_deref(), allow_fetch)?;
+                Self::open_hf_dir(&dir)
+            }
+        }
+    }
+
+    /// The weights as a backend sees them (GGUF tensor names).
+    pub fn weights(&self) -> &dyn WeightSource {
+        match &self.weights {
+            Weights::Gguf(g) => g.as_ref(),
+            Weights::Hf(h) => h.as_ref(),
+        }
+    }
+
+    /// Bytes of the weight files.
+    pub fn file_size(&self) -> usize {
+        match &self.weights {
+            Weights::Gguf(g) => g.file_size(),
+            Weights::Hf(h) => h.checkpoint.total_size(),
+        }
+    }
+
+    fn tensor_shapes(&self) -> Vec<(GgmlType, usize)> {
+        match &self.weights {
+            Weights::Gguf(g) => g
+                .tensors
+                .iter()
+                .map(|t| (t.dtype, t.shape.iter().product()))
+                .collect(),
+            Weights::Hf(h) => h
+                .checkpoint
+                .tensors()
+                .map(|t| (t.dtype, t.shape.iter().product()))
+                .collect(),
+        }
     }
 
     /// Count of tensors per element type, sorted by count (for `info`).
     pub fn quant_types(&self) -> Vec<(GgmlType, usize)> {
         let mut m: std::collections::HashMap<GgmlType, usize> = Default::default();
-        for t in &self.gguf.tensors {
-            *m.entry(t.dtype).or_default() += 1;
+        for (t, _) in self.tensor_shapes() {
+            *m.entry(t).or_default() += 1;
         }
         let mut v: Vec<_> = m.into_iter().collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.id().cmp(&b.0.id())));
@@ -91,10 +178,6 @@ impl Model {
 
     /// Number of parameters.
     pub fn n_params(&self) -> usize {
-        self.gguf
-            .tensors
-            .iter()
-            .map(|t| t.shape.iter().product::<usize>())
-            .sum()
+        self.tensor_shapes().iter().map(|(_, n)| n).sum()
     }
 }

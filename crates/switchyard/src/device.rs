@@ -43,7 +43,7 @@ pub fn create_backend(device: Device, model: &Model) -> Result<Box<dyn Backend>>
     match device {
         Device::Cpu => Ok(Box::new(switchyard_backend_cpu::CpuBackend::load(
             &model.config,
-            model.gguf.as_ref(),
+            model.weights(),
         )?)),
         Device::Cuda(n) => {
             let devices = switchyard_backend_cuda::probe()?;
@@ -56,7 +56,7 @@ pub fn create_backend(device: Device, model: &Model) -> Result<Box<dyn Backend>>
             Ok(Box::new(switchyard_backend_cuda::CudaBackend::load(
                 n,
                 &model.config,
-                model.gguf.as_ref(),
+                model.weights(),
             )?))
         }
         Device::Neuron => {
@@ -84,7 +84,7 @@ pub fn create_backend(device: Device, model: &Model) -> Result<Box<dyn Backend>>
                 Ok(Box::new(switchyard_backend_cuda::CudaBackend::load(
                     0,
                     &model.config,
-                    model.gguf.as_ref(),
+                    model.weights(),
                 )?))
             }
             Ok(_) => {

@@ -36,9 +36,9 @@ enum Cmd {
     Generate(GenerateArgs),
     /// Print CPU features, backends available, and facts about a model.
     Info(InfoArgs),
-    /// Download and verify registry models into the cache.
+    /// Download and verify registry models (or Hub repositories) into the cache.
     Fetch {
-        /// Aliases (default: the default model).
+        /// Aliases or Hub repositories `org/name[@revision]` (default: the default model).
         aliases: Vec<String>,
     },
     /// Benchmarks.
@@ -58,7 +58,8 @@ enum BenchCmd {
 
 #[derive(Args)]
 struct ModelArgs {
-    /// Model: an alias (see models/), a .gguf path, or a manifest .toml.
+    /// Model: an alias (see models/), a .gguf path, a manifest .toml, a Hugging Face model
+    /// directory, or a Hub repository `org/name[@revision]` (HF_HOME, HF_TOKEN, HF_HUB_OFFLINE).
     #[arg(long, short, env = "SWITCHYARD_MODEL", default_value = registry::DEFAULT_MODEL)]
     model: String,
     /// Worker threads (default: physical cores).
@@ -210,7 +211,7 @@ fn cmd_info(a: InfoArgs) -> Result<()> {
     println!("  architecture: {}", c.arch.gguf_name());
     println!(
         "  size: {:.1} MiB, {:.0}M parameters",
-        model.gguf.file_size() as f64 / (1 << 20) as f64,
+        model.file_size() as f64 / (1 << 20) as f64,
         model.n_params() as f64 / 1e6
     );
     let q: Vec<String> = model
@@ -275,6 +276,14 @@ fn main() -> ExitCode {
                         println!("{}: {}", m.alias, p.display());
                     }
                     registry::ModelRef::Path(p) => println!("{a}: local file {}", p.display()),
+                    registry::ModelRef::HfDir(p) => {
+                        println!("{a}: local directory {}", p.display())
+                    }
+                    registry::ModelRef::HfRepo { repo, revision } => {
+                        let d =
+                            switchyard_runtime::hub::snapshot(&repo, revision.as_deref(), true)?;
+                        println!("{a}: {}", d.display());
+                    }
                 }
             }
             Ok(())

@@ -125,6 +125,13 @@ pub(crate) fn run(a: ServeArgs) -> Result<()> {
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| a.model.model.clone())
+        } else if std::path::Path::new(&a.model.model).is_dir() {
+            // A Hugging Face directory: its name (a Hub repo id is kept whole, as vLLM does).
+            model
+                .path
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| a.model.model.clone())
         } else {
             a.model.model.clone()
         };

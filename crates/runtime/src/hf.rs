@@ -1,0 +1,586 @@
+//! Hugging Face-format model directories: `config.json` → [`ModelConfig`], safetensors weights
+//! served under the GGUF tensor names the backends look up.
+//!
+//! llama.cpp's `convert_hf_to_gguf` conventions are applied here so that a backend sees the same
+//! tensors either way: Gemma's RMSNorm weights get +1 (HF Gemma computes `x * (1 + w)`, GGUF
+//! stores `1 + w`), Llama's Q/K rows are permuted for interleaved RoPE (HF uses `rotate_half`;
+//! Qwen2 and Gemma 3 use NEOX-style RoPE in both formats, so no permutation), shapes are
+//! reversed to GGML order (`[out, in]` → `[in, out]`, the same bytes). Everything else is the
+//! stored tensor, memory-mapped, never copied.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use switchyard_core::{
+    Activation, Architecture, GgmlType, LayerAttention, ModelConfig, Tensor, WeightBytes,
+    WeightSource,
+};
+
+use crate::config::ConfigError;
+use crate::safetensors::{Checkpoint, SafetensorsError};
+
+/// Reads a JSON file of a model directory.
+pub fn read_json(path: &Path) -> Result<Value, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
+        path: path.display().to_string(),
+        what: format!("cannot read: {e}"),
+    })?;
+    serde_json::from_str(&text).map_err(|e| ConfigError::Invalid {
+        path: path.display().to_string(),
+        what: format!("not valid JSON: {e}"),
+    })
+}
+
+/// The architecture named by a `config.json`.
+fn architecture(c: &Value, path: &str) -> Result<Architecture, ConfigError> {
+    let archs: Vec<&str> = c
+        .get("architectures")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let model_type = c.get("model_type").and_then(Value::as_str).unwrap_or("");
+    let by_arch = archs.iter().find_map(|a| match *a {
+        "Gemma3ForCausalLM" => Some(Architecture::Gemma3),
+        "Qwen2ForCausalLM" => Some(Architecture::Qwen2),
+        "LlamaForCausalLM" => Some(Architecture::Llama),
+        _ => None,
+    });
+    let by_type = match model_type {
+        "gemma3_text" => Some(Architecture::Gemma3),
+        "qwen2" => Some(Architecture::Qwen2),
+        "llama" => Some(Architecture::Llama),
+        _ => None,
+    };
+    by_arch.or(by_type).ok_or_else(|| {
+        let found = if archs.is_empty() {
+            format!("model_type {model_type:?}")
+        } else {
+            format!("{} (model_type {model_type:?})", archs.join(", "))
+        };
+        let hint = if model_type == "gemma3" {
+            "; multimodal Gemma 3 checkpoints (Gemma3ForConditionalGeneration) are not supported, use a text-only one"
+        } else {
+            ""
+        };
+        ConfigError::UnsupportedArchitecture {
+            path: path.to_string(),
+            arch: format!(
+                "{found}; supported: Gemma3ForCausalLM, Qwen2ForCausalLM, LlamaForCausalLM{hint}"
+            ),
+        }
+    })
+}
+
+/// Builds the [`ModelConfig`] of a Hugging Face `config.json` (`c`, read from `path`).
+pub fn model_config(c: &Value, path: &Path) -> Result<ModelConfig, ConfigError> {
+    let ps = path.display().to_string();
+    let arch = architecture(c, &ps)?;
+    let missing = |k: &str| ConfigError::MissingKey {
+        path: ps.clone(),
+        key: k.to_string(),
+    };
+    let invalid = |what: String| ConfigError::Invalid {
+        path: ps.clone(),
+        what,
+    };
+    let present = |k: &str| c.get(k).filter(|v| !v.is_null());
+    let req_u = |k: &str| -> Result<usize, ConfigError> {
+        present(k)
+            .and_then(Value::as_u64)
+            .map(|v| v as usize)
+            .ok_or_else(|| missing(k))
+    };
+    let opt_u = |k: &str| -> Result<Option<usize>, ConfigError> {
+        match present(k) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .map(|v| Some(v as usize))
+                .ok_or_else(|| invalid(format!("{k} is not a non-negative integer"))),
+        }
+    };
+    let opt_f = |k: &str| -> Result<Option<f32>, ConfigError> {
+        match present(k) {
+            None => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(|v| Some(v as f32))
+                .ok_or_else(|| invalid(format!("{k} is not a number"))),
+        }
+    };
+    let opt_s = |k: &str| present(k).and_then(Value::as_str);
+
+    let n_layers = req_u("num_hidden_layers")?;
+    let hidden = req_u("hidden_size")?;
+    let ffn = req_u("intermediate_size")?;
+    let n_heads = req_u("num_attention_heads")?;
+    let n_kv_heads = opt_u("num_key_value_heads")?.unwrap_or(n_heads);
+    let vocab_size = req_u("vocab_size")?;
+    let context_length = req_u("max_position_embeddings")?;
+    // Transformers' per-architecture defaults where a key may be omitted.
+    let (def_head_dim, def_theta, def_tied) = match arch {
+        Architecture::Gemma3 => (Some(256), 1_000_000.0, true),
+        Architecture::Qwen2 => (None, 10_000.0, false),
+        Architecture::Llama => (None, 10_000.0, false),
+    };
+    let head_dim = opt_u("head_dim")?
+        .or(def_head_dim)
+        .unwrap_or(hidden / n_heads.max(1));
+    let rms_eps = opt_f("rms_norm_eps")?.unwrap_or(1e-6);
+    let rope_base = opt_f("rope_theta")?.unwrap_or(def_theta);
+    let tied_embeddings = match present("tie_word_embeddings") {
+        None => def_tied,
+        Some(v) => v
+            .as_bool()
+            .ok_or_else(|| invalid("tie_word_embeddings is not a boolean".into()))?,
+    };
+    if n_layers == 0 || hidden == 0 || n_heads == 0 || n_kv_heads == 0 || head_dim == 0 {
+        return Err(invalid("zero-sized dimension".into()));
+    }
+    if vocab_size == 0 {
+        return Err(invalid("vocab_size is 0".into()));
+    }
+    if n_heads % n_kv_heads != 0 {
+        return Err(invalid(format!(
+            "{n_heads} heads not divisible by {n_kv_heads} KV heads"
+        )));
+    }
+    if head_dim % 2 != 0 {
+        return Err(invalid(format!("head_dim {head_dim} is odd")));
+    }
+    if let Some(rs) = present("rope_scaling") {
+        let t = rs
+            .get("rope_type")
+            .or_else(|| rs.get("type"))
+            .and_then(Value::as_str)
+            .unwrap_or("?");
+        if t != "default" {
+            return Err(invalid(format!("RoPE scaling '{t}' is not supported yet")));
+        }
+    }
+    let act = opt_s("hidden_activation").or(opt_s("hidden_act"));
+    let cfg = match arch {
+        Architecture::Gemma3 => {
+            if let Some(a) = act {
+                if a != "gelu_pytorch_tanh" {
+                    return Err(invalid(format!(
+                        "Gemma 3 activation '{a}' is not supported (gelu_pytorch_tanh)"
+                    )));
+                }
+            }
+            if present("attn_logit_softcapping").is_some() {
+                return Err(invalid(
+                    "attn_logit_softcapping is not supported (Gemma 2 style)".into(),
+                ));
+            }
+            let window = opt_u("sliding_window")?.unwrap_or(4096);
+            let layers = match present("layer_types") {
+                Some(v) => {
+                    let a = v
+                        .as_array()
+                        .filter(|a| a.len() == n_layers)
+                        .ok_or_else(|| {
+                            invalid(format!("layer_types is not a list of {n_layers} strings"))
+                        })?;
+                    a.iter()
+                        .map(|t| match t.as_str() {
+                            Some("sliding_attention") => Ok(LayerAttention::Sliding { window }),
+                            Some("full_attention") => Ok(LayerAttention::Global),
+                            _ => Err(invalid(format!("unknown layer type {t}"))),
+                        })
+                        .collect::<Result<Vec<_>, _>>()?
+                }
+                None => {
+                    let pattern = opt_u("sliding_window_pattern")?
+                        .or(opt_u("_sliding_window_pattern")?)
+                        .unwrap_or(6);
+                    if pattern == 0 {
+                        return Err(invalid("sliding_window_pattern is 0".into()));
+                    }
+                    (0..n_layers)
+                        .map(|i| {
+                            if (i + 1) % pattern == 0 {
+                                LayerAttention::Global
+                            } else {
+                                LayerAttention::Sliding { window }
+                            }
+                        })
+                        .collect()
+                }
+            };
+            let qpas = opt_f("query_pre_attn_scalar")?.unwrap_or(256.0);
+            if qpas <= 0.0 {
+                return Err(invalid(format!("query_pre_attn_scalar {qpas}")));
+            }
+            ModelConfig {
+                arch,
+                n_layers,
+                hidden,
+                ffn,
+                n_heads,
+                n_kv_heads,
+                head_dim,
+                vocab_size,
+                context_length,
+                rms_eps,
+                rope_base,
+                rope_base_local: opt_f("rope_local_base_freq")?.unwrap_or(10_000.0),
+                layers,
+                activation: Activation::GeluTanh,
+                qk_norm: true,
+                post_norms: true,
+                embed_scale: (hidden as f32).sqrt(),
+                query_scale: 1.0 / qpas.sqrt(),
+                final_logit_softcap: opt_f("final_logit_softcapping")?,
+                tied_embeddings,
+            }
+        }
+        Architecture::Qwen2 | Architecture::Llama => {
+            if let Some(a) = act {
+                if a != "silu" {
+                    return Err(invalid(format!("activation '{a}' is not supported (silu)")));
+                }
+            }
+            if present("use_sliding_window").and_then(Value::as_bool) == Some(true) {
+                return Err(invalid(
+                    "use_sliding_window=true is not supported for Qwen2".into(),
+                ));
+            }
+            if present("mlp_bias").and_then(Value::as_bool) == Some(true) {
+                return Err(invalid("mlp_bias=true is not supported".into()));
+            }
+            ModelConfig {
+                arch,
+                n_layers,
+                hidden,
+                ffn,
+                n_heads,
+                n_kv_heads,
+                head_dim,
+                vocab_size,
+                context_length,
+                rms_eps,
+                rope_base,
+                rope_base_local: rope_base,
+                layers: vec![LayerAttention::Global; n_layers],
+                activation: Activation::Silu,
+                qk_norm: false,
+                post_norms: false,
+                embed_scale: 1.0,
+                query_scale: 1.0 / (head_dim as f32).sqrt(),
+                final_logit_softcap: None,
+                tied_embeddings,
+            }
+        }
+    };
+    Ok(cfg)
+}
+
+/// How a GGUF-named tensor is derived from a checkpoint tensor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Transform {
+    /// The stored bytes, shape reversed.
+    None,
+    /// Gemma RMSNorm: `1 + w`, as f32.
+    PlusOne,
+    /// Llama Q/K: rows permuted for interleaved RoPE, this many heads.
+    Permute(usize),
+}
+
+/// The checkpoint name and transform of a GGUF tensor name, for `cfg`.
+fn hf_source(cfg: &ModelConfig, gguf: &str) -> Option<(String, Transform)> {
+    let gemma = cfg.arch == Architecture::Gemma3;
+    let norm = if gemma {
+        Transform::PlusOne
+    } else {
+        Transform::None
+    };
+    match gguf {
+        "token_embd.weight" => return Some(("model.embed_tokens.weight".into(), Transform::None)),
+        "output_norm.weight" => return Some(("model.norm.weight".into(), norm)),
+        "output.weight" if !cfg.tied_embeddings => {
+            return Some(("lm_head.weight".into(), Transform::None))
+        }
+        _ => {}
+    }
+    let rest = gguf.strip_prefix("blk.")?;
+    let (i, rest) = rest.split_once('.')?;
+    let i: usize = i.parse().ok()?;
+    if i >= cfg.n_layers {
+        return None;
+    }
+    let llama = cfg.arch == Architecture::Llama;
+    let (q, k) = if llama {
+        (
+            Transform::Permute(cfg.n_heads),
+            Transform::Permute(cfg.n_kv_heads),
+        )
+    } else {
+        (Transform::None, Transform::None)
+    };
+    let (name, t) = match rest {
+        "attn_norm.weight" => ("input_layernorm.weight", norm),
+        "attn_q.weight" => ("self_attn.q_proj.weight", q),
+        "attn_k.weight" => ("self_attn.k_proj.weight", k),
+        "attn_v.weight" => ("self_attn.v_proj.weight", Transform::None),
+        "attn_q.bias" => ("self_attn.q_proj.bias", q),
+        "attn_k.bias" => ("self_attn.k_proj.bias", k),
+        "attn_v.bias" => ("self_attn.v_proj.bias", Transform::None),
+        "attn_output.weight" => ("self_attn.o_proj.weight", Transform::None),
+        "attn_q_norm.weight" if gemma => ("self_attn.q_norm.weight", norm),
+        "attn_k_norm.weight" if gemma => ("self_attn.k_norm.weight", norm),
+        "post_attention_norm.weight" if gemma => ("post_attention_layernorm.weight", norm),
+        "ffn_norm.weight" if gemma => ("pre_feedforward_layernorm.weight", norm),
+        "ffn_norm.weight" => ("post_attention_layernorm.weight", Transform::None),
+        "post_ffw_norm.weight" if gemma => ("post_feedforward_layernorm.weight", norm),
+        "ffn_gate.weight" => ("mlp.gate_proj.weight", Transform::None),
+        "ffn_up.weight" => ("mlp.up_proj.weight", Transform::None),
+        "ffn_down.weight" => ("mlp.down_proj.weight", Transform::None),
+        _ => return None,
+    };
+    Some((format!("model.layers.{i}.{name}"), t))
+}
+
+/// Row order llama.cpp's `convert_hf_to_gguf` gives Llama Q/K (`LlamaModel.permute`): within
+/// each head of `head_rows` rows, output row `2 i + j` is input row `j * head_rows / 2 + i`.
+pub fn llama_permuted_row(out_row: usize, head_rows: usize) -> usize {
+    let (h, r) = (out_row / head_rows, out_row % head_rows);
+    let (i, j) = (r / 2, r % 2);
+    h * head_rows + j * (head_rows / 2) + i
+}
+
+/// A Hugging Face checkpoint served under GGUF tensor names.
+#[derive(Debug)]
+pub struct HfWeights {
+    /// The safetensors files.
+    pub checkpoint: Checkpoint,
+    cfg: ModelConfig,
+}
+
+impl HfWeights {
+    /// Wraps `checkpoint` for `cfg`, checking the embedding against the configuration.
+    pub fn new(checkpoint: Checkpoint, cfg: &ModelConfig) -> Result<Self, HfError> {
+        let w = Self {
+            checkpoint,
+            cfg: cfg.clone(),
+        };
+        let name = "model.embed_tokens.weight";
+        let (f, e) = w
+            .checkpoint
+            .info(name)
+            .ok_or_else(|| HfError::MissingTensor {
+                tensor: name.into(),
+                dir: w.dir(),
+            })?;
+        if e.shape != [cfg.vocab_size, cfg.hidden] {
+            return Err(HfError::Shape {
+                path: f.path.clone(),
+                tensor: name.into(),
+                shape: e.shape.clone(),
+                want: vec![cfg.vocab_size, cfg.hidden],
+            });
+        }
+        Ok(w)
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.checkpoint
+            .files
+            .first()
+            .and_then(|f| f.path.parent())
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+}
+
+/// Errors loading a Hugging Face checkpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum HfError {
+    /// Reading safetensors.
+    #[error(transparent)]
+    Safetensors(#[from] SafetensorsError),
+    /// A tensor the model needs is absent.
+    #[error("{dir}: checkpoint has no tensor {tensor}", dir = dir.display())]
+    MissingTensor {
+        /// Tensor.
+        tensor: String,
+        /// Model directory.
+        dir: PathBuf,
+    },
+    /// A tensor's shape contradicts config.json.
+    #[error("{path}: tensor {tensor} has shape {shape:?}, config.json implies {want:?}", path = path.display())]
+    Shape {
+        /// File.
+        path: PathBuf,
+        /// Tensor.
+        tensor: String,
+        /// Found.
+        shape: Vec<usize>,
+        /// Expected.
+        want: Vec<usize>,
+    },
+}
+
+impl WeightSource for HfWeights {
+    fn tensor(&self, name: &str) -> Option<Tensor> {
+        let (src, transform) = hf_source(&self.cfg, name)?;
+        let (file, info) = self.checkpoint.info(&src)?;
+        let t = file.tensor_as(&src, name)?;
+        Some(match transform {
+            Transform::None => t,
+            Transform::PlusOne => {
+                let v: Vec<u8> = t
+                    .to_f32()
+                    .into_iter()
+                    .flat_map(|x| (1.0 + x).to_le_bytes())
+                    .collect();
+                Tensor {
+                    dtype: GgmlType::F32,
+                    data: WeightBytes::from_vec(v),
+                    ..t
+                }
+            }
+            Transform::Permute(n_head) => {
+                let rows = info.shape.first().copied().unwrap_or(0);
+                if n_head == 0 || rows % n_head != 0 || (rows / n_head) % 2 != 0 {
+                    return None;
+                }
+                let head_rows = rows / n_head;
+                let row_bytes = t.data.as_slice().len() / rows.max(1);
+                let src = t.data.as_slice();
+                let mut out = Vec::with_capacity(src.len());
+                for r in 0..rows {
+                    let s = llama_permuted_row(r, head_rows) * row_bytes;
+                    out.extend_from_slice(&src[s..s + row_bytes]);
+                }
+                Tensor {
+                    data: WeightBytes::from_vec(out),
+                    ..t
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn p() -> &'static Path {
+        Path::new("config.json")
+    }
+
+    fn gemma() -> Value {
+        json!({
+            "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text",
+            "hidden_size": 640, "intermediate_size": 2048, "num_hidden_layers": 18,
+            "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 256,
+            "max_position_embeddings": 32768, "rms_norm_eps": 1e-6, "rope_theta": 1e6,
+            "rope_local_base_freq": 10000.0, "sliding_window": 512, "vocab_size": 262144,
+            "query_pre_attn_scalar": 256, "hidden_activation": "gelu_pytorch_tanh",
+            "rope_scaling": null, "final_logit_softcapping": null, "attn_logit_softcapping": null
+        })
+    }
+
+    #[test]
+    fn gemma_layer_pattern_forms_agree() {
+        let a = model_config(&gemma(), p()).unwrap();
+        let mut c = gemma();
+        c["sliding_window_pattern"] = json!(6);
+        c["layer_types"] = json!((0..18)
+            .map(|i| if i % 6 == 5 {
+                "full_attention"
+            } else {
+                "sliding_attention"
+            })
+            .collect::<Vec<_>>());
+        let b = model_config(&c, p()).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.layers[5], LayerAttention::Global);
+        assert_eq!(a.layers[4], LayerAttention::Sliding { window: 512 });
+        assert!(a.tied_embeddings, "Gemma ties by default");
+        assert_eq!(a.query_scale, 1.0 / 16.0);
+        c["query_pre_attn_scalar"] = json!(64);
+        assert_eq!(model_config(&c, p()).unwrap().query_scale, 1.0 / 8.0);
+    }
+
+    #[test]
+    fn unsupported_configs_are_named() {
+        let cases: Vec<(Value, &str)> = vec![
+            (
+                json!({"architectures": ["MistralForCausalLM"]}),
+                "MistralForCausalLM",
+            ),
+            (
+                json!({"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3"}),
+                "multimodal",
+            ),
+            (
+                {
+                    let mut c = gemma();
+                    c["rope_scaling"] = json!({"rope_type": "linear", "factor": 8.0});
+                    c
+                },
+                "RoPE scaling 'linear'",
+            ),
+            (
+                {
+                    let mut c = gemma();
+                    c.as_object_mut().unwrap().remove("hidden_size");
+                    c
+                },
+                "hidden_size",
+            ),
+            (
+                {
+                    let mut c = gemma();
+                    c["num_key_value_heads"] = json!(3);
+                    c
+                },
+                "not divisible",
+            ),
+            (
+                {
+                    let mut c = gemma();
+                    c["layer_types"] = json!(["full_attention"]);
+                    c
+                },
+                "layer_types",
+            ),
+            (
+                {
+                    let mut c = gemma();
+                    c["hidden_size"] = json!("640");
+                    c
+                },
+                "hidden_size",
+            ),
+            (
+                {
+                    let mut c = gemma();
+                    c["attn_logit_softcapping"] = json!(50.0);
+                    c
+                },
+                "attn_logit_softcapping",
+            ),
+        ];
+        for (c, want) in cases {
+            let e = model_config(&c, p()).unwrap_err().to_string();
+            assert!(
+                e.contains(want) && e.contains("config.json"),
+                "want {want:?}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn permutation_matches_convert_hf_to_gguf() {
+        // numpy: w.reshape(n_head, 2, hr // 2, cols).swapaxes(1, 2).reshape(rows, cols) with
+        // hr = 4: rows of one head go [0, 2, 1, 3] (first half and second half interleaved).
+        let got: Vec<usize> = (0..8).map(|r| llama_permuted_row(r, 4)).collect();
+        assert_eq!(got, vec![0, 2, 1, 3, 4, 6, 5, 7]);
+        let got: Vec<usize> = (0..6).map(|r| llama_permuted_row(r, 6)).collect();
+        assert_eq!(got, vec![0, 3, 1, 4, 2, 5]);
+    }
+}
