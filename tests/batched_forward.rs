@@ -44,6 +44,7 @@ fn run_batched(
                 len: pending[s].len(),
                 context_before: ctx[s],
                 block_table: tables[s].clone(),
+                group_tables: Vec::new(),
             });
             b.logits_indices.push(start + pending[s].len() - 1);
         }
