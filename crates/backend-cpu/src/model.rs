@@ -3,9 +3,9 @@
 use half::f16;
 use rayon::prelude::*;
 use switchyard_core::{
-    kv_groups_for, Architecture, Backend, BackendCapabilities, BackendError, BlockId,
-    ForwardBatch, GgmlType, KvCacheConfig, KvCacheInfo, KvGroupKind, KvGroupSpec, LayerAttention,
-    Logits, ModelConfig, Tensor, WeightSource,
+    kv_groups_for, Architecture, Backend, BackendCapabilities, BackendError, BlockId, ForwardBatch,
+    GgmlType, KvCacheConfig, KvCacheInfo, KvGroupKind, KvGroupSpec, LayerAttention, Logits,
+    ModelConfig, Tensor, WeightSource,
 };
 
 use crate::kernels::{axpy_f16, dot_f16, glu, matmul, QMatrix};
@@ -247,7 +247,10 @@ impl Backend for CpuBackend {
         let mut layer_slot = vec![None; self.cfg.n_layers];
         for (g, spec) in groups.iter().enumerate() {
             if spec.layers.len() != size {
-                return bad(format!("group {g} has {} layers, not {size}", spec.layers.len()));
+                return bad(format!(
+                    "group {g} has {} layers, not {size}",
+                    spec.layers.len()
+                ));
             }
             for (j, &l) in spec.layers.iter().enumerate() {
                 match layer_slot.get_mut(l) {
@@ -417,12 +420,12 @@ impl CpuBackend {
                 }
             }
             // Write this step's K/V into the cache, through the table of the layer's group.
-            let (group, layer_slot) = kv.layer_slot[li];
+            let (kv_group, layer_slot) = kv.layer_slot[li];
             let (kc, vc) = (&mut kv.k[layer_slot], &mut kv.v[layer_slot]);
             for s in &batch.seqs {
                 for i in 0..s.len {
                     let t = s.start + i;
-                    let sl = slot(s.table(group), bs, s.context_before + i);
+                    let sl = slot(s.table(kv_group), bs, s.context_before + i);
                     for (d, src) in kc[sl * kvd..(sl + 1) * kvd]
                         .iter_mut()
                         .zip(&k[t * kvd..(t + 1) * kvd])
@@ -455,7 +458,7 @@ impl CpuBackend {
                 .enumerate()
                 .for_each(|(t, out_row)| {
                     let (_, pos) = tasks[t];
-                    let table = seq_of[t].table(group);
+                    let table = seq_of[t].table(kv_group);
                     let lo = if window == usize::MAX {
                         0
                     } else {
