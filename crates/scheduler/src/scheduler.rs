@@ -60,11 +60,7 @@ impl SchedulerConfig {
         if self.kv_groups.is_empty() {
             return Err(ConfigError::NoKvGroups);
         }
-        if self
-            .kv_groups
-            .iter()
-            .any(|g| *g == KvGroupKind::Sliding { window: 0 })
-        {
+        if self.kv_groups.contains(&KvGroupKind::Sliding { window: 0 }) {
             return Err(ConfigError::Zero {
                 field: "kv_groups sliding window",
             });

@@ -196,7 +196,7 @@ impl Driver {
         self.check_plan(&plan, had_work);
         for s in &plan.seqs {
             let nulls = (0..self.sched.config().kv_groups.len())
-                .any(|g| table_of(&s, g).iter().any(|b| b.is_null()));
+                .any(|g| table_of(s, g).iter().any(|b| b.is_null()));
             if nulls {
                 self.coverage.window_releases += 1;
                 if s.num_cached_tokens > 0 {
