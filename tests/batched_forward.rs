@@ -44,6 +44,7 @@ fn run_batched(
                 len: pending[s].len(),
                 context_before: ctx[s],
                 block_table: tables[s].clone(),
+                group_tables: Vec::new(),
             });
             b.logits_indices.push(start + pending[s].len() - 1);
         }
@@ -102,4 +103,107 @@ fn batch_equals_alone_gemma() {
         assert!(max_diff < 2.0, "sequence {s}: logits differ by {max_diff}");
         eprintln!("sequence {s}: greedy identical, max |dlogit| alone vs batched {max_diff:.4}");
     }
+}
+
+/// Gemma's KV groups (1 full, 5 sliding of window 512, 3 layers each) over one pool, with the
+/// sliding groups' blocks before the window replaced by `BlockId::NULL` as the scheduler
+/// does: the same logits, bit for bit, as the plain cache of all layers; a NULL the window
+/// still needs is refused, not read.
+#[test]
+fn kv_groups_with_released_blocks_match_one_group_gemma() {
+    use switchyard_core::{KvGroupKind, Logits};
+    let m = common::model("gemma-3-270m");
+    let mut plain = CpuBackend::load(&m.config, m.weights()).unwrap();
+    let mut grouped = CpuBackend::load(&m.config, m.weights()).unwrap();
+    let per = 48;
+    plain
+        .init_kv_cache(KvCacheConfig {
+            block_size: BS,
+            num_blocks: per,
+        })
+        .unwrap();
+    let groups = grouped.kv_groups().unwrap();
+    assert_eq!(groups.len(), 6);
+    let info = grouped
+        .init_kv_cache_groups(
+            KvCacheConfig {
+                block_size: BS,
+                num_blocks: 6 * per,
+            },
+            &groups,
+        )
+        .unwrap();
+    assert_eq!(info.bytes_per_block * 6, plain.kv_bytes_per_block(BS));
+    let text = m
+        .tokenizer
+        .encode(&"The railway station. ".repeat(200), true)
+        .unwrap();
+    let mut pending: Vec<u32> = text[..600].to_vec();
+    let mut ctx = 0;
+    // Group g's block i is block g * per + (per - 1 - i): scattered, disjoint per group.
+    let table = |g: usize, ctx: usize, upto: usize| -> Vec<BlockId> {
+        let first = groups[g].kind.first_read(ctx) / BS;
+        (0..upto.div_ceil(BS))
+            .map(|i| {
+                if i < first {
+                    BlockId::NULL
+                } else {
+                    BlockId((g * per + per - 1 - i) as u32)
+                }
+            })
+            .collect()
+    };
+    let batch = |ctx: usize, toks: &[u32], tables: Option<Vec<Vec<BlockId>>>| {
+        let end = ctx + toks.len();
+        let (block_table, group_tables) = match tables {
+            Some(mut t) => {
+                let first = t.remove(0);
+                (first, t)
+            }
+            None => (
+                (0..end.div_ceil(BS) as u32).map(BlockId).collect(),
+                Vec::new(),
+            ),
+        };
+        ForwardBatch {
+            token_ids: toks.to_vec(),
+            positions: (ctx..end).map(|p| p as u32).collect(),
+            seqs: vec![SeqInBatch {
+                start: 0,
+                len: toks.len(),
+                context_before: ctx,
+                block_table,
+                group_tables,
+            }],
+            logits_indices: vec![toks.len() - 1],
+        }
+    };
+    let mut nulls = 0;
+    for step in 0..8 {
+        // Three prefill chunks of 200 tokens, then decodes.
+        let toks: Vec<u32> = if step < 3 {
+            pending[step * 200..(step + 1) * 200].to_vec()
+        } else {
+            pending.clone()
+        };
+        let end = ctx + toks.len();
+        let tables: Vec<Vec<BlockId>> = (0..6).map(|g| table(g, ctx, end)).collect();
+        nulls += tables[1].iter().filter(|b| b.is_null()).count();
+        let a: Logits = plain.forward(&batch(ctx, &toks, None)).unwrap();
+        if step == 4 {
+            // Releasing one block more than the window allows is refused.
+            let mut bad = tables.clone();
+            let first = KvGroupKind::Sliding { window: 512 }.first_read(ctx) / BS;
+            bad[1][first] = BlockId::NULL;
+            assert!(grouped.forward(&batch(ctx, &toks, Some(bad))).is_err());
+        }
+        let b = grouped.forward(&batch(ctx, &toks, Some(tables))).unwrap();
+        assert_eq!(a.data, b.data, "step {step}: logits differ");
+        let t = argmax(a.row(0));
+        ctx = end;
+        if step >= 2 {
+            pending = vec![t];
+        }
+    }
+    assert!(nulls > 0, "the window was never left");
 }

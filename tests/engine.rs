@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use switchyard_backend_cpu::CpuBackend;
-use switchyard_core::SamplingParams;
+use switchyard_core::{Backend, SamplingParams};
 use switchyard_runtime::engine::{
     Completion, EngineConfig, EngineHandle, EngineRequest, FinishReason, KvCacheSize, StopReason,
 };
@@ -23,18 +23,50 @@ cars are sorted onto tracks by destination, became the heart of freight operatio
 main() { let mut totals = vec![0u64; 16]; for (i, x) in data.iter().enumerate() { totals[i \
 % 16] += x; } println!(\"{totals:?}\"); } 日本の鉄道は一八七二年に新橋と横浜の間で開業した。";
 
-/// Starts an engine on `alias` with `config`.
-fn engine(alias: &str, config: EngineConfig) -> EngineHandle {
+/// Starts an engine on `alias` with `config`. `KvCacheSize::Blocks(n)` here means the memory
+/// of `n` blocks of all layers (see [`config`]).
+fn engine(alias: &str, mut config: EngineConfig) -> EngineHandle {
     let m = common::model(alias);
     let backend = CpuBackend::load(&m.config, m.weights()).unwrap();
+    if let KvCacheSize::Blocks(n) = config.kv_cache {
+        let bytes = n * backend.kv_bytes_per_block(config.block_size);
+        config.kv_cache = KvCacheSize::Bytes(bytes as u64);
+    }
     EngineHandle::start(Box::new(backend), Arc::new(m.tokenizer), &m.config, config).unwrap()
 }
 
+/// The KV memory of `num_blocks` blocks of all layers: that many blocks without KV groups;
+/// with Gemma's sliding-window savings, 6 times as many blocks of 3 layers.
 fn config(num_blocks: usize) -> EngineConfig {
     EngineConfig {
         kv_cache: KvCacheSize::Blocks(num_blocks),
         ..EngineConfig::default()
     }
+}
+
+/// [`config`] without sliding-window savings.
+fn full_kv(num_blocks: usize) -> EngineConfig {
+    EngineConfig {
+        sliding_window_kv: false,
+        ..config(num_blocks)
+    }
+}
+
+/// A prompt of `len` tokens of `TEXT` repeated, starting `skip` tokens in.
+fn long_prompt(tok: &Tokenizer, skip: usize, len: usize) -> Vec<u32> {
+    let text = tok.encode(TEXT, false).unwrap();
+    let mut p: Vec<u32> = tok.bos.filter(|_| tok.add_bos).into_iter().collect();
+    p.extend(text.iter().cycle().skip(skip).take(len - p.len()));
+    p
+}
+
+/// Runs `reqs` at once on `e`; their completions in order.
+fn all_at_once(e: &EngineHandle, reqs: &[EngineRequest]) -> Vec<Completion> {
+    let streams: Vec<_> = reqs.iter().map(|r| e.submit(r.clone()).unwrap()).collect();
+    streams
+        .into_iter()
+        .map(|s| s.collect_blocking().unwrap().pop().unwrap())
+        .collect()
 }
 
 /// Sixteen prompts of mixed lengths (2 to ~140 tokens), cut from `TEXT` at varied places.
@@ -395,4 +427,170 @@ fn logprobs_match_the_greedy_choice_gemma() {
     assert!(plp[1..]
         .iter()
         .all(|x| x.as_ref().is_some_and(|l| l.logprob <= 0.0)));
+}
+
+// Sliding-window KV savings (Gemma 3 270M: 15 sliding layers of window 512, 3 global ones).
+// With them the pool holds blocks of 3 layers in 6 KV groups and a sliding group keeps only
+// the blocks of its last 512 positions; without them every block holds all 18 layers.
+
+#[test]
+fn sliding_window_kv_gives_the_same_tokens_past_the_window_gemma() {
+    let on = engine("gemma-3-270m", config(512));
+    let off = engine("gemma-3-270m", full_kv(512));
+    assert_eq!(on.info().num_kv_groups, 6);
+    assert_eq!(off.info().num_kv_groups, 1);
+    let tok = on.tokenizer().clone();
+    // Output crossing the window (496 + 40), prompts longer than it, chunked by the 512-token
+    // step budget, decoding with blocks of the sliding groups given back.
+    let reqs = [
+        greedy(long_prompt(&tok, 0, 496), 40),
+        greedy(long_prompt(&tok, 7, 730), 12),
+        greedy(long_prompt(&tok, 3, 1500), 10),
+    ];
+    let a = all_at_once(&on, &reqs);
+    let b = all_at_once(&off, &reqs);
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert_eq!(
+            x.token_ids, y.token_ids,
+            "request {i}: savings on {:?} vs off {:?}",
+            x.text, y.text
+        );
+    }
+    let st = on.stats_blocking().unwrap();
+    assert_eq!(st.num_free_blocks, st.num_blocks, "{st:?}");
+    assert_eq!(st.num_preemptions, 0);
+}
+
+#[test]
+fn prefix_cache_hit_past_the_window_with_sliding_window_kv_gemma() {
+    let warm = engine("gemma-3-270m", config(256));
+    let tok = warm.tokenizer().clone();
+    let prefix = long_prompt(&tok, 0, 1100);
+    let with = |q: &str| {
+        let mut p = prefix.clone();
+        p.extend(tok.encode(q, false).unwrap());
+        greedy(p, 12)
+    };
+    let a = one(
+        &warm,
+        with(" Question: when did the first public train run? Answer:"),
+    );
+    assert_eq!(a.usage.cached_tokens, 0);
+    // The sliding groups gave back their blocks before position ~590 while `a` ran; the
+    // hit needs only the last 512 positions' blocks there (and all of the full group's).
+    let b_req = with(" Question: who built the first steam locomotive? Answer:");
+    let b = one(&warm, b_req.clone());
+    let bs = warm.info().block_size;
+    assert!(
+        b.usage.cached_tokens >= 1100 - bs,
+        "only {} cached tokens",
+        b.usage.cached_tokens
+    );
+    let cold = engine(
+        "gemma-3-270m",
+        EngineConfig {
+            enable_prefix_caching: false,
+            ..full_kv(256)
+        },
+    );
+    let c = one(&cold, b_req);
+    assert_eq!(c.usage.cached_tokens, 0);
+    assert_eq!(
+        b.token_ids, c.token_ids,
+        "warm {:?} vs cold {:?}",
+        b.text, c.text
+    );
+}
+
+#[test]
+fn preemption_and_cancel_with_sliding_window_kv_gemma() {
+    // Budget 128: a sliding group holds at most ceil((511 + 128) / 16) + 1 = 41 blocks, so
+    // one 816-token sequence needs 51 + 5 * 41 = 256 blocks of 3 layers; 400 hold one and a
+    // half, so three at once must preempt.
+    // Gemma 270M: K and V of 3 layers of 256 f16 values for 16 positions.
+    let block_bytes = 2 * 3 * 16 * 256 * 2;
+    let tight = engine(
+        "gemma-3-270m",
+        EngineConfig {
+            kv_cache: KvCacheSize::Bytes(400 * block_bytes),
+            max_num_batched_tokens: 128,
+            ..EngineConfig::default()
+        },
+    );
+    assert_eq!(tight.info().num_blocks, 400);
+    let tok = tight.tokenizer().clone();
+    let reqs: Vec<EngineRequest> = (0..3)
+        .map(|i| greedy(long_prompt(&tok, 11 * i, 800), 16))
+        .collect();
+    let constrained = all_at_once(&tight, &reqs);
+    let st = tight.stats_blocking().unwrap();
+    assert!(st.num_preemptions > 0, "no preemption happened: {st:?}");
+    assert_eq!(st.num_free_blocks, st.num_blocks);
+
+    // Cancelling long sequences mid-generation frees every block of every group.
+    let mut streams: Vec<_> = reqs
+        .iter()
+        .take(2)
+        .map(|r| {
+            tight
+                .submit(EngineRequest {
+                    max_tokens: 200,
+                    ..r.clone()
+                })
+                .unwrap()
+        })
+        .collect();
+    streams[0].blocking_recv().unwrap().unwrap();
+    let busy = tight.stats_blocking().unwrap();
+    assert!(busy.num_free_blocks < busy.num_blocks, "{busy:?}");
+    tight.cancel(streams[0].id());
+    streams.truncate(1);
+    drop(streams);
+    let st = tight.stats_blocking().unwrap();
+    assert_eq!(st.num_free_blocks, st.num_blocks, "{st:?}");
+    assert_eq!((st.num_running, st.num_waiting, st.num_requests), (0, 0, 0));
+    drop(tight);
+
+    let free = engine("gemma-3-270m", full_kv(512));
+    for (i, (r, c)) in reqs.iter().zip(&constrained).enumerate() {
+        let alone = one(&free, r.clone());
+        assert_eq!(alone.token_ids, c.token_ids, "request {i}");
+    }
+}
+
+#[test]
+fn sliding_window_kv_runs_more_long_sequences_at_once_gemma() {
+    // Four sequences of 1092 + 48 tokens (72 blocks of 16). Without the savings each needs 72
+    // blocks of all layers, and the memory of 270 does not hold four; with them each needs
+    // at most 72 + 5 * 65 = 397 blocks of 3 layers (the window plus a 512-token chunk per
+    // sliding group), and 270 * 6 = 1620 hold four: all four run together.
+    let limits = |c: EngineConfig| EngineConfig {
+        max_num_seqs: 4,
+        max_model_len: Some(1140),
+        ..c
+    };
+    let on = engine("gemma-3-270m", limits(config(270)));
+    let tok = on.tokenizer().clone();
+    let reqs: Vec<EngineRequest> = (0..4)
+        .map(|i| greedy(long_prompt(&tok, 13 * i, 1092), 48))
+        .collect();
+    assert_eq!(on.info().blocks_per_seq, 397);
+    assert!(on.info().max_concurrency() >= 4.0, "{:?}", on.info());
+    let a = all_at_once(&on, &reqs);
+    let st_on = on.stats_blocking().unwrap();
+    drop(on);
+    let off = engine("gemma-3-270m", limits(full_kv(270)));
+    assert!(off.info().max_concurrency() < 4.0, "{:?}", off.info());
+    let b = all_at_once(&off, &reqs);
+    let st_off = off.stats_blocking().unwrap();
+    eprintln!("savings on: {st_on:?}\nsavings off: {st_off:?}");
+    assert_eq!(st_on.num_preemptions, 0, "{st_on:?}");
+    assert_eq!(st_on.peak_running, 4, "{st_on:?}");
+    assert!(
+        st_off.num_preemptions > 0 || st_off.peak_running < 4,
+        "{st_off:?}"
+    );
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert_eq!(x.token_ids, y.token_ids, "request {i}");
+    }
 }

@@ -3,8 +3,9 @@
 use half::f16;
 use rayon::prelude::*;
 use switchyard_core::{
-    Architecture, Backend, BackendCapabilities, BackendError, BlockId, ForwardBatch, GgmlType,
-    KvCacheConfig, KvCacheInfo, LayerAttention, Logits, ModelConfig, Tensor, WeightSource,
+    kv_groups_for, Architecture, Backend, BackendCapabilities, BackendError, BlockId, ForwardBatch,
+    GgmlType, KvCacheConfig, KvCacheInfo, KvGroupKind, KvGroupSpec, LayerAttention, Logits,
+    ModelConfig, Tensor, WeightSource,
 };
 
 use crate::kernels::{axpy_f16, dot_f16, glu, matmul, QMatrix};
@@ -30,12 +31,20 @@ struct Layer {
     attention: LayerAttention,
 }
 
+/// The paged KV cache: `num_blocks` blocks shared by the KV groups, each block holding the
+/// keys and values of one group's layers for `block_size` positions. Stored as one array per
+/// layer slot of a block (`k[j]`: `[num_blocks * block_size, kv_dim]`), so layer `l` of group
+/// `g` (slot `j`) of block `b` at offset `o` is row `b * block_size + o` of `k[j]`.
 struct KvCache {
     block_size: usize,
     num_blocks: usize,
-    /// Per layer: `[num_blocks * block_size, kv_dim]` keys and values.
+    /// Per layer slot of a block: keys and values.
     k: Vec<Vec<f16>>,
     v: Vec<Vec<f16>>,
+    /// Per model layer: (KV group, slot within that group's blocks).
+    layer_slot: Vec<(usize, usize)>,
+    /// Attention kind of each KV group: which positions of its table a step reads.
+    groups: Vec<KvGroupKind>,
 }
 
 /// The CPU backend: owns the model weights (memory-mapped, in file encoding) and the KV cache.
@@ -216,35 +225,50 @@ impl Backend for CpuBackend {
     }
 
     fn init_kv_cache(&mut self, config: KvCacheConfig) -> Result<KvCacheInfo, BackendError> {
-        if config.block_size == 0 || config.num_blocks == 0 {
-            return Err(BackendError::InvalidBatch(
-                "KV cache with zero blocks".into(),
-            ));
+        // One group of every layer; every position of its table is there, whatever the
+        // layers' windows.
+        let layer_slot = (0..self.cfg.n_layers).map(|l| (0, l)).collect();
+        self.alloc_kv(config, layer_slot, vec![KvGroupKind::Full])
+    }
+
+    fn kv_groups(&self) -> Option<Vec<KvGroupSpec>> {
+        Some(kv_groups_for(&self.cfg.layers))
+    }
+
+    fn init_kv_cache_groups(
+        &mut self,
+        config: KvCacheConfig,
+        groups: &[KvGroupSpec],
+    ) -> Result<KvCacheInfo, BackendError> {
+        let bad = |m: String| Err(BackendError::InvalidBatch(format!("KV cache groups: {m}")));
+        let Some(size) = groups.first().map(|g| g.layers.len()) else {
+            return bad("no group".into());
+        };
+        let mut layer_slot = vec![None; self.cfg.n_layers];
+        for (g, spec) in groups.iter().enumerate() {
+            if spec.layers.len() != size {
+                return bad(format!(
+                    "group {g} has {} layers, not {size}",
+                    spec.layers.len()
+                ));
+            }
+            for (j, &l) in spec.layers.iter().enumerate() {
+                match layer_slot.get_mut(l) {
+                    Some(slot @ None) => *slot = Some((g, j)),
+                    _ => return bad(format!("layer {l} is out of range or in two groups")),
+                }
+                if KvGroupKind::of(self.cfg.layers[l]) != spec.kind {
+                    return bad(format!(
+                        "layer {l} ({:?}) in a {:?} group",
+                        self.cfg.layers[l], spec.kind
+                    ));
+                }
+            }
         }
-        self.kv = None;
-        let n = config
-            .num_blocks
-            .checked_mul(config.block_size * self.cfg.kv_dim())
-            .ok_or_else(|| BackendError::OutOfMemory("KV cache size overflows".into()))?;
-        let mut k = Vec::with_capacity(self.cfg.n_layers);
-        let mut v = Vec::with_capacity(self.cfg.n_layers);
-        for _ in 0..self.cfg.n_layers {
-            // Zeroed allocations (calloc): the OS maps pages on first write, so a large pool
-            // costs nothing until used and start-up does not wait for gigabytes of memset.
-            k.push(zeroed_f16(n)?);
-            v.push(zeroed_f16(n)?);
-        }
-        self.kv = Some(KvCache {
-            block_size: config.block_size,
-            num_blocks: config.num_blocks,
-            k,
-            v,
-        });
-        Ok(KvCacheInfo {
-            block_size: config.block_size,
-            num_blocks: config.num_blocks,
-            bytes_per_block: self.kv_bytes_per_block(config.block_size),
-        })
+        let Some(layer_slot) = layer_slot.into_iter().collect::<Option<Vec<_>>>() else {
+            return bad("a layer is in no group".into());
+        };
+        self.alloc_kv(config, layer_slot, groups.iter().map(|g| g.kind).collect())
     }
 
     fn copy_blocks(&mut self, pairs: &[(BlockId, BlockId)]) -> Result<(), BackendError> {
@@ -276,17 +300,76 @@ impl Backend for CpuBackend {
 }
 
 impl CpuBackend {
+    /// Allocates `config.num_blocks` blocks of `layer_slot`'s slots per block.
+    fn alloc_kv(
+        &mut self,
+        config: KvCacheConfig,
+        layer_slot: Vec<(usize, usize)>,
+        groups: Vec<KvGroupKind>,
+    ) -> Result<KvCacheInfo, BackendError> {
+        if config.block_size == 0 || config.num_blocks == 0 {
+            return Err(BackendError::InvalidBatch(
+                "KV cache with zero blocks".into(),
+            ));
+        }
+        self.kv = None;
+        let slots = layer_slot.iter().map(|&(_, j)| j + 1).max().unwrap_or(0);
+        let n = config
+            .num_blocks
+            .checked_mul(config.block_size * self.cfg.kv_dim())
+            .ok_or_else(|| BackendError::OutOfMemory("KV cache size overflows".into()))?;
+        let mut k = Vec::with_capacity(slots);
+        let mut v = Vec::with_capacity(slots);
+        for _ in 0..slots {
+            // Zeroed allocations (calloc): the OS maps pages on first write, so a large pool
+            // costs nothing until used and start-up does not wait for gigabytes of memset.
+            k.push(zeroed_f16(n)?);
+            v.push(zeroed_f16(n)?);
+        }
+        self.kv = Some(KvCache {
+            block_size: config.block_size,
+            num_blocks: config.num_blocks,
+            k,
+            v,
+            layer_slot,
+            groups,
+        });
+        Ok(KvCacheInfo {
+            block_size: config.block_size,
+            num_blocks: config.num_blocks,
+            bytes_per_block: 2 * slots * config.block_size * self.cfg.kv_dim() * 2,
+        })
+    }
+
     fn forward_in_pool(&mut self, batch: &ForwardBatch) -> Result<Logits, BackendError> {
         let kv = self.kv.as_mut().ok_or(BackendError::NoKvCache)?;
         batch
             .validate(kv.block_size)
             .map_err(BackendError::InvalidBatch)?;
-        for s in &batch.seqs {
-            if let Some(b) = s.block_table.iter().find(|b| b.0 as usize >= kv.num_blocks) {
+        // Every block a step writes or reads must be a block of the pool: in a sliding
+        // group, the blocks from the one holding the first key the step's first query sees
+        // (entries before it may be NULL: those blocks went back to the pool).
+        for (i, s) in batch.seqs.iter().enumerate() {
+            if s.group_tables.len() + 1 != kv.groups.len() {
                 return Err(BackendError::InvalidBatch(format!(
-                    "block {} out of range",
-                    b.0
+                    "sequence {i} has {} block tables for {} KV groups",
+                    s.group_tables.len() + 1,
+                    kv.groups.len()
                 )));
+            }
+            let end_block = (s.context_before + s.len).div_ceil(kv.block_size);
+            for (g, kind) in kv.groups.iter().enumerate() {
+                let first = kind.first_read(s.context_before) / kv.block_size;
+                let table = &s.table(g)[..end_block];
+                if let Some(b) = table[first..]
+                    .iter()
+                    .find(|b| b.0 as usize >= kv.num_blocks)
+                {
+                    return Err(BackendError::InvalidBatch(format!(
+                        "sequence {i}: block {} of KV group {g} out of range",
+                        b.0
+                    )));
+                }
             }
         }
         let c = &self.cfg;
@@ -336,12 +419,13 @@ impl CpuBackend {
                     ops::rope(head, pos, inv, neox);
                 }
             }
-            // Write this step's K/V into the cache.
-            let (kc, vc) = (&mut kv.k[li], &mut kv.v[li]);
+            // Write this step's K/V into the cache, through the table of the layer's group.
+            let (kv_group, layer_slot) = kv.layer_slot[li];
+            let (kc, vc) = (&mut kv.k[layer_slot], &mut kv.v[layer_slot]);
             for s in &batch.seqs {
                 for i in 0..s.len {
                     let t = s.start + i;
-                    let sl = slot(&s.block_table, bs, s.context_before + i);
+                    let sl = slot(s.table(kv_group), bs, s.context_before + i);
                     for (d, src) in kc[sl * kvd..(sl + 1) * kvd]
                         .iter_mut()
                         .zip(&k[t * kvd..(t + 1) * kvd])
@@ -356,8 +440,9 @@ impl CpuBackend {
                     }
                 }
             }
-            // Attention: one task per (token, head).
-            let (kc, vc) = (&kv.k[li], &kv.v[li]);
+            // Attention: one task per (token, head). A sliding layer reads keys from
+            // `pos + 1 - window` on: never a block before the group's first checked above.
+            let (kc, vc) = (&kv.k[layer_slot], &kv.v[layer_slot]);
             let group = c.n_heads / c.n_kv_heads;
             let tasks: Vec<(usize, usize)> = batch
                 .seqs
@@ -373,7 +458,7 @@ impl CpuBackend {
                 .enumerate()
                 .for_each(|(t, out_row)| {
                     let (_, pos) = tasks[t];
-                    let s = seq_of[t];
+                    let table = seq_of[t].table(kv_group);
                     let lo = if window == usize::MAX {
                         0
                     } else {
@@ -385,7 +470,7 @@ impl CpuBackend {
                         let qh = &q[t * qd + hh * hd..t * qd + (hh + 1) * hd];
                         let mut mx = f32::NEG_INFINITY;
                         for (j, sc) in (lo..=pos).zip(scores.iter_mut()) {
-                            let sl = slot(&s.block_table, bs, j);
+                            let sl = slot(table, bs, j);
                             let kr = &kc[sl * kvd + kvh * hd..sl * kvd + (kvh + 1) * hd];
                             let d = dot_f16(qh, kr);
                             *sc = d;
@@ -399,7 +484,7 @@ impl CpuBackend {
                         let orow = &mut out_row[hh * hd..(hh + 1) * hd];
                         orow.fill(0.0);
                         for (j, sc) in (lo..=pos).zip(scores.iter()) {
-                            let sl = slot(&s.block_table, bs, j);
+                            let sl = slot(table, bs, j);
                             let vr = &vc[sl * kvd + kvh * hd..sl * kvd + (kvh + 1) * hd];
                             axpy_f16(orow, sc / sum, vr);
                         }

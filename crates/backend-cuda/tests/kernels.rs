@@ -373,6 +373,7 @@ fn run_attention_case(ops: &GpuOps, case: &AttnCase, seed: u64) {
             len,
             context_before: ctx,
             block_table: table,
+            group_tables: Vec::new(),
         });
         start += len;
     }

@@ -125,6 +125,7 @@ fn prefill(tokens: &[u32]) -> ForwardBatch {
             block_table: (0..tokens.len().div_ceil(BLOCK) as u32)
                 .map(BlockId)
                 .collect(),
+            group_tables: Vec::new(),
         }],
         logits_indices: vec![tokens.len() - 1],
     }
@@ -368,6 +369,7 @@ fn forward_pads_to_the_smallest_bucket_and_copies_blocks() {
             len: 1,
             context_before: 3,
             block_table: vec![BlockId(9)],
+            group_tables: Vec::new(),
         }],
         logits_indices: vec![0],
     };

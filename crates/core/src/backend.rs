@@ -1,6 +1,6 @@
 //! The trait every execution backend (CPU, CUDA, Neuron) implements.
 
-use crate::{ForwardBatch, GgmlType, Logits};
+use crate::{ForwardBatch, GgmlType, KvGroupSpec, Logits};
 
 /// What a backend is and can do, given to the engine as data.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,8 +87,35 @@ pub trait Backend: Send {
     /// Bytes of KV cache one block of `block_size` tokens takes across all layers.
     fn kv_bytes_per_block(&self, block_size: usize) -> usize;
 
-    /// (Re)allocates the KV cache; any previous contents are dropped.
+    /// (Re)allocates the KV cache; any previous contents are dropped. One block holds the K/V of
+    /// every layer: one KV group, one block table per sequence.
     fn init_kv_cache(&mut self, config: KvCacheConfig) -> Result<KvCacheInfo, BackendError>;
+
+    /// The KV cache groups this backend can run (see [`KvGroupSpec`]): every layer in exactly
+    /// one group, all groups of the same number of layers, group 0 full whenever the model has
+    /// a full-attention layer. `None` (the default): only the single group of
+    /// [`init_kv_cache`](Self::init_kv_cache).
+    fn kv_groups(&self) -> Option<Vec<KvGroupSpec>> {
+        None
+    }
+
+    /// (Re)allocates the KV cache for `groups` (as given by [`kv_groups`](Self::kv_groups)):
+    /// `config.num_blocks` blocks, each holding one group's layers, shared by all groups; the
+    /// batches then carry one table per group ([`SeqInBatch::group_tables`](crate::SeqInBatch)).
+    /// The default accepts only a single group and calls `init_kv_cache`.
+    fn init_kv_cache_groups(
+        &mut self,
+        config: KvCacheConfig,
+        groups: &[KvGroupSpec],
+    ) -> Result<KvCacheInfo, BackendError> {
+        if groups.len() > 1 {
+            return Err(BackendError::Unavailable {
+                backend: self.capabilities().kind,
+                reason: format!("{} KV cache groups are not supported", groups.len()),
+            });
+        }
+        self.init_kv_cache(config)
+    }
 
     /// Runs all tokens of the batch, writing their K/V into the cache at the slots given by each
     /// sequence's block table, and returns logits for `batch.logits_indices`.

@@ -15,6 +15,25 @@ pub struct SeqInBatch {
     /// The KV blocks of the sequence, in order: block `i` holds positions
     /// `i*block_size .. (i+1)*block_size`. Covers at least `context_before + len` positions.
     pub block_table: Vec<BlockId>,
+    /// Block tables of KV cache groups 1.. (see [`KvGroupSpec`](crate::KvGroupSpec));
+    /// `block_table` is group 0's. Empty with a single group (every backend that does not
+    /// implement [`Backend::kv_groups`](crate::Backend::kv_groups)). Each covers the same
+    /// positions as `block_table`; a sliding-window group's table holds [`BlockId::NULL`] for
+    /// blocks that left its window.
+    pub group_tables: Vec<Vec<BlockId>>,
+}
+
+impl SeqInBatch {
+    /// The block table of KV cache group `group` (0 is `block_table`).
+    ///
+    /// # Panics
+    /// If the sequence has no table for `group`.
+    pub fn table(&self, group: usize) -> &[BlockId] {
+        match group {
+            0 => &self.block_table,
+            g => &self.group_tables[g - 1],
+        }
+    }
 }
 
 /// All tokens of all sequences scheduled in one step, flattened.
@@ -54,11 +73,16 @@ impl ForwardBatch {
             }
             next += s.len;
             let needed = (s.context_before + s.len).div_ceil(block_size);
-            if s.block_table.len() < needed {
-                return Err(format!(
-                    "sequence {i} needs {needed} blocks, has {}",
-                    s.block_table.len()
-                ));
+            for (g, t) in std::iter::once(&s.block_table)
+                .chain(&s.group_tables)
+                .enumerate()
+            {
+                if t.len() < needed {
+                    return Err(format!(
+                        "sequence {i} needs {needed} blocks in KV group {g}, has {}",
+                        t.len()
+                    ));
+                }
             }
             for (k, p) in self.positions[s.start..s.start + s.len].iter().enumerate() {
                 if *p as usize != s.context_before + k {

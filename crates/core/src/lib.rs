@@ -10,6 +10,7 @@ pub mod backend;
 pub mod batch;
 pub mod config;
 pub mod dtype;
+pub mod kv;
 pub mod sampling;
 pub mod weights;
 
@@ -17,6 +18,7 @@ pub use backend::{Backend, BackendCapabilities, BackendError, KvCacheConfig, KvC
 pub use batch::{ForwardBatch, Logits, SeqInBatch};
 pub use config::{Activation, Architecture, LayerAttention, ModelConfig};
 pub use dtype::GgmlType;
+pub use kv::{kv_groups_for, KvGroupKind, KvGroupSpec};
 pub use sampling::SamplingParams;
 pub use weights::{Tensor, WeightBytes, WeightSource};
 
@@ -27,3 +29,14 @@ pub struct RequestId(pub u64);
 /// Index of one block of the paged KV cache owned by a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BlockId(pub u32);
+
+impl BlockId {
+    /// Placeholder in the block table of a sliding-window KV group for a block that has left
+    /// the window and was given back to the pool: never read or written.
+    pub const NULL: BlockId = BlockId(u32::MAX);
+
+    /// Whether this is [`BlockId::NULL`].
+    pub fn is_null(self) -> bool {
+        self == Self::NULL
+    }
+}

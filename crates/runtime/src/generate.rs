@@ -109,6 +109,7 @@ impl<'a> Session<'a> {
                     context_before: self.ctx,
                     block_table: self.blocks[..(self.ctx + chunk.len()).div_ceil(BLOCK_SIZE)]
                         .to_vec(),
+                    group_tables: Vec::new(),
                 }],
                 logits_indices: idx.clone(),
             };

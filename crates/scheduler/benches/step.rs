@@ -23,6 +23,7 @@ fn running(n: usize) -> Scheduler {
         max_num_batched_tokens: 8192,
         max_num_seqs: n,
         enable_prefix_caching: true,
+        ..Default::default()
     })
     .unwrap();
     for i in 0..n {

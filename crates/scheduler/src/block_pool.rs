@@ -1,5 +1,7 @@
 //! The fixed pool of paged KV blocks: reference counts, the free list in eviction (LRU) order,
-//! and the prefix cache that maps a full block's chained hash to the block holding it.
+//! and the prefix cache that maps a full block's chained hash, per KV cache group, to the block
+//! holding it. Blocks are interchangeable between groups (each holds one group's layers for
+//! `block_size` positions); a cached block belongs to the group that computed it.
 //!
 //! A block is in exactly one of three states:
 //! - **owned**: reference count ≥ 1, held in the block tables of that many sequences. A block
@@ -23,6 +25,7 @@ use crate::hash::BlockHash;
 /// so a hash collision alone cannot hand out a wrong block).
 #[derive(Debug, Clone)]
 struct CachedContent {
+    group: usize,
     hash: BlockHash,
     parent: Option<BlockHash>,
     tokens: Box<[u32]>,
@@ -45,7 +48,7 @@ pub struct BlockPool {
     free: BTreeMap<i64, BlockId>,
     next_front: i64,
     next_back: i64,
-    cache: HashMap<BlockHash, BlockId>,
+    cache: HashMap<(usize, BlockHash), BlockId>,
 }
 
 impl BlockPool {
@@ -141,6 +144,14 @@ impl BlockPool {
         self.state(block).cached.as_ref().map(|c| c.hash)
     }
 
+    /// The KV cache group whose prefix cache holds `block`, if any.
+    ///
+    /// # Panics
+    /// If `block` is not in the pool.
+    pub fn cached_group(&self, block: BlockId) -> Option<usize> {
+        self.state(block).cached.as_ref().map(|c| c.group)
+    }
+
     /// Free blocks, next to be evicted first.
     pub fn free_blocks(&self) -> impl Iterator<Item = BlockId> + '_ {
         self.free.values().copied()
@@ -159,8 +170,8 @@ impl BlockPool {
             state.free_key = None;
             state.ref_count = 1;
             if let Some(c) = state.cached.take() {
-                if self.cache.get(&c.hash) == Some(&block) {
-                    self.cache.remove(&c.hash);
+                if self.cache.get(&(c.group, c.hash)) == Some(&block) {
+                    self.cache.remove(&(c.group, c.hash));
                 }
             }
             out.push(block);
@@ -168,29 +179,43 @@ impl BlockPool {
         Some(out)
     }
 
-    /// The longest run of cached blocks matching the start of `tokens`. `hashes[i]` must be the
-    /// chained hash of block `i` of `tokens` (see [`hash_full_blocks`](crate::hash_full_blocks));
-    /// at most `hashes.len()` blocks are returned. Nothing is acquired.
-    pub fn find_cached_prefix(&self, tokens: &[u32], hashes: &[BlockHash]) -> Vec<BlockId> {
-        let bs = self.block_size;
+    /// The longest run of cached blocks of KV group `group` matching the start of `tokens`.
+    /// `hashes[i]` must be the chained hash of block `i` of `tokens` (see
+    /// [`hash_full_blocks`](crate::hash_full_blocks)); at most `hashes.len()` blocks are
+    /// returned. Nothing is acquired.
+    pub fn find_cached_prefix(
+        &self,
+        group: usize,
+        tokens: &[u32],
+        hashes: &[BlockHash],
+    ) -> Vec<BlockId> {
         let mut out = Vec::new();
-        for (i, hash) in hashes.iter().enumerate() {
-            let Some(chunk) = tokens.get(i * bs..(i + 1) * bs) else {
-                break;
-            };
-            let Some(&block) = self.cache.get(hash) else {
-                break;
-            };
-            let Some(c) = &self.state(block).cached else {
-                break;
-            };
-            let parent = i.checked_sub(1).map(|p| hashes[p]);
-            if c.hash != *hash || c.parent != parent || *c.tokens != *chunk {
-                break;
+        for i in 0..hashes.len() {
+            match self.find_cached_block(group, i, tokens, hashes) {
+                Some(b) => out.push(b),
+                None => break,
             }
-            out.push(block);
         }
         out
+    }
+
+    /// The cached block of KV group `group` holding block `i` of `tokens` (whose chained
+    /// hashes are `hashes`, at least `i + 1` of them), if any. Nothing is acquired.
+    pub fn find_cached_block(
+        &self,
+        group: usize,
+        i: usize,
+        tokens: &[u32],
+        hashes: &[BlockHash],
+    ) -> Option<BlockId> {
+        let bs = self.block_size;
+        let chunk = tokens.get(i * bs..(i + 1) * bs)?;
+        let hash = hashes.get(i)?;
+        let &block = self.cache.get(&(group, *hash))?;
+        let c = self.state(block).cached.as_ref()?;
+        let parent = i.checked_sub(1).map(|p| hashes[p]);
+        (c.group == group && c.hash == *hash && c.parent == parent && *c.tokens == *chunk)
+            .then_some(block)
     }
 
     /// Adds one owner to each block, taking free ones out of the free queue (a prefix-cache
@@ -224,15 +249,17 @@ impl BlockPool {
         }
     }
 
-    /// Makes an owned block whose `tokens` are computed (and full) findable under `hash`.
-    /// Returns `false`, leaving it uncached, when the block is already cached or another block
-    /// already holds `hash` (two sequences computed the same prefix at once).
+    /// Makes an owned block whose `tokens` are computed (and full) findable under `hash` in
+    /// KV group `group`'s prefix cache. Returns `false`, leaving it uncached, when the block is
+    /// already cached or another block already holds `hash` in that group (two sequences
+    /// computed the same prefix at once).
     ///
     /// # Panics
     /// If the block has no owner or `tokens` is not exactly one block long.
     pub fn cache_full_block(
         &mut self,
         block: BlockId,
+        group: usize,
         parent: Option<BlockHash>,
         hash: BlockHash,
         tokens: &[u32],
@@ -244,11 +271,12 @@ impl BlockPool {
             "block {} is free; cache it while owned",
             block.0
         );
-        if state.cached.is_some() || self.cache.contains_key(&hash) {
+        if state.cached.is_some() || self.cache.contains_key(&(group, hash)) {
             return false;
         }
-        self.cache.insert(hash, block);
+        self.cache.insert((group, hash), block);
         self.state_mut(block).cached = Some(CachedContent {
+            group,
             hash,
             parent,
             tokens: tokens.into(),
@@ -279,7 +307,7 @@ impl BlockPool {
             }
             if let Some(c) = &st.cached {
                 num_cached += 1;
-                if self.cache.get(&c.hash).map(|b| b.0 as usize) != Some(i) {
+                if self.cache.get(&(c.group, c.hash)).map(|b| b.0 as usize) != Some(i) {
                     return fail(format!("block {i} is cached but its hash maps elsewhere"));
                 }
                 if c.tokens.len() != self.block_size {
@@ -327,19 +355,21 @@ mod tests {
         let toks = [7, 8, 9, 10];
         let hashes = hash_full_blocks(&toks, 2);
         let a = pool.allocate(2).unwrap();
-        assert!(pool.cache_full_block(a[0], None, hashes[0], &toks[..2]));
-        assert!(pool.cache_full_block(a[1], Some(hashes[0]), hashes[1], &toks[2..]));
+        assert!(pool.cache_full_block(a[0], 0, None, hashes[0], &toks[..2]));
+        assert!(pool.cache_full_block(a[1], 0, Some(hashes[0]), hashes[1], &toks[2..]));
         pool.release(&a);
         // Uncached blocks 2, 3 are evicted before the cached ones; tail block before prefix.
         assert_eq!(pool.free_blocks().collect::<Vec<_>>(), ids(&[2, 3, 1, 0]));
-        assert_eq!(pool.find_cached_prefix(&toks, &hashes), a);
+        assert_eq!(pool.find_cached_prefix(0, &toks, &hashes), a);
         // A different first block: no hit, even for an equal second block.
         let other = hash_full_blocks(&[1, 8, 9, 10], 2);
-        assert!(pool.find_cached_prefix(&[1, 8, 9, 10], &other).is_empty());
+        assert!(pool
+            .find_cached_prefix(0, &[1, 8, 9, 10], &other)
+            .is_empty());
         // Taking three blocks evicts 2, 3 and then block 1 (LRU among cached).
         let b = pool.allocate(3).unwrap();
         assert_eq!(b, ids(&[2, 3, 1]));
-        assert_eq!(pool.find_cached_prefix(&toks, &hashes), ids(&[0]));
+        assert_eq!(pool.find_cached_prefix(0, &toks, &hashes), ids(&[0]));
         assert_eq!(pool.num_cached_blocks(), 1);
         pool.check_invariants().unwrap();
     }
@@ -349,7 +379,7 @@ mod tests {
         let mut pool = BlockPool::new(2, 1);
         let h = hash_full_blocks(&[5], 1);
         let a = pool.allocate(1).unwrap();
-        pool.cache_full_block(a[0], None, h[0], &[5]);
+        pool.cache_full_block(a[0], 0, None, h[0], &[5]);
         pool.release(&a);
         assert_eq!(pool.num_free_blocks(), 2);
         pool.acquire(&a);
@@ -369,9 +399,32 @@ mod tests {
         let mut pool = BlockPool::new(2, 1);
         let h = hash_full_blocks(&[5], 1);
         let a = pool.allocate(2).unwrap();
-        assert!(pool.cache_full_block(a[0], None, h[0], &[5]));
-        assert!(!pool.cache_full_block(a[1], None, h[0], &[5]));
+        assert!(pool.cache_full_block(a[0], 0, None, h[0], &[5]));
+        assert!(!pool.cache_full_block(a[1], 0, None, h[0], &[5]));
         assert_eq!(pool.cached_hash(a[1]), None);
+        pool.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn prefix_caches_are_per_group() {
+        let mut pool = BlockPool::new(3, 1);
+        let h = hash_full_blocks(&[5], 1);
+        let a = pool.allocate(2).unwrap();
+        assert!(pool.cache_full_block(a[0], 0, None, h[0], &[5]));
+        assert!(
+            pool.cache_full_block(a[1], 1, None, h[0], &[5]),
+            "same hash, other group"
+        );
+        assert_eq!(pool.find_cached_prefix(0, &[5], &h), ids(&[a[0].0]));
+        assert_eq!(pool.find_cached_prefix(1, &[5], &h), ids(&[a[1].0]));
+        assert!(pool.find_cached_prefix(2, &[5], &h).is_empty());
+        assert_eq!(pool.cached_group(a[1]), Some(1));
+        pool.release(&a[..1]);
+        pool.release(&a[1..]);
+        // Evicting group 0's copy leaves group 1's findable.
+        let _b = pool.allocate(2).unwrap();
+        assert!(pool.find_cached_prefix(0, &[5], &h).is_empty());
+        assert_eq!(pool.find_cached_prefix(1, &[5], &h), ids(&[a[1].0]));
         pool.check_invariants().unwrap();
     }
 

@@ -13,6 +13,9 @@ pub enum ConfigError {
         /// The field's name.
         field: &'static str,
     },
+    /// No KV cache group.
+    #[error("scheduler config: kv_groups must name at least one KV cache group")]
+    NoKvGroups,
     /// More blocks than a [`BlockId`](switchyard_core::BlockId) can name.
     #[error("scheduler config: num_blocks {num_blocks} does not fit in a u32 block id")]
     TooManyBlocks {
@@ -59,7 +62,8 @@ pub enum AddRequestError {
         max_tokens: usize,
         /// `prompt_len + max_tokens - 1`: the last sampled token is never fed back.
         needed_tokens: usize,
-        /// `num_blocks * block_size`.
+        /// [`SchedulerConfig::capacity_tokens`](crate::SchedulerConfig::capacity_tokens):
+        /// `num_blocks * block_size` with one full KV group.
         capacity_tokens: usize,
     },
 }

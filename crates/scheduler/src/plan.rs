@@ -14,9 +14,12 @@ pub struct ScheduledSeq {
     /// Tokens already in the KV cache before this step (computed earlier or found in the
     /// prefix cache).
     pub context_before: usize,
-    /// The whole block table of the sequence after this step's allocation; covers exactly
+    /// The whole block table of KV group 0 after this step's allocation; covers exactly
     /// `context_before + tokens.len()` positions.
     pub block_table: Vec<BlockId>,
+    /// The tables of KV groups 1.. (empty with one group), covering the same positions; a
+    /// sliding group's entries before its window are [`BlockId::NULL`].
+    pub group_tables: Vec<Vec<BlockId>>,
     /// This step reaches the end of the known tokens: the engine must sample one token for this
     /// sequence and report it to [`update`](crate::Scheduler::update).
     pub samples: bool,
@@ -100,6 +103,7 @@ impl StepPlan {
                 len: s.tokens.len(),
                 context_before: s.context_before,
                 block_table: s.block_table.clone(),
+                group_tables: s.group_tables.clone(),
             });
             if s.samples {
                 batch.logits_indices.push(start + s.tokens.len() - 1);
@@ -122,6 +126,7 @@ mod tests {
                     tokens: vec![9],
                     context_before: 5,
                     block_table: vec![BlockId(0), BlockId(1)],
+                    group_tables: Vec::new(),
                     samples: true,
                     num_cached_tokens: 0,
                 },
@@ -130,6 +135,7 @@ mod tests {
                     tokens: vec![1, 2, 3],
                     context_before: 0,
                     block_table: vec![BlockId(2)],
+                    group_tables: Vec::new(),
                     samples: false,
                     num_cached_tokens: 0,
                 },
@@ -138,6 +144,7 @@ mod tests {
                     tokens: vec![4, 5],
                     context_before: 4,
                     block_table: vec![BlockId(3), BlockId(4)],
+                    group_tables: Vec::new(),
                     samples: true,
                     num_cached_tokens: 4,
                 },

@@ -1,10 +1,20 @@
 //! The continuous-batching scheduler: one code path for prefill and decode under a per-step
 //! token budget, prefix-cache reuse when a request is admitted, and preemption by
 //! recomputation when blocks run out.
+//!
+//! # KV cache groups
+//! Each sequence has one block table per KV cache group ([`SchedulerConfig::kv_groups`]), all
+//! over the one shared [`BlockPool`] and all covering the same positions. A full group keeps
+//! every block. A sliding-window group (window `w`) needs, for queries at positions `>= c`
+//! (`c` = tokens already computed), only keys `>= c - w + 1`: when a step is planned, the
+//! group's blocks entirely before that are given back to the pool (a cached one stays findable
+//! with reference count 0) and their table entries become [`BlockId::NULL`], so tables stay
+//! positional. A prefix-cache hit of `k` leading blocks needs blocks `0..k` in every full group
+//! and, in every sliding group, the blocks covering the `w` positions before `k * block_size`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use switchyard_core::{BlockId, RequestId};
+use switchyard_core::{BlockId, KvGroupKind, RequestId};
 
 use crate::block_pool::BlockPool;
 use crate::error::{AddRequestError, ConfigError, InvariantViolation, UpdateError};
@@ -25,6 +35,9 @@ pub struct SchedulerConfig {
     pub max_num_seqs: usize,
     /// Reuse full KV blocks across requests sharing a prefix.
     pub enable_prefix_caching: bool,
+    /// The KV cache groups (see the module docs); every sequence has one block table per
+    /// entry. Default: one full group (one table of blocks holding every layer).
+    pub kv_groups: Vec<KvGroupKind>,
 }
 
 impl Default for SchedulerConfig {
@@ -35,13 +48,23 @@ impl Default for SchedulerConfig {
             max_num_batched_tokens: 2048,
             max_num_seqs: 128,
             enable_prefix_caching: true,
+            kv_groups: vec![KvGroupKind::Full],
         }
     }
 }
 
 impl SchedulerConfig {
-    /// Checks every size is at least 1 and the block count fits a [`BlockId`].
+    /// Checks every size and window is at least 1, there is a KV group, and the block count
+    /// fits a [`BlockId`] (below [`BlockId::NULL`]).
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.kv_groups.is_empty() {
+            return Err(ConfigError::NoKvGroups);
+        }
+        if self.kv_groups.contains(&KvGroupKind::Sliding { window: 0 }) {
+            return Err(ConfigError::Zero {
+                field: "kv_groups sliding window",
+            });
+        }
         for (field, value) in [
             ("block_size", self.block_size),
             ("num_blocks", self.num_blocks),
@@ -52,7 +75,7 @@ impl SchedulerConfig {
                 return Err(ConfigError::Zero { field });
             }
         }
-        if u32::try_from(self.num_blocks).is_err() {
+        if u32::try_from(self.num_blocks).map_or(true, |n| n == u32::MAX) {
             return Err(ConfigError::TooManyBlocks {
                 num_blocks: self.num_blocks,
             });
@@ -60,11 +83,71 @@ impl SchedulerConfig {
         Ok(())
     }
 
-    /// KV token slots in the whole pool: the longest sequence (prompt + `max_tokens` - 1) a
-    /// request may have.
-    pub fn capacity_tokens(&self) -> usize {
-        self.num_blocks.saturating_mul(self.block_size)
+    /// Most blocks one sliding-window group of a sequence ever holds: those covering the
+    /// window before a step plus the step's tokens (at most the token budget).
+    fn window_blocks(&self, kind: KvGroupKind) -> Option<usize> {
+        match kind {
+            KvGroupKind::Full => None,
+            KvGroupKind::Sliding { window } => Some(
+                (window - 1)
+                    .saturating_add(self.max_num_batched_tokens)
+                    .div_ceil(self.block_size)
+                    .saturating_add(1),
+            ),
+        }
     }
+
+    /// Most blocks, summed over the KV groups, one sequence of `len` tokens holds at once:
+    /// `ceil(len / block_size)` per full group; per sliding group the same, but at most
+    /// `ceil((window - 1 + max_num_batched_tokens) / block_size) + 1`.
+    pub fn blocks_per_seq(&self, len: usize) -> usize {
+        let nb = len.div_ceil(self.block_size);
+        self.kv_groups
+            .iter()
+            .map(|&g| self.window_blocks(g).map_or(nb, |w| nb.min(w)))
+            .fold(0, usize::saturating_add)
+    }
+
+    /// The longest sequence (prompt + `max_tokens` - 1) a request may have: the most tokens
+    /// whose [`blocks_per_seq`](Self::blocks_per_seq) fit in the pool (`usize::MAX` when only
+    /// sliding groups make any length fit). With one full group: `num_blocks * block_size`.
+    pub fn capacity_tokens(&self) -> usize {
+        let f = |nb: usize| self.blocks_per_seq(nb.saturating_mul(self.block_size));
+        let caps: Vec<Option<usize>> = self
+            .kv_groups
+            .iter()
+            .map(|&g| self.window_blocks(g))
+            .collect();
+        if caps.iter().all(Option::is_some)
+            && caps
+                .iter()
+                .flatten()
+                .fold(0usize, |a, &b| a.saturating_add(b))
+                <= self.num_blocks
+        {
+            return usize::MAX;
+        }
+        let max_cap = caps.iter().flatten().copied().max().unwrap_or(0);
+        // f is non-decreasing, f(0) = 0 fits and f(hi) does not.
+        let (mut lo, mut hi) = (
+            0usize,
+            self.num_blocks.saturating_add(max_cap).saturating_add(1),
+        );
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if f(mid) <= self.num_blocks {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        lo.saturating_mul(self.block_size)
+    }
+}
+
+/// First block of a table that queries at positions `>= computed` read in a group of `kind`.
+fn first_needed_block(kind: KvGroupKind, computed: usize, block_size: usize) -> usize {
+    kind.first_read(computed) / block_size
 }
 
 /// Running totals since the scheduler was created.
@@ -90,8 +173,11 @@ struct Seq {
     max_tokens: usize,
     /// Leading tokens whose KV is (or, once the current plan runs, will be) in `blocks`.
     num_computed: usize,
-    /// Block table; exactly `ceil(num_computed / block_size)` blocks.
-    blocks: Vec<BlockId>,
+    /// One block table per KV group, each exactly `ceil(num_computed / block_size)` entries;
+    /// a sliding group's entries before its window are [`BlockId::NULL`].
+    tables: Vec<Vec<BlockId>>,
+    /// Per KV group: leading table entries that are [`BlockId::NULL`].
+    num_skipped: Vec<usize>,
     /// Chained hashes of the leading full blocks of `tokens` (computed lazily).
     hashes: Vec<BlockHash>,
     /// Leading blocks of `blocks` already offered to the prefix cache; never written again.
@@ -104,6 +190,35 @@ struct Seq {
 impl Seq {
     fn id(&self) -> RequestId {
         self.key.2
+    }
+
+    /// Every block the sequence holds (no [`BlockId::NULL`]), by table index and then group,
+    /// so releasing them (last to first) frees every group's tail before any prefix.
+    fn held_blocks(&self) -> Vec<BlockId> {
+        let len = self.tables.iter().map(Vec::len).max().unwrap_or(0);
+        (0..len)
+            .flat_map(|i| self.tables.iter().filter_map(move |t| t.get(i).copied()))
+            .filter(|b| !b.is_null())
+            .collect()
+    }
+
+    /// Drops every table (the blocks must have been released).
+    fn clear_tables(&mut self) {
+        self.tables.iter_mut().for_each(Vec::clear);
+        self.num_skipped.iter_mut().for_each(|n| *n = 0);
+    }
+
+    /// The step's share for the plan: `tokens[context_before..num_computed]` and the tables.
+    fn scheduled(&self, context_before: usize, num_cached_tokens: usize) -> ScheduledSeq {
+        ScheduledSeq {
+            id: self.id(),
+            tokens: self.tokens[context_before..self.num_computed].to_vec(),
+            context_before,
+            block_table: self.tables[0].clone(),
+            group_tables: self.tables[1..].to_vec(),
+            samples: self.num_computed == self.tokens.len(),
+            num_cached_tokens,
+        }
     }
 
     /// Extends `hashes` to cover every full block within the first `upto` tokens.
@@ -121,11 +236,17 @@ impl Seq {
 
 /// How a waiting request would be admitted.
 struct Admission {
+    /// Per KV group: the hit blocks, [`BlockId::NULL`] before a sliding group's window.
+    tables: Vec<Vec<BlockId>>,
+    /// Per KV group: leading NULL entries of `tables`.
+    num_skipped: Vec<usize>,
+    /// Every hit block (acquired on admission).
     hits: Vec<BlockId>,
     /// Hits that are currently free (acquiring them takes them off the free queue).
     free_hits: usize,
     num_cached: usize,
     num_new: usize,
+    /// Blocks to allocate, over all groups.
     new_blocks: usize,
 }
 
@@ -171,8 +292,9 @@ impl Scheduler {
     }
 
     /// Queues a request. It is rejected, with nothing changed, if its id is in use, its prompt
-    /// is empty, `max_tokens` is 0, or `prompt + max_tokens - 1` tokens exceed the whole pool
-    /// (it could then never finish, even alone).
+    /// is empty, `max_tokens` is 0, or `prompt + max_tokens - 1` tokens exceed
+    /// [`capacity_tokens`](SchedulerConfig::capacity_tokens) (it could then never finish, even
+    /// alone).
     pub fn add_request(&mut self, request: Request) -> Result<(), AddRequestError> {
         let Request {
             id,
@@ -212,7 +334,8 @@ impl Scheduler {
                 tokens: prompt,
                 max_tokens,
                 num_computed: 0,
-                blocks: Vec::new(),
+                tables: vec![Vec::new(); self.config.kv_groups.len()],
+                num_skipped: vec![0; self.config.kv_groups.len()],
                 hashes: Vec::new(),
                 num_cached_blocks: 0,
                 running: false,
@@ -229,7 +352,7 @@ impl Scheduler {
             return false;
         };
         if seq.running {
-            self.pool.release(&seq.blocks);
+            self.pool.release(&seq.held_blocks());
             self.running.retain(|&r| r != id);
         } else {
             self.waiting.remove(&seq.key);
@@ -248,6 +371,8 @@ impl Scheduler {
     /// available, preempting running requests of strictly lower priority if need be; otherwise
     /// admission stops (strict queue order). A newly admitted request first reuses the longest
     /// cached prefix of full blocks (never all of its tokens: the last one is always computed).
+    /// Before a running request grows, its sliding-window groups give back the blocks no
+    /// query from now on reads.
     pub fn schedule(&mut self) -> StepPlan {
         let mut budget = self.config.max_num_batched_tokens;
         let mut out: Vec<ScheduledSeq> = Vec::new();
@@ -265,6 +390,7 @@ impl Scheduler {
                 continue; // Sampled in a plan whose update has not come yet.
             }
             let target = seq.num_computed + n;
+            self.release_skipped(id);
             let scheduled = loop {
                 if self.try_grow(id, target) {
                     break true;
@@ -281,14 +407,7 @@ impl Scheduler {
                 let seq = self.seqs.get_mut(&id).expect("running");
                 let context_before = seq.num_computed;
                 seq.num_computed = target;
-                out.push(ScheduledSeq {
-                    id,
-                    tokens: seq.tokens[context_before..target].to_vec(),
-                    context_before,
-                    block_table: seq.blocks.clone(),
-                    samples: target == seq.tokens.len(),
-                    num_cached_tokens: 0,
-                });
+                out.push(seq.scheduled(context_before, 0));
             }
         }
 
@@ -341,73 +460,149 @@ impl Scheduler {
             let Some(a) = admission else { break };
 
             self.pool.acquire(&a.hits);
-            let new = self
+            let mut new = self
                 .pool
                 .allocate(a.new_blocks)
-                .expect("availability checked above");
+                .expect("availability checked above")
+                .into_iter();
+            let bs = self.config.block_size;
             let seq = self.seqs.get_mut(&id).expect("waiting");
-            seq.num_cached_blocks = a.hits.len();
-            seq.blocks = a.hits;
-            seq.blocks.extend(new);
+            seq.num_cached_blocks = a.num_cached / bs;
             seq.num_computed = a.num_cached + a.num_new;
+            let nb = seq.num_computed.div_ceil(bs);
+            seq.tables = a.tables;
+            for t in &mut seq.tables {
+                t.extend(new.by_ref().take(nb - t.len()));
+            }
+            debug_assert!(new.next().is_none());
+            seq.num_skipped = a.num_skipped;
             seq.running = true;
             if self.config.enable_prefix_caching {
                 self.stats.prefix_cache_queries += seq.tokens.len() as u64;
                 self.stats.prefix_cache_hits += a.num_cached as u64;
             }
             *budget -= a.num_new;
-            out.push(ScheduledSeq {
-                id,
-                tokens: seq.tokens[a.num_cached..seq.num_computed].to_vec(),
-                context_before: a.num_cached,
-                block_table: seq.blocks.clone(),
-                samples: seq.num_computed == seq.tokens.len(),
-                num_cached_tokens: a.num_cached,
-            });
+            out.push(seq.scheduled(a.num_cached, a.num_cached));
             self.waiting.remove(&key);
             self.running.push(id);
         }
     }
 
     /// Looks up the cached prefix of a waiting request and sizes its first chunk.
+    ///
+    /// The hit is the longest `k` such that every full group has blocks `0..k` cached and
+    /// every sliding group has the blocks its window needs for queries from `k * block_size`
+    /// on: first the longest run over the full groups, then, from there down, the first `k`
+    /// that every sliding group's cached blocks cover.
     fn plan_admission(&mut self, id: RequestId, budget: usize) -> Admission {
         let bs = self.config.block_size;
+        let groups = &self.config.kv_groups;
         let seq = self.seqs.get_mut(&id).expect("waiting");
         let len = seq.tokens.len();
-        let hits = if self.config.enable_prefix_caching && !seq.skip_prefix_lookup {
+        // Per group: the cached block at each index from 0 (as far as looked up).
+        let mut found: Vec<Vec<Option<BlockId>>> = vec![Vec::new(); groups.len()];
+        let mut k = 0;
+        if self.config.enable_prefix_caching && !seq.skip_prefix_lookup {
             let max_blocks = (len - 1) / bs;
             seq.extend_hashes(bs, max_blocks * bs);
-            self.pool
-                .find_cached_prefix(&seq.tokens, &seq.hashes[..max_blocks])
-        } else {
-            Vec::new()
-        };
-        let num_cached = hits.len() * bs;
+            let hashes = &seq.hashes[..max_blocks];
+            k = max_blocks;
+            for (g, kind) in groups.iter().enumerate() {
+                if *kind == KvGroupKind::Full {
+                    let run = self.pool.find_cached_prefix(g, &seq.tokens, &hashes[..k]);
+                    k = run.len();
+                    found[g] = run.into_iter().map(Some).collect();
+                }
+            }
+            // `run[g][i]`: cached blocks of sliding group `g` in a row ending at index i - 1.
+            let mut runs: Vec<(KvGroupKind, Vec<usize>)> = Vec::new();
+            for (g, &kind) in groups.iter().enumerate() {
+                if kind == KvGroupKind::Full {
+                    continue;
+                }
+                found[g] = (0..k)
+                    .map(|i| self.pool.find_cached_block(g, i, &seq.tokens, hashes))
+                    .collect();
+                let mut run = vec![0usize; k + 1];
+                for i in 0..k {
+                    run[i + 1] = if found[g][i].is_some() { run[i] + 1 } else { 0 };
+                }
+                runs.push((kind, run));
+            }
+            while k > 0
+                && !runs
+                    .iter()
+                    .all(|(kind, run)| run[k] >= k - first_needed_block(*kind, k * bs, bs))
+            {
+                k -= 1;
+            }
+        }
+        let num_cached = k * bs;
         let num_new = (len - num_cached).min(budget);
+        let nb = (num_cached + num_new).div_ceil(bs);
+        let mut tables = Vec::with_capacity(groups.len());
+        let mut num_skipped = Vec::with_capacity(groups.len());
+        for (g, &kind) in groups.iter().enumerate() {
+            let first = first_needed_block(kind, num_cached, bs).min(k);
+            let mut t = vec![BlockId::NULL; first];
+            t.extend(found[g][first..k].iter().map(|b| b.expect("a valid hit")));
+            tables.push(t);
+            num_skipped.push(first);
+        }
+        let hits: Vec<BlockId> = tables
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|b| !b.is_null())
+            .collect();
         Admission {
             free_hits: hits
                 .iter()
                 .filter(|&&b| self.pool.ref_count(b) == 0)
                 .count(),
-            new_blocks: (num_cached + num_new).div_ceil(bs) - hits.len(),
+            new_blocks: groups.len() * (nb - k),
+            tables,
+            num_skipped,
             hits,
             num_cached,
             num_new,
         }
     }
 
-    /// Grows a running request's table to cover `target` tokens; `false` if the pool is short.
+    /// Gives back the blocks of a running request's sliding-window groups that no query at a
+    /// position `>= num_computed` reads; their entries become [`BlockId::NULL`].
+    fn release_skipped(&mut self, id: RequestId) {
+        let bs = self.config.block_size;
+        let seq = self.seqs.get_mut(&id).expect("running");
+        for (g, &kind) in self.config.kv_groups.iter().enumerate() {
+            let table = &mut seq.tables[g];
+            let first = first_needed_block(kind, seq.num_computed, bs).min(table.len());
+            for entry in &mut table[seq.num_skipped[g].min(first)..first] {
+                if !entry.is_null() {
+                    self.pool.release(&[*entry]);
+                    *entry = BlockId::NULL;
+                }
+            }
+            seq.num_skipped[g] = seq.num_skipped[g].max(first);
+        }
+    }
+
+    /// Grows a running request's tables to cover `target` tokens; `false`, with nothing
+    /// changed, if the pool is short.
     fn try_grow(&mut self, id: RequestId, target: usize) -> bool {
         let seq = self.seqs.get_mut(&id).expect("running");
-        let needed = target
-            .div_ceil(self.config.block_size)
-            .saturating_sub(seq.blocks.len());
+        let nb = target.div_ceil(self.config.block_size);
+        let needed: usize = seq.tables.iter().map(|t| nb.saturating_sub(t.len())).sum();
         if needed == 0 {
             return true;
         }
         match self.pool.allocate(needed) {
             Some(new) => {
-                seq.blocks.extend(new);
+                let mut new = new.into_iter();
+                for t in &mut seq.tables {
+                    let missing = nb.saturating_sub(t.len());
+                    t.extend(new.by_ref().take(missing));
+                }
                 true
             }
             None => false,
@@ -430,8 +625,8 @@ impl Scheduler {
             None => 0,
         };
         let seq = self.seqs.get_mut(&id).expect("running");
-        self.pool.release(&seq.blocks);
-        seq.blocks.clear();
+        self.pool.release(&seq.held_blocks());
+        seq.clear_tables();
         seq.num_computed = 0;
         seq.num_cached_blocks = 0;
         seq.running = false;
@@ -509,7 +704,8 @@ impl Scheduler {
         Ok(finished)
     }
 
-    /// Offers the full blocks among the first `upto` computed tokens to the prefix cache.
+    /// Offers the full blocks among the first `upto` computed tokens to the prefix cache of
+    /// each KV group.
     fn cache_computed_blocks(&mut self, id: RequestId, upto: usize) {
         let bs = self.config.block_size;
         let seq = self.seqs.get_mut(&id).expect("live");
@@ -518,15 +714,19 @@ impl Scheduler {
         for i in seq.num_cached_blocks..full {
             let parent = i.checked_sub(1).map(|p| seq.hashes[p]);
             let tokens = &seq.tokens[i * bs..(i + 1) * bs];
-            self.pool
-                .cache_full_block(seq.blocks[i], parent, seq.hashes[i], tokens);
+            for (g, table) in seq.tables.iter().enumerate() {
+                if !table[i].is_null() {
+                    self.pool
+                        .cache_full_block(table[i], g, parent, seq.hashes[i], tokens);
+                }
+            }
         }
         seq.num_cached_blocks = seq.num_cached_blocks.max(full);
     }
 
     fn finish(&mut self, id: RequestId, reason: FinishReason) -> FinishedRequest {
         let seq = self.seqs.remove(&id).expect("live");
-        self.pool.release(&seq.blocks);
+        self.pool.release(&seq.held_blocks());
         self.running.retain(|&r| r != id);
         self.finished_since_plan.push(id);
         FinishedRequest {
@@ -592,23 +792,36 @@ impl Scheduler {
     }
 
     /// Checks every internal invariant (O(blocks + tokens); meant for tests and debug runs):
-    /// the pool's own ones; waiting requests own no blocks; a running request's table covers
-    /// exactly its computed tokens, holds no block twice, and has every block it may still
-    /// write owned by it alone and uncached; each block's reference count equals the number of
-    /// tables holding it; every shared block is cached and its cached tokens and hash are the
-    /// ones the sequence expects at that index; running ≤ `max_num_seqs`.
+    /// the pool's own ones; waiting requests own no blocks; a running request has one table
+    /// per KV group, each covering exactly its computed tokens, with [`BlockId::NULL`] only in
+    /// a sliding group and only before the first block its next query reads (exactly its
+    /// leading `num_skipped` entries); it holds no block twice (across all its tables) and
+    /// has every block it may still write owned by it alone and uncached; each block's
+    /// reference count equals the number of table entries holding it; every shared block is
+    /// cached, in the group whose table holds it, with the hash the sequence expects at that
+    /// index; running ≤ `max_num_seqs`.
     pub fn check_invariants(&self) -> Result<(), InvariantViolation> {
         self.pool.check_invariants()?;
         let fail = |m: String| Err(InvariantViolation(m));
         let bs = self.config.block_size;
+        let groups = &self.config.kv_groups;
         let mut owners = vec![0u32; self.pool.num_blocks()];
         let mut num_running = 0;
         for (id, seq) in &self.seqs {
             if seq.id() != *id {
                 return fail(format!("request {} stored under {}", seq.id().0, id.0));
             }
+            if seq.tables.len() != groups.len() || seq.num_skipped.len() != groups.len() {
+                return fail(format!(
+                    "request {}: {} tables for {} KV groups",
+                    id.0,
+                    seq.tables.len(),
+                    groups.len()
+                ));
+            }
             if !seq.running {
-                if !seq.blocks.is_empty()
+                if seq.tables.iter().any(|t| !t.is_empty())
+                    || seq.num_skipped.iter().any(|&n| n != 0)
                     || seq.num_computed != 0
                     || seq.num_cached_blocks != 0
                     || !self.waiting.contains(&seq.key)
@@ -632,42 +845,69 @@ impl Scheduler {
                     seq.tokens.len()
                 ));
             }
-            if seq.blocks.len() != seq.num_computed.div_ceil(bs) {
-                return fail(format!(
-                    "request {}: {} blocks for {} computed tokens",
-                    id.0,
-                    seq.blocks.len(),
-                    seq.num_computed
-                ));
-            }
             if seq.num_cached_blocks * bs > seq.num_computed {
                 return fail(format!(
                     "request {}: cached blocks beyond computed tokens",
                     id.0
                 ));
             }
-            for (i, &b) in seq.blocks.iter().enumerate() {
-                owners[b.0 as usize] += 1;
-                if seq.blocks[..i].contains(&b) {
-                    return fail(format!("request {} holds block {} twice", id.0, b.0));
+            let mut seen = BTreeSet::new();
+            for (g, (table, &kind)) in seq.tables.iter().zip(groups).enumerate() {
+                if table.len() != seq.num_computed.div_ceil(bs) {
+                    return fail(format!(
+                        "request {} group {g}: {} blocks for {} computed tokens",
+                        id.0,
+                        table.len(),
+                        seq.num_computed
+                    ));
                 }
-                match self.pool.cached_hash(b) {
-                    Some(h) => {
-                        let expected = seq.hashes.get(i).copied();
-                        if i >= seq.num_cached_blocks || expected != Some(h) {
+                let skipped = seq.num_skipped[g];
+                if skipped > first_needed_block(kind, seq.num_computed, bs)
+                    || table
+                        .iter()
+                        .position(|b| !b.is_null())
+                        .unwrap_or(table.len())
+                        != skipped
+                {
+                    return fail(format!(
+                        "request {} group {g} ({kind:?}): {skipped} skipped entries in {table:?} \
+                         with {} computed tokens",
+                        id.0, seq.num_computed
+                    ));
+                }
+                for (i, &b) in table.iter().enumerate().skip(skipped) {
+                    if b.is_null() || b.0 as usize >= owners.len() {
+                        return fail(format!(
+                            "request {} group {g}: entry {i} is {b:?} inside the window",
+                            id.0
+                        ));
+                    }
+                    owners[b.0 as usize] += 1;
+                    if !seen.insert(b) {
+                        return fail(format!("request {} holds block {} twice", id.0, b.0));
+                    }
+                    match self.pool.cached_hash(b) {
+                        Some(h) => {
+                            let expected = seq.hashes.get(i).copied();
+                            if i >= seq.num_cached_blocks
+                                || expected != Some(h)
+                                || self.pool.cached_group(b) != Some(g)
+                            {
+                                return fail(format!(
+                                    "request {} group {g}: block {} at index {i} is cached with \
+                                     a foreign hash or group",
+                                    id.0, b.0
+                                ));
+                            }
+                        }
+                        None if i >= seq.num_cached_blocks && self.pool.ref_count(b) != 1 => {
                             return fail(format!(
-                                "request {}: block {} at index {i} is cached with a foreign hash",
+                                "request {}: writable block {} is shared",
                                 id.0, b.0
                             ));
                         }
+                        None => {}
                     }
-                    None if i >= seq.num_cached_blocks && self.pool.ref_count(b) != 1 => {
-                        return fail(format!(
-                            "request {}: writable block {} is shared",
-                            id.0, b.0
-                        ));
-                    }
-                    None => {}
                 }
             }
         }

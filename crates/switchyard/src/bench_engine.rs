@@ -31,8 +31,15 @@ pub(crate) struct BenchEngineArgs {
     #[arg(long, default_value_t = 512)]
     max_num_batched_tokens: usize,
     /// KV cache blocks (default: sized for the largest concurrency).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "kv_cache_memory")]
     num_blocks: Option<usize>,
+    /// KV cache size in bytes (`64MiB`) or as a fraction of free memory (`0.5`); default: sized
+    /// for the largest concurrency.
+    #[arg(long)]
+    kv_cache_memory: Option<String>,
+    /// One block table of all layers even for sliding-window models (to compare).
+    #[arg(long)]
+    disable_sliding_window_kv: bool,
     /// Seed of the random prompts.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -168,11 +175,17 @@ pub(crate) fn run(a: BenchEngineArgs) -> Result<()> {
     let caps = backend.capabilities();
     let max_c = *a.concurrency.iter().max().expect("not empty");
     let max_len = a.input_len + a.output_len;
+    let kv_cache = match (&a.kv_cache_memory, a.num_blocks) {
+        (Some(s), _) => crate::serve::parse_kv(s)?,
+        (None, Some(n)) => KvCacheSize::Blocks(n),
+        (None, None) => KvCacheSize::Auto,
+    };
     let config = EngineConfig {
-        kv_cache: a.num_blocks.map_or(KvCacheSize::Auto, KvCacheSize::Blocks),
+        kv_cache,
         max_num_batched_tokens: a.max_num_batched_tokens,
         max_num_seqs: max_c,
         max_model_len: Some(max_len),
+        sliding_window_kv: !a.disable_sliding_window_kv,
         ..EngineConfig::default()
     };
     let tokenizer = Arc::new(model.tokenizer);
@@ -181,12 +194,15 @@ pub(crate) fn run(a: BenchEngineArgs) -> Result<()> {
     let info = engine.info().clone();
     let name = model.path.file_name().unwrap_or_default().to_string_lossy();
     println!(
-        "model {name} | backend {} ({}), {threads} threads | kv {} blocks x {} tokens | \
-         step budget {} tokens | input {} output {}",
+        "model {name} | backend {} ({}), {threads} threads | kv {} blocks x {} tokens, {} \
+         KV groups, {:.1} MiB, max concurrency {:.2} | step budget {} tokens | input {} output {}",
         caps.kind,
         caps.device_name,
         info.num_blocks,
         info.block_size,
+        info.num_kv_groups,
+        (info.num_blocks * info.bytes_per_block) as f64 / (1 << 20) as f64,
+        info.max_concurrency(),
         info.max_num_batched_tokens,
         a.input_len,
         a.output_len

@@ -73,6 +73,10 @@ pub(crate) struct ServeArgs {
     /// Turn off prefix caching.
     #[arg(long, env = "SWITCHYARD_NO_PREFIX_CACHING")]
     no_prefix_caching: bool,
+    /// Keep every layer's KV for every position: one block table of all layers, even for
+    /// models with sliding-window layers (Gemma 3), whose older blocks are otherwise freed.
+    #[arg(long, env = "SWITCHYARD_DISABLE_SLIDING_WINDOW_KV")]
+    disable_sliding_window_kv: bool,
 }
 
 /// Parses `--kv-cache-memory`.
@@ -146,6 +150,7 @@ pub(crate) fn run(a: ServeArgs) -> Result<()> {
         max_num_seqs: a.max_num_seqs,
         enable_prefix_caching: !a.no_prefix_caching,
         max_model_len: a.max_model_len,
+        sliding_window_kv: !a.disable_sliding_window_kv,
     };
     let tokenizer = Arc::new(model.tokenizer);
     let engine = EngineHandle::start(backend, tokenizer, &model.config, config)

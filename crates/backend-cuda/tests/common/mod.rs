@@ -533,6 +533,7 @@ pub fn build_batch(
             len,
             context_before: ctx,
             block_table: p.seq.blocks.clone(),
+            group_tables: Vec::new(),
         });
         p.seq.cached += len;
     }

@@ -43,7 +43,7 @@ mod tests;
 
 use std::sync::Arc;
 
-use switchyard_core::{Backend, BackendError, KvCacheConfig, ModelConfig};
+use switchyard_core::{Backend, BackendError, KvCacheConfig, KvGroupKind, ModelConfig};
 use switchyard_scheduler::{ConfigError, Scheduler, SchedulerConfig};
 
 pub use handle::{EngineHandle, RequestStream, StreamItem};
@@ -86,12 +86,16 @@ pub struct EngineConfig {
     pub enable_prefix_caching: bool,
     /// Longest sequence (prompt + max_tokens) served; `None`: the model's context length.
     pub max_model_len: Option<usize>,
+    /// Split the KV cache into the backend's KV groups ([`Backend::kv_groups`]) so that
+    /// sliding-window layers (Gemma 3) keep only their window's blocks. Off, or on a backend
+    /// without groups: one group, every block holding every layer.
+    pub sliding_window_kv: bool,
 }
 
 impl Default for EngineConfig {
     /// Block size 16, automatic KV size, 512 tokens per step (a CPU with few cores gains
     /// little from larger steps and keeps inter-token latency lower), 64 sequences, prefix
-    /// caching on.
+    /// caching and sliding-window KV savings on.
     fn default() -> Self {
         Self {
             block_size: 16,
@@ -100,6 +104,7 @@ impl Default for EngineConfig {
             max_num_seqs: 64,
             enable_prefix_caching: true,
             max_model_len: None,
+            sliding_window_kv: true,
         }
     }
 }
@@ -111,8 +116,12 @@ pub struct EngineInfo {
     pub block_size: usize,
     /// KV blocks in the pool.
     pub num_blocks: usize,
-    /// Bytes of one KV block.
+    /// Bytes of one KV block (the layers of one KV group).
     pub bytes_per_block: usize,
+    /// KV cache groups: 1 unless sliding-window savings are on and the model has them.
+    pub num_kv_groups: usize,
+    /// Most blocks one sequence of `max_model_len` tokens holds at once (over all groups).
+    pub blocks_per_seq: usize,
     /// Longest sequence served (prompt + max_tokens).
     pub max_model_len: usize,
     /// Rows of the logits (the model's vocabulary).
@@ -128,7 +137,7 @@ pub struct EngineInfo {
 impl EngineInfo {
     /// How many sequences of `max_model_len` tokens fit in the KV pool at once.
     pub fn max_concurrency(&self) -> f64 {
-        (self.num_blocks * self.block_size) as f64 / self.max_model_len.max(1) as f64
+        self.num_blocks as f64 / self.blocks_per_seq.max(1) as f64
     }
 }
 
@@ -168,13 +177,15 @@ pub enum StartError {
     Thread(#[from] std::io::Error),
 }
 
-/// Number of KV blocks for `config` on `backend`.
+/// Number of KV blocks of `bpb` bytes for `config` on `backend`; one sequence of
+/// `max_model_len` tokens holds at most `blocks_per_seq` of them.
 fn size_kv(
     backend: &dyn Backend,
     config: &EngineConfig,
-    max_model_len: usize,
+    bpb: usize,
+    blocks_per_seq: usize,
 ) -> Result<usize, StartError> {
-    let bpb = backend.kv_bytes_per_block(config.block_size).max(1);
+    let bpb = bpb.max(1);
     let caps = backend.capabilities();
     let bytes = match config.kv_cache {
         KvCacheSize::Blocks(n) => return Ok(n),
@@ -193,7 +204,7 @@ fn size_kv(
         KvCacheSize::Auto => {
             let half_free = caps.free_memory.map_or(u64::MAX, |f| f / 2);
             let useful = (config.max_num_seqs as u64)
-                .saturating_mul(max_model_len.div_ceil(config.block_size) as u64)
+                .saturating_mul(blocks_per_seq as u64)
                 .saturating_mul(bpb as u64);
             DEFAULT_KV_BYTES.min(half_free).min(useful)
         }
@@ -253,33 +264,83 @@ impl EngineHandle {
                 "max_model_len {max_model_len} leaves no room to generate"
             )));
         }
-        let num_blocks = size_kv(backend.as_ref(), &config, max_model_len)?;
-        let sched_config = SchedulerConfig {
+        // KV groups: a block holds one group's layers (all groups have as many), so it takes
+        // that share of the all-layer block (every layer's K/V has the same size).
+        let groups = if config.sliding_window_kv {
+            backend.kv_groups().filter(|g| g.len() > 1)
+        } else {
+            None
+        };
+        let bpb_all = backend.kv_bytes_per_block(config.block_size).max(1);
+        let bpb = match &groups {
+            Some(g) => {
+                let layers: usize = g.iter().map(|x| x.layers.len()).sum();
+                (bpb_all * g[0].layers.len() / layers.max(1)).max(1)
+            }
+            None => bpb_all,
+        };
+        let mut sched_config = SchedulerConfig {
             block_size: config.block_size,
-            num_blocks,
+            num_blocks: 1,
             max_num_batched_tokens: config.max_num_batched_tokens,
             max_num_seqs: config.max_num_seqs,
             enable_prefix_caching: config.enable_prefix_caching,
+            kv_groups: groups.as_ref().map_or(vec![KvGroupKind::Full], |g| {
+                g.iter().map(|x| x.kind).collect()
+            }),
         };
-        let scheduler = Scheduler::new(sched_config)?;
-        let kv = backend.init_kv_cache(KvCacheConfig {
+        let blocks_per_seq = sched_config.blocks_per_seq(max_model_len);
+        let num_blocks = size_kv(backend.as_ref(), &config, bpb, blocks_per_seq)?;
+        sched_config.num_blocks = num_blocks;
+        let scheduler = Scheduler::new(sched_config.clone())?;
+        let kv_config = KvCacheConfig {
             block_size: config.block_size,
             num_blocks,
-        })?;
-        let capacity = kv.num_blocks * kv.block_size;
-        let max_concurrency = capacity as f64 / max_model_len as f64;
+        };
+        let kv = match &groups {
+            Some(g) => backend.init_kv_cache_groups(kv_config, g)?,
+            None => backend.init_kv_cache(kv_config)?,
+        };
+        let capacity = sched_config.capacity_tokens();
+        let max_concurrency = num_blocks as f64 / blocks_per_seq.max(1) as f64;
+        let kv_bytes = num_blocks as u64 * kv.bytes_per_block as u64;
+        let layout = match &groups {
+            Some(g) => {
+                let sliding: Vec<String> = g
+                    .iter()
+                    .filter_map(|x| match x.kind {
+                        KvGroupKind::Sliding { window } => Some(window.to_string()),
+                        KvGroupKind::Full => None,
+                    })
+                    .collect();
+                // What the same memory would serve with one block table of all layers.
+                let plain_blocks = kv_bytes / bpb_all as u64;
+                let plain = (plain_blocks * kv.block_size as u64) as f64 / max_model_len as f64;
+                format!(
+                    "{} KV groups of {} layers ({} full, {} sliding, windows {}); without \
+                     sliding-window savings: {plain_blocks} blocks, {plain:.2} sequences",
+                    g.len(),
+                    g[0].layers.len(),
+                    g.len() - sliding.len(),
+                    sliding.len(),
+                    sliding.join(","),
+                )
+            }
+            None => "one KV group of all layers".to_string(),
+        };
         tracing::info!(
             num_blocks = kv.num_blocks,
             block_size = kv.block_size,
-            kv_mib = (kv.num_blocks * kv.bytes_per_block) as f64 / (1 << 20) as f64,
+            kv_mib = kv_bytes as f64 / (1 << 20) as f64,
             max_model_len,
-            "KV cache: {} blocks of {} tokens ({} tokens); at most {max_concurrency:.2} \
-             sequences of {max_model_len} tokens at once",
+            blocks_per_seq,
+            "KV cache: {} blocks of {} tokens; a sequence of {max_model_len} tokens holds at most \
+             {blocks_per_seq} blocks: at most {max_concurrency:.2} such sequences at once; \
+             {layout}",
             kv.num_blocks,
             kv.block_size,
-            capacity,
         );
-        if capacity + 1 < max_model_len {
+        if capacity.saturating_add(1) < max_model_len {
             tracing::warn!(
                 capacity,
                 max_model_len,
@@ -292,8 +353,10 @@ impl EngineHandle {
             block_size: kv.block_size,
             num_blocks: kv.num_blocks,
             bytes_per_block: kv.bytes_per_block,
+            num_kv_groups: sched_config.kv_groups.len(),
+            blocks_per_seq,
             // The last sampled token is never fed back, so it needs no KV slot.
-            max_model_len: max_model_len.min(capacity + 1),
+            max_model_len: max_model_len.min(capacity.saturating_add(1)),
             vocab_size: model.vocab_size,
             max_num_batched_tokens: config.max_num_batched_tokens,
             max_num_seqs: config.max_num_seqs,

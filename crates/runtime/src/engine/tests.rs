@@ -260,6 +260,7 @@ fn config(num_blocks: usize, budget: usize) -> EngineConfig {
         max_num_seqs: 16,
         enable_prefix_caching: true,
         max_model_len: None,
+        sliding_window_kv: true,
     }
 }
 

@@ -197,6 +197,8 @@ pub struct EngineStats {
     pub prefix_cache_hits: u64,
     /// Sequences preempted (and later recomputed) so far.
     pub num_preemptions: u64,
+    /// Most sequences running at once after planning a step, so far.
+    pub peak_running: usize,
     /// Prompt tokens of all admitted sequences so far.
     pub prompt_tokens_total: u64,
     /// Tokens generated so far.

@@ -102,6 +102,7 @@ struct Totals {
     prompt_tokens: u64,
     generation_tokens: u64,
     steps: u64,
+    peak_running: usize,
 }
 
 pub(crate) struct Worker {
@@ -215,6 +216,7 @@ impl Worker {
             prefix_cache_queries: s.prefix_cache_queries,
             prefix_cache_hits: s.prefix_cache_hits,
             num_preemptions: s.num_preemptions,
+            peak_running: self.totals.peak_running,
             prompt_tokens_total: self.totals.prompt_tokens,
             generation_tokens_total: self.totals.generation_tokens,
             num_steps: self.totals.steps,
@@ -374,6 +376,7 @@ impl Worker {
             return false;
         }
         self.totals.steps += 1;
+        self.totals.peak_running = self.totals.peak_running.max(plan.counters.num_running);
         for s in &plan.seqs {
             if let Some(q) = self.seqs.get_mut(&s.id) {
                 if !q.admitted {

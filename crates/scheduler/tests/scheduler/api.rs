@@ -13,6 +13,7 @@ fn small() -> Scheduler {
         max_num_batched_tokens: 64,
         max_num_seqs: 4,
         enable_prefix_caching: true,
+        ..Default::default()
     })
     .unwrap()
 }

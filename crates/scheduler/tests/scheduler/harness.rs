@@ -10,9 +10,18 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use switchyard_core::RequestId;
 use switchyard_scheduler::{
-    AddRequestError, FinishReason, FinishedRequest, Request, SampledToken, Scheduler,
+    AddRequestError, FinishReason, FinishedRequest, Request, SampledToken, ScheduledSeq, Scheduler,
     SchedulerConfig, StepPlan,
 };
+
+/// The block table of KV group `g` of a scheduled sequence.
+pub fn table_of(s: &ScheduledSeq, g: usize) -> &[switchyard_core::BlockId] {
+    if g == 0 {
+        &s.block_table
+    } else {
+        &s.group_tables[g - 1]
+    }
+}
 
 const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 
@@ -62,6 +71,8 @@ impl FakeModel {
 
 #[derive(Debug, Clone, Copy)]
 struct Slot {
+    /// KV group that wrote the slot (a block of one group is never read through another's).
+    group: usize,
     token: u32,
     context: u64,
 }
@@ -92,6 +103,10 @@ pub struct Coverage {
     pub finished_stop: usize,
     pub finished_length: usize,
     pub steps: usize,
+    /// Scheduled sequences whose sliding-window table had given blocks back.
+    pub window_releases: usize,
+    /// Prefix-cache hits of a request with a sliding-window group past its window.
+    pub window_hits: usize,
 }
 
 /// Runs a [`Scheduler`] against the fake executor, checking everything after every call.
@@ -179,6 +194,16 @@ impl Driver {
             .check_invariants()
             .unwrap_or_else(|e| panic!("after schedule: {e}\n{plan:#?}"));
         self.check_plan(&plan, had_work);
+        for s in &plan.seqs {
+            let nulls = (0..self.sched.config().kv_groups.len())
+                .any(|g| table_of(s, g).iter().any(|b| b.is_null()));
+            if nulls {
+                self.coverage.window_releases += 1;
+                if s.num_cached_tokens > 0 {
+                    self.coverage.window_hits += 1;
+                }
+            }
+        }
         let free_after_plan = self.sched.num_free_blocks();
         let outputs = self.execute(&plan);
         let finished = self
@@ -225,6 +250,7 @@ impl Driver {
     fn check_plan(&self, plan: &StepPlan, had_work: bool) {
         let cfg = self.sched.config();
         let bs = cfg.block_size;
+        let groups = &cfg.kv_groups;
         let pool = self.sched.block_pool();
         assert!(
             plan.num_tokens() <= cfg.max_num_batched_tokens,
@@ -264,59 +290,128 @@ impl Driver {
                 s.id
             );
             assert_eq!(s.samples, end == truth.len(), "{:?} samples flag", s.id);
-            assert_eq!(
-                s.block_table.len(),
-                end.div_ceil(bs),
-                "{:?} table size",
-                s.id
-            );
+            assert_eq!(s.group_tables.len() + 1, groups.len(), "{:?} tables", s.id);
             if s.num_cached_tokens > 0 {
                 assert_eq!(s.context_before, s.num_cached_tokens);
                 assert_eq!(s.num_cached_tokens % bs, 0, "only full blocks are reused");
             }
-            // Every block written in this step is owned by this sequence alone and not cached.
-            for p in s.context_before..end {
-                let b = s.block_table[p / bs];
-                assert_eq!(pool.ref_count(b), 1, "{:?} writes shared block {b:?}", s.id);
+            for (g, &kind) in groups.iter().enumerate() {
+                let table = table_of(s, g);
                 assert_eq!(
-                    pool.cached_hash(b),
-                    None,
-                    "{:?} writes cached block {b:?}",
+                    table.len(),
+                    end.div_ceil(bs),
+                    "{:?} group {g} table size",
                     s.id
                 );
+                // Every block the step reads is there; a sliding group holds nothing older
+                // (its blocks before the window went back to the pool when it was planned).
+                let first = kind.first_read(s.context_before) / bs;
+                for (i, b) in table.iter().enumerate() {
+                    assert_eq!(
+                        b.is_null(),
+                        i < first,
+                        "{:?} group {g} ({kind:?}) entry {i} of {table:?}, context {}",
+                        s.id,
+                        s.context_before
+                    );
+                }
+                // Every block written in this step is owned by this sequence alone and not
+                // cached.
+                for p in s.context_before..end {
+                    let b = table[p / bs];
+                    assert_eq!(pool.ref_count(b), 1, "{:?} writes shared block {b:?}", s.id);
+                    assert_eq!(
+                        pool.cached_hash(b),
+                        None,
+                        "{:?} writes cached block {b:?}",
+                        s.id
+                    );
+                }
             }
+        }
+        // Never more blocks in use than the pool has, and never a block freed that a table
+        // holds.
+        let mut held = BTreeSet::new();
+        for s in &plan.seqs {
+            for g in 0..groups.len() {
+                held.extend(table_of(s, g).iter().copied().filter(|b| !b.is_null()));
+            }
+        }
+        for b in held {
+            assert!(
+                pool.ref_count(b) > 0,
+                "a scheduled table holds free block {b:?}"
+            );
         }
     }
 
     /// Runs the plan: reads each sequence's context from the cache (before any write of this
-    /// step), writes the step's tokens, samples where asked.
+    /// step) through each KV group's table (a sliding group only its window), writes the
+    /// step's tokens in every group, samples where asked.
     fn execute(&mut self, plan: &StepPlan) -> Vec<(RequestId, SampledToken)> {
         let bs = self.sched.config().block_size;
-        let slot_of =
-            |table: &[switchyard_core::BlockId], p: usize| table[p / bs].0 as usize * bs + p % bs;
+        let groups = self.sched.config().kv_groups.clone();
+        let slot_of = |table: &[switchyard_core::BlockId], p: usize| {
+            assert!(!table[p / bs].is_null(), "access through a NULL entry");
+            table[p / bs].0 as usize * bs + p % bs
+        };
         let mut writes: BTreeMap<usize, Slot> = BTreeMap::new();
         let mut outputs = Vec::new();
         for s in &plan.seqs {
             let truth = &self.live[&s.id].truth;
-            let mut context = SEED;
-            for (p, &expected) in truth.iter().enumerate().take(s.context_before) {
-                let slot = self.slots[slot_of(&s.block_table, p)]
-                    .unwrap_or_else(|| panic!("{:?} reads unwritten position {p}", s.id));
-                context = mix(context, slot.token);
-                assert_eq!(
-                    slot.token, expected,
-                    "{:?} reads a wrong token at {p}",
-                    s.id
-                );
-                assert_eq!(slot.context, context, "{:?} reads stale KV at {p}", s.id);
+            // Context hash after each position, as the truth has it.
+            let contexts: Vec<u64> = truth
+                .iter()
+                .scan(SEED, |h, &t| {
+                    *h = mix(*h, t);
+                    Some(*h)
+                })
+                .collect();
+            for (g, kind) in groups.iter().enumerate() {
+                let table = table_of(s, g);
+                for p in kind.first_read(s.context_before)..s.context_before {
+                    let slot = self.slots[slot_of(table, p)].unwrap_or_else(|| {
+                        panic!("{:?} group {g} reads unwritten position {p}", s.id)
+                    });
+                    assert_eq!(
+                        slot.group, g,
+                        "{:?} reads another group's block at {p}",
+                        s.id
+                    );
+                    assert_eq!(
+                        slot.token, truth[p],
+                        "{:?} group {g} reads a wrong token at {p}",
+                        s.id
+                    );
+                    assert_eq!(
+                        slot.context, contexts[p],
+                        "{:?} group {g} reads stale KV at {p}",
+                        s.id
+                    );
+                }
             }
+            let mut context = s
+                .context_before
+                .checked_sub(1)
+                .map_or(SEED, |p| contexts[p]);
             for (k, &token) in s.tokens.iter().enumerate() {
                 context = mix(context, token);
-                let slot = slot_of(&s.block_table, s.context_before + k);
-                assert!(
-                    writes.insert(slot, Slot { token, context }).is_none(),
-                    "two writes to slot {slot}"
-                );
+                for g in 0..groups.len() {
+                    let slot = slot_of(table_of(s, g), s.context_before + k);
+                    assert!(
+                        writes
+                            .insert(
+                                slot,
+                                Slot {
+                                    group: g,
+                                    token,
+                                    context
+                                }
+                            )
+                            .is_none(),
+                        "two writes to slot {slot}"
+                    );
+                }
             }
             if s.samples {
                 let token = self.model.next(context);

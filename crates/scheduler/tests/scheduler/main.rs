@@ -2,6 +2,7 @@
 //! error cases, and property / randomized tests against a fake executor.
 
 mod api;
+mod groups;
 mod harness;
 mod properties;
 mod traces;

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use switchyard_core::RequestId;
+use switchyard_core::{KvGroupKind, RequestId};
 use switchyard_scheduler::{Request, SchedulerConfig, SchedulerStats};
 
 use crate::harness::{Coverage, Driver, FakeModel};
@@ -24,6 +24,23 @@ enum Op {
     Step(usize),
 }
 
+/// KV cache groups: one full group (the plain cache), or full and sliding-window groups
+/// (windows 1..=8, shorter than many sequences), or sliding groups only.
+fn arb_groups() -> impl Strategy<Value = Vec<KvGroupKind>> {
+    use KvGroupKind::{Full, Sliding};
+    prop_oneof![
+        2 => Just(vec![Full]),
+        1 => (1usize..=8).prop_map(|w| vec![Full, Sliding { window: w }]),
+        1 => (1usize..=8, 1usize..=8).prop_map(|(a, b)| vec![
+            Full,
+            Sliding { window: a },
+            Sliding { window: b },
+            Sliding { window: a },
+        ]),
+        1 => (1usize..=8).prop_map(|w| vec![Sliding { window: w }; 2]),
+    ]
+}
+
 fn arb_config() -> impl Strategy<Value = SchedulerConfig> {
     (
         1usize..=4,
@@ -31,14 +48,17 @@ fn arb_config() -> impl Strategy<Value = SchedulerConfig> {
         1usize..=16,
         1usize..=4,
         any::<bool>(),
+        arb_groups(),
     )
         .prop_map(
-            |(block_size, num_blocks, budget, max_seqs, caching)| SchedulerConfig {
+            |(block_size, num_blocks, budget, max_seqs, caching, kv_groups)| SchedulerConfig {
                 block_size,
-                num_blocks,
+                // Tiny pools still, in blocks per group.
+                num_blocks: num_blocks * kv_groups.len(),
                 max_num_batched_tokens: budget,
                 max_num_seqs: max_seqs,
                 enable_prefix_caching: caching,
+                kv_groups,
             },
         )
 }
@@ -87,12 +107,30 @@ proptest! {
 /// One seeded run of `rounds` random actions over a random tiny configuration.
 fn random_run(seed: u64, rounds: usize) -> (Coverage, SchedulerStats, u64) {
     let mut rng = StdRng::seed_from_u64(seed);
+    let kv_groups = match seed % 4 {
+        0 | 1 => vec![KvGroupKind::Full],
+        2 => vec![
+            KvGroupKind::Full,
+            KvGroupKind::Sliding {
+                window: rng.gen_range(1..=8),
+            },
+        ],
+        _ => {
+            let w = rng.gen_range(1..=8);
+            vec![
+                KvGroupKind::Sliding { window: w },
+                KvGroupKind::Full,
+                KvGroupKind::Sliding { window: w },
+            ]
+        }
+    };
     let config = SchedulerConfig {
         block_size: rng.gen_range(1..=4),
-        num_blocks: rng.gen_range(6..=32),
+        num_blocks: rng.gen_range(6..=32) * kv_groups.len(),
         max_num_batched_tokens: rng.gen_range(1..=24),
         max_num_seqs: rng.gen_range(1..=6),
         enable_prefix_caching: rng.gen_bool(0.8),
+        kv_groups,
     };
     let vocab = rng.gen_range(2..=4);
     let eos = rng.gen_bool(0.3).then_some(0);
@@ -149,6 +187,8 @@ fn two_hundred_thousand_seeded_rounds() {
         total.finished_stop += c.finished_stop;
         total.finished_length += c.finished_length;
         total.steps += c.steps;
+        total.window_releases += c.window_releases;
+        total.window_hits += c.window_hits;
         stats.num_preemptions += s.num_preemptions;
         stats.prefix_cache_hits += s.prefix_cache_hits;
         stats.prefix_cache_queries += s.prefix_cache_queries;
@@ -165,6 +205,10 @@ fn two_hundred_thousand_seeded_rounds() {
         "{total:?}"
     );
     assert!(stats.num_preemptions > 100, "{stats:?}");
+    assert!(
+        total.window_releases > 1000 && total.window_hits > 100,
+        "{total:?}"
+    );
     assert!(stats.prefix_cache_hits > 1000, "{stats:?}");
 }
 

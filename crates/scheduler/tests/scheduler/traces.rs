@@ -51,6 +51,7 @@ fn cfg(block_size: usize, num_blocks: usize, budget: usize, max_seqs: usize) -> 
         max_num_batched_tokens: budget,
         max_num_seqs: max_seqs,
         enable_prefix_caching: true,
+        ..Default::default()
     }
 }
 
