@@ -14,6 +14,9 @@ BIN="${CARGO_TARGET_DIR:-target}/release/switchyard"
 "$PY" tests/openai_client.py "$BIN"
 # API property tests against the server's own OpenAPI document (schemathesis, seeded).
 bash scripts/schemathesis.sh "$BIN"
+# Soak: mixed traffic (streaming, disconnects, abandoned requests, n > 1, long prompts, bad input)
+# for a bounded time; fails on any 5xx, leaked KV blocks or descriptors, or growing memory.
+"$PY" scripts/soak.py --bin "$BIN" --duration "${SOAK_SECONDS:-90}" --workers 8
 # Deployment files (Dockerfiles + scripts/build-release.sh, Kubernetes overlays) against the binary.
 "$PY" -m pip install --quiet --disable-pip-version-check "PyYAML>=6"
 "$PY" tests/deploy_test.py "$BIN"

@@ -986,3 +986,77 @@ fn slow_clients_are_cut_off_gemma() {
     assert_eq!(st, 200, "{v}");
     assert_eq!(s.metric("switchyard:connections_rejected_total"), 3.0);
 }
+
+/// The cached Gemma GGUF, copied to a scratch file that the test may truncate.
+fn scratch_gemma_copy(tag: &str) -> std::path::PathBuf {
+    let src = match switchyard_runtime::registry::resolve(GEMMA).unwrap() {
+        switchyard_runtime::registry::ModelRef::Manifest(m) => {
+            switchyard_runtime::registry::locate_manifest(m, false).unwrap()
+        }
+        _ => unreachable!("{GEMMA} is a registry alias"),
+    };
+    let dir = std::env::temp_dir().join(format!("switchyard-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dst = dir.join("gemma.gguf");
+    std::fs::copy(&src, &dst).unwrap();
+    dst
+}
+
+fn truncate(path: &std::path::Path, len: u64) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
+/// The model file truncated while it is served. With `--no-mmap` the weights live in the
+/// process's own memory: requests keep succeeding with the same output. With the default memory
+/// map the process dies by SIGBUS at its next touch of a dropped page (documented in
+/// SECURITY.md); a restart then refuses the truncated file with a clear error instead of
+/// serving garbage.
+#[test]
+fn model_file_truncated_while_serving_gemma() {
+    use std::os::unix::process::ExitStatusExt;
+    let body = json!({"prompt": "The capital of France is", "max_tokens": 12, "temperature": 0});
+
+    let path = scratch_gemma_copy("no-mmap");
+    let p = path.to_str().unwrap();
+    let s = Server::start(p, &["--no-mmap"]);
+    let (st, before) = s.post("/v1/completions", &body);
+    assert_eq!(st, 200, "{before}");
+    truncate(&path, 4096);
+    for _ in 0..3 {
+        let (st, after) = s.post("/v1/completions", &body);
+        assert_eq!(st, 200, "{after}");
+        assert_eq!(after["choices"][0]["text"], before["choices"][0]["text"]);
+    }
+    assert_eq!(s.get("/ready").0, 200);
+    drop(s);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+
+    let path = scratch_gemma_copy("mmap");
+    let p = path.to_str().unwrap();
+    let mut s = Server::start(p, &[]);
+    let (st, _) = s.post("/v1/completions", &body);
+    assert_eq!(st, 200);
+    // Drop the file's cached pages too, so the next touch must go to the (now short) file.
+    truncate(&path, 4096);
+    let r = client().post(s.url("/v1/completions")).json(&body).send();
+    assert!(r.is_err(), "a request after truncation was answered: {r:?}");
+    let status = s.child.wait().unwrap();
+    assert_eq!(status.signal(), Some(7), "expected SIGBUS, got {status:?}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["serve", "--no-fetch", "--port", "0", "--model", p])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "served a truncated file: {err}");
+    assert!(
+        err.contains("gemma.gguf") && !err.contains("panicked"),
+        "unclear error for a truncated file: {err}"
+    );
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}

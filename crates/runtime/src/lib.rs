@@ -16,4 +16,5 @@ pub mod safetensors;
 pub mod sampling;
 pub mod tokenizer;
 
+pub use mmap::set_read_into_memory;
 pub use model::{LoadError, Model, Weights};

@@ -79,7 +79,7 @@ fn sweep_point(
     prompts: Vec<Vec<u32>>,
     output_len: usize,
     c: usize,
-) -> Result<(Vec<Sample>, Duration)> {
+) -> Result<(Vec<Sample>, Duration, usize)> {
     let prompts = Arc::new(prompts);
     let next = Arc::new(AtomicUsize::new(0));
     let t0 = Instant::now();
@@ -117,7 +117,13 @@ fn sweep_point(
                 }
             })
         })
-        .collect();
+        .collect::<Vec<_>>();
+    // Sample the engine while the clients run: the most sequences running in one step.
+    let mut peak = 0;
+    while !clients.iter().all(|h| h.is_finished()) {
+        peak = peak.max(engine.stats_blocking()?.num_running);
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut samples = Vec::new();
     for h in clients {
         let s = h
@@ -125,11 +131,11 @@ fn sweep_point(
             .map_err(|_| anyhow::anyhow!("a client thread panicked"))??;
         samples.extend(s);
     }
-    Ok((samples, t0.elapsed()))
+    Ok((samples, t0.elapsed(), peak))
 }
 
 /// Columns of the report.
-const HEADERS: [&str; 9] = [
+const HEADERS: [&str; 11] = [
     "concurrency",
     "requests",
     "duration s",
@@ -139,6 +145,8 @@ const HEADERS: [&str; 9] = [
     "mean TTFT ms",
     "p50 TTFT ms",
     "mean TPOT ms",
+    "peak running",
+    "preemptions",
 ];
 
 /// One Markdown table row, each cell right-aligned to its header's width.
@@ -234,7 +242,7 @@ pub(crate) fn run(a: BenchEngineArgs) -> Result<()> {
             })
             .collect();
         let before = engine.stats_blocking()?;
-        let (samples, wall) = sweep_point(&engine, prompts, a.output_len, c)?;
+        let (samples, wall, peak) = sweep_point(&engine, prompts, a.output_len, c)?;
         let after = engine.stats_blocking()?;
         let secs = wall.as_secs_f64();
         let out_tokens: usize = samples.iter().map(|s| s.output_tokens).sum();
@@ -256,6 +264,8 @@ pub(crate) fn run(a: BenchEngineArgs) -> Result<()> {
             format!("{:.0}", mean(ttfts.iter().copied())),
             format!("{:.0}", ttfts[ttfts.len() / 2]),
             format!("{tpot:.1}"),
+            peak.to_string(),
+            (after.num_preemptions - before.num_preemptions).to_string(),
         ]);
         if after.num_preemptions > before.num_preemptions {
             eprintln!(

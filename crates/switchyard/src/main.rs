@@ -68,6 +68,10 @@ struct ModelArgs {
     /// Do not download a registry model that is not cached.
     #[arg(long)]
     no_fetch: bool,
+    /// Read the model file into memory instead of memory-mapping it: truncating or rewriting
+    /// the file while it is served then cannot fault the process (costs the file's size in RAM).
+    #[arg(long, env = "SWITCHYARD_NO_MMAP")]
+    no_mmap: bool,
     /// Backend: auto (a GPU when usable, else CPU), cpu, cuda[:N], neuron.
     #[arg(long, env = "SWITCHYARD_DEVICE", default_value = "auto")]
     device: device::Device,
@@ -121,6 +125,7 @@ fn init_threads(threads: Option<usize>) -> Result<usize> {
 }
 
 fn load_model(a: &ModelArgs) -> Result<Model> {
+    switchyard_runtime::set_read_into_memory(a.no_mmap);
     Ok(Model::load(&a.model, !a.no_fetch)?)
 }
 
