@@ -267,12 +267,6 @@ pub(crate) fn run(a: BenchEngineArgs) -> Result<()> {
             peak.to_string(),
             (after.num_preemptions - before.num_preemptions).to_string(),
         ]);
-        if after.num_preemptions > before.num_preemptions {
-            eprintln!(
-                "note: {} preemptions at concurrency {c} (KV pool too small)",
-                after.num_preemptions - before.num_preemptions
-            );
-        }
     }
     engine.shutdown();
     Ok(())
