@@ -8,7 +8,7 @@ use switchyard_core::{
     ModelConfig, Tensor, WeightSource,
 };
 
-use crate::kernels::{axpy_f16, dot_f16, glu, matmul, QMatrix};
+use crate::kernels::{self, glu, matmul, QMatrix};
 use crate::ops;
 
 struct Layer {
@@ -454,9 +454,9 @@ impl CpuBackend {
                 .iter()
                 .flat_map(|s| std::iter::repeat_n(s, s.len))
                 .collect();
-            attn.par_chunks_mut(qd)
-                .enumerate()
-                .for_each(|(t, out_row)| {
+            attn.par_chunks_mut(qd).enumerate().for_each_init(
+                || (Vec::new(), Vec::new()),
+                |(rows, scratch), (t, out_row)| {
                     let (_, pos) = tasks[t];
                     let table = seq_of[t].table(kv_group);
                     let lo = if window == usize::MAX {
@@ -464,32 +464,23 @@ impl CpuBackend {
                     } else {
                         (pos + 1).saturating_sub(window)
                     };
-                    let mut scores = vec![0f32; pos + 1 - lo];
-                    for hh in 0..c.n_heads {
-                        let kvh = hh / group;
-                        let qh = &q[t * qd + hh * hd..t * qd + (hh + 1) * hd];
-                        let mut mx = f32::NEG_INFINITY;
-                        for (j, sc) in (lo..=pos).zip(scores.iter_mut()) {
-                            let sl = slot(table, bs, j);
-                            let kr = &kc[sl * kvd + kvh * hd..sl * kvd + (kvh + 1) * hd];
-                            let d = dot_f16(qh, kr);
-                            *sc = d;
-                            mx = mx.max(d);
-                        }
-                        let mut sum = 0f32;
-                        for sc in scores.iter_mut() {
-                            *sc = (*sc - mx).exp();
-                            sum += *sc;
-                        }
-                        let orow = &mut out_row[hh * hd..(hh + 1) * hd];
-                        orow.fill(0.0);
-                        for (j, sc) in (lo..=pos).zip(scores.iter()) {
-                            let sl = slot(table, bs, j);
-                            let vr = &vc[sl * kvd + kvh * hd..sl * kvd + (kvh + 1) * hd];
-                            axpy_f16(orow, sc / sum, vr);
-                        }
+                    rows.clear();
+                    rows.extend((lo..=pos).map(|j| slot(table, bs, j) * kvd));
+                    // The query heads of KV head `kvh` are `kvh * group ..`, adjacent.
+                    let gd = group * hd;
+                    for (kvh, out) in out_row.chunks_exact_mut(gd).enumerate() {
+                        kernels::attend_f16(
+                            &q[t * qd + kvh * gd..t * qd + (kvh + 1) * gd],
+                            hd,
+                            &kc[kvh * hd..],
+                            &vc[kvh * hd..],
+                            rows,
+                            scratch,
+                            out,
+                        );
                     }
-                });
+                },
+            );
             matmul(&qm(&l.wo), &attn, n, &mut o);
             if let Some(w) = &l.post_attn_norm {
                 ops::rmsnorm_rows(&mut o, w, c.rms_eps);

@@ -890,3 +890,138 @@ fn float_dot<const NT: usize, const K: u8>(
         res[t] = s;
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Attention over f16 KV rows.
+
+/// AVX2 version of `scalar::attend_f16`. The caller checked: `hd % 16 == 0`, `q` and `out` hold
+/// the same whole number of heads, every `r + hd` of `rows` is within `kc` and `vc`, and
+/// `scores` holds at least `4 * rows.len()` floats. Heads go four at a time (`attend_heads`):
+/// each key and value row is loaded and converted once for the four, and the score and output
+/// accumulators stay in registers.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn attend_f16(
+    q: &[f32],
+    hd: usize,
+    kc: &[half::f16],
+    vc: &[half::f16],
+    rows: &[usize],
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let g = out.len() / hd;
+    let mut h0 = 0;
+    while h0 < g {
+        let nh = (g - h0).min(4);
+        let (qs, os) = (
+            &q[h0 * hd..(h0 + nh) * hd],
+            &mut out[h0 * hd..(h0 + nh) * hd],
+        );
+        match nh {
+            4 => attend_heads::<4>(qs, hd, kc, vc, rows, scores, os),
+            3 => attend_heads::<3>(qs, hd, kc, vc, rows, scores, os),
+            2 => attend_heads::<2>(qs, hd, kc, vc, rows, scores, os),
+            _ => attend_heads::<1>(qs, hd, kc, vc, rows, scores, os),
+        }
+        h0 += nh;
+    }
+}
+
+/// `NH` heads of [`attend_f16`] (`q`, `out`: `NH * hd`; preconditions as there).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn attend_heads<const NH: usize>(
+    q: &[f32],
+    hd: usize,
+    kc: &[half::f16],
+    vc: &[half::f16],
+    rows: &[usize],
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let n = rows.len();
+    assert!(q.len() == NH * hd && out.len() == NH * hd && scores.len() >= NH * n);
+    let (kp, vp, qp) = (
+        kc.as_ptr().cast::<u8>(),
+        vc.as_ptr().cast::<u8>(),
+        q.as_ptr(),
+    );
+    // Scores, head-major: scores[h * n + j] = q_h . k_j.
+    let mut mx = [f32::NEG_INFINITY; NH];
+    for (j, &r) in rows.iter().enumerate() {
+        let mut acc = [[_mm256_setzero_ps(); 2]; NH];
+        let mut i = 0;
+        while i < hd {
+            // SAFETY: `r + hd <= kc.len()` (caller) and `i + 16 <= hd`, so both 8-element f16
+            // loads are inside `kc`; `h * hd + i + 16 <= NH * hd = q.len()` for the q loads.
+            // All loads are unaligned.
+            unsafe {
+                let k0 = _mm256_cvtph_ps(_mm_loadu_si128(kp.add(2 * (r + i)).cast()));
+                let k1 = _mm256_cvtph_ps(_mm_loadu_si128(kp.add(2 * (r + i + 8)).cast()));
+                for (h, a) in acc.iter_mut().enumerate() {
+                    let qh = qp.add(h * hd + i);
+                    a[0] = _mm256_fmadd_ps(_mm256_loadu_ps(qh), k0, a[0]);
+                    a[1] = _mm256_fmadd_ps(_mm256_loadu_ps(qh.add(8)), k1, a[1]);
+                }
+            }
+            i += 16;
+        }
+        for (h, a) in acc.iter().enumerate() {
+            let s = hsum_ps(_mm256_add_ps(a[0], a[1]));
+            scores[h * n + j] = s;
+            mx[h] = mx[h].max(s);
+        }
+    }
+    // e^(s - max) in place and the reciprocal of each head's sum. A tail shorter than 8 goes
+    // through the same vector code in a buffer padded with the max.
+    let mut inv = [0f32; NH];
+    for (h, inv) in inv.iter_mut().enumerate() {
+        let sc = &mut scores[h * n..(h + 1) * n];
+        let m = _mm256_set1_ps(mx[h]);
+        let mut sum = _mm256_setzero_ps();
+        let mut j = 0;
+        while j + 8 <= n {
+            let e = exp_ps(_mm256_sub_ps(ld_f32x8(&sc[j..]), m));
+            st_f32x8(&mut sc[j..], e);
+            sum = _mm256_add_ps(sum, e);
+            j += 8;
+        }
+        let mut s = hsum_ps(sum);
+        if j < n {
+            let mut buf = [mx[h]; 8];
+            buf[..n - j].copy_from_slice(&sc[j..]);
+            let e = exp_ps(_mm256_sub_ps(ld_f32x8(&buf), m));
+            st_f32x8(&mut buf, e);
+            for (d, &e) in sc[j..].iter_mut().zip(&buf) {
+                *d = e;
+                s += e;
+            }
+        }
+        *inv = 1.0 / s;
+    }
+    // Outputs, 16 dimensions at a time for all heads: sum_j e_j v_j, times 1 / sum.
+    let sp = scores.as_ptr();
+    let mut d0 = 0;
+    while d0 < hd {
+        let mut acc = [[_mm256_setzero_ps(); 2]; NH];
+        for (j, &r) in rows.iter().enumerate() {
+            // SAFETY: `r + hd <= vc.len()` (caller) and `d0 + 16 <= hd` for the value loads;
+            // `h * n + j < NH * n <= scores.len()` for the weights.
+            unsafe {
+                let v0 = _mm256_cvtph_ps(_mm_loadu_si128(vp.add(2 * (r + d0)).cast()));
+                let v1 = _mm256_cvtph_ps(_mm_loadu_si128(vp.add(2 * (r + d0 + 8)).cast()));
+                for (h, a) in acc.iter_mut().enumerate() {
+                    let w = _mm256_set1_ps(*sp.add(h * n + j));
+                    a[0] = _mm256_fmadd_ps(w, v0, a[0]);
+                    a[1] = _mm256_fmadd_ps(w, v1, a[1]);
+                }
+            }
+        }
+        for (h, a) in acc.iter().enumerate() {
+            let s = _mm256_set1_ps(inv[h]);
+            st_f32x8(&mut out[h * hd + d0..], _mm256_mul_ps(a[0], s));
+            st_f32x8(&mut out[h * hd + d0 + 8..], _mm256_mul_ps(a[1], s));
+        }
+        d0 += 16;
+    }
+}

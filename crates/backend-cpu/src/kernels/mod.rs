@@ -259,6 +259,69 @@ pub fn axpy_f16_with(level: SimdLevel, y: &mut [f32], a: f32, x: &[half::f16]) {
     }
 }
 
+/// Attention of one token's query heads that share one KV head (`q` and `out`: `g * hd` for
+/// `g` heads) over the key and value rows at element offsets `rows` of `kc` / `vc`: for each
+/// head `softmax_j(q . k_j)`-weighted sum of the `v_j`, at [`simd_level`]. The queries carry
+/// their scale already. `scratch` is reused between calls. The SIMD levels take four heads at a
+/// time (each K/V row loaded once for all four) with a polynomial `exp`; a token's result
+/// depends only on its own queries and rows, never on the batch.
+///
+/// # Panics
+/// If `q` and `out` differ in length or are not whole heads, or a row runs past `kc` or `vc`.
+pub fn attend_f16(
+    q: &[f32],
+    hd: usize,
+    kc: &[half::f16],
+    vc: &[half::f16],
+    rows: &[usize],
+    scratch: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    attend_f16_with(simd_level(), q, hd, kc, vc, rows, scratch, out)
+}
+
+/// [`attend_f16`] at an explicit level (lowered to [`detected_level`] if the CPU lacks it).
+#[allow(clippy::too_many_arguments)]
+pub fn attend_f16_with(
+    level: SimdLevel,
+    q: &[f32],
+    hd: usize,
+    kc: &[half::f16],
+    vc: &[half::f16],
+    rows: &[usize],
+    scratch: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    assert!(
+        hd > 0 && q.len() == out.len() && out.len() % hd == 0,
+        "attend_f16: {} queries, {} outputs, head size {hd}",
+        q.len(),
+        out.len()
+    );
+    let lim = kc.len().min(vc.len());
+    assert!(
+        rows.iter()
+            .all(|&r| r.checked_add(hd).is_some_and(|e| e <= lim)),
+        "attend_f16: a row is out of range"
+    );
+    if rows.is_empty() {
+        out.fill(0.0);
+        return;
+    }
+    if scratch.len() < 4 * rows.len() {
+        scratch.resize(4 * rows.len(), 0.0);
+    }
+    match level.min(detected_level()) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the level is above scalar and at most `detected_level()`, so AVX2, FMA and
+        // F16C were detected at run time; the lengths, `hd % 16` and the rows were checked.
+        l if l > SimdLevel::Scalar && hd % 16 == 0 => unsafe {
+            avx2::attend_f16(q, hd, kc, vc, rows, scratch, out)
+        },
+        _ => scalar::attend_f16(q, hd, kc, vc, rows, scratch, out),
+    }
+}
+
 /// The gated activation of the feed-forward block: `g[i] = act(g[i]) * u[i]`, at
 /// [`simd_level`]. The scalar level uses `ops::gelu_tanh` / `ops::silu`; the SIMD levels compute
 /// the same functions as `x / (1 + exp(z))` with a polynomial `exp` (relative error ~1e-7), the

@@ -154,3 +154,35 @@ fn dot_q6_k(row: &[u8], a: &Q8KActs, t: usize) -> f32 {
     }
     sum
 }
+
+/// Attention of the `out.len() / hd` query heads of one KV head's group, for one token, over
+/// the key and value rows at element offsets `rows` of `kc` / `vc` (lengths checked by the
+/// caller): per head, `softmax(q . k_j)` over `j`, then the weighted sum of the `v_j`.
+/// `scores` is scratch of at least `rows.len()` floats.
+pub(crate) fn attend_f16(
+    q: &[f32],
+    hd: usize,
+    kc: &[half::f16],
+    vc: &[half::f16],
+    rows: &[usize],
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let scores = &mut scores[..rows.len()];
+    for (qh, oh) in q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)) {
+        let mut mx = f32::NEG_INFINITY;
+        for (sc, &r) in scores.iter_mut().zip(rows) {
+            *sc = dot_f16(qh, &kc[r..r + hd]);
+            mx = mx.max(*sc);
+        }
+        let mut sum = 0f32;
+        for sc in scores.iter_mut() {
+            *sc = (*sc - mx).exp();
+            sum += *sc;
+        }
+        oh.fill(0.0);
+        for (sc, &r) in scores.iter().zip(rows) {
+            axpy_f16(oh, sc / sum, &vc[r..r + hd]);
+        }
+    }
+}
