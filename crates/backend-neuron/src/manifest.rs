@@ -114,8 +114,13 @@ impl Manifest {
         let path = dir.join(MANIFEST_FILE);
         let text = std::fs::read_to_string(&path)
             .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        Self::parse(&text, &path)
+    }
+
+    /// Parses and checks manifest `text` (read from `path`, named in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<Manifest, String> {
         let m: Manifest =
-            toml::from_str(&text).map_err(|e| format!("parsing {}: {e}", path.display()))?;
+            toml::from_str(text).map_err(|e| format!("parsing {}: {e}", path.display()))?;
         m.validate()
             .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(m)
