@@ -105,11 +105,21 @@ impl ChatTemplate {
         add_generation_prompt: bool,
     ) -> Result<String, Error> {
         let t = self.env.get_template("chat")?;
-        t.render(minijinja::context! {
-            messages => messages,
-            add_generation_prompt => add_generation_prompt,
-            bos_token => self.bos,
-            eos_token => self.eos,
+        // A panic inside minijinja (e.g. its overflow on `s[:4:-1]`, found by fuzzing) is this
+        // request's error, not a crashed handler.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            t.render(minijinja::context! {
+                messages => messages,
+                add_generation_prompt => add_generation_prompt,
+                bos_token => self.bos,
+                eos_token => self.eos,
+            })
+        }))
+        .unwrap_or_else(|_| {
+            Err(Error::new(
+                ErrorKind::InvalidOperation,
+                "the template engine failed on this template",
+            ))
         })
     }
 }
@@ -145,6 +155,16 @@ mod tests {
         assert_eq!(t.render(&[msg("user", "  a ")], false).unwrap(), "<s>  A|");
         let e = t.render(&[msg("tool", "x")], false).unwrap_err();
         assert!(e.to_string().contains("no tools"), "{e}");
+    }
+
+    /// Fuzz find (chat_template): minijinja 2.24 overflows computing the length of a slice
+    /// with a negative step and a stop (`ops.rs`: `start - stop`), a panic with overflow checks.
+    #[test]
+    fn negative_step_slice_is_no_panic() {
+        let t = ChatTemplate::new("{{ messages[0].content[:4:-1] }}", "", "").unwrap();
+        let r = t.render(&[msg("user", "ab")], false);
+        // Release builds (no overflow checks) render it; with overflow checks it is an error.
+        assert!(r.is_ok() || r.unwrap_err().to_string().contains("template engine"));
     }
 
     #[test]
