@@ -280,6 +280,21 @@ input_ids = "input_ids"
 logits = "logits"
 """)
 
+out("manifest", "neuron-large.toml", """model = "m"
+vocab_size = 262144
+
+[kv]
+block_size = 4294967296
+num_blocks = 1
+bytes_per_token = 1
+max_blocks_per_seq = 4294967296
+
+[[buckets]]
+batch_size = 1
+seq_len = 16
+neff = "a.neff"
+""")
+
 # --- request bodies ---------------------------------------------------------------------------
 
 reqs = {

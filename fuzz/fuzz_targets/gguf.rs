@@ -17,10 +17,20 @@ fuzz_target!(|data: &[u8]| {
     let _ = g.architecture();
     let _ = format!("{g:?}");
     for v in g.metadata.values() {
-        let _ = (v.as_u64(), v.as_f64(), v.as_str(), v.as_bool(), v.as_array());
+        let _ = (
+            v.as_u64(),
+            v.as_f64(),
+            v.as_str(),
+            v.as_bool(),
+            v.as_array(),
+        );
     }
     for t in &g.tensors {
-        assert!(t.offset + t.len <= g.file_size(), "tensor {} out of the file", t.name);
+        assert!(
+            t.offset + t.len <= g.file_size(),
+            "tensor {} out of the file",
+            t.name
+        );
         let tensor = g.tensor(&t.name).expect("listed tensor is found");
         if t.len <= 1 << 16 {
             let _ = tensor.to_f32();

@@ -15,8 +15,11 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(m) = switchyard_backend_neuron::Manifest::parse(text, Path::new("manifest.toml")) {
         let (b, s) = m.largest();
-        let buckets: Vec<(usize, usize)> =
-            m.buckets.iter().map(|x| (x.batch_size, x.seq_len)).collect();
+        let buckets: Vec<(usize, usize)> = m
+            .buckets
+            .iter()
+            .map(|x| (x.batch_size, x.seq_len))
+            .collect();
         assert!(
             switchyard_backend_neuron::manifest::pick_bucket(&buckets, b, s).is_some(),
             "a validated manifest has a bucket for its largest step"

@@ -20,8 +20,12 @@ fn templates() -> &'static Vec<ChatTemplate> {
         switchyard_fuzz::tokenizers()
             .iter()
             .map(|t| {
-                ChatTemplate::new(t.chat_template.as_deref().expect("template"), "<bos>", "<eos>")
-                    .expect("fuzz template compiles")
+                ChatTemplate::new(
+                    t.chat_template.as_deref().expect("template"),
+                    "<bos>",
+                    "<eos>",
+                )
+                .expect("fuzz template compiles")
             })
             .collect()
     })

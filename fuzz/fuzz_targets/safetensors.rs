@@ -101,7 +101,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     for t in &f.tensors {
-        assert!(t.offset + t.len <= f.file_size(), "tensor {} out of the file", t.name);
+        assert!(
+            t.offset + t.len <= f.file_size(),
+            "tensor {} out of the file",
+            t.name
+        );
         let tensor = f.tensor_as(&t.name, "x").expect("listed tensor is found");
         if t.len <= 1 << 16 {
             let _ = tensor.to_f32();

@@ -39,7 +39,10 @@ fuzz_target!(|data: &[u8]| {
             Matched::Stop { emit, index } => (emit, Some(index)),
         };
         out.push_str(&emit);
-        assert!(full.starts_with(&out), "released {out:?} is not a prefix of {full:?}");
+        assert!(
+            full.starts_with(&out),
+            "released {out:?} is not a prefix of {full:?}"
+        );
         if let Some(index) = idx {
             stopped = Some(index);
             break;
@@ -47,7 +50,10 @@ fuzz_target!(|data: &[u8]| {
     }
     if !hold_first {
         for s in stops.iter().filter(|s| !s.is_empty()) {
-            assert!(!out.contains(s.as_str()), "released {out:?} contains stop {s:?}");
+            assert!(
+                !out.contains(s.as_str()),
+                "released {out:?} contains stop {s:?}"
+            );
         }
     }
     match stopped {
