@@ -10,6 +10,7 @@ use libfuzzer_sys::fuzz_target;
 use switchyard_http::template::{ChatTemplate, Message};
 
 fuzz_target!(|data: &[u8]| {
+    switchyard_fuzz::allow_caught_panics();
     let text = String::from_utf8_lossy(data);
     let mut parts = text.split('\u{1e}');
     let source = parts.next().unwrap_or("");

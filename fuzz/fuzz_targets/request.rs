@@ -62,6 +62,7 @@ fn engine_check(r: &EngineRequest, tok: &Tokenizer, body: &[u8]) {
 }
 
 fn run(data: &[u8]) {
+    switchyard_fuzz::allow_caught_panics();
     let served = ["model".to_string(), "gemma-3-270m".to_string()];
     for (tok, tpl) in switchyard_fuzz::tokenizers().iter().zip(templates()) {
         if let Ok(reqs) = validate_completion_body(data, &served, tok, tok.vocab_size) {

@@ -2,7 +2,7 @@
 //! through the real GGUF-vocabulary path ([`Tokenizer::from_gguf`]), so no model file is needed.
 
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Once, OnceLock};
 
 use switchyard_runtime::gguf::GgufFile;
 use switchyard_runtime::tokenizer::Tokenizer;
@@ -253,4 +253,16 @@ fn build(kvs: &[(&str, Kv)]) -> Tokenizer {
 pub fn tokenizers() -> &'static [Tokenizer; 2] {
     static T: OnceLock<[Tokenizer; 2]> = OnceLock::new();
     T.get_or_init(|| [build(&llama_vocab_kvs()), build(&gpt2_vocab_kvs())])
+}
+
+/// Lets panics that project code catches on purpose pass: `ChatTemplate::render` turns a panic
+/// inside minijinja into an error (minijinja 2.24 panics on `''[::-1]`, and overflows on
+/// `s[:4:-1]`), but libfuzzer-sys's panic hook aborts at every panic, caught or not. A panic
+/// that escapes the target is still a crash: libfuzzer-sys aborts when the target unwinds.
+pub fn allow_caught_panics() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Print, do not abort (an escaped panic still aborts, after unwinding).
+        std::panic::set_hook(Box::new(|info| eprintln!("panic: {info}")));
+    });
 }

@@ -105,8 +105,8 @@ impl ChatTemplate {
         add_generation_prompt: bool,
     ) -> Result<String, Error> {
         let t = self.env.get_template("chat")?;
-        // A panic inside minijinja (e.g. its overflow on `s[:4:-1]`, found by fuzzing) is this
-        // request's error, not a crashed handler.
+        // A panic inside minijinja (found by fuzzing: `''[::-1]` indexes an empty string, and
+        // `s[:4:-1]` overflows) is this request's error, not a crashed handler.
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             t.render(minijinja::context! {
                 messages => messages,
@@ -165,6 +165,17 @@ mod tests {
         let r = t.render(&[msg("user", "ab")], false);
         // Release builds (no overflow checks) render it; with overflow checks it is an error.
         assert!(r.is_ok() || r.unwrap_err().to_string().contains("template engine"));
+    }
+
+    /// Fuzz find (chat_template): minijinja 2.24 indexes out of bounds reversing an empty
+    /// string (`''[::-1]`), a panic in every build; with a Qwen-style template that reverses
+    /// message content, an empty message would crash the handler.
+    #[test]
+    fn reversed_empty_string_is_an_error_not_a_panic() {
+        let t = ChatTemplate::new("{{ messages[0].content[::-1] }}", "", "").unwrap();
+        assert_eq!(t.render(&[msg("user", "abc")], false).unwrap(), "cba");
+        let e = t.render(&[msg("user", "")], false).unwrap_err();
+        assert!(e.to_string().contains("template engine"), "{e}");
     }
 
     #[test]
