@@ -138,6 +138,28 @@ mod tests {
         assert!(empty.validate().unwrap_err().contains("no [[buckets]]"));
     }
 
+    /// Fuzz find (manifest): `max_blocks_per_seq × block_size` overflowed in `validate` (a
+    /// panic with overflow checks, a wrong "fits" without), and the KV state size the backend
+    /// computes from the sizes could overflow too.
+    #[test]
+    fn manifest_sizes_that_overflow_are_rejected() {
+        let text = |kv: &str| {
+            format!(
+                "model = \"m\"\nvocab_size = 8\n[kv]\n{kv}\n\
+                 [[buckets]]\nbatch_size = 1\nseq_len = 16\nneff = \"a\"\n"
+            )
+        };
+        for kv in [
+            "block_size = 4\nnum_blocks = 1\nbytes_per_token = 1\n\
+             max_blocks_per_seq = 4611686018427387904",
+            "block_size = 16\nnum_blocks = 1152921504606846976\nbytes_per_token = 16\n\
+             max_blocks_per_seq = 1",
+        ] {
+            let e = Manifest::parse(&text(kv), std::path::Path::new("m.toml")).unwrap_err();
+            assert!(e.contains("overflows"), "{e}");
+        }
+    }
+
     #[test]
     fn missing_library_is_unavailable() {
         // Only this test touches NEURON_RT_LIB in this binary.

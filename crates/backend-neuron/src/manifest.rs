@@ -114,8 +114,13 @@ impl Manifest {
         let path = dir.join(MANIFEST_FILE);
         let text = std::fs::read_to_string(&path)
             .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        Self::parse(&text, &path)
+    }
+
+    /// Parses and checks manifest `text` (read from `path`, named in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<Manifest, String> {
         let m: Manifest =
-            toml::from_str(&text).map_err(|e| format!("parsing {}: {e}", path.display()))?;
+            toml::from_str(text).map_err(|e| format!("parsing {}: {e}", path.display()))?;
         m.validate()
             .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(m)
@@ -154,10 +159,24 @@ impl Manifest {
                  a step the engine may schedule would fit no graph"
             ));
         }
-        if kv.max_blocks_per_seq * kv.block_size < s {
+        // The sizes the backend computes from these (KV state bytes, block table bytes) must
+        // not overflow.
+        let kv_bytes = kv
+            .num_blocks
+            .checked_mul(kv.block_size)
+            .and_then(|n| n.checked_mul(kv.bytes_per_token));
+        let table_bytes = b
+            .checked_mul(kv.max_blocks_per_seq)
+            .and_then(|n| n.checked_mul(4));
+        if kv_bytes.is_none() || table_bytes.is_none() || self.vocab_size.checked_mul(s).is_none() {
+            return Err(
+                "[kv] sizes, batch sizes or vocab_size too large (their product overflows)".into(),
+            );
+        }
+        let covered = kv.max_blocks_per_seq.saturating_mul(kv.block_size);
+        if covered < s {
             return Err(format!(
-                "max_blocks_per_seq × block_size = {} is less than the largest seq_len {s}",
-                kv.max_blocks_per_seq * kv.block_size
+                "max_blocks_per_seq × block_size = {covered} is less than the largest seq_len {s}"
             ));
         }
         Ok(())

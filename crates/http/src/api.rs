@@ -21,7 +21,7 @@ use switchyard_runtime::tokenizer::Tokenizer;
 
 use crate::error::ApiError;
 use crate::params::{self, type_error, Fields, StreamOpts};
-use crate::template::Message;
+use crate::template::{ChatTemplate, Message};
 use crate::{json_response, AppState};
 
 /// The request id (`X-Request-Id`), set by the middleware.
@@ -60,8 +60,12 @@ fn check_draining(state: &AppState) -> Result<(), ApiError> {
 
 /// Checks the `model` field against the served names (absent: the served model).
 fn check_model(state: &AppState, f: &mut Fields) -> Result<(), ApiError> {
+    check_model_names(&state.config.served_model_names, f)
+}
+
+fn check_model_names(served: &[String], f: &mut Fields) -> Result<(), ApiError> {
     if let Some(m) = f.string("model")? {
-        if !state.config.served_model_names.contains(&m) {
+        if !served.contains(&m) {
             return Err(ApiError::model_not_found(&m));
         }
     }
@@ -340,14 +344,26 @@ fn parse_prompts(v: Value, tok: &Tokenizer, vocab: usize) -> Result<Vec<Vec<u32>
     }
 }
 
-fn parse_completion(state: &AppState, mut f: Fields) -> Result<CompletionJob, ApiError> {
-    check_model(state, &mut f)?;
-    let tok = state.engine.tokenizer().clone();
-    let vocab = state.engine.info().vocab_size;
+fn parse_completion(state: &AppState, f: Fields) -> Result<CompletionJob, ApiError> {
+    parse_completion_with(
+        f,
+        &state.config.served_model_names,
+        state.engine.tokenizer(),
+        state.engine.info().vocab_size,
+    )
+}
+
+fn parse_completion_with(
+    mut f: Fields,
+    served: &[String],
+    tok: &Tokenizer,
+    vocab: usize,
+) -> Result<CompletionJob, ApiError> {
+    check_model_names(served, &mut f)?;
     let prompt = f
         .take("prompt")
         .ok_or_else(|| ApiError::invalid("prompt", "`prompt` is required"))?;
-    let prompts = parse_prompts(prompt, &tok, vocab)?;
+    let prompts = parse_prompts(prompt, tok, vocab)?;
     if prompts.iter().any(Vec::is_empty) {
         return Err(ApiError::invalid("prompt", "the prompt is empty"));
     }
@@ -599,6 +615,35 @@ pub async fn completions(
     ))
 }
 
+// --- Validation without an engine (fuzz targets) -----------------------------------------------
+
+/// A `POST /v1/completions` body as the handler reads it: the engine requests it becomes (one
+/// per prompt), or the error the handler answers. `served` are the accepted `model` names,
+/// `vocab` bounds token ids. Needs no engine.
+pub fn validate_completion_body(
+    body: &[u8],
+    served: &[String],
+    tok: &Tokenizer,
+    vocab: usize,
+) -> Result<Vec<EngineRequest>, ApiError> {
+    Ok(parse_completion_with(Fields::parse(body)?, served, tok, vocab)?.reqs)
+}
+
+/// A `POST /v1/chat/completions` body as the handler reads it: the engine request (template
+/// rendered, prompt tokenized), or the error the handler answers. Needs no engine.
+pub fn validate_chat_body(
+    body: &[u8],
+    served: &[String],
+    template: &ChatTemplate,
+    tok: &Tokenizer,
+    vocab: usize,
+    max_model_len: usize,
+) -> Result<EngineRequest, ApiError> {
+    let mut f = Fields::parse(body)?;
+    check_model_names(served, &mut f)?;
+    Ok(parse_chat(f, template, tok, vocab, max_model_len)?.request)
+}
+
 // --- /v1/chat/completions ----------------------------------------------------------------------
 
 fn parse_messages(v: Value) -> Result<Vec<Message>, ApiError> {
@@ -683,31 +728,23 @@ fn parse_messages(v: Value) -> Result<Vec<Message>, ApiError> {
     Ok(out)
 }
 
-/// `POST /v1/chat/completions`.
-pub async fn chat_completions(
-    State(state): State<Arc<AppState>>,
-    b: Result<Bytes, BytesRejection>,
-) -> AppResult {
-    let t0 = Instant::now();
-    check_draining(&state)?;
-    let mut f = body(&state, b)?;
-    check_model(&state, &mut f)?;
-    let Some(template) = &state.chat_template else {
-        let why = state
-            .chat_template_error
-            .as_deref()
-            .map(|e| format!(" (its template does not compile: {e})"))
-            .unwrap_or_default();
-        return Err(ApiError::invalid(
-            "messages",
-            format!(
-                "model `{}` has no chat template{why}; use /v1/completions",
-                state.model_name()
-            ),
-        ));
-    };
-    let tok = state.engine.tokenizer().clone();
-    let info = state.engine.info().clone();
+/// A parsed chat request: the engine request (prompt rendered and tokenized) and the
+/// response options.
+struct ChatJob {
+    request: EngineRequest,
+    logprobs: bool,
+    stream: StreamOpts,
+}
+
+/// Reads a chat body after `model` (checked by the caller): messages, options, sampling; renders
+/// the template and tokenizes.
+fn parse_chat(
+    mut f: Fields,
+    template: &ChatTemplate,
+    tok: &Tokenizer,
+    vocab: usize,
+    max_model_len: usize,
+) -> Result<ChatJob, ApiError> {
     let messages = parse_messages(
         f.take("messages")
             .ok_or_else(|| ApiError::invalid("messages", "`messages` is required"))?,
@@ -738,7 +775,7 @@ pub async fn chat_completions(
     let add_generation_prompt = f.bool("add_generation_prompt")?.unwrap_or(true);
     let stream = params::stream_opts(&mut f)?;
     let mut r = EngineRequest::default();
-    params::sampling(&mut f, &mut r, info.vocab_size)?;
+    params::sampling(&mut f, &mut r, vocab)?;
     f.finish()?;
     let text = template
         .render(&messages, add_generation_prompt)
@@ -746,9 +783,46 @@ pub async fn chat_completions(
     r.prompt = tok
         .encode(&text, false)
         .map_err(|e| ApiError::invalid("messages", format!("cannot tokenize: {e}")))?;
-    let room = info.max_model_len.saturating_sub(r.prompt.len()).max(1);
+    let room = max_model_len.saturating_sub(r.prompt.len()).max(1);
     r.max_tokens = max_completion.or(max_tokens).map_or(room, |m| m as usize);
     r.logprobs = logprobs.then(|| top.unwrap_or(0) as usize);
+    Ok(ChatJob {
+        request: r,
+        logprobs,
+        stream,
+    })
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn chat_completions(
+    State(state): State<Arc<AppState>>,
+    b: Result<Bytes, BytesRejection>,
+) -> AppResult {
+    let t0 = Instant::now();
+    check_draining(&state)?;
+    let mut f = body(&state, b)?;
+    check_model(&state, &mut f)?;
+    let Some(template) = &state.chat_template else {
+        let why = state
+            .chat_template_error
+            .as_deref()
+            .map(|e| format!(" (its template does not compile: {e})"))
+            .unwrap_or_default();
+        return Err(ApiError::invalid(
+            "messages",
+            format!(
+                "model `{}` has no chat template{why}; use /v1/completions",
+                state.model_name()
+            ),
+        ));
+    };
+    let tok = state.engine.tokenizer().clone();
+    let info = state.engine.info().clone();
+    let ChatJob {
+        request: r,
+        logprobs,
+        stream,
+    } = parse_chat(f, template, &tok, info.vocab_size, info.max_model_len)?;
     let n = r.n;
     let prompt_len = r.prompt.len();
     let (mut merged, admission) = submit_all(&state, vec![r], "messages")?;

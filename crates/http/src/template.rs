@@ -89,7 +89,17 @@ impl ChatTemplate {
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
-        env.add_template_owned("chat", source.to_string())?;
+        // minijinja's compiler can panic on some invalid templates (found by fuzzing:
+        // `{% import 'x' as 'y' %}` reaches an `unreachable!`): a template that does not compile.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            env.add_template_owned("chat", source.to_string())
+        }))
+        .unwrap_or_else(|_| {
+            Err(Error::new(
+                ErrorKind::SyntaxError,
+                "the template engine failed compiling this template",
+            ))
+        })?;
         Ok(Self {
             env,
             bos: bos.to_string(),
@@ -105,11 +115,21 @@ impl ChatTemplate {
         add_generation_prompt: bool,
     ) -> Result<String, Error> {
         let t = self.env.get_template("chat")?;
-        t.render(minijinja::context! {
-            messages => messages,
-            add_generation_prompt => add_generation_prompt,
-            bos_token => self.bos,
-            eos_token => self.eos,
+        // A panic inside minijinja (found by fuzzing: `''[::-1]` indexes an empty string, and
+        // `s[:4:-1]` overflows) is this request's error, not a crashed handler.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            t.render(minijinja::context! {
+                messages => messages,
+                add_generation_prompt => add_generation_prompt,
+                bos_token => self.bos,
+                eos_token => self.eos,
+            })
+        }))
+        .unwrap_or_else(|_| {
+            Err(Error::new(
+                ErrorKind::InvalidOperation,
+                "the template engine failed on this template",
+            ))
         })
     }
 }
@@ -145,6 +165,36 @@ mod tests {
         assert_eq!(t.render(&[msg("user", "  a ")], false).unwrap(), "<s>  A|");
         let e = t.render(&[msg("tool", "x")], false).unwrap_err();
         assert!(e.to_string().contains("no tools"), "{e}");
+    }
+
+    /// Fuzz find (chat_template): minijinja 2.24 overflows computing the length of a slice
+    /// with a negative step and a stop (`ops.rs`: `start - stop`), a panic with overflow checks.
+    #[test]
+    fn negative_step_slice_is_no_panic() {
+        let t = ChatTemplate::new("{{ messages[0].content[:4:-1] }}", "", "").unwrap();
+        let r = t.render(&[msg("user", "ab")], false);
+        // Release builds (no overflow checks) render it; with overflow checks it is an error.
+        assert!(r.is_ok() || r.unwrap_err().to_string().contains("template engine"));
+    }
+
+    /// Fuzz find (chat_template): minijinja 2.24 indexes out of bounds reversing an empty
+    /// string (`''[::-1]`), a panic in every build; with a Qwen-style template that reverses
+    /// message content, an empty message would crash the handler.
+    #[test]
+    fn reversed_empty_string_is_an_error_not_a_panic() {
+        let t = ChatTemplate::new("{{ messages[0].content[::-1] }}", "", "").unwrap();
+        assert_eq!(t.render(&[msg("user", "abc")], false).unwrap(), "cba");
+        let e = t.render(&[msg("user", "")], false).unwrap_err();
+        assert!(e.to_string().contains("template engine"), "{e}");
+    }
+
+    /// Fuzz find (chat_template): minijinja 2.24's compiler reaches `unreachable!` on an import
+    /// into a string literal; a model whose template has one crashed the server at start-up
+    /// instead of serving without chat.
+    #[test]
+    fn compiler_panic_is_a_compile_error() {
+        let e = ChatTemplate::new("{% import 'x' as 'y' %}", "", "").unwrap_err();
+        assert!(e.to_string().contains("template engine"), "{e}");
     }
 
     #[test]

@@ -331,7 +331,9 @@ impl GgufFile {
                     shape[0]
                 )));
             }
-            let len = dtype.bytes_for(numel);
+            let len = (numel / dtype.block_size())
+                .checked_mul(dtype.block_bytes())
+                .ok_or_else(|| r.err(format!("tensor {name} shape {shape:?} overflows")))?;
             let offset = usize::try_from(off)
                 .ok()
                 .and_then(|o| o.checked_add(data_start))
@@ -457,6 +459,22 @@ mod tests {
             let r = GgufFile::from_bytes(p(), full[..n].to_vec());
             assert!(r.is_err(), "prefix of {n} bytes parsed");
         }
+    }
+
+    /// Fuzz find (gguf): a shape whose element count fits but whose byte length does not
+    /// (`bytes_for` overflowed: a panic with overflow checks; without, a wrapped length that
+    /// passed the bounds check for a tensor of 2^63 elements).
+    #[test]
+    fn byte_length_overflow_is_an_error() {
+        let mut v = tiny();
+        let name_pos = v
+            .windows(9)
+            .position(|w| w == [1, 0, 0, 0, 0, 0, 0, 0, b'w'])
+            .unwrap();
+        let dim0 = name_pos + 9 + 4;
+        v[dim0..dim0 + 8].copy_from_slice(&(1u64 << 62).to_le_bytes());
+        let e = GgufFile::from_bytes(p(), v).unwrap_err();
+        assert!(e.to_string().contains("overflows"), "{e}");
     }
 
     #[test]

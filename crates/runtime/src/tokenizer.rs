@@ -636,8 +636,16 @@ impl IncrementalDecoder {
             self.skip_special,
         )?;
         let full = tok.decode(&self.ids[self.prefix_offset..], self.skip_special)?;
-        if full.len() > prefix.len() && !full.ends_with('\u{FFFD}') && full.starts_with(&prefix) {
-            let delta = full[prefix.len()..].to_string();
+        if full.ends_with('\u{FFFD}') {
+            return Ok(String::new());
+        }
+        // `prefix` was sent. It normally still starts `full`; it does not when a byte-fallback
+        // group it ended with turned out invalid (every byte of it then decodes to U+FFFD).
+        // What was sent cannot be taken back: send what follows the common part, so that the
+        // text after it is not held back (and lost) forever.
+        let sent = sent_len(&prefix, &full);
+        if full.len() > sent {
+            let delta = full[sent..].to_string();
             self.prefix_offset = self.read_offset;
             self.read_offset = self.ids.len();
             Ok(delta)
@@ -655,6 +663,107 @@ impl IncrementalDecoder {
         let full = tok.decode(&self.ids[self.prefix_offset..], self.skip_special)?;
         self.prefix_offset = self.ids.len();
         self.read_offset = self.ids.len();
-        Ok(full.get(prefix.len()..).unwrap_or("").to_string())
+        Ok(full[sent_len(&prefix, &full)..].to_string())
+    }
+}
+
+/// Bytes of `full` already sent as `prefix`: all of `prefix` when `full` starts with it, else
+/// their common beginning (whole characters).
+fn sent_len(prefix: &str, full: &str) -> usize {
+    if full.starts_with(prefix) {
+        return prefix.len();
+    }
+    prefix
+        .char_indices()
+        .zip(full.chars())
+        .find(|((_, a), b)| a != b)
+        .map_or(prefix.len().min(full.len()), |((i, _), _)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// A SentencePiece vocabulary with byte-fallback tokens: `<unk>`, `<0x00>`..`<0xFF>` (ids
+    /// 1..=256), then `▁hello`, `a`.
+    fn byte_fallback_tokenizer() -> Tokenizer {
+        fn s(v: &mut Vec<u8>, x: &str) {
+            v.extend((x.len() as u64).to_le_bytes());
+            v.extend(x.as_bytes());
+        }
+        let mut toks = vec![("<unk>".to_string(), 2i32)];
+        toks.extend((0..=255u8).map(|b| (format!("<0x{b:02X}>"), 6)));
+        toks.push(("▁hello".into(), 1));
+        toks.push(("a".into(), 1));
+        let mut v = b"GGUF".to_vec();
+        v.extend(3u32.to_le_bytes());
+        v.extend(0u64.to_le_bytes());
+        v.extend(4u64.to_le_bytes());
+        s(&mut v, "tokenizer.ggml.model");
+        v.extend(8u32.to_le_bytes());
+        s(&mut v, "llama");
+        s(&mut v, "tokenizer.ggml.tokens");
+        v.extend(9u32.to_le_bytes());
+        v.extend(8u32.to_le_bytes());
+        v.extend((toks.len() as u64).to_le_bytes());
+        for (t, _) in &toks {
+            s(&mut v, t);
+        }
+        s(&mut v, "tokenizer.ggml.scores");
+        v.extend(9u32.to_le_bytes());
+        v.extend(6u32.to_le_bytes());
+        v.extend((toks.len() as u64).to_le_bytes());
+        for _ in &toks {
+            v.extend(0f32.to_le_bytes());
+        }
+        s(&mut v, "tokenizer.ggml.token_type");
+        v.extend(9u32.to_le_bytes());
+        v.extend(5u32.to_le_bytes());
+        v.extend((toks.len() as u64).to_le_bytes());
+        for (_, ty) in &toks {
+            v.extend(ty.to_le_bytes());
+        }
+        let g = GgufFile::from_bytes(Path::new("bytes.gguf"), v).unwrap();
+        Tokenizer::from_gguf(&g).unwrap()
+    }
+
+    /// Fuzz find (detokenize): `<0x46>` ("F", sent at once) followed by the invalid byte
+    /// `<0xA1>` re-decodes the group as "\u{FFFD}\u{FFFD}", so the sent "F" no longer starts the
+    /// window's text; the decoder then held back everything after it forever and the flush
+    /// dropped it all.
+    #[test]
+    fn text_after_an_invalid_byte_group_is_not_lost() {
+        let tok = byte_fallback_tokenizer();
+        let (hello, a) = (257, 258);
+        let ids = [hello, 1 + 0x46, 1 + 0xA1, a, a];
+        assert_eq!(tok.decode(&ids, false).unwrap(), " hello\u{FFFD}\u{FFFD}aa");
+        let mut dec = IncrementalDecoder::new(false);
+        let mut out = String::new();
+        for &id in &ids {
+            out.push_str(&dec.push(&tok, id).unwrap());
+        }
+        out.push_str(&dec.flush(&tok).unwrap());
+        assert_eq!(out, " helloF\u{FFFD}\u{FFFD}aa");
+        // The same ending in the flush.
+        let mut dec = IncrementalDecoder::new(false);
+        let mut out = String::new();
+        for &id in &ids[..3] {
+            out.push_str(&dec.push(&tok, id).unwrap());
+        }
+        out.push_str(&dec.flush(&tok).unwrap());
+        assert_eq!(out, " helloF\u{FFFD}\u{FFFD}");
+    }
+
+    #[test]
+    fn out_of_range_ids_are_errors() {
+        let tok = byte_fallback_tokenizer();
+        let mut dec = IncrementalDecoder::new(true);
+        assert!(matches!(
+            dec.push(&tok, 100_000),
+            Err(TokenizerError::BadId { id: 100_000, .. })
+        ));
+        assert!(tok.decode(&[u32::MAX], false).is_err());
     }
 }

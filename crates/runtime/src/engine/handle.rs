@@ -95,7 +95,7 @@ impl EngineHandle {
     /// Checks `request` against the model and the KV pool and queues it. Never blocks: the
     /// outputs arrive on the returned stream; dropping the stream cancels the request.
     pub fn submit(&self, request: EngineRequest) -> Result<RequestStream, SubmitError> {
-        validate(&request, &self.shared.info)?;
+        validate_request(&request, &self.shared.info)?;
         let id = RequestId(self.shared.next_id.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = tmpsc::unbounded_channel();
         let n = request.n;
@@ -158,7 +158,9 @@ impl EngineHandle {
     }
 }
 
-fn validate(r: &EngineRequest, info: &EngineInfo) -> Result<(), SubmitError> {
+/// The checks [`EngineHandle::submit`] makes of a request against the engine's limits (public
+/// for the fuzz targets and callers that want the error before submitting).
+pub fn validate_request(r: &EngineRequest, info: &EngineInfo) -> Result<(), SubmitError> {
     if r.prompt.is_empty() {
         return Err(SubmitError::EmptyPrompt);
     }

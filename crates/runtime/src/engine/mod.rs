@@ -34,7 +34,7 @@
 //! ```
 
 mod handle;
-mod stop;
+pub mod stop;
 mod types;
 mod worker;
 
@@ -46,7 +46,7 @@ use std::sync::Arc;
 use switchyard_core::{Backend, BackendError, KvCacheConfig, KvGroupKind, ModelConfig};
 use switchyard_scheduler::{ConfigError, Scheduler, SchedulerConfig};
 
-pub use handle::{EngineHandle, RequestStream, StreamItem};
+pub use handle::{validate_request, EngineHandle, RequestStream, StreamItem};
 pub use types::{
     Completion, EngineError, EngineOutput, EngineRequest, EngineStats, FinishReason, StopReason,
     SubmitError, TokenLogprob, Usage, MAX_LOGPROBS, MAX_N,

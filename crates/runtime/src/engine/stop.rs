@@ -1,10 +1,10 @@
 //! Stop-string matching over streamed text: text that could still become a stop string is held
 //! back until the next tokens decide, so a stop string split across tokens is found and never
-//! partly sent.
+//! partly sent. Public for the fuzz targets (`fuzz/`); the engine is its only user.
 
 /// What a [`StopMatcher`] releases after more text arrived.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Matched {
+pub enum Matched {
     /// No stop string ended here: `emit` is safe to send.
     No {
         /// Text to send now.
@@ -22,7 +22,7 @@ pub(crate) enum Matched {
 /// Finds the first of several stop strings in a growing text, holding back the longest tail
 /// that is a proper prefix of some stop string.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct StopMatcher {
+pub struct StopMatcher {
     stops: Vec<String>,
     /// Text received but not yet released.
     pending: String,
@@ -30,7 +30,7 @@ pub(crate) struct StopMatcher {
 
 impl StopMatcher {
     /// A matcher for `stops` (none: everything passes through at once).
-    pub(crate) fn new(stops: Vec<String>) -> Self {
+    pub fn new(stops: Vec<String>) -> Self {
         Self {
             stops,
             pending: String::new(),
@@ -39,7 +39,7 @@ impl StopMatcher {
 
     /// Adds `delta`. With `allow` false (before `min_tokens`) stop strings are not matched, but
     /// a possible beginning of one is still held back so that it can complete later.
-    pub(crate) fn push(&mut self, delta: &str, allow: bool) -> Matched {
+    pub fn push(&mut self, delta: &str, allow: bool) -> Matched {
         self.pending.push_str(delta);
         if allow {
             if let Some(m) = self.find() {
@@ -52,7 +52,7 @@ impl StopMatcher {
     }
 
     /// Adds the final `tail` and releases everything (or the text before a stop string).
-    pub(crate) fn finish(&mut self, tail: &str, allow: bool) -> Matched {
+    pub fn finish(&mut self, tail: &str, allow: bool) -> Matched {
         self.pending.push_str(tail);
         if allow {
             if let Some(m) = self.find() {
