@@ -293,7 +293,7 @@ pub fn attend_f16_with(
     out: &mut [f32],
 ) {
     assert!(
-        hd > 0 && q.len() == out.len() && out.len() % hd == 0,
+        hd > 0 && q.len() == out.len() && out.len().is_multiple_of(hd),
         "attend_f16: {} queries, {} outputs, head size {hd}",
         q.len(),
         out.len()
@@ -315,7 +315,7 @@ pub fn attend_f16_with(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the level is above scalar and at most `detected_level()`, so AVX2, FMA and
         // F16C were detected at run time; the lengths, `hd % 16` and the rows were checked.
-        l if l > SimdLevel::Scalar && hd % 16 == 0 => unsafe {
+        l if l > SimdLevel::Scalar && hd.is_multiple_of(16) => unsafe {
             avx2::attend_f16(q, hd, kc, vc, rows, scratch, out)
         },
         _ => scalar::attend_f16(q, hd, kc, vc, rows, scratch, out),
