@@ -9,17 +9,27 @@
 //! accumulators through memory.
 //!
 //! Structure: each weight row is read from memory once per block of tokens (128 KiB of
-//! activations, so that these stay in L2) and multiplied with groups of up to `NT_MAX` tokens,
-//! each weight block decoded once per group in registers (`q0_dot`, `KRow`). Every token has
-//! its own accumulators and its float operations are the same sequence whatever the group size,
-//! so a token's outputs are bit-identical alone and in any batch (batch invariance).
+//! activations, so that these stay in L2) and multiplied with groups of tokens, each weight
+//! block decoded once per group in registers. Every token has its own accumulators and its
+//! float operations are the same sequence whatever the group size, so a token's outputs are
+//! bit-identical alone and in any batch (batch invariance).
+//!
+//! Q4_0 / Q5_0 / Q8_0 (`rows_q0`, groups of up to 16 tokens) take the activations interleaved
+//! (`Q8Acts::interleave`: lane `k` of a vector holds 4 quants of block `k` of a group of 8). A
+//! group of 8 weight blocks is decoded and transposed the same way once per token group; then
+//! per token `maddubs` + `madd` over the group's 8 vectors give the 8 exact block dot products in
+//! the 8 i32 lanes, and one conversion and one FMA with the 8 products of block scales finish
+//! the group: about 3 (Q4_0 / Q5_0) or 5 (Q8_0) instructions per token and block, against
+//! about 9 when every block is converted and scaled on its own. Q4_K / Q6_K (`rows_k`, `KRow`)
+//! take groups of up to `NT_MAX` tokens.
 //!
 //! Integer tricks (the block sums are exact integers, as in the scalar code):
 //! - `maddubs(u8, i8)` multiplies unsigned weight quants with signed activation quants and adds
 //!   pairs into i16 without overflow (|x| <= 127 and weights <= 63, or the sign trick for Q8_0:
-//!   `maddubs(|w|, sign(x, w))` with |w| <= 128);
-//! - Q4_0 / Q5_0 quants are used unsigned (0..16 / 0..32) and the offset 8 / 16 is taken off
-//!   in f32, once per row and token, as `offset * sum_j d_w[j] * (d_x[j] * sum(x quants of j))`;
+//!   `maddubs(|w|, sign(x, w))` with |w| <= 128); for Q4_0 / Q5_0 the i16 pairs of 8 / 4
+//!   vectors are summed before one `madd` widens them (at most 30,480 / 31,496);
+//! - Q4_0 / Q5_0 quants are used unsigned (0..16 / 0..32) and each block's sum starts from
+//!   `-offset * sum(x quants of the block)`, so the offset 8 / 16 is taken off exactly;
 //! - the Q4_K mins and the Q6_K offset 32 are applied through the activations' per-16 sums.
 
 use std::arch::x86_64::*;
@@ -390,15 +400,6 @@ pub(crate) const fn q0_block_bytes(k: u8) -> usize {
     }
 }
 
-/// The offset subtracted from the unsigned quants of kind `k` (0 for the signed Q8_0).
-pub(crate) const fn q0_offset(k: u8) -> f32 {
-    match k {
-        Q8_0 => 0.0,
-        Q4_0 => 8.0,
-        _ => 16.0,
-    }
-}
-
 /// The f16 at `p`, as f32 (F16C). Use inside `unsafe` with `p` valid for 2 bytes.
 macro_rules! f16_at {
     ($p:expr) => {
@@ -462,9 +463,18 @@ fn rows_q0(w: &QMatrix<'_>, a: &Q8Acts, r0: usize, r1: usize, n_tok: usize, out:
     }
 }
 
-/// Rows `r0..r1` for weights of kind `K`: each row is read once per block of tokens and
-/// multiplied with groups of up to `NT_MAX` tokens (`q0_dot`), decoding each weight block once
-/// per group in registers. A token's float operations do not depend on the group size.
+/// Most tokens multiplied with one decoded, transposed group of 8 weight blocks (Q4_0 / Q5_0 /
+/// Q8_0): a token takes one accumulator across the row.
+const Q0_NT_MAX: usize = 16;
+
+/// Rows of one tile: the results of a tile are written out per token in one run.
+const TILE: usize = 64;
+
+/// Rows `r0..r1` for weights of kind `K`, with the activations in their interleaved form
+/// (`Q8Acts::interleave`, groups of 8 blocks): per tile of `TILE` rows and group of up to
+/// `Q0_NT_MAX` tokens, each row's groups of weight blocks are decoded and transposed once and
+/// multiplied with every token of the group (`q0_dot`); each token's results of a tile are
+/// written in one run.
 #[target_feature(enable = "avx2,fma,f16c")]
 fn rows_q0_k<const K: u8>(
     w: &QMatrix<'_>,
@@ -474,104 +484,194 @@ fn rows_q0_k<const K: u8>(
     n_tok: usize,
     out: &OutPtr,
 ) {
+    assert!(
+        !a.qi.is_empty() && a.layout().0 == 0,
+        "rows_q0: activations not interleaved"
+    );
     token_blocks(n_tok, w.cols, |tb0, tbn| {
-        for r in r0..r1 {
-            let row = w.row(r);
-            token_groups(tb0, tbn, NT_MAX, |t0, nt| {
-                let mut res = [0f32; NT_MAX];
-                match nt {
-                    1 => q0_dot::<1, K>(row, a, t0, &mut res),
-                    2 => q0_dot::<2, K>(row, a, t0, &mut res),
-                    3 => q0_dot::<3, K>(row, a, t0, &mut res),
-                    _ => q0_dot::<4, K>(row, a, t0, &mut res),
+        let mut r = r0;
+        while r < r1 {
+            let re = (r + TILE).min(r1);
+            token_groups(tb0, tbn, Q0_NT_MAX, |t0, nt| {
+                let mut tile = [[0f32; TILE]; Q0_NT_MAX];
+                for rr in r..re {
+                    let mut res = [0f32; Q0_NT_MAX];
+                    let row = w.row(rr);
+                    macro_rules! go {
+                        ($($n:literal)*) => {
+                            match nt {
+                                $($n => q0_dot::<$n, K>(row, a, t0, &mut res),)*
+                                _ => unreachable!(),
+                            }
+                        };
+                    }
+                    go!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
+                    for (tl, &v) in tile.iter_mut().zip(&res).take(nt) {
+                        tl[rr - r] = v;
+                    }
                 }
-                for (i, &v) in res.iter().enumerate().take(nt) {
+                for (i, tl) in tile.iter().enumerate().take(nt) {
                     // SAFETY: this chunk owns rows `r0..r1` (see `OutPtr`).
-                    unsafe { out.write(t0 + i, r, v) };
+                    unsafe { out.write_run(t0 + i, r, &tl[..re - r]) };
                 }
             });
+            r = re;
         }
     });
 }
 
-/// Adds block `$j` of the `$nt` tokens to the accumulators `$acc` (and `d_w * s_x` to `$c` for
-/// unsigned kinds). Use inside `unsafe`, with block `$j` inside the row and the activations of
-/// every token (token `t` at `$xp + t * $cols`, scales at `$dp / $sp + t * $nb`).
-macro_rules! q0_step {
-    ($k:expr, $nt:expr, $rp:expr, $xp:expr, $dp:expr, $sp:expr, $cols:expr, $nb:expr, $j:expr, $acc:ident, $c:ident) => {{
-        let j = $j;
-        let b = $rp.add(j * q0_block_bytes($k));
-        let dw = f16_at!(b);
-        let w = q0_decode!($k, b);
-        let aw = _mm256_sign_epi8(w, w);
-        for t in 0..$nt {
-            let x = _mm256_loadu_si256($xp.add(t * $cols + QK8 * j).cast());
-            let p16 = if $k == Q8_0 {
-                _mm256_maddubs_epi16(aw, _mm256_sign_epi8(x, w))
-            } else {
-                _mm256_maddubs_epi16(w, x)
-            };
-            let p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
-            let dd = dw * *$dp.add(t * $nb + j);
-            $acc[t] = _mm256_fmadd_ps(p, _mm256_set1_ps(dd), $acc[t]);
-            if $k != Q8_0 {
-                $c[t] = dw.mul_add(*$sp.add(t * $nb + j), $c[t]);
+/// Transposes the 8 x 8 matrix of i32 lanes `v` (`v[m]` lane `k` becomes `v[k]` lane `m`).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) fn transpose8(v: &mut [__m256i; 8]) {
+    let t0 = _mm256_unpacklo_epi32(v[0], v[1]);
+    let t1 = _mm256_unpackhi_epi32(v[0], v[1]);
+    let t2 = _mm256_unpacklo_epi32(v[2], v[3]);
+    let t3 = _mm256_unpackhi_epi32(v[2], v[3]);
+    let t4 = _mm256_unpacklo_epi32(v[4], v[5]);
+    let t5 = _mm256_unpackhi_epi32(v[4], v[5]);
+    let t6 = _mm256_unpacklo_epi32(v[6], v[7]);
+    let t7 = _mm256_unpackhi_epi32(v[6], v[7]);
+    let u0 = _mm256_unpacklo_epi64(t0, t2);
+    let u1 = _mm256_unpackhi_epi64(t0, t2);
+    let u2 = _mm256_unpacklo_epi64(t1, t3);
+    let u3 = _mm256_unpackhi_epi64(t1, t3);
+    let u4 = _mm256_unpacklo_epi64(t4, t6);
+    let u5 = _mm256_unpackhi_epi64(t4, t6);
+    let u6 = _mm256_unpacklo_epi64(t5, t7);
+    let u7 = _mm256_unpackhi_epi64(t5, t7);
+    v[0] = _mm256_permute2x128_si256::<0x20>(u0, u4);
+    v[1] = _mm256_permute2x128_si256::<0x20>(u1, u5);
+    v[2] = _mm256_permute2x128_si256::<0x20>(u2, u6);
+    v[3] = _mm256_permute2x128_si256::<0x20>(u3, u7);
+    v[4] = _mm256_permute2x128_si256::<0x31>(u0, u4);
+    v[5] = _mm256_permute2x128_si256::<0x31>(u1, u5);
+    v[6] = _mm256_permute2x128_si256::<0x31>(u2, u6);
+    v[7] = _mm256_permute2x128_si256::<0x31>(u3, u7);
+}
+
+/// The 4 x 4 transposes of i32 lanes in each 128-bit half of `v[0..4]` (a half group, see
+/// `Q8Acts::interleave`).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) fn transpose4x2(v: &[__m256i; 8]) -> [__m256i; 4] {
+    let t0 = _mm256_unpacklo_epi32(v[0], v[1]);
+    let t1 = _mm256_unpackhi_epi32(v[0], v[1]);
+    let t2 = _mm256_unpacklo_epi32(v[2], v[3]);
+    let t3 = _mm256_unpackhi_epi32(v[2], v[3]);
+    [
+        _mm256_unpacklo_epi64(t0, t2),
+        _mm256_unpackhi_epi64(t0, t2),
+        _mm256_unpacklo_epi64(t1, t3),
+        _mm256_unpackhi_epi64(t1, t3),
+    ]
+}
+
+/// The exact integer dot products of `M` transposed weight vectors `v` with the interleaved
+/// activation vectors at `x`, a block per i32 lane, added to `s`. Kind `K`: Q8_0 signed (the
+/// sign trick, `av` = `|v|`, one `madd` per vector since a pair can reach 32,512), Q4_0 / Q5_0
+/// unsigned (pairs reach 2 * 15 * 127 / 2 * 31 * 127, so the i16 sums of 8 / 4 vectors are
+/// exact before one `madd`). Use inside `unsafe` with `x` valid for `32 * M` bytes.
+macro_rules! q0_lanes {
+    ($k:expr, $m:expr, $v:expr, $av:expr, $x:expr, $s:expr) => {{
+        let ones = _mm256_set1_epi16(1);
+        let mut s = $s;
+        if $k == Q8_0 {
+            for m in 0..$m {
+                let xm = _mm256_loadu_si256($x.add(32 * m).cast());
+                let p = _mm256_maddubs_epi16($av[m], _mm256_sign_epi8(xm, $v[m]));
+                s = _mm256_add_epi32(s, _mm256_madd_epi16(p, ones));
+            }
+        } else {
+            let per = if $k == Q4_0 { 8 } else { 4 };
+            let mut m0 = 0;
+            while m0 < $m {
+                let mut p = _mm256_setzero_si256();
+                for m in m0..(m0 + per).min($m) {
+                    let xm = _mm256_loadu_si256($x.add(32 * m).cast());
+                    p = _mm256_add_epi16(p, _mm256_maddubs_epi16($v[m], xm));
+                }
+                s = _mm256_add_epi32(s, _mm256_madd_epi16(p, ones));
+                m0 += per;
             }
         }
+        s
     }};
 }
 
 /// One row of kind `K` against the `NT` tokens `t0..t0 + NT`: `res[t]`.
 ///
-/// Per token: two accumulators (even and odd blocks) so that the FMA chain does not bound the
-/// speed, added after the last pair, then the odd tail block, then the horizontal sum and the
-/// offset correction `offset * sum_j d_w d_x s_x` (one FMA chain in block order). This sequence
-/// is the same for every `NT`, so a token gives the same bits in any group.
+/// Per group of 8 weight blocks: the blocks are decoded (Q8_0 signed, Q4_0 / Q5_0 unsigned as
+/// stored) and transposed like the interleaved activations, so that the `maddubs` / `madd` sums
+/// over the 8 vectors give each block's exact integer dot product in its own i32 lane,
+/// starting from `-offset * sum(x quants)`. Per token and group that is one conversion and one
+/// FMA with the 8 products of block scales (a lane per block); then the horizontal sum. The same
+/// operations for every `NT`, so a token gives the same bits in any group.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn q0_dot<const NT: usize, const K: u8>(
     row: &[u8],
     a: &Q8Acts,
     t0: usize,
-    res: &mut [f32; NT_MAX],
+    res: &mut [f32; Q0_NT_MAX],
 ) {
-    let cols = a.cols;
-    let nb = cols / QK8;
-    assert!(row.len() >= nb * q0_block_bytes(K));
-    assert!(a.qs.len() >= (t0 + NT) * cols);
-    assert!(a.d.len() >= (t0 + NT) * nb && a.s.len() >= (t0 + NT) * nb);
+    let nb = a.cols / QK8;
+    let ng = a.padded_blocks() / 8;
+    let bb = q0_block_bytes(K);
+    assert!(row.len() >= nb * bb);
+    assert!(a.qi.len() >= (t0 + NT) * ng * 256);
+    assert!(a.ni.len() >= (t0 + NT) * ng * 8 && a.di.len() >= (t0 + NT) * ng * 8);
     let rp = row.as_ptr();
     // SAFETY: in bounds by the assertions above (offsets of token `t0`).
-    let (xp, dp, sp) = unsafe {
+    let (xp, np, dp) = unsafe {
         (
-            a.qs.as_ptr().add(t0 * cols),
-            a.d.as_ptr().add(t0 * nb),
-            a.s.as_ptr().add(t0 * nb),
+            a.qi.as_ptr().add(t0 * ng * 256),
+            a.ni.as_ptr().add(t0 * ng * 8),
+            a.di.as_ptr().add(t0 * ng * 8),
         )
     };
-    let mut acc0 = [_mm256_setzero_ps(); NT];
-    let mut acc1 = [_mm256_setzero_ps(); NT];
-    let mut c = [0f32; NT];
-    let mut j = 0;
-    // SAFETY: every block index used is below `nb`, and the assertions above make block `j` of
-    // the row (`bb` bytes at `j * bb`), quants `t cols + 32 j ..+32` and entries `t nb + j` of
-    // the scales of every token `t < NT` (from `t0`) lie inside their slices. Loads are
-    // unaligned.
-    unsafe {
-        while j + 2 <= nb {
-            q0_step!(K, NT, rp, xp, dp, sp, cols, nb, j, acc0, c);
-            q0_step!(K, NT, rp, xp, dp, sp, cols, nb, j + 1, acc1, c);
-            j += 2;
-        }
-        for t in 0..NT {
-            acc0[t] = _mm256_add_ps(acc0[t], acc1[t]);
-        }
-        if j < nb {
-            q0_step!(K, NT, rp, xp, dp, sp, cols, nb, j, acc0, c);
+    let mut acc = [_mm256_setzero_ps(); NT];
+    for g in 0..ng {
+        let nbg = (nb - 8 * g).min(8);
+        let mut v = [_mm256_setzero_si256(); 8];
+        let mut dw = [0u16; 8];
+        // SAFETY: blocks `8 g + k < nb` lie inside the row (`bb` bytes each); for every token
+        // `t < NT` the group `(t0 + t) ng + g` lies inside `qi`, `ni` and `di` (assertions
+        // above): 256 bytes of quants (128 for a half group) and 8 entries. Loads are unaligned.
+        unsafe {
+            for (k, (vk, dk)) in v.iter_mut().zip(dw.iter_mut()).enumerate().take(nbg) {
+                let b = rp.add((8 * g + k) * bb);
+                *dk = b.cast::<u16>().read_unaligned();
+                *vk = q0_decode!(K, b);
+            }
+            let dwv = _mm256_cvtph_ps(_mm_loadu_si128(dw.as_ptr().cast()));
+            if nbg <= 4 {
+                let h = transpose4x2(&v);
+                let ah = h.map(|x| _mm256_sign_epi8(x, x));
+                for (t, acc) in acc.iter_mut().enumerate() {
+                    let o = (t * ng + g) * 8;
+                    let s = _mm256_loadu_si256(np.add(o).cast());
+                    let s = q0_lanes!(K, 4, h, ah, xp.add(32 * o), s);
+                    // Lanes 4..8 hold the second halves of blocks 0..4: add them in.
+                    let s = _mm256_add_epi32(s, _mm256_permute2x128_si256::<0x01>(s, s));
+                    let dd = _mm256_mul_ps(dwv, _mm256_loadu_ps(dp.add(o)));
+                    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dd, *acc);
+                }
+                continue;
+            }
+            transpose8(&mut v);
+            let av = v.map(|x| _mm256_sign_epi8(x, x));
+            for (t, acc) in acc.iter_mut().enumerate() {
+                let o = (t * ng + g) * 8;
+                let s = _mm256_loadu_si256(np.add(o).cast());
+                let s = q0_lanes!(K, 8, v, av, xp.add(32 * o), s);
+                let dd = _mm256_mul_ps(dwv, _mm256_loadu_ps(dp.add(o)));
+                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dd, *acc);
+            }
         }
     }
     for t in 0..NT {
-        res[t] = hsum_ps(acc0[t]) - q0_offset(K) * c[t];
+        res[t] = hsum_ps(acc[t]);
     }
 }
 

@@ -29,7 +29,7 @@ use switchyard_core::GgmlType;
 
 use super::avx2::{
     bcast16_mask, bcast16_mask2, bytes_from_bits, hsum_ps, k_acts, q0_block_bytes, q6k_quants,
-    token_blocks, token_groups, Q4_0, Q5_0, Q8_0,
+    token_blocks, token_groups, transpose4x2, transpose8, Q4_0, Q5_0, Q8_0,
 };
 use super::quant::{Q8Acts, Q8KActs, QK8, QKK};
 use super::{unpack_q4k_scales, Acts, OutPtr, QMatrix};
@@ -135,36 +135,6 @@ fn row_tiles<const N: usize>(
     });
 }
 
-/// Transposes the 8 x 8 matrix of i32 lanes `v` (`v[m]` lane `k` becomes `v[k]` lane `m`).
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-#[inline]
-fn transpose8(v: &mut [__m256i; 8]) {
-    let t0 = _mm256_unpacklo_epi32(v[0], v[1]);
-    let t1 = _mm256_unpackhi_epi32(v[0], v[1]);
-    let t2 = _mm256_unpacklo_epi32(v[2], v[3]);
-    let t3 = _mm256_unpackhi_epi32(v[2], v[3]);
-    let t4 = _mm256_unpacklo_epi32(v[4], v[5]);
-    let t5 = _mm256_unpackhi_epi32(v[4], v[5]);
-    let t6 = _mm256_unpacklo_epi32(v[6], v[7]);
-    let t7 = _mm256_unpackhi_epi32(v[6], v[7]);
-    let u0 = _mm256_unpacklo_epi64(t0, t2);
-    let u1 = _mm256_unpackhi_epi64(t0, t2);
-    let u2 = _mm256_unpacklo_epi64(t1, t3);
-    let u3 = _mm256_unpackhi_epi64(t1, t3);
-    let u4 = _mm256_unpacklo_epi64(t4, t6);
-    let u5 = _mm256_unpackhi_epi64(t4, t6);
-    let u6 = _mm256_unpacklo_epi64(t5, t7);
-    let u7 = _mm256_unpackhi_epi64(t5, t7);
-    v[0] = _mm256_permute2x128_si256::<0x20>(u0, u4);
-    v[1] = _mm256_permute2x128_si256::<0x20>(u1, u5);
-    v[2] = _mm256_permute2x128_si256::<0x20>(u2, u6);
-    v[3] = _mm256_permute2x128_si256::<0x20>(u3, u7);
-    v[4] = _mm256_permute2x128_si256::<0x31>(u0, u4);
-    v[5] = _mm256_permute2x128_si256::<0x31>(u1, u5);
-    v[6] = _mm256_permute2x128_si256::<0x31>(u2, u6);
-    v[7] = _mm256_permute2x128_si256::<0x31>(u3, u7);
-}
-
 /// `q0_dot` for rows with wide groups of 16 blocks (`Q8Acts::layout`): the same on 512-bit
 /// vectors (two transposed 8-block halves per vector), then the groups of 8.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -257,16 +227,7 @@ fn q0_dot_wide<const NT: usize, const K: u8>(
             let dwv = _mm256_cvtph_ps(_mm_loadu_si128(dw.as_ptr().cast()));
             if nbg <= 4 {
                 // A half group (see `Q8Acts::interleave`): a 4 x 4 transpose in each half.
-                let t0 = _mm256_unpacklo_epi32(v[0], v[1]);
-                let t1 = _mm256_unpackhi_epi32(v[0], v[1]);
-                let t2 = _mm256_unpacklo_epi32(v[2], v[3]);
-                let t3 = _mm256_unpackhi_epi32(v[2], v[3]);
-                let h = [
-                    _mm256_unpacklo_epi64(t0, t2),
-                    _mm256_unpackhi_epi64(t0, t2),
-                    _mm256_unpacklo_epi64(t1, t3),
-                    _mm256_unpackhi_epi64(t1, t3),
-                ];
+                let h = transpose4x2(&v);
                 for (t, acc) in acc.iter_mut().enumerate() {
                     let o = t * pb + j0;
                     let x = xp.add(32 * o);
@@ -363,16 +324,7 @@ fn q0_dot<const NT: usize, const K: u8>(
             let dwv = _mm256_cvtph_ps(_mm_loadu_si128(dw.as_ptr().cast()));
             if nbg <= 4 {
                 // A half group (see `Q8Acts::interleave`): a 4 x 4 transpose in each half.
-                let t0 = _mm256_unpacklo_epi32(v[0], v[1]);
-                let t1 = _mm256_unpackhi_epi32(v[0], v[1]);
-                let t2 = _mm256_unpacklo_epi32(v[2], v[3]);
-                let t3 = _mm256_unpackhi_epi32(v[2], v[3]);
-                let h = [
-                    _mm256_unpacklo_epi64(t0, t2),
-                    _mm256_unpackhi_epi64(t0, t2),
-                    _mm256_unpacklo_epi64(t1, t3),
-                    _mm256_unpackhi_epi64(t1, t3),
-                ];
+                let h = transpose4x2(&v);
                 for (t, acc) in acc.iter_mut().enumerate() {
                     let o = (t * ng + g) * 8;
                     let x = xp.add(32 * o);

@@ -16,8 +16,9 @@
 //! [`matmul_with`] takes the level explicitly (tests call every level).
 //!
 //! Output rows are split into coarse chunks run on the current rayon pool; inside a chunk every
-//! weight row is read from memory once and multiplied with a group of up to 4 tokens (8 or 16
-//! with AVX-512) at a time
+//! weight row is read from memory once and multiplied with a group of up to 16 tokens (Q4_0 /
+//! Q5_0 / Q8_0, whose SIMD kernels sum whole blocks in integers, a block per vector lane, over
+//! activations interleaved to match) or 4 (K-quants and float weights; 8 with AVX-512) at a time
 //! (once per 128 KiB of activations for long prompts, which keeps those in L2). Every token has
 //! its own accumulators and the same float operations whatever the group size, so a token's
 //! outputs are bit-identical alone and in any batch at a given SIMD level (batch invariance,
@@ -76,8 +77,8 @@ pub enum SimdLevel {
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
     /// x86-64 AVX2 + FMA + F16C + AVX-512 F/BW/VL/VNNI: the AVX2 kernels with VNNI integer dot
-    /// products, groups of up to 8 or 16 tokens and, for Q4_0 / Q5_0 / Q8_0, whole blocks summed in
-    /// integers per vector lane (bit-identical results to [`SimdLevel::Avx2`] for the K-quants,
+    /// products, groups of up to 8 or 16 tokens and, for long Q4_0 / Q5_0 / Q8_0 rows, groups of
+    /// 16 blocks (bit-identical results to [`SimdLevel::Avx2`] for the K-quants, possibly
     /// different rounding for the others).
     Avx512Vnni,
 }
@@ -390,12 +391,16 @@ pub fn matmul_with(level: SimdLevel, w: &QMatrix<'_>, x: &[f32], n_tok: usize, o
     let acts = match w.dtype {
         GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => {
             let mut a = Q8Acts::quantize(level, x, w.cols, n_tok);
-            if level == SimdLevel::Avx512Vnni {
-                a.interleave(match w.dtype {
-                    GgmlType::Q8_0 => 128,
-                    GgmlType::Q4_0 => 8,
-                    _ => 16,
-                });
+            // The SIMD kernels take the interleaved form, with the weights' stored offset
+            // (AVX-512 reads Q8_0 as `w + 128`; AVX2 uses it signed, with the sign trick).
+            let offset = match w.dtype {
+                GgmlType::Q8_0 if level == SimdLevel::Avx512Vnni => 128,
+                GgmlType::Q8_0 => 0,
+                GgmlType::Q4_0 => 8,
+                _ => 16,
+            };
+            if level > SimdLevel::Scalar {
+                a.interleave(offset, level == SimdLevel::Avx512Vnni);
             }
             Acts::Q8(a)
         }

@@ -23,15 +23,20 @@ pub(crate) struct Q8Acts {
     pub d: Vec<f32>,
     /// `d * sum(quants of the block)` per block (for weights stored with an offset).
     pub s: Vec<f32>,
-    /// The quants interleaved for the AVX-512 kernels (empty unless [`Q8Acts::interleave`] ran):
+    /// The quants interleaved for the AVX2 and AVX-512 kernels (empty unless
+    /// [`Q8Acts::interleave`] ran):
     /// per token, groups of 8 blocks (the last one padded with zero blocks) of 256 bytes, where
     /// byte `32 m + 4 k + i` of group `g` is quant `4 m + i` of block `8 g + k`. A 32-byte
     /// vector `m` of a group thus holds 4 quants of each of the 8 blocks, one block per i32 lane.
     pub qi: Vec<i8>,
-    /// Minus the sum of the quants of each block, per token and group of 8 (0 for padding).
+    /// `-offset * sum(quants of the block)` per token and group of 8 (0 for padding), for weights
+    /// stored with an offset (see [`Q8Acts::interleave`]).
     pub ni: Vec<i32>,
     /// The block scales per token and group of 8 (0 for padding).
     pub di: Vec<f32>,
+    /// Whether the interleaved layout may use groups of 16 blocks (the AVX-512 kernels); the
+    /// AVX2 kernels take groups of 8 only.
+    pub wide: bool,
 }
 
 /// Splits `n_tok` tokens into consecutive groups `(t0, nt)` of at most `max` tokens, as equal as
@@ -94,6 +99,7 @@ impl Q8Acts {
             qi: Vec::new(),
             ni: Vec::new(),
             di: Vec::new(),
+            wide: false,
         };
         let one = |x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]| match level {
             #[cfg(target_arch = "x86_64")]
@@ -134,7 +140,7 @@ impl Q8Acts {
         let nb = self.cols / QK8;
         // Wide groups pay off for long rows (measured on Zen 5: 2048 columns 20 % faster,
         // 640 columns 20 % slower than groups of 8).
-        let wide = if nb >= 32 { nb / 16 } else { 0 };
+        let wide = if self.wide && nb >= 32 { nb / 16 } else { 0 };
         (wide, (nb - 16 * wide).div_ceil(8))
     }
 
@@ -155,7 +161,8 @@ impl Q8Acts {
     /// see [`Q8Acts::layout`]. A last group of at most 4 blocks is a half group: its vectors
     /// `m < 4` hold quants `4 m + i` of the blocks in lanes 0..4 and quants `4 (m + 4) + i` in
     /// lanes 4..8 (the kernels add the two halves), and only its first 128 bytes are used.
-    pub(crate) fn interleave(&mut self, offset: i32) {
+    pub(crate) fn interleave(&mut self, offset: i32, wide: bool) {
+        self.wide = wide;
         let cols = self.cols;
         let nb = cols / QK8;
         let (wide, _) = self.layout();

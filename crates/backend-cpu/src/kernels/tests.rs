@@ -8,8 +8,7 @@
 //!
 //! Tolerances, with `A = sum_i |w_i x_i|` (the magnitude the rounding errors scale with):
 //! - against `quant`, only f32 rounding remains: scale products, the i32 -> f32 conversion and
-//!   an accumulation over `cols / 32` block terms (AVX2 Q4_0 / Q5_0 also subtract an offset term
-//!   about three times as large as `A`), each with relative error 2^-24. `2e-5 * A + 1e-6` is
+//!   an accumulation over `cols / 32` block terms, each with relative error 2^-24. `2e-5 * A + 1e-6` is
 //!   several times the worst case seen and far below the size of any indexing or scaling bug
 //!   (which moves the result by about `A / sqrt(cols)` or more).
 //! - against `exact`, add the activation quantization error: `|x - d q| <= d / 2` (plus
@@ -178,7 +177,7 @@ fn check(ty: GgmlType, rows: usize, cols: usize, n_tok: usize, seed: u64) {
 fn cols_for(ty: GgmlType) -> &'static [usize] {
     match ty {
         GgmlType::Q4_K | GgmlType::Q6_K => &[256, 512, 768, 2048],
-        _ => &[32, 64, 256, 640, 896, 1312, 2048],
+        _ => &[32, 64, 224, 256, 416, 640, 896, 1312, 2048],
     }
 }
 
@@ -237,6 +236,69 @@ fn matmul_f32() {
         check(GgmlType::F32, 5, cols, 3, 77 + i as u64);
         check(GgmlType::F16, 5, cols, 5, 88 + i as u64);
         check(GgmlType::BF16, 5, cols, 2, 99 + i as u64);
+    }
+}
+
+/// Quants at the ends of their ranges (Q8_0 -128 / 127, Q4_0 15, Q5_0 31) against activations
+/// whose quants are all +-127: the kernels' i16 partial sums (pairs, and for Q4_0 / Q5_0 sums of
+/// several vectors before widening) must not saturate, so every level gives the exact value.
+#[test]
+fn matmul_extreme_quants_do_not_saturate() {
+    for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_0] {
+        for cols in [32, 224, 640, 2048] {
+            let rows = 5;
+            let mut data = vec![0u8; rows * ty.bytes_for(cols)];
+            for (bi, b) in data.chunks_exact_mut(ty.block_bytes()).enumerate() {
+                put_f16(b, 0, 1.0);
+                match ty {
+                    // Alternating blocks of all -128 and all 127.
+                    GgmlType::Q8_0 => b[2..].fill(if bi % 2 == 0 { 0x80 } else { 0x7f }),
+                    // Every quant 15 (Q4_0) or 31 (Q5_0: high bits all set).
+                    _ => b[2..].fill(0xff),
+                }
+            }
+            let w = QMatrix {
+                dtype: ty,
+                rows,
+                cols,
+                data: &data,
+            };
+            let mut wf = vec![0f32; rows * cols];
+            dequantize(ty, &data, &mut wf);
+            for n_tok in [1, 4, 16] {
+                // Token t: all +1 (quants 127) or all -1, or alternating signs per element.
+                let x: Vec<f32> = (0..n_tok * cols)
+                    .map(|i| match (i / cols) % 3 {
+                        0 => 1.0,
+                        1 => -1.0,
+                        _ => {
+                            if i % 2 == 0 {
+                                1.0
+                            } else {
+                                -1.0
+                            }
+                        }
+                    })
+                    .collect();
+                for level in available_levels() {
+                    let mut out = vec![f32::NAN; rows * n_tok];
+                    matmul_with(level, &w, &x, n_tok, &mut out);
+                    for t in 0..n_tok {
+                        for r in 0..rows {
+                            let want: f64 = (0..cols)
+                                .map(|i| wf[r * cols + i] as f64 * x[t * cols + i] as f64)
+                                .sum();
+                            let mag: f64 = (0..cols).map(|i| wf[r * cols + i].abs() as f64).sum();
+                            let v = out[t * rows + r] as f64;
+                            assert!(
+                                (v - want).abs() <= 1e-5 * mag,
+                                "{ty} {level} cols={cols} n_tok={n_tok} t={t} r={r}: {v} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
