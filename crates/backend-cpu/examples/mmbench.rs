@@ -15,6 +15,10 @@ fn main() {
         seed ^= seed >> 27;
         seed.wrapping_mul(0x2545_f491_4f6c_dd1d)
     };
+    // Optional filters: `mmbench [TYPE] [N_TOK]`, e.g. `mmbench Q8_0 16`.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let want_ty = args.first().cloned();
+    let want_nt: Option<usize> = args.get(1).and_then(|a| a.parse().ok());
     for (ty, rows, cols) in [
         (GgmlType::Q8_0, 32768, 640),
         (GgmlType::Q5_0, 2048, 640),
@@ -22,6 +26,9 @@ fn main() {
         (GgmlType::Q4_K, 2048, 768),
         (GgmlType::Q6_K, 2048, 768),
     ] {
+        if want_ty.as_ref().is_some_and(|t| *t != format!("{ty:?}")) {
+            continue;
+        }
         let mut data = vec![0u8; rows * ty.bytes_for(cols)];
         for c in data.chunks_mut(8) {
             let v = next().to_le_bytes();
@@ -45,13 +52,16 @@ fn main() {
             data: &data,
         };
         for n_tok in [1usize, 4, 8, 16] {
+            if want_nt.is_some_and(|n| n != n_tok) {
+                continue;
+            }
             let x: Vec<f32> = (0..n_tok * cols)
                 .map(|_| (next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
                 .collect();
             let mut out = vec![0f32; rows * n_tok];
             let best = pool.install(|| {
                 let mut best = f64::MAX;
-                for _ in 0..5 {
+                for _ in 0..15 {
                     let s = Instant::now();
                     for _ in 0..5 {
                         matmul_with(detected_level(), &w, &x, n_tok, &mut out);

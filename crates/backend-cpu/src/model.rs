@@ -57,7 +57,12 @@ pub struct CpuBackend {
     inv_freq_global: Vec<f32>,
     inv_freq_local: Vec<f32>,
     kv: Option<KvCache>,
+    /// Logits handed back by the engine (`recycle_logits`), reused by the next step.
+    spare_logits: Vec<f32>,
 }
+
+/// Largest logits buffer kept for reuse (floats): 64 MiB, 64 rows of Gemma's vocabulary.
+const SPARE_LOGITS_MAX: usize = 16 << 20;
 
 fn get(w: &dyn WeightSource, name: &str) -> Result<Tensor, BackendError> {
     w.tensor(name)
@@ -184,6 +189,7 @@ impl CpuBackend {
             output_norm,
             layers,
             kv: None,
+            spare_logits: Vec::new(),
         })
     }
 
@@ -287,6 +293,12 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn recycle_logits(&mut self, logits: Logits) {
+        if logits.data.capacity() <= SPARE_LOGITS_MAX {
+            self.spare_logits = logits.data;
+        }
+    }
+
     fn forward(&mut self, batch: &ForwardBatch) -> Result<Logits, BackendError> {
         // Run the whole pass on a worker of the current rayon pool: the many parallel loops
         // inside (a dozen per layer) then start from inside the pool, which is much cheaper
@@ -379,6 +391,25 @@ impl CpuBackend {
         let bs = kv.block_size;
 
         let mut x = Self::embed_rows_static(&self.embed, c, &batch.token_ids)?;
+        // RoPE angles of each token, once per step for all layers: global, then local.
+        let half = hd / 2;
+        let angles = |inv: &[f32]| {
+            let mut cs = Vec::with_capacity(n * half);
+            for &pos in &batch.positions {
+                ops::rope_angles(pos, inv, &mut cs);
+            }
+            cs
+        };
+        let cs_global = angles(&self.inv_freq_global);
+        let cs_local = if c
+            .layers
+            .iter()
+            .any(|l| matches!(l, LayerAttention::Sliding { .. }))
+        {
+            angles(&self.inv_freq_local)
+        } else {
+            Vec::new()
+        };
         let mut h = vec![0f32; n * c.hidden];
         let mut q = vec![0f32; n * qd];
         let mut k = vec![0f32; n * kvd];
@@ -403,20 +434,20 @@ impl CpuBackend {
             if let Some(w) = &l.k_norm {
                 ops::rmsnorm_rows(&mut k, w, c.rms_eps);
             }
-            let (inv, window) = match l.attention {
-                LayerAttention::Global => (&self.inv_freq_global, usize::MAX),
-                LayerAttention::Sliding { window } => (&self.inv_freq_local, window),
+            let (cs_all, window) = match l.attention {
+                LayerAttention::Global => (&cs_global, usize::MAX),
+                LayerAttention::Sliding { window } => (&cs_local, window),
             };
             for t in 0..n {
-                let pos = batch.positions[t];
+                let cs = &cs_all[t * half..(t + 1) * half];
                 for head in q[t * qd..(t + 1) * qd].chunks_exact_mut(hd) {
-                    ops::rope(head, pos, inv, neox);
+                    ops::rope_with(head, cs, neox);
                     for e in head.iter_mut() {
                         *e *= c.query_scale;
                     }
                 }
                 for head in k[t * kvd..(t + 1) * kvd].chunks_exact_mut(hd) {
-                    ops::rope(head, pos, inv, neox);
+                    ops::rope_with(head, cs, neox);
                 }
             }
             // Write this step's K/V into the cache, through the table of the layer's group.
@@ -511,7 +542,10 @@ impl CpuBackend {
             dst.copy_from_slice(&x[i * c.hidden..(i + 1) * c.hidden]);
         }
         ops::rmsnorm_rows(&mut sel, &self.output_norm, c.rms_eps);
-        let mut logits = vec![0f32; m * c.vocab_size];
+        // Every entry is written by the matmul: a recycled buffer is only resized (new entries
+        // zeroed), not cleared.
+        let mut logits = std::mem::take(&mut self.spare_logits);
+        logits.resize(m * c.vocab_size, 0.0);
         if m > 0 {
             matmul(&qm(&self.output), &sel, m, &mut logits);
         }

@@ -30,10 +30,21 @@ pub fn silu(x: f32) -> f32 {
 /// Rotary embedding of one head in place. `neox`: pairs (i, i + d/2); otherwise (2i, 2i+1).
 /// `inv_freq[i] = base^(-2i/d)`.
 pub fn rope(head: &mut [f32], pos: u32, inv_freq: &[f32], neox: bool) {
+    let mut cs = Vec::new();
+    rope_angles(pos, inv_freq, &mut cs);
+    rope_with(head, &cs, neox);
+}
+
+/// Appends `(sin, cos)` of `pos * inv_freq[i]` for every `i` to `cs` (what [`rope_with`] takes):
+/// computed once per token and step, then used by every head of every layer.
+pub fn rope_angles(pos: u32, inv_freq: &[f32], cs: &mut Vec<(f32, f32)>) {
+    cs.extend(inv_freq.iter().map(|f| (pos as f32 * f).sin_cos()));
+}
+
+/// [`rope`] with the angles of its position from [`rope_angles`].
+pub fn rope_with(head: &mut [f32], cs: &[(f32, f32)], neox: bool) {
     let half = head.len() / 2;
-    for (i, f) in inv_freq.iter().enumerate().take(half) {
-        let theta = pos as f32 * f;
-        let (s, c) = theta.sin_cos();
+    for (i, &(s, c)) in cs.iter().enumerate().take(half) {
         let (a, b) = if neox {
             (i, i + half)
         } else {

@@ -121,6 +121,13 @@ pub trait Backend: Send {
     /// sequence's block table, and returns logits for `batch.logits_indices`.
     fn forward(&mut self, batch: &ForwardBatch) -> Result<Logits, BackendError>;
 
+    /// Hands back the logits of an earlier [`forward`](Self::forward) once they are used, so
+    /// that a backend may reuse the allocation for the next step instead of zero-filling a new
+    /// one (16 rows of Gemma's vocabulary are 16 MiB). The default drops them.
+    fn recycle_logits(&mut self, logits: Logits) {
+        drop(logits);
+    }
+
     /// Token slots of padding added so far to fit static shapes (Neuron's compiled buckets);
     /// 0 for backends that run any shape.
     fn padding_tokens(&self) -> u64 {

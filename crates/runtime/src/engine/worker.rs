@@ -8,6 +8,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rayon::prelude::*;
+
 use switchyard_core::{Backend, ForwardBatch, Logits, RequestId};
 use switchyard_scheduler::{Request, SampledToken, Scheduler, StepPlan};
 use tokio::sync::mpsc::UnboundedSender;
@@ -466,20 +468,40 @@ impl Worker {
     fn finish_step(&mut self, plan: &StepPlan, rows: &[Rows], mut logits: Logits) {
         let vocab = logits.vocab;
         let mut all_rows: Vec<&mut [f32]> = logits.data.chunks_exact_mut(vocab).collect();
+        let tok = &*self.tok;
+        // Each sequence of the plan with its rows (consecutive, in plan order; see
+        // `build_batch`), processed in parallel: a greedy choice scans the whole vocabulary
+        // (262,144 logits for Gemma), and the sequences are independent.
+        let mut by_id: HashMap<RequestId, &mut Seq> =
+            self.seqs.iter_mut().map(|(&id, q)| (id, q)).collect();
+        let mut rest: &mut [&mut [f32]] = &mut all_rows;
+        let mut jobs = Vec::with_capacity(plan.seqs.len());
+        let mut offset = 0;
+        for (s, r) in plan.seqs.iter().zip(rows) {
+            let count = r.prompt.len() + usize::from(r.samples);
+            assert_eq!(r.first, offset, "engine: logits rows out of plan order");
+            offset += count;
+            let (seq_rows, tail) = std::mem::take(&mut rest).split_at_mut(count);
+            rest = tail;
+            if let Some(seq) = by_id.remove(&s.id) {
+                jobs.push((s.id, seq, seq_rows, r));
+            }
+        }
+        let results: Vec<_> = jobs
+            .into_par_iter()
+            .map(|(id, seq, seq_rows, r)| {
+                let result = catch_unwind(AssertUnwindSafe(|| {
+                    process_seq(seq, tok, r.prompt.clone(), seq_rows, r.samples)
+                }));
+                (id, seq.request, result)
+            })
+            .collect();
+        drop(by_id);
         let mut sampled: Vec<(RequestId, Sampled)> = Vec::new();
         let mut failed: Vec<(RequestId, String)> = Vec::new();
-        let tok = &*self.tok;
-        for (s, r) in plan.seqs.iter().zip(rows) {
-            let Some(seq) = self.seqs.get_mut(&s.id) else {
-                continue;
-            };
-            let count = r.prompt.len() + usize::from(r.samples);
-            let seq_rows = &mut all_rows[r.first..r.first + count];
-            let result = catch_unwind(AssertUnwindSafe(|| {
-                process_seq(seq, tok, r.prompt.clone(), seq_rows, r.samples)
-            }));
+        for (id, request, result) in results {
             match result {
-                Ok(Some(x)) => sampled.push((s.id, x)),
+                Ok(Some(x)) => sampled.push((id, x)),
                 Ok(None) => {}
                 Err(panic) => {
                     let msg = panic
@@ -487,16 +509,13 @@ impl Worker {
                         .map(|s| s.to_string())
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "panic".into());
-                    tracing::error!(
-                        request = seq.request.0,
-                        %msg,
-                        "engine: request processing panicked"
-                    );
-                    failed.push((seq.request, msg));
+                    tracing::error!(request = request.0, %msg, "engine: request processing panicked");
+                    failed.push((request, msg));
                 }
             }
         }
         drop(all_rows);
+        self.backend.recycle_logits(logits);
         for (rid, msg) in failed {
             self.fail_group(rid, EngineError::Internal(msg));
         }
