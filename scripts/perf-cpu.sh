@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side CPU performance: llama.cpp (llama-bench) and Switchyard in one run, interleaved,
-# on both test models, plus the engine concurrency sweep. Compare only within one run.
+# on both test models (llama-bench pp512 + tg64 against our prompt and decode rates), plus the
+# engine concurrency sweep (SWEEP=0 skips it). Compare only within one run.
 # Usage: scripts/perf-cpu.sh [OUT_DIR]   (default benches/results/cpu-<date>)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,22 +20,20 @@ T="${THREADS:-2}"
   for f in gemma-3-270m-q4_k_m.gguf qwen2.5-coder-0.5b-instruct-q4_k_m.gguf; do
     alias=$([ "$f" = gemma-3-270m-q4_k_m.gguf ] && echo gemma-3-270m || echo qwen2.5-coder-0.5b-instruct)
     echo; echo "## $alias"
-    echo '### llama-bench -p 128 -n 64 -r 3'
-    "$LB/llama-bench" -m "$M/$f" -t "$T" -p 128 -n 64 -r 3 -o md 2>/dev/null
-    echo '### switchyard bench engine (one request at a time: input 128, output 64)'
+    echo '### llama-bench -p 512 -n 64 -r 3'
+    "$LB/llama-bench" -m "$M/$f" -t "$T" -p 512 -n 64 -r 3 -o md 2>/dev/null
+    echo '### switchyard bench engine, decode (one request at a time: input 128, output 64; rate = 1 / TPOT)'
     "$BIN" bench engine --no-fetch --device cpu --threads "$T" -m "$alias" --concurrency 1 \
       --num-requests 4 --input-len 128 --output-len 64 2>&1 | grep '^|'
-    echo '### switchyard generate (load to first token)'
-    for i in 1 2 3; do
-      "$BIN" generate --no-fetch --device cpu --threads "$T" -m "$alias" \
-        --prompt "The capital of France is" --max-tokens 8 2>&1 >/dev/null | tail -1
-    done
+    echo '### switchyard bench engine, prompt (one request at a time: input 512, output 2; rate = 512 / TTFT)'
+    "$BIN" bench engine --no-fetch --device cpu --threads "$T" -m "$alias" --concurrency 1 \
+      --num-requests 4 --input-len 512 --output-len 2 2>&1 | grep '^|'
     echo '### llama-bench again (drift check)'
-    "$LB/llama-bench" -m "$M/$f" -t "$T" -p 128 -n 64 -r 3 -o md 2>/dev/null | grep "^| gemma\|^| qwen"
+    "$LB/llama-bench" -m "$M/$f" -t "$T" -p 512 -n 64 -r 3 -o md 2>/dev/null | grep "^| gemma\|^| qwen"
     echo "load: $(cut -d' ' -f1-3 /proc/loadavg)"
   done
-  echo; echo '## Engine sweep: Gemma, 128 in / 128 out, greedy'
+  [ "${SWEEP:-1}" = 0 ] || { echo; echo '## Engine sweep: Gemma, 128 in / 128 out, greedy'
   "$BIN" bench engine --no-fetch --device cpu --threads "$T" --concurrency 1,4,16,64 \
-    --input-len 128 --output-len 128 2>&1 | grep -v WARN
+    --input-len 128 --output-len 128 2>&1 | grep -v WARN; }
   echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$OUT/perf-cpu.md"
