@@ -675,6 +675,119 @@ fn q0_dot<const NT: usize, const K: u8>(
     }
 }
 
+// --- Packed Q8_0 (a row per lane) -------------------------------------------------------------
+
+/// Most tokens multiplied with each packed weight vector while it is in a register.
+const PACKED_NT: usize = 8;
+
+/// Row groups `g0..g1` of a [`PackedQ8`](super::PackedQ8) matrix for all `n_tok` tokens: per
+/// group, the absolute values of its quants once, then the tokens up to `PACKED_NT` at a time
+/// (`packed_dot`), each token's 8 results stored in one run.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn rows_packed_q8(
+    w: &super::PackedQ8,
+    a: &Q8Acts,
+    g0: usize,
+    g1: usize,
+    n_tok: usize,
+    out: &OutPtr,
+) {
+    let nb = w.cols / QK8;
+    assert!(w.q.len() >= g1 * nb * 256 && w.d.len() >= g1 * nb * 8);
+    assert!(a.qs.len() >= n_tok * w.cols && a.d.len() >= n_tok * nb);
+    let mut abs = vec![_mm256_setzero_si256(); 8 * nb];
+    for g in g0..g1 {
+        let q = &w.q[g * nb * 256..(g + 1) * nb * 256];
+        for (av, c) in abs.iter_mut().zip(q.chunks_exact(32)) {
+            // SAFETY: `c` is 32 bytes; the load is unaligned.
+            let v = unsafe { _mm256_loadu_si256(c.as_ptr().cast()) };
+            *av = _mm256_sign_epi8(v, v);
+        }
+        let d = &w.d[g * nb * 8..(g + 1) * nb * 8];
+        let nr = (w.rows - 8 * g).min(8);
+        let mut t = 0;
+        while t < n_tok {
+            let mut res = [[0f32; 8]; PACKED_NT];
+            macro_rules! go {
+                ($($n:literal)*) => {
+                    match (n_tok - t).min(PACKED_NT) {
+                        $($n => packed_dot::<$n>(q, &abs, d, a, t, &mut res),)*
+                        _ => unreachable!(),
+                    }
+                };
+            }
+            let nt = go!(1 2 3 4 5 6 7 8);
+            for (i, r) in res.iter().enumerate().take(nt) {
+                // SAFETY: this chunk owns the rows of groups `g0..g1` (see `OutPtr`).
+                unsafe { out.write_run(t + i, 8 * g, &r[..nr]) };
+            }
+            t += nt;
+        }
+    }
+}
+
+/// One packed row group (quants `q`, their absolute values `abs`, scales `d`) against the `NT`
+/// tokens from `t0` on: `res[t][i]` for row `i` of the group. Per block and token: 8 vectors of
+/// the token's 4 quants broadcast to every lane, signed like the weights (the sign trick) and
+/// multiplied with the weights' absolute values (`maddubs`, then `madd` to i32: a pair can reach
+/// 32,258), which gives every row's exact integer block sum in its own lane; then one conversion
+/// and one FMA with the 8 rows' scales times the token's. The same operations for every `NT`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn packed_dot<const NT: usize>(
+    q: &[i8],
+    abs: &[__m256i],
+    d: &[f32],
+    a: &Q8Acts,
+    t0: usize,
+    res: &mut [[f32; 8]; PACKED_NT],
+) -> usize {
+    let cols = a.cols;
+    let nb = cols / QK8;
+    assert!(q.len() >= nb * 256 && abs.len() >= nb * 8 && d.len() >= nb * 8);
+    assert!(a.qs.len() >= (t0 + NT) * cols && a.d.len() >= (t0 + NT) * nb);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); NT];
+    let (qp, ap, xp, dxp) = (q.as_ptr(), abs.as_ptr(), a.qs.as_ptr(), a.d.as_ptr());
+    let mut s = [_mm256_setzero_si256(); NT];
+    // One loop over the row group's vectors, two at a time (vector `i` is vector `i % 8` of
+    // block `i / 8`, and a token's 4 quants for it are at `4 i`), not a nest of blocks and
+    // vectors: a nest unrolled 8 times had its weight vectors hoisted and spilled.
+    let mut i = 0;
+    while i < 8 * nb {
+        // SAFETY: vectors `i, i + 1 < 8 nb` of the group (256 bytes per block, asserted; `abs`
+        // holds `8 nb`), the 8 quants at `4 i` of every token `t0 + t < t0 + NT` and its block
+        // scale lie inside the slices checked above. Loads are unaligned.
+        unsafe {
+            for j in i..i + 2 {
+                let wv = _mm256_loadu_si256(qp.add(32 * j).cast());
+                let av = *ap.add(j);
+                for (t, s) in s.iter_mut().enumerate() {
+                    let x4 = xp.add((t0 + t) * cols + 4 * j).cast::<i32>();
+                    let xb = _mm256_set1_epi32(x4.read_unaligned());
+                    let p = _mm256_maddubs_epi16(av, _mm256_sign_epi8(xb, wv));
+                    *s = _mm256_add_epi32(*s, _mm256_madd_epi16(p, ones));
+                }
+            }
+            if i % 8 == 6 {
+                let b = i / 8;
+                let dw = _mm256_loadu_ps(d.as_ptr().add(8 * b));
+                for (t, acc) in acc.iter_mut().enumerate() {
+                    let dd = _mm256_mul_ps(dw, _mm256_set1_ps(*dxp.add((t0 + t) * nb + b)));
+                    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[t]), dd, *acc);
+                    s[t] = _mm256_setzero_si256();
+                }
+            }
+        }
+        i += 2;
+    }
+    for (r, acc) in res.iter_mut().zip(&acc) {
+        // SAFETY: `r` is 8 floats; the store is unaligned.
+        unsafe { _mm256_storeu_ps(r.as_mut_ptr(), *acc) };
+    }
+    NT
+}
+
 // --- Q4_K / Q6_K ------------------------------------------------------------------------------
 /// Rows `r0..r1` of a Q4_K / Q6_K matrix: each row is read once per block of tokens and
 /// multiplied with groups of up to `NT_MAX` tokens (`KRow`), decoding each super-block once per

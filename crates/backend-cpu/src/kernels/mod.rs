@@ -439,6 +439,126 @@ pub fn matmul_with(level: SimdLevel, w: &QMatrix<'_>, x: &[f32], n_tok: usize, o
     }
 }
 
+/// A Q8_0 matrix repacked at load for the AVX2 kernel of [`matmul_packed`]: rows in groups of
+/// 8 (the last padded with zero rows), and per group and block of 32 columns, 8 vectors of 32
+/// bytes where vector `v` holds quants `4 v .. 4 v + 4` of each of the 8 rows (row `i` of the
+/// group in i32 lane `i`), then the 8 rows' block scales as f32.
+///
+/// With a row per vector lane, a token's 4 quants are broadcast to all lanes and every lane
+/// sums its own row: a block costs one conversion and one FMA for 8 rows, and a token's 8
+/// results are stored as they are, with no transposes of weights and no horizontal sums. This
+/// is for the largest matrix of all, the output projection (Gemma's is 262,144 x 640, half of
+/// the multiply-adds of a decoding step); it costs a copy of the matrix in memory.
+pub struct PackedQ8 {
+    rows: usize,
+    cols: usize,
+    /// `groups * blocks * 256` quants.
+    q: Vec<i8>,
+    /// `groups * blocks * 8` scales.
+    d: Vec<f32>,
+}
+
+impl PackedQ8 {
+    /// Repacks `w` if it is Q8_0 and the CPU has the AVX2 kernels; `None` otherwise.
+    pub fn new(w: &QMatrix<'_>) -> Option<Self> {
+        if w.dtype != GgmlType::Q8_0 || detected_level() < SimdLevel::Avx2 || w.cols == 0 {
+            return None;
+        }
+        assert!(
+            w.cols.is_multiple_of(32) && w.data.len() >= w.rows * w.row_bytes(),
+            "PackedQ8: bad matrix"
+        );
+        let nb = w.cols / 32;
+        let groups = w.rows.div_ceil(8);
+        let mut q = vec![0i8; groups * nb * 256];
+        let mut d = vec![0f32; groups * nb * 8];
+        use rayon::prelude::*;
+        q.par_chunks_mut(nb * 256)
+            .zip(d.par_chunks_mut(nb * 8))
+            .enumerate()
+            .for_each(|(g, (q, d))| {
+                for i in 0..8.min(w.rows - 8 * g) {
+                    let row = w.row(8 * g + i);
+                    for (b, blk) in row.chunks_exact(34).enumerate() {
+                        d[8 * b + i] = half::f16::from_le_bytes([blk[0], blk[1]]).to_f32();
+                        for (j, &v) in blk[2..].iter().enumerate() {
+                            q[256 * b + 32 * (j / 4) + 4 * i + j % 4] = v as i8;
+                        }
+                    }
+                }
+            });
+        Some(Self {
+            rows: w.rows,
+            cols: w.cols,
+            q,
+            d,
+        })
+    }
+
+    /// Rows (output features).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns (input features).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.q.len() + 4 * self.d.len()
+    }
+}
+
+/// [`matmul`] for a [`PackedQ8`] matrix, at the AVX2 level: the same integer block sums as
+/// [`matmul_with`], accumulated per row in block order (so the f32 rounding differs from the
+/// unpacked kernels). Batch invariant like [`matmul`].
+pub fn matmul_packed(w: &PackedQ8, x: &[f32], n_tok: usize, out: &mut [f32]) {
+    assert_eq!(
+        x.len(),
+        n_tok * w.cols,
+        "matmul_packed: x has the wrong length"
+    );
+    assert_eq!(
+        out.len(),
+        n_tok * w.rows,
+        "matmul_packed: out has the wrong length"
+    );
+    assert!(
+        detected_level() >= SimdLevel::Avx2,
+        "matmul_packed: AVX2 is not available"
+    );
+    if n_tok == 0 || w.rows == 0 {
+        return;
+    }
+    let a = Q8Acts::quantize(SimdLevel::Avx2, x, w.cols, n_tok);
+    let dst = OutPtr {
+        ptr: out.as_mut_ptr(),
+        len: out.len(),
+        rows: w.rows,
+    };
+    let groups = w.rows.div_ceil(8);
+    #[cfg(target_arch = "x86_64")]
+    let run = |g0: usize, g1: usize| {
+        // SAFETY: AVX2, FMA and F16C were detected (asserted above). `dst` is written only at
+        // the rows of groups `g0..g1`, which no other chunk touches (see `OutPtr`).
+        unsafe { avx2::rows_packed_q8(w, &a, g0, g1, n_tok, &dst) }
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let run = |_: usize, _: usize| unreachable!("PackedQ8 exists only with AVX2");
+    let n_chunks = chunk_count(groups, 8 * w.cols * n_tok.min(8));
+    if n_chunks <= 1 {
+        run(0, groups);
+    } else {
+        use rayon::prelude::*;
+        (0..n_chunks)
+            .into_par_iter()
+            .with_max_len(1)
+            .for_each(|c| run(c * groups / n_chunks, (c + 1) * groups / n_chunks));
+    }
+}
+
 /// How many chunks of rows to hand to rayon: about four per thread so that a slow thread does
 /// not hold the others up, more for large matrices (a chunk covers at most ~512 KiB of
 /// weights), never a chunk below 16 rows, and one (no rayon at all) for tiny matrices.

@@ -127,11 +127,14 @@ fn check(ty: GgmlType, rows: usize, cols: usize, n_tok: usize, seed: u64) {
     for level in available_levels() {
         let mut out = vec![f32::NAN; rows * n_tok];
         matmul_with(level, &w, &x, n_tok, &mut out);
-        results.push((level, out));
+        results.push((level.to_string(), out));
     }
     let mut out = vec![f32::NAN; rows * n_tok];
     matmul(&w, &x, n_tok, &mut out);
-    results.push((simd_level(), out));
+    results.push((simd_level().to_string(), out));
+    if let Some(out) = packed(&w, &x, n_tok) {
+        results.push(("packed-q8".into(), out));
+    }
 
     let scalar = &results[0].1;
     for t in 0..n_tok {
@@ -172,6 +175,34 @@ fn check(ty: GgmlType, rows: usize, cols: usize, n_tok: usize, seed: u64) {
             }
         }
     }
+}
+
+/// `matmul_packed` of `w` (when `PackedQ8` takes it: Q8_0 on a CPU with AVX2).
+fn packed(w: &QMatrix<'_>, x: &[f32], n_tok: usize) -> Option<Vec<f32>> {
+    let p = PackedQ8::new(w)?;
+    assert_eq!((p.rows(), p.cols()), (w.rows, w.cols));
+    let mut out = vec![f32::NAN; w.rows * n_tok];
+    matmul_packed(&p, x, n_tok, &mut out);
+    Some(out)
+}
+
+#[test]
+fn packed_q8_is_made_for_q8_0_with_avx2_only() {
+    let data = vec![0u8; 3 * 34];
+    let mut w = QMatrix {
+        dtype: GgmlType::Q8_0,
+        rows: 3,
+        cols: 32,
+        data: &data,
+    };
+    let p = PackedQ8::new(&w);
+    assert_eq!(p.is_some(), detected_level() >= SimdLevel::Avx2);
+    if let Some(p) = p {
+        // One group of 8 rows (3 real, 5 padding) and one block: 256 quants, 8 scales.
+        assert_eq!(p.bytes(), 256 + 4 * 8);
+    }
+    w.dtype = GgmlType::Q4_0;
+    assert!(PackedQ8::new(&w).is_none());
 }
 
 fn cols_for(ty: GgmlType) -> &'static [usize] {
@@ -280,9 +311,16 @@ fn matmul_extreme_quants_do_not_saturate() {
                         }
                     })
                     .collect();
-                for level in available_levels() {
-                    let mut out = vec![f32::NAN; rows * n_tok];
-                    matmul_with(level, &w, &x, n_tok, &mut out);
+                let mut outs: Vec<(String, Vec<f32>)> = available_levels()
+                    .into_iter()
+                    .map(|level| {
+                        let mut out = vec![f32::NAN; rows * n_tok];
+                        matmul_with(level, &w, &x, n_tok, &mut out);
+                        (level.to_string(), out)
+                    })
+                    .collect();
+                outs.extend(packed(&w, &x, n_tok).map(|o| ("packed-q8".to_string(), o)));
+                for (level, out) in outs {
                     for t in 0..n_tok {
                         for r in 0..rows {
                             let want: f64 = (0..cols)
@@ -637,6 +675,18 @@ fn matmul_is_batch_invariant() {
                             "{ty} {level} n_tok={n_tok} t={t} r={r}: {} batched vs {} alone",
                             all[t * rows + r],
                             one[r]
+                        );
+                    }
+                }
+            }
+            if let Some(all) = packed(&w, &x, n_tok) {
+                for t in 0..n_tok {
+                    let one = packed(&w, &x[t * cols..(t + 1) * cols], 1).unwrap();
+                    for r in 0..rows {
+                        assert_eq!(
+                            all[t * rows + r].to_bits(),
+                            one[r].to_bits(),
+                            "{ty} packed n_tok={n_tok} t={t} r={r}: batched vs alone"
                         );
                     }
                 }
