@@ -27,21 +27,15 @@ pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }
 
-/// Rotary embedding of one head in place. `neox`: pairs (i, i + d/2); otherwise (2i, 2i+1).
-/// `inv_freq[i] = base^(-2i/d)`.
-pub fn rope(head: &mut [f32], pos: u32, inv_freq: &[f32], neox: bool) {
-    let mut cs = Vec::new();
-    rope_angles(pos, inv_freq, &mut cs);
-    rope_with(head, &cs, neox);
-}
-
-/// Appends `(sin, cos)` of `pos * inv_freq[i]` for every `i` to `cs` (what [`rope_with`] takes):
-/// computed once per token and step, then used by every head of every layer.
+/// Appends `(sin, cos)` of `pos * inv_freq[i]` for every `i` to `cs` (what [`rope_with`] takes),
+/// `inv_freq[i] = base^(-2i/d)`: computed once per token and step, then used by every head of
+/// every layer.
 pub fn rope_angles(pos: u32, inv_freq: &[f32], cs: &mut Vec<(f32, f32)>) {
     cs.extend(inv_freq.iter().map(|f| (pos as f32 * f).sin_cos()));
 }
 
-/// [`rope`] with the angles of its position from [`rope_angles`].
+/// Rotary embedding of one head in place, with the angles of its position from [`rope_angles`].
+/// `neox`: pairs (i, i + d/2); otherwise (2i, 2i+1).
 pub fn rope_with(head: &mut [f32], cs: &[(f32, f32)], neox: bool) {
     let half = head.len() / 2;
     for (i, &(s, c)) in cs.iter().enumerate().take(half) {
@@ -79,10 +73,15 @@ mod tests {
     fn rope_preserves_norm_and_is_identity_at_zero() {
         let f = inv_freq(10000.0, 8);
         let orig: Vec<f32> = (0..8).map(|i| i as f32 - 3.5).collect();
+        let rope = |h: &mut [f32], pos: u32| {
+            let mut cs = Vec::new();
+            rope_angles(pos, &f, &mut cs);
+            rope_with(h, &cs, true);
+        };
         let mut h = orig.clone();
-        rope(&mut h, 0, &f, true);
+        rope(&mut h, 0);
         assert_eq!(h, orig);
-        rope(&mut h, 17, &f, true);
+        rope(&mut h, 17);
         let n0: f32 = orig.iter().map(|v| v * v).sum();
         let n1: f32 = h.iter().map(|v| v * v).sum();
         assert!((n0 - n1).abs() < 1e-3);

@@ -41,7 +41,7 @@ mod scalar;
 #[cfg(test)]
 mod tests;
 
-use quant::{Q8Acts, Q8KActs};
+use quant::{Q8Acts, Q8KActs, QK8};
 
 /// A weight matrix in its file encoding.
 #[derive(Debug, Clone, Copy)]
@@ -465,10 +465,10 @@ impl PackedQ8 {
             return None;
         }
         assert!(
-            w.cols.is_multiple_of(32) && w.data.len() >= w.rows * w.row_bytes(),
+            w.cols.is_multiple_of(QK8) && w.data.len() >= w.rows * w.row_bytes(),
             "PackedQ8: bad matrix"
         );
-        let nb = w.cols / 32;
+        let nb = w.cols / QK8;
         let groups = w.rows.div_ceil(8);
         let mut q = vec![0i8; groups * nb * 256];
         let mut d = vec![0f32; groups * nb * 8];
@@ -479,7 +479,7 @@ impl PackedQ8 {
             .for_each(|(g, (q, d))| {
                 for i in 0..8.min(w.rows - 8 * g) {
                     let row = w.row(8 * g + i);
-                    for (b, blk) in row.chunks_exact(34).enumerate() {
+                    for (b, blk) in row.chunks_exact(w.dtype.block_bytes()).enumerate() {
                         d[8 * b + i] = half::f16::from_le_bytes([blk[0], blk[1]]).to_f32();
                         for (j, &v) in blk[2..].iter().enumerate() {
                             q[256 * b + 32 * (j / 4) + 4 * i + j % 4] = v as i8;
