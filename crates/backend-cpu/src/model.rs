@@ -221,10 +221,10 @@ fn slot(block_table: &[BlockId], block_size: usize, pos: usize) -> usize {
 
 impl Backend for CpuBackend {
     fn capabilities(&self) -> BackendCapabilities {
-        let (total, free) = crate::system_memory();
+        let (total, free) = switchyard_core::host::system_memory();
         BackendCapabilities {
             kind: "cpu",
-            device_name: crate::cpu_name(),
+            device_name: switchyard_core::host::cpu_name(),
             total_memory: total,
             free_memory: free,
             kv_dtypes: vec![GgmlType::F16],

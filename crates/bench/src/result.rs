@@ -65,7 +65,7 @@ impl Machine {
         let logical = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
-        let memory_gib = switchyard_backend_cpu::system_memory()
+        let memory_gib = switchyard_core::host::system_memory()
             .0
             .map(|b| (b as f64 / (1u64 << 30) as f64 * 10.0).round() / 10.0)
             .unwrap_or(0.0);
@@ -83,9 +83,9 @@ impl Machine {
             })
             .unwrap_or_default();
         Machine {
-            cpu_model: switchyard_backend_cpu::cpu_name(),
+            cpu_model: switchyard_core::host::cpu_name(),
             logical_cpus: logical,
-            physical_cores: switchyard_backend_cpu::physical_cores(),
+            physical_cores: switchyard_core::host::physical_cores(),
             memory_gib,
             os: std::env::consts::OS.into(),
             arch: std::env::consts::ARCH.into(),

@@ -10,6 +10,7 @@ pub mod backend;
 pub mod batch;
 pub mod config;
 pub mod dtype;
+pub mod host;
 pub mod kv;
 pub mod sampling;
 pub mod weights;

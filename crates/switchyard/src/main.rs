@@ -115,7 +115,7 @@ struct InfoArgs {
 
 fn init_threads(threads: Option<usize>) -> Result<usize> {
     let n = threads
-        .unwrap_or_else(switchyard_backend_cpu::physical_cores)
+        .unwrap_or_else(switchyard_core::host::physical_cores)
         .max(1);
     rayon::ThreadPoolBuilder::new()
         .num_threads(n)
@@ -197,15 +197,15 @@ fn cmd_info(a: InfoArgs) -> Result<()> {
     let threads = a
         .model
         .threads
-        .unwrap_or_else(switchyard_backend_cpu::physical_cores);
-    println!("cpu: {}", switchyard_backend_cpu::cpu_name());
+        .unwrap_or_else(switchyard_core::host::physical_cores);
+    println!("cpu: {}", switchyard_core::host::cpu_name());
     println!(
         "cpu features: {}",
-        switchyard_backend_cpu::cpu_features().join(" ")
+        switchyard_core::host::cpu_features().join(" ")
     );
     println!(
         "threads: {threads} (physical cores {})",
-        switchyard_backend_cpu::physical_cores()
+        switchyard_core::host::physical_cores()
     );
     for line in device::describe_backends() {
         println!("backend {line}");
