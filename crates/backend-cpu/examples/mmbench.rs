@@ -1,6 +1,8 @@
 //! Ad-hoc matmul timing: `cargo run --release -p switchyard-backend-cpu --example mmbench`.
 use std::time::Instant;
-use switchyard_backend_cpu::kernels::{detected_level, matmul_with, QMatrix};
+use switchyard_backend_cpu::kernels::{
+    detected_level, matmul_packed_with, matmul_with, PackedQ8, QMatrix, SimdLevel,
+};
 use switchyard_core::GgmlType;
 
 fn main() {
@@ -75,6 +77,29 @@ fn main() {
                 best * 1e6,
                 best * 1e6 / n_tok as f64
             );
+            // The packed layout of the output projection, at each level that has it.
+            let Some(p) = PackedQ8::new(&w) else { continue };
+            for level in [SimdLevel::Avx2, SimdLevel::Avx512Vnni] {
+                if level > detected_level() {
+                    continue;
+                }
+                let best = pool.install(|| {
+                    let mut best = f64::MAX;
+                    for _ in 0..15 {
+                        let s = Instant::now();
+                        for _ in 0..5 {
+                            matmul_packed_with(level, &p, &x, n_tok, &mut out);
+                        }
+                        best = best.min(s.elapsed().as_secs_f64() / 5.0);
+                    }
+                    best
+                });
+                println!(
+                    "{ty:?} {rows}x{cols} n_tok={n_tok:2} packed {level}: {:8.1} us  {:6.2} us/tok",
+                    best * 1e6,
+                    best * 1e6 / n_tok as f64
+                );
+            }
         }
     }
 }

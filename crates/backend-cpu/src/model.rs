@@ -53,7 +53,7 @@ pub struct CpuBackend {
     embed: Tensor,
     output: Tensor,
     output_norm: Vec<f32>,
-    /// `output` repacked for `matmul_packed` (Q8_0 at the AVX2 level; see `pack_output`).
+    /// `output` repacked for `matmul_packed` (Q8_0 at the AVX2 / AVX-512 levels; see `pack_output`).
     output_packed: Option<PackedQ8>,
     layers: Vec<Layer>,
     inv_freq_global: Vec<f32>,
@@ -67,11 +67,11 @@ pub struct CpuBackend {
 const SPARE_LOGITS_MAX: usize = 16 << 20;
 
 /// The output projection repacked for `matmul_packed` when it is Q8_0 and the kernels run at
-/// the AVX2 level (the AVX-512 kernels and the scalar reference take the file layout), unless
-/// `SWITCHYARD_PACK_OUTPUT=0`. Gemma 3 270M: 262,144 x 640, 189 MiB more memory, for about 10%
-/// faster logits (`benches/README.md`).
+/// the AVX2 or AVX-512 VNNI level (the scalar reference takes the file layout), unless
+/// `SWITCHYARD_PACK_OUTPUT=0`. Gemma 3 270M: 262,144 x 640, 189 MiB more memory, for faster
+/// logits (`benches/README.md`).
 fn pack_output(output: &Tensor) -> Option<PackedQ8> {
-    if kernels::simd_level() != SimdLevel::Avx2
+    if kernels::simd_level() < SimdLevel::Avx2
         || std::env::var("SWITCHYARD_PACK_OUTPUT").is_ok_and(|v| v.trim() == "0")
     {
         return None;

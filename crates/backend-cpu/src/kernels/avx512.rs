@@ -484,3 +484,103 @@ fn q6k<const NT: usize>(row: &[u8], a: &Q8KActs, t0: usize, res: &mut [f32; NT_M
         res[t] = hsum_ps(acc[t]);
     }
 }
+
+// --- Packed Q8_0 (`PackedQ8`) ---------------------------------------------------------------
+
+/// Most tokens per pass over a packed row group: a token takes one accumulator register.
+const PACKED_NT: usize = 16;
+
+/// Row groups `g0..g1` of a [`super::PackedQ8`] matrix for all `n_tok` tokens (see
+/// `avx2::rows_packed_q8`), with `vpdpbusd`: the weights biased to unsigned (`w + 128`, one XOR
+/// per vector and row group, shared by the pass's tokens) times a token's 4 quants broadcast to
+/// every lane, starting from `corr[t nb + b] = -128 * sum(x quants of block b)`, give every
+/// row's exact integer block sum in its own lane with one instruction per vector and token.
+/// The same integers as the AVX2 kernel, accumulated in the same order: bit-identical results.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) fn rows_packed_q8(
+    w: &super::PackedQ8,
+    a: &Q8Acts,
+    corr: &[i32],
+    g0: usize,
+    g1: usize,
+    n_tok: usize,
+    out: &OutPtr,
+) {
+    let nb = w.cols / QK8;
+    assert!(w.q.len() >= g1 * nb * 256 && w.d.len() >= g1 * nb * 8);
+    assert!(a.qs.len() >= n_tok * w.cols && a.d.len() >= n_tok * nb);
+    assert!(corr.len() >= n_tok * nb);
+    for g in g0..g1 {
+        let q = &w.q[g * nb * 256..(g + 1) * nb * 256];
+        let d = &w.d[g * nb * 8..(g + 1) * nb * 8];
+        let nr = (w.rows - 8 * g).min(8);
+        let mut t = 0;
+        while t < n_tok {
+            let mut res = [[0f32; 8]; PACKED_NT];
+            macro_rules! go {
+                ($($n:literal)*) => {
+                    match (n_tok - t).min(PACKED_NT) {
+                        $($n => packed_dot::<$n>(q, d, a, corr, t, &mut res),)*
+                        _ => unreachable!(),
+                    }
+                };
+            }
+            let nt = go!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
+            for (i, r) in res.iter().enumerate().take(nt) {
+                // SAFETY: this chunk owns the rows of groups `g0..g1` (see `OutPtr`).
+                unsafe { out.write_run(t + i, 8 * g, &r[..nr]) };
+            }
+            t += nt;
+        }
+    }
+}
+
+/// One packed row group (quants `q`, scales `d`) against the `NT` tokens from `t0` on:
+/// `res[t][i]` for row `i` of the group. Per block: the 8 weight vectors biased to unsigned
+/// once, then per token 8 `vpdpbusd` with the token's 4 quants broadcast, one conversion and
+/// one FMA with the 8 rows' scales times the token's. The same operations for every `NT`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn packed_dot<const NT: usize>(
+    q: &[i8],
+    d: &[f32],
+    a: &Q8Acts,
+    corr: &[i32],
+    t0: usize,
+    res: &mut [[f32; 8]; PACKED_NT],
+) -> usize {
+    let cols = a.cols;
+    let nb = cols / QK8;
+    assert!(q.len() >= nb * 256 && d.len() >= nb * 8);
+    assert!(a.qs.len() >= (t0 + NT) * cols && a.d.len() >= (t0 + NT) * nb);
+    assert!(corr.len() >= (t0 + NT) * nb);
+    let bias = _mm256_set1_epi8(-128);
+    let mut acc = [_mm256_setzero_ps(); NT];
+    let (qp, xp, dxp, cp) = (q.as_ptr(), a.qs.as_ptr(), a.d.as_ptr(), corr.as_ptr());
+    for b in 0..nb {
+        // SAFETY: block `b < nb` of the group (256 bytes and 8 scales, asserted), and for every
+        // token `t0 + t < t0 + NT` its 32 quants of block `b`, its block scale and correction
+        // lie inside the slices checked above. Loads are unaligned.
+        unsafe {
+            let wv: [__m256i; 8] = std::array::from_fn(|j| {
+                _mm256_xor_si256(_mm256_loadu_si256(qp.add(256 * b + 32 * j).cast()), bias)
+            });
+            let dw = _mm256_loadu_ps(d.as_ptr().add(8 * b));
+            for (t, acc) in acc.iter_mut().enumerate() {
+                let tb = (t0 + t) * nb + b;
+                let x4 = xp.add((t0 + t) * cols + 32 * b).cast::<i32>();
+                let mut s = _mm256_set1_epi32(*cp.add(tb));
+                for (j, &wj) in wv.iter().enumerate() {
+                    s = _mm256_dpbusd_epi32(s, wj, _mm256_set1_epi32(x4.add(j).read_unaligned()));
+                }
+                let dd = _mm256_mul_ps(dw, _mm256_set1_ps(*dxp.add(tb)));
+                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dd, *acc);
+            }
+        }
+    }
+    for (r, acc) in res.iter_mut().zip(&acc) {
+        // SAFETY: `r` is 8 floats; the store is unaligned.
+        unsafe { _mm256_storeu_ps(r.as_mut_ptr(), *acc) };
+    }
+    NT
+}

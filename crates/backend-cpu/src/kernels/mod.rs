@@ -439,7 +439,7 @@ pub fn matmul_with(level: SimdLevel, w: &QMatrix<'_>, x: &[f32], n_tok: usize, o
     }
 }
 
-/// A Q8_0 matrix repacked at load for the AVX2 kernel of [`matmul_packed`]: rows in groups of
+/// A Q8_0 matrix repacked at load for the AVX2 and AVX-512 VNNI kernels of [`matmul_packed`]: rows in groups of
 /// 8 (the last padded with zero rows), and per group and block of 32 columns, 8 vectors of 32
 /// bytes where vector `v` holds quants `4 v .. 4 v + 4` of each of the 8 rows (row `i` of the
 /// group in i32 lane `i`), then the 8 rows' block scales as f32.
@@ -511,10 +511,23 @@ impl PackedQ8 {
     }
 }
 
-/// [`matmul`] for a [`PackedQ8`] matrix, at the AVX2 level: the same integer block sums as
-/// [`matmul_with`], accumulated per row in block order (so the f32 rounding differs from the
-/// unpacked kernels). Batch invariant like [`matmul`].
+/// [`matmul`] for a [`PackedQ8`] matrix at the level of [`simd_level`] (AVX2 or AVX-512 VNNI;
+/// see [`matmul_packed_with`]).
 pub fn matmul_packed(w: &PackedQ8, x: &[f32], n_tok: usize, out: &mut [f32]) {
+    matmul_packed_with(simd_level(), w, x, n_tok, out)
+}
+
+/// [`matmul`] for a [`PackedQ8`] matrix with the kernels of `level` (lowered to what the CPU
+/// has; at least AVX2): the same integer block sums as [`matmul_with`], accumulated per row in
+/// block order (so the f32 rounding differs from the unpacked kernels), and the same bits at
+/// the AVX2 and AVX-512 VNNI levels. Batch invariant like [`matmul`].
+pub fn matmul_packed_with(
+    level: SimdLevel,
+    w: &PackedQ8,
+    x: &[f32],
+    n_tok: usize,
+    out: &mut [f32],
+) {
     assert_eq!(
         x.len(),
         n_tok * w.cols,
@@ -525,14 +538,23 @@ pub fn matmul_packed(w: &PackedQ8, x: &[f32], n_tok: usize, out: &mut [f32]) {
         n_tok * w.rows,
         "matmul_packed: out has the wrong length"
     );
+    let level = level.min(detected_level());
     assert!(
-        detected_level() >= SimdLevel::Avx2,
+        level >= SimdLevel::Avx2,
         "matmul_packed: AVX2 is not available"
     );
     if n_tok == 0 || w.rows == 0 {
         return;
     }
     let a = Q8Acts::quantize(SimdLevel::Avx2, x, w.cols, n_tok);
+    // `-128 * sum(quants)` per token and block, for the VNNI kernel's unsigned weights.
+    let corr: Vec<i32> = if level == SimdLevel::Avx512Vnni {
+        a.qs.chunks_exact(QK8)
+            .map(|b| -128 * b.iter().map(|&v| i32::from(v)).sum::<i32>())
+            .collect()
+    } else {
+        Vec::new()
+    };
     let dst = OutPtr {
         ptr: out.as_mut_ptr(),
         len: out.len(),
@@ -540,10 +562,15 @@ pub fn matmul_packed(w: &PackedQ8, x: &[f32], n_tok: usize, out: &mut [f32]) {
     };
     let groups = w.rows.div_ceil(8);
     #[cfg(target_arch = "x86_64")]
-    let run = |g0: usize, g1: usize| {
-        // SAFETY: AVX2, FMA and F16C were detected (asserted above). `dst` is written only at
-        // the rows of groups `g0..g1`, which no other chunk touches (see `OutPtr`).
-        unsafe { avx2::rows_packed_q8(w, &a, g0, g1, n_tok, &dst) }
+    let run = |g0: usize, g1: usize| match level {
+        // SAFETY: the AVX-512 F/BW/VL/VNNI features (and AVX2, FMA, F16C) were detected
+        // (`level` is at most `detected_level()`). `dst` is written only at the rows of groups
+        // `g0..g1`, which no other chunk touches (see `OutPtr`).
+        SimdLevel::Avx512Vnni => unsafe {
+            avx512::rows_packed_q8(w, &a, &corr, g0, g1, n_tok, &dst)
+        },
+        // SAFETY: AVX2, FMA and F16C were detected (asserted above). `dst` as above.
+        _ => unsafe { avx2::rows_packed_q8(w, &a, g0, g1, n_tok, &dst) },
     };
     #[cfg(not(target_arch = "x86_64"))]
     let run = |_: usize, _: usize| unreachable!("PackedQ8 exists only with AVX2");

@@ -132,9 +132,7 @@ fn check(ty: GgmlType, rows: usize, cols: usize, n_tok: usize, seed: u64) {
     let mut out = vec![f32::NAN; rows * n_tok];
     matmul(&w, &x, n_tok, &mut out);
     results.push((simd_level().to_string(), out));
-    if let Some(out) = packed(&w, &x, n_tok) {
-        results.push(("packed-q8".into(), out));
-    }
+    results.extend(packed(&w, &x, n_tok));
 
     let scalar = &results[0].1;
     for t in 0..n_tok {
@@ -177,13 +175,35 @@ fn check(ty: GgmlType, rows: usize, cols: usize, n_tok: usize, seed: u64) {
     }
 }
 
-/// `matmul_packed` of `w` (when `PackedQ8` takes it: Q8_0 on a CPU with AVX2).
-fn packed(w: &QMatrix<'_>, x: &[f32], n_tok: usize) -> Option<Vec<f32>> {
-    let p = PackedQ8::new(w)?;
+/// `matmul_packed_with` of `w` at every available level that has packed kernels (AVX2 and up),
+/// when `PackedQ8` takes `w` (Q8_0 on a CPU with AVX2), labelled `packed-<level>`; empty
+/// otherwise. The levels must agree to the bit (same integer sums, same float sequence).
+fn packed(w: &QMatrix<'_>, x: &[f32], n_tok: usize) -> Vec<(String, Vec<f32>)> {
+    let Some(p) = PackedQ8::new(w) else {
+        return Vec::new();
+    };
     assert_eq!((p.rows(), p.cols()), (w.rows, w.cols));
-    let mut out = vec![f32::NAN; w.rows * n_tok];
-    matmul_packed(&p, x, n_tok, &mut out);
-    Some(out)
+    let outs: Vec<(String, Vec<f32>)> = available_levels()
+        .into_iter()
+        .filter(|&l| l >= SimdLevel::Avx2)
+        .map(|level| {
+            let mut out = vec![f32::NAN; w.rows * n_tok];
+            matmul_packed_with(level, &p, x, n_tok, &mut out);
+            (format!("packed-{level}"), out)
+        })
+        .collect();
+    for (level, out) in &outs[1..] {
+        assert!(
+            out.iter()
+                .zip(&outs[0].1)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{level} differs from {} (rows={} cols={} n_tok={n_tok})",
+            outs[0].0,
+            w.rows,
+            w.cols
+        );
+    }
+    outs
 }
 
 #[test]
@@ -319,7 +339,7 @@ fn matmul_extreme_quants_do_not_saturate() {
                         (level.to_string(), out)
                     })
                     .collect();
-                outs.extend(packed(&w, &x, n_tok).map(|o| ("packed-q8".to_string(), o)));
+                outs.extend(packed(&w, &x, n_tok));
                 for (level, out) in outs {
                     for t in 0..n_tok {
                         for r in 0..rows {
@@ -679,14 +699,15 @@ fn matmul_is_batch_invariant() {
                     }
                 }
             }
-            if let Some(all) = packed(&w, &x, n_tok) {
-                for t in 0..n_tok {
-                    let one = packed(&w, &x[t * cols..(t + 1) * cols], 1).unwrap();
+            let all = packed(&w, &x, n_tok);
+            for t in 0..n_tok {
+                let one = packed(&w, &x[t * cols..(t + 1) * cols], 1);
+                for ((level, all), (_, one)) in all.iter().zip(&one) {
                     for r in 0..rows {
                         assert_eq!(
                             all[t * rows + r].to_bits(),
                             one[r].to_bits(),
-                            "{ty} packed n_tok={n_tok} t={t} r={r}: batched vs alone"
+                            "{ty} {level} n_tok={n_tok} t={t} r={r}: batched vs alone"
                         );
                     }
                 }
