@@ -439,8 +439,8 @@ pub fn matmul_with(level: SimdLevel, w: &QMatrix<'_>, x: &[f32], n_tok: usize, o
     }
 }
 
-/// A Q8_0 matrix repacked at load for the AVX2 and AVX-512 VNNI kernels of [`matmul_packed`]: rows in groups of
-/// 8 (the last padded with zero rows), and per group and block of 32 columns, 8 vectors of 32
+/// A Q8_0 matrix repacked at load for the AVX2 and AVX-512 VNNI kernels of [`matmul_packed`]:
+/// rows in groups of 8 (the last padded with zero rows), and per group and block of 32 columns, 8 vectors of 32
 /// bytes where vector `v` holds quants `4 v .. 4 v + 4` of each of the 8 rows (row `i` of the
 /// group in i32 lane `i`), then the 8 rows' block scales as f32.
 ///
