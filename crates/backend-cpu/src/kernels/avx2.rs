@@ -20,8 +20,9 @@
 //! per token `maddubs` + `madd` over the group's 8 vectors give the 8 exact block dot products in
 //! the 8 i32 lanes, and one conversion and one FMA with the 8 products of block scales finish
 //! the group: about 3 (Q4_0 / Q5_0) or 5 (Q8_0) instructions per token and block, against
-//! about 9 when every block is converted and scaled on its own. Q4_K / Q6_K (`rows_k`, `KRow`)
-//! take groups of up to `NT_MAX` tokens.
+//! about 9 when every block is converted and scaled on its own. Q4_K / Q6_K (`rows_k`) work the
+//! same way on the 8 sub-blocks of a super-block, with the activations of `Q8KActs::interleave`,
+//! for groups of up to 16 tokens.
 //!
 //! Integer tricks (the block sums are exact integers, as in the scalar code):
 //! - `maddubs(u8, i8)` multiplies unsigned weight quants with signed activation quants and adds
@@ -789,72 +790,190 @@ fn packed_dot<const NT: usize>(
 }
 
 // --- Q4_K / Q6_K ------------------------------------------------------------------------------
-/// Rows `r0..r1` of a Q4_K / Q6_K matrix: each row is read once per block of tokens and
-/// multiplied with groups of up to `NT_MAX` tokens (`KRow`), decoding each super-block once per
-/// group in registers. A token's float operations do not depend on the group size.
+
+/// Most tokens multiplied with one decoded, transposed K-quant super-block.
+const K_NT_MAX: usize = 16;
+
+/// Rows `r0..r1` of a Q4_K / Q6_K matrix, with the activations interleaved
+/// (`Q8KActs::interleave`): per tile of `TILE` rows and group of up to `K_NT_MAX` tokens, each
+/// super-block of a row is decoded to its 8 sub-blocks of 32 unsigned quants and transposed
+/// once, so that per token `maddubs` over its 8 vectors gives the 8 sub-block dot products in
+/// the 8 i32 lanes, summed in i16 (Q4_K: 8 vectors, at most 8 * 2 * 15 * 127 = 30,480; Q6_K: 2
+/// vectors, at most 32,004) before one `madd` with the sub-block scales widens them. That is
+/// about 1.1 (Q4_K) / 1.5 (Q6_K) multiply instructions per 32 weights and token, against 2 when
+/// each run of 32 is scaled on its own. Each token's results of a tile are written in one run.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn rows_k(w: &QMatrix<'_>, a: &Q8KActs, r0: usize, r1: usize, n_tok: usize, out: &OutPtr) {
+pub(crate) fn rows_k(
+    w: &QMatrix<'_>,
+    a: &Q8KActs,
+    r0: usize,
+    r1: usize,
+    n_tok: usize,
+    out: &OutPtr,
+) {
+    assert!(!a.qi.is_empty(), "rows_k: activations not interleaved");
     let q4 = w.dtype == GgmlType::Q4_K;
     token_blocks(n_tok, w.cols, |tb0, tbn| {
-        for r in r0..r1 {
-            let row = w.row(r);
-            token_groups(tb0, tbn, NT_MAX, |t0, nt| {
-                let mut res = [0f32; NT_MAX];
-                let k = KRow { row, a, t0 };
-                match (q4, nt) {
-                    (true, 1) => k.q4k::<1>(&mut res),
-                    (true, 2) => k.q4k::<2>(&mut res),
-                    (true, 3) => k.q4k::<3>(&mut res),
-                    (true, _) => k.q4k::<4>(&mut res),
-                    (false, 1) => k.q6k::<1>(&mut res),
-                    (false, 2) => k.q6k::<2>(&mut res),
-                    (false, 3) => k.q6k::<3>(&mut res),
-                    (false, _) => k.q6k::<4>(&mut res),
+        let mut r = r0;
+        while r < r1 {
+            let re = (r + TILE).min(r1);
+            token_groups(tb0, tbn, K_NT_MAX, |t0, nt| {
+                let mut tile = [[0f32; TILE]; K_NT_MAX];
+                for rr in r..re {
+                    let mut res = [0f32; K_NT_MAX];
+                    let row = w.row(rr);
+                    macro_rules! go {
+                        ($($n:literal)*) => {
+                            match (q4, nt) {
+                                $((true, $n) => q4k_dot::<$n>(row, a, t0, &mut res),)*
+                                $((false, $n) => q6k_dot::<$n>(row, a, t0, &mut res),)*
+                                _ => unreachable!(),
+                            }
+                        };
+                    }
+                    go!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
+                    for (tl, &v) in tile.iter_mut().zip(&res).take(nt) {
+                        tl[rr - r] = v;
+                    }
                 }
-                for (i, &v) in res.iter().enumerate().take(nt) {
+                for (i, tl) in tile.iter().enumerate().take(nt) {
                     // SAFETY: this chunk owns rows `r0..r1` (see `OutPtr`).
-                    unsafe { out.write(t0 + i, r, v) };
+                    unsafe { out.write_run(t0 + i, r, &tl[..re - r]) };
                 }
             });
+            r = re;
         }
     });
 }
 
-/// One K-quant weight row against `NT` tokens from `t0` on, decoding each super-block in
-/// registers, so that a token's float operations are the same for every `NT`.
-struct KRow<'a> {
-    row: &'a [u8],
-    a: &'a Q8KActs,
-    t0: usize,
-}
-
-/// `_mm256_shuffle_epi8` mask that broadcasts i16 lane `k` (of each 128-bit half).
-#[target_feature(enable = "avx2,fma,f16c")]
+/// The slices of the tokens `t0..t0 + NT` of `a` that a K-quant row of `nsb` super-blocks
+/// reads, as pointers: (interleaved quants, scales, per-16 sums), each token after the other.
 #[inline]
-pub(crate) fn bcast16_mask(k: i16) -> __m256i {
-    _mm256_set1_epi16(((2 * k + 1) << 8) | (2 * k))
-}
-
-/// Mask that broadcasts i16 lane `lo` in the low 128-bit half and lane `hi` in the high one.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-pub(crate) fn bcast16_mask2(lo: i16, hi: i16) -> __m256i {
-    _mm256_set_m128i(
-        _mm_set1_epi16(((2 * hi + 1) << 8) | (2 * hi)),
-        _mm_set1_epi16(((2 * lo + 1) << 8) | (2 * lo)),
-    )
-}
-
-/// The activations of the tokens `t0..t0 + nt`: (quants, super-block scales, per-16 sums), each
-/// of the `nt` tokens one after the other.
-pub(super) fn k_acts(a: &Q8KActs, t0: usize, nt: usize) -> (&[i8], &[f32], &[i16]) {
+fn k_ptrs<const NT: usize>(a: &Q8KActs, t0: usize) -> (*const i8, *const f32, *const i16) {
     let cols = a.cols;
     let nsb = cols / QKK;
     (
-        &a.qs[t0 * cols..(t0 + nt) * cols],
-        &a.d[t0 * nsb..(t0 + nt) * nsb],
-        &a.bsums[t0 * cols / 16..(t0 + nt) * cols / 16],
+        a.qi[t0 * cols..(t0 + NT) * cols].as_ptr(),
+        a.d[t0 * nsb..(t0 + NT) * nsb].as_ptr(),
+        a.bsums[t0 * cols / 16..(t0 + NT) * cols / 16].as_ptr(),
     )
+}
+
+/// One Q4_K row against the `NT` tokens from `t0` on: `res[t]`, with
+/// `res = sum_sb d dx sum_j sc_j dot_j - dmin dx sum_j m_j bsum_j` over the sub-blocks `j`.
+/// The same operations for every `NT`, so a token gives the same bits in any group.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn q4k_dot<const NT: usize>(row: &[u8], a: &Q8KActs, t0: usize, res: &mut [f32; K_NT_MAX]) {
+    let cols = a.cols;
+    let nsb = cols / QKK;
+    assert!(row.len() >= nsb * 144);
+    let (xp, dp, bp) = k_ptrs::<NT>(a, t0);
+    let rp = row.as_ptr();
+    let m4 = _mm256_set1_epi8(0xF);
+    let dup_mins = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+    let mut acc = [_mm256_setzero_ps(); NT];
+    for sb in 0..nsb {
+        // SAFETY: `sb < nsb`: super-block `sb` of the row (144 bytes at `144 sb`, asserted) and,
+        // for every token `t < NT`, its quants `t cols + 256 sb ..+256`, scale `t nsb + sb` and
+        // sums `t cols / 16 + 16 sb ..+16`, inside the slices `k_ptrs` took. Loads are unaligned.
+        unsafe {
+            let b = rp.add(144 * sb);
+            let d = f16_at!(b);
+            let dmin = f16_at!(b.add(2));
+            let sm = unpack_q4k_scales(&*b.add(4).cast::<[u8; 12]>());
+            let smv = _mm_loadu_si128(sm.as_ptr().cast());
+            // Lane j: scale j in both i16 halves (`madd` then scales the lane's two sums).
+            let sc = _mm256_cvtepu8_epi32(smv);
+            let sc = _mm256_or_si256(sc, _mm256_slli_epi32::<16>(sc));
+            // Mins duplicated pairwise, m0 m0 m1 m1 ..., against the per-16 sums.
+            let mins = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(smv, dup_mins));
+            let mut v = [_mm256_setzero_si256(); 8];
+            for j in 0..4 {
+                let q = _mm256_loadu_si256(b.add(16 + 32 * j).cast());
+                v[2 * j] = _mm256_and_si256(q, m4);
+                v[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
+            }
+            transpose8(&mut v);
+            for (t, acc) in acc.iter_mut().enumerate() {
+                let x = xp.add(t * cols + QKK * sb);
+                let mut p = _mm256_setzero_si256();
+                for (m, v) in v.iter().enumerate() {
+                    let xm = _mm256_loadu_si256(x.add(32 * m).cast());
+                    p = _mm256_add_epi16(p, _mm256_maddubs_epi16(*v, xm));
+                }
+                let s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, sc));
+                let dx = *dp.add(t * nsb + sb);
+                let bsums = _mm256_loadu_si256(bp.add(t * cols / 16 + 16 * sb).cast());
+                let mn = _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, mins));
+                let mn = _mm256_mul_ps(mn, _mm256_set1_ps(dmin * dx));
+                // One add on the accumulator's chain per super-block, not two FMAs.
+                *acc = _mm256_add_ps(*acc, _mm256_fmsub_ps(s, _mm256_set1_ps(d * dx), mn));
+            }
+        }
+    }
+    for t in 0..NT {
+        res[t] = hsum_ps(acc[t]);
+    }
+}
+
+/// One Q6_K row against the `NT` tokens from `t0` on: `res[t]`, with
+/// `res = sum_sb d dx sum_k sc_k (dot_k(q, x) - 32 bsum_k)` over the runs `k` of 16.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn q6k_dot<const NT: usize>(row: &[u8], a: &Q8KActs, t0: usize, res: &mut [f32; K_NT_MAX]) {
+    let cols = a.cols;
+    let nsb = cols / QKK;
+    assert!(row.len() >= nsb * 210);
+    let (xp, dp, bp) = k_ptrs::<NT>(a, t0);
+    let rp = row.as_ptr();
+    let mut acc = [_mm256_setzero_ps(); NT];
+    for sb in 0..nsb {
+        // SAFETY: `sb < nsb`: super-block `sb` of the row (210 bytes at `210 sb`, asserted) and,
+        // for every token `t < NT`, its quants `t cols + 256 sb ..+256`, scale `t nsb + sb` and
+        // sums `t cols / 16 + 16 sb ..+16`, inside the slices `k_ptrs` took. Loads are unaligned.
+        unsafe {
+            let b = rp.add(210 * sb);
+            let d = f16_at!(b.add(208));
+            // The 16 scales as i16; lane j: scale 2j (elements 0..16 of sub-block j) or 2j + 1
+            // (elements 16..32) in both halves.
+            let sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(192).cast()));
+            let sc_lo = _mm256_blend_epi16::<0xAA>(sc, _mm256_slli_epi32::<16>(sc));
+            let sc_hi = _mm256_blend_epi16::<0xAA>(_mm256_srli_epi32::<16>(sc), sc);
+            let mut v = [_mm256_setzero_si256(); 8];
+            for n in 0..2 {
+                let ql0 = _mm256_loadu_si256(b.add(64 * n).cast());
+                let ql1 = _mm256_loadu_si256(b.add(64 * n + 32).cast());
+                let qh = _mm256_loadu_si256(b.add(128 + 32 * n).cast());
+                let q = q6k_quants(ql0, ql1, qh);
+                v[4 * n..4 * n + 4].copy_from_slice(&q);
+            }
+            transpose8(&mut v);
+            for (t, acc) in acc.iter_mut().enumerate() {
+                let x = xp.add(t * cols + QKK * sb);
+                // Vectors 0..4 hold elements 0..16 of each sub-block, 4..8 elements 16..32.
+                let mut s = _mm256_setzero_si256();
+                for pair in 0..4 {
+                    let x0 = _mm256_loadu_si256(x.add(64 * pair).cast());
+                    let x1 = _mm256_loadu_si256(x.add(64 * pair + 32).cast());
+                    let p = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(v[2 * pair], x0),
+                        _mm256_maddubs_epi16(v[2 * pair + 1], x1),
+                    );
+                    let scp = if pair < 2 { sc_lo } else { sc_hi };
+                    s = _mm256_add_epi32(s, _mm256_madd_epi16(p, scp));
+                }
+                let bsums = _mm256_loadu_si256(bp.add(t * cols / 16 + 16 * sb).cast());
+                let corr = _mm256_madd_epi16(sc, bsums);
+                let s = _mm256_sub_epi32(s, _mm256_slli_epi32::<5>(corr));
+                let dd = _mm256_set1_ps(d * *dp.add(t * nsb + sb));
+                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dd, *acc);
+            }
+        }
+    }
+    for t in 0..NT {
+        res[t] = hsum_ps(acc[t]);
+    }
 }
 
 /// The four runs of 32 unsigned Q6_K quants (0..64) of one half of a super-block, from its low
@@ -882,123 +1001,6 @@ pub(super) fn q6k_quants(ql0: __m256i, ql1: __m256i, qh: __m256i) -> [__m256i; 4
             _mm256_srli_epi16::<2>(hmask(0xC0u8 as i8)),
         ),
     ]
-}
-
-impl KRow<'_> {
-    /// The activations of the tokens `t0..t0 + nt` (see [`k_acts`]).
-    fn acts(&self, nt: usize) -> (&[i8], &[f32], &[i16]) {
-        k_acts(self.a, self.t0, nt)
-    }
-
-    /// Q4_K: `res[i] = sum_sb d dx sum_s sc_s dot_s - dmin dx sum_s m_s bsum_s`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    fn q4k<const NT: usize>(&self, res: &mut [f32; NT_MAX]) {
-        let cols = self.a.cols;
-        let nsb = cols / QKK;
-        let (xs, xd, bs) = self.acts(NT);
-        assert!(self.row.len() >= nsb * 144);
-        let (rp, xp, dp, bp) = (self.row.as_ptr(), xs.as_ptr(), xd.as_ptr(), bs.as_ptr());
-        let m4 = _mm256_set1_epi8(0xF);
-        let dup_mins = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
-        let mut acc = [_mm256_setzero_ps(); NT];
-        for sb in 0..nsb {
-            // SAFETY: `sb < nsb`: super-block `sb` of the row (144 bytes at `144 sb`), quants
-            // `t cols + 256 sb ..+256`, scale `t nsb + sb` and sums `t cols / 16 + 16 sb ..+16`
-            // of every token `t < NT` lie inside the slices checked above. Loads are unaligned.
-            unsafe {
-                let b = rp.add(144 * sb);
-                let d = f16_at!(b);
-                let dmin = f16_at!(b.add(2));
-                let sm = unpack_q4k_scales(&*b.add(4).cast::<[u8; 12]>());
-                let smv = _mm_loadu_si128(sm.as_ptr().cast());
-                // Scales 0..8 as i16 in both halves; mins duplicated pairwise, m0 m0 m1 m1 ...
-                let sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(smv));
-                let mins = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(smv, dup_mins));
-                let mut sumi = [_mm256_setzero_si256(); NT];
-                for j in 0..4 {
-                    let q = _mm256_loadu_si256(b.add(16 + 32 * j).cast());
-                    let lo = _mm256_and_si256(q, m4);
-                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
-                    let scl = _mm256_shuffle_epi8(sc, bcast16_mask(2 * j as i16));
-                    let sch = _mm256_shuffle_epi8(sc, bcast16_mask(2 * j as i16 + 1));
-                    for (t, sumi) in sumi.iter_mut().enumerate() {
-                        let x = xp.add(t * cols + QKK * sb + 64 * j);
-                        let xl = _mm256_loadu_si256(x.cast());
-                        let xh = _mm256_loadu_si256(x.add(32).cast());
-                        let pl = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, xl), scl);
-                        let ph = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, xh), sch);
-                        *sumi = _mm256_add_epi32(*sumi, _mm256_add_epi32(pl, ph));
-                    }
-                }
-                for t in 0..NT {
-                    let dx = *dp.add(t * nsb + sb);
-                    let bsums = _mm256_loadu_si256(bp.add(t * cols / 16 + 16 * sb).cast());
-                    let m = _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, mins));
-                    let m = _mm256_mul_ps(m, _mm256_set1_ps(dmin * dx));
-                    let s = _mm256_cvtepi32_ps(sumi[t]);
-                    // One add on the accumulator's chain per super-block, not two FMAs.
-                    acc[t] = _mm256_add_ps(acc[t], _mm256_fmsub_ps(s, _mm256_set1_ps(d * dx), m));
-                }
-            }
-        }
-        for t in 0..NT {
-            res[t] = hsum_ps(acc[t]);
-        }
-    }
-
-    /// Q6_K: `res[i] = sum_sb d dx sum_k sc_k (dot_k(q, x) - 32 bsum_k)`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    fn q6k<const NT: usize>(&self, res: &mut [f32; NT_MAX]) {
-        let cols = self.a.cols;
-        let nsb = cols / QKK;
-        let (xs, xd, bs) = self.acts(NT);
-        assert!(self.row.len() >= nsb * 210);
-        let (rp, xp, dp, bp) = (self.row.as_ptr(), xs.as_ptr(), xd.as_ptr(), bs.as_ptr());
-        let mut acc = [_mm256_setzero_ps(); NT];
-        for sb in 0..nsb {
-            // SAFETY: `sb < nsb`: super-block `sb` of the row (210 bytes at `210 sb`), quants
-            // `t cols + 256 sb ..+256`, scale `t nsb + sb` and sums `t cols / 16 + 16 sb ..+16`
-            // of every token `t < NT` lie inside the slices checked above. Loads are unaligned.
-            unsafe {
-                let b = rp.add(210 * sb);
-                let d = f16_at!(b.add(208));
-                let sc_all = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(192).cast()));
-                let mut sumi = [_mm256_setzero_si256(); NT];
-                for n in 0..2 {
-                    let ql0 = _mm256_loadu_si256(b.add(64 * n).cast());
-                    let ql1 = _mm256_loadu_si256(b.add(64 * n + 32).cast());
-                    let qh = _mm256_loadu_si256(b.add(128 + 32 * n).cast());
-                    let sc8 = _mm_loadl_epi64(b.add(192 + 8 * n).cast());
-                    let sc = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(sc8));
-                    let q = q6k_quants(ql0, ql1, qh);
-                    for (m, &q) in q.iter().enumerate() {
-                        // Elements 0..16 of this run use scale 2m, 16..32 scale 2m+1 (of this
-                        // half).
-                        let mask = bcast16_mask2(2 * m as i16, 2 * m as i16 + 1);
-                        let scm = _mm256_shuffle_epi8(sc, mask);
-                        for (t, sumi) in sumi.iter_mut().enumerate() {
-                            let x = xp.add(t * cols + QKK * sb + 128 * n + 32 * m);
-                            let x = _mm256_loadu_si256(x.cast());
-                            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), scm);
-                            *sumi = _mm256_add_epi32(*sumi, p);
-                        }
-                    }
-                }
-                for t in 0..NT {
-                    let bsums = _mm256_loadu_si256(bp.add(t * cols / 16 + 16 * sb).cast());
-                    let corr = _mm256_madd_epi16(sc_all, bsums);
-                    let s = _mm256_sub_epi32(sumi[t], _mm256_slli_epi32::<5>(corr));
-                    let dd = _mm256_set1_ps(d * *dp.add(t * nsb + sb));
-                    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dd, acc[t]);
-                }
-            }
-        }
-        for t in 0..NT {
-            res[t] = hsum_ps(acc[t]);
-        }
-    }
 }
 
 // --- F32 / F16 / BF16 -------------------------------------------------------------------------

@@ -11,9 +11,10 @@
 //! The results differ from the AVX2 level in rounding (exact block sums first), within the
 //! tolerances of the tests.
 //!
-//! Q4_K / Q6_K (`rows_k`): the kernels of `avx2` with the VNNI instructions (`vpdpwssd` for the
-//! scaled sums), which compute the same exact integers in fewer instructions, for groups of up
-//! to 8 tokens: bit-identical to the AVX2 level.
+//! Q4_K / Q6_K use the AVX2 kernel (`avx2::rows_k`: transposed super-blocks, sub-block sums
+//! in i16), so both levels give the same bits for them. (An earlier VNNI version scaled each
+//! run of 32 with `vpdpwssd`: two multiply instructions per 32 weights and token, against
+//! about 1.1 / 1.5 in the transposed AVX2 kernel.)
 //!
 //! Every level computes a token's float operations in the same sequence whatever the group
 //! size, so its results are independent of the batch (batch invariance). Results are written
@@ -28,14 +29,11 @@ use std::arch::x86_64::*;
 use switchyard_core::GgmlType;
 
 use super::avx2::{
-    bcast16_mask, bcast16_mask2, bytes_from_bits, hsum_ps, k_acts, q0_block_bytes, q6k_quants,
-    token_blocks, token_groups, transpose4x2, transpose8, Q4_0, Q5_0, Q8_0,
+    bytes_from_bits, hsum_ps, q0_block_bytes, token_blocks, token_groups, transpose4x2, transpose8,
+    Q4_0, Q5_0, Q8_0,
 };
-use super::quant::{Q8Acts, Q8KActs, QK8, QKK};
-use super::{unpack_q4k_scales, Acts, OutPtr, QMatrix};
-
-/// Most tokens multiplied with one decoded weight block (K-quants).
-const NT_MAX: usize = 8;
+use super::quant::{Q8Acts, QK8};
+use super::{Acts, OutPtr, QMatrix};
 /// Most tokens multiplied with one decoded group of 8 weight blocks (Q4_0 / Q5_0 / Q8_0): a
 /// token takes one register across the row.
 const Q0_NT_MAX: usize = 16;
@@ -54,7 +52,6 @@ pub(crate) fn rows(
         (GgmlType::Q8_0, Acts::Q8(a)) => rows_q0::<Q8_0>(w, a, r0, r1, n_tok, out),
         (GgmlType::Q4_0, Acts::Q8(a)) => rows_q0::<Q4_0>(w, a, r0, r1, n_tok, out),
         (GgmlType::Q5_0, Acts::Q8(a)) => rows_q0::<Q5_0>(w, a, r0, r1, n_tok, out),
-        (GgmlType::Q4_K | GgmlType::Q6_K, Acts::Q8K(a)) => rows_k(w, a, r0, r1, n_tok, out),
         _ => super::avx2::rows(w, acts, r0, r1, n_tok, out),
     }
 }
@@ -100,7 +97,7 @@ fn rows_q0<const K: u8>(
 const TILE: usize = 64;
 
 /// Runs `dot(row, t0, nt, res)` for rows `r0..r1` and all `n_tok` tokens, in blocks of tokens
-/// (`token_blocks`), tiles of `TILE` rows and groups of up to `NT_MAX` tokens, each group over
+/// (`token_blocks`), tiles of `TILE` rows and groups of up to `N` tokens, each group over
 /// the rows of the tile, and writes each token's results of a tile at once.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
@@ -355,128 +352,6 @@ fn q0_dot<const NT: usize, const K: u8>(
                 s = _mm256_add_epi32(s, s1);
                 let dd = _mm256_mul_ps(dwv, _mm256_loadu_ps(dp.add(o)));
                 *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dd, *acc);
-            }
-        }
-    }
-    for t in 0..NT {
-        res[t] = hsum_ps(acc[t]);
-    }
-}
-
-/// Rows `r0..r1` of a Q4_K / Q6_K matrix (see `avx2::rows_k`), groups of up to 8 tokens.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn rows_k(w: &QMatrix<'_>, a: &Q8KActs, r0: usize, r1: usize, n_tok: usize, out: &OutPtr) {
-    let q4 = w.dtype == GgmlType::Q4_K;
-    row_tiles::<NT_MAX>(w, r0, r1, n_tok, out, |row, t0, nt, res| {
-        macro_rules! go {
-            ($($n:literal)*) => {
-                match (q4, nt) {
-                    $((true, $n) => q4k::<$n>(row, a, t0, res),)*
-                    $((false, $n) => q6k::<$n>(row, a, t0, res),)*
-                    _ => unreachable!(),
-                }
-            };
-        }
-        go!(1 2 3 4 5 6 7 8);
-    });
-}
-
-/// `avx2::KRow::q4k` (same float operations per token) with `vpdpwssd`, up to 8 tokens.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-#[inline]
-fn q4k<const NT: usize>(row: &[u8], a: &Q8KActs, t0: usize, res: &mut [f32; NT_MAX]) {
-    let cols = a.cols;
-    let nsb = cols / QKK;
-    let (xs, xd, bs) = k_acts(a, t0, NT);
-    assert!(row.len() >= nsb * 144);
-    let (rp, xp, dp, bp) = (row.as_ptr(), xs.as_ptr(), xd.as_ptr(), bs.as_ptr());
-    let m4 = _mm256_set1_epi8(0xF);
-    let dup_mins = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
-    let mut acc = [_mm256_setzero_ps(); NT];
-    for sb in 0..nsb {
-        // SAFETY: `sb < nsb`: super-block `sb` of the row (144 bytes at `144 sb`), quants
-        // `t cols + 256 sb ..+256`, scale `t nsb + sb` and sums `t cols / 16 + 16 sb ..+16` of
-        // every token `t < NT` lie inside the slices checked above. Loads are unaligned.
-        unsafe {
-            let b = rp.add(144 * sb);
-            let d = f16_at!(b);
-            let dmin = f16_at!(b.add(2));
-            let sm = unpack_q4k_scales(&*b.add(4).cast::<[u8; 12]>());
-            let smv = _mm_loadu_si128(sm.as_ptr().cast());
-            let sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(smv));
-            let mins = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(smv, dup_mins));
-            let mut sumi = [_mm256_setzero_si256(); NT];
-            for j in 0..4 {
-                let q = _mm256_loadu_si256(b.add(16 + 32 * j).cast());
-                let lo = _mm256_and_si256(q, m4);
-                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
-                let scl = _mm256_shuffle_epi8(sc, bcast16_mask(2 * j as i16));
-                let sch = _mm256_shuffle_epi8(sc, bcast16_mask(2 * j as i16 + 1));
-                for (t, sumi) in sumi.iter_mut().enumerate() {
-                    let x = xp.add(t * cols + QKK * sb + 64 * j);
-                    let xl = _mm256_loadu_si256(x.cast());
-                    let xh = _mm256_loadu_si256(x.add(32).cast());
-                    *sumi = _mm256_dpwssd_epi32(*sumi, _mm256_maddubs_epi16(lo, xl), scl);
-                    *sumi = _mm256_dpwssd_epi32(*sumi, _mm256_maddubs_epi16(hi, xh), sch);
-                }
-            }
-            for t in 0..NT {
-                let dx = *dp.add(t * nsb + sb);
-                let bsums = _mm256_loadu_si256(bp.add(t * cols / 16 + 16 * sb).cast());
-                let m = _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, mins));
-                let m = _mm256_mul_ps(m, _mm256_set1_ps(dmin * dx));
-                let s = _mm256_cvtepi32_ps(sumi[t]);
-                acc[t] = _mm256_add_ps(acc[t], _mm256_fmsub_ps(s, _mm256_set1_ps(d * dx), m));
-            }
-        }
-    }
-    for t in 0..NT {
-        res[t] = hsum_ps(acc[t]);
-    }
-}
-
-/// `avx2::KRow::q6k` (same float operations per token) with `vpdpwssd`, up to 8 tokens.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-#[inline]
-fn q6k<const NT: usize>(row: &[u8], a: &Q8KActs, t0: usize, res: &mut [f32; NT_MAX]) {
-    let cols = a.cols;
-    let nsb = cols / QKK;
-    let (xs, xd, bs) = k_acts(a, t0, NT);
-    assert!(row.len() >= nsb * 210);
-    let (rp, xp, dp, bp) = (row.as_ptr(), xs.as_ptr(), xd.as_ptr(), bs.as_ptr());
-    let mut acc = [_mm256_setzero_ps(); NT];
-    for sb in 0..nsb {
-        // SAFETY: `sb < nsb`: super-block `sb` of the row (210 bytes at `210 sb`), quants
-        // `t cols + 256 sb ..+256`, scale `t nsb + sb` and sums `t cols / 16 + 16 sb ..+16` of
-        // every token `t < NT` lie inside the slices checked above. Loads are unaligned.
-        unsafe {
-            let b = rp.add(210 * sb);
-            let d = f16_at!(b.add(208));
-            let sc_all = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(192).cast()));
-            let mut sumi = [_mm256_setzero_si256(); NT];
-            for n in 0..2 {
-                let ql0 = _mm256_loadu_si256(b.add(64 * n).cast());
-                let ql1 = _mm256_loadu_si256(b.add(64 * n + 32).cast());
-                let qh = _mm256_loadu_si256(b.add(128 + 32 * n).cast());
-                let sc8 = _mm_loadl_epi64(b.add(192 + 8 * n).cast());
-                let sc = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(sc8));
-                let q = q6k_quants(ql0, ql1, qh);
-                for (m, &q) in q.iter().enumerate() {
-                    let mask = bcast16_mask2(2 * m as i16, 2 * m as i16 + 1);
-                    let scm = _mm256_shuffle_epi8(sc, mask);
-                    for (t, sumi) in sumi.iter_mut().enumerate() {
-                        let x = xp.add(t * cols + QKK * sb + 128 * n + 32 * m);
-                        let x = _mm256_loadu_si256(x.cast());
-                        *sumi = _mm256_dpwssd_epi32(*sumi, _mm256_maddubs_epi16(q, x), scm);
-                    }
-                }
-            }
-            for t in 0..NT {
-                let bsums = _mm256_loadu_si256(bp.add(t * cols / 16 + 16 * sb).cast());
-                let corr = _mm256_madd_epi16(sc_all, bsums);
-                let s = _mm256_sub_epi32(sumi[t], _mm256_slli_epi32::<5>(corr));
-                let dd = _mm256_set1_ps(d * *dp.add(t * nsb + sb));
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dd, acc[t]);
             }
         }
     }

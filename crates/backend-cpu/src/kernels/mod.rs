@@ -404,7 +404,13 @@ pub fn matmul_with(level: SimdLevel, w: &QMatrix<'_>, x: &[f32], n_tok: usize, o
             }
             Acts::Q8(a)
         }
-        GgmlType::Q4_K | GgmlType::Q6_K => Acts::Q8K(Q8KActs::quantize(level, x, w.cols, n_tok)),
+        GgmlType::Q4_K | GgmlType::Q6_K => {
+            let mut a = Q8KActs::quantize(level, x, w.cols, n_tok);
+            if level > SimdLevel::Scalar {
+                a.interleave();
+            }
+            Acts::Q8K(a)
+        }
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => Acts::F32(x),
         GgmlType::Q8_K => panic!("matmul: Q8_K weights are not supported"),
     };

@@ -61,6 +61,10 @@ pub(crate) struct Q8KActs {
     pub d: Vec<f32>,
     /// Sum of each run of 16 quants, `n_tok * cols / 16`.
     pub bsums: Vec<i16>,
+    /// The quants interleaved for the SIMD kernels (empty until [`Q8KActs::interleave`]): in
+    /// each super-block, byte `32 m + 4 j + b` is quant `32 j + 4 m + b`, so that i32 lane `j`
+    /// of vector `m` holds 4 quants of the 32-element sub-block `j`.
+    pub qi: Vec<i8>,
 }
 
 /// `(d, 1/d)` for a block whose largest magnitude is `amax`.
@@ -234,6 +238,7 @@ impl Q8KActs {
             qs: vec![0; x.len()],
             d: vec![0.0; nb * n_tok],
             bsums: vec![0; cols / 16 * n_tok],
+            qi: Vec::new(),
         };
         let one = |x: &[f32], qs: &mut [i8], d: &mut [f32], bs: &mut [i16]| match level {
             #[cfg(target_arch = "x86_64")]
@@ -252,6 +257,20 @@ impl Q8KActs {
             one(x, &mut a.qs, &mut a.d, &mut a.bsums);
         }
         a
+    }
+
+    /// Fills `qi`: each super-block's 8 x 8 matrix of 4-quant runs, transposed.
+    pub(crate) fn interleave(&mut self) {
+        let mut qi = vec![0; self.qs.len()];
+        for (src, dst) in self.qs.chunks_exact(QKK).zip(qi.chunks_exact_mut(QKK)) {
+            for j in 0..8 {
+                for m in 0..8 {
+                    let (s, d) = (32 * j + 4 * m, 32 * m + 4 * j);
+                    dst[d..d + 4].copy_from_slice(&src[s..s + 4]);
+                }
+            }
+        }
+        self.qi = qi;
     }
 
     /// Quants of token `t`.

@@ -290,22 +290,50 @@ fn matmul_f32() {
     }
 }
 
-/// Quants at the ends of their ranges (Q8_0 -128 / 127, Q4_0 15, Q5_0 31) against activations
+/// Quants at the ends of their ranges (Q8_0 -128 / 127, Q4_0 15, Q5_0 31, Q4_K 15 with scales
+/// and mins 63, Q6_K 63 with scales 127 / -128) against activations
 /// whose quants are all +-127: the kernels' i16 partial sums (pairs, and for Q4_0 / Q5_0 sums of
 /// several vectors before widening) must not saturate, so every level gives the exact value.
 #[test]
 fn matmul_extreme_quants_do_not_saturate() {
-    for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_0] {
-        for cols in [32, 224, 640, 2048] {
+    let types = [
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q5_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+    ];
+    for ty in types {
+        let k = matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K);
+        let col_set: &[usize] = if k {
+            &[256, 512, 2048]
+        } else {
+            &[32, 224, 640, 2048]
+        };
+        for &cols in col_set {
             let rows = 5;
             let mut data = vec![0u8; rows * ty.bytes_for(cols)];
             for (bi, b) in data.chunks_exact_mut(ty.block_bytes()).enumerate() {
-                put_f16(b, 0, 1.0);
                 match ty {
                     // Alternating blocks of all -128 and all 127.
                     GgmlType::Q8_0 => b[2..].fill(if bi % 2 == 0 { 0x80 } else { 0x7f }),
+                    // Every quant 15, every scale and min 63 (all bits set), d = dmin = 1.
+                    GgmlType::Q4_K => b[4..].fill(0xff),
+                    // Every quant 63, scales alternating 127 / -128 per super-block, d = 1.
+                    GgmlType::Q6_K => {
+                        b[..192].fill(0xff);
+                        b[192..208].fill(if bi % 2 == 0 { 0x7f } else { 0x80 });
+                    }
                     // Every quant 15 (Q4_0) or 31 (Q5_0: high bits all set).
                     _ => b[2..].fill(0xff),
+                }
+                match ty {
+                    GgmlType::Q4_K => {
+                        put_f16(b, 0, 1.0);
+                        put_f16(b, 2, 1.0);
+                    }
+                    GgmlType::Q6_K => put_f16(b, 208, 1.0),
+                    _ => put_f16(b, 0, 1.0),
                 }
             }
             let w = QMatrix {
