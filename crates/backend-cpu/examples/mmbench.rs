@@ -1,7 +1,8 @@
 //! Ad-hoc matmul timing: `cargo run --release -p switchyard-backend-cpu --example mmbench`.
 use std::time::Instant;
 use switchyard_backend_cpu::kernels::{
-    detected_level, matmul_packed_with, matmul_with, PackedQ8, QMatrix, SimdLevel,
+    detected_level, matmul_packed_with, matmul_transposed_k_with, matmul_with, PackedQ8, QMatrix,
+    SimdLevel, TransposedK,
 };
 use switchyard_core::GgmlType;
 
@@ -61,9 +62,12 @@ fn main() {
                 .map(|_| (next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
                 .collect();
             let mut out = vec![0f32; rows * n_tok];
+            // `MMBENCH_LAYOUT=transposed` times only the transposed K-quant layout (for
+            // instruction counts under callgrind), `file` only the file layout.
+            let only = std::env::var("MMBENCH_LAYOUT").unwrap_or_default();
             let best = pool.install(|| {
                 let mut best = f64::MAX;
-                for _ in 0..15 {
+                for _ in 0..if only == "transposed" { 0 } else { 15 } {
                     let s = Instant::now();
                     for _ in 0..5 {
                         matmul_with(detected_level(), &w, &x, n_tok, &mut out);
@@ -77,6 +81,26 @@ fn main() {
                 best * 1e6,
                 best * 1e6 / n_tok as f64
             );
+            // K-quants in the transposed layout made at load.
+            let t = (only != "file").then(|| TransposedK::new(&w)).flatten();
+            if let Some(t) = t {
+                let best = pool.install(|| {
+                    let mut best = f64::MAX;
+                    for _ in 0..15 {
+                        let s = Instant::now();
+                        for _ in 0..5 {
+                            matmul_transposed_k_with(detected_level(), &t, &x, n_tok, &mut out);
+                        }
+                        best = best.min(s.elapsed().as_secs_f64() / 5.0);
+                    }
+                    best
+                });
+                println!(
+                    "{ty:?} {rows}x{cols} n_tok={n_tok:2} transposed: {:8.1} us  {:6.2} us/tok",
+                    best * 1e6,
+                    best * 1e6 / n_tok as f64
+                );
+            }
             // The packed layout of the output projection, at each level that has it.
             let Some(p) = PackedQ8::new(&w) else { continue };
             for level in [SimdLevel::Avx2, SimdLevel::Avx512Vnni] {

@@ -8,25 +8,28 @@ use switchyard_core::{
     ModelConfig, Tensor, WeightSource,
 };
 
-use crate::kernels::{self, glu, matmul, matmul_packed, PackedQ8, QMatrix, SimdLevel};
+use crate::kernels::{
+    self, glu, matmul, matmul_packed, matmul_transposed_k, PackedQ8, QMatrix, SimdLevel,
+    TransposedK,
+};
 use crate::ops;
 
 struct Layer {
     attn_norm: Vec<f32>,
-    wq: Tensor,
-    wk: Tensor,
-    wv: Tensor,
+    wq: Mat,
+    wk: Mat,
+    wv: Mat,
     bq: Option<Vec<f32>>,
     bk: Option<Vec<f32>>,
     bv: Option<Vec<f32>>,
     q_norm: Option<Vec<f32>>,
     k_norm: Option<Vec<f32>>,
-    wo: Tensor,
+    wo: Mat,
     post_attn_norm: Option<Vec<f32>>,
     ffn_norm: Vec<f32>,
-    gate: Tensor,
-    up: Tensor,
-    down: Tensor,
+    gate: Mat,
+    up: Mat,
+    down: Mat,
     post_ffn_norm: Option<Vec<f32>>,
     attention: LayerAttention,
 }
@@ -77,6 +80,35 @@ fn pack_output(output: &Tensor) -> Option<PackedQ8> {
         return None;
     }
     PackedQ8::new(&qm(output))
+}
+
+/// A layer's weight matrix: the tensor in its file encoding and, for Q4_K / Q6_K at the AVX2 /
+/// AVX-512 VNNI levels, its [`TransposedK`] copy, which the kernels then use (unless
+/// `SWITCHYARD_PACK_K=0`). The copy is the size of the tensor (Gemma 3 270M: 36 tensors,
+/// 22 MiB) and saves the kernels a transpose per super-block and token group.
+struct Mat {
+    t: Tensor,
+    tk: Option<TransposedK>,
+}
+
+impl Mat {
+    fn new(t: Tensor) -> Self {
+        let tk = if kernels::simd_level() >= SimdLevel::Avx2
+            && !std::env::var("SWITCHYARD_PACK_K").is_ok_and(|v| v.trim() == "0")
+        {
+            TransposedK::new(&qm(&t))
+        } else {
+            None
+        };
+        Mat { t, tk }
+    }
+
+    fn matmul(&self, x: &[f32], n_tok: usize, out: &mut [f32]) {
+        match &self.tk {
+            Some(tk) => matmul_transposed_k(tk, x, n_tok, out),
+            None => matmul(&qm(&self.t), x, n_tok, out),
+        }
+    }
 }
 
 fn get(w: &dyn WeightSource, name: &str) -> Result<Tensor, BackendError> {
@@ -177,20 +209,25 @@ impl CpuBackend {
             };
             layers.push(Layer {
                 attn_norm: vector(weights, &n("attn_norm.weight"), c.hidden)?,
-                wq: matrix(weights, &n("attn_q.weight"), c.hidden, c.q_dim())?,
-                wk: matrix(weights, &n("attn_k.weight"), c.hidden, c.kv_dim())?,
-                wv: matrix(weights, &n("attn_v.weight"), c.hidden, c.kv_dim())?,
+                wq: Mat::new(matrix(weights, &n("attn_q.weight"), c.hidden, c.q_dim())?),
+                wk: Mat::new(matrix(weights, &n("attn_k.weight"), c.hidden, c.kv_dim())?),
+                wv: Mat::new(matrix(weights, &n("attn_v.weight"), c.hidden, c.kv_dim())?),
                 bq: opt_vector(weights, &n("attn_q.bias"), c.q_dim())?,
                 bk: opt_vector(weights, &n("attn_k.bias"), c.kv_dim())?,
                 bv: opt_vector(weights, &n("attn_v.bias"), c.kv_dim())?,
                 q_norm: qkn("attn_q_norm.weight")?,
                 k_norm: qkn("attn_k_norm.weight")?,
-                wo: matrix(weights, &n("attn_output.weight"), c.q_dim(), c.hidden)?,
+                wo: Mat::new(matrix(
+                    weights,
+                    &n("attn_output.weight"),
+                    c.q_dim(),
+                    c.hidden,
+                )?),
                 post_attn_norm: post("post_attention_norm.weight")?,
                 ffn_norm: vector(weights, &n("ffn_norm.weight"), c.hidden)?,
-                gate: matrix(weights, &n("ffn_gate.weight"), c.hidden, c.ffn)?,
-                up: matrix(weights, &n("ffn_up.weight"), c.hidden, c.ffn)?,
-                down: matrix(weights, &n("ffn_down.weight"), c.ffn, c.hidden)?,
+                gate: Mat::new(matrix(weights, &n("ffn_gate.weight"), c.hidden, c.ffn)?),
+                up: Mat::new(matrix(weights, &n("ffn_up.weight"), c.hidden, c.ffn)?),
+                down: Mat::new(matrix(weights, &n("ffn_down.weight"), c.ffn, c.hidden)?),
                 post_ffn_norm: post("post_ffw_norm.weight")?,
                 attention: c.layers[i],
             });
@@ -438,9 +475,9 @@ impl CpuBackend {
         for (li, l) in self.layers.iter().enumerate() {
             h.copy_from_slice(&x);
             ops::rmsnorm_rows(&mut h, &l.attn_norm, c.rms_eps);
-            matmul(&qm(&l.wq), &h, n, &mut q);
-            matmul(&qm(&l.wk), &h, n, &mut k);
-            matmul(&qm(&l.wv), &h, n, &mut v);
+            l.wq.matmul(&h, n, &mut q);
+            l.wk.matmul(&h, n, &mut k);
+            l.wv.matmul(&h, n, &mut v);
             add_bias(&mut q, &l.bq);
             add_bias(&mut k, &l.bk);
             add_bias(&mut v, &l.bv);
@@ -528,7 +565,7 @@ impl CpuBackend {
                     }
                 },
             );
-            matmul(&qm(&l.wo), &attn, n, &mut o);
+            l.wo.matmul(&attn, n, &mut o);
             if let Some(w) = &l.post_attn_norm {
                 ops::rmsnorm_rows(&mut o, w, c.rms_eps);
             }
@@ -537,13 +574,13 @@ impl CpuBackend {
             }
             h.copy_from_slice(&x);
             ops::rmsnorm_rows(&mut h, &l.ffn_norm, c.rms_eps);
-            matmul(&qm(&l.gate), &h, n, &mut g);
-            matmul(&qm(&l.up), &h, n, &mut u);
+            l.gate.matmul(&h, n, &mut g);
+            l.up.matmul(&h, n, &mut u);
             let act = c.activation;
             g.par_chunks_mut(4096)
                 .zip(u.par_chunks(4096))
                 .for_each(|(gg, uu)| glu(act, gg, uu));
-            matmul(&qm(&l.down), &g, n, &mut o);
+            l.down.matmul(&g, n, &mut o);
             if let Some(w) = &l.post_ffn_norm {
                 ops::rmsnorm_rows(&mut o, w, c.rms_eps);
             }

@@ -348,8 +348,9 @@ pub(crate) fn rows(
         (GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0, Acts::Q8(a)) => {
             rows_q0(w, a, r0, r1, n_tok, out)
         }
-        (GgmlType::Q4_K, Acts::Q8K(a)) => rows_k(w, a, r0, r1, n_tok, out),
-        (GgmlType::Q6_K, Acts::Q8K(a)) => rows_k(w, a, r0, r1, n_tok, out),
+        (GgmlType::Q4_K | GgmlType::Q6_K, Acts::Q8K(a)) => {
+            rows_k::<false>(w, a, r0, r1, n_tok, out)
+        }
         (GgmlType::F32 | GgmlType::F16 | GgmlType::BF16, Acts::F32(x)) => {
             rows_float(w, x, r0, r1, n_tok, out)
         }
@@ -802,8 +803,10 @@ const K_NT_MAX: usize = 16;
 /// vectors, at most 32,004) before one `madd` with the sub-block scales widens them. That is
 /// about 1.1 (Q4_K) / 1.5 (Q6_K) multiply instructions per 32 weights and token, against 2 when
 /// each run of 32 is scaled on its own. Each token's results of a tile are written in one run.
+/// `PRE`: the super-blocks are stored transposed already (`TransposedK`), so the transposes are
+/// skipped; the rest is the same, and so are the results.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) fn rows_k(
+pub(crate) fn rows_k<const PRE: bool>(
     w: &QMatrix<'_>,
     a: &Q8KActs,
     r0: usize,
@@ -825,8 +828,8 @@ pub(crate) fn rows_k(
                     macro_rules! go {
                         ($($n:literal)*) => {
                             match (q4, nt) {
-                                $((true, $n) => q4k_dot::<$n>(row, a, t0, &mut res),)*
-                                $((false, $n) => q6k_dot::<$n>(row, a, t0, &mut res),)*
+                                $((true, $n) => q4k_dot::<$n, PRE>(row, a, t0, &mut res),)*
+                                $((false, $n) => q6k_dot::<$n, PRE>(row, a, t0, &mut res),)*
                                 _ => unreachable!(),
                             }
                         };
@@ -864,7 +867,12 @@ fn k_ptrs<const NT: usize>(a: &Q8KActs, t0: usize) -> (*const i8, *const f32, *c
 /// The same operations for every `NT`, so a token gives the same bits in any group.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn q4k_dot<const NT: usize>(row: &[u8], a: &Q8KActs, t0: usize, res: &mut [f32; K_NT_MAX]) {
+fn q4k_dot<const NT: usize, const PRE: bool>(
+    row: &[u8],
+    a: &Q8KActs,
+    t0: usize,
+    res: &mut [f32; K_NT_MAX],
+) {
     let cols = a.cols;
     let nsb = cols / QKK;
     assert!(row.len() >= nsb * 144);
@@ -894,7 +902,9 @@ fn q4k_dot<const NT: usize>(row: &[u8], a: &Q8KActs, t0: usize, res: &mut [f32; 
                 v[2 * j] = _mm256_and_si256(q, m4);
                 v[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
             }
-            transpose8(&mut v);
+            if !PRE {
+                transpose8(&mut v);
+            }
             for (t, acc) in acc.iter_mut().enumerate() {
                 let x = xp.add(t * cols + QKK * sb);
                 let mut p = _mm256_setzero_si256();
@@ -921,7 +931,12 @@ fn q4k_dot<const NT: usize>(row: &[u8], a: &Q8KActs, t0: usize, res: &mut [f32; 
 /// `res = sum_sb d dx sum_k sc_k (dot_k(q, x) - 32 bsum_k)` over the runs `k` of 16.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn q6k_dot<const NT: usize>(row: &[u8], a: &Q8KActs, t0: usize, res: &mut [f32; K_NT_MAX]) {
+fn q6k_dot<const NT: usize, const PRE: bool>(
+    row: &[u8],
+    a: &Q8KActs,
+    t0: usize,
+    res: &mut [f32; K_NT_MAX],
+) {
     let cols = a.cols;
     let nsb = cols / QKK;
     assert!(row.len() >= nsb * 210);
@@ -948,7 +963,9 @@ fn q6k_dot<const NT: usize>(row: &[u8], a: &Q8KActs, t0: usize, res: &mut [f32; 
                 let q = q6k_quants(ql0, ql1, qh);
                 v[4 * n..4 * n + 4].copy_from_slice(&q);
             }
-            transpose8(&mut v);
+            if !PRE {
+                transpose8(&mut v);
+            }
             for (t, acc) in acc.iter_mut().enumerate() {
                 let x = xp.add(t * cols + QKK * sb);
                 // Vectors 0..4 hold elements 0..16 of each sub-block, 4..8 elements 16..32.

@@ -41,7 +41,7 @@ mod scalar;
 #[cfg(test)]
 mod tests;
 
-use quant::{Q8Acts, Q8KActs, QK8};
+use quant::{Q8Acts, Q8KActs, QK8, QKK};
 
 /// A weight matrix in its file encoding.
 #[derive(Debug, Clone, Copy)]
@@ -432,17 +432,7 @@ pub fn matmul_with(level: SimdLevel, w: &QMatrix<'_>, x: &[f32], n_tok: usize, o
         #[cfg(not(target_arch = "x86_64"))]
         _ => scalar::rows(w, &acts, r0, r1, n_tok, &dst),
     };
-    let n_chunks = chunk_count(w.rows, w.row_bytes() * n_tok.min(8));
-    if n_chunks <= 1 {
-        run(0, w.rows);
-    } else {
-        use rayon::prelude::*;
-        let rows = w.rows;
-        (0..n_chunks)
-            .into_par_iter()
-            .with_max_len(1)
-            .for_each(|c| run(c * rows / n_chunks, (c + 1) * rows / n_chunks));
-    }
+    for_chunks(w.rows, w.row_bytes() * n_tok.min(8), run);
 }
 
 /// A Q8_0 matrix repacked at load for the AVX2 and AVX-512 VNNI kernels of [`matmul_packed`]:
@@ -580,15 +570,185 @@ pub fn matmul_packed_with(
     };
     #[cfg(not(target_arch = "x86_64"))]
     let run = |_: usize, _: usize| unreachable!("PackedQ8 exists only with AVX2");
-    let n_chunks = chunk_count(groups, 8 * w.cols * n_tok.min(8));
+    for_chunks(groups, 8 * w.cols * n_tok.min(8), run);
+}
+
+/// A Q4_K / Q6_K matrix whose super-blocks hold their quants transposed, made at load for the
+/// SIMD kernels of [`matmul_transposed_k`]: quant `32 j + 4 m + b` (sub-block `j`) is stored
+/// where the GGML layout keeps quant `32 m + 4 j + b`, scales and minimums unchanged. Decoding
+/// such a super-block in element order then yields the 8 vectors whose i32 lane `j` holds 4
+/// quants of sub-block `j`, which the kernel would otherwise build with an 8 x 8 transpose per
+/// super-block and token group: at one token that transpose costs more than the products. The
+/// bytes are a copy of the matrix (the same size as its file encoding).
+pub struct TransposedK {
+    dtype: GgmlType,
+    rows: usize,
+    cols: usize,
+    data: Vec<u8>,
+}
+
+/// The 256 quants of a Q4_K (unsigned 4-bit) or Q6_K (unsigned 6-bit) super-block, in element
+/// order.
+fn k_quants(dtype: GgmlType, b: &[u8]) -> [u8; QKK] {
+    let mut q = [0u8; QKK];
+    for (e, q) in q.iter_mut().enumerate() {
+        *q = match dtype {
+            GgmlType::Q4_K => {
+                let (s, l) = (e / 32, e % 32);
+                (b[16 + 32 * (s / 2) + l] >> (4 * (s % 2))) & 0xF
+            }
+            _ => {
+                let (n, m, l) = (e / 128, (e % 128) / 32, e % 32);
+                let lo = (b[64 * n + 32 * (m % 2) + l] >> (4 * (m / 2))) & 0xF;
+                let hi = (b[128 + 32 * n + l] >> (2 * m)) & 3;
+                lo | (hi << 4)
+            }
+        };
+    }
+    q
+}
+
+/// Stores `q` as the quants of the Q4_K / Q6_K super-block `b` (inverse of [`k_quants`]).
+fn set_k_quants(dtype: GgmlType, b: &mut [u8], q: &[u8; QKK]) {
+    match dtype {
+        GgmlType::Q4_K => b[16..144].fill(0),
+        _ => b[..192].fill(0),
+    }
+    for (e, &q) in q.iter().enumerate() {
+        match dtype {
+            GgmlType::Q4_K => {
+                let (s, l) = (e / 32, e % 32);
+                b[16 + 32 * (s / 2) + l] |= (q & 0xF) << (4 * (s % 2));
+            }
+            _ => {
+                let (n, m, l) = (e / 128, (e % 128) / 32, e % 32);
+                b[64 * n + 32 * (m % 2) + l] |= (q & 0xF) << (4 * (m / 2));
+                b[128 + 32 * n + l] |= ((q >> 4) & 3) << (2 * m);
+            }
+        }
+    }
+}
+
+impl TransposedK {
+    /// The transposed copy of `w` if it is Q4_K / Q6_K and the CPU has the AVX2 kernels;
+    /// `None` otherwise.
+    pub fn new(w: &QMatrix<'_>) -> Option<Self> {
+        if !matches!(w.dtype, GgmlType::Q4_K | GgmlType::Q6_K)
+            || detected_level() < SimdLevel::Avx2
+            || w.cols == 0
+        {
+            return None;
+        }
+        assert!(
+            w.cols.is_multiple_of(QKK) && w.data.len() >= w.rows * w.row_bytes(),
+            "TransposedK: bad matrix"
+        );
+        let mut data = w.data[..w.rows * w.row_bytes()].to_vec();
+        use rayon::prelude::*;
+        data.par_chunks_mut(w.dtype.block_bytes()).for_each(|b| {
+            let q = k_quants(w.dtype, b);
+            let mut t = [0u8; QKK];
+            for j in 0..8 {
+                for m in 0..8 {
+                    let (s, d) = (32 * j + 4 * m, 32 * m + 4 * j);
+                    t[d..d + 4].copy_from_slice(&q[s..s + 4]);
+                }
+            }
+            set_k_quants(w.dtype, b, &t);
+        });
+        Some(Self {
+            dtype: w.dtype,
+            rows: w.rows,
+            cols: w.cols,
+            data,
+        })
+    }
+
+    /// Rows (output features).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns (input features).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// [`matmul`] for a [`TransposedK`] matrix at the level of [`simd_level`] (AVX2 or AVX-512
+/// VNNI; see [`matmul_transposed_k_with`]).
+pub fn matmul_transposed_k(w: &TransposedK, x: &[f32], n_tok: usize, out: &mut [f32]) {
+    matmul_transposed_k_with(simd_level(), w, x, n_tok, out)
+}
+
+/// [`matmul_with`] for a [`TransposedK`] matrix with the kernels of `level` (lowered to what
+/// the CPU has; at least AVX2): the same operations as the kernel on the file layout without its
+/// transposes, so the same bits as [`matmul_with`] on the original matrix. Batch invariant.
+pub fn matmul_transposed_k_with(
+    level: SimdLevel,
+    w: &TransposedK,
+    x: &[f32],
+    n_tok: usize,
+    out: &mut [f32],
+) {
+    assert_eq!(
+        x.len(),
+        n_tok * w.cols,
+        "matmul_transposed_k: x has the wrong length"
+    );
+    assert_eq!(
+        out.len(),
+        n_tok * w.rows,
+        "matmul_transposed_k: out has the wrong length"
+    );
+    let level = level.min(detected_level());
+    assert!(
+        level >= SimdLevel::Avx2,
+        "matmul_transposed_k: AVX2 is not available"
+    );
+    if n_tok == 0 || w.rows == 0 {
+        return;
+    }
+    let view = QMatrix {
+        dtype: w.dtype,
+        rows: w.rows,
+        cols: w.cols,
+        data: &w.data,
+    };
+    let mut a = Q8KActs::quantize(level, x, w.cols, n_tok);
+    a.interleave();
+    let dst = OutPtr {
+        ptr: out.as_mut_ptr(),
+        len: out.len(),
+        rows: w.rows,
+    };
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX2, FMA and F16C were detected (asserted above). `dst` is written only at rows
+    // `r0..r1`, which no other chunk touches (see `OutPtr`).
+    let run =
+        |r0: usize, r1: usize| unsafe { avx2::rows_k::<true>(&view, &a, r0, r1, n_tok, &dst) };
+    #[cfg(not(target_arch = "x86_64"))]
+    let run = |_: usize, _: usize| unreachable!("TransposedK exists only with AVX2");
+    for_chunks(w.rows, view.row_bytes() * n_tok.min(8), run);
+}
+
+/// Runs `run(r0, r1)` over the chunks of [`chunk_count`] that split `rows`, on the rayon pool
+/// when there is more than one.
+fn for_chunks(rows: usize, cost_per_row: usize, run: impl Fn(usize, usize) + Sync) {
+    let n_chunks = chunk_count(rows, cost_per_row);
     if n_chunks <= 1 {
-        run(0, groups);
+        run(0, rows);
     } else {
         use rayon::prelude::*;
         (0..n_chunks)
             .into_par_iter()
             .with_max_len(1)
-            .for_each(|c| run(c * groups / n_chunks, (c + 1) * groups / n_chunks));
+            .for_each(|c| run(c * rows / n_chunks, (c + 1) * rows / n_chunks));
     }
 }
 

@@ -178,7 +178,36 @@ fn check(ty: GgmlType, rows: usize, cols: usize, n_tok: usize, seed: u64) {
 /// `matmul_packed_with` of `w` at every available level that has packed kernels (AVX2 and up),
 /// when `PackedQ8` takes `w` (Q8_0 on a CPU with AVX2), labelled `packed-<level>`; empty
 /// otherwise. The levels must agree to the bit (same integer sums, same float sequence).
+/// Likewise `matmul_transposed_k_with` of the `TransposedK` copy of a Q4_K / Q6_K `w`
+/// (`transposed-<level>`), which must give the bits of `matmul_with` on `w` at each level.
 fn packed(w: &QMatrix<'_>, x: &[f32], n_tok: usize) -> Vec<(String, Vec<f32>)> {
+    if let Some(t) = TransposedK::new(w) {
+        assert_eq!(
+            (t.rows(), t.cols(), t.bytes()),
+            (w.rows, w.cols, w.rows * w.row_bytes())
+        );
+        return available_levels()
+            .into_iter()
+            .filter(|&l| l >= SimdLevel::Avx2)
+            .map(|level| {
+                let mut out = vec![f32::NAN; w.rows * n_tok];
+                matmul_transposed_k_with(level, &t, x, n_tok, &mut out);
+                let mut plain = vec![f32::NAN; w.rows * n_tok];
+                matmul_with(level, w, x, n_tok, &mut plain);
+                assert!(
+                    out.iter()
+                        .zip(&plain)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{} {level}: transposed differs from the file layout (rows={} cols={} \
+                     n_tok={n_tok})",
+                    w.dtype,
+                    w.rows,
+                    w.cols
+                );
+                (format!("transposed-{level}"), out)
+            })
+            .collect();
+    }
     let Some(p) = PackedQ8::new(w) else {
         return Vec::new();
     };
@@ -223,6 +252,30 @@ fn packed_q8_is_made_for_q8_0_with_avx2_only() {
     }
     w.dtype = GgmlType::Q4_0;
     assert!(PackedQ8::new(&w).is_none());
+    assert!(TransposedK::new(&w).is_none());
+}
+
+/// `TransposedK`'s quant codec: reading a super-block's quants and writing them back gives the
+/// same bytes, and what is written is read back (every quant value at every position).
+#[test]
+fn k_quant_codec_round_trips() {
+    let mut rng = StdRng::seed_from_u64(5);
+    for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
+        let max = if ty == GgmlType::Q4_K { 16 } else { 64 };
+        for _ in 0..20 {
+            let mut b: Vec<u8> = (0..ty.block_bytes()).map(|_| rng.gen()).collect();
+            let orig = b.clone();
+            let q = k_quants(ty, &b);
+            set_k_quants(ty, &mut b, &q);
+            assert_eq!(b, orig, "{ty}");
+            let mut q2 = [0u8; QKK];
+            for v in q2.iter_mut() {
+                *v = rng.gen_range(0..max);
+            }
+            set_k_quants(ty, &mut b, &q2);
+            assert_eq!(k_quants(ty, &b), q2, "{ty}");
+        }
+    }
 }
 
 fn cols_for(ty: GgmlType) -> &'static [usize] {
