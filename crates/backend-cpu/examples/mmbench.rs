@@ -1,8 +1,8 @@
 //! Ad-hoc matmul timing: `cargo run --release -p switchyard-backend-cpu --example mmbench`.
 use std::time::Instant;
 use switchyard_backend_cpu::kernels::{
-    detected_level, matmul_packed_with, matmul_transposed_k_with, matmul_with, PackedQ8, QMatrix,
-    SimdLevel, TransposedK,
+    detected_level, matmul_packed_with, matmul_transposed_k_with, matmul_transposed_q0_with,
+    matmul_with, PackedQ8, QMatrix, SimdLevel, TransposedK, TransposedQ0,
 };
 use switchyard_core::GgmlType;
 
@@ -97,6 +97,26 @@ fn main() {
                 });
                 println!(
                     "{ty:?} {rows}x{cols} n_tok={n_tok:2} transposed: {:8.1} us  {:6.2} us/tok",
+                    best * 1e6,
+                    best * 1e6 / n_tok as f64
+                );
+            }
+            // Q4_0 / Q5_0 / Q8_0 in the transposed layout (AVX2 kernel).
+            let t = (only != "file").then(|| TransposedQ0::new(&w)).flatten();
+            if let Some(t) = t {
+                let best = pool.install(|| {
+                    let mut best = f64::MAX;
+                    for _ in 0..15 {
+                        let s = Instant::now();
+                        for _ in 0..5 {
+                            matmul_transposed_q0_with(SimdLevel::Avx2, &t, &x, n_tok, &mut out);
+                        }
+                        best = best.min(s.elapsed().as_secs_f64() / 5.0);
+                    }
+                    best
+                });
+                println!(
+                    "{ty:?} {rows}x{cols} n_tok={n_tok:2} transposed-q0: {:8.1} us  {:6.2} us/tok",
                     best * 1e6,
                     best * 1e6 / n_tok as f64
                 );

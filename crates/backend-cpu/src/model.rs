@@ -9,8 +9,8 @@ use switchyard_core::{
 };
 
 use crate::kernels::{
-    self, glu, matmul, matmul_packed, matmul_transposed_k, PackedQ8, QMatrix, SimdLevel,
-    TransposedK,
+    self, glu, matmul, matmul_packed, matmul_transposed_k, matmul_transposed_q0, PackedQ8, QMatrix,
+    SimdLevel, TransposedK, TransposedQ0,
 };
 use crate::ops;
 
@@ -82,31 +82,51 @@ fn pack_output(output: &Tensor) -> Option<PackedQ8> {
     PackedQ8::new(&qm(output))
 }
 
-/// A layer's weight matrix: the tensor in its file encoding and, for Q4_K / Q6_K at the AVX2 /
-/// AVX-512 VNNI levels, its [`TransposedK`] copy, which the kernels then use (unless
-/// `SWITCHYARD_PACK_K=0`). The copy is the size of the tensor (Gemma 3 270M: 36 tensors,
-/// 22 MiB) and saves the kernels a transpose per super-block and token group.
+/// A layer's weight matrix: the tensor in its file encoding and, where a kernel wants another
+/// layout, a copy in that layout, which the kernels then use: Q4_K / Q6_K at the AVX2 / AVX-512
+/// VNNI levels as [`TransposedK`] (unless `SWITCHYARD_PACK_K=0`; Gemma 3 270M: 36 tensors,
+/// 22 MiB), Q4_0 / Q5_0 / Q8_0 at the AVX2 level as [`TransposedQ0`] (unless
+/// `SWITCHYARD_PACK_Q0=0`; Gemma: 90 tensors, 52 MiB with the padding of its 20-block rows). Both save the kernels their decoding
+/// or transposes per row, token group and block.
 struct Mat {
     t: Tensor,
-    tk: Option<TransposedK>,
+    packed: Packed,
+}
+
+enum Packed {
+    None,
+    K(TransposedK),
+    Q0(TransposedQ0),
+}
+
+fn env_off(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| v.trim() == "0")
 }
 
 impl Mat {
     fn new(t: Tensor) -> Self {
-        let tk = if kernels::simd_level() >= SimdLevel::Avx2
-            && !std::env::var("SWITCHYARD_PACK_K").is_ok_and(|v| v.trim() == "0")
-        {
-            TransposedK::new(&qm(&t))
-        } else {
-            None
+        let level = kernels::simd_level();
+        let packed = match t.dtype {
+            GgmlType::Q4_K | GgmlType::Q6_K
+                if level >= SimdLevel::Avx2 && !env_off("SWITCHYARD_PACK_K") =>
+            {
+                TransposedK::new(&qm(&t)).map_or(Packed::None, Packed::K)
+            }
+            GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0
+                if level == SimdLevel::Avx2 && !env_off("SWITCHYARD_PACK_Q0") =>
+            {
+                TransposedQ0::new(&qm(&t)).map_or(Packed::None, Packed::Q0)
+            }
+            _ => Packed::None,
         };
-        Mat { t, tk }
+        Mat { t, packed }
     }
 
     fn matmul(&self, x: &[f32], n_tok: usize, out: &mut [f32]) {
-        match &self.tk {
-            Some(tk) => matmul_transposed_k(tk, x, n_tok, out),
-            None => matmul(&qm(&self.t), x, n_tok, out),
+        match &self.packed {
+            Packed::K(w) => matmul_transposed_k(w, x, n_tok, out),
+            Packed::Q0(w) => matmul_transposed_q0(w, x, n_tok, out),
+            Packed::None => matmul(&qm(&self.t), x, n_tok, out),
         }
     }
 }

@@ -346,7 +346,7 @@ pub(crate) fn rows(
 ) {
     match (w.dtype, acts) {
         (GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0, Acts::Q8(a)) => {
-            rows_q0(w, a, r0, r1, n_tok, out)
+            rows_q0::<false>(w, a, r0, r1, n_tok, out)
         }
         (GgmlType::Q4_K | GgmlType::Q6_K, Acts::Q8K(a)) => {
             rows_k::<false>(w, a, r0, r1, n_tok, out)
@@ -456,13 +456,60 @@ pub(crate) fn bytes_from_bits(x: u32) -> __m256i {
     _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit)
 }
 
+/// Rows `r0..r1` of a Q4_0 / Q5_0 / Q8_0 matrix, in the file layout or (`PRE`) in the
+/// transposed layout of `TransposedQ0` (`w.data` then holds `ceil(blocks / 8)` groups of
+/// `tq0_group_bytes` per row).
 #[target_feature(enable = "avx2,fma,f16c")]
-fn rows_q0(w: &QMatrix<'_>, a: &Q8Acts, r0: usize, r1: usize, n_tok: usize, out: &OutPtr) {
+pub(crate) fn rows_q0<const PRE: bool>(
+    w: &QMatrix<'_>,
+    a: &Q8Acts,
+    r0: usize,
+    r1: usize,
+    n_tok: usize,
+    out: &OutPtr,
+) {
     match w.dtype {
-        GgmlType::Q8_0 => rows_q0_k::<Q8_0>(w, a, r0, r1, n_tok, out),
-        GgmlType::Q4_0 => rows_q0_k::<Q4_0>(w, a, r0, r1, n_tok, out),
-        _ => rows_q0_k::<Q5_0>(w, a, r0, r1, n_tok, out),
+        GgmlType::Q8_0 => rows_q0_k::<Q8_0, PRE>(w, a, r0, r1, n_tok, out),
+        GgmlType::Q4_0 => rows_q0_k::<Q4_0, PRE>(w, a, r0, r1, n_tok, out),
+        _ => rows_q0_k::<Q5_0, PRE>(w, a, r0, r1, n_tok, out),
     }
+}
+
+/// Bytes of one group of 8 blocks of kind `k` in the transposed layout (`TransposedQ0`): the 8
+/// f16 scales, then the group's 8 transposed vectors (Q8_0: as they are; Q4_0 / Q5_0: vector
+/// `m` in the low nibbles of 32 bytes and vector `m + 4` in the high ones; Q5_0 then 8 u32
+/// words, word `m` holding bit 4 of the 32 quants of vector `m`). The same size as 8 blocks.
+pub(crate) const fn tq0_group_bytes(k: u8) -> usize {
+    8 * q0_block_bytes(k)
+}
+
+/// The 8 vectors of a transposed group of kind `$k` whose vectors start at `$p` (see
+/// `tq0_group_bytes`). Use inside `unsafe` with `$p` valid for the group's vector bytes.
+macro_rules! q0_decode_t {
+    ($k:expr, $p:expr) => {{
+        let p: *const u8 = $p;
+        let mut v = [_mm256_setzero_si256(); 8];
+        if $k == Q8_0 {
+            for (m, v) in v.iter_mut().enumerate() {
+                *v = _mm256_loadu_si256(p.add(32 * m).cast());
+            }
+        } else {
+            let m4 = _mm256_set1_epi8(0xF);
+            for m in 0..4 {
+                let x = _mm256_loadu_si256(p.add(32 * m).cast());
+                v[m] = _mm256_and_si256(x, m4);
+                v[m + 4] = _mm256_and_si256(_mm256_srli_epi16::<4>(x), m4);
+            }
+            if $k == Q5_0 {
+                let b4 = _mm256_set1_epi8(0x10);
+                for (m, v) in v.iter_mut().enumerate() {
+                    let bits = p.add(128 + 4 * m).cast::<u32>().read_unaligned();
+                    *v = _mm256_or_si256(*v, _mm256_and_si256(bytes_from_bits(bits), b4));
+                }
+            }
+        }
+        v
+    }};
 }
 
 /// Most tokens multiplied with one decoded, transposed group of 8 weight blocks (Q4_0 / Q5_0 /
@@ -478,7 +525,7 @@ const TILE: usize = 64;
 /// multiplied with every token of the group (`q0_dot`); each token's results of a tile are
 /// written in one run.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn rows_q0_k<const K: u8>(
+fn rows_q0_k<const K: u8, const PRE: bool>(
     w: &QMatrix<'_>,
     a: &Q8Acts,
     r0: usize,
@@ -490,6 +537,12 @@ fn rows_q0_k<const K: u8>(
         !a.qi.is_empty() && a.layout().0 == 0,
         "rows_q0: activations not interleaved"
     );
+    let rb = if PRE {
+        (w.cols / QK8).div_ceil(8) * tq0_group_bytes(K)
+    } else {
+        w.row_bytes()
+    };
+    assert!(w.data.len() >= w.rows * rb && r1 <= w.rows);
     token_blocks(n_tok, w.cols, |tb0, tbn| {
         let mut r = r0;
         while r < r1 {
@@ -498,11 +551,11 @@ fn rows_q0_k<const K: u8>(
                 let mut tile = [[0f32; TILE]; Q0_NT_MAX];
                 for rr in r..re {
                     let mut res = [0f32; Q0_NT_MAX];
-                    let row = w.row(rr);
+                    let row = &w.data[rr * rb..(rr + 1) * rb];
                     macro_rules! go {
                         ($($n:literal)*) => {
                             match nt {
-                                $($n => q0_dot::<$n, K>(row, a, t0, &mut res),)*
+                                $($n => q0_dot::<$n, K, PRE>(row, a, t0, &mut res),)*
                                 _ => unreachable!(),
                             }
                         };
@@ -611,7 +664,7 @@ macro_rules! q0_lanes {
 /// operations for every `NT`, so a token gives the same bits in any group.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn q0_dot<const NT: usize, const K: u8>(
+fn q0_dot<const NT: usize, const K: u8, const PRE: bool>(
     row: &[u8],
     a: &Q8Acts,
     t0: usize,
@@ -620,7 +673,15 @@ fn q0_dot<const NT: usize, const K: u8>(
     let nb = a.cols / QK8;
     let ng = a.padded_blocks() / 8;
     let bb = q0_block_bytes(K);
-    assert!(row.len() >= nb * bb);
+    assert!(ng == nb.div_ceil(8));
+    assert!(
+        row.len()
+            >= if PRE {
+                ng * tq0_group_bytes(K)
+            } else {
+                nb * bb
+            }
+    );
     assert!(a.qi.len() >= (t0 + NT) * ng * 256);
     assert!(a.ni.len() >= (t0 + NT) * ng * 8 && a.di.len() >= (t0 + NT) * ng * 8);
     let rp = row.as_ptr();
@@ -635,20 +696,31 @@ fn q0_dot<const NT: usize, const K: u8>(
     let mut acc = [_mm256_setzero_ps(); NT];
     for g in 0..ng {
         let nbg = (nb - 8 * g).min(8);
-        let mut v = [_mm256_setzero_si256(); 8];
-        let mut dw = [0u16; 8];
-        // SAFETY: blocks `8 g + k < nb` lie inside the row (`bb` bytes each); for every token
-        // `t < NT` the group `(t0 + t) ng + g` lies inside `qi`, `ni` and `di` (assertions
-        // above): 256 bytes of quants (128 for a half group) and 8 entries. Loads are unaligned.
+        // SAFETY: blocks `8 g + k < nb` lie inside the row (`bb` bytes each), or with `PRE`
+        // group `g` (`tq0_group_bytes` each); for every token `t < NT` the group
+        // `(t0 + t) ng + g` lies inside `qi`, `ni` and `di` (assertions above): 256 bytes of
+        // quants (128 for a half group) and 8 entries. Loads are unaligned.
         unsafe {
-            for (k, (vk, dk)) in v.iter_mut().zip(dw.iter_mut()).enumerate().take(nbg) {
-                let b = rp.add((8 * g + k) * bb);
-                *dk = b.cast::<u16>().read_unaligned();
-                *vk = q0_decode!(K, b);
-            }
-            let dwv = _mm256_cvtph_ps(_mm_loadu_si128(dw.as_ptr().cast()));
+            let (mut v, dwv) = if PRE {
+                let p = rp.add(g * tq0_group_bytes(K));
+                let dwv = _mm256_cvtph_ps(_mm_loadu_si128(p.cast()));
+                (q0_decode_t!(K, p.add(16)), dwv)
+            } else {
+                let mut v = [_mm256_setzero_si256(); 8];
+                let mut dw = [0u16; 8];
+                for (k, (vk, dk)) in v.iter_mut().zip(dw.iter_mut()).enumerate().take(nbg) {
+                    let b = rp.add((8 * g + k) * bb);
+                    *dk = b.cast::<u16>().read_unaligned();
+                    *vk = q0_decode!(K, b);
+                }
+                (v, _mm256_cvtph_ps(_mm_loadu_si128(dw.as_ptr().cast())))
+            };
             if nbg <= 4 {
-                let h = transpose4x2(&v);
+                let h = if PRE {
+                    [v[0], v[1], v[2], v[3]]
+                } else {
+                    transpose4x2(&v)
+                };
                 let ah = h.map(|x| _mm256_sign_epi8(x, x));
                 for (t, acc) in acc.iter_mut().enumerate() {
                     let o = (t * ng + g) * 8;
@@ -661,7 +733,9 @@ fn q0_dot<const NT: usize, const K: u8>(
                 }
                 continue;
             }
-            transpose8(&mut v);
+            if !PRE {
+                transpose8(&mut v);
+            }
             let av = v.map(|x| _mm256_sign_epi8(x, x));
             for (t, acc) in acc.iter_mut().enumerate() {
                 let o = (t * ng + g) * 8;

@@ -17,8 +17,8 @@
 //!
 //! Output rows are split into coarse chunks run on the current rayon pool; inside a chunk every
 //! weight row is read from memory once and multiplied with a group of up to 16 tokens (Q4_0 /
-//! Q5_0 / Q8_0, whose SIMD kernels sum whole blocks in integers, a block per vector lane, over
-//! activations interleaved to match) or 4 (K-quants and float weights; 8 with AVX-512) at a time
+//! Q5_0 / Q8_0 and Q4_K / Q6_K, whose SIMD kernels sum whole blocks or sub-blocks in integers, a
+//! block per vector lane, over activations interleaved to match) or 4 (float weights) at a time
 //! (once per 128 KiB of activations for long prompts, which keeps those in L2). Every token has
 //! its own accumulators and the same float operations whatever the group size, so a token's
 //! outputs are bit-identical alone and in any batch at a given SIMD level (batch invariance,
@@ -76,10 +76,10 @@ pub enum SimdLevel {
     Scalar,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
-    /// x86-64 AVX2 + FMA + F16C + AVX-512 F/BW/VL/VNNI: the AVX2 kernels with VNNI integer dot
-    /// products, groups of up to 8 or 16 tokens and, for long Q4_0 / Q5_0 / Q8_0 rows, groups of
-    /// 16 blocks (bit-identical results to [`SimdLevel::Avx2`] for the K-quants, possibly
-    /// different rounding for the others).
+    /// x86-64 AVX2 + FMA + F16C + AVX-512 F/BW/VL/VNNI: for Q4_0 / Q5_0 / Q8_0 the AVX2
+    /// kernels with VNNI integer dot products and, for long rows, groups of 16 blocks (possibly
+    /// different rounding from [`SimdLevel::Avx2`]); the K-quants and float weights use the
+    /// AVX2 kernels (the same bits).
     Avx512Vnni,
 }
 
@@ -734,6 +734,191 @@ pub fn matmul_transposed_k_with(
         |r0: usize, r1: usize| unsafe { avx2::rows_k::<true>(&view, &a, r0, r1, n_tok, &dst) };
     #[cfg(not(target_arch = "x86_64"))]
     let run = |_: usize, _: usize| unreachable!("TransposedK exists only with AVX2");
+    for_chunks(w.rows, view.row_bytes() * n_tok.min(8), run);
+}
+
+/// A Q4_0 / Q5_0 / Q8_0 matrix stored for the AVX2 kernel of [`matmul_transposed_q0`]: per row
+/// and group of 8 blocks, the 8 block scales side by side and the group's quants already
+/// decoded to the kernel's unsigned (Q4_0 / Q5_0) or signed (Q8_0) values and transposed to a
+/// block per i32 lane (the last group of at most 4 blocks in the half-group form), packed back
+/// to 4 or 5 bits where the type has them; a last partial group is padded with zero blocks.
+/// The kernel then loads a group's vectors instead of decoding 8 blocks and transposing them
+/// (about 3x fewer instructions per group), which is most of its work at one token. The same
+/// size as the file encoding, up to the padding.
+pub struct TransposedQ0 {
+    dtype: GgmlType,
+    rows: usize,
+    cols: usize,
+    data: Vec<u8>,
+}
+
+/// The 32 quants of a Q4_0 / Q5_0 / Q8_0 block as the AVX2 kernel decodes them (unsigned 0..16
+/// / 0..32, or the signed Q8_0 byte), and its raw f16 scale.
+fn q0_quants(dtype: GgmlType, b: &[u8]) -> ([u8; QK8], u16) {
+    let mut q = [0u8; QK8];
+    for (i, q) in q.iter_mut().enumerate() {
+        *q = match dtype {
+            GgmlType::Q8_0 => b[2 + i],
+            GgmlType::Q4_0 => (b[2 + i % 16] >> (4 * (i / 16))) & 0xF,
+            _ => {
+                let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+                let lo = (b[6 + i % 16] >> (4 * (i / 16))) & 0xF;
+                lo | ((((qh >> i) & 1) as u8) << 4)
+            }
+        };
+    }
+    (q, u16::from_le_bytes([b[0], b[1]]))
+}
+
+impl TransposedQ0 {
+    /// The transposed copy of `w` if it is Q4_0 / Q5_0 / Q8_0 and the CPU has the AVX2 kernels;
+    /// `None` otherwise.
+    pub fn new(w: &QMatrix<'_>) -> Option<Self> {
+        let k = match w.dtype {
+            GgmlType::Q8_0 => 0,
+            GgmlType::Q4_0 => 1,
+            GgmlType::Q5_0 => 2,
+            _ => return None,
+        };
+        if detected_level() < SimdLevel::Avx2 || w.cols == 0 {
+            return None;
+        }
+        assert!(
+            w.cols.is_multiple_of(QK8) && w.data.len() >= w.rows * w.row_bytes(),
+            "TransposedQ0: bad matrix"
+        );
+        let nb = w.cols / QK8;
+        let ng = nb.div_ceil(8);
+        let gb = 8 * w.dtype.block_bytes();
+        let mut data = vec![0u8; w.rows * ng * gb];
+        use rayon::prelude::*;
+        data.par_chunks_mut(ng * gb)
+            .enumerate()
+            .for_each(|(r, out)| {
+                let row = w.row(r);
+                for (g, out) in out.chunks_exact_mut(gb).enumerate() {
+                    let nbg = (nb - 8 * g).min(8);
+                    // The kernel's 8 vectors of 32 bytes after its transposes.
+                    let mut v = [[0u8; 32]; 8];
+                    for kk in 0..nbg {
+                        let blk = &row[(8 * g + kk) * w.dtype.block_bytes()..];
+                        let (q, d) = q0_quants(w.dtype, blk);
+                        out[2 * kk..2 * kk + 2].copy_from_slice(&d.to_le_bytes());
+                        for i in 0..QK8 {
+                            let (m, lane) = if nbg <= 4 {
+                                // Half group: lanes 0..4 quants 4m.., lanes 4..8 quants 16 + 4m..
+                                ((i % 16) / 4, kk + 4 * (i / 16))
+                            } else {
+                                (i / 4, kk)
+                            };
+                            v[m][4 * lane + i % 4] = q[i];
+                        }
+                    }
+                    let body = &mut out[16..];
+                    if k == 0 {
+                        for (m, v) in v.iter().enumerate() {
+                            body[32 * m..32 * m + 32].copy_from_slice(v);
+                        }
+                    } else {
+                        for m in 0..4 {
+                            for i in 0..32 {
+                                body[32 * m + i] = (v[m][i] & 0xF) | ((v[m + 4][i] & 0xF) << 4);
+                            }
+                        }
+                        if k == 2 {
+                            for (m, v) in v.iter().enumerate() {
+                                let bits =
+                                    (0..32).fold(0u32, |a, i| a | (u32::from(v[i] >> 4) << i));
+                                body[128 + 4 * m..132 + 4 * m].copy_from_slice(&bits.to_le_bytes());
+                            }
+                        }
+                    }
+                }
+            });
+        Some(Self {
+            dtype: w.dtype,
+            rows: w.rows,
+            cols: w.cols,
+            data,
+        })
+    }
+
+    /// Rows (output features).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns (input features).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// [`matmul`] for a [`TransposedQ0`] matrix with the AVX2 kernel (see
+/// [`matmul_transposed_q0_with`]).
+pub fn matmul_transposed_q0(w: &TransposedQ0, x: &[f32], n_tok: usize, out: &mut [f32]) {
+    matmul_transposed_q0_with(simd_level(), w, x, n_tok, out)
+}
+
+/// [`matmul_with`] at the AVX2 level for a [`TransposedQ0`] matrix (`level`, lowered to what
+/// the CPU has, must be at least AVX2; the AVX-512 VNNI level has its own layout, so this runs
+/// the AVX2 kernel there too): the same operations as that kernel on the file layout without
+/// its decoding and transposes, so the same bits as [`matmul_with`] at [`SimdLevel::Avx2`].
+pub fn matmul_transposed_q0_with(
+    level: SimdLevel,
+    w: &TransposedQ0,
+    x: &[f32],
+    n_tok: usize,
+    out: &mut [f32],
+) {
+    assert_eq!(
+        x.len(),
+        n_tok * w.cols,
+        "matmul_transposed_q0: x has the wrong length"
+    );
+    assert_eq!(
+        out.len(),
+        n_tok * w.rows,
+        "matmul_transposed_q0: out has the wrong length"
+    );
+    let level = level.min(detected_level());
+    assert!(
+        level >= SimdLevel::Avx2,
+        "matmul_transposed_q0: AVX2 is not available"
+    );
+    if n_tok == 0 || w.rows == 0 {
+        return;
+    }
+    let view = QMatrix {
+        dtype: w.dtype,
+        rows: w.rows,
+        cols: w.cols,
+        data: &w.data,
+    };
+    let mut a = Q8Acts::quantize(SimdLevel::Avx2, x, w.cols, n_tok);
+    let offset = match w.dtype {
+        GgmlType::Q8_0 => 0,
+        GgmlType::Q4_0 => 8,
+        _ => 16,
+    };
+    a.interleave(offset, false);
+    let dst = OutPtr {
+        ptr: out.as_mut_ptr(),
+        len: out.len(),
+        rows: w.rows,
+    };
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX2, FMA and F16C were detected (asserted above). `dst` is written only at rows
+    // `r0..r1`, which no other chunk touches (see `OutPtr`).
+    let run =
+        |r0: usize, r1: usize| unsafe { avx2::rows_q0::<true>(&view, &a, r0, r1, n_tok, &dst) };
+    #[cfg(not(target_arch = "x86_64"))]
+    let run = |_: usize, _: usize| unreachable!("TransposedQ0 exists only with AVX2");
     for_chunks(w.rows, view.row_bytes() * n_tok.min(8), run);
 }
 

@@ -208,8 +208,37 @@ fn packed(w: &QMatrix<'_>, x: &[f32], n_tok: usize) -> Vec<(String, Vec<f32>)> {
             })
             .collect();
     }
+    // The transposed Q4_0 / Q5_0 / Q8_0 layout: the AVX2 kernel's bits, at every level.
+    let mut pre = Vec::new();
+    if let Some(t) = TransposedQ0::new(w) {
+        assert_eq!((t.rows(), t.cols()), (w.rows, w.cols));
+        assert_eq!(
+            t.bytes(),
+            w.rows * (w.cols / QK8).div_ceil(8) * 8 * w.dtype.block_bytes()
+        );
+        let mut plain = vec![f32::NAN; w.rows * n_tok];
+        matmul_with(SimdLevel::Avx2, w, x, n_tok, &mut plain);
+        for level in available_levels()
+            .into_iter()
+            .filter(|&l| l >= SimdLevel::Avx2)
+        {
+            let mut out = vec![f32::NAN; w.rows * n_tok];
+            matmul_transposed_q0_with(level, &t, x, n_tok, &mut out);
+            assert!(
+                out.iter()
+                    .zip(&plain)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{} {level}: transposed differs from the AVX2 file layout (rows={} cols={} \
+                 n_tok={n_tok})",
+                w.dtype,
+                w.rows,
+                w.cols
+            );
+            pre.push((format!("transposed-q0-{level}"), out));
+        }
+    }
     let Some(p) = PackedQ8::new(w) else {
-        return Vec::new();
+        return pre;
     };
     assert_eq!((p.rows(), p.cols()), (w.rows, w.cols));
     let outs: Vec<(String, Vec<f32>)> = available_levels()
@@ -232,7 +261,8 @@ fn packed(w: &QMatrix<'_>, x: &[f32], n_tok: usize) -> Vec<(String, Vec<f32>)> {
             w.cols
         );
     }
-    outs
+    pre.extend(outs);
+    pre
 }
 
 #[test]
@@ -253,6 +283,10 @@ fn packed_q8_is_made_for_q8_0_with_avx2_only() {
     w.dtype = GgmlType::Q4_0;
     assert!(PackedQ8::new(&w).is_none());
     assert!(TransposedK::new(&w).is_none());
+    assert_eq!(
+        TransposedQ0::new(&w).is_some(),
+        detected_level() >= SimdLevel::Avx2
+    );
 }
 
 /// `TransposedK`'s quant codec: reading a super-block's quants and writing them back gives the
@@ -751,8 +785,8 @@ fn matmul_is_batch_invariant() {
             for level in available_levels() {
                 let mut all = vec![f32::NAN; rows * n_tok];
                 matmul_with(level, &w, &x, n_tok, &mut all);
-                // The AVX-512 VNNI K-quant kernels compute the AVX2 kernels' operations
-                // exactly (the Q4_0 / Q5_0 / Q8_0 ones sum whole blocks in integers first).
+                // The AVX-512 VNNI level runs the AVX2 kernels for K-quants and float weights
+                // (its Q4_0 / Q5_0 / Q8_0 kernels sum whole blocks in integers first).
                 if level >= SimdLevel::Avx2
                     && !matches!(ty, GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0)
                 {
