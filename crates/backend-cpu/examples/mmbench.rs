@@ -6,6 +6,21 @@ use switchyard_backend_cpu::kernels::{
 };
 use switchyard_core::GgmlType;
 
+/// Best of 15 runs of 5 calls of `f` on `pool`, in seconds per call (`reps` = 0: not run).
+fn best_of(pool: &rayon::ThreadPool, reps: usize, mut f: impl FnMut() + Send) -> f64 {
+    pool.install(|| {
+        let mut best = f64::MAX;
+        for _ in 0..reps {
+            let s = Instant::now();
+            for _ in 0..5 {
+                f();
+            }
+            best = best.min(s.elapsed().as_secs_f64() / 5.0);
+        }
+        best
+    })
+}
+
 fn main() {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
@@ -65,16 +80,8 @@ fn main() {
             // `MMBENCH_LAYOUT=transposed` times only the transposed K-quant layout (for
             // instruction counts under callgrind), `file` only the file layout.
             let only = std::env::var("MMBENCH_LAYOUT").unwrap_or_default();
-            let best = pool.install(|| {
-                let mut best = f64::MAX;
-                for _ in 0..if only == "transposed" { 0 } else { 15 } {
-                    let s = Instant::now();
-                    for _ in 0..5 {
-                        matmul_with(detected_level(), &w, &x, n_tok, &mut out);
-                    }
-                    best = best.min(s.elapsed().as_secs_f64() / 5.0);
-                }
-                best
+            let best = best_of(&pool, if only == "transposed" { 0 } else { 15 }, || {
+                matmul_with(detected_level(), &w, &x, n_tok, &mut out)
             });
             println!(
                 "{ty:?} {rows}x{cols} n_tok={n_tok:2}: {:8.1} us  {:6.2} us/tok",
@@ -84,16 +91,8 @@ fn main() {
             // K-quants in the transposed layout made at load.
             let t = (only != "file").then(|| TransposedK::new(&w)).flatten();
             if let Some(t) = t {
-                let best = pool.install(|| {
-                    let mut best = f64::MAX;
-                    for _ in 0..15 {
-                        let s = Instant::now();
-                        for _ in 0..5 {
-                            matmul_transposed_k_with(detected_level(), &t, &x, n_tok, &mut out);
-                        }
-                        best = best.min(s.elapsed().as_secs_f64() / 5.0);
-                    }
-                    best
+                let best = best_of(&pool, 15, || {
+                    matmul_transposed_k_with(detected_level(), &t, &x, n_tok, &mut out)
                 });
                 println!(
                     "{ty:?} {rows}x{cols} n_tok={n_tok:2} transposed: {:8.1} us  {:6.2} us/tok",
@@ -104,16 +103,8 @@ fn main() {
             // Q4_0 / Q5_0 / Q8_0 in the transposed layout (AVX2 kernel).
             let t = (only != "file").then(|| TransposedQ0::new(&w)).flatten();
             if let Some(t) = t {
-                let best = pool.install(|| {
-                    let mut best = f64::MAX;
-                    for _ in 0..15 {
-                        let s = Instant::now();
-                        for _ in 0..5 {
-                            matmul_transposed_q0_with(SimdLevel::Avx2, &t, &x, n_tok, &mut out);
-                        }
-                        best = best.min(s.elapsed().as_secs_f64() / 5.0);
-                    }
-                    best
+                let best = best_of(&pool, 15, || {
+                    matmul_transposed_q0_with(SimdLevel::Avx2, &t, &x, n_tok, &mut out)
                 });
                 println!(
                     "{ty:?} {rows}x{cols} n_tok={n_tok:2} transposed-q0: {:8.1} us  {:6.2} us/tok",
@@ -127,16 +118,8 @@ fn main() {
                 if level > detected_level() {
                     continue;
                 }
-                let best = pool.install(|| {
-                    let mut best = f64::MAX;
-                    for _ in 0..15 {
-                        let s = Instant::now();
-                        for _ in 0..5 {
-                            matmul_packed_with(level, &p, &x, n_tok, &mut out);
-                        }
-                        best = best.min(s.elapsed().as_secs_f64() / 5.0);
-                    }
-                    best
+                let best = best_of(&pool, 15, || {
+                    matmul_packed_with(level, &p, &x, n_tok, &mut out)
                 });
                 println!(
                     "{ty:?} {rows}x{cols} n_tok={n_tok:2} packed {level}: {:8.1} us  {:6.2} us/tok",

@@ -358,6 +358,23 @@ pub(crate) fn rows(
     }
 }
 
+/// [`rows`] for the transposed layouts (`TransposedK`, `TransposedQ0`).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn rows_transposed(
+    w: &QMatrix<'_>,
+    acts: &Acts<'_>,
+    r0: usize,
+    r1: usize,
+    n_tok: usize,
+    out: &OutPtr,
+) {
+    match acts {
+        Acts::Q8K(a) => rows_k::<true>(w, a, r0, r1, n_tok, out),
+        Acts::Q8(a) => rows_q0::<true>(w, a, r0, r1, n_tok, out),
+        Acts::F32(_) => unreachable!("no transposed layout for float weights"),
+    }
+}
+
 /// Activation bytes multiplied with one weight row before the next row is read: the kernels
 /// take the rows of their chunk once per block of tokens this large, so that the activations
 /// stay in L2 however many tokens there are.
@@ -460,7 +477,7 @@ pub(crate) fn bytes_from_bits(x: u32) -> __m256i {
 /// transposed layout of `TransposedQ0` (`w.data` then holds `ceil(blocks / 8)` groups of
 /// `tq0_group_bytes` per row).
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) fn rows_q0<const PRE: bool>(
+fn rows_q0<const PRE: bool>(
     w: &QMatrix<'_>,
     a: &Q8Acts,
     r0: usize,
@@ -880,7 +897,7 @@ const K_NT_MAX: usize = 16;
 /// `PRE`: the super-blocks are stored transposed already (`TransposedK`), so the transposes are
 /// skipped; the rest is the same, and so are the results.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) fn rows_k<const PRE: bool>(
+fn rows_k<const PRE: bool>(
     w: &QMatrix<'_>,
     a: &Q8KActs,
     r0: usize,

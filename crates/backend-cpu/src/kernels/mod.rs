@@ -696,45 +696,13 @@ pub fn matmul_transposed_k_with(
     n_tok: usize,
     out: &mut [f32],
 ) {
-    assert_eq!(
-        x.len(),
-        n_tok * w.cols,
-        "matmul_transposed_k: x has the wrong length"
-    );
-    assert_eq!(
-        out.len(),
-        n_tok * w.rows,
-        "matmul_transposed_k: out has the wrong length"
-    );
-    let level = level.min(detected_level());
-    assert!(
-        level >= SimdLevel::Avx2,
-        "matmul_transposed_k: AVX2 is not available"
-    );
-    if n_tok == 0 || w.rows == 0 {
-        return;
-    }
     let view = QMatrix {
         dtype: w.dtype,
         rows: w.rows,
         cols: w.cols,
         data: &w.data,
     };
-    let mut a = Q8KActs::quantize(level, x, w.cols, n_tok);
-    a.interleave();
-    let dst = OutPtr {
-        ptr: out.as_mut_ptr(),
-        len: out.len(),
-        rows: w.rows,
-    };
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX2, FMA and F16C were detected (asserted above). `dst` is written only at rows
-    // `r0..r1`, which no other chunk touches (see `OutPtr`).
-    let run =
-        |r0: usize, r1: usize| unsafe { avx2::rows_k::<true>(&view, &a, r0, r1, n_tok, &dst) };
-    #[cfg(not(target_arch = "x86_64"))]
-    let run = |_: usize, _: usize| unreachable!("TransposedK exists only with AVX2");
-    for_chunks(w.rows, view.row_bytes() * n_tok.min(8), run);
+    matmul_transposed("matmul_transposed_k", level, &view, x, n_tok, out);
 }
 
 /// A Q4_0 / Q5_0 / Q8_0 matrix stored for the AVX2 kernel of [`matmul_transposed_q0`]: per row
@@ -876,50 +844,66 @@ pub fn matmul_transposed_q0_with(
     n_tok: usize,
     out: &mut [f32],
 ) {
-    assert_eq!(
-        x.len(),
-        n_tok * w.cols,
-        "matmul_transposed_q0: x has the wrong length"
-    );
-    assert_eq!(
-        out.len(),
-        n_tok * w.rows,
-        "matmul_transposed_q0: out has the wrong length"
-    );
-    let level = level.min(detected_level());
-    assert!(
-        level >= SimdLevel::Avx2,
-        "matmul_transposed_q0: AVX2 is not available"
-    );
-    if n_tok == 0 || w.rows == 0 {
-        return;
-    }
     let view = QMatrix {
         dtype: w.dtype,
         rows: w.rows,
         cols: w.cols,
         data: &w.data,
     };
-    let mut a = Q8Acts::quantize(SimdLevel::Avx2, x, w.cols, n_tok);
-    let offset = match w.dtype {
-        GgmlType::Q8_0 => 0,
-        GgmlType::Q4_0 => 8,
-        _ => 16,
+    matmul_transposed("matmul_transposed_q0", level, &view, x, n_tok, out);
+}
+
+/// The AVX2 kernels on a transposed layout (`view.data` in the layout of [`TransposedK`] or
+/// [`TransposedQ0`]), with the activations those kernels take.
+fn matmul_transposed(
+    name: &str,
+    level: SimdLevel,
+    view: &QMatrix<'_>,
+    x: &[f32],
+    n_tok: usize,
+    out: &mut [f32],
+) {
+    assert_eq!(x.len(), n_tok * view.cols, "{name}: x has the wrong length");
+    assert_eq!(
+        out.len(),
+        n_tok * view.rows,
+        "{name}: out has the wrong length"
+    );
+    let level = level.min(detected_level());
+    assert!(level >= SimdLevel::Avx2, "{name}: AVX2 is not available");
+    if n_tok == 0 || view.rows == 0 {
+        return;
+    }
+    let acts = match view.dtype {
+        GgmlType::Q4_K | GgmlType::Q6_K => {
+            let mut a = Q8KActs::quantize(level, x, view.cols, n_tok);
+            a.interleave();
+            Acts::Q8K(a)
+        }
+        dtype => {
+            let mut a = Q8Acts::quantize(SimdLevel::Avx2, x, view.cols, n_tok);
+            let offset = match dtype {
+                GgmlType::Q8_0 => 0,
+                GgmlType::Q4_0 => 8,
+                _ => 16,
+            };
+            a.interleave(offset, false);
+            Acts::Q8(a)
+        }
     };
-    a.interleave(offset, false);
     let dst = OutPtr {
         ptr: out.as_mut_ptr(),
         len: out.len(),
-        rows: w.rows,
+        rows: view.rows,
     };
     #[cfg(target_arch = "x86_64")]
     // SAFETY: AVX2, FMA and F16C were detected (asserted above). `dst` is written only at rows
     // `r0..r1`, which no other chunk touches (see `OutPtr`).
     let run =
-        |r0: usize, r1: usize| unsafe { avx2::rows_q0::<true>(&view, &a, r0, r1, n_tok, &dst) };
+        |r0: usize, r1: usize| unsafe { avx2::rows_transposed(view, &acts, r0, r1, n_tok, &dst) };
     #[cfg(not(target_arch = "x86_64"))]
-    let run = |_: usize, _: usize| unreachable!("TransposedQ0 exists only with AVX2");
-    for_chunks(w.rows, view.row_bytes() * n_tok.min(8), run);
+    let run = |_: usize, _: usize| unreachable!("the transposed layouts exist only with AVX2");
+    for_chunks(view.rows, view.row_bytes() * n_tok.min(8), run);
 }
 
 /// Runs `run(r0, r1)` over the chunks of [`chunk_count`] that split `rows`, on the rayon pool
