@@ -11,9 +11,12 @@
 //!
 //! Each kernel exists as a plain scalar version ([`SimdLevel::Scalar`], the specification), an
 //! AVX2 + FMA + F16C version ([`SimdLevel::Avx2`]) and, for the quantized matmuls, an AVX-512
-//! VNNI version ([`SimdLevel::Avx512Vnni`]), chosen at run time. The environment variable
-//! `SWITCHYARD_SIMD=scalar|avx2|avx512vnni`, read once, lowers the level [`matmul`] uses;
-//! [`matmul_with`] takes the level explicitly (tests call every level).
+//! VNNI version ([`SimdLevel::Avx512Vnni`]), chosen at run time; on aarch64 NEON versions with
+//! and without the dot-product extension ([`SimdLevel::Neon`], [`SimdLevel::NeonDot`]; the float
+//! activation `glu` stays scalar there). The environment variable
+//! `SWITCHYARD_SIMD=scalar|avx2|avx512vnni` (aarch64: `scalar|neon|neondot`), read once, lowers
+//! the level [`matmul`] uses; [`matmul_with`] takes the level explicitly (tests call every
+//! level).
 //!
 //! Output rows are split into coarse chunks run on the current rayon pool; inside a chunk every
 //! weight row is read from memory once and multiplied with a group of up to 16 tokens (Q4_0 /
@@ -36,6 +39,8 @@ use switchyard_core::{Activation, GgmlType};
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 mod quant;
 mod scalar;
 #[cfg(test)]
@@ -69,11 +74,19 @@ impl QMatrix<'_> {
     }
 }
 
-/// A set of SIMD kernels. Ordered: a higher level needs more CPU features.
+/// A set of SIMD kernels. Ordered: within one architecture a higher level needs more CPU
+/// features (the Arm levels sort below the x86-64 ones, so `level >= SimdLevel::Avx2` means an
+/// x86-64 SIMD level); a level of another architecture is never supported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SimdLevel {
     /// Plain Rust, no explicit SIMD: the specification the other levels are tested against.
     Scalar,
+    /// aarch64 NEON (every aarch64 CPU): 8-bit products by `smull` and pairwise adds.
+    Neon,
+    /// aarch64 NEON with the dot-product extension (`sdot`, ARMv8.2 dotprod): the same
+    /// integers as [`SimdLevel::Neon`] (Q4_K / Q6_K the same bits; Q4_0 / Q5_0 / Q8_0 possibly
+    /// different f32 rounding).
+    NeonDot,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
     /// x86-64 AVX2 + FMA + F16C + AVX-512 F/BW/VL/VNNI: for Q4_0 / Q5_0 / Q8_0 the AVX2
@@ -84,13 +97,21 @@ pub enum SimdLevel {
 }
 
 impl SimdLevel {
-    /// Every level, lowest first.
-    pub const ALL: [SimdLevel; 3] = [SimdLevel::Scalar, SimdLevel::Avx2, SimdLevel::Avx512Vnni];
+    /// Every level of every architecture, lowest first.
+    pub const ALL: [SimdLevel; 5] = [
+        SimdLevel::Scalar,
+        SimdLevel::Neon,
+        SimdLevel::NeonDot,
+        SimdLevel::Avx2,
+        SimdLevel::Avx512Vnni,
+    ];
 
     /// Lower-case name, as `SWITCHYARD_SIMD` spells it.
     pub fn name(self) -> &'static str {
         match self {
             SimdLevel::Scalar => "scalar",
+            SimdLevel::Neon => "neon",
+            SimdLevel::NeonDot => "neondot",
             SimdLevel::Avx2 => "avx2",
             SimdLevel::Avx512Vnni => "avx512vnni",
         }
@@ -103,9 +124,28 @@ impl SimdLevel {
             .find(|l| l.name().eq_ignore_ascii_case(s.trim()))
     }
 
+    /// Whether the level belongs to the architecture this was compiled for.
+    pub fn is_native(self) -> bool {
+        match self {
+            SimdLevel::Scalar => true,
+            SimdLevel::Neon | SimdLevel::NeonDot => cfg!(target_arch = "aarch64"),
+            SimdLevel::Avx2 | SimdLevel::Avx512Vnni => cfg!(target_arch = "x86_64"),
+        }
+    }
+
     /// Whether this CPU can run this level.
     pub fn is_supported(self) -> bool {
-        self <= detected_level()
+        self.is_native() && self <= detected_level()
+    }
+
+    /// The highest level this CPU supports that is at most `self` (a level of another
+    /// architecture lowers to the best level below it here, at least scalar).
+    pub fn lowered(self) -> SimdLevel {
+        Self::ALL
+            .into_iter()
+            .rev()
+            .find(|&l| l <= self && l.is_supported())
+            .unwrap_or(SimdLevel::Scalar)
     }
 }
 
@@ -135,6 +175,14 @@ pub fn detected_level() -> SimdLevel {
                 return SimdLevel::Avx2;
             }
         }
+        #[cfg(target_arch = "aarch64")]
+        {
+            if std::arch::is_aarch64_feature_detected!("dotprod") {
+                return SimdLevel::NeonDot;
+            }
+            return SimdLevel::Neon;
+        }
+        #[allow(unreachable_code)]
         SimdLevel::Scalar
     })
 }
@@ -147,9 +195,17 @@ pub fn simd_level() -> SimdLevel {
         let best = detected_level();
         match std::env::var("SWITCHYARD_SIMD") {
             Ok(v) if !v.trim().is_empty() => match SimdLevel::parse(&v) {
-                Some(l) => l.min(best),
-                None => {
-                    eprintln!("warning: SWITCHYARD_SIMD={v:?} is not one of scalar, avx2, avx512vnni; ignored");
+                Some(l) if l.is_native() => l.lowered(),
+                _ => {
+                    let names: Vec<&str> = SimdLevel::ALL
+                        .into_iter()
+                        .filter(|l| l.is_native())
+                        .map(SimdLevel::name)
+                        .collect();
+                    eprintln!(
+                        "warning: SWITCHYARD_SIMD={v:?} is not one of {}; ignored",
+                        names.join(", ")
+                    );
                     best
                 }
             },
@@ -195,6 +251,13 @@ pub fn detected_features() -> Vec<&'static str> {
             }
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    {
+        v.push("neon");
+        if std::arch::is_aarch64_feature_detected!("dotprod") {
+            v.push("dotprod");
+        }
+    }
     v
 }
 
@@ -209,11 +272,14 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 /// [`dot_f32`] at an explicit level (lowered to [`detected_level`] if the CPU lacks it).
 pub fn dot_f32_with(level: SimdLevel, a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "dot_f32: lengths differ");
-    match level.min(detected_level()) {
+    match level.lowered() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the level is above scalar and at most `detected_level()`, so AVX2, FMA and
         // F16C were detected at run time.
         l if l > SimdLevel::Scalar => unsafe { avx2::dot_f32(a, b) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: NEON is part of every aarch64 CPU.
+        l if l > SimdLevel::Scalar => unsafe { neon::dot_f32(a, b) },
         _ => scalar::dot_f32(a, b),
     }
 }
@@ -230,11 +296,14 @@ pub fn dot_f16(q: &[f32], k: &[half::f16]) -> f32 {
 /// [`dot_f16`] at an explicit level (lowered to [`detected_level`] if the CPU lacks it).
 pub fn dot_f16_with(level: SimdLevel, q: &[f32], k: &[half::f16]) -> f32 {
     assert_eq!(q.len(), k.len(), "dot_f16: lengths differ");
-    match level.min(detected_level()) {
+    match level.lowered() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the level is above scalar and at most `detected_level()`, so AVX2, FMA and
         // F16C were detected at run time.
         l if l > SimdLevel::Scalar => unsafe { avx2::dot_f16(q, k) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: NEON is part of every aarch64 CPU.
+        l if l > SimdLevel::Scalar => unsafe { neon::dot_f16(q, k) },
         _ => scalar::dot_f16(q, k),
     }
 }
@@ -251,11 +320,14 @@ pub fn axpy_f16(y: &mut [f32], a: f32, x: &[half::f16]) {
 /// [`axpy_f16`] at an explicit level (lowered to [`detected_level`] if the CPU lacks it).
 pub fn axpy_f16_with(level: SimdLevel, y: &mut [f32], a: f32, x: &[half::f16]) {
     assert_eq!(y.len(), x.len(), "axpy_f16: lengths differ");
-    match level.min(detected_level()) {
+    match level.lowered() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the level is above scalar and at most `detected_level()`, so AVX2, FMA and
         // F16C were detected at run time.
         l if l > SimdLevel::Scalar => unsafe { avx2::axpy_f16(y, a, x) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: NEON is part of every aarch64 CPU.
+        l if l > SimdLevel::Scalar => unsafe { neon::axpy_f16(y, a, x) },
         _ => scalar::axpy_f16(y, a, x),
     }
 }
@@ -312,12 +384,17 @@ pub fn attend_f16_with(
     if scratch.len() < 4 * rows.len() {
         scratch.resize(4 * rows.len(), 0.0);
     }
-    match level.min(detected_level()) {
+    match level.lowered() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the level is above scalar and at most `detected_level()`, so AVX2, FMA and
         // F16C were detected at run time; the lengths, `hd % 16` and the rows were checked.
         l if l > SimdLevel::Scalar && hd.is_multiple_of(16) => unsafe {
             avx2::attend_f16(q, hd, kc, vc, rows, scratch, out)
+        },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: NEON is part of every aarch64 CPU; the lengths and rows were checked.
+        l if l > SimdLevel::Scalar => unsafe {
+            neon::attend_f16(q, hd, kc, vc, rows, scratch, out)
         },
         _ => scalar::attend_f16(q, hd, kc, vc, rows, scratch, out),
     }
@@ -337,7 +414,7 @@ pub fn glu(act: Activation, g: &mut [f32], u: &[f32]) {
 /// [`glu`] at an explicit level (lowered to [`detected_level`] if the CPU lacks it).
 pub fn glu_with(level: SimdLevel, act: Activation, g: &mut [f32], u: &[f32]) {
     assert_eq!(g.len(), u.len(), "glu: lengths differ");
-    match level.min(detected_level()) {
+    match level.lowered() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the level is above scalar and at most `detected_level()`, so AVX2, FMA and
         // F16C were detected at run time.
@@ -380,7 +457,7 @@ pub fn matmul_with(level: SimdLevel, w: &QMatrix<'_>, x: &[f32], n_tok: usize, o
         w.data.len() >= w.rows * w.row_bytes(),
         "matmul: not enough weight data"
     );
-    let level = level.min(detected_level());
+    let level = level.lowered();
     if n_tok == 0 || w.rows == 0 {
         return;
     }
@@ -399,14 +476,14 @@ pub fn matmul_with(level: SimdLevel, w: &QMatrix<'_>, x: &[f32], n_tok: usize, o
                 GgmlType::Q4_0 => 8,
                 _ => 16,
             };
-            if level > SimdLevel::Scalar {
+            if level >= SimdLevel::Avx2 {
                 a.interleave(offset, level == SimdLevel::Avx512Vnni);
             }
             Acts::Q8(a)
         }
         GgmlType::Q4_K | GgmlType::Q6_K => {
             let mut a = Q8KActs::quantize(level, x, w.cols, n_tok);
-            if level > SimdLevel::Scalar {
+            if level >= SimdLevel::Avx2 {
                 a.interleave();
             }
             Acts::Q8K(a)
@@ -429,7 +506,15 @@ pub fn matmul_with(level: SimdLevel, w: &QMatrix<'_>, x: &[f32], n_tok: usize, o
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above, with AVX-512 F/BW/VL/VNNI detected too.
         SimdLevel::Avx512Vnni => unsafe { avx512::rows(w, &acts, r0, r1, n_tok, &dst) },
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: NEON is part of every aarch64 CPU. `dst` is written only at rows `r0..r1`,
+        // which no other chunk touches (see `OutPtr`).
+        SimdLevel::Neon => unsafe { neon::rows(w, &acts, r0, r1, n_tok, &dst) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: `level` was lowered to `detected_level()`, so the dot-product extension was
+        // detected at run time. `dst` as above.
+        SimdLevel::NeonDot => unsafe { neon::rows_dot(w, &acts, r0, r1, n_tok, &dst) },
+        // Levels of another architecture: `lowered` never returns them.
         _ => scalar::rows(w, &acts, r0, r1, n_tok, &dst),
     };
     for_chunks(w.rows, w.row_bytes() * n_tok.min(8), run);
@@ -534,7 +619,7 @@ pub fn matmul_packed_with(
         n_tok * w.rows,
         "matmul_packed: out has the wrong length"
     );
-    let level = level.min(detected_level());
+    let level = level.lowered();
     assert!(
         level >= SimdLevel::Avx2,
         "matmul_packed: AVX2 is not available"
@@ -569,7 +654,10 @@ pub fn matmul_packed_with(
         _ => unsafe { avx2::rows_packed_q8(w, &a, g0, g1, n_tok, &dst) },
     };
     #[cfg(not(target_arch = "x86_64"))]
-    let run = |_: usize, _: usize| unreachable!("PackedQ8 exists only with AVX2");
+    let run = |_: usize, _: usize| {
+        let _ = (&a, &corr, &dst);
+        unreachable!("PackedQ8 exists only with AVX2")
+    };
     for_chunks(groups, 8 * w.cols * n_tok.min(8), run);
 }
 
@@ -869,7 +957,7 @@ fn matmul_transposed(
         n_tok * view.rows,
         "{name}: out has the wrong length"
     );
-    let level = level.min(detected_level());
+    let level = level.lowered();
     assert!(level >= SimdLevel::Avx2, "{name}: AVX2 is not available");
     if n_tok == 0 || view.rows == 0 {
         return;
@@ -902,7 +990,10 @@ fn matmul_transposed(
     let run =
         |r0: usize, r1: usize| unsafe { avx2::rows_transposed(view, &acts, r0, r1, n_tok, &dst) };
     #[cfg(not(target_arch = "x86_64"))]
-    let run = |_: usize, _: usize| unreachable!("the transposed layouts exist only with AVX2");
+    let run = |_: usize, _: usize| {
+        let _ = (&acts, &dst);
+        unreachable!("the transposed layouts exist only with AVX2")
+    };
     for_chunks(view.rows, view.row_bytes() * n_tok.min(8), run);
 }
 

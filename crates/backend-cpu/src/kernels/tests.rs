@@ -135,6 +135,19 @@ fn check(ty: GgmlType, rows: usize, cols: usize, n_tok: usize, seed: u64) {
     results.extend(packed(&w, &x, n_tok));
 
     let scalar = &results[0].1;
+    // The NEON kernels of Q4_K / Q6_K do the scalar kernel's float operations on the same exact
+    // integers: the same bits.
+    if matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K) {
+        for (level, out) in &results {
+            if level.starts_with("neon") {
+                let same = out
+                    .iter()
+                    .zip(scalar)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{ty} {level}: not the scalar bits");
+            }
+        }
+    }
     for t in 0..n_tok {
         let xt = &x[t * cols..(t + 1) * cols];
         let xqt = &xq[t * cols..(t + 1) * cols];
@@ -700,6 +713,27 @@ fn levels() {
             detected_features().len() == 7
         );
     }
+    #[cfg(target_arch = "aarch64")]
+    {
+        let dot = std::arch::is_aarch64_feature_detected!("dotprod");
+        let want = if dot {
+            SimdLevel::NeonDot
+        } else {
+            SimdLevel::Neon
+        };
+        assert_eq!(detected_level(), want);
+        assert!(available_levels().contains(&SimdLevel::Neon));
+        assert_eq!(detected_features().contains(&"dotprod"), dot);
+    }
+    // A level of another architecture is never supported and lowers to one that is.
+    for l in SimdLevel::ALL {
+        assert_eq!(l.is_supported(), available_levels().contains(&l), "{l}");
+        assert!(l.lowered().is_supported() && l.lowered() <= l, "{l}");
+        if !l.is_native() {
+            assert!(!l.is_supported(), "{l}");
+        }
+    }
+    assert_eq!(SimdLevel::parse("neondot"), Some(SimdLevel::NeonDot));
 }
 
 #[test]

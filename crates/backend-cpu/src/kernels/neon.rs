@@ -1,0 +1,535 @@
+//! Arm NEON kernels (aarch64), with and without the dot-product extension.
+//!
+//! NEON is part of every aarch64 CPU, so the base level ([`super::SimdLevel::Neon`]) needs no
+//! detection. The `sdot` instruction (ARMv8.2 dotprod: Graviton 2 and later, Apple M1, Ampere
+//! Altra) is detected at run time ([`super::SimdLevel::NeonDot`]); the kernels are generic over
+//! `DOT` and the `_dot` entry points are compiled with `dotprod` enabled. `sdot` is written as
+//! inline assembly because its Rust intrinsic is not stable yet.
+//!
+//! Every kernel takes the activations in their plain form (`Q8Acts::qs` / `Q8KActs::qs`, token
+//! after token) and the weights in their file encoding: a weight block is decoded once into
+//! signed 8-bit vectors and multiplied with a group of up to 8 tokens, so batched decode reads
+//! each weight row once per group. Per token and block:
+//! - Q4_0 / Q5_0 / Q8_0: two 16-byte dot products give 4 exact partial sums in i32 lanes, which
+//!   are converted and accumulated with the product of the block scales (one FMA; the 4 lanes are
+//!   added at the end of the row);
+//! - Q4_K / Q6_K: the dot product of each 32- / 16-element sub-block is multiplied by its scale in
+//!   i32 lanes, the super-block's integer sum taken once, then the same float operations as the
+//!   scalar kernel, so Q4_K / Q6_K give the scalar kernel's bits.
+//!
+//! Without `sdot` the 16 products are formed by `smull` and added pairwise (`sadalp`): the same
+//! integer totals, spread differently over the lanes.
+//!
+//! Every token has its own accumulators and the same operations whatever the group size (batch
+//! invariance). Loads go through pointers into slices whose lengths are checked first.
+
+// The tile loops index several per-token arrays in lockstep.
+#![allow(clippy::needless_range_loop)]
+
+use std::arch::aarch64::*;
+use std::arch::asm;
+
+use switchyard_core::GgmlType;
+
+use super::quant::{self, Q8Acts, Q8KActs, QK8, QKK};
+use super::{f16_le, unpack_q4k_scales, Acts, OutPtr, QMatrix};
+
+/// Most tokens multiplied with one weight row at a time.
+const NT_MAX: usize = 8;
+/// Rows whose results are collected before they are stored.
+const TILE: usize = 16;
+
+// ---------------------------------------------------------------------------------------------
+// Loads and primitives.
+
+#[target_feature(enable = "neon")]
+#[inline]
+fn ld_s8(b: &[i8]) -> int8x16_t {
+    assert!(b.len() >= 16);
+    // SAFETY: `b` has at least 16 bytes; `vld1q_s8` has no alignment requirement.
+    unsafe { vld1q_s8(b.as_ptr()) }
+}
+
+#[target_feature(enable = "neon")]
+#[inline]
+fn ld_u8(b: &[u8]) -> uint8x16_t {
+    assert!(b.len() >= 16);
+    // SAFETY: as in `ld_s8`.
+    unsafe { vld1q_u8(b.as_ptr()) }
+}
+
+#[target_feature(enable = "neon")]
+#[inline]
+fn ld_f32(b: &[f32]) -> float32x4_t {
+    assert!(b.len() >= 4);
+    // SAFETY: `b` has at least 4 floats; `vld1q_f32` has no alignment requirement.
+    unsafe { vld1q_f32(b.as_ptr()) }
+}
+
+#[target_feature(enable = "neon")]
+#[inline]
+fn st_f32(b: &mut [f32], v: float32x4_t) {
+    assert!(b.len() >= 4);
+    // SAFETY: `b` has room for 4 floats.
+    unsafe { vst1q_f32(b.as_mut_ptr(), v) }
+}
+
+/// 4 f16 values (as bits) to f32, exactly (`fcvtl`, part of base aarch64 floating point).
+#[target_feature(enable = "neon")]
+#[inline]
+fn f16x4(h: &[half::f16]) -> float32x4_t {
+    assert!(h.len() >= 4);
+    // SAFETY: `h` has at least 4 elements of 2 bytes; no alignment requirement.
+    let bits = unsafe { vld1_u16(h.as_ptr().cast()) };
+    let r: float32x4_t;
+    // SAFETY: `fcvtl` only reads and writes the named registers.
+    unsafe {
+        asm!("fcvtl {0:v}.4s, {1:v}.4h", out(vreg) r, in(vreg) bits,
+             options(pure, nomem, nostack, preserves_flags));
+    }
+    r
+}
+
+/// Adds the 16 products `a[i] * b[i]` into the lanes of `acc`: lane `k` gets products
+/// `4k .. 4k + 4` with `sdot`; without it (`DOT` false) the same total spread over the lanes in
+/// pairs. Exact: a product fits in i16, a lane's sum in i32.
+///
+/// `DOT` must be true only in functions compiled with the `dotprod` feature.
+#[target_feature(enable = "neon")]
+#[inline]
+fn dot16<const DOT: bool>(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    if DOT {
+        let mut acc = acc;
+        // SAFETY: `sdot` only reads and writes the named registers; with `DOT` this is inlined
+        // only into functions compiled with `dotprod`, called after its run-time detection (the
+        // directive lets the assembler accept it in any case).
+        unsafe {
+            asm!(".arch_extension dotprod", "sdot {0:v}.4s, {1:v}.16b, {2:v}.16b",
+                 inout(vreg) acc, in(vreg) a, in(vreg) b,
+                 options(pure, nomem, nostack, preserves_flags));
+        }
+        acc
+    } else {
+        let p0 = vmull_s8(vget_low_s8(a), vget_low_s8(b));
+        let p1 = vmull_high_s8(a, b);
+        vpadalq_s16(vpadalq_s16(acc, p0), p1)
+    }
+}
+
+/// The 32 signed quants of a Q4_0 / Q5_0 / Q8_0 block (`K` as in [`q0_kind`]), as elements
+/// `0..16` and `16..32`, the offset already taken off.
+#[target_feature(enable = "neon")]
+#[inline]
+fn q0_decode<const K: u8>(b: &[u8]) -> (int8x16_t, int8x16_t) {
+    match K {
+        0 => {
+            let q: &[i8] = bytemuck::cast_slice(&b[2..34]);
+            (ld_s8(q), ld_s8(&q[16..]))
+        }
+        1 => {
+            let q = ld_u8(&b[2..18]);
+            let lo = vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0xF)));
+            let hi = vreinterpretq_s8_u8(vshrq_n_u8::<4>(q));
+            (vsubq_s8(lo, vdupq_n_s8(8)), vsubq_s8(hi, vdupq_n_s8(8)))
+        }
+        _ => {
+            const BITS: [u8; 16] = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128];
+            let qh = [b[2], b[3], b[4], b[5]];
+            let bits = ld_u8(&BITS);
+            let q = ld_u8(&b[6..22]);
+            // Bit `j` of `qh` is the fifth bit of element `j`: byte `j / 8`, bit `j % 8`.
+            let high = |b0: u8, b1: u8| {
+                let v = vcombine_u8(vdup_n_u8(b0), vdup_n_u8(b1));
+                vandq_u8(vtstq_u8(v, bits), vdupq_n_u8(0x10))
+            };
+            let lo = vorrq_u8(vandq_u8(q, vdupq_n_u8(0xF)), high(qh[0], qh[1]));
+            let hi = vorrq_u8(vshrq_n_u8::<4>(q), high(qh[2], qh[3]));
+            (
+                vsubq_s8(vreinterpretq_s8_u8(lo), vdupq_n_s8(16)),
+                vsubq_s8(vreinterpretq_s8_u8(hi), vdupq_n_s8(16)),
+            )
+        }
+    }
+}
+
+/// The kernel number of a Q4_0 / Q5_0 / Q8_0 type.
+fn q0_kind(ty: GgmlType) -> u8 {
+    match ty {
+        GgmlType::Q8_0 => 0,
+        GgmlType::Q4_0 => 1,
+        _ => 2,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entry points.
+
+/// Computes rows `r0..r1` of the output for all `n_tok` tokens (base NEON).
+#[target_feature(enable = "neon")]
+pub(crate) fn rows(
+    w: &QMatrix<'_>,
+    acts: &Acts<'_>,
+    r0: usize,
+    r1: usize,
+    n_tok: usize,
+    out: &OutPtr,
+) {
+    rows_impl::<false>(w, acts, r0, r1, n_tok, out)
+}
+
+/// [`rows`] with `sdot`.
+///
+/// # Safety
+/// The CPU must have the dot-product extension (`dotprod`).
+#[target_feature(enable = "neon,dotprod")]
+pub(crate) unsafe fn rows_dot(
+    w: &QMatrix<'_>,
+    acts: &Acts<'_>,
+    r0: usize,
+    r1: usize,
+    n_tok: usize,
+    out: &OutPtr,
+) {
+    rows_impl::<true>(w, acts, r0, r1, n_tok, out)
+}
+
+#[target_feature(enable = "neon")]
+#[inline]
+fn rows_impl<const DOT: bool>(
+    w: &QMatrix<'_>,
+    acts: &Acts<'_>,
+    r0: usize,
+    r1: usize,
+    n_tok: usize,
+    out: &OutPtr,
+) {
+    match (w.dtype, acts) {
+        (GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0, Acts::Q8(a)) => {
+            let k = q0_kind(w.dtype);
+            for (t0, nt) in quant::token_groups(n_tok, NT_MAX) {
+                macro_rules! go {
+                    ($($n:literal)*) => {
+                        match (nt, k) {
+                            $(($n, 0) => q0_rows::<$n, 0, DOT>(w, a, t0, r0, r1, out),
+                              ($n, 1) => q0_rows::<$n, 1, DOT>(w, a, t0, r0, r1, out),
+                              ($n, _) => q0_rows::<$n, 2, DOT>(w, a, t0, r0, r1, out),)*
+                            _ => unreachable!("token group of {nt}"),
+                        }
+                    };
+                }
+                go!(1 2 3 4 5 6 7 8);
+            }
+        }
+        (GgmlType::Q4_K | GgmlType::Q6_K, Acts::Q8K(a)) => {
+            let q6 = w.dtype == GgmlType::Q6_K;
+            for (t0, nt) in quant::token_groups(n_tok, NT_MAX) {
+                macro_rules! go {
+                    ($($n:literal)*) => {
+                        match (nt, q6) {
+                            $(($n, false) => k_rows::<$n, false, DOT>(w, a, t0, r0, r1, out),
+                              ($n, true) => k_rows::<$n, true, DOT>(w, a, t0, r0, r1, out),)*
+                            _ => unreachable!("token group of {nt}"),
+                        }
+                    };
+                }
+                go!(1 2 3 4 5 6 7 8);
+            }
+        }
+        (_, Acts::F32(x)) => float_rows(w, x, r0, r1, n_tok, out),
+        (ty, _) => unreachable!("no kernel for {ty}"),
+    }
+}
+
+/// Stores the results of a tile of rows `r..r + n` for the tokens `t0..t0 + N`.
+#[target_feature(enable = "neon")]
+#[inline]
+fn store_tile<const N: usize>(out: &OutPtr, t0: usize, r: usize, n: usize, res: &[[f32; TILE]; N]) {
+    for (t, res) in res.iter().enumerate() {
+        // SAFETY: this chunk owns rows `r0..r1`, which include `r..r + n` (see `OutPtr`).
+        unsafe { out.write_run(t0 + t, r, &res[..n]) };
+    }
+}
+
+/// Q4_0 / Q5_0 / Q8_0 rows `r0..r1` for tokens `t0..t0 + N`.
+#[target_feature(enable = "neon")]
+#[inline]
+fn q0_rows<const N: usize, const K: u8, const DOT: bool>(
+    w: &QMatrix<'_>,
+    a: &Q8Acts,
+    t0: usize,
+    r0: usize,
+    r1: usize,
+    out: &OutPtr,
+) {
+    let bb = w.dtype.block_bytes();
+    let nb = w.cols / QK8;
+    let xq: [&[i8]; N] = std::array::from_fn(|t| a.qs(t0 + t));
+    let xd: [&[f32]; N] = std::array::from_fn(|t| a.d(t0 + t));
+    let mut r = r0;
+    while r < r1 {
+        let n = TILE.min(r1 - r);
+        let mut res = [[0f32; TILE]; N];
+        for i in 0..n {
+            let row = w.row(r + i);
+            let mut acc = [vdupq_n_f32(0.0); N];
+            for b in 0..nb {
+                let blk = &row[b * bb..(b + 1) * bb];
+                let (w0, w1) = q0_decode::<K>(blk);
+                let dw = f16_le(blk);
+                for t in 0..N {
+                    let x = &xq[t][QK8 * b..QK8 * (b + 1)];
+                    let p = dot16::<DOT>(vdupq_n_s32(0), w0, ld_s8(x));
+                    let p = dot16::<DOT>(p, w1, ld_s8(&x[16..]));
+                    acc[t] = vfmaq_n_f32(acc[t], vcvtq_f32_s32(p), dw * xd[t][b]);
+                }
+            }
+            for t in 0..N {
+                res[t][i] = vaddvq_f32(acc[t]);
+            }
+        }
+        store_tile(out, t0, r, n, &res);
+        r += n;
+    }
+}
+
+/// A Q4_K / Q6_K super-block decoded: 16 vectors of 16 signed quants (elements `16 i ..`; Q6_K
+/// without its offset 32, which is applied exactly here too), and the integer scale of each.
+struct KBlock {
+    q: [int8x16_t; 16],
+    /// Q4_K: the 8 sub-block scales, then the 8 mins. Q6_K: the 16 scales.
+    sc: [i32; 16],
+    d: f32,
+    dmin: f32,
+}
+
+#[target_feature(enable = "neon")]
+#[inline]
+fn k_decode<const Q6: bool>(b: &[u8]) -> KBlock {
+    let mut q = [vdupq_n_s8(0); 16];
+    let mut sc = [0i32; 16];
+    if Q6 {
+        let (ql, qh, s) = (&b[0..128], &b[128..192], &b[192..208]);
+        for n in 0..2 {
+            for h in 0..2 {
+                let l0 = ql[64 * n + 16 * h..].first_chunk::<16>().expect("16");
+                let l1 = ql[64 * n + 32 + 16 * h..].first_chunk::<16>().expect("16");
+                let (l0, l1) = (ld_u8(l0), ld_u8(l1));
+                let hb = ld_u8(&qh[32 * n + 16 * h..]);
+                let m4 = vdupq_n_u8(0xF);
+                let m3 = vdupq_n_u8(3);
+                // Element `128 n + 32 m + 16 h + l`: vector `8 n + 2 m + h`.
+                let v = [
+                    vorrq_u8(vandq_u8(l0, m4), vshlq_n_u8::<4>(vandq_u8(hb, m3))),
+                    vorrq_u8(
+                        vandq_u8(l1, m4),
+                        vshlq_n_u8::<4>(vandq_u8(vshrq_n_u8::<2>(hb), m3)),
+                    ),
+                    vorrq_u8(
+                        vshrq_n_u8::<4>(l0),
+                        vshlq_n_u8::<4>(vandq_u8(vshrq_n_u8::<4>(hb), m3)),
+                    ),
+                    vorrq_u8(vshrq_n_u8::<4>(l1), vshlq_n_u8::<4>(vshrq_n_u8::<6>(hb))),
+                ];
+                for (m, v) in v.into_iter().enumerate() {
+                    q[8 * n + 2 * m + h] = vsubq_s8(vreinterpretq_s8_u8(v), vdupq_n_s8(32));
+                }
+            }
+        }
+        for (sc, &s) in sc.iter_mut().zip(s) {
+            *sc = i32::from(s as i8);
+        }
+        KBlock {
+            q,
+            sc,
+            d: f16_le(&b[208..210]),
+            dmin: 0.0,
+        }
+    } else {
+        let sm = unpack_q4k_scales(b[4..16].try_into().expect("12 bytes"));
+        let qs = &b[16..144];
+        for j in 0..4 {
+            for h in 0..2 {
+                let v = ld_u8(&qs[32 * j + 16 * h..]);
+                q[4 * j + h] = vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0xF)));
+                q[4 * j + 2 + h] = vreinterpretq_s8_u8(vshrq_n_u8::<4>(v));
+            }
+        }
+        for (sc, &s) in sc.iter_mut().zip(&sm) {
+            *sc = i32::from(s);
+        }
+        KBlock {
+            q,
+            sc,
+            d: f16_le(&b[0..2]),
+            dmin: f16_le(&b[2..4]),
+        }
+    }
+}
+
+/// Q4_K / Q6_K rows `r0..r1` for tokens `t0..t0 + N`.
+#[target_feature(enable = "neon")]
+#[inline]
+fn k_rows<const N: usize, const Q6: bool, const DOT: bool>(
+    w: &QMatrix<'_>,
+    a: &Q8KActs,
+    t0: usize,
+    r0: usize,
+    r1: usize,
+    out: &OutPtr,
+) {
+    let bb = w.dtype.block_bytes();
+    let nb = w.cols / QKK;
+    let xq: [&[i8]; N] = std::array::from_fn(|t| a.qs(t0 + t));
+    let xd: [&[f32]; N] = std::array::from_fn(|t| a.d(t0 + t));
+    let xs: [&[i16]; N] = std::array::from_fn(|t| a.bsums(t0 + t));
+    let mut r = r0;
+    while r < r1 {
+        let n = TILE.min(r1 - r);
+        let mut res = [[0f32; TILE]; N];
+        for i in 0..n {
+            let row = w.row(r + i);
+            let mut sum = [0f32; N];
+            for b in 0..nb {
+                let kb = k_decode::<Q6>(&row[b * bb..(b + 1) * bb]);
+                for t in 0..N {
+                    let x = &xq[t][QKK * b..QKK * (b + 1)];
+                    let mut isum = vdupq_n_s32(0);
+                    if Q6 {
+                        for (v, (&q, &s)) in kb.q.iter().zip(&kb.sc).enumerate() {
+                            let p = dot16::<DOT>(vdupq_n_s32(0), q, ld_s8(&x[16 * v..]));
+                            isum = vmlaq_n_s32(isum, p, s);
+                        }
+                        let sumi = vaddvq_s32(isum);
+                        sum[t] += kb.d * xd[t][b] * sumi as f32;
+                    } else {
+                        for s in 0..8 {
+                            let p = dot16::<DOT>(vdupq_n_s32(0), kb.q[2 * s], ld_s8(&x[32 * s..]));
+                            let p = dot16::<DOT>(p, kb.q[2 * s + 1], ld_s8(&x[32 * s + 16..]));
+                            isum = vmlaq_n_s32(isum, p, kb.sc[s]);
+                        }
+                        let sumi = vaddvq_s32(isum);
+                        let bs = &xs[t][16 * b..16 * (b + 1)];
+                        let summ: i32 = (0..8)
+                            .map(|s| {
+                                kb.sc[8 + s] * (i32::from(bs[2 * s]) + i32::from(bs[2 * s + 1]))
+                            })
+                            .sum();
+                        let dx = xd[t][b];
+                        sum[t] += kb.d * dx * sumi as f32 - kb.dmin * dx * summ as f32;
+                    }
+                }
+            }
+            for t in 0..N {
+                res[t][i] = sum[t];
+            }
+        }
+        store_tile(out, t0, r, n, &res);
+        r += n;
+    }
+}
+
+/// F32 / F16 / BF16 rows: each row converted to f32 once, then dotted with every token.
+#[target_feature(enable = "neon")]
+fn float_rows(w: &QMatrix<'_>, x: &[f32], r0: usize, r1: usize, n_tok: usize, out: &OutPtr) {
+    let mut buf = vec![0f32; w.cols];
+    for r in r0..r1 {
+        switchyard_core::dtype::dequantize(w.dtype, w.row(r), &mut buf);
+        for t in 0..n_tok {
+            let v = dot_f32(&buf, &x[t * w.cols..(t + 1) * w.cols]);
+            // SAFETY: this chunk owns rows `r0..r1` (see `OutPtr`).
+            unsafe { out.write(t, r, v) };
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Vector helpers of attention and the float matmuls.
+
+/// f32 dot product (4 accumulators of 4 lanes, then the tail in order).
+#[target_feature(enable = "neon")]
+pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let mut acc = [vdupq_n_f32(0.0); 4];
+    let mut i = 0;
+    while i + 16 <= n {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            let j = i + 4 * k;
+            *acc = vfmaq_f32(*acc, ld_f32(&a[j..]), ld_f32(&b[j..]));
+        }
+        i += 16;
+    }
+    while i + 4 <= n {
+        acc[0] = vfmaq_f32(acc[0], ld_f32(&a[i..]), ld_f32(&b[i..]));
+        i += 4;
+    }
+    let v = vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3]));
+    let mut s = vaddvq_f32(v);
+    for j in i..n {
+        s += a[j] * b[j];
+    }
+    s
+}
+
+/// `sum_i q[i] * k[i]` with `k` in f16.
+#[target_feature(enable = "neon")]
+pub(crate) fn dot_f16(q: &[f32], k: &[half::f16]) -> f32 {
+    let n = q.len().min(k.len());
+    let mut acc = [vdupq_n_f32(0.0); 2];
+    let mut i = 0;
+    while i + 8 <= n {
+        acc[0] = vfmaq_f32(acc[0], ld_f32(&q[i..]), f16x4(&k[i..]));
+        acc[1] = vfmaq_f32(acc[1], ld_f32(&q[i + 4..]), f16x4(&k[i + 4..]));
+        i += 8;
+    }
+    let mut s = vaddvq_f32(vaddq_f32(acc[0], acc[1]));
+    for j in i..n {
+        s += q[j] * k[j].to_f32();
+    }
+    s
+}
+
+/// `y[i] += a * x[i]` with `x` in f16.
+#[target_feature(enable = "neon")]
+pub(crate) fn axpy_f16(y: &mut [f32], a: f32, x: &[half::f16]) {
+    let n = y.len().min(x.len());
+    let mut i = 0;
+    while i + 4 <= n {
+        let v = vfmaq_n_f32(ld_f32(&y[i..]), f16x4(&x[i..]), a);
+        st_f32(&mut y[i..], v);
+        i += 4;
+    }
+    for j in i..n {
+        y[j] += a * x[j].to_f32();
+    }
+}
+
+/// Attention of one KV head's query heads for one token (as `scalar::attend_f16`, with the
+/// NEON dot products and weighted sums).
+#[target_feature(enable = "neon")]
+pub(crate) fn attend_f16(
+    q: &[f32],
+    hd: usize,
+    kc: &[half::f16],
+    vc: &[half::f16],
+    rows: &[usize],
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let scores = &mut scores[..rows.len()];
+    for (qh, oh) in q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)) {
+        let mut mx = f32::NEG_INFINITY;
+        for (sc, &r) in scores.iter_mut().zip(rows) {
+            *sc = dot_f16(qh, &kc[r..r + hd]);
+            mx = mx.max(*sc);
+        }
+        let mut sum = 0f32;
+        for sc in scores.iter_mut() {
+            *sc = (*sc - mx).exp();
+            sum += *sc;
+        }
+        oh.fill(0.0);
+        for (sc, &r) in scores.iter().zip(rows) {
+            axpy_f16(oh, sc / sum, &vc[r..r + hd]);
+        }
+    }
+}
