@@ -12,8 +12,8 @@
 //! Each kernel exists as a plain scalar version ([`SimdLevel::Scalar`], the specification), an
 //! AVX2 + FMA + F16C version ([`SimdLevel::Avx2`]) and, for the quantized matmuls, an AVX-512
 //! VNNI version ([`SimdLevel::Avx512Vnni`]), chosen at run time; on aarch64 NEON versions with
-//! and without the dot-product extension ([`SimdLevel::Neon`], [`SimdLevel::NeonDot`]; the float
-//! activation `glu` stays scalar there). The environment variable
+//! and without the dot-product extension ([`SimdLevel::Neon`], [`SimdLevel::NeonDot`]). The
+//! environment variable
 //! `SWITCHYARD_SIMD=scalar|avx2|avx512vnni` (aarch64: `scalar|neon|neondot`), read once, lowers
 //! the level [`matmul`] uses; [`matmul_with`] takes the level explicitly (tests call every
 //! level).
@@ -419,6 +419,9 @@ pub fn glu_with(level: SimdLevel, act: Activation, g: &mut [f32], u: &[f32]) {
         // SAFETY: the level is above scalar and at most `detected_level()`, so AVX2, FMA and
         // F16C were detected at run time.
         l if l > SimdLevel::Scalar => unsafe { avx2::glu(act == Activation::GeluTanh, g, u) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: NEON is part of every aarch64 CPU.
+        l if l > SimdLevel::Scalar => unsafe { neon::glu(act == Activation::GeluTanh, g, u) },
         _ => {
             for (a, b) in g.iter_mut().zip(u) {
                 let v = match act {

@@ -533,3 +533,56 @@ pub(crate) fn attend_f16(
         }
     }
 }
+
+/// `e^x` of each lane, as `avx2::exp_ps`: `x` clamped to [-87, 88], `x = n ln2 + r`, a degree-6
+/// Taylor polynomial for `e^r` scaled by `2^n`.
+#[target_feature(enable = "neon")]
+#[inline]
+fn exp4(x: float32x4_t) -> float32x4_t {
+    let x = vminq_f32(vmaxq_f32(x, vdupq_n_f32(-87.0)), vdupq_n_f32(88.0));
+    let n = vrndnq_f32(vmulq_f32(x, vdupq_n_f32(std::f32::consts::LOG2_E)));
+    let r = vfmsq_f32(x, n, vdupq_n_f32(0.693_359_4));
+    let r = vfmsq_f32(r, n, vdupq_n_f32(-2.121_944_4e-4));
+    let mut p = vdupq_n_f32(1.0 / 720.0);
+    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = vfmaq_f32(vdupq_n_f32(c), p, r);
+    }
+    let e = vshlq_n_s32::<23>(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)));
+    vmulq_f32(p, vreinterpretq_f32_s32(e))
+}
+
+/// `act(g) * u` for 4 lanes (see `avx2::glu8`).
+#[target_feature(enable = "neon")]
+#[inline]
+fn glu4(gelu: bool, g: float32x4_t, u: float32x4_t) -> float32x4_t {
+    let z = if gelu {
+        let g3 = vmulq_f32(vmulq_f32(g, g), g);
+        let y = vfmaq_f32(g, g3, vdupq_n_f32(0.044715));
+        vmulq_f32(y, vdupq_n_f32(-2.0 * 0.797_884_6))
+    } else {
+        vnegq_f32(g)
+    };
+    let den = vaddq_f32(vdupq_n_f32(1.0), exp4(z));
+    vmulq_f32(vdivq_f32(g, den), u)
+}
+
+/// NEON version of the gated activation (`super::glu`; lengths checked by the caller); a tail
+/// shorter than 4 goes through the same vector code in a padded buffer.
+#[target_feature(enable = "neon")]
+pub(crate) fn glu(gelu: bool, g: &mut [f32], u: &[f32]) {
+    let n = g.len().min(u.len());
+    let mut i = 0;
+    while i + 4 <= n {
+        let v = glu4(gelu, ld_f32(&g[i..]), ld_f32(&u[i..]));
+        st_f32(&mut g[i..], v);
+        i += 4;
+    }
+    if i < n {
+        let (mut gb, mut ub) = ([0f32; 4], [0f32; 4]);
+        gb[..n - i].copy_from_slice(&g[i..n]);
+        ub[..n - i].copy_from_slice(&u[i..n]);
+        let v = glu4(gelu, ld_f32(&gb), ld_f32(&ub));
+        st_f32(&mut gb, v);
+        g[i..n].copy_from_slice(&gb[..n - i]);
+    }
+}
