@@ -140,12 +140,42 @@ pub fn cache_dir() -> PathBuf {
         .join("switchyard")
 }
 
-/// Parses a manifest.
+/// Parses a manifest and checks the fields that become paths: `file` must be a plain file name
+/// (it is joined to the cache directory, so `../x` or `/x` would write outside it), the PyPI
+/// parts relative paths inside their packages, and `sha256` 64 hex digits.
 pub fn parse_manifest(text: &str, origin: &str) -> Result<Manifest, RegistryError> {
-    toml::from_str(text).map_err(|e| RegistryError::BadManifest {
+    let bad = |reason: String| RegistryError::BadManifest {
         path: origin.to_string(),
-        reason: e.to_string().lines().next().unwrap_or("").to_string(),
-    })
+        reason,
+    };
+    let m: Manifest = toml::from_str(text)
+        .map_err(|e| bad(e.to_string().lines().next().unwrap_or("").to_string()))?;
+    let plain_name = |f: &str| {
+        let mut c = Path::new(f).components();
+        matches!(c.next(), Some(std::path::Component::Normal(_))) && c.next().is_none()
+    };
+    if !plain_name(&m.file) || m.file.contains(['/', '\\']) {
+        return Err(bad(format!(
+            "file {:?} must be a plain file name (no directories)",
+            m.file
+        )));
+    }
+    if let Some(p) = &m.pypi {
+        for part in &p.parts {
+            let rel = Path::new(part)
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if part.is_empty() || !rel {
+                return Err(bad(format!(
+                    "part {part:?} must be a relative path inside its package (no '..', not absolute)"
+                )));
+            }
+        }
+    }
+    if m.sha256.len() != 64 || !m.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad(format!("sha256 {:?} is not 64 hex digits", m.sha256)));
+    }
+    Ok(m)
 }
 
 /// The built-in manifests.
@@ -465,5 +495,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("manifest m.toml:"), "{e}");
+    }
+
+    #[test]
+    fn manifest_paths_stay_inside_the_cache() {
+        let ok = BUILTIN[0].1;
+        assert!(parse_manifest(ok, "m.toml").is_ok());
+        let file = "file = \"gemma-3-270m-q4_k_m.gguf\"";
+        let part = "\"data/gemma-3-270m-q4_k_m.gguf.part00\"";
+        let sha = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818";
+        assert!(ok.contains(file) && ok.contains(part) && ok.contains(sha));
+        for (from, to, want) in [
+            (file, "file = \"../evil.gguf\"", "plain file name"),
+            (file, "file = \"/tmp/evil.gguf\"", "plain file name"),
+            (file, "file = \"sub/evil.gguf\"", "plain file name"),
+            (file, "file = \"..\"", "plain file name"),
+            (file, "file = \"\"", "plain file name"),
+            (part, "\"../../etc/passwd\"", "relative path"),
+            (part, "\"/etc/passwd\"", "relative path"),
+            (sha, "abc", "64 hex digits"),
+        ] {
+            let e = parse_manifest(&ok.replacen(from, to, 1), "m.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("manifest m.toml:") && e.contains(want),
+                "{to}: {e}"
+            );
+        }
     }
 }
