@@ -80,6 +80,11 @@ fn format_date(fmt: &str, (y, m, d): (i64, i64, i64)) -> String {
         .replace("%b", &month[..3])
 }
 
+/// Template engine instructions one rendering may run: real chat templates take a few hundred per
+/// message (Qwen's ~150), so this admits conversations of tens of thousands of messages and
+/// stops a runaway loop within about a second.
+const TEMPLATE_FUEL: u64 = 20_000_000;
+
 impl ChatTemplate {
     /// Compiles `source`; `bos` / `eos` are the tokenizer's texts of those tokens.
     pub fn new(source: &str, bos: &str, eos: &str) -> Result<Self, Error> {
@@ -89,6 +94,9 @@ impl ChatTemplate {
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
+        // A template comes with the model (GGUF metadata, tokenizer_config.json): one that loops
+        // for ever or nearly so ends in this request's error instead of holding a worker.
+        env.set_fuel(Some(TEMPLATE_FUEL));
         // minijinja's compiler can panic on some invalid templates (found by fuzzing:
         // `{% import 'x' as 'y' %}` reaches an `unreachable!`): a template that does not compile.
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -137,6 +145,23 @@ impl ChatTemplate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runaway_template_runs_out_of_fuel() {
+        let t = ChatTemplate::new(
+            "{% for i in range(100000) %}{% for j in range(100000) %}{{ '' }}{% endfor %}{% endfor %}",
+            "",
+            "",
+        )
+        .unwrap();
+        let e = t.render(&[], false).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::OutOfFuel, "{e}");
+        // A long real conversation still renders.
+        let t = ChatTemplate::new(CHATML, "", "").unwrap();
+        let msgs: Vec<Message> = (0..20_000).map(|i| msg("user", &format!("m{i}"))).collect();
+        let s = t.render(&msgs, true).unwrap();
+        assert!(s.contains("m19999<|im_end|>"));
+    }
 
     const CHATML: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are helpful.<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
