@@ -240,13 +240,31 @@ fn rows_impl<const DOT: bool>(
     }
 }
 
-/// Stores the results of a tile of rows `r..r + n` for the tokens `t0..t0 + N`.
+/// Runs `row(r)` (the results of row `r` for tokens `t0..t0 + N`) for rows `r0..r1`, storing
+/// the results a tile of rows at a time.
 #[target_feature(enable = "neon")]
 #[inline]
-fn store_tile<const N: usize>(out: &OutPtr, t0: usize, r: usize, n: usize, res: &[[f32; TILE]; N]) {
-    for (t, res) in res.iter().enumerate() {
-        // SAFETY: this chunk owns rows `r0..r1`, which include `r..r + n` (see `OutPtr`).
-        unsafe { out.write_run(t0 + t, r, &res[..n]) };
+fn tiles<const N: usize>(
+    out: &OutPtr,
+    t0: usize,
+    r0: usize,
+    r1: usize,
+    mut row: impl FnMut(usize) -> [f32; N],
+) {
+    let mut r = r0;
+    while r < r1 {
+        let n = TILE.min(r1 - r);
+        let mut res = [[0f32; TILE]; N];
+        for i in 0..n {
+            for (t, v) in row(r + i).into_iter().enumerate() {
+                res[t][i] = v;
+            }
+        }
+        for (t, res) in res.iter().enumerate() {
+            // SAFETY: this chunk owns rows `r0..r1`, which include `r..r + n` (see `OutPtr`).
+            unsafe { out.write_run(t0 + t, r, &res[..n]) };
+        }
+        r += n;
     }
 }
 
@@ -265,31 +283,22 @@ fn q0_rows<const N: usize, const K: u8, const DOT: bool>(
     let nb = w.cols / QK8;
     let xq: [&[i8]; N] = std::array::from_fn(|t| a.qs(t0 + t));
     let xd: [&[f32]; N] = std::array::from_fn(|t| a.d(t0 + t));
-    let mut r = r0;
-    while r < r1 {
-        let n = TILE.min(r1 - r);
-        let mut res = [[0f32; TILE]; N];
-        for i in 0..n {
-            let row = w.row(r + i);
-            let mut acc = [vdupq_n_f32(0.0); N];
-            for b in 0..nb {
-                let blk = &row[b * bb..(b + 1) * bb];
-                let (w0, w1) = q0_decode::<K>(blk);
-                let dw = f16_le(blk);
-                for t in 0..N {
-                    let x = &xq[t][QK8 * b..QK8 * (b + 1)];
-                    let p = dot16::<DOT>(vdupq_n_s32(0), w0, ld_s8(x));
-                    let p = dot16::<DOT>(p, w1, ld_s8(&x[16..]));
-                    acc[t] = vfmaq_n_f32(acc[t], vcvtq_f32_s32(p), dw * xd[t][b]);
-                }
-            }
+    tiles(out, t0, r0, r1, |r| {
+        let row = w.row(r);
+        let mut acc = [vdupq_n_f32(0.0); N];
+        for b in 0..nb {
+            let blk = &row[b * bb..(b + 1) * bb];
+            let (w0, w1) = q0_decode::<K>(blk);
+            let dw = f16_le(blk);
             for t in 0..N {
-                res[t][i] = vaddvq_f32(acc[t]);
+                let x = &xq[t][QK8 * b..QK8 * (b + 1)];
+                let p = dot16::<DOT>(vdupq_n_s32(0), w0, ld_s8(x));
+                let p = dot16::<DOT>(p, w1, ld_s8(&x[16..]));
+                acc[t] = vfmaq_n_f32(acc[t], vcvtq_f32_s32(p), dw * xd[t][b]);
             }
         }
-        store_tile(out, t0, r, n, &res);
-        r += n;
-    }
+        acc.map(|a| vaddvq_f32(a))
+    });
 }
 
 /// A Q4_K / Q6_K super-block decoded: 16 vectors of 16 signed quants (elements `16 i ..`; Q6_K
@@ -382,50 +391,39 @@ fn k_rows<const N: usize, const Q6: bool, const DOT: bool>(
     let xq: [&[i8]; N] = std::array::from_fn(|t| a.qs(t0 + t));
     let xd: [&[f32]; N] = std::array::from_fn(|t| a.d(t0 + t));
     let xs: [&[i16]; N] = std::array::from_fn(|t| a.bsums(t0 + t));
-    let mut r = r0;
-    while r < r1 {
-        let n = TILE.min(r1 - r);
-        let mut res = [[0f32; TILE]; N];
-        for i in 0..n {
-            let row = w.row(r + i);
-            let mut sum = [0f32; N];
-            for b in 0..nb {
-                let kb = k_decode::<Q6>(&row[b * bb..(b + 1) * bb]);
-                for t in 0..N {
-                    let x = &xq[t][QKK * b..QKK * (b + 1)];
-                    let mut isum = vdupq_n_s32(0);
-                    if Q6 {
-                        for (v, (&q, &s)) in kb.q.iter().zip(&kb.sc).enumerate() {
-                            let p = dot16::<DOT>(vdupq_n_s32(0), q, ld_s8(&x[16 * v..]));
-                            isum = vmlaq_n_s32(isum, p, s);
-                        }
-                        let sumi = vaddvq_s32(isum);
-                        sum[t] += kb.d * xd[t][b] * sumi as f32;
-                    } else {
-                        for s in 0..8 {
-                            let p = dot16::<DOT>(vdupq_n_s32(0), kb.q[2 * s], ld_s8(&x[32 * s..]));
-                            let p = dot16::<DOT>(p, kb.q[2 * s + 1], ld_s8(&x[32 * s + 16..]));
-                            isum = vmlaq_n_s32(isum, p, kb.sc[s]);
-                        }
-                        let sumi = vaddvq_s32(isum);
-                        let bs = &xs[t][16 * b..16 * (b + 1)];
-                        let summ: i32 = (0..8)
-                            .map(|s| {
-                                kb.sc[8 + s] * (i32::from(bs[2 * s]) + i32::from(bs[2 * s + 1]))
-                            })
-                            .sum();
-                        let dx = xd[t][b];
-                        sum[t] += kb.d * dx * sumi as f32 - kb.dmin * dx * summ as f32;
+    tiles(out, t0, r0, r1, |r| {
+        let row = w.row(r);
+        let mut sum = [0f32; N];
+        for b in 0..nb {
+            let kb = k_decode::<Q6>(&row[b * bb..(b + 1) * bb]);
+            for t in 0..N {
+                let x = &xq[t][QKK * b..QKK * (b + 1)];
+                let mut isum = vdupq_n_s32(0);
+                if Q6 {
+                    for (v, (&q, &s)) in kb.q.iter().zip(&kb.sc).enumerate() {
+                        let p = dot16::<DOT>(vdupq_n_s32(0), q, ld_s8(&x[16 * v..]));
+                        isum = vmlaq_n_s32(isum, p, s);
                     }
+                    let sumi = vaddvq_s32(isum);
+                    sum[t] += kb.d * xd[t][b] * sumi as f32;
+                } else {
+                    for s in 0..8 {
+                        let p = dot16::<DOT>(vdupq_n_s32(0), kb.q[2 * s], ld_s8(&x[32 * s..]));
+                        let p = dot16::<DOT>(p, kb.q[2 * s + 1], ld_s8(&x[32 * s + 16..]));
+                        isum = vmlaq_n_s32(isum, p, kb.sc[s]);
+                    }
+                    let sumi = vaddvq_s32(isum);
+                    let bs = &xs[t][16 * b..16 * (b + 1)];
+                    let summ: i32 = (0..8)
+                        .map(|s| kb.sc[8 + s] * (i32::from(bs[2 * s]) + i32::from(bs[2 * s + 1])))
+                        .sum();
+                    let dx = xd[t][b];
+                    sum[t] += kb.d * dx * sumi as f32 - kb.dmin * dx * summ as f32;
                 }
             }
-            for t in 0..N {
-                res[t][i] = sum[t];
-            }
         }
-        store_tile(out, t0, r, n, &res);
-        r += n;
-    }
+        sum
+    });
 }
 
 /// F32 / F16 / BF16 rows: each row converted to f32 once, then dotted with every token.
@@ -503,8 +501,8 @@ pub(crate) fn axpy_f16(y: &mut [f32], a: f32, x: &[half::f16]) {
     }
 }
 
-/// Attention of one KV head's query heads for one token (as `scalar::attend_f16`, with the
-/// NEON dot products and weighted sums).
+/// Attention of one KV head's query heads for one token: `scalar::attend_with` with the NEON
+/// dot products and weighted sums.
 #[target_feature(enable = "neon")]
 pub(crate) fn attend_f16(
     q: &[f32],
@@ -515,23 +513,17 @@ pub(crate) fn attend_f16(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    let scores = &mut scores[..rows.len()];
-    for (qh, oh) in q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)) {
-        let mut mx = f32::NEG_INFINITY;
-        for (sc, &r) in scores.iter_mut().zip(rows) {
-            *sc = dot_f16(qh, &kc[r..r + hd]);
-            mx = mx.max(*sc);
-        }
-        let mut sum = 0f32;
-        for sc in scores.iter_mut() {
-            *sc = (*sc - mx).exp();
-            sum += *sc;
-        }
-        oh.fill(0.0);
-        for (sc, &r) in scores.iter().zip(rows) {
-            axpy_f16(oh, sc / sum, &vc[r..r + hd]);
-        }
-    }
+    super::scalar::attend_with(
+        q,
+        hd,
+        kc,
+        vc,
+        rows,
+        scores,
+        out,
+        |q, k| dot_f16(q, k),
+        |y, a, x| axpy_f16(y, a, x),
+    );
 }
 
 /// `e^x` of each lane, as `avx2::exp_ps`: `x` clamped to [-87, 88], `x = n ln2 + r`, a degree-6

@@ -168,11 +168,28 @@ pub(crate) fn attend_f16(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
+    attend_with(q, hd, kc, vc, rows, scores, out, dot_f16, axpy_f16);
+}
+
+/// [`attend_f16`] with the given dot product and weighted sum (the NEON level passes its own).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub(crate) fn attend_with(
+    q: &[f32],
+    hd: usize,
+    kc: &[half::f16],
+    vc: &[half::f16],
+    rows: &[usize],
+    scores: &mut [f32],
+    out: &mut [f32],
+    dot: impl Fn(&[f32], &[half::f16]) -> f32,
+    mut axpy: impl FnMut(&mut [f32], f32, &[half::f16]),
+) {
     let scores = &mut scores[..rows.len()];
     for (qh, oh) in q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)) {
         let mut mx = f32::NEG_INFINITY;
         for (sc, &r) in scores.iter_mut().zip(rows) {
-            *sc = dot_f16(qh, &kc[r..r + hd]);
+            *sc = dot(qh, &kc[r..r + hd]);
             mx = mx.max(*sc);
         }
         let mut sum = 0f32;
@@ -182,7 +199,7 @@ pub(crate) fn attend_f16(
         }
         oh.fill(0.0);
         for (sc, &r) in scores.iter().zip(rows) {
-            axpy_f16(oh, sc / sum, &vc[r..r + hd]);
+            axpy(oh, sc / sum, &vc[r..r + hd]);
         }
     }
 }
