@@ -31,6 +31,11 @@ pub enum Activation {
     Silu,
 }
 
+/// The most layers a model may declare: llama.cpp's `LLAMA_MAX_LAYERS` (the largest released
+/// checkpoints have about 130). A header's layer count is checked against it before anything is
+/// sized by it (fuzz find: a GGUF `block_count` of 2^32 - 1 asked for a 64 GiB layer table).
+pub const MAX_LAYERS: usize = 512;
+
 /// Attention kind of one layer.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum LayerAttention {

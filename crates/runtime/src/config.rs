@@ -1,6 +1,6 @@
 //! Model configuration read from GGUF metadata.
 
-use switchyard_core::{Activation, Architecture, LayerAttention, ModelConfig};
+use switchyard_core::{Activation, Architecture, LayerAttention, ModelConfig, MAX_LAYERS};
 
 use crate::gguf::{GgufFile, Value};
 
@@ -86,6 +86,11 @@ pub fn model_config(g: &GgufFile) -> Result<ModelConfig, ConfigError> {
     if n_layers == 0 || hidden == 0 || n_heads == 0 || n_kv_heads == 0 || head_dim == 0 {
         return Err(invalid("zero-sized dimension in metadata".into()));
     }
+    if n_layers > MAX_LAYERS {
+        return Err(invalid(format!(
+            "block_count {n_layers} exceeds the supported maximum of {MAX_LAYERS} layers"
+        )));
+    }
     if n_heads % n_kv_heads != 0 {
         return Err(invalid(format!(
             "{n_heads} heads not divisible by {n_kv_heads} KV heads"
@@ -169,4 +174,79 @@ pub fn model_config(g: &GgufFile) -> Result<ModelConfig, ConfigError> {
         },
     };
     Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// A GGUF with the given u32 metadata (plus `general.architecture`) and one F32 tensor
+    /// `token_embd.weight` of shape [8, 4].
+    fn gguf(arch: &str, kv: &[(&str, u32)]) -> GgufFile {
+        let push_str = |v: &mut Vec<u8>, s: &str| {
+            v.extend((s.len() as u64).to_le_bytes());
+            v.extend(s.as_bytes());
+        };
+        let mut v = b"GGUF".to_vec();
+        v.extend(3u32.to_le_bytes());
+        v.extend(1u64.to_le_bytes());
+        v.extend((kv.len() as u64 + 1).to_le_bytes());
+        push_str(&mut v, "general.architecture");
+        v.extend(8u32.to_le_bytes());
+        push_str(&mut v, arch);
+        for (k, x) in kv {
+            push_str(&mut v, &format!("{arch}.{k}"));
+            v.extend(4u32.to_le_bytes());
+            v.extend(x.to_le_bytes());
+        }
+        push_str(&mut v, "token_embd.weight");
+        v.extend(2u32.to_le_bytes());
+        v.extend(8u64.to_le_bytes());
+        v.extend(4u64.to_le_bytes());
+        v.extend(0u32.to_le_bytes());
+        v.extend(0u64.to_le_bytes());
+        while !v.len().is_multiple_of(32) {
+            v.push(0);
+        }
+        v.extend([0u8; 8 * 4 * 4]);
+        GgufFile::from_bytes(Path::new("t.gguf"), v).unwrap()
+    }
+
+    fn dims(block_count: u32) -> Vec<(&'static str, u32)> {
+        vec![
+            ("block_count", block_count),
+            ("embedding_length", 8),
+            ("feed_forward_length", 16),
+            ("attention.head_count", 2),
+            ("context_length", 64),
+            ("attention.sliding_window", 4),
+        ]
+    }
+
+    #[test]
+    fn reads_dimensions_and_gemma3_layer_pattern() {
+        let c = model_config(&gguf("gemma3", &dims(7))).unwrap();
+        assert_eq!(
+            (c.n_layers, c.hidden, c.head_dim, c.vocab_size),
+            (7, 8, 4, 4)
+        );
+        assert_eq!(c.layers[5], LayerAttention::Global);
+        assert_eq!(c.layers[6], LayerAttention::Sliding { window: 4 });
+        let c = model_config(&gguf("qwen2", &dims(MAX_LAYERS as u32))).unwrap();
+        assert_eq!(c.layers.len(), MAX_LAYERS);
+    }
+
+    /// Fuzz find (gguf, CI): `block_count` 2^32 - 1 sized a layer table of 64 GiB before any
+    /// tensor was looked at, and the allocation aborted the process.
+    #[test]
+    fn huge_layer_count_is_an_error() {
+        for arch in ["gemma3", "qwen2", "llama"] {
+            for n in [MAX_LAYERS as u32 + 1, u32::MAX] {
+                let e = model_config(&gguf(arch, &dims(n))).unwrap_err().to_string();
+                assert!(e.contains("exceeds the supported maximum of 512"), "{e}");
+            }
+        }
+    }
 }

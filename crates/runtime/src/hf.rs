@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use switchyard_core::{
     Activation, Architecture, GgmlType, LayerAttention, ModelConfig, Tensor, WeightBytes,
-    WeightSource,
+    WeightSource, MAX_LAYERS,
 };
 
 use crate::config::ConfigError;
@@ -136,6 +136,11 @@ pub fn model_config(c: &Value, path: &Path) -> Result<ModelConfig, ConfigError> 
     };
     if n_layers == 0 || hidden == 0 || n_heads == 0 || n_kv_heads == 0 || head_dim == 0 {
         return Err(invalid("zero-sized dimension".into()));
+    }
+    if n_layers > MAX_LAYERS {
+        return Err(invalid(format!(
+            "num_hidden_layers {n_layers} exceeds the supported maximum of {MAX_LAYERS} layers"
+        )));
     }
     if vocab_size == 0 {
         return Err(invalid("vocab_size is 0".into()));
@@ -547,6 +552,15 @@ mod tests {
                     c
                 },
                 "layer_types",
+            ),
+            (
+                // Would size a 64 GiB layer table (the GGUF fuzz find, in config.json form).
+                {
+                    let mut c = gemma();
+                    c["num_hidden_layers"] = json!(u32::MAX);
+                    c
+                },
+                "exceeds the supported maximum of 512 layers",
             ),
             (
                 {
