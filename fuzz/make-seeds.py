@@ -4,6 +4,7 @@
 Deterministic and small (a few KiB a file). GGUF seeds are synthetic files with the layout of
 the real models (Gemma 3 / Qwen2 metadata keys, SentencePiece and byte-level vocabularies,
 tensor directory, every supported tensor type); no model file is needed.
+Files named regress-* are fuzz finds kept as regression seeds (not written by this script).
 
 usage: python3 fuzz/make-seeds.py
 """
