@@ -830,7 +830,7 @@ pub(crate) fn rows_packed_q8(
 fn packed_dot<const NT: usize>(
     q: &[i8],
     abs: &[__m256i],
-    d: &[f32],
+    d: &[u16],
     a: &Q8Acts,
     t0: usize,
     res: &mut [[f32; 8]; PACKED_NT],
@@ -864,7 +864,7 @@ fn packed_dot<const NT: usize>(
             }
             if i % 8 == 6 {
                 let b = i / 8;
-                let dw = _mm256_loadu_ps(d.as_ptr().add(8 * b));
+                let dw = _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr().add(8 * b).cast()));
                 for (t, acc) in acc.iter_mut().enumerate() {
                     let dd = _mm256_mul_ps(dw, _mm256_set1_ps(*dxp.add((t0 + t) * nb + b)));
                     *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[t]), dd, *acc);

@@ -418,7 +418,7 @@ pub(crate) fn rows_packed_q8(
 #[inline]
 fn packed_dot<const NT: usize>(
     q: &[i8],
-    d: &[f32],
+    d: &[u16],
     a: &Q8Acts,
     corr: &[i32],
     t0: usize,
@@ -440,7 +440,7 @@ fn packed_dot<const NT: usize>(
             let wv: [__m256i; 8] = std::array::from_fn(|j| {
                 _mm256_xor_si256(_mm256_loadu_si256(qp.add(256 * b + 32 * j).cast()), bias)
             });
-            let dw = _mm256_loadu_ps(d.as_ptr().add(8 * b));
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr().add(8 * b).cast()));
             for (t, acc) in acc.iter_mut().enumerate() {
                 let tb = (t0 + t) * nb + b;
                 let x4 = xp.add((t0 + t) * cols + 32 * b).cast::<i32>();

@@ -526,7 +526,7 @@ pub fn matmul_with(level: SimdLevel, w: &QMatrix<'_>, x: &[f32], n_tok: usize, o
 /// A Q8_0 matrix repacked at load for the AVX2 and AVX-512 VNNI kernels of [`matmul_packed`]:
 /// rows in groups of 8 (the last padded with zero rows), and per group and block of 32 columns, 8 vectors of 32
 /// bytes where vector `v` holds quants `4 v .. 4 v + 4` of each of the 8 rows (row `i` of the
-/// group in i32 lane `i`), then the 8 rows' block scales as f32.
+/// group in i32 lane `i`), then the 8 rows' block scales (f16 bits).
 ///
 /// With a row per vector lane, a token's 4 quants are broadcast to all lanes and every lane
 /// sums its own row: a block costs one conversion and one FMA for 8 rows, and a token's 8
@@ -538,8 +538,9 @@ pub struct PackedQ8 {
     cols: usize,
     /// `groups * blocks * 256` quants.
     q: Vec<i8>,
-    /// `groups * blocks * 8` scales.
-    d: Vec<f32>,
+    /// `groups * blocks * 8` scales (f16 bits, as in the file: 2 bytes per block and row, so a
+    /// batch-1 pass, bound by memory bandwidth, reads 272 bytes per block and group, not 288).
+    d: Vec<u16>,
 }
 
 impl PackedQ8 {
@@ -555,7 +556,7 @@ impl PackedQ8 {
         let nb = w.cols / QK8;
         let groups = w.rows.div_ceil(8);
         let mut q = vec![0i8; groups * nb * 256];
-        let mut d = vec![0f32; groups * nb * 8];
+        let mut d = vec![0u16; groups * nb * 8];
         use rayon::prelude::*;
         q.par_chunks_mut(nb * 256)
             .zip(d.par_chunks_mut(nb * 8))
@@ -564,7 +565,7 @@ impl PackedQ8 {
                 for i in 0..8.min(w.rows - 8 * g) {
                     let row = w.row(8 * g + i);
                     for (b, blk) in row.chunks_exact(w.dtype.block_bytes()).enumerate() {
-                        d[8 * b + i] = half::f16::from_le_bytes([blk[0], blk[1]]).to_f32();
+                        d[8 * b + i] = u16::from_le_bytes([blk[0], blk[1]]);
                         for (j, &v) in blk[2..].iter().enumerate() {
                             q[256 * b + 32 * (j / 4) + 4 * i + j % 4] = v as i8;
                         }
@@ -591,7 +592,7 @@ impl PackedQ8 {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.q.len() + 4 * self.d.len()
+        self.q.len() + 2 * self.d.len()
     }
 }
 

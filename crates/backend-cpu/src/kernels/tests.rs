@@ -290,8 +290,8 @@ fn packed_q8_is_made_for_q8_0_with_avx2_only() {
     let p = PackedQ8::new(&w);
     assert_eq!(p.is_some(), detected_level() >= SimdLevel::Avx2);
     if let Some(p) = p {
-        // One group of 8 rows (3 real, 5 padding) and one block: 256 quants, 8 scales.
-        assert_eq!(p.bytes(), 256 + 4 * 8);
+        // One group of 8 rows (3 real, 5 padding) and one block: 256 quants, 8 f16 scales.
+        assert_eq!(p.bytes(), 256 + 2 * 8);
     }
     w.dtype = GgmlType::Q4_0;
     assert!(PackedQ8::new(&w).is_none());
