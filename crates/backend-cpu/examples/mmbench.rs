@@ -37,8 +37,13 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let want_ty = args.first().cloned();
     let want_nt: Option<usize> = args.get(1).and_then(|a| a.parse().ok());
+    // `MMBENCH_Q8_ROWS=512`: a Q8_0 matrix that stays in L2, to tell compute from memory.
+    let q8_rows = std::env::var("MMBENCH_Q8_ROWS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(32768);
     for (ty, rows, cols) in [
-        (GgmlType::Q8_0, 32768, 640),
+        (GgmlType::Q8_0, q8_rows, 640),
         (GgmlType::Q5_0, 2048, 640),
         (GgmlType::Q5_0, 640, 2048),
         (GgmlType::Q4_K, 2048, 768),
