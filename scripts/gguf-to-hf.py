@@ -292,12 +292,22 @@ def gpt2_tokenizer(md, gguf_path):
     return tok
 
 
+# What --tokenizer-from copies (those present).
+TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "chat_template.jinja"]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("gguf")
     ap.add_argument("out")
     ap.add_argument("--dtype", choices=["bf16", "f16", "f32"], default="bf16")
     ap.add_argument("--shard-size", type=int, default=0, help="bytes per shard (0: one file)")
+    ap.add_argument(
+        "--tokenizer-from",
+        metavar="DIR",
+        help="copy the tokenizer files from DIR (an earlier conversion of the same GGUF) instead of "
+        "building them with transformers (for machines without the pinned transformers)",
+    )
     args = ap.parse_args()
 
     reader = GGUFReader(args.gguf)
@@ -326,16 +336,23 @@ def main():
         json.dump(gen, f, indent=2)
 
     model = md["tokenizer.ggml.model"]
-    if model == "llama":
+    if args.tokenizer_from:
+        copied = [f for f in TOKENIZER_FILES if os.path.isfile(os.path.join(args.tokenizer_from, f))]
+        if "tokenizer.json" not in copied or "tokenizer_config.json" not in copied:
+            sys.exit(f"gguf-to-hf: {args.tokenizer_from} has no tokenizer.json / tokenizer_config.json")
+        for f in copied:
+            shutil.copy(os.path.join(args.tokenizer_from, f), os.path.join(tmp, f))
+    elif model == "llama":
         tok = gemma_tokenizer(md, tmp, args.gguf)
     elif model == "gpt2":
         tok = gpt2_tokenizer(md, args.gguf)
     else:
         sys.exit(f"gguf-to-hf: unsupported tokenizer model {model!r}")
-    if "tokenizer.chat_template" in md:
-        tok.chat_template = md["tokenizer.chat_template"]
-    # The chat template goes into tokenizer_config.json (the format most Hub repos use).
-    tok.save_pretrained(tmp, save_jinja_files=False)
+    if not args.tokenizer_from:
+        if "tokenizer.chat_template" in md:
+            tok.chat_template = md["tokenizer.chat_template"]
+        # The chat template goes into tokenizer_config.json (the format most Hub repos use).
+        tok.save_pretrained(tmp, save_jinja_files=False)
 
     files = write_safetensors(weights(reader, arch, md), tmp, args.dtype, args.shard_size)
     shutil.rmtree(args.out, ignore_errors=True)

@@ -4,7 +4,6 @@
 
 mod common;
 
-use switchyard_backend_cpu::CpuBackend;
 use switchyard_core::{Backend, BlockId, ForwardBatch, KvCacheConfig, SeqInBatch};
 use switchyard_runtime::sampling::argmax;
 
@@ -13,7 +12,7 @@ const BS: usize = 16;
 /// Greedy-decodes `steps` tokens for each prompt, all sequences in one batch per step, with
 /// block tables interleaved across sequences. Returns per-sequence (tokens, last-step logits).
 fn run_batched(
-    be: &mut CpuBackend,
+    be: &mut dyn Backend,
     prompts: &[Vec<u32>],
     steps: usize,
     base_block: u32,
@@ -64,7 +63,7 @@ fn run_batched(
 #[test]
 fn batch_equals_alone_gemma() {
     let m = common::model("gemma-3-270m");
-    let mut be = CpuBackend::load(&m.config, m.weights()).unwrap();
+    let mut be = common::backend(&m);
     be.init_kv_cache(KvCacheConfig {
         block_size: BS,
         num_blocks: 256,
@@ -81,9 +80,9 @@ fn batch_equals_alone_gemma() {
         .map(|t| m.tokenizer.encode(t, true).unwrap())
         .collect();
     let steps = 12;
-    let together = run_batched(&mut be, &prompts, steps, 0);
+    let together = run_batched(be.as_mut(), &prompts, steps, 0);
     for (s, p) in prompts.iter().enumerate() {
-        let alone = run_batched(&mut be, std::slice::from_ref(p), steps, 100);
+        let alone = run_batched(be.as_mut(), std::slice::from_ref(p), steps, 100);
         assert_eq!(
             alone[0].0, together[s].0,
             "sequence {s}: greedy tokens differ alone vs batched"
@@ -113,8 +112,8 @@ fn batch_equals_alone_gemma() {
 fn kv_groups_with_released_blocks_match_one_group_gemma() {
     use switchyard_core::{KvGroupKind, Logits};
     let m = common::model("gemma-3-270m");
-    let mut plain = CpuBackend::load(&m.config, m.weights()).unwrap();
-    let mut grouped = CpuBackend::load(&m.config, m.weights()).unwrap();
+    let mut plain = common::backend(&m);
+    let mut grouped = common::backend(&m);
     let per = 48;
     plain
         .init_kv_cache(KvCacheConfig {

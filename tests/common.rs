@@ -5,8 +5,12 @@ use std::path::PathBuf;
 
 use switchyard_runtime::Model;
 
-/// The repository root.
+/// The repository root: `SWITCHYARD_TEST_ROOT` when set (test executables copied to another
+/// machine, `scripts/gpu-real.sh`), else where this crate was built.
 pub fn root() -> PathBuf {
+    if let Some(r) = std::env::var_os("SWITCHYARD_TEST_ROOT").filter(|r| !r.is_empty()) {
+        return PathBuf::from(r);
+    }
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
         .canonicalize()
@@ -55,4 +59,35 @@ pub fn hf_dir(alias: &str, variant: &str) -> PathBuf {
 pub fn hf_model(alias: &str, variant: &str) -> Model {
     let d = hf_dir(alias, variant);
     Model::open_hf_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display()))
+}
+
+/// The device the model tests run on: the CPU, unless `SWITCHYARD_TEST_DEVICE=cuda` asks for
+/// CUDA device 0 (the real-weight GPU check on a lent device machine, `scripts/gpu-real.sh`).
+/// A device that is asked for and missing fails the test; it never falls back to the CPU.
+pub fn on_gpu() -> bool {
+    match std::env::var("SWITCHYARD_TEST_DEVICE").as_deref() {
+        Err(_) | Ok("") | Ok("cpu") => false,
+        Ok("cuda") => true,
+        Ok(other) => panic!("SWITCHYARD_TEST_DEVICE={other}: expected cpu or cuda"),
+    }
+}
+
+/// Loads `m` on the test device (see [`on_gpu`]).
+pub fn backend_for(
+    config: &switchyard_core::ModelConfig,
+    weights: &dyn switchyard_core::WeightSource,
+) -> Box<dyn switchyard_core::Backend> {
+    if on_gpu() {
+        let dev = switchyard_backend_cuda::probe()
+            .unwrap_or_else(|e| panic!("SWITCHYARD_TEST_DEVICE=cuda but no CUDA device: {e}"));
+        eprintln!("test device: CUDA 0 ({})", dev[0].name);
+        Box::new(switchyard_backend_cuda::CudaBackend::load(0, config, weights).unwrap())
+    } else {
+        Box::new(switchyard_backend_cpu::CpuBackend::load(config, weights).unwrap())
+    }
+}
+
+/// Loads `m` on the test device (see [`on_gpu`]).
+pub fn backend(m: &Model) -> Box<dyn switchyard_core::Backend> {
+    backend_for(&m.config, m.weights())
 }

@@ -6,8 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Instant;
 
-use switchyard_backend_cpu::CpuBackend;
-use switchyard_core::{Backend, SamplingParams};
+use switchyard_core::SamplingParams;
 use switchyard_runtime::engine::{
     Completion, EngineConfig, EngineHandle, EngineRequest, FinishReason, KvCacheSize, StopReason,
 };
@@ -27,12 +26,12 @@ main() { let mut totals = vec![0u64; 16]; for (i, x) in data.iter().enumerate() 
 /// of `n` blocks of all layers (see [`config`]).
 fn engine(alias: &str, mut config: EngineConfig) -> EngineHandle {
     let m = common::model(alias);
-    let backend = CpuBackend::load(&m.config, m.weights()).unwrap();
+    let backend = common::backend(&m);
     if let KvCacheSize::Blocks(n) = config.kv_cache {
         let bytes = n * backend.kv_bytes_per_block(config.block_size);
         config.kv_cache = KvCacheSize::Bytes(bytes as u64);
     }
-    EngineHandle::start(Box::new(backend), Arc::new(m.tokenizer), &m.config, config).unwrap()
+    EngineHandle::start(backend, Arc::new(m.tokenizer), &m.config, config).unwrap()
 }
 
 /// The KV memory of `num_blocks` blocks of all layers: that many blocks without KV groups;
@@ -592,5 +591,44 @@ fn sliding_window_kv_runs_more_long_sequences_at_once_gemma() {
     );
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
         assert_eq!(x.token_ids, y.token_ids, "request {i}");
+    }
+}
+
+/// A prompt past the sliding window (1,100 tokens and a question) gives the same greedy tokens
+/// whether its prefill is chunked by a 512- or a 128-token step budget or runs as one
+/// 2,048-token step; each engine runs alone (the one before it is dropped).
+#[test]
+fn long_prompt_chunking_gives_the_same_tokens_gemma() {
+    let m = common::model("gemma-3-270m");
+    let mut p = long_prompt(&m.tokenizer, 0, 1100);
+    p.extend(
+        m.tokenizer
+            .encode(
+                " Question: who built the first steam locomotive? Answer:",
+                false,
+            )
+            .unwrap(),
+    );
+    drop(m);
+    let mut outs = Vec::new();
+    for budget in [2048, 512, 128] {
+        let e = engine(
+            "gemma-3-270m",
+            EngineConfig {
+                max_num_batched_tokens: budget,
+                enable_prefix_caching: false,
+                ..full_kv(256)
+            },
+        );
+        let c = one(&e, greedy(p.clone(), 12));
+        eprintln!("budget {budget}: {:?}", c.text);
+        outs.push((budget, c.token_ids, c.text));
+    }
+    for (budget, ids, text) in &outs[1..] {
+        assert_eq!(
+            ids, &outs[0].1,
+            "budget {budget}: {text:?} vs one step: {:?}",
+            outs[0].2
+        );
     }
 }

@@ -4,7 +4,6 @@
 
 mod common;
 
-use switchyard_backend_cpu::CpuBackend;
 use switchyard_core::Backend;
 use switchyard_runtime::generate::Session;
 use switchyard_runtime::sampling::argmax;
@@ -72,7 +71,7 @@ fn near_tie(alias: &str) -> f64 {
 
 fn check_greedy(alias: &str) {
     let m = common::model(alias);
-    let mut be = CpuBackend::load(&m.config, m.weights()).unwrap();
+    let mut be = common::backend(&m);
     let g = common::golden(alias, "greedy.json");
     let cases = g.as_array().unwrap();
     assert!(cases.len() >= 8);
@@ -97,7 +96,7 @@ fn check_greedy(alias: &str) {
             .map(|x| x.as_f64().unwrap())
             .collect();
         assert_eq!(want.len(), 64);
-        let backend: &mut dyn Backend = &mut be;
+        let backend: &mut dyn Backend = be.as_mut();
         let mut s = Session::new(backend, prompt.len() + want.len() + 1).unwrap();
         let mut last = Vec::new();
         let n = prompt.len();
@@ -170,7 +169,7 @@ fn greedy_matches_llamacpp_qwen() {
 /// - raw top-1 agreement no more than 2 points below the reference's agreement with itself.
 fn check_logits(alias: &str) {
     let m = common::model(alias);
-    let mut be = CpuBackend::load(&m.config, m.weights()).unwrap();
+    let mut be = common::backend(&m);
     let g = common::golden(alias, "logits.json");
     let toks = ids(&g["tokens"]);
     assert!(toks.len() >= 512, "need a >= 512-token text");
@@ -180,7 +179,7 @@ fn check_logits(alias: &str) {
     let noise_mean = noise["mean_abs_diff"].as_f64().unwrap();
     let noise_agree = noise["agreement"].as_f64().unwrap();
     assert_eq!(pos.len(), toks.len());
-    let backend: &mut dyn Backend = &mut be;
+    let backend: &mut dyn Backend = be.as_mut();
     let mut s = Session::new(backend, toks.len()).unwrap();
     let (mut agree, mut decisive, mut decisive_agree) = (0usize, 0usize, 0usize);
     let (mut sum_abs, mut count, mut worst) = (0f64, 0usize, 0f64);

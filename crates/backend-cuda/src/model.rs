@@ -130,7 +130,9 @@ impl Scratch {
 }
 
 /// Decode batches of up to this many sequences replay CUDA graphs (batch padded to a power of 2).
-pub const MAX_GRAPH_BATCH: usize = 256;
+/// Measured on the H100 (`cuda_bench`, 2026-12-06): graphs win up to 64 (1.05-1.10x) and lose
+/// at 256 (0.86x Gemma, 0.92x Qwen), where launch overhead no longer matters.
+pub const MAX_GRAPH_BATCH: usize = 64;
 
 /// One captured decode step for `bucket` sequences of one token each.
 struct DecodeGraph {
@@ -1130,6 +1132,16 @@ impl Backend for CudaBackend {
             vocab: self.cfg.vocab_size,
             data,
         })
+    }
+
+    /// The device argmax of [`CudaBackend::forward_argmax`]; `None` when `vocab_limit` cuts
+    /// the rows short (the kernel scans whole rows).
+    fn forward_greedy(
+        &mut self,
+        batch: &ForwardBatch,
+        vocab_limit: usize,
+    ) -> Option<Result<Vec<u32>, BackendError>> {
+        (vocab_limit >= self.cfg.vocab_size).then(|| self.forward_argmax(batch))
     }
 
     fn copy_blocks(&mut self, pairs: &[(BlockId, BlockId)]) -> Result<(), BackendError> {

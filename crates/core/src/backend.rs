@@ -121,6 +121,21 @@ pub trait Backend: Send {
     /// sequence's block table, and returns logits for `batch.logits_indices`.
     fn forward(&mut self, batch: &ForwardBatch) -> Result<Logits, BackendError>;
 
+    /// Runs the batch like [`forward`](Self::forward) but returns, for each logits row, the
+    /// index of its largest value among the first `vocab_limit` (the first index on ties, as
+    /// `argmax` on the host), chosen where the logits are: a greedy step then moves one id per
+    /// row instead of a vocabulary of floats (16 MiB per step at 16 rows of Gemma's 262,144).
+    /// `None` when the backend has no such path for this call (the default); the engine then
+    /// calls `forward` and chooses on the host.
+    fn forward_greedy(
+        &mut self,
+        batch: &ForwardBatch,
+        vocab_limit: usize,
+    ) -> Option<Result<Vec<u32>, BackendError>> {
+        let _ = (batch, vocab_limit);
+        None
+    }
+
     /// Hands back the logits of an earlier [`forward`](Self::forward) once they are used, so
     /// that a backend may reuse the allocation for the next step instead of zero-filling a new
     /// one (16 rows of Gemma's vocabulary are 16 MiB). The default drops them.

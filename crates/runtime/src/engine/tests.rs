@@ -148,6 +148,8 @@ fn fake_logits(tokens: &[u32], row: &mut [f32]) {
 struct Log {
     /// (sequences, tokens) of every forward call.
     batches: Vec<(usize, usize)>,
+    /// Steps answered by `forward_greedy`.
+    greedy_steps: usize,
 }
 
 /// A backend whose KV cache stores (position, token) per slot.
@@ -159,6 +161,8 @@ struct Fake {
     delay: std::time::Duration,
     /// Static shapes reported, if any.
     buckets: Option<Vec<(usize, usize)>>,
+    /// Answer `forward_greedy` (as a GPU backend does), else leave it to the host.
+    greedy: bool,
 }
 
 impl Backend for Fake {
@@ -230,6 +234,24 @@ impl Backend for Fake {
         Ok(Logits { vocab: VOCAB, data })
     }
 
+    fn forward_greedy(
+        &mut self,
+        b: &ForwardBatch,
+        vocab_limit: usize,
+    ) -> Option<Result<Vec<u32>, BackendError>> {
+        if !self.greedy {
+            return None;
+        }
+        let r = self.forward(b).map(|l| {
+            l.data
+                .chunks_exact(l.vocab)
+                .map(|row| crate::sampling::argmax(&row[..vocab_limit]))
+                .collect()
+        });
+        self.log.lock().unwrap().greedy_steps += 1;
+        Some(r)
+    }
+
     fn copy_blocks(&mut self, _: &[(BlockId, BlockId)]) -> Result<(), BackendError> {
         Ok(())
     }
@@ -240,6 +262,14 @@ fn start(config: EngineConfig) -> (EngineHandle, Arc<Mutex<Log>>) {
 }
 
 fn start_slow(config: EngineConfig, delay: std::time::Duration) -> (EngineHandle, Arc<Mutex<Log>>) {
+    start_fake(config, delay, false)
+}
+
+fn start_fake(
+    config: EngineConfig,
+    delay: std::time::Duration,
+    greedy: bool,
+) -> (EngineHandle, Arc<Mutex<Log>>) {
     let log = Arc::new(Mutex::new(Log::default()));
     let fake = Fake {
         block_size: 0,
@@ -247,6 +277,7 @@ fn start_slow(config: EngineConfig, delay: std::time::Duration) -> (EngineHandle
         log: log.clone(),
         delay,
         buckets: None,
+        greedy,
     };
     let h = EngineHandle::start(Box::new(fake), tiny_tokenizer(), &model_config(), config).unwrap();
     (h, log)
@@ -694,6 +725,7 @@ fn shape_buckets_bound_steps_and_sequences() {
         log: log.clone(),
         delay: std::time::Duration::ZERO,
         buckets: Some(buckets.clone()),
+        greedy: false,
     };
     let h = EngineHandle::start(
         Box::new(fake),
@@ -727,6 +759,113 @@ fn shape_buckets_bound_steps_and_sequences() {
         assert!(
             buckets.iter().any(|&(b, l)| s <= b && t <= l),
             "step of {s} sequences, {t} tokens fits no bucket"
+        );
+    }
+}
+
+/// Greedy steps let the backend choose (`forward_greedy`, the GPU's device argmax): the same
+/// tokens as choosing on the host, with preemption and prefix hits in the mix; any step with a
+/// row that needs the logits (sampling, logprobs, penalties, bias, EOS masking before
+/// `min_tokens`) takes the host path.
+#[test]
+fn device_greedy_steps_give_the_host_tokens() {
+    // 10 blocks of 4 for six ~20-token requests: preemption; shared prompts: prefix hits.
+    let reqs: Vec<EngineRequest> = (0..6)
+        .map(|i| greedy(prompt(40 + i % 3, 9 + i as usize), 12))
+        .collect();
+    let mut outs = Vec::new();
+    for device in [false, true] {
+        let (h, log) = start_fake(config(10, 16), std::time::Duration::ZERO, device);
+        let streams: Vec<_> = reqs.iter().map(|r| h.submit(r.clone()).unwrap()).collect();
+        let got: Vec<Vec<u32>> = streams
+            .into_iter()
+            .map(|s| s.collect_blocking().unwrap().pop().unwrap().token_ids)
+            .collect();
+        let st = h.stats_blocking().unwrap();
+        assert!(st.num_preemptions > 0, "{st:?}");
+        let steps = log.lock().unwrap().greedy_steps;
+        if device {
+            assert!(steps > 0, "no step used forward_greedy");
+        } else {
+            assert_eq!(steps, 0);
+        }
+        for (r, g) in reqs.iter().zip(&got) {
+            assert_eq!(g, &reference(&r.prompt, 12));
+        }
+        outs.push(got);
+    }
+    assert_eq!(outs[0], outs[1]);
+
+    // Rows that need the logits: no device step while such a row is in the batch. Prompt
+    // logprobs need only the prefill's rows: the 5 decode steps after it may be device steps.
+    let p = prompt(50, 10);
+    let needs_logits = [
+        (
+            EngineRequest {
+                sampling: SamplingParams {
+                    temperature: 0.8,
+                    seed: Some(1),
+                    ..Default::default()
+                },
+                ..greedy(p.clone(), 6)
+            },
+            0,
+        ),
+        (
+            EngineRequest {
+                logprobs: Some(2),
+                ..greedy(p.clone(), 6)
+            },
+            0,
+        ),
+        (
+            EngineRequest {
+                prompt_logprobs: Some(1),
+                ..greedy(p.clone(), 6)
+            },
+            5,
+        ),
+        (
+            EngineRequest {
+                sampling: SamplingParams {
+                    repetition_penalty: 1.3,
+                    ..Default::default()
+                },
+                ..greedy(p.clone(), 6)
+            },
+            0,
+        ),
+        (
+            EngineRequest {
+                sampling: SamplingParams {
+                    logit_bias: vec![(id_of("a"), 5.0)],
+                    ..Default::default()
+                },
+                ..greedy(p.clone(), 6)
+            },
+            0,
+        ),
+        (
+            EngineRequest {
+                ignore_eos: false,
+                min_tokens: 6,
+                ..greedy(p.clone(), 6)
+            },
+            0,
+        ),
+    ];
+    for (i, (r, device_steps)) in needs_logits.iter().enumerate() {
+        let (h, log) = start_fake(config(64, 64), std::time::Duration::ZERO, true);
+        let (h2, _) = start(config(64, 64));
+        let on = one(&h, r.clone());
+        let off = one(&h2, r.clone());
+        assert_eq!(on.token_ids, off.token_ids, "request {i}");
+        assert_eq!(on.logprobs, off.logprobs, "request {i}");
+        assert_eq!(on.prompt_logprobs, off.prompt_logprobs, "request {i}");
+        assert_eq!(
+            log.lock().unwrap().greedy_steps,
+            *device_steps,
+            "request {i}"
         );
     }
 }

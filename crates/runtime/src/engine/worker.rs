@@ -118,6 +118,9 @@ pub(crate) struct Worker {
     next_seq: u64,
     next_arrival: u64,
     totals: Totals,
+    /// Whether greedy steps may ask the backend for its own argmax (`Backend::forward_greedy`);
+    /// `SWITCHYARD_DEVICE_GREEDY=0` turns it off (to compare).
+    device_greedy: bool,
 }
 
 impl Worker {
@@ -139,6 +142,7 @@ impl Worker {
             next_seq: 0,
             next_arrival: 0,
             totals: Totals::default(),
+            device_greedy: std::env::var("SWITCHYARD_DEVICE_GREEDY").map_or(true, |v| v != "0"),
         }
     }
 
@@ -396,20 +400,43 @@ impl Worker {
             );
         }
         let (batch, rows) = self.build_batch(&plan);
-        let logits = self.backend.forward(&batch).and_then(|l| {
-            if l.vocab != self.info.vocab_size || l.rows() != batch.logits_indices.len() {
-                Err(switchyard_core::BackendError::Device(format!(
-                    "backend returned {} rows of {} logits for {} rows of {}",
-                    l.rows(),
-                    l.vocab,
-                    batch.logits_indices.len(),
-                    self.info.vocab_size
-                )))
-            } else {
-                Ok(l)
-            }
-        });
-        let logits = match logits {
+        let vocab_limit = self.tok.vocab_size.min(self.info.vocab_size);
+        let greedy = if self.all_plain_greedy(&plan, &rows) {
+            self.backend.forward_greedy(&batch, vocab_limit)
+        } else {
+            None
+        };
+        let out = match greedy {
+            Some(ids) => ids.and_then(|ids| {
+                if ids.len() != batch.logits_indices.len() {
+                    Err(switchyard_core::BackendError::Device(format!(
+                        "backend returned {} greedy tokens for {} rows",
+                        ids.len(),
+                        batch.logits_indices.len()
+                    )))
+                } else if let Some(&bad) = ids.iter().find(|&&t| t as usize >= vocab_limit) {
+                    Err(switchyard_core::BackendError::Device(format!(
+                        "backend chose token {bad}, outside the vocabulary of {vocab_limit}"
+                    )))
+                } else {
+                    Ok(StepOut::Tokens(ids))
+                }
+            }),
+            None => self.backend.forward(&batch).and_then(|l| {
+                if l.vocab != self.info.vocab_size || l.rows() != batch.logits_indices.len() {
+                    Err(switchyard_core::BackendError::Device(format!(
+                        "backend returned {} rows of {} logits for {} rows of {}",
+                        l.rows(),
+                        l.vocab,
+                        batch.logits_indices.len(),
+                        self.info.vocab_size
+                    )))
+                } else {
+                    Ok(StepOut::Logits(l))
+                }
+            }),
+        };
+        let out = match out {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(error = %e, "engine: forward failed; failing the step's requests");
@@ -426,8 +453,39 @@ impl Worker {
                 return true;
             }
         };
-        self.finish_step(&plan, &rows, logits);
+        self.finish_step(&plan, &rows, out);
         true
+    }
+
+    /// Whether every row of the step is a plain greedy choice that the backend may make itself
+    /// ([`Backend::forward_greedy`]): no prompt logprobs, and every sampling sequence greedy
+    /// with no logit processing (bias, penalties), no logprobs and no EOS / stop-token masking
+    /// left (`min_tokens` reached or nothing to mask).
+    fn all_plain_greedy(&self, plan: &StepPlan, rows: &[Rows]) -> bool {
+        self.device_greedy
+            && plan.seqs.iter().zip(rows).all(|(s, r)| {
+                if !r.prompt.is_empty() {
+                    return false;
+                }
+                if !r.samples {
+                    return true;
+                }
+                let Some(q) = self.seqs.get(&s.id) else {
+                    return false;
+                };
+                let p = q.sampler.params();
+                let masks = q.generated < q.spec.min_tokens
+                    && (!q.spec.stop_token_ids.is_empty()
+                        || (!q.spec.ignore_eos && !self.tok.eos_ids.is_empty()));
+                p.is_greedy()
+                    && p.logit_bias.is_empty()
+                    && p.repetition_penalty == 1.0
+                    && p.presence_penalty == 0.0
+                    && p.frequency_penalty == 0.0
+                    && q.spec.logprobs.is_none()
+                    && q.prompt_logprobs.is_none()
+                    && !masks
+            })
     }
 
     /// The plan's batch, with extra logits rows for prompt logprobs.
@@ -465,9 +523,15 @@ impl Worker {
     }
 
     /// Samples, checks stops, detokenizes, updates the scheduler and sends the outputs.
-    fn finish_step(&mut self, plan: &StepPlan, rows: &[Rows], mut logits: Logits) {
-        let vocab = logits.vocab;
-        let mut all_rows: Vec<&mut [f32]> = logits.data.chunks_exact_mut(vocab).collect();
+    fn finish_step(&mut self, plan: &StepPlan, rows: &[Rows], out: StepOut) {
+        let (mut logits, tokens) = match out {
+            StepOut::Logits(l) => (Some(l), None),
+            StepOut::Tokens(t) => (None, Some(t)),
+        };
+        let mut all_rows: Vec<&mut [f32]> = match logits.as_mut() {
+            Some(l) => l.data.chunks_exact_mut(l.vocab).collect(),
+            None => Vec::new(),
+        };
         let tok = &*self.tok;
         // Each sequence of the plan with its rows (consecutive, in plan order; see
         // `build_batch`), processed in parallel: a greedy choice scans the whole vocabulary
@@ -480,18 +544,24 @@ impl Worker {
         for (s, r) in plan.seqs.iter().zip(rows) {
             let count = r.prompt.len() + usize::from(r.samples);
             assert_eq!(r.first, offset, "engine: logits rows out of plan order");
+            let choice = match &tokens {
+                Some(t) => Choice::Token(r.samples.then(|| t[offset + count - 1])),
+                None => {
+                    let (seq_rows, tail) = std::mem::take(&mut rest).split_at_mut(count);
+                    rest = tail;
+                    Choice::Rows(seq_rows)
+                }
+            };
             offset += count;
-            let (seq_rows, tail) = std::mem::take(&mut rest).split_at_mut(count);
-            rest = tail;
             if let Some(seq) = by_id.remove(&s.id) {
-                jobs.push((s.id, seq, seq_rows, r));
+                jobs.push((s.id, seq, choice, r));
             }
         }
         let results: Vec<_> = jobs
             .into_par_iter()
-            .map(|(id, seq, seq_rows, r)| {
+            .map(|(id, seq, choice, r)| {
                 let result = catch_unwind(AssertUnwindSafe(|| {
-                    process_seq(seq, tok, r.prompt.clone(), seq_rows, r.samples)
+                    process_seq(seq, tok, r.prompt.clone(), choice)
                 }));
                 (id, seq.request, result)
             })
@@ -515,7 +585,9 @@ impl Worker {
             }
         }
         drop(all_rows);
-        self.backend.recycle_logits(logits);
+        if let Some(l) = logits {
+            self.backend.recycle_logits(l);
+        }
         for (rid, msg) in failed {
             self.fail_group(rid, EngineError::Internal(msg));
         }
@@ -609,14 +681,27 @@ fn injected_panic_token() -> Option<u32> {
     })
 }
 
-/// Prompt logprobs for the rows of `prompt`, then (if `samples`) the next token with its stop
-/// checks and text. Runs under `catch_unwind`: a panic here fails only this request.
+/// What a step gives the engine: logits rows, or the backend's own greedy choice per row.
+enum StepOut {
+    Logits(Logits),
+    Tokens(Vec<u32>),
+}
+
+/// One sequence's share of a step: its logits rows (prompt logprobs, then the sampling row if
+/// it samples), or the token the backend chose (`None`: the sequence does not sample).
+enum Choice<'a, 'b> {
+    Rows(&'a mut [&'b mut [f32]]),
+    Token(Option<u32>),
+}
+
+/// Prompt logprobs for the rows of `prompt`, then (if the sequence samples) the next token
+/// with its stop checks and text. Runs under `catch_unwind`: a panic here fails only this
+/// request.
 fn process_seq(
     seq: &mut Seq,
     tok: &Tokenizer,
     prompt: Range<usize>,
-    rows: &mut [&mut [f32]],
-    samples: bool,
+    choice: Choice<'_, '_>,
 ) -> Option<Sampled> {
     #[cfg(test)]
     if seq
@@ -628,6 +713,12 @@ fn process_seq(
     {
         panic!("injected test panic");
     }
+    let rows = match choice {
+        Choice::Token(None) => return None,
+        Choice::Token(Some(token)) => return emit(seq, tok, token, None),
+        Choice::Rows(rows) => rows,
+    };
+    let samples = rows.len() > prompt.len();
     if let Some(p) = seq.prompt_logprobs.as_mut() {
         for (row, pos) in rows.iter().zip(prompt.clone()) {
             let next = seq.spec.prompt[pos + 1];
@@ -659,10 +750,6 @@ fn process_seq(
     }
     seq.sampler.process(row);
     let token = seq.sampler.sample(row);
-    if Some(token) == injected_panic_token() {
-        panic!("injected fault: sampled token {token} (SWITCHYARD_TEST_PANIC_ON_TOKEN)");
-    }
-    seq.sampler.accept(token);
     let lp = spec.logprobs.map(|n| {
         let (logprob, top) = logprobs(row, token, n);
         TokenLogprob {
@@ -671,6 +758,16 @@ fn process_seq(
             top,
         }
     });
+    emit(seq, tok, token, lp)
+}
+
+/// Accepts the chosen `token`: stop checks, text, the output.
+fn emit(seq: &mut Seq, tok: &Tokenizer, token: u32, lp: Option<TokenLogprob>) -> Option<Sampled> {
+    if Some(token) == injected_panic_token() {
+        panic!("injected fault: sampled token {token} (SWITCHYARD_TEST_PANIC_ON_TOKEN)");
+    }
+    let spec = seq.spec.clone();
+    seq.sampler.accept(token);
     seq.generated += 1;
     let allow = seq.generated >= spec.min_tokens;
     let stop_token = if !spec.ignore_eos && tok.eos_ids.contains(&token) {
