@@ -313,6 +313,9 @@ pub struct CudaBackend {
     meta_host: Vec<u32>,
     /// Page-locked staging buffer of the metadata upload.
     staging: Option<PinnedHostSlice<u32>>,
+    /// Logits handed back by the engine (`recycle_logits`), reused by the next `forward` so that
+    /// a step does not allocate and zero-fill a fresh vocabulary-sized buffer per row.
+    spare_logits: Vec<f32>,
     profiling: bool,
     last: StepStats,
 }
@@ -610,6 +613,7 @@ impl CudaBackend {
             },
             meta_host: Vec::new(),
             staging: None,
+            spare_logits: Vec::new(),
             profiling: false,
             last: StepStats::default(),
         })
@@ -1124,7 +1128,9 @@ impl Backend for CudaBackend {
         let t0 = Instant::now();
         let c0 = self.gpu.counters();
         let (m, ev) = self.compute(batch)?;
-        let mut data = vec![0f32; m * self.cfg.vocab_size];
+        // The download overwrites every entry: a recycled buffer is only resized, not cleared.
+        let mut data = std::mem::take(&mut self.spare_logits);
+        data.resize(m * self.cfg.vocab_size, 0.0);
         self.finish(t0, c0, ev, |me| {
             me.gpu.download(&me.scratch.logits, &mut data)
         })?;
@@ -1132,6 +1138,10 @@ impl Backend for CudaBackend {
             vocab: self.cfg.vocab_size,
             data,
         })
+    }
+
+    fn recycle_logits(&mut self, logits: Logits) {
+        self.spare_logits = logits.data;
     }
 
     /// The device argmax of [`CudaBackend::forward_argmax`]; `None` when `vocab_limit` cuts

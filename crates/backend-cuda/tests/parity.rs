@@ -682,7 +682,8 @@ fn graph_replay_matches_launch_by_launch() {
 /// A prompt past the sliding window and past 1,024 positions (1,112 tokens of a Gemma-shaped
 /// model: 4 query heads on 1 KV head of 256, window 512) prefilled in chunks of 512, 512 and
 /// 88 tokens, then 8 decode steps: every chunk's last logits and every decode step against the
-/// exact f32 CPU reference. (On the H100 with the real Gemma weights the engine's long-prompt
+/// exact f32 CPU reference, with each step's logits handed back (`recycle_logits`) so the next
+/// step downloads into a dirty buffer. (On the H100 with the real Gemma weights the engine's long-prompt
 /// test gave garbage for such a prompt, 2026-12-06; this isolates the backend.)
 #[test]
 fn long_chunked_prefill_matches_cpu() {
@@ -734,6 +735,8 @@ fn long_chunked_prefill_matches_cpu() {
             let (lc, lg) = both(&mut cpu, &mut gpu, &b);
             tally.step(name, &format!("chunk {i}"), &lc, &lg, &[2]);
             next = argmax(lc.row(2));
+            // Handed back as the engine does: the next forward reuses the (dirty) buffer.
+            gpu.recycle_logits(lg);
         }
         for step in 0..8 {
             let b = build_batch(
@@ -748,6 +751,7 @@ fn long_chunked_prefill_matches_cpu() {
             let (lc, lg) = both(&mut cpu, &mut gpu, &b);
             tally.step(name, &format!("decode {step}"), &lc, &lg, &[0]);
             next = argmax(lc.row(0));
+            gpu.recycle_logits(lg);
         }
         assert!(
             tally.unexplained_flips.is_empty(),
