@@ -163,6 +163,8 @@ struct Fake {
     buckets: Option<Vec<(usize, usize)>>,
     /// Answer `forward_greedy` (as a GPU backend does), else leave it to the host.
     greedy: bool,
+    /// A broken `forward_greedy`: 1 answers one id too few, 2 an id past `vocab_limit`.
+    greedy_fault: u8,
 }
 
 impl Backend for Fake {
@@ -242,11 +244,21 @@ impl Backend for Fake {
         if !self.greedy {
             return None;
         }
+        let fault = self.greedy_fault;
         let r = self.forward(b).map(|l| {
-            l.data
+            let mut ids: Vec<u32> = l
+                .data
                 .chunks_exact(l.vocab)
                 .map(|row| crate::sampling::argmax(&row[..vocab_limit]))
-                .collect()
+                .collect();
+            match fault {
+                1 => {
+                    ids.pop();
+                }
+                2 => ids[0] = vocab_limit as u32,
+                _ => {}
+            }
+            ids
         });
         self.log.lock().unwrap().greedy_steps += 1;
         Some(r)
@@ -270,6 +282,15 @@ fn start_fake(
     delay: std::time::Duration,
     greedy: bool,
 ) -> (EngineHandle, Arc<Mutex<Log>>) {
+    start_fake_fault(config, delay, greedy, 0)
+}
+
+fn start_fake_fault(
+    config: EngineConfig,
+    delay: std::time::Duration,
+    greedy: bool,
+    greedy_fault: u8,
+) -> (EngineHandle, Arc<Mutex<Log>>) {
     let log = Arc::new(Mutex::new(Log::default()));
     let fake = Fake {
         block_size: 0,
@@ -278,6 +299,7 @@ fn start_fake(
         delay,
         buckets: None,
         greedy,
+        greedy_fault,
     };
     let h = EngineHandle::start(Box::new(fake), tiny_tokenizer(), &model_config(), config).unwrap();
     (h, log)
@@ -726,6 +748,7 @@ fn shape_buckets_bound_steps_and_sequences() {
         delay: std::time::Duration::ZERO,
         buckets: Some(buckets.clone()),
         greedy: false,
+        greedy_fault: 0,
     };
     let h = EngineHandle::start(
         Box::new(fake),
@@ -867,5 +890,31 @@ fn device_greedy_steps_give_the_host_tokens() {
             *device_steps,
             "request {i}"
         );
+    }
+}
+
+/// A backend whose greedy answer is malformed (one id short, or an id outside the vocabulary)
+/// fails that step's requests with a backend error, frees their blocks, and the engine goes on
+/// (a request that needs the logits still runs).
+#[test]
+fn a_malformed_device_greedy_answer_fails_the_step_only() {
+    for (fault, what) in [(1u8, "greedy tokens for"), (2, "outside the vocabulary")] {
+        let (h, _) = start_fake_fault(config(64, 64), std::time::Duration::ZERO, true, fault);
+        let e = h
+            .submit(greedy(prompt(7, 8), 4))
+            .unwrap()
+            .collect_blocking()
+            .unwrap_err();
+        assert!(
+            matches!(e, EngineError::Backend(ref m) if m.contains(what)),
+            "fault {fault}: {e}"
+        );
+        let p = prompt(8, 8);
+        let r = EngineRequest {
+            logprobs: Some(1),
+            ..greedy(p.clone(), 4)
+        };
+        assert_eq!(one(&h, r).token_ids, reference(&p, 4));
+        assert_eq!(h.stats_blocking().unwrap().num_free_blocks, 64);
     }
 }
