@@ -33,7 +33,12 @@ XFER="$ART/xfer"
 ALIAS=gemma-3-270m
 GGUF=gemma-3-270m-q4_k_m.gguf
 SHA=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
-PART_MIB=${PART_MIB:-58}
+# What a device call carries besides the parts: the working tree (tracked and untracked files).
+tree_bytes() {
+    git -C "$ROOT" ls-files -co --exclude-standard -z | (cd "$ROOT" && du -cb --files0-from=-) | tail -1 | cut -f1
+}
+# MiB of parts per call: the 64 MiB a call carries, less the tree, less 2 MiB of margin.
+PART_MIB=${PART_MIB:-$(((64 * 1048576 - $(tree_bytes)) / 1048576 - 2))}
 TESTS=(golden engine batched_forward)
 
 prepare() {
@@ -105,7 +110,7 @@ plan() {
         cur=$((cur + size))
     done
     [ -n "$list" ] && echo "call: $list ($((cur / 1048576)) MiB)"
-    echo "working tree (tracked + untracked): $(git ls-files -co --exclude-standard -z | du -cb --files0-from=- | tail -1 | cut -f1) bytes"
+    echo "working tree (tracked + untracked): $(tree_bytes) bytes; parts of $PART_MIB MiB"
 }
 
 unpack() {
