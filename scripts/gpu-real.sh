@@ -224,8 +224,13 @@ run() {
             test_stage engine gemma --skip sliding_window_kv_runs_more_long_sequences_at_once \
                 --skip sliding_window_kv_gives_the_same_tokens_past_the_window \
                 --skip preemption_and_cancel_with_sliding_window_kv
-            # The long-prompt tests again without CUDA graphs (launch by launch).
-            SWITCHYARD_CUDA_GRAPHS=0 test_stage engine-nographs past_the_window long_prompt_chunking ;;
+            # The long-prompt tests again without CUDA graphs (launch by launch), then traced
+            # (every step's shape and logits summary, SWITCHYARD_CUDA_TRACE_STEPS) with and
+            # without device greedy.
+            SWITCHYARD_CUDA_GRAPHS=0 test_stage engine-nographs past_the_window long_prompt_chunking
+            SWITCHYARD_CUDA_TRACE_STEPS=1 test_stage engine-trace past_the_window
+            SWITCHYARD_CUDA_TRACE_STEPS=1 SWITCHYARD_DEVICE_GREEDY=0 test_stage engine-trace-host past_the_window
+            grep -c "cuda .*step" "$LOGS/engine-trace.log" "$LOGS/engine-trace-host.log" ;;
         generate)
             stage generate 600 bash -c gen_compare
             tail -n 12 "$LOGS/generate.log" ;;

@@ -129,6 +129,53 @@ impl Scratch {
     }
 }
 
+/// `SWITCHYARD_CUDA_TRACE_STEPS=1`: print every `forward` step's shape and a summary of each
+/// logits row to stderr (a diagnostic for a GPU machine, where no debugger is at hand).
+fn trace_steps() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("SWITCHYARD_CUDA_TRACE_STEPS").is_ok_and(|v| v == "1"))
+}
+
+fn trace_step(batch: &ForwardBatch, logits: &[f32], vocab: usize, graph: bool) {
+    let seqs: Vec<String> = batch
+        .seqs
+        .iter()
+        .map(|s| {
+            format!(
+                "{}+{} ({} blocks)",
+                s.context_before,
+                s.len,
+                s.block_table.len()
+            )
+        })
+        .collect();
+    let rows: Vec<String> = logits
+        .chunks_exact(vocab.max(1))
+        .map(|r| {
+            let (mut best, mut max, mut min, mut bad) =
+                (0usize, f32::NEG_INFINITY, f32::INFINITY, 0);
+            for (i, &v) in r.iter().enumerate() {
+                if !v.is_finite() {
+                    bad += 1;
+                } else {
+                    if v > max {
+                        (best, max) = (i, v);
+                    }
+                    min = min.min(v);
+                }
+            }
+            format!("argmax {best} max {max:.3} min {min:.3} non-finite {bad}")
+        })
+        .collect();
+    eprintln!(
+        "cuda step: {} tokens, graph {graph}, seqs [{}], logits rows {:?}: {}",
+        batch.num_tokens(),
+        seqs.join(", "),
+        batch.logits_indices,
+        rows.join("; ")
+    );
+}
+
 /// Decode batches of up to this many sequences replay CUDA graphs (batch padded to a power of 2).
 /// Measured on the H100 (`cuda_bench`, 2026-12-06): graphs win up to 64 (1.05-1.10x) and lose
 /// at 256 (0.86x Gemma, 0.92x Qwen), where launch overhead no longer matters.
@@ -698,6 +745,19 @@ impl CudaBackend {
         self.finish(t0, c0, ev, |me| {
             me.gpu.download(&me.scratch.argmax, &mut out)
         })?;
+        if trace_steps() {
+            eprintln!(
+                "cuda argmax step: {} tokens, graph {}, seqs [{}], argmax {out:?}",
+                batch.num_tokens(),
+                self.last.graph,
+                batch
+                    .seqs
+                    .iter()
+                    .map(|s| format!("{}+{}", s.context_before, s.len))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         Ok(out)
     }
 
@@ -1134,6 +1194,9 @@ impl Backend for CudaBackend {
         self.finish(t0, c0, ev, |me| {
             me.gpu.download(&me.scratch.logits, &mut data)
         })?;
+        if trace_steps() {
+            trace_step(batch, &data, self.cfg.vocab_size, self.last.graph);
+        }
         Ok(Logits {
             vocab: self.cfg.vocab_size,
             data,
