@@ -28,7 +28,11 @@
 //!   their K/V into a reserved cache block and whose logits are discarded; every size is fixed
 //!   per bucket and everything that varies (context lengths, block tables) is read from device
 //!   memory. `SWITCHYARD_CUDA_GRAPHS=0` (or [`CudaBackend::set_cuda_graphs`]) turns this off; a
-//!   failed capture turns it off with a logged reason.
+//!   failed capture turns it off with a logged reason;
+//! - greedy steps can stay on the device (`Backend::forward_greedy`: one id per row comes back),
+//!   and the logits buffer the engine hands back is reused;
+//! - `SWITCHYARD_CUDA_TRACE_STEPS=1` prints every step's shape and a summary of its logits
+//!   (argmax, range, non-finite count) to stderr, for diagnosis on a GPU machine.
 //!
 //! [`dequantize`]: switchyard_core::dtype::dequantize
 #![deny(missing_docs)]
