@@ -25,6 +25,10 @@
 #   hf        HF bf16 safetensors written there by scripts/gguf-to-hf.py (gguf wheel carried):
 #             CUDA greedy on it vs on the GGUF
 #   torch     scripts/torch_baseline.py (PyTorch eager, random weights, Gemma shapes) in the same run
+#
+# Dry run here (checks the script, not the GPU): GPU_REAL_DEVICE=cpu PYTHON=<python with numpy>
+# OUT=/tmp/dry scripts/gpu-real.sh run generate serve hf   (done 2026-12-06: all stages ran; the
+# serve stage's 256-stream point outlasts its timeout on 2 CPU cores, as expected).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -40,6 +44,10 @@ tree_bytes() {
 # MiB of parts per call: the 64 MiB a call carries, less the tree, less 2 MiB of margin.
 PART_MIB=${PART_MIB:-$(((64 * 1048576 - $(tree_bytes)) / 1048576 - 2))}
 TESTS=(golden engine batched_forward)
+# A dry run of the script's own logic on a machine without a GPU: GPU_REAL_DEVICE=cpu runs the
+# generate / bench / serve / hf stages on the CPU backend (PYTHON: an interpreter with numpy).
+DEVICE=${GPU_REAL_DEVICE:-cuda}
+PY=${PYTHON:-python3}
 
 prepare() {
     set -e
@@ -142,9 +150,9 @@ test_stage() { # name filter-args...
 }
 
 gen_compare() {
-    python3 - "$ROOT/tests/golden/$ALIAS/greedy.json" "$ART/real/switchyard" "$ALIAS" "${1:-}" <<'EOF'
+    python3 - "$ROOT/tests/golden/$ALIAS/greedy.json" "$ART/real/switchyard" "$ALIAS" "$DEVICE" "${1:-}" <<'EOF'
 import json, subprocess, sys
-golden, exe, model, hf = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+golden, exe, model, dev, hf = sys.argv[1:6]
 cases = json.load(open(golden))
 def ids(device, m, prompt):
     p = subprocess.run([exe, "generate", "--no-fetch", "--device", device, "--model", m, "--prompt", prompt,
@@ -155,7 +163,7 @@ def ids(device, m, prompt):
         raise SystemExit(f"generate --device {device} failed on {prompt!r}")
     return line[0]
 same = 0
-pairs = [("cpu", model, "cuda", model)] if not hf else [("cuda", model, "cuda", hf)]
+pairs = [("cpu", model, dev, model)] if not hf else [(dev, model, dev, hf)]
 for c in cases:
     (da, ma, db, mb) = pairs[0]
     a, b = ids(da, ma, c["prompt"]), ids(db, mb, c["prompt"])
@@ -173,7 +181,7 @@ EOF
 
 serve_bench() {
     local port=8089 pid rc
-    "$ART/real/switchyard" serve --no-fetch -m "$ALIAS" --device cuda --port $port --max-num-seqs 256 \
+    "$ART/real/switchyard" serve --no-fetch -m "$ALIAS" --device "$DEVICE" --port $port --max-num-seqs 256 \
         --max-queued-requests 1024 >"$LOGS/serve-server.log" 2>&1 &
     pid=$!
     for _ in $(seq 1 120); do
@@ -182,7 +190,7 @@ serve_bench() {
     done
     "$ART/real/switchyard" bench serve --base-url "http://127.0.0.1:$port" --model "$ALIAS" --tokenizer "$ALIAS" \
         --concurrency 1,16,64,256 --duration 15 --warmup 16 --input-len 128 --output-len 128 --no-progress \
-        --label "switchyard cuda" --result-file "$LOGS/serve.json" &&
+        --label "switchyard $DEVICE" --result-file "$LOGS/serve.json" &&
         "$ART/real/switchyard" bench report "$LOGS/serve.json" --out "$LOGS/serve-report"
     rc=$?
     kill "$pid" 2>/dev/null
@@ -203,7 +211,7 @@ run() {
     setup_libs >"$LOGS/libs.log" 2>&1
     export SWITCHYARD_CACHE=/tmp/switchyard-cache SWITCHYARD_TEST_ROOT="$ROOT" RUST_BACKTRACE=1
     # The stages run functions under `timeout bash -c`.
-    export ROOT ART XFER ALIAS LOGS
+    export ROOT ART XFER ALIAS LOGS DEVICE
     export -f gen_compare serve_bench
     mkdir -p "$SWITCHYARD_CACHE/models"
     local model="$SWITCHYARD_CACHE/models/$GGUF"
@@ -235,12 +243,12 @@ run() {
             stage generate 600 bash -c gen_compare
             tail -n 12 "$LOGS/generate.log" ;;
         bench)
-            stage bench-engine 240 "$ART/real/switchyard" bench engine --no-fetch -m "$ALIAS" --device cuda \
+            stage bench-engine 240 "$ART/real/switchyard" bench engine --no-fetch -m "$ALIAS" --device "$DEVICE" \
                 --concurrency 1,16,64,256 --input-len 128 --output-len 128
             grep -v -i "warn\|info" "$LOGS/bench-engine.log" | tail -n 20
             # The same greedy load choosing on the host (the logits copied back every step).
             SWITCHYARD_DEVICE_GREEDY=0 stage bench-engine-host 120 "$ART/real/switchyard" bench engine --no-fetch \
-                -m "$ALIAS" --device cuda --concurrency 16,64 --input-len 128 --output-len 128
+                -m "$ALIAS" --device "$DEVICE" --concurrency 16,64 --input-len 128 --output-len 128
             grep -v -i "warn\|info" "$LOGS/bench-engine-host.log" | tail -n 4 ;;
         serve)
             stage serve 300 bash -c serve_bench
@@ -252,8 +260,8 @@ run() {
                 SUMMARY+=("hf: skipped")
                 continue
             fi
-            python3 -m pip install -q --no-index --no-deps --target /tmp/site "$XFER"/whl/*.whl >"$LOGS/hf-pip.log" 2>&1
-            PYTHONPATH=/tmp/site stage hf-convert 240 python3 "$ROOT/scripts/gguf-to-hf.py" "$model" /tmp/hf-bf16 \
+            "$PY" -m pip install -q --no-index --no-deps --target /tmp/site "$XFER"/whl/*.whl >"$LOGS/hf-pip.log" 2>&1
+            PYTHONPATH=/tmp/site stage hf-convert 240 "$PY" "$ROOT/scripts/gguf-to-hf.py" "$model" /tmp/hf-bf16 \
                 --dtype bf16 --tokenizer-from "$ART/real/hf-tokenizer" &&
                 stage hf 300 bash -c 'gen_compare /tmp/hf-bf16'
             tail -n 3 "$LOGS/hf-convert.log"
