@@ -27,20 +27,7 @@ prepare() {
         exit 1
     fi
     cargo build -p "$CRATE" --release --examples
-    # "<target name> <executable>" for every test executable (unit tests of the lib and tests/*.rs).
-    python3 - "$ART/build.json" >"$ART/executables.txt" <<'EOF'
-import json, sys
-for line in open(sys.argv[1]):
-    try:
-        m = json.loads(line)
-    except ValueError:
-        continue
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m.get("profile", {}).get("test"):
-        name = m["target"]["name"]
-        if "lib" in m["target"]["kind"]:
-            name = "unit"
-        print(name, m["executable"])
-EOF
+    test_executables "$ART/build.json" >"$ART/executables.txt"
     while read -r name exe; do
         strip --strip-debug -o "$ART/tests/$name" "$exe"
     done <"$ART/executables.txt"

@@ -1,6 +1,26 @@
-# Sourced by scripts/gpu-check.sh and scripts/gpu-real.sh on a GPU machine: finds NVRTC and
-# cuBLAS (a CUDA toolkit or pip `nvidia-*` wheels) and puts them first on LD_LIBRARY_PATH
-# (`setup_libs`), so cudarc's dynamic loader finds exactly these.
+# Sourced by scripts/gpu-check.sh and scripts/gpu-real.sh. Here: `test_executables` lists the
+# test executables of a cargo build. On a GPU machine: `setup_libs` finds NVRTC and cuBLAS (a
+# CUDA toolkit or pip `nvidia-*` wheels) and puts them first on LD_LIBRARY_PATH, so cudarc's
+# dynamic loader finds exactly these.
+
+# "<target name> <executable>" for every test executable in the JSON messages of
+# `cargo test --no-run --message-format=json-render-diagnostics` (file $1); a library's unit
+# tests are named "unit".
+test_executables() {
+    python3 - "$1" <<'EOF'
+import json, sys
+for line in open(sys.argv[1]):
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m.get("profile", {}).get("test"):
+        name = m["target"]["name"]
+        if "lib" in m["target"]["kind"]:
+            name = "unit"
+        print(name, m["executable"])
+EOF
+}
 
 # Directories that may hold NVRTC / cuBLAS, most preferred first.
 candidate_dirs() {

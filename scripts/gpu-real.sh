@@ -41,8 +41,13 @@ SHA=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
 tree_bytes() {
     git -C "$ROOT" ls-files -co --exclude-standard -z | (cd "$ROOT" && du -cb --files0-from=-) | tail -1 | cut -f1
 }
-# MiB of parts per call: the 64 MiB a call carries, less the tree, less 2 MiB of margin.
-PART_MIB=${PART_MIB:-$(((64 * 1048576 - $(tree_bytes)) / 1048576 - 2))}
+# MiB of parts per call: the 64 MiB a call carries, less the tree, less 2 MiB of margin (only
+# `prepare` and `plan` use it, here where the tree is).
+part_mib() {
+    echo "${PART_MIB:-$(((64 * 1048576 - $(tree_bytes)) / 1048576 - 2))}"
+}
+# shellcheck source=scripts/gpu-libs.sh
+source "$ROOT/scripts/gpu-libs.sh"
 TESTS=(golden engine batched_forward)
 # A dry run of the script's own logic on a machine without a GPU: GPU_REAL_DEVICE=cpu runs the
 # generate / bench / serve / hf stages on the CPU backend (PYTHON: an interpreter with numpy).
@@ -60,16 +65,7 @@ prepare() {
     for t in "${TESTS[@]}"; do args+=(--test "$t"); done
     cargo test -p switchyard --release --no-run "${args[@]}" --message-format=json-render-diagnostics >"$ART/real-build.json"
     mkdir -p "$ART/real"
-    python3 - "$ART/real-build.json" >"$ART/real/executables.txt" <<'EOF'
-import json, sys
-for line in open(sys.argv[1]):
-    try:
-        m = json.loads(line)
-    except ValueError:
-        continue
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m.get("profile", {}).get("test"):
-        print(m["target"]["name"], m["executable"])
-EOF
+    test_executables "$ART/real-build.json" >"$ART/real/executables.txt"
     while read -r name exe; do
         strip --strip-debug -o "$ART/real/$name" "$exe"
     done <"$ART/real/executables.txt"
@@ -94,20 +90,24 @@ EOF
         --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d "$XFER/whl" gguf==0.17.1 safetensors==0.6.2
     echo "$SHA  $cache/models/$GGUF" | sha256sum -c
     # The first part rides with bin.tar.xz and the wheel: it is that much smaller.
-    local first=$((PART_MIB - ($(du -sb "$XFER" | cut -f1) + 1048575) / 1048576 - 1))
+    local part
+    part=$(part_mib)
+    local first=$((part - ($(du -sb "$XFER" | cut -f1) + 1048575) / 1048576 - 1))
     head -c "${first}M" "$cache/models/$GGUF" >"$XFER/m00"
     tail -c +$((first * 1048576 + 1)) "$cache/models/$GGUF" |
-        split -b "${PART_MIB}m" -d -a 2 --numeric-suffixes=1 - "$XFER/m"
+        split -b "${part}m" -d -a 2 --numeric-suffixes=1 - "$XFER/m"
     ls -l "$XFER" "$XFER/whl"
     plan
 }
 
-# Greedy carry lists: every call carries about PART_MIB MiB (bin.tar.xz and the wheel ride with the
+# Greedy carry lists: every call carries about `part_mib` MiB (bin.tar.xz and the wheel ride with the
 # first part), leaving room for the working tree itself (64 MiB a call in all).
 plan() {
     cd "$ROOT"
     local f size cur=0 list=""
-    local budget=$(( (PART_MIB + 1) * 1024 * 1024 ))
+    local part
+    part=$(part_mib)
+    local budget=$(( (part + 1) * 1024 * 1024 ))
     for f in gpu-artifacts/xfer/bin.tar.xz gpu-artifacts/xfer/whl gpu-artifacts/xfer/m*; do
         size=$(du -sb "$f" | cut -f1)
         if [ -n "$list" ] && [ $((cur + size)) -gt "$budget" ]; then
@@ -118,7 +118,7 @@ plan() {
         cur=$((cur + size))
     done
     [ -n "$list" ] && echo "call: $list ($((cur / 1048576)) MiB)"
-    echo "working tree (tracked + untracked): $(tree_bytes) bytes; parts of $PART_MIB MiB"
+    echo "working tree (tracked + untracked): $(tree_bytes) bytes; parts of $part MiB"
 }
 
 unpack() {
@@ -163,9 +163,8 @@ def ids(device, m, prompt):
         raise SystemExit(f"generate --device {device} failed on {prompt!r}")
     return line[0]
 same = 0
-pairs = [("cpu", model, dev, model)] if not hf else [(dev, model, dev, hf)]
+(da, ma, db, mb) = ("cpu", model, dev, model) if not hf else (dev, model, dev, hf)
 for c in cases:
-    (da, ma, db, mb) = pairs[0]
     a, b = ids(da, ma, c["prompt"]), ids(db, mb, c["prompt"])
     if a == b:
         same += 1
@@ -175,7 +174,7 @@ for c in cases:
         k = next((i for i, (x, y) in enumerate(zip(ta, tb)) if x != y), min(len(ta), len(tb)))
         gap = c["top2_gap"][k] if k < len(c["top2_gap"]) else None
         print(f"DIFF  {c['prompt']!r} from token {k} (llama.cpp top-2 gap there {gap})\n  {da} {ma}: {a}\n  {db} {mb}: {b}")
-print(f"{same} of {len(cases)} prompts: 64 greedy tokens identical ({pairs[0][0]} {pairs[0][1]} vs {pairs[0][2]} {pairs[0][3]})")
+print(f"{same} of {len(cases)} prompts: 64 greedy tokens identical ({da} {ma} vs {db} {mb})")
 EOF
 }
 
@@ -206,8 +205,6 @@ run() {
     [ ${#what[@]} -eq 0 ] && what=(golden batched engine generate bench serve hf torch)
     echo "== gpu-real run $(date -u +%FT%TZ); $(head -2 "$ART/MANIFEST" 2>/dev/null | tr '\n' ' ')"
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
-    # shellcheck source=scripts/gpu-libs.sh
-    source "$ROOT/scripts/gpu-libs.sh"
     setup_libs >"$LOGS/libs.log" 2>&1
     export SWITCHYARD_CACHE=/tmp/switchyard-cache SWITCHYARD_TEST_ROOT="$ROOT" RUST_BACKTRACE=1
     # The stages run functions under `timeout bash -c`.

@@ -73,21 +73,13 @@ pub fn on_gpu() -> bool {
 }
 
 /// Loads `m` on the test device (see [`on_gpu`]).
-pub fn backend_for(
-    config: &switchyard_core::ModelConfig,
-    weights: &dyn switchyard_core::WeightSource,
-) -> Box<dyn switchyard_core::Backend> {
+pub fn backend(m: &Model) -> Box<dyn switchyard_core::Backend> {
     if on_gpu() {
         let dev = switchyard_backend_cuda::probe()
             .unwrap_or_else(|e| panic!("SWITCHYARD_TEST_DEVICE=cuda but no CUDA device: {e}"));
         eprintln!("test device: CUDA 0 ({})", dev[0].name);
-        Box::new(switchyard_backend_cuda::CudaBackend::load(0, config, weights).unwrap())
+        Box::new(switchyard_backend_cuda::CudaBackend::load(0, &m.config, m.weights()).unwrap())
     } else {
-        Box::new(switchyard_backend_cpu::CpuBackend::load(config, weights).unwrap())
+        Box::new(switchyard_backend_cpu::CpuBackend::load(&m.config, m.weights()).unwrap())
     }
-}
-
-/// Loads `m` on the test device (see [`on_gpu`]).
-pub fn backend(m: &Model) -> Box<dyn switchyard_core::Backend> {
-    backend_for(&m.config, m.weights())
 }

@@ -136,7 +136,8 @@ fn trace_steps() -> bool {
     *ON.get_or_init(|| std::env::var("SWITCHYARD_CUDA_TRACE_STEPS").is_ok_and(|v| v == "1"))
 }
 
-fn trace_step(batch: &ForwardBatch, logits: &[f32], vocab: usize, graph: bool) {
+/// One step's shape for the trace: tokens, graph or not, each sequence's context + new tokens.
+fn trace_shape(batch: &ForwardBatch, graph: bool) -> String {
     let seqs: Vec<String> = batch
         .seqs
         .iter()
@@ -149,6 +150,15 @@ fn trace_step(batch: &ForwardBatch, logits: &[f32], vocab: usize, graph: bool) {
             )
         })
         .collect();
+    format!(
+        "{} tokens, graph {graph}, seqs [{}], logits rows {:?}",
+        batch.num_tokens(),
+        seqs.join(", "),
+        batch.logits_indices
+    )
+}
+
+fn trace_step(batch: &ForwardBatch, logits: &[f32], vocab: usize, graph: bool) {
     let rows: Vec<String> = logits
         .chunks_exact(vocab.max(1))
         .map(|r| {
@@ -168,10 +178,8 @@ fn trace_step(batch: &ForwardBatch, logits: &[f32], vocab: usize, graph: bool) {
         })
         .collect();
     eprintln!(
-        "cuda step: {} tokens, graph {graph}, seqs [{}], logits rows {:?}: {}",
-        batch.num_tokens(),
-        seqs.join(", "),
-        batch.logits_indices,
+        "cuda step: {}: {}",
+        trace_shape(batch, graph),
         rows.join("; ")
     );
 }
@@ -747,15 +755,8 @@ impl CudaBackend {
         })?;
         if trace_steps() {
             eprintln!(
-                "cuda argmax step: {} tokens, graph {}, seqs [{}], argmax {out:?}",
-                batch.num_tokens(),
-                self.last.graph,
-                batch
-                    .seqs
-                    .iter()
-                    .map(|s| format!("{}+{}", s.context_before, s.len))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "cuda argmax step: {}: argmax {out:?}",
+                trace_shape(batch, self.last.graph)
             );
         }
         Ok(out)
