@@ -3,6 +3,7 @@
 //! f32), quantized SIMD matmul kernels chosen at run time, and a paged f16 KV cache.
 #![deny(missing_docs)]
 
+mod hugebuf;
 pub mod kernels;
 mod model;
 pub mod ops;

@@ -46,6 +46,7 @@ mod scalar;
 #[cfg(test)]
 mod tests;
 
+use crate::hugebuf::HugeBuf;
 use quant::{Q8Acts, Q8KActs, QK8, QKK};
 
 /// A weight matrix in its file encoding.
@@ -537,10 +538,10 @@ pub struct PackedQ8 {
     rows: usize,
     cols: usize,
     /// `groups * blocks * 256` quants.
-    q: Vec<i8>,
+    q: HugeBuf<i8>,
     /// `groups * blocks * 8` scales (f16 bits, as in the file: 2 bytes per block and row, so a
     /// batch-1 pass, bound by memory bandwidth, reads 272 bytes per block and group, not 288).
-    d: Vec<u16>,
+    d: HugeBuf<u16>,
 }
 
 impl PackedQ8 {
@@ -555,8 +556,8 @@ impl PackedQ8 {
         );
         let nb = w.cols / QK8;
         let groups = w.rows.div_ceil(8);
-        let mut q = vec![0i8; groups * nb * 256];
-        let mut d = vec![0u16; groups * nb * 8];
+        let mut q = HugeBuf::<i8>::zeroed(groups * nb * 256);
+        let mut d = HugeBuf::<u16>::zeroed(groups * nb * 8);
         use rayon::prelude::*;
         q.par_chunks_mut(nb * 256)
             .zip(d.par_chunks_mut(nb * 8))
@@ -676,7 +677,7 @@ pub struct TransposedK {
     dtype: GgmlType,
     rows: usize,
     cols: usize,
-    data: Vec<u8>,
+    data: HugeBuf<u8>,
 }
 
 /// The 256 quants of a Q4_K (unsigned 4-bit) or Q6_K (unsigned 6-bit) super-block, in element
@@ -735,7 +736,8 @@ impl TransposedK {
             w.cols.is_multiple_of(QKK) && w.data.len() >= w.rows * w.row_bytes(),
             "TransposedK: bad matrix"
         );
-        let mut data = w.data[..w.rows * w.row_bytes()].to_vec();
+        let mut data = HugeBuf::<u8>::zeroed(w.rows * w.row_bytes());
+        data.copy_from_slice(&w.data[..w.rows * w.row_bytes()]);
         use rayon::prelude::*;
         data.par_chunks_mut(w.dtype.block_bytes()).for_each(|b| {
             let q = k_quants(w.dtype, b);
@@ -809,7 +811,7 @@ pub struct TransposedQ0 {
     dtype: GgmlType,
     rows: usize,
     cols: usize,
-    data: Vec<u8>,
+    data: HugeBuf<u8>,
 }
 
 /// The 32 quants of a Q4_0 / Q5_0 / Q8_0 block as the AVX2 kernel decodes them (unsigned 0..16
@@ -850,7 +852,7 @@ impl TransposedQ0 {
         let nb = w.cols / QK8;
         let ng = nb.div_ceil(8);
         let gb = 8 * w.dtype.block_bytes();
-        let mut data = vec![0u8; w.rows * ng * gb];
+        let mut data = HugeBuf::<u8>::zeroed(w.rows * ng * gb);
         use rayon::prelude::*;
         data.par_chunks_mut(ng * gb)
             .enumerate()

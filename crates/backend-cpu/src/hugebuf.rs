@@ -1,0 +1,134 @@
+//! Large weight copies in memory backed by transparent huge pages where the kernel allows.
+//!
+//! The repacked matrices (`PackedQ8`, `TransposedQ0`, `TransposedK`) are read end to end on
+//! every decoding step; the output projection alone is ~180 MB for Gemma 3 270M. With 4 KiB
+//! pages such a scan needs a TLB entry per 4 KiB; with 2 MiB pages one per 2 MiB. Linux gives
+//! huge pages to an anonymous range when THP is `always`, or when it is `madvise` (the common
+//! default) and the range was `madvise(MADV_HUGEPAGE)`d before it was first touched. So
+//! [`HugeBuf`] allocates with 2 MiB alignment, advises, and only then writes (zeros). Where THP
+//! is off, or on other systems, it is an ordinary aligned allocation: same contents, same code.
+//! `SWITCHYARD_HUGEPAGES=0` skips the advice (for measuring it).
+
+use std::alloc::{self, Layout};
+use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
+
+/// Size of a huge page on x86-64 and (4 KiB-granule) aarch64 Linux.
+const HUGE: usize = 2 << 20;
+
+/// A fixed-length, zero-initialised buffer of plain-old-data elements; at least 2 MiB large
+/// ones are 2 MiB aligned and advised for huge pages (see the module docs).
+pub struct HugeBuf<T: bytemuck::Pod> {
+    ptr: NonNull<T>,
+    len: usize,
+    layout: Layout,
+}
+
+// SAFETY: `HugeBuf` owns its allocation exclusively, like a `Vec<T>`; `T: Pod` has no
+// thread-affine state.
+unsafe impl<T: bytemuck::Pod + Send> Send for HugeBuf<T> {}
+// SAFETY: shared access only hands out `&[T]`, like a `Vec<T>`.
+unsafe impl<T: bytemuck::Pod + Sync> Sync for HugeBuf<T> {}
+
+fn advise_enabled() -> bool {
+    !std::env::var("SWITCHYARD_HUGEPAGES").is_ok_and(|v| v.trim() == "0")
+}
+
+impl<T: bytemuck::Pod> HugeBuf<T> {
+    /// `len` zeros.
+    ///
+    /// # Panics
+    /// If the size overflows; aborts (like `Vec`) if the allocation fails.
+    pub fn zeroed(len: usize) -> Self {
+        let bytes = len
+            .checked_mul(std::mem::size_of::<T>())
+            .expect("HugeBuf: size overflows");
+        if bytes == 0 {
+            return Self {
+                ptr: NonNull::dangling(),
+                len,
+                layout: Layout::new::<()>(),
+            };
+        }
+        let huge = bytes >= HUGE;
+        let layout = if huge {
+            // Whole huge pages, so the last one is not shared with another allocation.
+            Layout::from_size_align(bytes.next_multiple_of(HUGE), HUGE)
+        } else {
+            Layout::from_size_align(bytes, std::mem::align_of::<T>())
+        }
+        .expect("HugeBuf: bad layout");
+        // SAFETY: `layout` has a non-zero size.
+        let raw = unsafe { alloc::alloc(layout) };
+        let Some(raw) = NonNull::new(raw) else {
+            alloc::handle_alloc_error(layout)
+        };
+        if huge && advise_enabled() {
+            advise_huge(raw.as_ptr(), layout.size());
+        }
+        // SAFETY: `raw` is valid for `layout.size() >= bytes` bytes of writes; the zeros are
+        // the first touch of these pages (after the advice).
+        unsafe { std::ptr::write_bytes(raw.as_ptr(), 0, layout.size()) };
+        Self {
+            ptr: raw.cast(),
+            len,
+            layout,
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn advise_huge(p: *mut u8, len: usize) {
+    // SAFETY: `p..p + len` is one live allocation of ours; MADV_HUGEPAGE only changes how the
+    // kernel backs the range, never its contents. A failure (THP not built in) is harmless.
+    let _ = unsafe { libc::madvise(p.cast(), len, libc::MADV_HUGEPAGE) };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn advise_huge(_: *mut u8, _: usize) {}
+
+impl<T: bytemuck::Pod> Drop for HugeBuf<T> {
+    fn drop(&mut self) {
+        if self.layout.size() != 0 {
+            // SAFETY: allocated in `zeroed` with exactly this layout.
+            unsafe { alloc::dealloc(self.ptr.as_ptr().cast(), self.layout) };
+        }
+    }
+}
+
+impl<T: bytemuck::Pod> Deref for HugeBuf<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        // SAFETY: `ptr` points to `len` initialised `T`s owned by `self` (or is dangling with a
+        // zero-byte size: `len == 0`, or `T` zero-sized, for which dangling is valid).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T: bytemuck::Pod> DerefMut for HugeBuf<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: as in `deref`, and `&mut self` gives exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_are_zeroed_writable_and_aligned_when_large() {
+        for len in [0usize, 1, 7, 1000, (HUGE / 4) + 3, 3 * HUGE / 4] {
+            let mut b = HugeBuf::<u32>::zeroed(len);
+            assert_eq!(b.len(), len);
+            assert!(b.iter().all(|&v| v == 0));
+            for (i, v) in b.iter_mut().enumerate() {
+                *v = i as u32;
+            }
+            assert!(b.iter().enumerate().all(|(i, &v)| v == i as u32));
+            if len * 4 >= HUGE {
+                assert_eq!(b.as_ptr() as usize % HUGE, 0);
+            }
+        }
+    }
+}
