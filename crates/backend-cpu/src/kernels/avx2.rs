@@ -494,8 +494,9 @@ fn rows_q0<const PRE: bool>(
 
 /// Bytes of one group of 8 blocks of kind `k` in the transposed layout (`TransposedQ0`): the 8
 /// f16 scales, then the group's 8 transposed vectors (Q8_0: as they are; Q4_0 / Q5_0: vector
-/// `m` in the low nibbles of 32 bytes and vector `m + 4` in the high ones; Q5_0 then 8 u32
-/// words, word `m` holding bit 4 of the 32 quants of vector `m`). The same size as 8 blocks.
+/// `m` in the low nibbles of 32 bytes and vector `m + 4` in the high ones; Q5_0 then 32 bytes,
+/// bit `m` of byte `i` holding bit 4 of byte `i` of vector `m`, so each vector's fifth bits are
+/// one shift and one mask away). The same size as 8 blocks.
 pub(crate) const fn tq0_group_bytes(k: u8) -> usize {
     8 * q0_block_bytes(k)
 }
@@ -518,10 +519,23 @@ macro_rules! q0_decode_t {
                 v[m + 4] = _mm256_and_si256(_mm256_srli_epi16::<4>(x), m4);
             }
             if $k == Q5_0 {
+                // Bit `m` of each byte is bit 4 of that byte of vector `m`: shifted to bit 4
+                // (within its byte: the 16-bit shifts move at most 4 places, the mask keeps
+                // only bit 4) and or-ed in.
+                let hb = _mm256_loadu_si256(p.add(128).cast());
                 let b4 = _mm256_set1_epi8(0x10);
-                for (m, v) in v.iter_mut().enumerate() {
-                    let bits = p.add(128 + 4 * m).cast::<u32>().read_unaligned();
-                    *v = _mm256_or_si256(*v, _mm256_and_si256(bytes_from_bits(bits), b4));
+                let hi = [
+                    _mm256_slli_epi16::<4>(hb),
+                    _mm256_slli_epi16::<3>(hb),
+                    _mm256_slli_epi16::<2>(hb),
+                    _mm256_slli_epi16::<1>(hb),
+                    hb,
+                    _mm256_srli_epi16::<1>(hb),
+                    _mm256_srli_epi16::<2>(hb),
+                    _mm256_srli_epi16::<3>(hb),
+                ];
+                for (v, h) in v.iter_mut().zip(hi) {
+                    *v = _mm256_or_si256(*v, _mm256_and_si256(h, b4));
                 }
             }
         }

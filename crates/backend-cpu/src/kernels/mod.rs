@@ -888,10 +888,9 @@ impl TransposedQ0 {
                             }
                         }
                         if k == 2 {
-                            for (m, v) in v.iter().enumerate() {
-                                let bits =
-                                    (0..32).fold(0u32, |a, i| a | (u32::from(v[i] >> 4) << i));
-                                body[128 + 4 * m..132 + 4 * m].copy_from_slice(&bits.to_le_bytes());
+                            // Byte `i` holds bit 4 of byte `i` of vector `m` as its bit `m`.
+                            for i in 0..32 {
+                                body[128 + i] = (0..8).fold(0u8, |a, m| a | ((v[m][i] >> 4) << m));
                             }
                         }
                     }
