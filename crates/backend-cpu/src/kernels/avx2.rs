@@ -574,12 +574,13 @@ fn rows_q0_k<const K: u8, const PRE: bool>(
         w.row_bytes()
     };
     assert!(w.data.len() >= w.rows * rb && r1 <= w.rows);
+    // Every entry of a tile that is read was written for that tile: zeroed once per call.
+    let mut tile = [[0f32; TILE]; Q0_NT_MAX];
     token_blocks(n_tok, w.cols, |tb0, tbn| {
         let mut r = r0;
         while r < r1 {
             let re = (r + TILE).min(r1);
             token_groups(tb0, tbn, Q0_NT_MAX, |t0, nt| {
-                let mut tile = [[0f32; TILE]; Q0_NT_MAX];
                 for rr in r..re {
                     let mut res = [0f32; Q0_NT_MAX];
                     let row = &w.data[rr * rb..(rr + 1) * rb];
@@ -802,7 +803,13 @@ pub(crate) fn rows_packed_q8(
     let nb = w.cols / QK8;
     assert!(w.q.len() >= g1 * nb * 256 && w.d.len() >= g1 * nb * 8);
     assert!(a.qs.len() >= n_tok * w.cols && a.d.len() >= n_tok * nb);
-    let mut abs = vec![_mm256_setzero_si256(); 8 * nb];
+    // One token (`packed_dot::<1>`) takes the absolute values as it loads each vector: storing
+    // them first would only add a store and a load per vector.
+    let mut abs = if n_tok > 1 {
+        vec![_mm256_setzero_si256(); 8 * nb]
+    } else {
+        Vec::new()
+    };
     for g in g0..g1 {
         let q = &w.q[g * nb * 256..(g + 1) * nb * 256];
         for (av, c) in abs.iter_mut().zip(q.chunks_exact(32)) {
@@ -833,8 +840,9 @@ pub(crate) fn rows_packed_q8(
     }
 }
 
-/// One packed row group (quants `q`, their absolute values `abs`, scales `d`) against the `NT`
-/// tokens from `t0` on: `res[t][i]` for row `i` of the group. Per block and token: 8 vectors of
+/// One packed row group (quants `q`, their absolute values `abs` (unused and may be empty for
+/// `NT == 1`), scales `d`) against the `NT` tokens from `t0` on: `res[t][i]` for row `i` of the
+/// group. Per block and token: 8 vectors of
 /// the token's 4 quants broadcast to every lane, signed like the weights (the sign trick) and
 /// multiplied with the weights' absolute values (`maddubs`, then `madd` to i32: a pair can reach
 /// 32,258), which gives every row's exact integer block sum in its own lane; then one conversion
@@ -851,7 +859,7 @@ fn packed_dot<const NT: usize>(
 ) -> usize {
     let cols = a.cols;
     let nb = cols / QK8;
-    assert!(q.len() >= nb * 256 && abs.len() >= nb * 8 && d.len() >= nb * 8);
+    assert!(q.len() >= nb * 256 && (NT == 1 || abs.len() >= nb * 8) && d.len() >= nb * 8);
     assert!(a.qs.len() >= (t0 + NT) * cols && a.d.len() >= (t0 + NT) * nb);
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); NT];
@@ -863,12 +871,16 @@ fn packed_dot<const NT: usize>(
     let mut i = 0;
     while i < 8 * nb {
         // SAFETY: vectors `i, i + 1 < 8 nb` of the group (256 bytes per block, asserted; `abs`
-        // holds `8 nb`), the 8 quants at `4 i` of every token `t0 + t < t0 + NT` and its block
+        // holds `8 nb` unless `NT == 1`, when it is not read), the 8 quants at `4 i` of every token `t0 + t < t0 + NT` and its block
         // scale lie inside the slices checked above. Loads are unaligned.
         unsafe {
             for j in i..i + 2 {
                 let wv = _mm256_loadu_si256(qp.add(32 * j).cast());
-                let av = *ap.add(j);
+                let av = if NT == 1 {
+                    _mm256_sign_epi8(wv, wv)
+                } else {
+                    *ap.add(j)
+                };
                 for (t, s) in s.iter_mut().enumerate() {
                     let x4 = xp.add((t0 + t) * cols + 4 * j).cast::<i32>();
                     let xb = _mm256_set1_epi32(x4.read_unaligned());
@@ -921,12 +933,13 @@ fn rows_k<const PRE: bool>(
 ) {
     assert!(!a.qi.is_empty(), "rows_k: activations not interleaved");
     let q4 = w.dtype == GgmlType::Q4_K;
+    // Every entry of a tile that is read was written for that tile: zeroed once per call.
+    let mut tile = [[0f32; TILE]; K_NT_MAX];
     token_blocks(n_tok, w.cols, |tb0, tbn| {
         let mut r = r0;
         while r < r1 {
             let re = (r + TILE).min(r1);
             token_groups(tb0, tbn, K_NT_MAX, |t0, nt| {
-                let mut tile = [[0f32; TILE]; K_NT_MAX];
                 for rr in r..re {
                     let mut res = [0f32; K_NT_MAX];
                     let row = w.row(rr);
