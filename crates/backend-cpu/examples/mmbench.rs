@@ -47,6 +47,7 @@ fn main() {
         (GgmlType::Q5_0, 2048, 640),
         (GgmlType::Q5_0, 640, 2048),
         (GgmlType::Q4_K, 2048, 768),
+        (GgmlType::Q4_K, 640, 2048),
         (GgmlType::Q6_K, 2048, 768),
     ] {
         if want_ty.as_ref().is_some_and(|t| *t != format!("{ty:?}")) {

@@ -576,11 +576,15 @@ fn rows_q0_k<const K: u8, const PRE: bool>(
     assert!(w.data.len() >= w.rows * rb && r1 <= w.rows);
     // Every entry of a tile that is read was written for that tile: zeroed once per call.
     let mut tile = [[0f32; TILE]; Q0_NT_MAX];
+    // Tokens per pass over a row: 16 for short rows; 8 for rows of more than 4 groups, where
+    // 16 accumulators (more than the 16 vector registers leave room for) spill on every group
+    // (mmbench Q5_0 640 x 2048 at 16 tokens: 21.0 -> 17.0 us per token).
+    let nt_max = if w.cols > 4 * 8 * QK8 { 8 } else { Q0_NT_MAX };
     token_blocks(n_tok, w.cols, |tb0, tbn| {
         let mut r = r0;
         while r < r1 {
             let re = (r + TILE).min(r1);
-            token_groups(tb0, tbn, Q0_NT_MAX, |t0, nt| {
+            token_groups(tb0, tbn, nt_max, |t0, nt| {
                 for rr in r..re {
                     let mut res = [0f32; Q0_NT_MAX];
                     let row = &w.data[rr * rb..(rr + 1) * rb];
@@ -935,11 +939,14 @@ fn rows_k<const PRE: bool>(
     let q4 = w.dtype == GgmlType::Q4_K;
     // Every entry of a tile that is read was written for that tile: zeroed once per call.
     let mut tile = [[0f32; TILE]; K_NT_MAX];
+    // 8 tokens per pass for rows of more than 4 super-blocks, as in `rows_q0_k` (mmbench Q4_K
+    // 640 x 2048 at 16 tokens: 20.0 -> 18.5 us per token).
+    let nt_max = if w.cols > 4 * QKK { 8 } else { K_NT_MAX };
     token_blocks(n_tok, w.cols, |tb0, tbn| {
         let mut r = r0;
         while r < r1 {
             let re = (r + TILE).min(r1);
-            token_groups(tb0, tbn, K_NT_MAX, |t0, nt| {
+            token_groups(tb0, tbn, nt_max, |t0, nt| {
                 for rr in r..re {
                     let mut res = [0f32; K_NT_MAX];
                     let row = w.row(rr);
