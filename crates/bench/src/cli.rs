@@ -407,6 +407,8 @@ async fn serve(a: ServeArgs) -> Result<BenchResult> {
             },
             duration_s: a.duration,
             warmup_requests: a.warmup,
+            temperature: a.temperature,
+            extra_body: a.extra_body.clone(),
         },
         slo,
         pricing,

@@ -187,6 +187,17 @@ fn describe(r: &BenchResult) -> String {
         w.warmup_requests,
         w.seed
     );
+    let _ = writeln!(
+        s,
+        "- sampling: temperature {}{}",
+        w.temperature.map_or_else(
+            || "not sent (server default)".to_string(),
+            |t| t.to_string()
+        ),
+        w.extra_body
+            .as_deref()
+            .map_or_else(String::new, |e| format!(", extra body {e}"))
+    );
     if !r.slo.is_empty() {
         let slos: Vec<String> = [
             ("ttft", r.slo.ttft_ms),

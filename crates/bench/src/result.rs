@@ -129,6 +129,13 @@ pub struct WorkloadInfo {
     pub duration_s: Option<f64>,
     /// Warm-up requests before the first point (not measured).
     pub warmup_requests: usize,
+    /// The `temperature` sent (`null`: none sent, the server's default; absent in files
+    /// written before it was recorded).
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    /// The extra JSON merged into every request body, as given (`--extra-body`).
+    #[serde(default)]
+    pub extra_body: Option<String>,
 }
 
 /// One load point's configuration and metrics.
