@@ -837,7 +837,13 @@ pub(crate) fn rows_packed_q8(
             let nt = go!(1 2 3 4 5 6 7 8);
             for (i, r) in res.iter().enumerate().take(nt) {
                 // SAFETY: this chunk owns the rows of groups `g0..g1` (see `OutPtr`).
-                unsafe { out.write_run(t + i, 8 * g, &r[..nr]) };
+                unsafe {
+                    if nr == 8 {
+                        out.write8(t + i, 8 * g, r);
+                    } else {
+                        out.write_run(t + i, 8 * g, &r[..nr]);
+                    }
+                }
             }
             t += nt;
         }
