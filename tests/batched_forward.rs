@@ -206,3 +206,90 @@ fn kv_groups_with_released_blocks_match_one_group_gemma() {
     }
     assert!(nulls > 0, "the window was never left");
 }
+
+/// `forward_greedy`, where the backend has it (the CPU: the argmax taken inside the AVX2
+/// lm_head kernel; CUDA: on the device), picks for every logits row of a mixed batch (four
+/// prompts of different lengths, every row of the first asked for, then a decode step of all
+/// four) what the engine's host choice picks from `forward`'s logits, for the tokenizer's
+/// vocabulary and for a smaller limit.
+fn forward_greedy_matches_the_host(alias: &str) {
+    use switchyard_backend_cpu::kernels::{simd_level, SimdLevel};
+    let m = common::model(alias);
+    let mut be = common::backend(&m);
+    be.init_kv_cache(KvCacheConfig {
+        block_size: BS,
+        num_blocks: 64,
+    })
+    .unwrap();
+    let texts = [
+        "The history of the railway begins with wagonways in the sixteenth century, when",
+        "def add(a, b):",
+        "Hi",
+        "Once upon a time, in a village by the sea,",
+    ];
+    let prompts: Vec<Vec<u32>> = texts
+        .iter()
+        .map(|t| m.tokenizer.encode(t, true).unwrap())
+        .collect();
+    let vocab = m.tokenizer.vocab_size.min(m.config.vocab_size);
+    // The CPU answers only with the packed output projection at the AVX2 level.
+    let expected = common::on_gpu()
+        || (simd_level() == SimdLevel::Avx2
+            && !std::env::var("SWITCHYARD_PACK_OUTPUT").is_ok_and(|v| v.trim() == "0"));
+    let mut ctx = vec![0usize; prompts.len()];
+    let mut pending = prompts.clone();
+    let mut checked = 0;
+    for step in 0..2 {
+        let mut b = ForwardBatch::default();
+        for (s, toks) in pending.iter().enumerate() {
+            let start = b.token_ids.len();
+            b.token_ids.extend(toks);
+            b.positions
+                .extend((ctx[s]..ctx[s] + toks.len()).map(|p| p as u32));
+            b.seqs.push(SeqInBatch {
+                start,
+                len: toks.len(),
+                context_before: ctx[s],
+                block_table: (0..8).map(|k| BlockId((s * 8 + k) as u32)).collect(),
+                group_tables: Vec::new(),
+            });
+            if step == 0 && s == 0 {
+                b.logits_indices.extend(start..start + toks.len());
+            } else {
+                b.logits_indices.push(start + toks.len() - 1);
+            }
+        }
+        let logits = be.forward(&b).unwrap();
+        for limit in [vocab, 1000] {
+            let Some(ids) = be.forward_greedy(&b, limit) else {
+                assert!(
+                    !expected,
+                    "{alias}: no forward_greedy path where one is expected"
+                );
+                eprintln!("{alias}: this backend and level have no forward_greedy path");
+                return;
+            };
+            let ids = ids.unwrap();
+            let want: Vec<u32> = (0..b.logits_indices.len())
+                .map(|r| argmax(&logits.row(r)[..limit]))
+                .collect();
+            assert_eq!(ids, want, "{alias}: step {step}, limit {limit}");
+            checked += ids.len();
+        }
+        for (s, toks) in pending.iter_mut().enumerate() {
+            ctx[s] += toks.len();
+            *toks = vec![argmax(&logits.row(b.logits_indices.len() - 4 + s)[..vocab])];
+        }
+    }
+    eprintln!("{alias}: {checked} greedy rows equal to the host's choice");
+}
+
+#[test]
+fn forward_greedy_matches_the_host_gemma() {
+    forward_greedy_matches_the_host("gemma-3-270m");
+}
+
+#[test]
+fn forward_greedy_matches_the_host_qwen() {
+    forward_greedy_matches_the_host("qwen2.5-coder-0.5b-instruct");
+}

@@ -382,6 +382,23 @@ impl Backend for CpuBackend {
             rayon::scope(|_| self.forward_in_pool(batch))
         }
     }
+
+    /// The argmax of each logits row taken inside the lm_head kernel (no logits written or
+    /// scanned again), where [`CpuBackend::greedy_path`] holds; `None` elsewhere.
+    fn forward_greedy(
+        &mut self,
+        batch: &ForwardBatch,
+        vocab_limit: usize,
+    ) -> Option<Result<Vec<u32>, BackendError>> {
+        if !self.greedy_path() {
+            return None;
+        }
+        Some(if rayon::current_thread_index().is_some() {
+            self.greedy_in_pool(batch, vocab_limit)
+        } else {
+            rayon::scope(|_| self.greedy_in_pool(batch, vocab_limit))
+        })
+    }
 }
 
 impl CpuBackend {
@@ -427,6 +444,57 @@ impl CpuBackend {
     }
 
     fn forward_in_pool(&mut self, batch: &ForwardBatch) -> Result<Logits, BackendError> {
+        let sel = self.hidden_in_pool(batch)?;
+        let c = &self.cfg;
+        let m = batch.logits_indices.len();
+        // Every entry is written by the matmul: a recycled buffer is only resized (new entries
+        // zeroed), not cleared.
+        let mut logits = std::mem::take(&mut self.spare_logits);
+        logits.resize(m * c.vocab_size, 0.0);
+        if m > 0 {
+            match &self.output_packed {
+                Some(p) => matmul_packed(p, &sel, m, &mut logits),
+                None => matmul(&qm(&self.output), &sel, m, &mut logits),
+            }
+        }
+        if let Some(cap) = c.final_logit_softcap {
+            for v in logits.iter_mut() {
+                *v = cap * (*v / cap).tanh();
+            }
+        }
+        Ok(Logits {
+            vocab: c.vocab_size,
+            data: logits,
+        })
+    }
+
+    /// Whether [`Backend::forward_greedy`] has a path here: the packed output projection at
+    /// the AVX2 level (whose argmax kernel compares the AVX2 packed kernel's values; at the
+    /// AVX-512 level the VNNI logits kernel is faster than the saving) and no final soft-cap
+    /// (a `tanh` after the matmul could make new ties).
+    fn greedy_path(&self) -> bool {
+        self.output_packed.is_some()
+            && self.cfg.final_logit_softcap.is_none()
+            && kernels::simd_level() == SimdLevel::Avx2
+    }
+
+    fn greedy_in_pool(
+        &mut self,
+        batch: &ForwardBatch,
+        vocab_limit: usize,
+    ) -> Result<Vec<u32>, BackendError> {
+        let sel = self.hidden_in_pool(batch)?;
+        let m = batch.logits_indices.len();
+        let p = self
+            .output_packed
+            .as_ref()
+            .expect("greedy_in_pool without a packed output projection");
+        Ok(kernels::matmul_packed_argmax(p, &sel, m, vocab_limit))
+    }
+
+    /// The layers over the whole batch (K/V written to the cache), then the final norm of the
+    /// rows that want logits: `logits_indices.len() x hidden`.
+    fn hidden_in_pool(&mut self, batch: &ForwardBatch) -> Result<Vec<f32>, BackendError> {
         let kv = self.kv.as_mut().ok_or(BackendError::NoKvCache)?;
         batch
             .validate(kv.block_size)
@@ -615,25 +683,7 @@ impl CpuBackend {
             dst.copy_from_slice(&x[i * c.hidden..(i + 1) * c.hidden]);
         }
         ops::rmsnorm_rows(&mut sel, &self.output_norm, c.rms_eps);
-        // Every entry is written by the matmul: a recycled buffer is only resized (new entries
-        // zeroed), not cleared.
-        let mut logits = std::mem::take(&mut self.spare_logits);
-        logits.resize(m * c.vocab_size, 0.0);
-        if m > 0 {
-            match &self.output_packed {
-                Some(p) => matmul_packed(p, &sel, m, &mut logits),
-                None => matmul(&qm(&self.output), &sel, m, &mut logits),
-            }
-        }
-        if let Some(cap) = c.final_logit_softcap {
-            for v in logits.iter_mut() {
-                *v = cap * (*v / cap).tanh();
-            }
-        }
-        Ok(Logits {
-            vocab: c.vocab_size,
-            data: logits,
-        })
+        Ok(sel)
     }
 }
 

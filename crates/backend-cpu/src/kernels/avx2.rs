@@ -792,9 +792,8 @@ fn q0_dot<const NT: usize, const K: u8, const PRE: bool>(
 /// Most tokens multiplied with each packed weight vector while it is in a register.
 const PACKED_NT: usize = 8;
 
-/// Row groups `g0..g1` of a [`PackedQ8`](super::PackedQ8) matrix for all `n_tok` tokens: per
-/// group, the absolute values of its quants once, then the tokens up to `PACKED_NT` at a time
-/// (`packed_dot`), each token's 8 results stored in one run.
+/// Row groups `g0..g1` of a [`PackedQ8`](super::PackedQ8) matrix for all `n_tok` tokens, each
+/// token's 8 results of a group stored in one run (see [`packed_groups`]).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn rows_packed_q8(
     w: &super::PackedQ8,
@@ -803,6 +802,31 @@ pub(crate) fn rows_packed_q8(
     g1: usize,
     n_tok: usize,
     out: &OutPtr,
+) {
+    packed_groups(w, a, g0, g1, n_tok, |t, g, r, nr| {
+        // SAFETY: this chunk owns the rows of groups `g0..g1` (see `OutPtr`).
+        unsafe {
+            if nr == 8 {
+                out.write8(t, 8 * g, r);
+            } else {
+                out.write_run(t, 8 * g, &r[..nr]);
+            }
+        }
+    });
+}
+
+/// Row groups `g0..g1` of a [`PackedQ8`](super::PackedQ8) matrix for all `n_tok` tokens: per
+/// group, the absolute values of its quants once, then the tokens up to `PACKED_NT` at a time
+/// (`packed_dot`); `sink(t, g, results, nr)` gets token `t`'s results for the group's rows
+/// `8 g..8 g + nr` (`results[..nr]`).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn packed_groups(
+    w: &super::PackedQ8,
+    a: &Q8Acts,
+    g0: usize,
+    g1: usize,
+    n_tok: usize,
+    mut sink: impl FnMut(usize, usize, &[f32; 8], usize),
 ) {
     let nb = w.cols / QK8;
     assert!(w.q.len() >= g1 * nb * 256 && w.d.len() >= g1 * nb * 8);
@@ -836,14 +860,7 @@ pub(crate) fn rows_packed_q8(
             }
             let nt = go!(1 2 3 4 5 6 7 8);
             for (i, r) in res.iter().enumerate().take(nt) {
-                // SAFETY: this chunk owns the rows of groups `g0..g1` (see `OutPtr`).
-                unsafe {
-                    if nr == 8 {
-                        out.write8(t + i, 8 * g, r);
-                    } else {
-                        out.write_run(t + i, 8 * g, &r[..nr]);
-                    }
-                }
+                sink(t + i, g, r, nr);
             }
             t += nt;
         }

@@ -666,6 +666,65 @@ pub fn matmul_packed_with(
     for_chunks(groups, 8 * w.cols * n_tok.min(8), run);
 }
 
+/// For each of the `n_tok` rows of `x`, the index of the largest of the first `limit` outputs
+/// of [`matmul_packed_with`] at the AVX2 level, chosen as the engine's host `argmax` chooses
+/// from those logits (the first index on ties, NaN never chosen, 0 when no value is above
+/// negative infinity), without writing the `n_tok * rows` logits out: each chunk of row groups
+/// keeps a running best per token, and the chunks' bests are merged in row order. The values
+/// compared are the AVX2 packed kernel's, bit for bit.
+///
+/// # Panics
+/// If the CPU lacks AVX2 or `x` has the wrong length.
+pub fn matmul_packed_argmax(w: &PackedQ8, x: &[f32], n_tok: usize, limit: usize) -> Vec<u32> {
+    assert_eq!(
+        x.len(),
+        n_tok * w.cols,
+        "matmul_packed_argmax: x has the wrong length"
+    );
+    assert!(
+        detected_level() >= SimdLevel::Avx2,
+        "matmul_packed_argmax: AVX2 is not available"
+    );
+    let limit = limit.min(w.rows);
+    if n_tok == 0 || limit == 0 {
+        return vec![0; n_tok];
+    }
+    let a = Q8Acts::quantize(SimdLevel::Avx2, x, w.cols, n_tok);
+    let groups = limit.div_ceil(8);
+    #[cfg(target_arch = "x86_64")]
+    let run = |g0: usize, g1: usize| {
+        let mut best = vec![(f32::NEG_INFINITY, 0u32); n_tok];
+        // SAFETY: AVX2, FMA and F16C were detected (asserted above); the sink only reads the
+        // results it is given.
+        unsafe {
+            avx2::packed_groups(w, &a, g0, g1, n_tok, |t, g, r, nr| {
+                let b = &mut best[t];
+                for (i, &v) in r.iter().enumerate().take(nr.min(limit - 8 * g)) {
+                    if v > b.0 {
+                        *b = (v, (8 * g + i) as u32);
+                    }
+                }
+            })
+        };
+        best
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let run = |_: usize, _: usize| -> Vec<(f32, u32)> {
+        let _ = &a;
+        unreachable!("PackedQ8 exists only with AVX2")
+    };
+    let chunks = map_chunks(groups, 8 * w.cols * n_tok.min(8), run);
+    let mut best = vec![(f32::NEG_INFINITY, 0u32); n_tok];
+    for c in chunks {
+        for (b, v) in best.iter_mut().zip(c) {
+            if v.0 > b.0 {
+                *b = v;
+            }
+        }
+    }
+    best.into_iter().map(|(_, i)| i).collect()
+}
+
 /// A Q4_K / Q6_K matrix whose super-blocks hold their quants transposed, made at load for the
 /// SIMD kernels of [`matmul_transposed_k`]: quant `32 j + 4 m + b` (sub-block `j`) is stored
 /// where the GGML layout keeps quant `32 m + 4 j + b`, scales and minimums unchanged. Decoding
@@ -1014,6 +1073,25 @@ fn for_chunks(rows: usize, cost_per_row: usize, run: impl Fn(usize, usize) + Syn
             .into_par_iter()
             .with_max_len(1)
             .for_each(|c| run(c * rows / n_chunks, (c + 1) * rows / n_chunks));
+    }
+}
+
+/// [`for_chunks`] collecting each chunk's result, in chunk (row) order.
+fn map_chunks<R: Send>(
+    rows: usize,
+    cost_per_row: usize,
+    run: impl Fn(usize, usize) -> R + Sync,
+) -> Vec<R> {
+    let n_chunks = chunk_count(rows, cost_per_row);
+    if n_chunks <= 1 {
+        vec![run(0, rows)]
+    } else {
+        use rayon::prelude::*;
+        (0..n_chunks)
+            .into_par_iter()
+            .with_max_len(1)
+            .map(|c| run(c * rows / n_chunks, (c + 1) * rows / n_chunks))
+            .collect()
     }
 }
 

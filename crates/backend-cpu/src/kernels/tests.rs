@@ -934,3 +934,91 @@ fn attend_levels() {
         }
     }
 }
+
+/// The host's choice from a logits row, as a plain scan (the engine's `sampling::argmax` is
+/// tested against the same scan): the first index of the largest non-NaN value, 0 when no
+/// value is above negative infinity.
+fn scan_argmax(row: &[f32]) -> u32 {
+    let mut best = (f32::NEG_INFINITY, 0u32);
+    for (i, &v) in row.iter().enumerate() {
+        if v > best.0 {
+            best = (v, i as u32);
+        }
+    }
+    best.1
+}
+
+/// `matmul_packed_argmax` picks what the host would pick from `matmul_packed`'s AVX2 logits,
+/// restricted to the first `limit` rows: random matrices, partial last groups, several chunks,
+/// ties inside and across chunks (duplicated rows, all rows equal, an all-zero token), and rows
+/// whose logits are NaN (a NaN block scale), which are never chosen.
+#[test]
+fn packed_argmax_matches_the_host_choice() {
+    if detected_level() < SimdLevel::Avx2 {
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(0xa5a5);
+    let bb = GgmlType::Q8_0.block_bytes();
+    for (case, &(rows, cols)) in [
+        (1, 32),
+        (7, 64),
+        (9, 32),
+        (300, 96),
+        (4099, 640),
+        (20000, 64),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let rb = GgmlType::Q8_0.bytes_for(cols);
+        let mut data = random_matrix(GgmlType::Q8_0, rows, cols, &mut rng);
+        if case == 3 {
+            // Every row the same: all logits tie, the answer is row 0.
+            let first = data[..rb].to_vec();
+            for r in data.chunks_exact_mut(rb) {
+                r.copy_from_slice(&first);
+            }
+        } else if rows > 8 {
+            // Row 2 repeated near the end (another group, for the large shapes another chunk).
+            let (head, tail) = data.split_at_mut((rows - 2) * rb);
+            tail[..rb].copy_from_slice(&head[2 * rb..3 * rb]);
+            // Row 5: NaN scales, so NaN logits.
+            for b in head[5 * rb..6 * rb].chunks_exact_mut(bb) {
+                b[..2].copy_from_slice(&f16::NAN.to_le_bytes());
+            }
+        }
+        let w = QMatrix {
+            dtype: GgmlType::Q8_0,
+            rows,
+            cols,
+            data: &data,
+        };
+        let p = PackedQ8::new(&w).expect("AVX2 packs Q8_0");
+        for n_tok in [1usize, 3, 9] {
+            let mut x = random_acts(cols, n_tok, &mut rng);
+            if n_tok > 1 {
+                // Token 0 exactly along row 2 of the matrix: row 2 and its copy tie for the
+                // largest logit more often than not.
+                let src = if rows > 2 { 2 } else { 0 };
+                dequantize(
+                    GgmlType::Q8_0,
+                    &data[src * rb..(src + 1) * rb],
+                    &mut x[..cols],
+                );
+            }
+            let mut logits = vec![0f32; n_tok * rows];
+            matmul_packed_with(SimdLevel::Avx2, &p, &x, n_tok, &mut logits);
+            for limit in [rows, rows.saturating_sub(3).max(1), 1, rows + 5] {
+                let got = matmul_packed_argmax(&p, &x, n_tok, limit);
+                let want: Vec<u32> = logits
+                    .chunks_exact(rows)
+                    .map(|l| scan_argmax(&l[..limit.min(rows)]))
+                    .collect();
+                assert_eq!(
+                    got, want,
+                    "rows {rows} cols {cols} tokens {n_tok} limit {limit}"
+                );
+            }
+        }
+    }
+}
