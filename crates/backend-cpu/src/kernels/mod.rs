@@ -1165,6 +1165,7 @@ impl OutPtr {
     /// # Safety
     /// As for `write_run`.
     #[inline]
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) unsafe fn write8(&self, t: usize, r: usize, v: &[f32; 8]) {
         let i = t * self.rows + r;
         assert!(
