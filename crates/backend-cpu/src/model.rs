@@ -373,14 +373,7 @@ impl Backend for CpuBackend {
     }
 
     fn forward(&mut self, batch: &ForwardBatch) -> Result<Logits, BackendError> {
-        // Run the whole pass on a worker of the current rayon pool: the many parallel loops
-        // inside (a dozen per layer) then start from inside the pool, which is much cheaper
-        // than waking it from an outside thread each time.
-        if rayon::current_thread_index().is_some() {
-            self.forward_in_pool(batch)
-        } else {
-            rayon::scope(|_| self.forward_in_pool(batch))
-        }
+        self.in_pool(|be| be.forward_in_pool(batch))
     }
 
     /// The argmax of each logits row taken inside the lm_head kernel (no logits written or
@@ -393,11 +386,7 @@ impl Backend for CpuBackend {
         if !self.greedy_path() {
             return None;
         }
-        Some(if rayon::current_thread_index().is_some() {
-            self.greedy_in_pool(batch, vocab_limit)
-        } else {
-            rayon::scope(|_| self.greedy_in_pool(batch, vocab_limit))
-        })
+        Some(self.in_pool(|be| be.greedy_in_pool(batch, vocab_limit)))
     }
 }
 
@@ -441,6 +430,17 @@ impl CpuBackend {
             num_blocks: config.num_blocks,
             bytes_per_block: 2 * slots * config.block_size * self.cfg.kv_dim() * 2,
         })
+    }
+
+    /// Runs `f` (a whole pass) on a worker of the current rayon pool: the many parallel loops
+    /// inside (a dozen per layer) then start from inside the pool, which is much cheaper than
+    /// waking it from an outside thread each time.
+    fn in_pool<R: Send>(&mut self, f: impl FnOnce(&mut Self) -> R + Send) -> R {
+        if rayon::current_thread_index().is_some() {
+            f(self)
+        } else {
+            rayon::scope(|_| f(self))
+        }
     }
 
     fn forward_in_pool(&mut self, batch: &ForwardBatch) -> Result<Logits, BackendError> {

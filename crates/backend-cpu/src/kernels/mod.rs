@@ -1064,16 +1064,7 @@ fn matmul_transposed(
 /// Runs `run(r0, r1)` over the chunks of [`chunk_count`] that split `rows`, on the rayon pool
 /// when there is more than one.
 fn for_chunks(rows: usize, cost_per_row: usize, run: impl Fn(usize, usize) + Sync) {
-    let n_chunks = chunk_count(rows, cost_per_row);
-    if n_chunks <= 1 {
-        run(0, rows);
-    } else {
-        use rayon::prelude::*;
-        (0..n_chunks)
-            .into_par_iter()
-            .with_max_len(1)
-            .for_each(|c| run(c * rows / n_chunks, (c + 1) * rows / n_chunks));
-    }
+    map_chunks(rows, cost_per_row, run);
 }
 
 /// [`for_chunks`] collecting each chunk's result, in chunk (row) order.
