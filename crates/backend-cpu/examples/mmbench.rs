@@ -22,8 +22,13 @@ fn best_of(pool: &rayon::ThreadPool, reps: usize, mut f: impl FnMut() + Send) ->
 }
 
 fn main() {
+    // `MMBENCH_THREADS=2`: time on that many threads (default 1).
+    let threads = std::env::var("MMBENCH_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(1);
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
+        .num_threads(threads)
         .build()
         .unwrap();
     let mut seed = 0x1234_5678_9abc_def1u64;

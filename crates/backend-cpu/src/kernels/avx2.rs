@@ -401,6 +401,22 @@ pub(crate) fn token_groups(base: usize, n_tok: usize, max: usize, mut f: impl Fn
     }
 }
 
+/// Rows a matmul kernel's first pass over a tile fetches ahead of the row it computes
+/// (`prefetch_bytes`).
+const ROW_PREFETCH_AHEAD: usize = 2;
+
+/// Hints the cache to fetch `b` (every 64-byte line of it). The kernels read a row (or a
+/// packed group) in a short burst and then compute on it from L1 for a long while, so the
+/// hardware's stream prefetcher, which runs only a few lines ahead of the misses, leaves each
+/// burst waiting on memory; fetching the next rows during the compute hides that.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) fn prefetch_bytes(b: &[u8]) {
+    for line in b.chunks(64) {
+        _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
+    }
+}
+
 // --- Q8_0 / Q4_0 / Q5_0 ----------------------------------------------------------------------
 
 /// Q8_0 weights (kind parameter of the kernels below).
@@ -588,6 +604,10 @@ fn rows_q0_k<const K: u8, const PRE: bool>(
                 for rr in r..re {
                     let mut res = [0f32; Q0_NT_MAX];
                     let row = &w.data[rr * rb..(rr + 1) * rb];
+                    let ahead = rr + ROW_PREFETCH_AHEAD;
+                    if t0 == tb0 && ahead < r1 {
+                        prefetch_bytes(&w.data[ahead * rb..(ahead + 1) * rb]);
+                    }
                     macro_rules! go {
                         ($($n:literal)*) => {
                             match nt {
@@ -815,6 +835,72 @@ pub(crate) fn rows_packed_q8(
     });
 }
 
+/// Per token, the largest of the first `limit` outputs in row groups `g0..g1` of a
+/// [`PackedQ8`](super::PackedQ8) matrix and its row, chosen like the engine's host argmax
+/// (the first row on ties; NaN never chosen; `(-inf, 0)` when nothing is above negative
+/// infinity). Whole groups below `limit` go through a running best per lane (a strict greater
+/// comparison keeps each lane's first row on ties; a lane holds its group's first row, the lane
+/// adds its offset), merged at the end by value and then smallest row; the group that `limit`
+/// or the end of the matrix cuts is compared one value at a time, and its rows follow every
+/// whole group's.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn packed_argmax(
+    w: &super::PackedQ8,
+    a: &Q8Acts,
+    g0: usize,
+    g1: usize,
+    n_tok: usize,
+    limit: usize,
+) -> Vec<(f32, u32)> {
+    let mut bv = vec![_mm256_set1_ps(f32::NEG_INFINITY); n_tok];
+    let mut bi = vec![_mm256_setzero_si256(); n_tok];
+    let mut tail = vec![(f32::NEG_INFINITY, 0u32); n_tok];
+    packed_groups(w, a, g0, g1, n_tok, |t, g, r, nr| {
+        if nr == 8 && 8 * g + 8 <= limit {
+            // SAFETY: `r` is 8 floats; the load is unaligned.
+            let v = unsafe { _mm256_loadu_ps(r.as_ptr()) };
+            let gt = _mm256_cmp_ps::<_CMP_GT_OQ>(v, bv[t]);
+            // `max(v, best)` is `best` when `v` is NaN or equal: the blend by `gt`, but a plain
+            // store (a blend into memory compiles to a masked store, slow on AMD cores).
+            bv[t] = _mm256_max_ps(v, bv[t]);
+            let base = _mm256_set1_epi32((8 * g) as i32);
+            bi[t] = _mm256_blendv_epi8(bi[t], base, _mm256_castps_si256(gt));
+        } else {
+            let b = &mut tail[t];
+            for (i, &v) in r
+                .iter()
+                .enumerate()
+                .take(nr.min(limit.saturating_sub(8 * g)))
+            {
+                if v > b.0 {
+                    *b = (v, (8 * g + i) as u32);
+                }
+            }
+        }
+    });
+    (0..n_tok)
+        .map(|t| {
+            let (mut v, mut idx) = ([0f32; 8], [0i32; 8]);
+            // SAFETY: 8 floats / 8 i32; the stores are unaligned.
+            unsafe {
+                _mm256_storeu_ps(v.as_mut_ptr(), bv[t]);
+                _mm256_storeu_si256(idx.as_mut_ptr().cast(), bi[t]);
+            }
+            let mut best = (f32::NEG_INFINITY, 0u32);
+            for l in 0..8 {
+                let row = (idx[l] + l as i32) as u32;
+                if v[l] > best.0 || (v[l] == best.0 && v[l] > f32::NEG_INFINITY && row < best.1) {
+                    best = (v[l], row);
+                }
+            }
+            if tail[t].0 > best.0 {
+                best = tail[t];
+            }
+            best
+        })
+        .collect()
+}
+
 /// Row groups `g0..g1` of a [`PackedQ8`](super::PackedQ8) matrix for all `n_tok` tokens: per
 /// group, the absolute values of its quants once, then the tokens up to `PACKED_NT` at a time
 /// (`packed_dot`); `sink(t, g, results, nr)` gets token `t`'s results for the group's rows
@@ -829,7 +915,8 @@ pub(crate) fn packed_groups(
     mut sink: impl FnMut(usize, usize, &[f32; 8], usize),
 ) {
     let nb = w.cols / QK8;
-    assert!(w.q.len() >= g1 * nb * 256 && w.d.len() >= g1 * nb * 8);
+    let groups = w.rows.div_ceil(8);
+    assert!(w.q.len() >= groups * nb * 256 && w.d.len() >= g1 * nb * 8 && g1 <= groups);
     assert!(a.qs.len() >= n_tok * w.cols && a.d.len() >= n_tok * nb);
     // One token (`packed_dot::<1>`) takes the absolute values as it loads each vector: storing
     // them first would only add a store and a load per vector.
@@ -847,13 +934,21 @@ pub(crate) fn packed_groups(
         }
         let d = &w.d[g * nb * 8..(g + 1) * nb * 8];
         let nr = (w.rows - 8 * g).min(8);
+        // The quants of the group `ahead` groups on (in the matrix, not only in this chunk) are
+        // prefetched during the first pass over this one: the absolute values above, the first
+        // touch of a group, otherwise wait on memory (`prefetch_bytes`). One token computes
+        // little per group, so it fetches further ahead.
+        let ahead = if n_tok == 1 { 4 } else { 1 };
+        let mut pf =
+            (g + ahead < groups).then(|| &w.q[(g + ahead) * nb * 256..(g + ahead + 1) * nb * 256]);
         let mut t = 0;
         while t < n_tok {
             let mut res = [[0f32; 8]; PACKED_NT];
+            let pf_now = pf.take();
             macro_rules! go {
                 ($($n:literal)*) => {
                     match (n_tok - t).min(PACKED_NT) {
-                        $($n => packed_dot::<$n>(q, &abs, d, a, t, &mut res),)*
+                        $($n => packed_dot::<$n>(q, &abs, d, a, t, pf_now, &mut res),)*
                         _ => unreachable!(),
                     }
                 };
@@ -882,11 +977,14 @@ fn packed_dot<const NT: usize>(
     d: &[u16],
     a: &Q8Acts,
     t0: usize,
+    prefetch: Option<&[i8]>,
     res: &mut [[f32; 8]; PACKED_NT],
 ) -> usize {
     let cols = a.cols;
     let nb = cols / QK8;
     assert!(q.len() >= nb * 256 && (NT == 1 || abs.len() >= nb * 8) && d.len() >= nb * 8);
+    assert!(prefetch.is_none_or(|p| p.len() >= nb * 256));
+    let pfp = prefetch.map(|p| p.as_ptr());
     assert!(a.qs.len() >= (t0 + NT) * cols && a.d.len() >= (t0 + NT) * nb);
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); NT];
@@ -901,6 +999,10 @@ fn packed_dot<const NT: usize>(
         // holds `8 nb` unless `NT == 1`, when it is not read), the 8 quants at `4 i` of every token `t0 + t < t0 + NT` and its block
         // scale lie inside the slices checked above. Loads are unaligned.
         unsafe {
+            if let Some(p) = pfp {
+                // Bytes `32 i..32 i + 64` of the group to prefetch (asserted above): a hint.
+                _mm_prefetch::<_MM_HINT_T0>(p.add(32 * i));
+            }
             for j in i..i + 2 {
                 let wv = _mm256_loadu_si256(qp.add(32 * j).cast());
                 let av = if NT == 1 {
@@ -973,6 +1075,10 @@ fn rows_k<const PRE: bool>(
                 for rr in r..re {
                     let mut res = [0f32; K_NT_MAX];
                     let row = w.row(rr);
+                    let ahead = rr + ROW_PREFETCH_AHEAD;
+                    if t0 == tb0 && ahead < r1 {
+                        prefetch_bytes(w.row(ahead));
+                    }
                     macro_rules! go {
                         ($($n:literal)*) => {
                             match (q4, nt) {

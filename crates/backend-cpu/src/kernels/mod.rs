@@ -693,20 +693,8 @@ pub fn matmul_packed_argmax(w: &PackedQ8, x: &[f32], n_tok: usize, limit: usize)
     let groups = limit.div_ceil(8);
     #[cfg(target_arch = "x86_64")]
     let run = |g0: usize, g1: usize| {
-        let mut best = vec![(f32::NEG_INFINITY, 0u32); n_tok];
-        // SAFETY: AVX2, FMA and F16C were detected (asserted above); the sink only reads the
-        // results it is given.
-        unsafe {
-            avx2::packed_groups(w, &a, g0, g1, n_tok, |t, g, r, nr| {
-                let b = &mut best[t];
-                for (i, &v) in r.iter().enumerate().take(nr.min(limit - 8 * g)) {
-                    if v > b.0 {
-                        *b = (v, (8 * g + i) as u32);
-                    }
-                }
-            })
-        };
-        best
+        // SAFETY: AVX2, FMA and F16C were detected (asserted above).
+        unsafe { avx2::packed_argmax(w, &a, g0, g1, n_tok, limit) }
     };
     #[cfg(not(target_arch = "x86_64"))]
     let run = |_: usize, _: usize| -> Vec<(f32, u32)> {
