@@ -7,5 +7,6 @@ mod hugebuf;
 pub mod kernels;
 mod model;
 pub mod ops;
+mod team;
 
 pub use model::CpuBackend;

@@ -1,7 +1,6 @@
 //! The transformer forward pass on the CPU over a packed, paged batch.
 
 use half::f16;
-use rayon::prelude::*;
 use switchyard_core::{
     kv_groups_for, Architecture, Backend, BackendCapabilities, BackendError, BlockId, ForwardBatch,
     GgmlType, KvCacheConfig, KvCacheInfo, KvGroupKind, KvGroupSpec, LayerAttention, Logits,
@@ -13,6 +12,7 @@ use crate::kernels::{
     SimdLevel, TransposedK, TransposedQ0,
 };
 use crate::ops;
+use crate::team;
 
 struct Layer {
     attn_norm: Vec<f32>,
@@ -432,15 +432,11 @@ impl CpuBackend {
         })
     }
 
-    /// Runs `f` (a whole pass) on a worker of the current rayon pool: the many parallel loops
-    /// inside (a dozen per layer) then start from inside the pool, which is much cheaper than
-    /// waking it from an outside thread each time.
+    /// Runs `f` (a whole pass) on a thread of the current rayon pool while the pool's other
+    /// threads stay with the pass as its team (`team::with_team`): the many parallel loops
+    /// inside (a dozen per layer) then start without waking a sleeping thread each time.
     fn in_pool<R: Send>(&mut self, f: impl FnOnce(&mut Self) -> R + Send) -> R {
-        if rayon::current_thread_index().is_some() {
-            f(self)
-        } else {
-            rayon::scope(|_| f(self))
-        }
+        crate::team::with_team(move || f(self))
     }
 
     fn forward_in_pool(&mut self, batch: &ForwardBatch) -> Result<Logits, BackendError> {
@@ -626,9 +622,14 @@ impl CpuBackend {
                 .iter()
                 .flat_map(|s| std::iter::repeat_n(s, s.len))
                 .collect();
-            attn.par_chunks_mut(qd).enumerate().for_each_init(
-                || (Vec::new(), Vec::new()),
-                |(rows, scratch), (t, out_row)| {
+            // Runs of tokens, about eight per thread (later tokens of a prompt attend to more
+            // keys, so runs are small enough to even out).
+            let per = n.div_ceil(8 * rayon::current_num_threads()).max(1);
+            team::for_each_chunk_mut(&mut attn, per * qd, |c, run| {
+                let (mut rows, mut scratch) = (Vec::new(), Vec::new());
+                let (rows, scratch) = (&mut rows, &mut scratch);
+                for (i, out_row) in run.chunks_exact_mut(qd).enumerate() {
+                    let t = c * per + i;
                     let (_, pos) = tasks[t];
                     let table = seq_of[t].table(kv_group);
                     let lo = if window == usize::MAX {
@@ -651,8 +652,8 @@ impl CpuBackend {
                             out,
                         );
                     }
-                },
-            );
+                }
+            });
             l.wo.matmul(&attn, n, &mut o);
             if let Some(w) = &l.post_attn_norm {
                 ops::rmsnorm_rows(&mut o, w, c.rms_eps);
@@ -665,9 +666,9 @@ impl CpuBackend {
             l.gate.matmul(&h, n, &mut g);
             l.up.matmul(&h, n, &mut u);
             let act = c.activation;
-            g.par_chunks_mut(4096)
-                .zip(u.par_chunks(4096))
-                .for_each(|(gg, uu)| glu(act, gg, uu));
+            team::for_each_chunk_mut(&mut g, 4096, |i, gg| {
+                glu(act, gg, &u[4096 * i..4096 * i + gg.len()])
+            });
             l.down.matmul(&g, n, &mut o);
             if let Some(w) = &l.post_ffn_norm {
                 ops::rmsnorm_rows(&mut o, w, c.rms_eps);

@@ -1065,11 +1065,20 @@ fn map_chunks<R: Send>(
     if n_chunks <= 1 {
         vec![run(0, rows)]
     } else {
-        use rayon::prelude::*;
-        (0..n_chunks)
-            .into_par_iter()
-            .with_max_len(1)
-            .map(|c| run(c * rows / n_chunks, (c + 1) * rows / n_chunks))
+        // One slot per chunk (its result), on the pass's team or on rayon (`team`).
+        let slots: Vec<std::sync::Mutex<Option<R>>> =
+            (0..n_chunks).map(|_| std::sync::Mutex::new(None)).collect();
+        crate::team::for_each_index(n_chunks, |c| {
+            let r = run(c * rows / n_chunks, (c + 1) * rows / n_chunks);
+            *slots[c].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+        });
+        slots
+            .into_iter()
+            .map(|s| {
+                s.into_inner()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .expect("every chunk ran")
+            })
             .collect()
     }
 }

@@ -7,6 +7,7 @@
 //! AVX2 quantizers produce bit-identical results, so every level computes the same integer sums.
 
 use super::SimdLevel;
+use crate::team::SharedMut;
 
 /// Elements of a Q8 block (the Q4_0 / Q5_0 / Q8_0 block size).
 pub(crate) const QK8: usize = 32;
@@ -89,6 +90,15 @@ fn parallel_worth_it(n_tok: usize, cols: usize) -> bool {
     n_tok >= 4 && n_tok * cols >= 1 << 15 && rayon::current_num_threads() > 1
 }
 
+/// `f(t0, t1)` for consecutive runs of tokens covering `0..n_tok`, in parallel (on the pass's
+/// team or on rayon, `crate::team`), about four runs per thread.
+fn par_tokens(n_tok: usize, f: impl Fn(usize, usize) + Sync) {
+    let per = n_tok.div_ceil(4 * rayon::current_num_threads()).max(1);
+    crate::team::for_each_index(n_tok.div_ceil(per), |c| {
+        f(c * per, ((c + 1) * per).min(n_tok))
+    });
+}
+
 impl Q8Acts {
     /// Quantizes `n_tok` rows of `cols` elements (`cols` a multiple of 32).
     pub(crate) fn quantize(level: SimdLevel, x: &[f32], cols: usize, n_tok: usize) -> Self {
@@ -112,12 +122,22 @@ impl Q8Acts {
             _ => quantize_q8_scalar(x, qs, d, s),
         };
         if parallel_worth_it(n_tok, cols) {
-            use rayon::prelude::*;
-            x.par_chunks(cols)
-                .zip(a.qs.par_chunks_mut(cols))
-                .zip(a.d.par_chunks_mut(nb))
-                .zip(a.s.par_chunks_mut(nb))
-                .for_each(|(((x, qs), d), s)| one(x, qs, d, s));
+            let (qs, d, s) = (
+                SharedMut::new(&mut a.qs),
+                SharedMut::new(&mut a.d),
+                SharedMut::new(&mut a.s),
+            );
+            par_tokens(n_tok, |t0, t1| {
+                // SAFETY: the rows of tokens `t0..t1`, disjoint from every other run's.
+                unsafe {
+                    one(
+                        &x[t0 * cols..t1 * cols],
+                        qs.chunk(t0 * cols, t1 * cols),
+                        d.chunk(t0 * nb, t1 * nb),
+                        s.chunk(t0 * nb, t1 * nb),
+                    )
+                }
+            });
         } else {
             one(x, &mut a.qs, &mut a.d, &mut a.s);
         }
@@ -203,14 +223,26 @@ impl Q8Acts {
             }
         };
         if parallel_worth_it(n_tok, cols) {
-            use rayon::prelude::*;
-            self.qs
-                .par_chunks(cols)
-                .zip(self.d.par_chunks(nb))
-                .zip(qi.par_chunks_mut(pb * 32))
-                .zip(ni.par_chunks_mut(pb))
-                .zip(di.par_chunks_mut(pb))
-                .for_each(|((((qs, d), qi), ni), di)| one(qs, d, qi, ni, di));
+            let (qip, nip, dip) = (
+                SharedMut::new(&mut qi),
+                SharedMut::new(&mut ni),
+                SharedMut::new(&mut di),
+            );
+            par_tokens(n_tok, |t0, t1| {
+                for t in t0..t1 {
+                    let r = t * pb..(t + 1) * pb;
+                    // SAFETY: token `t`'s entries, disjoint from every other token's.
+                    unsafe {
+                        one(
+                            &self.qs[t * cols..(t + 1) * cols],
+                            &self.d[t * nb..(t + 1) * nb],
+                            qip.chunk(32 * r.start, 32 * r.end),
+                            nip.chunk(r.start, r.end),
+                            dip.chunk(r.start, r.end),
+                        )
+                    }
+                }
+            });
         } else {
             for t in 0..n_tok {
                 let r = t * pb..(t + 1) * pb;
@@ -247,12 +279,22 @@ impl Q8KActs {
             _ => quantize_q8k_scalar(x, qs, d, bs),
         };
         if parallel_worth_it(n_tok, cols) {
-            use rayon::prelude::*;
-            x.par_chunks(cols)
-                .zip(a.qs.par_chunks_mut(cols))
-                .zip(a.d.par_chunks_mut(nb))
-                .zip(a.bsums.par_chunks_mut(cols / 16))
-                .for_each(|(((x, qs), d), bs)| one(x, qs, d, bs));
+            let (qs, d, bs) = (
+                SharedMut::new(&mut a.qs),
+                SharedMut::new(&mut a.d),
+                SharedMut::new(&mut a.bsums),
+            );
+            par_tokens(n_tok, |t0, t1| {
+                // SAFETY: the rows of tokens `t0..t1`, disjoint from every other run's.
+                unsafe {
+                    one(
+                        &x[t0 * cols..t1 * cols],
+                        qs.chunk(t0 * cols, t1 * cols),
+                        d.chunk(t0 * nb, t1 * nb),
+                        bs.chunk(t0 * cols / 16, t1 * cols / 16),
+                    )
+                }
+            });
         } else {
             one(x, &mut a.qs, &mut a.d, &mut a.bsums);
         }
