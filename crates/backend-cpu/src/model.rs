@@ -436,7 +436,7 @@ impl CpuBackend {
     /// threads stay with the pass as its team (`team::with_team`): the many parallel loops
     /// inside (a dozen per layer) then start without waking a sleeping thread each time.
     fn in_pool<R: Send>(&mut self, f: impl FnOnce(&mut Self) -> R + Send) -> R {
-        crate::team::with_team(move || f(self))
+        team::with_team(move || f(self))
     }
 
     fn forward_in_pool(&mut self, batch: &ForwardBatch) -> Result<Logits, BackendError> {
@@ -627,7 +627,6 @@ impl CpuBackend {
             let per = n.div_ceil(8 * rayon::current_num_threads()).max(1);
             team::for_each_chunk_mut(&mut attn, per * qd, |c, run| {
                 let (mut rows, mut scratch) = (Vec::new(), Vec::new());
-                let (rows, scratch) = (&mut rows, &mut scratch);
                 for (i, out_row) in run.chunks_exact_mut(qd).enumerate() {
                     let t = c * per + i;
                     let (_, pos) = tasks[t];
@@ -647,8 +646,8 @@ impl CpuBackend {
                             hd,
                             &kc[kvh * hd..],
                             &vc[kvh * hd..],
-                            rows,
-                            scratch,
+                            &rows,
+                            &mut scratch,
                             out,
                         );
                     }

@@ -99,6 +99,35 @@ fn par_tokens(n_tok: usize, f: impl Fn(usize, usize) + Sync) {
     });
 }
 
+/// `one(x, qs, d, e)` over the `n_tok` rows of `x`, in runs of tokens in parallel
+/// (`par_tokens`) when [`parallel_worth_it`], else in one call; token `t` owns the same share
+/// (`1 / n_tok`) of each output: quants, scales and the type's third array.
+fn quantize_rows<E: Send>(
+    x: &[f32],
+    cols: usize,
+    n_tok: usize,
+    (qs, d, e): (&mut [i8], &mut [f32], &mut [E]),
+    one: impl Fn(&[f32], &mut [i8], &mut [f32], &mut [E]) + Sync,
+) {
+    if !parallel_worth_it(n_tok, cols) {
+        one(x, qs, d, e);
+        return;
+    }
+    let (nd, ne) = (d.len() / n_tok, e.len() / n_tok);
+    let (qs, d, e) = (SharedMut::new(qs), SharedMut::new(d), SharedMut::new(e));
+    par_tokens(n_tok, |t0, t1| {
+        // SAFETY: the rows of tokens `t0..t1`, disjoint from every other run's.
+        unsafe {
+            one(
+                &x[t0 * cols..t1 * cols],
+                qs.chunk(t0 * cols, t1 * cols),
+                d.chunk(t0 * nd, t1 * nd),
+                e.chunk(t0 * ne, t1 * ne),
+            )
+        }
+    });
+}
+
 impl Q8Acts {
     /// Quantizes `n_tok` rows of `cols` elements (`cols` a multiple of 32).
     pub(crate) fn quantize(level: SimdLevel, x: &[f32], cols: usize, n_tok: usize) -> Self {
@@ -121,26 +150,7 @@ impl Q8Acts {
             l if l > SimdLevel::Scalar => unsafe { super::avx2::quantize_q8(x, qs, d, s) },
             _ => quantize_q8_scalar(x, qs, d, s),
         };
-        if parallel_worth_it(n_tok, cols) {
-            let (qs, d, s) = (
-                SharedMut::new(&mut a.qs),
-                SharedMut::new(&mut a.d),
-                SharedMut::new(&mut a.s),
-            );
-            par_tokens(n_tok, |t0, t1| {
-                // SAFETY: the rows of tokens `t0..t1`, disjoint from every other run's.
-                unsafe {
-                    one(
-                        &x[t0 * cols..t1 * cols],
-                        qs.chunk(t0 * cols, t1 * cols),
-                        d.chunk(t0 * nb, t1 * nb),
-                        s.chunk(t0 * nb, t1 * nb),
-                    )
-                }
-            });
-        } else {
-            one(x, &mut a.qs, &mut a.d, &mut a.s);
-        }
+        quantize_rows(x, cols, n_tok, (&mut a.qs, &mut a.d, &mut a.s), one);
         a
     }
 
@@ -278,26 +288,7 @@ impl Q8KActs {
             l if l > SimdLevel::Scalar => unsafe { super::avx2::quantize_q8k(x, qs, d, bs) },
             _ => quantize_q8k_scalar(x, qs, d, bs),
         };
-        if parallel_worth_it(n_tok, cols) {
-            let (qs, d, bs) = (
-                SharedMut::new(&mut a.qs),
-                SharedMut::new(&mut a.d),
-                SharedMut::new(&mut a.bsums),
-            );
-            par_tokens(n_tok, |t0, t1| {
-                // SAFETY: the rows of tokens `t0..t1`, disjoint from every other run's.
-                unsafe {
-                    one(
-                        &x[t0 * cols..t1 * cols],
-                        qs.chunk(t0 * cols, t1 * cols),
-                        d.chunk(t0 * nb, t1 * nb),
-                        bs.chunk(t0 * cols / 16, t1 * cols / 16),
-                    )
-                }
-            });
-        } else {
-            one(x, &mut a.qs, &mut a.d, &mut a.bsums);
-        }
+        quantize_rows(x, cols, n_tok, (&mut a.qs, &mut a.d, &mut a.bsums), one);
         a
     }
 
