@@ -1,6 +1,7 @@
 //! The transformer forward pass on the CPU over a packed, paged batch.
 
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 use switchyard_core::{
     kv_groups_for, Architecture, Backend, BackendCapabilities, BackendError, BlockId, ForwardBatch,
     GgmlType, KvCacheConfig, KvCacheInfo, KvGroupKind, KvGroupSpec, LayerAttention, Logits,
@@ -189,13 +190,61 @@ fn qm(t: &Tensor) -> QMatrix<'_> {
     }
 }
 
-fn add_bias(x: &mut [f32], b: &Option<Vec<f32>>) {
+/// Adds bias `b` (if any) to one row.
+fn add_bias(row: &mut [f32], b: &Option<Vec<f32>>) {
     if let Some(b) = b {
-        for row in x.chunks_exact_mut(b.len()) {
-            for (v, bb) in row.iter_mut().zip(b) {
-                *v += bb;
-            }
+        for (v, bb) in row.iter_mut().zip(b) {
+            *v += bb;
         }
+    }
+}
+
+/// Steps with at least this many tokens (prompts) run the per-token work between matmuls
+/// (norms, RoPE, residual adds) in parallel on the team; a decode step's few tokens take less
+/// than a loop's start.
+const PAR_TOKENS: usize = 32;
+
+/// `f(t)` once for every token `t < n`: in chunks of tokens on the team from `PAR_TOKENS`
+/// tokens on, else in order on this thread.
+fn each_token(n: usize, f: impl Fn(usize) + Sync) {
+    if n < PAR_TOKENS {
+        (0..n).for_each(f);
+        return;
+    }
+    let per = n.div_ceil(4 * rayon::current_num_threads()).max(1);
+    team::for_each_index(n.div_ceil(per), |ch| {
+        (ch * per..((ch + 1) * per).min(n)).for_each(&f)
+    });
+}
+
+/// A row-major buffer of one row per token, whose rows the loops of `each_token` take one
+/// token each.
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    p: team::SharedMut<f32>,
+    width: usize,
+    _buf: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+impl<'a> Rows<'a> {
+    fn new(buf: &'a mut [f32], width: usize) -> Self {
+        Rows {
+            p: team::SharedMut::new(buf),
+            width,
+            _buf: std::marker::PhantomData,
+        }
+    }
+
+    /// Row `t`.
+    ///
+    /// # Safety
+    /// While the result lives, no other call may ask for row `t` (`each_token` gives each
+    /// token to one call).
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn row(&self, t: usize) -> &mut [f32] {
+        // SAFETY: rows are disjoint and in bounds (`chunk` asserts), exclusive by the
+        // caller's contract; the buffer is borrowed mutably for `'a`.
+        unsafe { self.p.chunk(t * self.width, (t + 1) * self.width) }
     }
 }
 
@@ -555,58 +604,75 @@ impl CpuBackend {
         let mut o = vec![0f32; n * c.hidden];
         let mut g = vec![0f32; n * c.ffn];
         let mut u = vec![0f32; n * c.ffn];
+        // Cache rows the step's tokens write, per KV group (a token's position through its
+        // sequence's table of that group).
+        let kv_slots: Vec<Vec<usize>> = (0..kv.groups.len())
+            .map(|grp| {
+                batch
+                    .seqs
+                    .iter()
+                    .flat_map(|s| {
+                        (0..s.len).map(move |i| slot(s.table(grp), bs, s.context_before + i))
+                    })
+                    .collect()
+            })
+            .collect();
+        let eps = c.rms_eps;
 
         for (li, l) in self.layers.iter().enumerate() {
-            h.copy_from_slice(&x);
-            ops::rmsnorm_rows(&mut h, &l.attn_norm, c.rms_eps);
+            {
+                let (xr, hr) = (Rows::new(&mut x, c.hidden), Rows::new(&mut h, c.hidden));
+                each_token(n, |t| {
+                    // SAFETY: row `t` of each buffer, for this token only (`each_token`).
+                    let (xt, ht) = unsafe { (xr.row(t), hr.row(t)) };
+                    ops::rmsnorm_into(xt, ht, &l.attn_norm, eps);
+                });
+            }
             l.wq.matmul(&h, n, &mut q);
             l.wk.matmul(&h, n, &mut k);
             l.wv.matmul(&h, n, &mut v);
-            add_bias(&mut q, &l.bq);
-            add_bias(&mut k, &l.bk);
-            add_bias(&mut v, &l.bv);
-            if let Some(w) = &l.q_norm {
-                ops::rmsnorm_rows(&mut q, w, c.rms_eps);
-            }
-            if let Some(w) = &l.k_norm {
-                ops::rmsnorm_rows(&mut k, w, c.rms_eps);
-            }
             let (cs_all, window) = match l.attention {
                 LayerAttention::Global => (&cs_global, usize::MAX),
                 LayerAttention::Sliding { window } => (&cs_local, window),
             };
-            for t in 0..n {
-                let cs = &cs_all[t * half..(t + 1) * half];
-                for head in q[t * qd..(t + 1) * qd].chunks_exact_mut(hd) {
-                    ops::rope_with(head, cs, neox);
-                    for e in head.iter_mut() {
-                        *e *= c.query_scale;
+            {
+                let (qr, kr, vr) = (
+                    Rows::new(&mut q, qd),
+                    Rows::new(&mut k, kvd),
+                    Rows::new(&mut v, kvd),
+                );
+                each_token(n, |t| {
+                    // SAFETY: row `t` of each buffer, for this token only (`each_token`).
+                    let (qt, kt, vt) = unsafe { (qr.row(t), kr.row(t), vr.row(t)) };
+                    add_bias(qt, &l.bq);
+                    add_bias(kt, &l.bk);
+                    add_bias(vt, &l.bv);
+                    if let Some(w) = &l.q_norm {
+                        ops::rmsnorm_rows(qt, w, eps);
                     }
-                }
-                for head in k[t * kvd..(t + 1) * kvd].chunks_exact_mut(hd) {
-                    ops::rope_with(head, cs, neox);
-                }
+                    if let Some(w) = &l.k_norm {
+                        ops::rmsnorm_rows(kt, w, eps);
+                    }
+                    let cs = &cs_all[t * half..(t + 1) * half];
+                    for head in qt.chunks_exact_mut(hd) {
+                        ops::rope_with(head, cs, neox);
+                        for e in head.iter_mut() {
+                            *e *= c.query_scale;
+                        }
+                    }
+                    for head in kt.chunks_exact_mut(hd) {
+                        ops::rope_with(head, cs, neox);
+                    }
+                });
             }
-            // Write this step's K/V into the cache, through the table of the layer's group.
+            // Write this step's K/V into the cache, through the table of the layer's group
+            // (serial: two batch rows may name one cache row only through a bad batch, and then
+            // the later one wins, as in order).
             let (kv_group, layer_slot) = kv.layer_slot[li];
             let (kc, vc) = (&mut kv.k[layer_slot], &mut kv.v[layer_slot]);
-            for s in &batch.seqs {
-                for i in 0..s.len {
-                    let t = s.start + i;
-                    let sl = slot(s.table(kv_group), bs, s.context_before + i);
-                    for (d, src) in kc[sl * kvd..(sl + 1) * kvd]
-                        .iter_mut()
-                        .zip(&k[t * kvd..(t + 1) * kvd])
-                    {
-                        *d = f16::from_f32(*src);
-                    }
-                    for (d, src) in vc[sl * kvd..(sl + 1) * kvd]
-                        .iter_mut()
-                        .zip(&v[t * kvd..(t + 1) * kvd])
-                    {
-                        *d = f16::from_f32(*src);
-                    }
-                }
+            for (t, &sl) in kv_slots[kv_group].iter().enumerate() {
+                kc[sl * kvd..(sl + 1) * kvd].convert_from_f32_slice(&k[t * kvd..(t + 1) * kvd]);
+                vc[sl * kvd..(sl + 1) * kvd].convert_from_f32_slice(&v[t * kvd..(t + 1) * kvd]);
             }
             // Attention: one task per (token, head). A sliding layer reads keys from
             // `pos + 1 - window` on: never a block before the group's first checked above.
@@ -654,14 +720,24 @@ impl CpuBackend {
                 }
             });
             l.wo.matmul(&attn, n, &mut o);
-            if let Some(w) = &l.post_attn_norm {
-                ops::rmsnorm_rows(&mut o, w, c.rms_eps);
+            {
+                let (xr, hr, or) = (
+                    Rows::new(&mut x, c.hidden),
+                    Rows::new(&mut h, c.hidden),
+                    Rows::new(&mut o, c.hidden),
+                );
+                each_token(n, |t| {
+                    // SAFETY: row `t` of each buffer, for this token only (`each_token`).
+                    let (xt, ht, ot) = unsafe { (xr.row(t), hr.row(t), or.row(t)) };
+                    if let Some(w) = &l.post_attn_norm {
+                        ops::rmsnorm(ot, w, eps);
+                    }
+                    for (a, b) in xt.iter_mut().zip(ot.iter()) {
+                        *a += b;
+                    }
+                    ops::rmsnorm_into(xt, ht, &l.ffn_norm, eps);
+                });
             }
-            for (a, b) in x.iter_mut().zip(&o) {
-                *a += b;
-            }
-            h.copy_from_slice(&x);
-            ops::rmsnorm_rows(&mut h, &l.ffn_norm, c.rms_eps);
             l.gate.matmul(&h, n, &mut g);
             l.up.matmul(&h, n, &mut u);
             let act = c.activation;
@@ -669,11 +745,18 @@ impl CpuBackend {
                 glu(act, gg, &u[4096 * i..4096 * i + gg.len()])
             });
             l.down.matmul(&g, n, &mut o);
-            if let Some(w) = &l.post_ffn_norm {
-                ops::rmsnorm_rows(&mut o, w, c.rms_eps);
-            }
-            for (a, b) in x.iter_mut().zip(&o) {
-                *a += b;
+            {
+                let (xr, or) = (Rows::new(&mut x, c.hidden), Rows::new(&mut o, c.hidden));
+                each_token(n, |t| {
+                    // SAFETY: row `t` of each buffer, for this token only (`each_token`).
+                    let (xt, ot) = unsafe { (xr.row(t), or.row(t)) };
+                    if let Some(w) = &l.post_ffn_norm {
+                        ops::rmsnorm(ot, w, eps);
+                    }
+                    for (a, b) in xt.iter_mut().zip(ot.iter()) {
+                        *a += b;
+                    }
+                });
             }
         }
         // Final norm and logits only for the rows asked for.
