@@ -817,7 +817,7 @@ const PACKED_NT: usize = 8;
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn rows_packed_q8(
     w: &super::PackedQ8,
-    a: &Q8Acts,
+    a: &PackedActs,
     g0: usize,
     g1: usize,
     n_tok: usize,
@@ -846,7 +846,7 @@ pub(crate) fn rows_packed_q8(
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn packed_argmax(
     w: &super::PackedQ8,
-    a: &Q8Acts,
+    a: &PackedActs,
     g0: usize,
     g1: usize,
     n_tok: usize,
@@ -908,7 +908,7 @@ pub(crate) fn packed_argmax(
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn packed_groups(
     w: &super::PackedQ8,
-    a: &Q8Acts,
+    a: &PackedActs,
     g0: usize,
     g1: usize,
     n_tok: usize,
@@ -917,7 +917,7 @@ pub(crate) fn packed_groups(
     let nb = w.cols / QK8;
     let groups = w.rows.div_ceil(8);
     assert!(w.q.len() >= groups * nb * 256 && w.d.len() >= g1 * nb * 8 && g1 <= groups);
-    assert!(a.qs.len() >= n_tok * w.cols && a.d.len() >= n_tok * nb);
+    assert!(a.nb == nb && a.x.len() >= n_tok.div_ceil(a.stride) * a.stride * 8 * nb);
     // One token (`packed_dot::<1>`) takes the absolute values as it loads each vector: storing
     // them first would only add a store and a load per vector.
     let mut abs = if n_tok > 1 {
@@ -948,7 +948,7 @@ pub(crate) fn packed_groups(
             macro_rules! go {
                 ($($n:literal)*) => {
                     match (n_tok - t).min(PACKED_NT) {
-                        $($n => packed_dot::<$n>(q, &abs, d, a, t, pf_now, &mut res),)*
+                        $($n => packed_dot::<$n>(q, &abs, d, a, t / a.stride, pf_now, &mut res),)*
                         _ => unreachable!(),
                     }
                 };
@@ -962,42 +962,84 @@ pub(crate) fn packed_groups(
     }
 }
 
+/// The activations as the packed kernel reads them ([`PackedActs::new`]).
+pub(crate) struct PackedActs {
+    /// Blocks per token.
+    nb: usize,
+    /// Tokens per group: `PACKED_NT`, or 1 for a single token (its quants as they are).
+    stride: usize,
+    /// Per group of `stride` tokens and run `j < 8 nb` of 4 quants of a token: the group's
+    /// tokens' 4 quants side by side (an i32 each; 0 for tokens past the end).
+    x: Vec<i32>,
+    /// Per group of `stride` tokens and block: the tokens' block scales side by side.
+    d: Vec<f32>,
+}
+
+impl PackedActs {
+    /// Regroups `a` (`n_tok` tokens, quantized, not interleaved): a token's quants for a weight
+    /// vector then lie at a fixed offset from one pointer per token group, not at its own row.
+    pub(crate) fn new(a: &Q8Acts, n_tok: usize) -> Self {
+        let nb = a.cols / QK8;
+        let stride = if n_tok == 1 { 1 } else { PACKED_NT };
+        let tg = n_tok.div_ceil(stride);
+        let mut x = vec![0i32; tg * stride * 8 * nb];
+        let mut d = vec![0f32; tg * stride * nb];
+        for t in 0..n_tok {
+            let (g, i) = (t / stride, t % stride);
+            let q = &a.qs[t * a.cols..(t + 1) * a.cols];
+            for (j, c) in q.chunks_exact(4).enumerate() {
+                x[(g * 8 * nb + j) * stride + i] =
+                    i32::from_le_bytes([c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8]);
+            }
+            for b in 0..nb {
+                d[(g * nb + b) * stride + i] = a.d[t * nb + b];
+            }
+        }
+        PackedActs { nb, stride, x, d }
+    }
+}
+
 /// One packed row group (quants `q`, their absolute values `abs` (unused and may be empty for
-/// `NT == 1`), scales `d`) against the `NT` tokens from `t0` on: `res[t][i]` for row `i` of the
-/// group. Per block and token: 8 vectors of
-/// the token's 4 quants broadcast to every lane, signed like the weights (the sign trick) and
-/// multiplied with the weights' absolute values (`maddubs`, then `madd` to i32: a pair can reach
-/// 32,258), which gives every row's exact integer block sum in its own lane; then one conversion
-/// and one FMA with the 8 rows' scales times the token's. The same operations for every `NT`.
+/// `NT == 1`), scales `d`) against the first `NT` tokens of token group `tg` of `a`:
+/// `res[t][i]` for row `i` of the group. Per block and token: 8 vectors of the token's 4 quants
+/// broadcast to every lane, signed like the weights (the sign trick) and multiplied with the
+/// weights' absolute values (`maddubs`, then `madd` to i32: a pair can reach 32,258), which
+/// gives every row's exact integer block sum in its own lane; then one conversion and one FMA
+/// with the 8 rows' scales times the token's. The same operations for every `NT`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn packed_dot<const NT: usize>(
     q: &[i8],
     abs: &[__m256i],
     d: &[u16],
-    a: &Q8Acts,
-    t0: usize,
+    a: &PackedActs,
+    tg: usize,
     prefetch: Option<&[i8]>,
     res: &mut [[f32; 8]; PACKED_NT],
 ) -> usize {
-    let cols = a.cols;
-    let nb = cols / QK8;
+    let nb = a.nb;
     assert!(q.len() >= nb * 256 && (NT == 1 || abs.len() >= nb * 8) && d.len() >= nb * 8);
     assert!(prefetch.is_none_or(|p| p.len() >= nb * 256));
+    // Tokens per group in `a`: `PACKED_NT` (the layout's offsets below are constants then), or
+    // 1 for a lone token (`NT == 1`).
+    let st = if NT == 1 { a.stride } else { PACKED_NT };
+    assert!(NT <= st && st == a.stride);
+    let xg = &a.x[tg * st * 8 * nb..(tg + 1) * st * 8 * nb];
+    let dg = &a.d[tg * st * nb..(tg + 1) * st * nb];
     let pfp = prefetch.map(|p| p.as_ptr());
-    assert!(a.qs.len() >= (t0 + NT) * cols && a.d.len() >= (t0 + NT) * nb);
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); NT];
-    let (qp, ap, xp, dxp) = (q.as_ptr(), abs.as_ptr(), a.qs.as_ptr(), a.d.as_ptr());
+    let (qp, ap, xp, dxp) = (q.as_ptr(), abs.as_ptr(), xg.as_ptr(), dg.as_ptr());
     let mut s = [_mm256_setzero_si256(); NT];
     // One loop over the row group's vectors, two at a time (vector `i` is vector `i % 8` of
-    // block `i / 8`, and a token's 4 quants for it are at `4 i`), not a nest of blocks and
-    // vectors: a nest unrolled 8 times had its weight vectors hoisted and spilled.
+    // block `i / 8`, and the token group's quants for it are at `st i`), not a nest of
+    // blocks and vectors: a nest unrolled 8 times had its weight vectors hoisted and spilled.
     let mut i = 0;
     while i < 8 * nb {
         // SAFETY: vectors `i, i + 1 < 8 nb` of the group (256 bytes per block, asserted; `abs`
-        // holds `8 nb` unless `NT == 1`, when it is not read), the 8 quants at `4 i` of every token `t0 + t < t0 + NT` and its block
-        // scale lie inside the slices checked above. Loads are unaligned.
+        // holds `8 nb` unless `NT == 1`, when it is not read), the token group's `st` quant
+        // runs at `st j` and block scales at `st b` (`t < NT <= st`) lie inside `xg` / `dg`
+        // (`8 nb` / `nb` runs of `st`). Loads are unaligned.
         unsafe {
             if let Some(p) = pfp {
                 // Bytes `32 i..32 i + 64` of the group to prefetch (asserted above): a hint.
@@ -1011,8 +1053,7 @@ fn packed_dot<const NT: usize>(
                     *ap.add(j)
                 };
                 for (t, s) in s.iter_mut().enumerate() {
-                    let x4 = xp.add((t0 + t) * cols + 4 * j).cast::<i32>();
-                    let xb = _mm256_set1_epi32(x4.read_unaligned());
+                    let xb = _mm256_set1_epi32(xp.add(st * j + t).read_unaligned());
                     let p = _mm256_maddubs_epi16(av, _mm256_sign_epi8(xb, wv));
                     *s = _mm256_add_epi32(*s, _mm256_madd_epi16(p, ones));
                 }
@@ -1021,7 +1062,7 @@ fn packed_dot<const NT: usize>(
                 let b = i / 8;
                 let dw = _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr().add(8 * b).cast()));
                 for (t, acc) in acc.iter_mut().enumerate() {
-                    let dd = _mm256_mul_ps(dw, _mm256_set1_ps(*dxp.add((t0 + t) * nb + b)));
+                    let dd = _mm256_mul_ps(dw, _mm256_set1_ps(*dxp.add(st * b + t)));
                     *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[t]), dd, *acc);
                     s[t] = _mm256_setzero_si256();
                 }

@@ -521,7 +521,7 @@ pub fn matmul_with(level: SimdLevel, w: &QMatrix<'_>, x: &[f32], n_tok: usize, o
         // Levels of another architecture: `lowered` never returns them.
         _ => scalar::rows(w, &acts, r0, r1, n_tok, &dst),
     };
-    for_chunks(w.rows, w.row_bytes() * n_tok.min(8), run);
+    for_chunks(w.rows, w.row_bytes() * n_tok, run);
 }
 
 /// A Q8_0 matrix repacked at load for the AVX2 and AVX-512 VNNI kernels of [`matmul_packed`]:
@@ -633,6 +633,9 @@ pub fn matmul_packed_with(
         return;
     }
     let a = Q8Acts::quantize(SimdLevel::Avx2, x, w.cols, n_tok);
+    // The AVX2 kernel's token groups (`avx2::PackedActs`).
+    #[cfg(target_arch = "x86_64")]
+    let pa = (level == SimdLevel::Avx2).then(|| avx2::PackedActs::new(&a, n_tok));
     // `-128 * sum(quants)` per token and block, for the VNNI kernel's unsigned weights.
     let corr: Vec<i32> = if level == SimdLevel::Avx512Vnni {
         a.qs.chunks_exact(QK8)
@@ -656,7 +659,7 @@ pub fn matmul_packed_with(
             avx512::rows_packed_q8(w, &a, &corr, g0, g1, n_tok, &dst)
         },
         // SAFETY: AVX2, FMA and F16C were detected (asserted above). `dst` as above.
-        _ => unsafe { avx2::rows_packed_q8(w, &a, g0, g1, n_tok, &dst) },
+        _ => unsafe { avx2::rows_packed_q8(w, pa.as_ref().unwrap(), g0, g1, n_tok, &dst) },
     };
     #[cfg(not(target_arch = "x86_64"))]
     let run = |_: usize, _: usize| {
@@ -690,6 +693,8 @@ pub fn matmul_packed_argmax(w: &PackedQ8, x: &[f32], n_tok: usize, limit: usize)
         return vec![0; n_tok];
     }
     let a = Q8Acts::quantize(SimdLevel::Avx2, x, w.cols, n_tok);
+    #[cfg(target_arch = "x86_64")]
+    let a = avx2::PackedActs::new(&a, n_tok);
     let groups = limit.div_ceil(8);
     #[cfg(target_arch = "x86_64")]
     let run = |g0: usize, g1: usize| {
@@ -1046,7 +1051,7 @@ fn matmul_transposed(
         let _ = (&acts, &dst);
         unreachable!("the transposed layouts exist only with AVX2")
     };
-    for_chunks(view.rows, view.row_bytes() * n_tok.min(8), run);
+    for_chunks(view.rows, view.row_bytes() * n_tok, run);
 }
 
 /// Runs `run(r0, r1)` over the chunks of [`chunk_count`] that split `rows`, on the rayon pool
@@ -1084,8 +1089,10 @@ fn map_chunks<R: Send>(
 }
 
 /// How many chunks of rows to hand to rayon: about four per thread so that a slow thread does
-/// not hold the others up, more for large matrices (a chunk covers at most ~512 KiB of
-/// weights), never a chunk below 16 rows, and one (no rayon at all) for tiny matrices.
+/// not hold the others up, more for large work (a chunk covers at most ~512 KiB of weight bytes
+/// times tokens: a prompt's matmuls split into many chunks, so that the thread finishing its
+/// last chunk first waits a small part of the loop for the other; at most 64 per 1,024 rows),
+/// never a chunk below 16 rows, and one (no rayon at all) for tiny matrices.
 fn chunk_count(rows: usize, cost_per_row: usize) -> usize {
     const MIN_ROWS: usize = 16;
     const MIN_TOTAL: usize = 16 << 10;
