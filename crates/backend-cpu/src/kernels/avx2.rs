@@ -902,8 +902,7 @@ pub(crate) fn packed_argmax(
 }
 
 /// Row groups `g0..g1` of a [`PackedQ8`](super::PackedQ8) matrix for all `n_tok` tokens: per
-/// group, the absolute values of its quants once, then the tokens up to `PACKED_NT` at a time
-/// (`packed_dot`); `sink(t, g, results, nr)` gets token `t`'s results for the group's rows
+/// group, the tokens up to `PACKED_NT` at a time (`packed_dot`); `sink(t, g, results, nr)` gets token `t`'s results for the group's rows
 /// `8 g..8 g + nr` (`results[..nr]`).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn packed_groups(
@@ -918,26 +917,14 @@ pub(crate) fn packed_groups(
     let groups = w.rows.div_ceil(8);
     assert!(w.q.len() >= groups * nb * 256 && w.d.len() >= g1 * nb * 8 && g1 <= groups);
     assert!(a.nb == nb && a.x.len() >= n_tok.div_ceil(a.stride) * a.stride * 8 * nb);
-    // One token (`packed_dot::<1>`) takes the absolute values as it loads each vector: storing
-    // them first would only add a store and a load per vector.
-    let mut abs = if n_tok > 1 {
-        vec![_mm256_setzero_si256(); 8 * nb]
-    } else {
-        Vec::new()
-    };
     for g in g0..g1 {
         let q = &w.q[g * nb * 256..(g + 1) * nb * 256];
-        for (av, c) in abs.iter_mut().zip(q.chunks_exact(32)) {
-            // SAFETY: `c` is 32 bytes; the load is unaligned.
-            let v = unsafe { _mm256_loadu_si256(c.as_ptr().cast()) };
-            *av = _mm256_sign_epi8(v, v);
-        }
         let d = &w.d[g * nb * 8..(g + 1) * nb * 8];
         let nr = (w.rows - 8 * g).min(8);
         // The quants of the group `ahead` groups on (in the matrix, not only in this chunk) are
-        // prefetched during the first pass over this one: the absolute values above, the first
-        // touch of a group, otherwise wait on memory (`prefetch_bytes`). One token computes
-        // little per group, so it fetches further ahead.
+        // prefetched during the first pass over this one: its first touch of a group would
+        // otherwise wait on memory (`prefetch_bytes`). One token computes little per group, so
+        // it fetches further ahead.
         let ahead = if n_tok == 1 { 4 } else { 1 };
         let mut pf =
             (g + ahead < groups).then(|| &w.q[(g + ahead) * nb * 256..(g + ahead + 1) * nb * 256]);
@@ -948,7 +935,7 @@ pub(crate) fn packed_groups(
             macro_rules! go {
                 ($($n:literal)*) => {
                     match (n_tok - t).min(PACKED_NT) {
-                        $($n => packed_dot::<$n>(q, &abs, d, a, t / a.stride, pf_now, &mut res),)*
+                        $($n => packed_dot::<$n>(q, d, a, t / a.stride, pf_now, &mut res),)*
                         _ => unreachable!(),
                     }
                 };
@@ -999,18 +986,19 @@ impl PackedActs {
     }
 }
 
-/// One packed row group (quants `q`, their absolute values `abs` (unused and may be empty for
-/// `NT == 1`), scales `d`) against the first `NT` tokens of token group `tg` of `a`:
-/// `res[t][i]` for row `i` of the group. Per block and token: 8 vectors of the token's 4 quants
-/// broadcast to every lane, signed like the weights (the sign trick) and multiplied with the
-/// weights' absolute values (`maddubs`, then `madd` to i32: a pair can reach 32,258), which
-/// gives every row's exact integer block sum in its own lane; then one conversion and one FMA
-/// with the 8 rows' scales times the token's. The same operations for every `NT`.
+/// One packed row group (quants `q`, scales `d`) against the first `NT` tokens of token group
+/// `tg` of `a`: `res[t][i]` for row `i` of the group. Per block and token: 8 vectors of the
+/// token's 4 quants broadcast to every lane, signed like the weights (the sign trick) and
+/// multiplied with the weights' absolute values (`maddubs`, then `madd` to i32: a pair can
+/// reach 32,258), which gives every row's exact integer block sum in its own lane; then one
+/// conversion and one FMA with the 8 rows' scales times the token's. The same operations for
+/// every `NT`. A weight vector's absolute value is taken as it is loaded, once per `NT` tokens
+/// (an array of them made once per group and read back was slower: `mmbench Q8_0`, whole
+/// Gemma lm_head, 2 threads, 8 / 16 tokens: 16.0 / 25.6 -> 13.0 / 23.8 ms).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn packed_dot<const NT: usize>(
     q: &[i8],
-    abs: &[__m256i],
     d: &[u16],
     a: &PackedActs,
     tg: usize,
@@ -1018,7 +1006,7 @@ fn packed_dot<const NT: usize>(
     res: &mut [[f32; 8]; PACKED_NT],
 ) -> usize {
     let nb = a.nb;
-    assert!(q.len() >= nb * 256 && (NT == 1 || abs.len() >= nb * 8) && d.len() >= nb * 8);
+    assert!(q.len() >= nb * 256 && d.len() >= nb * 8);
     assert!(prefetch.is_none_or(|p| p.len() >= nb * 256));
     // Tokens per group in `a`: `PACKED_NT` (the layout's offsets below are constants then), or
     // 1 for a lone token (`NT == 1`).
@@ -1029,15 +1017,15 @@ fn packed_dot<const NT: usize>(
     let pfp = prefetch.map(|p| p.as_ptr());
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); NT];
-    let (qp, ap, xp, dxp) = (q.as_ptr(), abs.as_ptr(), xg.as_ptr(), dg.as_ptr());
+    let (qp, xp, dxp) = (q.as_ptr(), xg.as_ptr(), dg.as_ptr());
     let mut s = [_mm256_setzero_si256(); NT];
     // One loop over the row group's vectors, two at a time (vector `i` is vector `i % 8` of
     // block `i / 8`, and the token group's quants for it are at `st i`), not a nest of
     // blocks and vectors: a nest unrolled 8 times had its weight vectors hoisted and spilled.
     let mut i = 0;
     while i < 8 * nb {
-        // SAFETY: vectors `i, i + 1 < 8 nb` of the group (256 bytes per block, asserted; `abs`
-        // holds `8 nb` unless `NT == 1`, when it is not read), the token group's `st` quant
+        // SAFETY: vectors `i, i + 1 < 8 nb` of the group (256 bytes per block, asserted), the
+        // token group's `st` quant
         // runs at `st j` and block scales at `st b` (`t < NT <= st`) lie inside `xg` / `dg`
         // (`8 nb` / `nb` runs of `st`). Loads are unaligned.
         unsafe {
@@ -1047,11 +1035,7 @@ fn packed_dot<const NT: usize>(
             }
             for j in i..i + 2 {
                 let wv = _mm256_loadu_si256(qp.add(32 * j).cast());
-                let av = if NT == 1 {
-                    _mm256_sign_epi8(wv, wv)
-                } else {
-                    *ap.add(j)
-                };
+                let av = _mm256_sign_epi8(wv, wv);
                 for (t, s) in s.iter_mut().enumerate() {
                     let xb = _mm256_set1_epi32(xp.add(st * j + t).read_unaligned());
                     let p = _mm256_maddubs_epi16(av, _mm256_sign_epi8(xb, wv));
