@@ -935,12 +935,13 @@ pub(crate) fn packed_groups(
             macro_rules! go {
                 ($($n:literal)*) => {
                     match (n_tok - t).min(PACKED_NT) {
-                        $($n => packed_dot::<$n>(q, d, a, t / a.stride, pf_now, &mut res),)*
+                        1 => packed_dot::<1>(q, d, a, t / a.stride, pf_now, &mut res),
+                        $($n => packed_dot_call::<$n>(q, d, a, t / a.stride, pf_now, &mut res),)*
                         _ => unreachable!(),
                     }
                 };
             }
-            let nt = go!(1 2 3 4 5 6 7 8);
+            let nt = go!(2 3 4 5 6 7 8);
             for (i, r) in res.iter().enumerate().take(nt) {
                 sink(t + i, g, r, nr);
             }
@@ -984,6 +985,24 @@ impl PackedActs {
         }
         PackedActs { nb, stride, x, d }
     }
+}
+
+/// [`packed_dot`] for several tokens, kept out of line: inlined into `packed_groups`, LLVM
+/// hoisted the weights' absolute values out of its loop over token groups into an array on the
+/// stack, written and read back per group (the layout this kernel dropped), and the 16-sequence
+/// decode step was slower (`bench engine --concurrency 16`, 6 alternated pairs: TPOT mean 54.9
+/// -> 50.9 ms out of line). One token stays inline: a call per row group costs more there.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline(never)]
+fn packed_dot_call<const NT: usize>(
+    q: &[i8],
+    d: &[u16],
+    a: &PackedActs,
+    tg: usize,
+    prefetch: Option<&[i8]>,
+    res: &mut [[f32; 8]; PACKED_NT],
+) -> usize {
+    packed_dot::<NT>(q, d, a, tg, prefetch, res)
 }
 
 /// One packed row group (quants `q`, scales `d`) against the first `NT` tokens of token group
