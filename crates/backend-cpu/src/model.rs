@@ -604,16 +604,22 @@ impl CpuBackend {
         let mut o = vec![0f32; n * c.hidden];
         let mut g = vec![0f32; n * c.ffn];
         let mut u = vec![0f32; n * c.ffn];
-        // Cache rows the step's tokens write, per KV group (a token's position through its
-        // sequence's table of that group).
+        // Per token of the step: its sequence and its position in it (the same for every
+        // layer), and the cache row it writes in each KV group.
+        let seq_of: Vec<&switchyard_core::SeqInBatch> = batch
+            .seqs
+            .iter()
+            .flat_map(|s| std::iter::repeat_n(s, s.len))
+            .collect();
+        let pos_of: Vec<usize> = batch
+            .seqs
+            .iter()
+            .flat_map(|s| (0..s.len).map(move |i| s.context_before + i))
+            .collect();
         let kv_slots: Vec<Vec<usize>> = (0..kv.groups.len())
             .map(|grp| {
-                batch
-                    .seqs
-                    .iter()
-                    .flat_map(|s| {
-                        (0..s.len).map(move |i| slot(s.table(grp), bs, s.context_before + i))
-                    })
+                (0..n)
+                    .map(|t| slot(seq_of[t].table(grp), bs, pos_of[t]))
                     .collect()
             })
             .collect();
@@ -621,11 +627,12 @@ impl CpuBackend {
 
         for (li, l) in self.layers.iter().enumerate() {
             {
-                let (xr, hr) = (Rows::new(&mut x, c.hidden), Rows::new(&mut h, c.hidden));
+                let hr = Rows::new(&mut h, c.hidden);
+                let x = &x;
                 each_token(n, |t| {
-                    // SAFETY: row `t` of each buffer, for this token only (`each_token`).
-                    let (xt, ht) = unsafe { (xr.row(t), hr.row(t)) };
-                    ops::rmsnorm_into(xt, ht, &l.attn_norm, eps);
+                    // SAFETY: row `t` of `h`, for this token only (`each_token`).
+                    let ht = unsafe { hr.row(t) };
+                    ops::rmsnorm_into(&x[t * c.hidden..(t + 1) * c.hidden], ht, &l.attn_norm, eps);
                 });
             }
             l.wq.matmul(&h, n, &mut q);
@@ -678,16 +685,6 @@ impl CpuBackend {
             // `pos + 1 - window` on: never a block before the group's first checked above.
             let (kc, vc) = (&kv.k[layer_slot], &kv.v[layer_slot]);
             let group = c.n_heads / c.n_kv_heads;
-            let tasks: Vec<(usize, usize)> = batch
-                .seqs
-                .iter()
-                .flat_map(|s| (0..s.len).map(move |i| (s.start + i, s.context_before + i)))
-                .collect();
-            let seq_of: Vec<&switchyard_core::SeqInBatch> = batch
-                .seqs
-                .iter()
-                .flat_map(|s| std::iter::repeat_n(s, s.len))
-                .collect();
             // Runs of tokens, about eight per thread (later tokens of a prompt attend to more
             // keys, so runs are small enough to even out).
             let per = n.div_ceil(8 * rayon::current_num_threads()).max(1);
@@ -695,7 +692,7 @@ impl CpuBackend {
                 let (mut rows, mut scratch) = (Vec::new(), Vec::new());
                 for (i, out_row) in run.chunks_exact_mut(qd).enumerate() {
                     let t = c * per + i;
-                    let (_, pos) = tasks[t];
+                    let pos = pos_of[t];
                     let table = seq_of[t].table(kv_group);
                     let lo = if window == usize::MAX {
                         0
