@@ -2,6 +2,8 @@
 # API property tests: schemathesis generates requests from the server's own /openapi.json and
 # checks that no response is a 5xx, every status code and content type is documented, and
 # every response (JSON or SSE event) matches its schema. Seeded, so a run is repeatable.
+# Requests get 60 s (`ST_REQUEST_TIMEOUT`), not schemathesis's 10: valid requests with many
+# sequences (`n: 49` over 3 prompts, `n: 63` over 5) take 10-20 s on a 2-core CPU.
 # Usage: scripts/schemathesis.sh [path/to/switchyard]   (run by scripts/test.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,4 +23,5 @@ done
 [ -n "$URL" ] || { cat "$LOG" >&2; echo "schemathesis: server did not start" >&2; exit 1; }
 "$PY" -m schemathesis.cli run "$URL/openapi.json" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
-  --phases examples,coverage,fuzzing --max-examples "${ST_MAX_EXAMPLES:-40}" --seed 1 -w 1
+  --phases examples,coverage,fuzzing --max-examples "${ST_MAX_EXAMPLES:-40}" --seed 1 -w 1 \
+  --request-timeout "${ST_REQUEST_TIMEOUT:-60}"
