@@ -5,7 +5,8 @@
 # Usage: scripts/bench-vs-llamacpp.sh [MODEL_ALIAS] [CONCURRENCY_LIST]
 #   env: THREADS (2), SLOTS (16), INPUT_LEN (128), OUTPUT_LEN (128), NUM_PROMPTS (32 per point),
 #        TEMPERATURE (0: greedy, as the CPU issue's table asks; llama-server's own default is 0.8,
-#        Switchyard's 0), OUT (results dir)
+#        Switchyard's the model's or 1), ENDPOINT (/v1/completions or /v1/chat/completions),
+#        OUT (results dir)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ALIAS="${1:-gemma-3-270m}"
@@ -23,7 +24,7 @@ wait_ready() { for _ in $(seq 1 240); do curl -sf "$1" >/dev/null 2>&1 && return
 bench() { # label url
   "$BIN" bench serve --base-url "$2" --model "$ALIAS" --tokenizer "$ALIAS" --concurrency "$SWEEP" \
     --input-len "$IN" --output-len "$OUTL" --num-prompts "$NP" --warmup 2 --label "$1" --backend cpu \
-    --temperature "${TEMPERATURE:-0}" \
+    --temperature "${TEMPERATURE:-0}" --endpoint "${ENDPOINT:-/v1/completions}" \
     --note "threads=$THREADS" --note "slots=$SLOTS" --no-progress --result-file "$OUT/$1.json"
 }
 echo "== llama-server (-np $SLOTS -t $THREADS)"

@@ -8,10 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN="${1:-${CARGO_TARGET_DIR:-target}/release/switchyard}"
-PY="${PYTHON:-python3}"
-"$PY" -m pip install --quiet --disable-pip-version-check "schemathesis==4.32.5"
+# schemathesis comes from the project's virtual environment (scripts/pyenv.sh).
+PY="${PYTHON:-$(bash scripts/pyenv.sh)}"
 LOG="$(mktemp)"
-"$BIN" serve --no-fetch --port 0 --max-model-len 256 >/dev/null 2>"$LOG" &
+"$BIN" serve --no-fetch --model gemma-3-270m --port 0 --max-model-len 256 >/dev/null 2>"$LOG" &
 PID=$!
 trap 'kill $PID 2>/dev/null || true; rm -f "$LOG"' EXIT
 URL=""

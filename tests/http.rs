@@ -141,8 +141,10 @@ fn completions_endpoints_and_errors_gemma() {
     let models: Value = serde_json::from_str(&models).unwrap();
     assert_eq!(models["data"][0]["id"], GEMMA);
 
-    // Greedy completion, then the same streamed: identical text and usage.
-    let req = json!({"model": GEMMA, "prompt": "The capital of France is", "max_tokens": 12});
+    // Greedy completion, then the same streamed: identical text and usage. (Greedy is asked
+    // for: the default sampling is the model's, else OpenAI's temperature 1.)
+    let req = json!({"model": GEMMA, "prompt": "The capital of France is", "max_tokens": 12,
+                     "temperature": 0});
     let (st, a) = s.post("/v1/completions", &req);
     assert_eq!(st, 200, "{a}");
     assert_eq!(a["object"], "text_completion");
@@ -183,12 +185,16 @@ fn completions_endpoints_and_errors_gemma() {
         .as_str()
         .unwrap()
         .ends_with("The capital of France is"));
-    let (st, v) = s.post("/v1/completions", &json!({"prompt": ids, "max_tokens": 12}));
+    let (st, v) = s.post(
+        "/v1/completions",
+        &json!({"prompt": ids, "max_tokens": 12, "temperature": 0}),
+    );
     assert_eq!(st, 200);
     assert_eq!(v["choices"][0]["text"], text, "token-id prompt differs");
     let (st, v) = s.post(
         "/v1/completions",
-        &json!({"prompt": ["Once upon a time", "The capital of France is"], "max_tokens": 12}),
+        &json!({"prompt": ["Once upon a time", "The capital of France is"], "max_tokens": 12,
+                "temperature": 0}),
     );
     assert_eq!(st, 200);
     assert_eq!(v["choices"].as_array().unwrap().len(), 2);
@@ -210,7 +216,8 @@ fn completions_endpoints_and_errors_gemma() {
     // logprobs: the greedy token is the best of the alternatives.
     let (st, v) = s.post(
         "/v1/completions",
-        &json!({"prompt": "The capital of France is", "max_tokens": 6, "logprobs": 3}),
+        &json!({"prompt": "The capital of France is", "max_tokens": 6, "logprobs": 3,
+                "temperature": 0}),
     );
     assert_eq!(st, 200);
     let lp = &v["choices"][0]["logprobs"];
@@ -255,7 +262,8 @@ fn completions_endpoints_and_errors_gemma() {
     let first_word = text.split_whitespace().nth(1).unwrap().to_string();
     let (_, v) = s.post(
         "/v1/completions",
-        &json!({"prompt": "The capital of France is", "max_tokens": 12, "stop": [first_word]}),
+        &json!({"prompt": "The capital of France is", "max_tokens": 12, "stop": [first_word],
+                "temperature": 0}),
     );
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
     let t = v["choices"][0]["text"].as_str().unwrap();
@@ -580,7 +588,7 @@ fn chat_qwen() {
         dt["prompt"],
         "<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nWrite hello world in Python.<|im_end|>\n<|im_start|>assistant\n"
     );
-    let req = json!({"model": QWEN, "messages": messages, "max_tokens": 24});
+    let req = json!({"model": QWEN, "messages": messages, "max_tokens": 24, "temperature": 0});
     let (st, v) = s.post("/v1/chat/completions", &req);
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["object"], "chat.completion");
@@ -594,15 +602,28 @@ fn chat_qwen() {
     // The same through /v1/completions on the rendered token ids.
     let (_, c) = s.post(
         "/v1/completions",
-        &json!({"prompt": tk["tokens"], "max_tokens": 24}),
+        &json!({"prompt": tk["tokens"], "max_tokens": 24, "temperature": 0}),
     );
     assert_eq!(c["choices"][0]["text"], content.as_str());
-    // Streamed: role first, then content deltas, finish, usage.
+    // Streamed: the role with the first content delta (not before it), then content deltas,
+    // finish, usage.
     let mut sreq = req.clone();
     sreq["stream"] = json!(true);
     sreq["stream_options"] = json!({"include_usage": true});
     let chunks = stream(&s, "/v1/chat/completions", &sreq);
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert_ne!(
+        chunks[0]["choices"][0]["delta"]["content"], "",
+        "{}",
+        chunks[0]
+    );
+    assert_eq!(
+        chunks
+            .iter()
+            .filter(|c| !c["choices"][0]["delta"]["role"].is_null())
+            .count(),
+        1
+    );
     let streamed: String = chunks
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
@@ -782,7 +803,7 @@ fn a_panicking_request_fails_alone_gemma() {
     let bias = json!({POISON.to_string(): 100});
     let (st, v) = s.post(
         "/v1/completions",
-        &json!({"prompt": "Hello", "max_tokens": 5, "logit_bias": bias}),
+        &json!({"prompt": "Hello", "max_tokens": 5, "logit_bias": bias, "temperature": 0}),
     );
     assert_eq!(st, 500, "{v}");
     assert_eq!(v["error"]["type"], "server_error");
@@ -795,7 +816,10 @@ fn a_panicking_request_fails_alone_gemma() {
     );
     let chunks = client()
         .post(s.url("/v1/completions"))
-        .json(&json!({"prompt": "Hello", "max_tokens": 5, "logit_bias": bias, "stream": true}))
+        .json(
+            &json!({"prompt": "Hello", "max_tokens": 5, "logit_bias": bias, "stream": true,
+                      "temperature": 0}),
+        )
         .send()
         .unwrap()
         .text()
@@ -825,7 +849,7 @@ fn kv_exhaustion_under_a_burst_preempts_gemma() {
     );
     let body = |i: usize| {
         json!({"prompt": format!("Story number {i}: once upon a time, in a land far away,"),
-               "max_tokens": 60, "ignore_eos": true})
+               "max_tokens": 60, "ignore_eos": true, "temperature": 0})
     };
     let base = s.base.clone();
     let handles: Vec<_> = (0..12)
@@ -1062,4 +1086,208 @@ fn model_file_truncated_while_serving_gemma() {
         "unclear error for a truncated file: {err}"
     );
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+/// SSE events of a streamed request with the time each arrived (from just before sending).
+fn timed_stream(server: &Server, path: &str, body: &Value) -> (Vec<(Duration, Value)>, Duration) {
+    let t0 = Instant::now();
+    let mut r = client().post(server.url(path)).json(body).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 4096];
+    loop {
+        let n = r.read(&mut tmp).unwrap();
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&tmp[..n]);
+        while let Some(p) = buf.windows(2).position(|w| w == b"\n\n") {
+            let ev: Vec<u8> = buf.drain(..p + 2).collect();
+            let ev = String::from_utf8(ev).unwrap();
+            for data in sse_events(&ev) {
+                if data != "[DONE]" {
+                    out.push((t0.elapsed(), serde_json::from_str(&data).unwrap()));
+                }
+            }
+        }
+    }
+    (out, t0.elapsed())
+}
+
+/// The first five minutes (issue 37): the default model chats; a streamed chat's first event
+/// carries generated text (the role goes with it, not ahead of the prefill); a streamed
+/// request is logged with its whole duration; start-up logs no CUDA warning and no colour
+/// codes when stderr is not a terminal; requests without sampling fields sample (the model
+/// gives no defaults: OpenAI's temperature 1), and `temperature: 0` is greedy.
+#[test]
+fn first_five_minutes_default_model_qwen() {
+    // The default model, no --model: it must be the chat model. A small step budget makes the
+    // prefill of a long prompt take many steps.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["serve", "--no-fetch", "--port", "0"])
+        .args(["--max-num-batched-tokens", "32", "--no-prefix-caching"])
+        .env_remove("SWITCHYARD_MODEL")
+        .env("SWITCHYARD_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[server] {line}");
+            sink.lock().unwrap().push(line.clone());
+            if let Some(i) = line.find("on http://") {
+                let _ = tx.send(line[i + 3..].split_whitespace().next().unwrap().to_string());
+            }
+        }
+    });
+    let base = rx.recv_timeout(Duration::from_secs(120)).unwrap();
+    let s = Server { child, base, logs };
+    let (_, models) = s.get("/v1/models");
+    assert!(models.contains(QWEN), "{models}");
+    let start_logs = s.logs();
+    assert!(
+        start_logs.iter().all(|l| !l.contains('\u{1b}')),
+        "ANSI codes in logs written to a pipe: {start_logs:?}"
+    );
+    assert!(
+        start_logs
+            .iter()
+            .all(|l| !(l.contains("WARN") && l.contains("CUDA"))),
+        "{start_logs:?}"
+    );
+    assert!(
+        start_logs.iter().any(|l| l.contains("device: cpu")),
+        "{start_logs:?}"
+    );
+    assert!(
+        start_logs.iter().any(|l| l.contains("default sampling")),
+        "{start_logs:?}"
+    );
+
+    // A chat whose prefill takes ~20 steps of 32 tokens.
+    let long = "Here is a list of railway stations, one per line, with their opening years:\n"
+        .to_string()
+        + &(0..60)
+            .map(|i| format!("Station {i}: opened in {}\n", 1850 + i))
+            .collect::<String>()
+        + "Which station opened first? Answer in one sentence.";
+    let msgs = json!([{"role": "user", "content": long}]);
+    let (_, tk) = s.post("/tokenize", &json!({"messages": msgs}));
+    let prompt_tokens = tk["count"].as_u64().unwrap();
+    assert!(prompt_tokens > 400, "{prompt_tokens}");
+    // The prefill alone (one token), for scale.
+    let t = Instant::now();
+    let (st, _) = s.post(
+        "/v1/chat/completions",
+        &json!({"messages": msgs, "max_tokens": 1, "temperature": 0}),
+    );
+    assert_eq!(st, 200);
+    let prefill = t.elapsed();
+    let body = json!({"messages": msgs, "max_tokens": 8, "temperature": 0, "stream": true});
+    let (events, total) = timed_stream(&s, "/v1/chat/completions", &body);
+    let (t_first, first) = &events[0];
+    assert_eq!(first["choices"][0]["delta"]["role"], "assistant", "{first}");
+    assert!(
+        first["choices"][0]["delta"]["content"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty()),
+        "the first event carries no text: {first}"
+    );
+    // Nothing arrives before the prefill is done (loose bound: the machine's speed varies).
+    assert!(
+        *t_first >= prefill / 2,
+        "first event after {t_first:?}, the prefill alone took {prefill:?}"
+    );
+    // The streamed request's log line comes at its end, with its whole duration.
+    std::thread::sleep(Duration::from_millis(200));
+    let logged_ms: Vec<u64> = s
+        .logs()
+        .iter()
+        .filter(|l| l.contains("/v1/chat/completions") && l.contains("request"))
+        .filter_map(|l| {
+            let i = l.find("ms=")?;
+            l[i + 3..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    let last = *logged_ms.last().expect("a log line for the streamed chat");
+    assert!(
+        last as f64 >= total.as_millis() as f64 * 0.5 && last > 0,
+        "streamed request logged with ms={last}, it took {total:?}"
+    );
+
+    // Default sampling: no temperature given and no model defaults: OpenAI's temperature 1,
+    // so four choices of 12 tokens do not all agree; asked for greedy, they do.
+    let prompt = "Write a short poem about trains.";
+    let texts = |extra: Value| -> Vec<String> {
+        let mut b = json!({"prompt": prompt, "max_tokens": 12, "n": 4, "ignore_eos": true});
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        let (st, v) = s.post("/v1/completions", &b);
+        assert_eq!(st, 200, "{v}");
+        v["choices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["text"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let sampled = texts(json!({}));
+    assert!(
+        sampled.iter().any(|t| t != &sampled[0]),
+        "default sampling is greedy: {sampled:?}"
+    );
+    let greedy = texts(json!({"temperature": 0}));
+    assert!(greedy.iter().all(|t| t == &greedy[0]), "{greedy:?}");
+}
+
+/// `--generation-config auto` takes a Hugging Face model's `generation_config.json`
+/// (`do_sample: false` here, as `scripts/gguf-to-hf.py` writes it: greedy by default);
+/// `--generation-config none` ignores it (OpenAI's temperature 1).
+#[test]
+fn generation_config_defaults_hf_gemma() {
+    let dir = switchyard_runtime::registry::cache_dir()
+        .join("hf")
+        .join("gemma-3-270m-bf16");
+    assert!(
+        dir.join(".stamp").is_file(),
+        "{} missing: run scripts/build-hf-test-models.sh first (scripts/test.sh does)",
+        dir.display()
+    );
+    let gc = std::fs::read_to_string(dir.join("generation_config.json")).unwrap();
+    assert!(gc.contains("\"do_sample\": false"), "{gc}");
+    let d = dir.to_str().unwrap();
+    let body = json!({"prompt": "Write a short poem about trains.", "max_tokens": 12, "n": 4,
+                      "ignore_eos": true});
+    let run = |args: &[&str]| -> (Vec<String>, Vec<String>) {
+        let s = Server::start(d, args);
+        let (st, v) = s.post("/v1/completions", &body);
+        assert_eq!(st, 200, "{v}");
+        let texts = v["choices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["text"].as_str().unwrap().to_string())
+            .collect();
+        (texts, s.logs())
+    };
+    let (auto, logs) = run(&[]);
+    assert!(auto.iter().all(|t| t == &auto[0]), "{auto:?}");
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("temperature 0") && l.contains("generation_config.json")),
+        "{logs:?}"
+    );
+    let (none, _) = run(&["--generation-config", "none"]);
+    assert!(none.iter().any(|t| t != &none[0]), "{none:?}");
 }

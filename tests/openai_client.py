@@ -66,7 +66,8 @@ def expect(exc, fn):
 
 def completions(s):
     c = s.client()
-    r = c.completions.create(model=GEMMA, prompt="The capital of France is", max_tokens=8)
+    # Greedy on request: the default follows the model (else OpenAI's temperature 1).
+    r = c.completions.create(model=GEMMA, prompt="The capital of France is", max_tokens=8, temperature=0)
     assert r.object == "text_completion" and r.choices[0].text, r
     assert r.usage.completion_tokens == 8 and r.choices[0].finish_reason == "length", r
     text = r.choices[0].text
@@ -76,6 +77,7 @@ def completions(s):
             model=GEMMA,
             prompt="The capital of France is",
             max_tokens=8,
+            temperature=0,
             stream=True,
             stream_options={"include_usage": True},
         )
@@ -131,12 +133,14 @@ def rate_limit(s):
 def chat(s):
     c = s.client()
     msgs = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hi."}]
-    r = c.chat.completions.create(model=QWEN, messages=msgs, max_tokens=16)
+    r = c.chat.completions.create(model=QWEN, messages=msgs, max_tokens=16, temperature=0)
     assert r.object == "chat.completion" and r.choices[0].message.role == "assistant", r
     text = r.choices[0].message.content
     assert text, r
-    chunks = list(c.chat.completions.create(model=QWEN, messages=msgs, max_tokens=16, stream=True))
+    chunks = list(c.chat.completions.create(model=QWEN, messages=msgs, max_tokens=16, temperature=0, stream=True))
     assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == text
+    # The role comes with the first generated text, not in an empty chunk before it.
+    assert chunks[0].choices[0].delta.role == "assistant" and chunks[0].choices[0].delta.content, chunks[0]
     r = c.chat.completions.create(
         model=QWEN, messages=msgs, max_completion_tokens=4, n=2, seed=3, temperature=0.7, logprobs=True, top_logprobs=3
     )

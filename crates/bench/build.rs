@@ -1,4 +1,9 @@
 //! Records the git commit for result files (`SWITCHYARD_GIT_COMMIT`).
+//!
+//! Only `HEAD` and the ref it points to are watched, and only read-only git commands run: a
+//! `git status` here would refresh `.git/index`, and watching the index made every build
+//! rerun this script (and rebuild the crates after it). Uncommitted changes are therefore not
+//! marked; set `SWITCHYARD_GIT_COMMIT` to label such a build.
 use std::process::Command;
 
 fn git(args: &[&str]) -> Option<String> {
@@ -10,17 +15,22 @@ fn git(args: &[&str]) -> Option<String> {
 }
 
 fn main() {
-    if let Some(c) = git(&["rev-parse", "HEAD"]) {
-        let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
-            .map(|s| !s.is_empty())
-            .unwrap_or(false);
-        let c = if dirty { format!("{c}-dirty") } else { c };
-        println!("cargo:rustc-env=SWITCHYARD_GIT_COMMIT={c}");
-    }
-    for p in ["HEAD", "logs/HEAD", "index"] {
-        if let Some(path) = git(&["rev-parse", "--git-path", p]) {
-            println!("cargo:rerun-if-changed={path}");
+    println!("cargo:rerun-if-env-changed=SWITCHYARD_GIT_COMMIT");
+    if std::env::var_os("SWITCHYARD_GIT_COMMIT").is_none() {
+        if let Some(c) = git(&["rev-parse", "HEAD"]) {
+            println!("cargo:rustc-env=SWITCHYARD_GIT_COMMIT={c}");
         }
     }
-    println!("cargo:rerun-if-env-changed=SWITCHYARD_GIT_COMMIT");
+    let mut watch = vec!["HEAD".to_string(), "packed-refs".to_string()];
+    if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        watch.push(r);
+    }
+    for p in watch {
+        // A missing path would make cargo rerun the script on every build: skip it.
+        if let Some(path) = git(&["rev-parse", "--git-path", &p]) {
+            if std::path::Path::new(&path).exists() {
+                println!("cargo:rerun-if-changed={path}");
+            }
+        }
+    }
 }

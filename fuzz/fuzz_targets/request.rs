@@ -7,7 +7,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use switchyard_http::api::{validate_chat_body, validate_completion_body};
+use switchyard_http::api::{validate_chat_body, validate_completion_body, ParseCtx};
 use switchyard_http::template::ChatTemplate;
 use switchyard_runtime::engine::{validate_request, EngineInfo, EngineRequest, SubmitError};
 use switchyard_runtime::tokenizer::Tokenizer;
@@ -64,13 +64,20 @@ fn engine_check(r: &EngineRequest, tok: &Tokenizer, body: &[u8]) {
 fn run(data: &[u8]) {
     switchyard_fuzz::allow_caught_panics();
     let served = ["model".to_string(), "gemma-3-270m".to_string()];
+    let defaults = switchyard_runtime::GenerationDefaults::default().base_params();
     for (tok, tpl) in switchyard_fuzz::tokenizers().iter().zip(templates()) {
-        if let Ok(reqs) = validate_completion_body(data, &served, tok, tok.vocab_size) {
+        let ctx = ParseCtx {
+            tok,
+            vocab: tok.vocab_size,
+            max_model_len: MAX_MODEL_LEN,
+            defaults: &defaults,
+        };
+        if let Ok(reqs) = validate_completion_body(data, &served, ctx) {
             for r in &reqs {
                 engine_check(r, tok, data);
             }
         }
-        if let Ok(r) = validate_chat_body(data, &served, tpl, tok, tok.vocab_size, MAX_MODEL_LEN) {
+        if let Ok(r) = validate_chat_body(data, &served, tpl, ctx) {
             engine_check(&r, tok, data);
         }
     }

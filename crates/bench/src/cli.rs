@@ -55,12 +55,14 @@ pub struct ServeArgs {
     /// JSONL prompt file for --dataset jsonl.
     #[arg(long)]
     pub dataset_path: Option<PathBuf>,
-    /// Prompt tokens: N or MIN:MAX (uniform). For shared-prefix: the suffix after the prefix.
-    #[arg(long, default_value = "128")]
-    pub input_len: LenDist,
-    /// Output tokens (max_tokens): N or MIN:MAX (uniform).
-    #[arg(long, default_value = "128")]
-    pub output_len: LenDist,
+    /// Prompt tokens: N or MIN:MAX (uniform), default 128. For shared-prefix: the suffix after
+    /// the prefix. Not for prompt files (jsonl, bundled), whose prompts have their own lengths.
+    #[arg(long)]
+    pub input_len: Option<LenDist>,
+    /// Output tokens (max_tokens): N or MIN:MAX (uniform), default 128. For prompt files it
+    /// replaces each line's own `output_len` when given.
+    #[arg(long)]
+    pub output_len: Option<LenDist>,
     /// shared-prefix: number of distinct prefixes.
     #[arg(long, default_value_t = 4)]
     pub num_groups: usize,
@@ -297,13 +299,31 @@ async fn serve(a: ServeArgs) -> Result<BenchResult> {
         },
         DatasetName::Bundled => Dataset::Bundled,
     };
-    let workload = Arc::new(Workload::new(
+    let from_file = matches!(a.dataset, DatasetName::Jsonl | DatasetName::Bundled);
+    if from_file && a.input_len.is_some() {
+        bail!(
+            "--input-len does not apply to --dataset {}: its prompts have their own lengths \
+             (use --dataset random or shared-prefix for a set prompt length)",
+            a.dataset
+                .to_possible_value()
+                .map_or("?".into(), |v| v.get_name().to_string())
+        );
+    }
+    let default_len: LenDist = "128".parse().expect("a length");
+    let input_len = (!from_file).then(|| a.input_len.unwrap_or(default_len));
+    let output_len = a.output_len.unwrap_or(default_len);
+    let per_prompt_output_len = from_file && a.output_len.is_none();
+    let mut workload = Workload::new(
         dataset.clone(),
-        a.input_len,
-        a.output_len,
+        input_len.unwrap_or(default_len),
+        output_len,
         a.seed,
         source,
-    )?);
+    )?;
+    if !per_prompt_output_len {
+        workload.use_output_len_for_all();
+    }
+    let workload = Arc::new(workload);
     let target = Arc::new(target);
     let started_at = now_rfc3339();
     let show = !a.no_progress;
@@ -396,8 +416,9 @@ async fn serve(a: ServeArgs) -> Result<BenchResult> {
         },
         workload: WorkloadInfo {
             dataset,
-            input_len: a.input_len,
-            output_len: a.output_len,
+            input_len,
+            output_len,
+            per_prompt_output_len,
             ignore_eos: a.ignore_eos,
             seed: a.seed,
             tokenizer,

@@ -178,8 +178,13 @@ impl Target {
         }
         let mut parser = SseParser::new();
         let mut stream = resp.bytes_stream();
+        // TTFT counts from the first chunk that carries output (text, reasoning or a tool
+        // call), not from a role-only chunk; `first_any` is the fallback for a stream whose
+        // only chunk is its finish (an immediate end of sequence).
         let mut first: Option<Instant> = None;
+        let mut first_any: Option<Instant> = None;
         let mut last = st;
+        let mut end = st;
         let mut text_chunks = 0u64;
         let mut usage_out: Option<u64> = None;
         let mut usage_in: Option<u64> = None;
@@ -197,13 +202,21 @@ impl Target {
             for ev in events.drain(..) {
                 let now = Instant::now();
                 match parse_data(&ev) {
-                    Ok(Chunk::Token { text, usage }) => {
-                        if first.is_none() {
-                            first = Some(now);
-                        } else {
-                            out.itl_s.push(now.duration_since(last).as_secs_f64());
+                    Ok(Chunk::Token {
+                        text,
+                        output,
+                        usage,
+                    }) => {
+                        first_any.get_or_insert(now);
+                        end = now;
+                        if output {
+                            if first.is_none() {
+                                first = Some(now);
+                            } else {
+                                out.itl_s.push(now.duration_since(last).as_secs_f64());
+                            }
+                            last = now;
                         }
-                        last = now;
                         if !text.is_empty() {
                             text_chunks += 1;
                         }
@@ -223,7 +236,7 @@ impl Target {
                 }
             }
         }
-        let Some(first) = first else {
+        let Some(first) = first.or(first_any) else {
             return fail(
                 out,
                 "no_tokens",
@@ -232,7 +245,7 @@ impl Target {
         };
         out.success = true;
         out.ttft_s = first.duration_since(st).as_secs_f64();
-        out.e2el_s = last.duration_since(st).as_secs_f64();
+        out.e2el_s = end.max(last).duration_since(st).as_secs_f64();
         out.output_tokens = usage_out.unwrap_or(text_chunks);
         if let Some(p) = usage_in {
             out.prompt_tokens = p;

@@ -177,11 +177,17 @@ fn describe(r: &BenchResult) -> String {
         (None, Some(d)) => format!("{d} s per point"),
         _ => String::new(),
     };
+    let input = w
+        .input_len
+        .map_or_else(|| "the prompts' own".to_string(), |l| l.to_string());
+    let output = if w.per_prompt_output_len {
+        format!("each prompt's own (else {})", w.output_len)
+    } else {
+        w.output_len.to_string()
+    };
     let _ = writeln!(
         s,
-        "- workload: {dataset}, input {} tokens, output {} tokens, ignore_eos {}, tokenizer {}, {amount}, {} warm-up, seed {}",
-        w.input_len,
-        w.output_len,
+        "- workload: {dataset}, input {input} tokens, output {output} tokens, ignore_eos {}, tokenizer {}, {amount}, {} warm-up, seed {}",
         w.ignore_eos,
         w.tokenizer.as_deref().unwrap_or("none (random words)"),
         w.warmup_requests,
@@ -285,7 +291,14 @@ fn plot_panels(path: &Path, x_desc: &str, panels: &[(&str, &str, Series)]) -> Re
             .iter()
             .flat_map(|(_, p)| p.iter().map(|q| q.1))
             .fold(0f64, f64::max);
-        let ymax = if ymax > 0.0 { ymax * 1.15 } else { 1.0 };
+        // Headroom for the legend in the upper left: the data stays below it (about 20 px
+        // per line in a plot area of about 320 px), so no point hides behind it.
+        let legend = ((20 * ser.len() + 16) as f64 / 320.0).min(0.6);
+        let ymax = if ymax > 0.0 {
+            ymax / (1.0 - legend - 0.05)
+        } else {
+            1.0
+        };
         let mut chart = ChartBuilder::on(area)
             .caption(*title, ("sans-serif", 18))
             .margin(12)

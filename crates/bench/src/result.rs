@@ -113,10 +113,15 @@ pub struct Server {
 pub struct WorkloadInfo {
     /// The dataset.
     pub dataset: Dataset,
-    /// Prompt length distribution, tokens (random and shared-prefix; suffix for the latter).
-    pub input_len: LenDist,
-    /// `max_tokens` distribution (jsonl lines may override it).
+    /// Prompt length distribution, tokens (random and shared-prefix; suffix for the latter);
+    /// `null` for prompt files, whose prompts have their own lengths.
+    pub input_len: Option<LenDist>,
+    /// `max_tokens` distribution (for prompt files: of lines without their own `output_len`).
     pub output_len: LenDist,
+    /// Prompt files: each line's own `output_len` was used where it has one (no `--output-len`
+    /// given).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub per_prompt_output_len: bool,
     /// Whether `ignore_eos: true` was sent.
     pub ignore_eos: bool,
     /// Seed of the workload and arrival times.

@@ -85,11 +85,15 @@ impl SseParser {
 /// What one streamed event carries.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Chunk {
-    /// A chunk with a non-empty `choices` array: a token event (its text may be empty, e.g.
-    /// the chat role chunk or a special token). vLLM counts these for TTFT and ITL.
+    /// A chunk with a non-empty `choices` array (its text may be empty, e.g. the chat role
+    /// chunk, a finish-only chunk or a special token).
     Token {
         /// The text of `choices[0]` (`text` or `delta.content`), empty if none.
         text: String,
+        /// Whether `choices[0]` carries generated output: non-empty text or content, reasoning
+        /// (`reasoning_content` / `reasoning`) or tool calls. Only these count for TTFT and
+        /// ITL: a role-only chunk sent before the prefill ends is not a token.
+        output: bool,
         /// Usage, when the server puts it on the same chunk.
         usage: Option<Usage>,
     },
@@ -142,6 +146,15 @@ pub fn parse_data(data: &str) -> Result<Chunk, serde_json::Error> {
     match v.get("choices").and_then(Value::as_array) {
         Some(choices) if !choices.is_empty() => {
             let c = &choices[0];
+            let delta = c.get("delta");
+            let non_empty = |k: &str| {
+                delta.and_then(|d| d.get(k)).is_some_and(|v| match v {
+                    Value::String(s) => !s.is_empty(),
+                    Value::Array(a) => !a.is_empty(),
+                    Value::Null => false,
+                    _ => true,
+                })
+            };
             let text = c
                 .get("text")
                 .and_then(Value::as_str)
@@ -152,7 +165,15 @@ pub fn parse_data(data: &str) -> Result<Chunk, serde_json::Error> {
                 })
                 .unwrap_or("")
                 .to_string();
-            Ok(Chunk::Token { text, usage })
+            let output = !text.is_empty()
+                || non_empty("reasoning_content")
+                || non_empty("reasoning")
+                || non_empty("tool_calls");
+            Ok(Chunk::Token {
+                text,
+                output,
+                usage,
+            })
         }
         _ => Ok(match usage {
             Some(u) => Chunk::Usage(u),
@@ -180,6 +201,7 @@ mod tests {
                 parse_data(&ev[0]).unwrap(),
                 Chunk::Token {
                     text: "h\u{e9}llo".into(),
+                    output: true,
                     usage: None
                 }
             );
@@ -209,10 +231,12 @@ mod tests {
             vec![
                 Chunk::Token {
                     text: "a".into(),
+                    output: true,
                     usage: None
                 },
                 Chunk::Token {
                     text: String::new(),
+                    output: false,
                     usage: None
                 },
                 Chunk::Done
@@ -237,11 +261,40 @@ mod tests {
             c,
             Chunk::Token {
                 text: String::new(),
+                output: false,
                 usage: Some(Usage {
                     prompt_tokens: Some(5),
                     completion_tokens: Some(7)
                 })
             }
         );
+    }
+
+    #[test]
+    fn only_chunks_with_output_are_tokens() {
+        let out = |d: &str| match parse_data(d).unwrap() {
+            Chunk::Token { output, .. } => output,
+            c => panic!("{c:?}"),
+        };
+        // The role chunk a server may send before its prefill ends is not a token.
+        assert!(!out(
+            r#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#
+        ));
+        assert!(!out(
+            r#"{"choices":[{"delta":{"role":"assistant","content":null}}]}"#
+        ));
+        assert!(!out(r#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#));
+        assert!(out(
+            r#"{"choices":[{"delta":{"role":"assistant","content":"Hi"}}]}"#
+        ));
+        assert!(out(
+            r#"{"choices":[{"delta":{"reasoning_content":"hmm"}}]}"#
+        ));
+        assert!(out(r#"{"choices":[{"delta":{"reasoning":"hmm"}}]}"#));
+        assert!(out(
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"name":"f"}}]}}]}"#
+        ));
+        assert!(!out(r#"{"choices":[{"delta":{"tool_calls":[]}}]}"#));
+        assert!(out(r#"{"choices":[{"text":"x"}]}"#));
     }
 }

@@ -326,6 +326,14 @@ impl Workload {
         &self.prefixes
     }
 
+    /// Prompt files: every request gets `max_tokens` from the workload's output length, not
+    /// from its line's own `output_len`.
+    pub fn use_output_len_for_all(&mut self) {
+        for p in &mut self.prompts {
+            p.2 = None;
+        }
+    }
+
     /// Request number `index` (deterministic in seed and index).
     pub fn request(&self, index: u64) -> BenchRequest {
         let mut rng = rng_for(self.seed, 0, index);

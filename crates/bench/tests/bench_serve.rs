@@ -127,6 +127,14 @@ async fn handle(
         b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n",
     )
     .await?;
+    if chat {
+        // A role-only chunk at once, before the "prefill" (as Switchyard sent it until
+        // 2026-12): it carries no output, so TTFT must not start counting from it.
+        let role =
+            json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]});
+        sock.write_all(format!("data: {role}\n\n").as_bytes())
+            .await?;
+    }
     sock.flush().await?;
     tokio::time::sleep(Duration::from_millis(TTFT_MS)).await;
     for k in 0..tokens {
@@ -332,8 +340,6 @@ fn chat_open_loop_and_duration() {
             "0",
             "--dataset",
             "bundled",
-            "--output-len",
-            "3",
             "--ignore-eos",
             "false",
         ],
@@ -344,6 +350,59 @@ fn chat_open_loop_and_duration() {
     // Bundled prompts carry their own output_len (>= 32): the mock sends that many tokens.
     assert_eq!(p.metrics.completed, 5);
     assert!(p.metrics.total_output_tokens >= 5 * 32);
+    assert!(r.workload.per_prompt_output_len && r.workload.input_len.is_none());
+    // TTFT counts from the first content, not from the role chunk the mock sends at once.
+    assert!(
+        p.metrics.ttft_ms.median >= TTFT_MS as f64 - 1.0
+            && p.metrics.ttft_ms.mean >= TTFT_MS as f64 - 1.0,
+        "{:?}",
+        p.metrics.ttft_ms
+    );
+    // Gaps are between content chunks.
+    assert!(
+        p.metrics.itl_ms.median >= ITL_MS as f64 - 1.0,
+        "{:?}",
+        p.metrics.itl_ms
+    );
+    // --output-len replaces the prompts' own lengths; --input-len does not apply to them.
+    let r2 = run_serve(args(
+        &mock,
+        &[
+            "--endpoint",
+            "/v1/chat/completions",
+            "--model",
+            "mock-model",
+            "--num-prompts",
+            "3",
+            "--concurrency",
+            "1",
+            "--warmup",
+            "0",
+            "--dataset",
+            "bundled",
+            "--output-len",
+            "3",
+            "--ignore-eos",
+            "false",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(r2.points[0].metrics.total_output_tokens, 9);
+    assert!(!r2.workload.per_prompt_output_len);
+    let e = run_serve(args(
+        &mock,
+        &[
+            "--model",
+            "mock-model",
+            "--dataset",
+            "bundled",
+            "--input-len",
+            "64",
+        ],
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("--input-len") && e.contains("bundled"), "{e}");
     let bodies = mock.bodies.lock().unwrap();
     assert!(bodies
         .iter()

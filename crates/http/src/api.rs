@@ -14,6 +14,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::stream::{self, BoxStream, StreamExt};
 use serde_json::{json, Map, Value};
+use switchyard_core::SamplingParams;
 use switchyard_runtime::engine::{
     EngineError, EngineOutput, EngineRequest, FinishReason, StreamItem, TokenLogprob, MAX_LOGPROBS,
 };
@@ -29,6 +30,31 @@ use crate::{json_response, AppState};
 pub struct RequestId(pub String);
 
 type AppResult = Result<Response, ApiError>;
+
+/// What parsing a generation request needs from the model and the server.
+#[derive(Clone, Copy)]
+pub struct ParseCtx<'a> {
+    /// The tokenizer (prompts, templates).
+    pub tok: &'a Tokenizer,
+    /// Vocabulary size (bounds token ids).
+    pub vocab: usize,
+    /// Longest sequence (chat's default `max_tokens` is the room left).
+    pub max_model_len: usize,
+    /// The sampling a request starts from (the model's generation defaults or OpenAI's).
+    pub defaults: &'a SamplingParams,
+}
+
+impl<'a> ParseCtx<'a> {
+    fn of(state: &'a AppState) -> Self {
+        let info = state.engine.info();
+        Self {
+            tok: state.engine.tokenizer(),
+            vocab: info.vocab_size,
+            max_model_len: info.max_model_len,
+            defaults: &state.config.sampling_defaults,
+        }
+    }
+}
 
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -345,20 +371,15 @@ fn parse_prompts(v: Value, tok: &Tokenizer, vocab: usize) -> Result<Vec<Vec<u32>
 }
 
 fn parse_completion(state: &AppState, f: Fields) -> Result<CompletionJob, ApiError> {
-    parse_completion_with(
-        f,
-        &state.config.served_model_names,
-        state.engine.tokenizer(),
-        state.engine.info().vocab_size,
-    )
+    parse_completion_with(f, &state.config.served_model_names, ParseCtx::of(state))
 }
 
 fn parse_completion_with(
     mut f: Fields,
     served: &[String],
-    tok: &Tokenizer,
-    vocab: usize,
+    ctx: ParseCtx<'_>,
 ) -> Result<CompletionJob, ApiError> {
+    let (tok, vocab) = (ctx.tok, ctx.vocab);
     check_model_names(served, &mut f)?;
     let prompt = f
         .take("prompt")
@@ -372,7 +393,7 @@ fn parse_completion_with(
     let logprobs = params::completion_logprobs(&mut f)?;
     let stream = params::stream_opts(&mut f)?;
     let mut base = EngineRequest::default();
-    params::sampling(&mut f, &mut base, vocab)?;
+    params::sampling(&mut f, &mut base, vocab, ctx.defaults)?;
     if let Some(b) = f.int("best_of", 1, i64::from(u32::MAX))? {
         if b as usize != base.n {
             return Err(ApiError::unsupported(
@@ -623,10 +644,9 @@ pub async fn completions(
 pub fn validate_completion_body(
     body: &[u8],
     served: &[String],
-    tok: &Tokenizer,
-    vocab: usize,
+    ctx: ParseCtx<'_>,
 ) -> Result<Vec<EngineRequest>, ApiError> {
-    Ok(parse_completion_with(Fields::parse(body)?, served, tok, vocab)?.reqs)
+    Ok(parse_completion_with(Fields::parse(body)?, served, ctx)?.reqs)
 }
 
 /// A `POST /v1/chat/completions` body as the handler reads it: the engine request (template
@@ -635,13 +655,11 @@ pub fn validate_chat_body(
     body: &[u8],
     served: &[String],
     template: &ChatTemplate,
-    tok: &Tokenizer,
-    vocab: usize,
-    max_model_len: usize,
+    ctx: ParseCtx<'_>,
 ) -> Result<EngineRequest, ApiError> {
     let mut f = Fields::parse(body)?;
     check_model_names(served, &mut f)?;
-    Ok(parse_chat(f, template, tok, vocab, max_model_len)?.request)
+    Ok(parse_chat(f, template, ctx)?.request)
 }
 
 // --- /v1/chat/completions ----------------------------------------------------------------------
@@ -741,10 +759,9 @@ struct ChatJob {
 fn parse_chat(
     mut f: Fields,
     template: &ChatTemplate,
-    tok: &Tokenizer,
-    vocab: usize,
-    max_model_len: usize,
+    ctx: ParseCtx<'_>,
 ) -> Result<ChatJob, ApiError> {
+    let (tok, vocab, max_model_len) = (ctx.tok, ctx.vocab, ctx.max_model_len);
     let messages = parse_messages(
         f.take("messages")
             .ok_or_else(|| ApiError::invalid("messages", "`messages` is required"))?,
@@ -775,7 +792,7 @@ fn parse_chat(
     let add_generation_prompt = f.bool("add_generation_prompt")?.unwrap_or(true);
     let stream = params::stream_opts(&mut f)?;
     let mut r = EngineRequest::default();
-    params::sampling(&mut f, &mut r, vocab)?;
+    params::sampling(&mut f, &mut r, vocab, ctx.defaults)?;
     f.finish()?;
     let text = template
         .render(&messages, add_generation_prompt)
@@ -817,12 +834,11 @@ pub async fn chat_completions(
         ));
     };
     let tok = state.engine.tokenizer().clone();
-    let info = state.engine.info().clone();
     let ChatJob {
         request: r,
         logprobs,
         stream,
-    } = parse_chat(f, template, &tok, info.vocab_size, info.max_model_len)?;
+    } = parse_chat(f, template, ParseCtx::of(&state))?;
     let n = r.n;
     let prompt_len = r.prompt.len();
     let (mut merged, admission) = submit_all(&state, vec![r], "messages")?;
@@ -844,11 +860,9 @@ pub async fn chat_completions(
                 }
                 c
             };
-            for i in 0..n {
-                let c = base(json!([{"index": i, "delta": {"role": "assistant", "content": ""},
-                    "logprobs": null, "finish_reason": null}]));
-                yield Ok::<Event, Infallible>(Event::default().data(c.to_string()));
-            }
+            // Each choice's `role` goes with its first generated output (as OpenAI and vLLM
+            // send it), not at once: a chunk before the prefill ends would read as a token.
+            let mut role_sent = vec![false; n];
             let mut usage = StreamUsage::default();
             let mut reason = "stop";
             while let Some((p, item)) = merged.next().await {
@@ -856,7 +870,7 @@ pub async fn chat_completions(
                     Ok(o) => o,
                     Err(e) => {
                         tracker.finish("error");
-                        yield Ok(Event::default().data(engine_error(e).body().to_string()));
+                        yield Ok::<Event, Infallible>(Event::default().data(engine_error(e).body().to_string()));
                         break;
                     }
                 };
@@ -867,10 +881,20 @@ pub async fn chat_completions(
                 } else {
                     Value::Null
                 };
-                if !out.text.is_empty() || (logprobs && out.logprobs.as_ref().is_some_and(|l| !l.is_empty())) {
-                    let c = base(json!([{"index": out.index, "delta": {"content": out.text},
+                let has_lp = logprobs && out.logprobs.as_ref().is_some_and(|l| !l.is_empty());
+                let first = !std::mem::replace(&mut role_sent[out.index], true);
+                if !out.text.is_empty() || has_lp || (first && out.finish.is_some()) {
+                    let delta = if first {
+                        json!({"role": "assistant", "content": out.text})
+                    } else {
+                        json!({"content": out.text})
+                    };
+                    let c = base(json!([{"index": out.index, "delta": delta,
                         "logprobs": lp, "finish_reason": null}]));
-                    yield Ok(Event::default().data(c.to_string()));
+                    yield Ok::<Event, Infallible>(Event::default().data(c.to_string()));
+                } else if first {
+                    // Nothing to show yet (e.g. half of a UTF-8 character): the role waits.
+                    role_sent[out.index] = false;
                 }
                 if let Some(f) = &out.finish {
                     reason = f.as_openai();

@@ -35,6 +35,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use switchyard_core::SamplingParams;
 use switchyard_runtime::engine::{EngineHandle, EngineStats};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -70,6 +71,9 @@ pub struct ServerConfig {
     pub body_read_timeout: Duration,
     /// Open client connections at most; further connections are closed at once.
     pub max_connections: usize,
+    /// The sampling a request starts from before its own fields: the model's generation
+    /// defaults (`--generation-config auto`) over OpenAI's (temperature 1, top_p 1).
+    pub sampling_defaults: SamplingParams,
 }
 
 impl Default for ServerConfig {
@@ -87,6 +91,7 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             max_connections: 1024,
+            sampling_defaults: switchyard_runtime::GenerationDefaults::default().base_params(),
         }
     }
 }
@@ -219,18 +224,55 @@ async fn request_id(State(state): State<Arc<AppState>>, mut req: Request, next: 
     let t0 = Instant::now();
     let mut resp = next.run(req).await;
     state.metrics.observe_status(resp.status().as_u16());
-    tracing::info!(
-        request_id = %id,
-        %method,
+    let log = RequestLog {
+        id: id.clone(),
+        method,
         path,
-        status = resp.status().as_u16(),
-        ms = t0.elapsed().as_millis() as u64,
-        "request"
-    );
+        status: resp.status().as_u16(),
+        t0,
+    };
+    let streamed = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if streamed {
+        // Logged when the stream ends (or the client leaves), with its whole duration.
+        let (parts, body) = resp.into_parts();
+        let s = futures::StreamExt::map(body.into_data_stream(), move |chunk| {
+            let _keep = &log;
+            chunk
+        });
+        resp = Response::from_parts(parts, Body::from_stream(s));
+    } else {
+        drop(log);
+    }
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(X_REQUEST_ID.clone(), v);
     }
     resp
+}
+
+/// One request's log line, written when dropped: at once for a plain response, at the end
+/// of the body for a stream. Sizes and timings only, never the request's text.
+struct RequestLog {
+    id: String,
+    method: Method,
+    path: String,
+    status: u16,
+    t0: Instant,
+}
+
+impl Drop for RequestLog {
+    fn drop(&mut self) {
+        tracing::info!(
+            request_id = %self.id,
+            method = %self.method,
+            path = %self.path,
+            status = self.status,
+            ms = self.t0.elapsed().as_millis() as u64,
+            "request"
+        );
+    }
 }
 
 /// Requires the API key (constant-time compare) when one is configured.
@@ -252,8 +294,18 @@ async fn auth(State(state): State<Arc<AppState>>, req: Request, next: Next) -> R
 /// Reads the whole request body within `body_read_timeout` (else 408) and the body limit
 /// (else 413), so a client that trickles its body cannot hold a handler forever.
 async fn read_body(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let (parts, body) = req.into_parts();
     let limit = state.config.max_body_bytes;
+    // An announced length over the limit is refused before any of the body is read (a client
+    // that announces 64 MiB and sends 64 KiB must not wait out the body timeout).
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit as u64) {
+        return ApiError::too_large(limit).into_response();
+    }
+    let (parts, body) = req.into_parts();
     let timeout = state.config.body_read_timeout;
     let collected = tokio::time::timeout(
         timeout,

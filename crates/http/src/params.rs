@@ -188,9 +188,15 @@ pub fn stream_opts(f: &mut Fields) -> Result<StreamOpts, ApiError> {
 }
 
 /// Reads the sampling, stop and `n` parameters shared by completions and chat into `r`.
-/// `vocab` bounds token ids (logit bias, stop token ids).
-pub fn sampling(f: &mut Fields, r: &mut EngineRequest, vocab: usize) -> Result<(), ApiError> {
-    let mut s = SamplingParams::default();
+/// `vocab` bounds token ids (logit bias, stop token ids); what the request does not set comes
+/// from `defaults` (the model's generation defaults, else OpenAI's).
+pub fn sampling(
+    f: &mut Fields,
+    r: &mut EngineRequest,
+    vocab: usize,
+    defaults: &SamplingParams,
+) -> Result<(), ApiError> {
+    let mut s = defaults.clone();
     if let Some(t) = f.number("temperature", 0.0, 100.0)? {
         s.temperature = t as f32;
     }
@@ -360,7 +366,11 @@ mod tests {
         let mut f = fields(
             r#"{"temperature": 0.5, "top_k": -1, "top_p": 0.9, "stop": "x", "logit_bias": {"5": -100}, "n": 3, "seed": -1}"#,
         );
-        sampling(&mut f, &mut r, 10).unwrap();
+        let openai = SamplingParams {
+            temperature: 1.0,
+            ..SamplingParams::default()
+        };
+        sampling(&mut f, &mut r, 10, &openai).unwrap();
         f.finish().unwrap();
         assert_eq!(r.sampling.temperature, 0.5);
         assert_eq!(r.sampling.top_k, 0);
@@ -384,9 +394,41 @@ mod tests {
                 "stop",
             ),
         ] {
-            let e = sampling(&mut fields(body), &mut EngineRequest::default(), 10).unwrap_err();
+            let e = sampling(
+                &mut fields(body),
+                &mut EngineRequest::default(),
+                10,
+                &openai,
+            )
+            .unwrap_err();
             assert_eq!(e.param.as_deref(), Some(param), "{body}: {}", e.message);
         }
+    }
+
+    /// What a request leaves out comes from the defaults; what it gives wins.
+    #[test]
+    fn defaults_fill_what_the_request_leaves_out() {
+        let model = SamplingParams {
+            temperature: 0.7,
+            top_p: 0.8,
+            top_k: 20,
+            repetition_penalty: 1.1,
+            ..SamplingParams::default()
+        };
+        let mut r = EngineRequest::default();
+        sampling(&mut fields(r#"{"top_k": 5}"#), &mut r, 10, &model).unwrap();
+        assert_eq!(
+            (r.sampling.temperature, r.sampling.top_p, r.sampling.top_k),
+            (0.7, 0.8, 5)
+        );
+        assert_eq!(r.sampling.repetition_penalty, 1.1);
+        let mut r = EngineRequest::default();
+        sampling(&mut fields(r#"{"temperature": 0}"#), &mut r, 10, &model).unwrap();
+        assert!(r.sampling.is_greedy());
+        // `null` means "not given": the default stays.
+        let mut r = EngineRequest::default();
+        sampling(&mut fields(r#"{"temperature": null}"#), &mut r, 10, &model).unwrap();
+        assert_eq!(r.sampling.temperature, 0.7);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod engine;
 pub mod generate;
+pub mod generation;
 pub mod gguf;
 pub mod hf;
 pub mod hub;
@@ -16,5 +17,6 @@ pub mod safetensors;
 pub mod sampling;
 pub mod tokenizer;
 
+pub use generation::GenerationDefaults;
 pub use mmap::set_read_into_memory;
 pub use model::{LoadError, Model, Weights};

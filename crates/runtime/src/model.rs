@@ -7,6 +7,7 @@ use std::sync::Arc;
 use switchyard_core::{BackendError, GgmlType, ModelConfig, WeightSource};
 
 use crate::config::{model_config, ConfigError};
+use crate::generation::GenerationDefaults;
 use crate::gguf::{GgufError, GgufFile};
 use crate::hf::{HfError, HfWeights};
 use crate::hub::HubError;
@@ -65,6 +66,8 @@ pub struct Model {
     pub config: ModelConfig,
     /// Tokenizer and special tokens.
     pub tokenizer: Tokenizer,
+    /// The model's own sampling defaults (`generation_config.json`, GGUF `general.sampling.*`).
+    pub generation: GenerationDefaults,
 }
 
 impl std::fmt::Debug for Model {
@@ -89,11 +92,13 @@ impl Model {
             tokenizer_ms = t1.elapsed().as_millis() as u64,
             "model opened"
         );
+        let generation = GenerationDefaults::from_gguf(&gguf);
         Ok(Self {
             path: path.to_path_buf(),
             weights: Weights::Gguf(Arc::new(gguf)),
             config,
             tokenizer,
+            generation,
         })
     }
 
@@ -117,6 +122,7 @@ impl Model {
             weights: Weights::Hf(Arc::new(weights)),
             config,
             tokenizer,
+            generation: GenerationDefaults::from_hf_dir(dir),
         })
     }
 

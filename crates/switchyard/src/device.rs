@@ -87,12 +87,13 @@ pub fn create_backend(device: Device, model: &Model) -> Result<Box<dyn Backend>>
                     model.weights(),
                 )?))
             }
+            // `auto` on a machine without a GPU is the normal case, not a warning.
             Ok(_) => {
-                tracing::warn!("no CUDA device found; using the CPU backend");
+                tracing::info!("device: cpu (--device auto: no CUDA device found)");
                 create_backend(Device::Cpu, model)
             }
             Err(e) => {
-                tracing::warn!("CUDA unavailable ({e}); using the CPU backend");
+                tracing::info!("device: cpu (--device auto: CUDA not usable here: {e})");
                 create_backend(Device::Cpu, model)
             }
         },

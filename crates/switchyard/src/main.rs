@@ -1,4 +1,4 @@
-//! The `switchyard` binary: `generate`, `info`, `fetch` (and `serve`/`bench` as they land).
+//! The `switchyard` binary: `serve`, `generate`, `info`, `fetch` and `bench` (engine, serve, report).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -11,6 +11,7 @@ use switchyard_runtime::{generate, registry, Model};
 
 mod bench_engine;
 mod device;
+mod progress;
 mod serve;
 
 #[derive(Parser)]
@@ -239,6 +240,7 @@ fn cmd_info(a: InfoArgs) -> Result<()> {
             "no"
         }
     );
+    println!("  generation defaults: {}", model.generation.describe());
     let kv_per_token = 2 * c.n_layers * c.kv_dim() * 2;
     println!("  KV cache (f16): {} KiB per token", kv_per_token / 1024);
     Ok(())
@@ -253,14 +255,17 @@ fn main() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // Colour only on a terminal: logs piped to a file or a collector stay plain text.
     let sub = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if cli.log_format == "json" {
         sub.json().init();
     } else {
         sub.init();
     }
+    registry::set_fetch_progress(Box::new(progress::Bar::new()));
     let r = match cli.cmd {
         Cmd::Serve(a) => serve::run(a),
         Cmd::Generate(a) => cmd_generate(a),

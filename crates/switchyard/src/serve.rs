@@ -70,6 +70,11 @@ pub(crate) struct ServeArgs {
     /// Open client connections at most; further ones are closed at once.
     #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS", default_value_t = 1024)]
     max_connections: usize,
+    /// Default sampling of requests that leave it out: `auto` takes the model's own
+    /// (Hugging Face `generation_config.json`, GGUF `general.sampling.*`) over OpenAI's
+    /// defaults (temperature 1, top_p 1); `none` uses OpenAI's only.
+    #[arg(long, env = "SWITCHYARD_GENERATION_CONFIG", default_value = "auto", value_parser = ["auto", "none"])]
+    generation_config: String,
     /// Turn off prefix caching.
     #[arg(long, env = "SWITCHYARD_NO_PREFIX_CACHING")]
     no_prefix_caching: bool,
@@ -152,6 +157,16 @@ pub(crate) fn run(a: ServeArgs) -> Result<()> {
         max_model_len: a.max_model_len,
         sliding_window_kv: !a.disable_sliding_window_kv,
     };
+    let generation = if a.generation_config == "auto" {
+        model.generation.clone()
+    } else {
+        switchyard_runtime::GenerationDefaults::default()
+    };
+    tracing::info!(
+        "default sampling: {} (--generation-config {})",
+        generation.describe(),
+        a.generation_config
+    );
     let tokenizer = Arc::new(model.tokenizer);
     let engine = EngineHandle::start(backend, tokenizer, &model.config, config)
         .context("starting the engine")?;
@@ -169,6 +184,7 @@ pub(crate) fn run(a: ServeArgs) -> Result<()> {
         header_read_timeout: Duration::from_secs_f64(a.header_read_timeout.max(0.1)),
         body_read_timeout: Duration::from_secs_f64(a.body_read_timeout.max(0.1)),
         max_connections: a.max_connections.max(1),
+        sampling_defaults: generation.base_params(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
