@@ -11,7 +11,12 @@ if [ -x "$DIR/build/bin/llama-server" ] && [ -f "$DIR/build/bin/libllama.so" -o 
   echo "$DIR/build/bin"; exit 0
 fi
 mkdir -p "$DIR"
-"$PY" -m pip install --quiet --disable-pip-version-check cmake ninja setuptools-scm wheel >&2
+# Build tools in a virtual environment of their own in the cache, not the system's Python.
+if [ ! -x "$DIR/venv/bin/cmake" ] || [ ! -x "$DIR/venv/bin/ninja" ]; then
+  "$PY" -m venv "$DIR/venv" >&2
+  "$DIR/venv/bin/python" -m pip install --quiet --disable-pip-version-check cmake ninja setuptools-scm wheel >&2
+fi
+export PATH="$DIR/venv/bin:$PATH"
 if [ ! -d "$DIR/src" ]; then
   tmp="$(mktemp -d)"
   "$PY" -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: --no-build-isolation \

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every cargo-fuzz target in fuzz/ for a bounded time from the committed seed corpus.
 # Usage: scripts/fuzz.sh [seconds-per-target (default 60)] [target ...]   (default: all)
-# Needs cargo-fuzz (cargo install cargo-fuzz --locked). Stable Rust with RUSTC_BOOTSTRAP=1
-# (sanitizer flags are nightly-only), or FUZZ_TOOLCHAIN=nightly to use `cargo +nightly`.
+# Needs cargo-fuzz (cargo install cargo-fuzz --locked) and a nightly toolchain (its sanitizer
+# flags are nightly-only): `cargo +nightly fuzz`, or FUZZ_TOOLCHAIN=NAME for another one.
 # The working corpus is fuzz/corpus/<target> (git-ignored, seeded from fuzz/seeds/<target>);
 # crashes land in fuzz/artifacts/<target>/. Exits non-zero if any target crashed.
 set -uo pipefail
@@ -13,12 +13,9 @@ TARGETS=("$@")
 if [ ${#TARGETS[@]} -eq 0 ]; then
   TARGETS=(gguf safetensors manifest request chat_template detokenize stop_matcher)
 fi
-if [ -n "${FUZZ_TOOLCHAIN:-}" ]; then
-  CARGO=(cargo "+$FUZZ_TOOLCHAIN" fuzz)
-else
-  export RUSTC_BOOTSTRAP=1
-  CARGO=(cargo fuzz)
-fi
+CARGO=(cargo "+${FUZZ_TOOLCHAIN:-nightly}" fuzz)
+rustc "+${FUZZ_TOOLCHAIN:-nightly}" --version >/dev/null 2>&1 \
+  || { echo "fuzz: no ${FUZZ_TOOLCHAIN:-nightly} toolchain (rustup toolchain install nightly)" >&2; exit 2; }
 command -v cargo-fuzz >/dev/null || { echo "fuzz: cargo-fuzz missing: cargo install cargo-fuzz --locked" >&2; exit 2; }
 
 echo "== fuzz: build"
@@ -57,6 +54,6 @@ echo "== fuzz: summary"
 printf '%s\n' "${summary[@]}"
 if [ $failed -ne 0 ]; then
   echo "fuzz: a target crashed; the reproducers and logs are in fuzz/artifacts/<target>/" >&2
-  echo "  replay one with: (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run <target> artifacts/<target>/<file>)" >&2
+  echo "  replay one with: (cd fuzz && cargo +nightly fuzz run <target> artifacts/<target>/<file>)" >&2
 fi
 exit $failed

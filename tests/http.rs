@@ -976,6 +976,33 @@ fn slow_clients_are_cut_off_gemma() {
         .as_secs_f64();
     assert!((1.5..10.0).contains(&cut), "slow headers cut after {cut} s");
 
+    // An announced body over --max-body-bytes (8 MiB): 413 at once, before the body is read
+    // (the client announces 64 MiB and sends 64 KiB, then waits).
+    let mut big = connect();
+    let t0 = Instant::now();
+    big.write_all(
+        b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 67108864\r\n\r\n",
+    )
+    .unwrap();
+    big.write_all(&vec![b' '; 64 << 10]).unwrap();
+    let mut head = [0u8; 12];
+    big.read_exact(&mut head).unwrap();
+    let big_s = t0.elapsed().as_secs_f64();
+    assert_eq!(&head, b"HTTP/1.1 413", "{}", String::from_utf8_lossy(&head));
+    assert!(big_s < 1.0, "413 after {big_s} s");
+    drop(big);
+
+    // A long stream that keeps making progress outlives the idle and header timeouts (2 s).
+    let t0 = Instant::now();
+    let chunks = stream(
+        &s,
+        "/v1/completions",
+        &json!({"prompt": "Once upon a time", "max_tokens": 120, "ignore_eos": true,
+                "stream": true, "stream_options": {"include_usage": true}}),
+    );
+    assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 120);
+    eprintln!("long stream took {:?}", t0.elapsed());
+
     // A body that stops arriving: 408 in OpenAI's shape.
     let mut body = connect();
     let t0 = Instant::now();
@@ -1290,4 +1317,146 @@ fn generation_config_defaults_hf_gemma() {
     );
     let (none, _) = run(&["--generation-config", "none"]);
     assert!(none.iter().any(|t| t != &none[0]), "{none:?}");
+}
+
+/// Per-request bounds (400 naming the limit) and admission by queued prompt tokens (429 with
+/// Retry-After); and prompt text stays out of the logs at the most verbose level unless
+/// --log-request-text asks for it.
+#[test]
+fn request_bounds_token_admission_and_no_text_in_logs_gemma() {
+    let s = Server::start_with_env(
+        GEMMA,
+        &[
+            "--max-seqs-per-request",
+            "8",
+            "--max-tokens-per-request",
+            "2000",
+            "--max-queued-tokens",
+            "300",
+            "--max-num-batched-tokens",
+            "32",
+        ],
+        &[("SWITCHYARD_LOG", "trace")],
+    );
+    // Sequences: 3 prompts x n 3 = 9 > 8.
+    let (st, v) = s.post(
+        "/v1/completions",
+        &json!({"prompt": ["a", "b", "c"], "n": 3, "max_tokens": 1}),
+    );
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(v["error"]["param"], "n");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--max-seqs-per-request"),
+        "{v}"
+    );
+    // 8 sequences are fine.
+    let (st, v) = s.post(
+        "/v1/completions",
+        &json!({"prompt": ["a", "b"], "n": 4, "max_tokens": 1}),
+    );
+    assert_eq!(st, 200, "{v}");
+    // Tokens: n 4 x max_tokens 600 > 2000.
+    let (st, v) = s.post(
+        "/v1/completions",
+        &json!({"prompt": "a", "n": 4, "max_tokens": 600}),
+    );
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(v["error"]["param"], "max_tokens");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--max-tokens-per-request"),
+        "{v}"
+    );
+    // Queued prompt tokens: a ~250-token prompt prefills in ~8 steps of 32 tokens; while it
+    // waits, a second one (250 + 250 > 300) gets 429 with Retry-After, then is admitted once
+    // the first has started generating.
+    let secret = "zebra quartz lantern";
+    let long = format!("{secret} ") + &"the railway runs along the coast ".repeat(40);
+    let (_, tk) = s.post("/tokenize", &json!({"prompt": long}));
+    assert!(tk["count"].as_u64().unwrap() > 150, "{tk}");
+    let base = s.base.clone();
+    let body = json!({"prompt": long, "max_tokens": 40, "ignore_eos": true, "temperature": 0});
+    let b2 = body.clone();
+    let first = std::thread::spawn(move || {
+        let r = client()
+            .post(format!("{base}/v1/completions"))
+            .json(&b2)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().unwrap())
+    });
+    let mut saw_429 = false;
+    let mut admitted = false;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(60) {
+        let r = client()
+            .post(s.url("/v1/completions"))
+            .json(&json!({"prompt": long, "max_tokens": 1}))
+            .send()
+            .unwrap();
+        match r.status().as_u16() {
+            429 => {
+                assert!(r.headers().contains_key("retry-after"));
+                let v: Value = r.json().unwrap();
+                assert!(
+                    v["error"]["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("--max-queued-tokens"),
+                    "{v}"
+                );
+                saw_429 = true;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            200 => {
+                admitted = true;
+                break;
+            }
+            st => panic!("status {st}: {}", r.text().unwrap()),
+        }
+    }
+    let (st, v) = first.join().unwrap();
+    assert_eq!(st, 200, "{v}");
+    assert!(saw_429, "no 429 while a long prompt waited for its prefill");
+    assert!(
+        admitted,
+        "never admitted once the first prompt was prefilled"
+    );
+    // A streamed chat-less completion too, then the logs at trace level hold no prompt text.
+    let _ = stream(
+        &s,
+        "/v1/completions",
+        &json!({"prompt": format!("{secret} again"), "max_tokens": 3, "stream": true}),
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let logs = s.logs();
+    assert!(
+        logs.len() > 20,
+        "trace logging produced {} lines",
+        logs.len()
+    );
+    for l in &logs {
+        assert!(
+            !l.contains(secret) && !l.contains("railway runs"),
+            "prompt text in a log line: {l}"
+        );
+    }
+    drop(s);
+    // With --log-request-text the body is logged (and only then).
+    let s = Server::start(GEMMA, &["--log-request-text"]);
+    let (st, _) = s.post(
+        "/v1/completions",
+        &json!({"prompt": format!("{secret} logged"), "max_tokens": 1}),
+    );
+    assert_eq!(st, 200);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        s.logs().iter().any(|l| l.contains(secret)),
+        "--log-request-text did not log the prompt"
+    );
 }

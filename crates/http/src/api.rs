@@ -100,39 +100,74 @@ fn check_model_names(served: &[String], f: &mut Fields) -> Result<(), ApiError> 
 
 // --- Admission and the engine streams ---------------------------------------------------------
 
-/// Holds `n` sequences of the admission count until dropped.
+/// Holds `n` sequences of the admission count until dropped, and the request's prompt tokens
+/// of the queued-token count until each prompt's first output (its prefill is done) or the end.
 struct Admission {
     state: Arc<AppState>,
     n: usize,
+    tokens: Arc<QueuedTokens>,
+}
+
+/// Prompt tokens of one request still counted as queued.
+struct QueuedTokens {
+    state: Arc<AppState>,
+    left: std::sync::atomic::AtomicUsize,
+}
+
+impl QueuedTokens {
+    /// Stops counting up to `t` of them.
+    fn release(&self, t: usize) {
+        let taken = self
+            .left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| Some(l - t.min(l)))
+            .map_or(0, |l| t.min(l));
+        self.state.queued_tokens.fetch_sub(taken, Ordering::SeqCst);
+    }
+}
+
+impl Drop for QueuedTokens {
+    fn drop(&mut self) {
+        self.release(usize::MAX);
+    }
 }
 
 impl Admission {
-    fn acquire(state: &Arc<AppState>, n: usize) -> Result<Self, ApiError> {
+    /// Admits `n` sequences with `tokens` prompt tokens, or 429. A request larger than a whole
+    /// allowance is admitted when nothing else counts against it, so it is never refused forever.
+    fn acquire(state: &Arc<AppState>, n: usize, tokens: usize) -> Result<Self, ApiError> {
         let cap = state.engine.info().max_num_seqs + state.config.max_queued_requests;
-        let mut cur = state.in_flight.load(Ordering::SeqCst);
-        loop {
-            // A request larger than the whole allowance is admitted when nothing else runs,
-            // so that it is never refused forever.
-            if cur > 0 && cur + n > cap {
-                state.metrics.observe_overload();
-                return Err(ApiError::overloaded(format!(
-                    "the server is at its admission limit ({cur} sequences in flight, limit \
-                     {cap}: max_num_seqs + max_queued_requests); retry later"
-                )));
-            }
-            match state
-                .in_flight
-                .compare_exchange(cur, cur + n, Ordering::SeqCst, Ordering::SeqCst)
-            {
-                Ok(_) => {
-                    return Ok(Self {
-                        state: state.clone(),
-                        n,
-                    })
-                }
-                Err(c) => cur = c,
-            }
+        let cap_tokens = state.config.max_queued_tokens;
+        let _g = state
+            .admission_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let cur = state.in_flight.load(Ordering::SeqCst);
+        if cur > 0 && cur + n > cap {
+            state.metrics.observe_overload();
+            return Err(ApiError::overloaded(format!(
+                "the server is at its admission limit ({cur} sequences in flight, limit \
+                 {cap}: max_num_seqs + max_queued_requests); retry later"
+            )));
         }
+        let cur_tokens = state.queued_tokens.load(Ordering::SeqCst);
+        if cur_tokens > 0 && cur_tokens + tokens > cap_tokens {
+            state.metrics.observe_overload();
+            return Err(ApiError::overloaded(format!(
+                "the server is at its admission limit for prompt tokens ({cur_tokens} tokens of \
+                 prompts waiting for their prefill, this request adds {tokens}, limit \
+                 {cap_tokens}: --max-queued-tokens); retry later"
+            )));
+        }
+        state.in_flight.fetch_add(n, Ordering::SeqCst);
+        state.queued_tokens.fetch_add(tokens, Ordering::SeqCst);
+        Ok(Self {
+            state: state.clone(),
+            n,
+            tokens: Arc::new(QueuedTokens {
+                state: state.clone(),
+                left: tokens.into(),
+            }),
+        })
     }
 }
 
@@ -140,6 +175,39 @@ impl Drop for Admission {
     fn drop(&mut self) {
         self.state.in_flight.fetch_sub(self.n, Ordering::SeqCst);
     }
+}
+
+/// The per-request bounds: sequences (`n` x prompts) and tokens (each prompt once plus `n` x
+/// `max_tokens`), each a 400 naming its limit.
+fn check_request_bounds(state: &AppState, reqs: &[EngineRequest]) -> Result<(), ApiError> {
+    let seqs: usize = reqs.iter().map(|r| r.n).sum();
+    let max_seqs = state.config.max_seqs_per_request;
+    if seqs > max_seqs {
+        return Err(ApiError::invalid(
+            "n",
+            format!(
+                "this request asks for {seqs} sequences ({} prompt(s) x n), more than the \
+                 server's limit of {max_seqs} per request (--max-seqs-per-request)",
+                reqs.len()
+            ),
+        ));
+    }
+    let tokens: usize = reqs
+        .iter()
+        .map(|r| r.prompt.len() + r.n.saturating_mul(r.max_tokens))
+        .fold(0usize, usize::saturating_add);
+    let max_tokens = state.config.max_tokens_per_request;
+    if tokens > max_tokens {
+        return Err(ApiError::invalid(
+            "max_tokens",
+            format!(
+                "this request may take {tokens} tokens (prompt tokens plus n x max_tokens), more \
+                 than the server's limit of {max_tokens} per request (--max-tokens-per-request); \
+                 lower max_tokens or n"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Outputs of every prompt of one HTTP request, tagged with the prompt's index.
@@ -152,15 +220,28 @@ fn submit_all(
     reqs: Vec<EngineRequest>,
     prompt_field: &str,
 ) -> Result<(Merged, Admission), ApiError> {
+    check_request_bounds(state, &reqs)?;
     let n: usize = reqs.iter().map(|r| r.n).sum();
-    let admission = Admission::acquire(state, n)?;
+    let tokens: usize = reqs.iter().map(|r| r.prompt.len()).sum();
+    let admission = Admission::acquire(state, n, tokens)?;
     let mut streams = Vec::with_capacity(reqs.len());
     for (i, r) in reqs.into_iter().enumerate() {
+        let queued = admission.tokens.clone();
+        let mut prompt_tokens = Some(r.prompt.len());
         let s = state
             .engine
             .submit(r)
             .map_err(|e| ApiError::from_submit(e, prompt_field))?;
-        streams.push(s.map(move |item| (i, item)).boxed());
+        streams.push(
+            s.map(move |item| {
+                // The first output of a prompt comes after its prefill: no longer queued.
+                if let Some(t) = prompt_tokens.take() {
+                    queued.release(t);
+                }
+                (i, item)
+            })
+            .boxed(),
+        );
     }
     Ok((stream::select_all(streams).boxed(), admission))
 }

@@ -13,8 +13,12 @@
 //!   and frees its blocks before its next step.
 //! - With an API key, every route but `/health` and `/ready` needs it (`/metrics` too, unless
 //!   `public_metrics`).
-//! - Admission counts sequences (`n` per prompt) of unfinished requests; above
-//!   `max_num_seqs + max_queued_requests` new requests get 429 with `Retry-After`.
+//! - Admission counts sequences (`n` per prompt) of unfinished requests and prompt tokens not yet
+//!   prefilled; above `max_num_seqs + max_queued_requests` sequences or `max_queued_tokens`
+//!   tokens new requests get 429 with `Retry-After`. One request is bounded by
+//!   `max_seqs_per_request` and `max_tokens_per_request` (400 naming the limit).
+//! - Logs carry request ids, sizes, timings and statuses, never prompt or output text, unless
+//!   `log_request_text` is set.
 
 pub mod api;
 pub mod error;
@@ -54,6 +58,17 @@ pub struct ServerConfig {
     pub public_metrics: bool,
     /// Sequences allowed to wait beyond the engine's `max_num_seqs` before 429.
     pub max_queued_requests: usize,
+    /// Prompt tokens allowed to wait for their prefill before new requests get 429 (a request
+    /// is admitted regardless when none wait).
+    pub max_queued_tokens: usize,
+    /// Most sequences (prompts x `n`) one request may ask for (400 above).
+    pub max_seqs_per_request: usize,
+    /// Most tokens one request may take: its prompt tokens plus `n` x `max_tokens` for each
+    /// prompt (400 above).
+    pub max_tokens_per_request: usize,
+    /// Log each generation request's body (prompts, messages) at INFO. Off by default: logs
+    /// carry ids, sizes, timings and statuses, never text.
+    pub log_request_text: bool,
     /// Largest request body in bytes (413 above).
     pub max_body_bytes: usize,
     /// CORS origins (`*` for any); empty: no CORS headers.
@@ -82,6 +97,10 @@ impl Default for ServerConfig {
             served_model_names: vec!["model".into()],
             api_key: None,
             max_queued_requests: 256,
+            max_queued_tokens: 65536,
+            max_seqs_per_request: 64,
+            max_tokens_per_request: 1 << 21,
+            log_request_text: false,
             max_body_bytes: 8 << 20,
             allowed_origins: Vec::new(),
             drain_timeout: Duration::from_secs(30),
@@ -110,6 +129,10 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Sequences of unfinished requests (admission).
     pub in_flight: AtomicUsize,
+    /// Prompt tokens of admitted requests whose prefill has not produced output yet.
+    pub queued_tokens: AtomicUsize,
+    /// Serializes admission's check-and-add of the two counts.
+    admission_lock: Mutex<()>,
     /// Set on SIGTERM/SIGINT: not ready, new requests 503.
     pub draining: AtomicBool,
     /// Milliseconds since `started` of the engine's last answer to the watchdog.
@@ -157,6 +180,8 @@ impl AppState {
             chat_template_error,
             metrics,
             in_flight: AtomicUsize::new(0),
+            queued_tokens: AtomicUsize::new(0),
+            admission_lock: Mutex::new(()),
             draining: AtomicBool::new(false),
             last_engine_answer_ms: AtomicU64::new(0),
             last_stats: Mutex::new(None),
@@ -324,7 +349,20 @@ async fn read_body(State(state): State<Arc<AppState>>, req: Request, next: Next)
             ApiError::bad_request(format!("could not read the request body: {e}")).into_response()
         }
         Ok(Ok(c)) => {
-            next.run(Request::from_parts(parts, Body::from(c.to_bytes())))
+            let bytes = c.to_bytes();
+            if state.config.log_request_text {
+                let id = parts
+                    .extensions
+                    .get::<api::RequestId>()
+                    .map(|r| r.0.as_str());
+                tracing::info!(
+                    request_id = id.unwrap_or(""),
+                    path = parts.uri.path(),
+                    body = %String::from_utf8_lossy(&bytes[..bytes.len().min(64 << 10)]),
+                    "request text (--log-request-text)"
+                );
+            }
+            next.run(Request::from_parts(parts, Body::from(bytes)))
                 .await
         }
     }

@@ -29,6 +29,21 @@ pub(crate) struct ServeArgs {
     /// Sequences allowed to wait beyond --max-num-seqs before new requests get 429.
     #[arg(long, env = "SWITCHYARD_MAX_QUEUED_REQUESTS", default_value_t = 256)]
     max_queued_requests: usize,
+    /// Prompt tokens allowed to wait for their prefill before new requests get 429 with
+    /// Retry-After (a request is always admitted when none wait).
+    #[arg(long, env = "SWITCHYARD_MAX_QUEUED_TOKENS", default_value_t = 65536)]
+    max_queued_tokens: usize,
+    /// Most sequences one request may ask for: prompts x n (400 above).
+    #[arg(long, env = "SWITCHYARD_MAX_SEQS_PER_REQUEST", default_value_t = 64)]
+    max_seqs_per_request: usize,
+    /// Most tokens one request may take: its prompt tokens plus n x max_tokens per prompt (400
+    /// above). Default: --max-num-seqs x max_model_len.
+    #[arg(long, env = "SWITCHYARD_MAX_TOKENS_PER_REQUEST")]
+    max_tokens_per_request: Option<usize>,
+    /// Log each generation request's body (prompts, messages) at INFO. Without it, logs carry
+    /// ids, sizes, timings and statuses only, never prompt or output text.
+    #[arg(long, env = "SWITCHYARD_LOG_REQUEST_TEXT")]
+    log_request_text: bool,
     /// Largest request body in bytes (413 above).
     #[arg(long, env = "SWITCHYARD_MAX_BODY_BYTES", default_value_t = 8 << 20)]
     max_body_bytes: usize,
@@ -175,6 +190,13 @@ pub(crate) fn run(a: ServeArgs) -> Result<()> {
         served_model_names: names,
         api_key: a.api_key.filter(|k| !k.is_empty()),
         max_queued_requests: a.max_queued_requests,
+        max_queued_tokens: a.max_queued_tokens.max(1),
+        max_seqs_per_request: a.max_seqs_per_request.max(1),
+        max_tokens_per_request: a
+            .max_tokens_per_request
+            .unwrap_or(info.max_num_seqs.max(1) * info.max_model_len)
+            .max(1),
+        log_request_text: a.log_request_text,
         max_body_bytes: a.max_body_bytes,
         allowed_origins: a.allowed_origins,
         drain_timeout: Duration::from_secs_f64(a.drain_timeout.max(0.0)),
