@@ -72,8 +72,25 @@ pub fn on_gpu() -> bool {
     }
 }
 
+/// With `SWITCHYARD_CUDA_TRACE_STEPS=1`, the CUDA backend's per-step trace (logged through
+/// `tracing`) goes to the test's stderr.
+fn init_trace_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    if std::env::var("SWITCHYARD_CUDA_TRACE_STEPS").is_ok_and(|v| v == "1") {
+        ONCE.call_once(|| {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(
+                    "switchyard_cuda_trace=info",
+                ))
+                .with_writer(std::io::stderr)
+                .try_init();
+        });
+    }
+}
+
 /// Loads `m` on the test device (see [`on_gpu`]).
 pub fn backend(m: &Model) -> Box<dyn switchyard_core::Backend> {
+    init_trace_logs();
     if on_gpu() {
         let dev = switchyard_backend_cuda::probe()
             .unwrap_or_else(|e| panic!("SWITCHYARD_TEST_DEVICE=cuda but no CUDA device: {e}"));

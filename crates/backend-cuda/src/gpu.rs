@@ -3,7 +3,7 @@
 //! launching (the kernels additionally bounds-check the indices they read from device memory).
 
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use cudarc::cublas::{result as blas_result, sys as blas_sys, CudaBlas};
@@ -15,6 +15,8 @@ use cudarc::driver::{
 use switchyard_core::BackendError;
 
 use crate::compile::{self, KernelBuild};
+pub use crate::counters::DeviceCounters;
+use crate::counters::{bump, Counters};
 use crate::CudaDeviceInfo;
 
 /// Every kernel the module must export (checked against the source by a unit test).
@@ -48,55 +50,6 @@ const ROW_THREADS: u32 = 256;
 const ELEM_THREADS: u32 = 256;
 /// cuBLAS workspace we own (set once, so GEMMs never allocate, which stream capture forbids).
 const BLAS_WORKSPACE_BYTES: usize = 32 << 20;
-
-/// Host-visible driver activity counters (cumulative since the device was opened).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DeviceCounters {
-    /// Kernel launches issued one by one from the host (not counting graph replays).
-    pub kernel_launches: u64,
-    /// cuBLAS GEMM calls issued from the host (not counting graph replays).
-    pub gemm_calls: u64,
-    /// Host-to-device copies.
-    pub htod_copies: u64,
-    /// Device-to-host copies.
-    pub dtoh_copies: u64,
-    /// Host waits for the stream (synchronize).
-    pub syncs: u64,
-    /// CUDA graph launches.
-    pub graph_launches: u64,
-    /// Stream captures that produced a graph.
-    pub graph_captures: u64,
-}
-
-impl DeviceCounters {
-    /// `self - earlier`, field by field.
-    pub fn since(&self, earlier: &Self) -> Self {
-        Self {
-            kernel_launches: self.kernel_launches - earlier.kernel_launches,
-            gemm_calls: self.gemm_calls - earlier.gemm_calls,
-            htod_copies: self.htod_copies - earlier.htod_copies,
-            dtoh_copies: self.dtoh_copies - earlier.dtoh_copies,
-            syncs: self.syncs - earlier.syncs,
-            graph_launches: self.graph_launches - earlier.graph_launches,
-            graph_captures: self.graph_captures - earlier.graph_captures,
-        }
-    }
-}
-
-#[derive(Default)]
-struct Counters {
-    kernel_launches: AtomicU64,
-    gemm_calls: AtomicU64,
-    htod_copies: AtomicU64,
-    dtoh_copies: AtomicU64,
-    syncs: AtomicU64,
-    graph_launches: AtomicU64,
-    graph_captures: AtomicU64,
-}
-
-fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Relaxed);
-}
 
 pub(crate) fn driver_err(e: DriverError) -> BackendError {
     if e.0 == drv_sys::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY {

@@ -38,9 +38,12 @@
 #![deny(missing_docs)]
 
 mod compile;
+mod counters;
 mod gpu;
 mod model;
 pub mod ops;
+mod step;
+mod weights;
 
 use cudarc::driver::{result as drv, sys as drv_sys};
 use switchyard_core::BackendError;

@@ -13,17 +13,17 @@
 use std::time::Instant;
 
 use cudarc::driver::{CudaGraph, CudaSlice, PinnedHostSlice};
-use half::bf16;
 use switchyard_core::{
     Activation, Architecture, Backend, BackendCapabilities, BackendError, BlockId, ForwardBatch,
-    GgmlType, KvCacheConfig, KvCacheInfo, LayerAttention, Logits, ModelConfig, Tensor,
-    WeightSource,
+    GgmlType, KvCacheConfig, KvCacheInfo, LayerAttention, Logits, ModelConfig, WeightSource,
 };
 
 use crate::gpu::{
     AttentionArgs, DBuf, DeviceCounters, GemmArgs, Gpu, HeadNormRopeArgs, KvWriteArgs, Out,
-    ResidualArgs, RmsNormArgs, MAX_HEAD_DIM,
+    ResidualArgs, RmsNormArgs,
 };
+use crate::step::{pack_meta, trace_shape, trace_step, trace_steps, upload_meta, StepLayout};
+use crate::weights::{check_config, inv_freq, matrix, opt_vector, stacked_bf16, vector};
 use crate::{CudaDeviceInfo, KernelBuild};
 
 struct Layer {
@@ -129,61 +129,6 @@ impl Scratch {
     }
 }
 
-/// `SWITCHYARD_CUDA_TRACE_STEPS=1`: print every `forward` step's shape and a summary of each
-/// logits row to stderr (a diagnostic for a GPU machine, where no debugger is at hand).
-fn trace_steps() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("SWITCHYARD_CUDA_TRACE_STEPS").is_ok_and(|v| v == "1"))
-}
-
-/// One step's shape for the trace: tokens, graph or not, each sequence's context + new tokens.
-fn trace_shape(batch: &ForwardBatch, graph: bool) -> String {
-    let seqs: Vec<String> = batch
-        .seqs
-        .iter()
-        .map(|s| {
-            format!(
-                "{}+{} ({} blocks)",
-                s.context_before,
-                s.len,
-                s.block_table.len()
-            )
-        })
-        .collect();
-    format!(
-        "{} tokens, graph {graph}, seqs [{}], logits rows {:?}",
-        batch.num_tokens(),
-        seqs.join(", "),
-        batch.logits_indices
-    )
-}
-
-fn trace_step(batch: &ForwardBatch, logits: &[f32], vocab: usize, graph: bool) {
-    let rows: Vec<String> = logits
-        .chunks_exact(vocab.max(1))
-        .map(|r| {
-            let (mut best, mut max, mut min, mut bad) =
-                (0usize, f32::NEG_INFINITY, f32::INFINITY, 0);
-            for (i, &v) in r.iter().enumerate() {
-                if !v.is_finite() {
-                    bad += 1;
-                } else {
-                    if v > max {
-                        (best, max) = (i, v);
-                    }
-                    min = min.min(v);
-                }
-            }
-            format!("argmax {best} max {max:.3} min {min:.3} non-finite {bad}")
-        })
-        .collect();
-    eprintln!(
-        "cuda step: {}: {}",
-        trace_shape(batch, graph),
-        rows.join("; ")
-    );
-}
-
 /// Decode batches of up to this many sequences replay CUDA graphs (batch padded to a power of 2).
 /// Measured on the H100 (`cuda_bench`, 2026-12-06): graphs win up to 64 (1.05-1.10x) and lose
 /// at 256 (0.86x Gemma, 0.92x Qwen), where launch overhead no longer matters.
@@ -239,114 +184,6 @@ pub struct StepStats {
     pub gpu_ms: Option<f32>,
 }
 
-/// Sizes and device locations of one step's metadata, as the launches see them.
-struct StepLayout {
-    /// Token rows.
-    n: usize,
-    n_seqs: usize,
-    /// Logits rows.
-    m: usize,
-    ids: DBuf<u32>,
-    positions: DBuf<u32>,
-    slots: DBuf<u32>,
-    tok_seq: DBuf<u32>,
-    bt_off: DBuf<u32>,
-    rows_idx: DBuf<u32>,
-    tables: DBuf<u32>,
-}
-
-impl StepLayout {
-    /// The sections of `meta` for `n` token rows, `s` sequences, `m` logits rows and `t` table
-    /// entries, in the order [`pack_meta`] writes them.
-    fn of(meta: DBuf<u32>, n: usize, s: usize, m: usize, t: usize) -> Result<Self, BackendError> {
-        Ok(Self {
-            n,
-            n_seqs: s,
-            m,
-            ids: meta.slice(0, n)?,
-            positions: meta.slice(n, n)?,
-            slots: meta.slice(2 * n, n)?,
-            tok_seq: meta.slice(3 * n, n)?,
-            bt_off: meta.slice(4 * n, s)?,
-            rows_idx: meta.slice(4 * n + s, m)?,
-            tables: meta.slice(4 * n + s + m, t)?,
-        })
-    }
-}
-
-/// Packs a step's metadata into `out`: `[token ids | positions | cache slots | sequence of each
-/// token | block-table offsets | logits row indices | block tables]`. With `pad = Some((rows,
-/// reserved))` (one-token sequences only) the batch is padded to `rows` dummy sequences of
-/// token 0 at position 0, each writing its K/V to slot 0 of block `reserved` through one extra
-/// table entry, with logits rows padded by their own index; returns the table entries written.
-fn pack_meta(
-    batch: &ForwardBatch,
-    bs: usize,
-    pad: Option<(usize, u32)>,
-    out: &mut Vec<u32>,
-) -> usize {
-    let n = batch.num_tokens();
-    let (rows, reserved) = pad.unwrap_or((n, 0));
-    let padding = rows - n;
-    let bt_total: usize = batch.seqs.iter().map(|s| s.block_table.len()).sum();
-    out.clear();
-    out.extend_from_slice(&batch.token_ids);
-    out.extend(std::iter::repeat_n(0, padding));
-    out.extend_from_slice(&batch.positions);
-    out.extend(std::iter::repeat_n(0, padding));
-    for s in &batch.seqs {
-        for i in 0..s.len {
-            let pos = s.context_before + i;
-            out.push(s.block_table[pos / bs].0 * bs as u32 + (pos % bs) as u32);
-        }
-    }
-    out.extend(std::iter::repeat_n(reserved * bs as u32, padding));
-    for (si, s) in batch.seqs.iter().enumerate() {
-        out.extend(std::iter::repeat_n(si as u32, s.len));
-    }
-    let n_seqs = batch.seqs.len();
-    out.extend((n_seqs..n_seqs + padding).map(|s| s as u32));
-    let mut off = 0u32;
-    for s in &batch.seqs {
-        out.push(off);
-        off += s.block_table.len() as u32;
-    }
-    out.extend(std::iter::repeat_n(bt_total as u32, padding));
-    let m = batch.logits_indices.len();
-    out.extend(batch.logits_indices.iter().map(|&i| i as u32));
-    if pad.is_some() {
-        out.extend((m..rows).map(|r| r as u32));
-    }
-    for s in &batch.seqs {
-        out.extend(s.block_table.iter().map(|b| b.0));
-    }
-    if padding > 0 {
-        out.push(reserved);
-        bt_total + 1
-    } else {
-        bt_total
-    }
-}
-
-/// Copies `host` into the start of `dst` through the pinned staging buffer (one async copy).
-/// The staging buffer is rewritten by the next step only after this step's read-back waited for
-/// the stream, so the copy has finished by then.
-fn upload_meta(
-    gpu: &Gpu,
-    staging: &mut Option<PinnedHostSlice<u32>>,
-    host: &[u32],
-    dst: &mut CudaSlice<u32>,
-) -> Result<(), BackendError> {
-    if staging.as_ref().is_none_or(|s| s.len() < host.len()) {
-        *staging = None;
-        *staging = Some(gpu.pinned(host.len().next_power_of_two().max(4096))?);
-    }
-    let st = staging.as_mut().expect("staging buffer allocated above");
-    let buf = st.as_mut_slice().map_err(crate::gpu::driver_err)?;
-    buf[..host.len()].copy_from_slice(host);
-    gpu.write(dst, &buf[..host.len()])
-}
-
 /// The CUDA backend: owns the model weights (bf16 on the device), the paged f16 KV cache and the
 /// activation buffers of one GPU.
 pub struct CudaBackend {
@@ -373,175 +210,6 @@ pub struct CudaBackend {
     spare_logits: Vec<f32>,
     profiling: bool,
     last: StepStats,
-}
-
-fn get(w: &dyn WeightSource, name: &str) -> Result<Tensor, BackendError> {
-    w.tensor(name)
-        .ok_or_else(|| BackendError::MissingTensor(name.to_string()))
-}
-
-fn bad_tensor(name: &str, reason: String) -> BackendError {
-    BackendError::BadTensor {
-        name: name.to_string(),
-        reason,
-    }
-}
-
-/// Checks that the tensor's bytes hold whole blocks for all its elements.
-fn check_data(t: &Tensor) -> Result<(), BackendError> {
-    if t.dtype == GgmlType::Q8_K {
-        return Err(bad_tensor(
-            &t.name,
-            "Q8_K is an activation format, not a weight format".into(),
-        ));
-    }
-    if t.shape.is_empty() || !t.row_len().is_multiple_of(t.dtype.block_size()) {
-        return Err(bad_tensor(
-            &t.name,
-            format!(
-                "row length of shape {:?} is not a multiple of the {} block size",
-                t.shape, t.dtype
-            ),
-        ));
-    }
-    let need = t.dtype.bytes_for(t.numel());
-    if t.data.as_slice().len() < need {
-        return Err(bad_tensor(
-            &t.name,
-            format!(
-                "{} bytes of data, {need} needed for shape {:?} of {}",
-                t.data.as_slice().len(),
-                t.shape,
-                t.dtype
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn vector(w: &dyn WeightSource, name: &str, len: usize) -> Result<Vec<f32>, BackendError> {
-    let t = get(w, name)?;
-    if t.numel() != len {
-        return Err(bad_tensor(
-            name,
-            format!("expected {len} elements, found shape {:?}", t.shape),
-        ));
-    }
-    check_data(&t)?;
-    Ok(t.to_f32())
-}
-
-fn opt_vector(
-    w: &dyn WeightSource,
-    name: &str,
-    len: usize,
-) -> Result<Option<Vec<f32>>, BackendError> {
-    match w.tensor(name) {
-        Some(_) => vector(w, name, len).map(Some),
-        None => Ok(None),
-    }
-}
-
-fn matrix(
-    w: &dyn WeightSource,
-    name: &str,
-    cols: usize,
-    rows: usize,
-) -> Result<Tensor, BackendError> {
-    let t = get(w, name)?;
-    if t.shape.len() != 2 || t.shape[0] != cols || t.shape[1] != rows {
-        return Err(bad_tensor(
-            name,
-            format!("expected shape [{cols}, {rows}], found {:?}", t.shape),
-        ));
-    }
-    check_data(&t)?;
-    Ok(t)
-}
-
-/// Dequantizes the rows of `t` (scalar reference code) into bf16 bits, on all CPU cores.
-fn dequant_bf16_into(t: &Tensor, out: &mut [u16]) {
-    let cols = t.row_len();
-    let rb = t.dtype.bytes_for(cols);
-    let data = t.data.as_slice();
-    let rows = out.len() / cols;
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(rows.div_ceil(256))
-        .max(1);
-    let chunk_rows = rows.div_ceil(threads);
-    std::thread::scope(|s| {
-        for (ci, out_chunk) in out.chunks_mut(chunk_rows * cols).enumerate() {
-            let dtype = t.dtype;
-            s.spawn(move || {
-                let mut buf = vec![0f32; cols];
-                for (i, dst) in out_chunk.chunks_exact_mut(cols).enumerate() {
-                    let r = ci * chunk_rows + i;
-                    switchyard_core::dtype::dequantize(
-                        dtype,
-                        &data[r * rb..(r + 1) * rb],
-                        &mut buf,
-                    );
-                    for (d, v) in dst.iter_mut().zip(&buf) {
-                        *d = bf16::from_f32(*v).to_bits();
-                    }
-                }
-            });
-        }
-    });
-}
-
-/// The matrices stacked row-wise, as one bf16 matrix.
-fn stacked_bf16(parts: &[&Tensor]) -> Vec<u16> {
-    let cols = parts[0].row_len();
-    let total: usize = parts.iter().map(|t| t.n_rows() * cols).sum();
-    let mut out = vec![0u16; total];
-    let mut off = 0;
-    for t in parts {
-        let n = t.n_rows() * cols;
-        dequant_bf16_into(t, &mut out[off..off + n]);
-        off += n;
-    }
-    out
-}
-
-/// `base^(-2i/d)` for `i < d/2`, computed exactly as the CPU backend does.
-fn inv_freq(base: f32, head_dim: usize) -> Vec<f32> {
-    (0..head_dim / 2)
-        .map(|i| 1.0 / (base as f64).powf(2.0 * i as f64 / head_dim as f64) as f32)
-        .collect()
-}
-
-fn check_config(c: &ModelConfig) -> Result<(), BackendError> {
-    let bad = |m: String| {
-        Err(BackendError::BadTensor {
-            name: "config".into(),
-            reason: m,
-        })
-    };
-    if c.layers.len() != c.n_layers {
-        return bad(format!(
-            "{} layer kinds for {} layers",
-            c.layers.len(),
-            c.n_layers
-        ));
-    }
-    if c.n_kv_heads == 0 || !c.n_heads.is_multiple_of(c.n_kv_heads) {
-        return bad(format!(
-            "{} heads are not a multiple of {} kv heads",
-            c.n_heads, c.n_kv_heads
-        ));
-    }
-    if c.head_dim == 0 || !c.head_dim.is_multiple_of(2) || c.head_dim > MAX_HEAD_DIM {
-        return bad(format!(
-            "head dim {} must be even and at most {MAX_HEAD_DIM}",
-            c.head_dim
-        ));
-    }
-    if c.hidden == 0 || c.ffn == 0 || c.vocab_size == 0 {
-        return bad("zero hidden, ffn or vocabulary size".into());
-    }
-    Ok(())
 }
 
 impl CudaBackend {
@@ -754,7 +422,8 @@ impl CudaBackend {
             me.gpu.download(&me.scratch.argmax, &mut out)
         })?;
         if trace_steps() {
-            eprintln!(
+            tracing::info!(
+                target: "switchyard_cuda_trace",
                 "cuda argmax step: {}: argmax {out:?}",
                 trace_shape(batch, self.last.graph)
             );

@@ -25,6 +25,7 @@ use switchyard_core::dtype::dequantize;
 use switchyard_core::{Activation, GgmlType};
 
 use super::quant::{quantize_q8_scalar, quantize_q8k_scalar, Q8Acts, Q8KActs, QK8, QKK};
+use super::transposed::{k_quants, set_k_quants};
 use super::*;
 
 const TYPES: [GgmlType; 8] = [

@@ -9,6 +9,9 @@
 use super::SimdLevel;
 use crate::team::SharedMut;
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+
 /// Elements of a Q8 block (the Q4_0 / Q5_0 / Q8_0 block size).
 pub(crate) const QK8: usize = 32;
 /// Elements of a Q8_K super-block (the Q4_K / Q6_K block size).
@@ -147,7 +150,7 @@ impl Q8Acts {
         let one = |x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]| match level {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: callers lower `level` to `detected_level()`, so AVX2/FMA/F16C were detected.
-            l if l > SimdLevel::Scalar => unsafe { super::avx2::quantize_q8(x, qs, d, s) },
+            l if l > SimdLevel::Scalar => unsafe { avx2::quantize_q8(x, qs, d, s) },
             _ => quantize_q8_scalar(x, qs, d, s),
         };
         quantize_rows(x, cols, n_tok, (&mut a.qs, &mut a.d, &mut a.s), one);
@@ -285,7 +288,7 @@ impl Q8KActs {
         let one = |x: &[f32], qs: &mut [i8], d: &mut [f32], bs: &mut [i16]| match level {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: callers lower `level` to `detected_level()`, so AVX2/FMA/F16C were detected.
-            l if l > SimdLevel::Scalar => unsafe { super::avx2::quantize_q8k(x, qs, d, bs) },
+            l if l > SimdLevel::Scalar => unsafe { avx2::quantize_q8k(x, qs, d, bs) },
             _ => quantize_q8k_scalar(x, qs, d, bs),
         };
         quantize_rows(x, cols, n_tok, (&mut a.qs, &mut a.d, &mut a.bsums), one);

@@ -1,0 +1,244 @@
+//! AVX2 kernels: Q4_K / Q6_K rows (file and transposed layouts).
+
+use super::*;
+
+// --- Q4_K / Q6_K ------------------------------------------------------------------------------
+
+/// Most tokens multiplied with one decoded, transposed K-quant super-block.
+pub(crate) const K_NT_MAX: usize = 16;
+
+/// Rows `r0..r1` of a Q4_K / Q6_K matrix, with the activations interleaved
+/// (`Q8KActs::interleave`): per tile of `TILE` rows and group of up to `K_NT_MAX` tokens, each
+/// super-block of a row is decoded to its 8 sub-blocks of 32 unsigned quants and transposed
+/// once, so that per token `maddubs` over its 8 vectors gives the 8 sub-block dot products in
+/// the 8 i32 lanes, summed in i16 (Q4_K: 8 vectors, at most 8 * 2 * 15 * 127 = 30,480; Q6_K: 2
+/// vectors, at most 32,004) before one `madd` with the sub-block scales widens them. That is
+/// about 1.1 (Q4_K) / 1.5 (Q6_K) multiply instructions per 32 weights and token, against 2 when
+/// each run of 32 is scaled on its own. Each token's results of a tile are written in one run.
+/// `PRE`: the super-blocks are stored transposed already (`TransposedK`), so the transposes are
+/// skipped; the rest is the same, and so are the results.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn rows_k<const PRE: bool>(
+    w: &QMatrix<'_>,
+    a: &Q8KActs,
+    r0: usize,
+    r1: usize,
+    n_tok: usize,
+    out: &OutPtr,
+) {
+    assert!(!a.qi.is_empty(), "rows_k: activations not interleaved");
+    let q4 = w.dtype == GgmlType::Q4_K;
+    // Every entry of a tile that is read was written for that tile: zeroed once per call.
+    let mut tile = [[0f32; TILE]; K_NT_MAX];
+    // 8 tokens per pass for rows of more than 4 super-blocks, as in `rows_q0_k` (mmbench Q4_K
+    // 640 x 2048 at 16 tokens: 20.0 -> 18.5 us per token).
+    let nt_max = if w.cols > 4 * QKK { 8 } else { K_NT_MAX };
+    token_blocks(n_tok, w.cols, |tb0, tbn| {
+        let mut r = r0;
+        while r < r1 {
+            let re = (r + TILE).min(r1);
+            token_groups(tb0, tbn, nt_max, |t0, nt| {
+                for rr in r..re {
+                    let mut res = [0f32; K_NT_MAX];
+                    let row = w.row(rr);
+                    let ahead = rr + ROW_PREFETCH_AHEAD;
+                    if t0 == tb0 && ahead < r1 {
+                        prefetch_bytes(w.row(ahead));
+                    }
+                    macro_rules! go {
+                        ($($n:literal)*) => {
+                            match (q4, nt) {
+                                $((true, $n) => q4k_dot::<$n, PRE>(row, a, t0, &mut res),)*
+                                $((false, $n) => q6k_dot::<$n, PRE>(row, a, t0, &mut res),)*
+                                _ => unreachable!(),
+                            }
+                        };
+                    }
+                    go!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
+                    for (tl, &v) in tile.iter_mut().zip(&res).take(nt) {
+                        tl[rr - r] = v;
+                    }
+                }
+                for (i, tl) in tile.iter().enumerate().take(nt) {
+                    // SAFETY: this chunk owns rows `r0..r1` (see `OutPtr`).
+                    unsafe { out.write_run(t0 + i, r, &tl[..re - r]) };
+                }
+            });
+            r = re;
+        }
+    });
+}
+
+/// The slices of the tokens `t0..t0 + NT` of `a` that a K-quant row of `nsb` super-blocks
+/// reads, as pointers: (interleaved quants, scales, per-16 sums), each token after the other.
+#[inline]
+pub(crate) fn k_ptrs<const NT: usize>(
+    a: &Q8KActs,
+    t0: usize,
+) -> (*const i8, *const f32, *const i16) {
+    let cols = a.cols;
+    let nsb = cols / QKK;
+    (
+        a.qi[t0 * cols..(t0 + NT) * cols].as_ptr(),
+        a.d[t0 * nsb..(t0 + NT) * nsb].as_ptr(),
+        a.bsums[t0 * cols / 16..(t0 + NT) * cols / 16].as_ptr(),
+    )
+}
+
+/// One Q4_K row against the `NT` tokens from `t0` on: `res[t]`, with
+/// `res = sum_sb d dx sum_j sc_j dot_j - dmin dx sum_j m_j bsum_j` over the sub-blocks `j`.
+/// The same operations for every `NT`, so a token gives the same bits in any group.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) fn q4k_dot<const NT: usize, const PRE: bool>(
+    row: &[u8],
+    a: &Q8KActs,
+    t0: usize,
+    res: &mut [f32; K_NT_MAX],
+) {
+    let cols = a.cols;
+    let nsb = cols / QKK;
+    assert!(row.len() >= nsb * 144);
+    let (xp, dp, bp) = k_ptrs::<NT>(a, t0);
+    let rp = row.as_ptr();
+    let m4 = _mm256_set1_epi8(0xF);
+    let dup_mins = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+    let mut acc = [_mm256_setzero_ps(); NT];
+    for sb in 0..nsb {
+        // SAFETY: `sb < nsb`: super-block `sb` of the row (144 bytes at `144 sb`, asserted) and,
+        // for every token `t < NT`, its quants `t cols + 256 sb ..+256`, scale `t nsb + sb` and
+        // sums `t cols / 16 + 16 sb ..+16`, inside the slices `k_ptrs` took. Loads are unaligned.
+        unsafe {
+            let b = rp.add(144 * sb);
+            let d = f16_at!(b);
+            let dmin = f16_at!(b.add(2));
+            let sm = unpack_q4k_scales(&*b.add(4).cast::<[u8; 12]>());
+            let smv = _mm_loadu_si128(sm.as_ptr().cast());
+            // Lane j: scale j in both i16 halves (`madd` then scales the lane's two sums).
+            let sc = _mm256_cvtepu8_epi32(smv);
+            let sc = _mm256_or_si256(sc, _mm256_slli_epi32::<16>(sc));
+            // Mins duplicated pairwise, m0 m0 m1 m1 ..., against the per-16 sums.
+            let mins = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(smv, dup_mins));
+            let mut v = [_mm256_setzero_si256(); 8];
+            for j in 0..4 {
+                let q = _mm256_loadu_si256(b.add(16 + 32 * j).cast());
+                v[2 * j] = _mm256_and_si256(q, m4);
+                v[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
+            }
+            if !PRE {
+                transpose8(&mut v);
+            }
+            for (t, acc) in acc.iter_mut().enumerate() {
+                let x = xp.add(t * cols + QKK * sb);
+                let mut p = _mm256_setzero_si256();
+                for (m, v) in v.iter().enumerate() {
+                    let xm = _mm256_loadu_si256(x.add(32 * m).cast());
+                    p = _mm256_add_epi16(p, _mm256_maddubs_epi16(*v, xm));
+                }
+                let s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, sc));
+                let dx = *dp.add(t * nsb + sb);
+                let bsums = _mm256_loadu_si256(bp.add(t * cols / 16 + 16 * sb).cast());
+                let mn = _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, mins));
+                let mn = _mm256_mul_ps(mn, _mm256_set1_ps(dmin * dx));
+                // One add on the accumulator's chain per super-block, not two FMAs.
+                *acc = _mm256_add_ps(*acc, _mm256_fmsub_ps(s, _mm256_set1_ps(d * dx), mn));
+            }
+        }
+    }
+    for t in 0..NT {
+        res[t] = hsum_ps(acc[t]);
+    }
+}
+
+/// One Q6_K row against the `NT` tokens from `t0` on: `res[t]`, with
+/// `res = sum_sb d dx sum_k sc_k (dot_k(q, x) - 32 bsum_k)` over the runs `k` of 16.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) fn q6k_dot<const NT: usize, const PRE: bool>(
+    row: &[u8],
+    a: &Q8KActs,
+    t0: usize,
+    res: &mut [f32; K_NT_MAX],
+) {
+    let cols = a.cols;
+    let nsb = cols / QKK;
+    assert!(row.len() >= nsb * 210);
+    let (xp, dp, bp) = k_ptrs::<NT>(a, t0);
+    let rp = row.as_ptr();
+    let mut acc = [_mm256_setzero_ps(); NT];
+    for sb in 0..nsb {
+        // SAFETY: `sb < nsb`: super-block `sb` of the row (210 bytes at `210 sb`, asserted) and,
+        // for every token `t < NT`, its quants `t cols + 256 sb ..+256`, scale `t nsb + sb` and
+        // sums `t cols / 16 + 16 sb ..+16`, inside the slices `k_ptrs` took. Loads are unaligned.
+        unsafe {
+            let b = rp.add(210 * sb);
+            let d = f16_at!(b.add(208));
+            // The 16 scales as i16; lane j: scale 2j (elements 0..16 of sub-block j) or 2j + 1
+            // (elements 16..32) in both halves.
+            let sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(192).cast()));
+            let sc_lo = _mm256_blend_epi16::<0xAA>(sc, _mm256_slli_epi32::<16>(sc));
+            let sc_hi = _mm256_blend_epi16::<0xAA>(_mm256_srli_epi32::<16>(sc), sc);
+            let mut v = [_mm256_setzero_si256(); 8];
+            for n in 0..2 {
+                let ql0 = _mm256_loadu_si256(b.add(64 * n).cast());
+                let ql1 = _mm256_loadu_si256(b.add(64 * n + 32).cast());
+                let qh = _mm256_loadu_si256(b.add(128 + 32 * n).cast());
+                let q = q6k_quants(ql0, ql1, qh);
+                v[4 * n..4 * n + 4].copy_from_slice(&q);
+            }
+            if !PRE {
+                transpose8(&mut v);
+            }
+            for (t, acc) in acc.iter_mut().enumerate() {
+                let x = xp.add(t * cols + QKK * sb);
+                // Vectors 0..4 hold elements 0..16 of each sub-block, 4..8 elements 16..32.
+                let mut s = _mm256_setzero_si256();
+                for pair in 0..4 {
+                    let x0 = _mm256_loadu_si256(x.add(64 * pair).cast());
+                    let x1 = _mm256_loadu_si256(x.add(64 * pair + 32).cast());
+                    let p = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(v[2 * pair], x0),
+                        _mm256_maddubs_epi16(v[2 * pair + 1], x1),
+                    );
+                    let scp = if pair < 2 { sc_lo } else { sc_hi };
+                    s = _mm256_add_epi32(s, _mm256_madd_epi16(p, scp));
+                }
+                let bsums = _mm256_loadu_si256(bp.add(t * cols / 16 + 16 * sb).cast());
+                let corr = _mm256_madd_epi16(sc, bsums);
+                let s = _mm256_sub_epi32(s, _mm256_slli_epi32::<5>(corr));
+                let dd = _mm256_set1_ps(d * *dp.add(t * nsb + sb));
+                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dd, *acc);
+            }
+        }
+    }
+    for t in 0..NT {
+        res[t] = hsum_ps(acc[t]);
+    }
+}
+
+/// The four runs of 32 unsigned Q6_K quants (0..64) of one half of a super-block, from its low
+/// bits `ql0` / `ql1` (64 bytes) and high bits `qh` (32 bytes).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) fn q6k_quants(ql0: __m256i, ql1: __m256i, qh: __m256i) -> [__m256i; 4] {
+    let m4 = _mm256_set1_epi8(0xF);
+    let hmask = |m: i8| _mm256_and_si256(qh, _mm256_set1_epi8(m));
+    [
+        _mm256_or_si256(
+            _mm256_and_si256(ql0, m4),
+            _mm256_slli_epi16::<4>(hmask(0x03)),
+        ),
+        _mm256_or_si256(
+            _mm256_and_si256(ql1, m4),
+            _mm256_slli_epi16::<2>(hmask(0x0C)),
+        ),
+        _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
+            hmask(0x30),
+        ),
+        _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
+            _mm256_srli_epi16::<2>(hmask(0xC0u8 as i8)),
+        ),
+    ]
+}

@@ -1,0 +1,198 @@
+//! The Q8_0 output projection repacked at load (rows in groups of 8, a row per vector lane) and
+//! its matmul and in-kernel greedy argmax.
+
+use super::*;
+
+/// A Q8_0 matrix repacked at load for the AVX2 and AVX-512 VNNI kernels of [`matmul_packed`]:
+/// rows in groups of 8 (the last padded with zero rows), and per group and block of 32 columns, 8 vectors of 32
+/// bytes where vector `v` holds quants `4 v .. 4 v + 4` of each of the 8 rows (row `i` of the
+/// group in i32 lane `i`), then the 8 rows' block scales (f16 bits).
+///
+/// With a row per vector lane, a token's 4 quants are broadcast to all lanes and every lane
+/// sums its own row: a block costs one conversion and one FMA for 8 rows, and a token's 8
+/// results are stored as they are, with no transposes of weights and no horizontal sums. This
+/// is for the largest matrix of all, the output projection (Gemma's is 262,144 x 640, half of
+/// the multiply-adds of a decoding step); it costs a copy of the matrix in memory.
+pub struct PackedQ8 {
+    pub(super) rows: usize,
+    pub(super) cols: usize,
+    /// `groups * blocks * 256` quants.
+    pub(super) q: HugeBuf<i8>,
+    /// `groups * blocks * 8` scales (f16 bits, as in the file: 2 bytes per block and row, so a
+    /// batch-1 pass, bound by memory bandwidth, reads 272 bytes per block and group, not 288).
+    pub(super) d: HugeBuf<u16>,
+}
+
+impl PackedQ8 {
+    /// Repacks `w` if it is Q8_0 and the CPU has the AVX2 kernels; `None` otherwise.
+    pub fn new(w: &QMatrix<'_>) -> Option<Self> {
+        if w.dtype != GgmlType::Q8_0 || detected_level() < SimdLevel::Avx2 || w.cols == 0 {
+            return None;
+        }
+        assert!(
+            w.cols.is_multiple_of(QK8) && w.data.len() >= w.rows * w.row_bytes(),
+            "PackedQ8: bad matrix"
+        );
+        let nb = w.cols / QK8;
+        let groups = w.rows.div_ceil(8);
+        let mut q = HugeBuf::<i8>::zeroed(groups * nb * 256);
+        let mut d = HugeBuf::<u16>::zeroed(groups * nb * 8);
+        use rayon::prelude::*;
+        q.par_chunks_mut(nb * 256)
+            .zip(d.par_chunks_mut(nb * 8))
+            .enumerate()
+            .for_each(|(g, (q, d))| {
+                for i in 0..8.min(w.rows - 8 * g) {
+                    let row = w.row(8 * g + i);
+                    for (b, blk) in row.chunks_exact(w.dtype.block_bytes()).enumerate() {
+                        d[8 * b + i] = u16::from_le_bytes([blk[0], blk[1]]);
+                        for (j, &v) in blk[2..].iter().enumerate() {
+                            q[256 * b + 32 * (j / 4) + 4 * i + j % 4] = v as i8;
+                        }
+                    }
+                }
+            });
+        Some(Self {
+            rows: w.rows,
+            cols: w.cols,
+            q,
+            d,
+        })
+    }
+
+    /// Rows (output features).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns (input features).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.q.len() + 2 * self.d.len()
+    }
+}
+
+/// [`matmul`] for a [`PackedQ8`] matrix at the level of [`simd_level`] (AVX2 or AVX-512 VNNI;
+/// see [`matmul_packed_with`]).
+pub fn matmul_packed(w: &PackedQ8, x: &[f32], n_tok: usize, out: &mut [f32]) {
+    matmul_packed_with(simd_level(), w, x, n_tok, out)
+}
+
+/// [`matmul`] for a [`PackedQ8`] matrix with the kernels of `level` (lowered to what the CPU
+/// has; at least AVX2): the same integer block sums as [`matmul_with`], accumulated per row in
+/// block order (so the f32 rounding differs from the unpacked kernels), and the same bits at
+/// the AVX2 and AVX-512 VNNI levels. Batch invariant like [`matmul`].
+pub fn matmul_packed_with(
+    level: SimdLevel,
+    w: &PackedQ8,
+    x: &[f32],
+    n_tok: usize,
+    out: &mut [f32],
+) {
+    assert_eq!(
+        x.len(),
+        n_tok * w.cols,
+        "matmul_packed: x has the wrong length"
+    );
+    assert_eq!(
+        out.len(),
+        n_tok * w.rows,
+        "matmul_packed: out has the wrong length"
+    );
+    let level = level.lowered();
+    assert!(
+        level >= SimdLevel::Avx2,
+        "matmul_packed: AVX2 is not available"
+    );
+    if n_tok == 0 || w.rows == 0 {
+        return;
+    }
+    let a = Q8Acts::quantize(SimdLevel::Avx2, x, w.cols, n_tok);
+    // The AVX2 kernel's token groups (`avx2::PackedActs`).
+    #[cfg(target_arch = "x86_64")]
+    let pa = (level == SimdLevel::Avx2).then(|| avx2::PackedActs::new(&a, n_tok));
+    // `-128 * sum(quants)` per token and block, for the VNNI kernel's unsigned weights.
+    let corr: Vec<i32> = if level == SimdLevel::Avx512Vnni {
+        a.qs.chunks_exact(QK8)
+            .map(|b| -128 * b.iter().map(|&v| i32::from(v)).sum::<i32>())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let dst = OutPtr {
+        ptr: out.as_mut_ptr(),
+        len: out.len(),
+        rows: w.rows,
+    };
+    let groups = w.rows.div_ceil(8);
+    #[cfg(target_arch = "x86_64")]
+    let run = |g0: usize, g1: usize| match level {
+        // SAFETY: the AVX-512 F/BW/VL/VNNI features (and AVX2, FMA, F16C) were detected
+        // (`level` is at most `detected_level()`). `dst` is written only at the rows of groups
+        // `g0..g1`, which no other chunk touches (see `OutPtr`).
+        SimdLevel::Avx512Vnni => unsafe {
+            avx512::rows_packed_q8(w, &a, &corr, g0, g1, n_tok, &dst)
+        },
+        // SAFETY: AVX2, FMA and F16C were detected (asserted above). `dst` as above.
+        _ => unsafe { avx2::rows_packed_q8(w, pa.as_ref().unwrap(), g0, g1, n_tok, &dst) },
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let run = |_: usize, _: usize| {
+        let _ = (&a, &corr, &dst);
+        unreachable!("PackedQ8 exists only with AVX2")
+    };
+    for_chunks(groups, 8 * w.cols * n_tok.min(8), run);
+}
+
+/// For each of the `n_tok` rows of `x`, the index of the largest of the first `limit` outputs
+/// of [`matmul_packed_with`] at the AVX2 level, chosen as the engine's host `argmax` chooses
+/// from those logits (the first index on ties, NaN never chosen, 0 when no value is above
+/// negative infinity), without writing the `n_tok * rows` logits out: each chunk of row groups
+/// keeps a running best per token, and the chunks' bests are merged in row order. The values
+/// compared are the AVX2 packed kernel's, bit for bit.
+///
+/// # Panics
+/// If the CPU lacks AVX2 or `x` has the wrong length.
+pub fn matmul_packed_argmax(w: &PackedQ8, x: &[f32], n_tok: usize, limit: usize) -> Vec<u32> {
+    assert_eq!(
+        x.len(),
+        n_tok * w.cols,
+        "matmul_packed_argmax: x has the wrong length"
+    );
+    assert!(
+        detected_level() >= SimdLevel::Avx2,
+        "matmul_packed_argmax: AVX2 is not available"
+    );
+    let limit = limit.min(w.rows);
+    if n_tok == 0 || limit == 0 {
+        return vec![0; n_tok];
+    }
+    let a = Q8Acts::quantize(SimdLevel::Avx2, x, w.cols, n_tok);
+    #[cfg(target_arch = "x86_64")]
+    let a = avx2::PackedActs::new(&a, n_tok);
+    let groups = limit.div_ceil(8);
+    #[cfg(target_arch = "x86_64")]
+    let run = |g0: usize, g1: usize| {
+        // SAFETY: AVX2, FMA and F16C were detected (asserted above).
+        unsafe { avx2::packed_argmax(w, &a, g0, g1, n_tok, limit) }
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let run = |_: usize, _: usize| -> Vec<(f32, u32)> {
+        let _ = &a;
+        unreachable!("PackedQ8 exists only with AVX2")
+    };
+    let chunks = map_chunks(groups, 8 * w.cols * n_tok.min(8), run);
+    let mut best = vec![(f32::NEG_INFINITY, 0u32); n_tok];
+    for c in chunks {
+        for (b, v) in best.iter_mut().zip(c) {
+            if v.0 > b.0 {
+                *b = v;
+            }
+        }
+    }
+    best.into_iter().map(|(_, i)| i).collect()
+}

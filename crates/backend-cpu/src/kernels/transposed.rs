@@ -1,0 +1,341 @@
+//! Weight layouts made at load for the AVX2 kernels: Q4_K / Q6_K super-blocks with their quants
+//! transposed, and Q4_0 / Q5_0 / Q8_0 blocks decoded and transposed in groups of 8; their
+//! matmuls.
+
+use super::*;
+
+/// A Q4_K / Q6_K matrix whose super-blocks hold their quants transposed, made at load for the
+/// SIMD kernels of [`matmul_transposed_k`]: quant `32 j + 4 m + b` (sub-block `j`) is stored
+/// where the GGML layout keeps quant `32 m + 4 j + b`, scales and minimums unchanged. Decoding
+/// such a super-block in element order then yields the 8 vectors whose i32 lane `j` holds 4
+/// quants of sub-block `j`, which the kernel would otherwise build with an 8 x 8 transpose per
+/// super-block and token group: at one token that transpose costs more than the products. The
+/// bytes are a copy of the matrix (the same size as its file encoding).
+pub struct TransposedK {
+    pub(super) dtype: GgmlType,
+    pub(super) rows: usize,
+    pub(super) cols: usize,
+    pub(super) data: HugeBuf<u8>,
+}
+
+/// The 256 quants of a Q4_K (unsigned 4-bit) or Q6_K (unsigned 6-bit) super-block, in element
+/// order.
+pub(super) fn k_quants(dtype: GgmlType, b: &[u8]) -> [u8; QKK] {
+    let mut q = [0u8; QKK];
+    for (e, q) in q.iter_mut().enumerate() {
+        *q = match dtype {
+            GgmlType::Q4_K => {
+                let (s, l) = (e / 32, e % 32);
+                (b[16 + 32 * (s / 2) + l] >> (4 * (s % 2))) & 0xF
+            }
+            _ => {
+                let (n, m, l) = (e / 128, (e % 128) / 32, e % 32);
+                let lo = (b[64 * n + 32 * (m % 2) + l] >> (4 * (m / 2))) & 0xF;
+                let hi = (b[128 + 32 * n + l] >> (2 * m)) & 3;
+                lo | (hi << 4)
+            }
+        };
+    }
+    q
+}
+
+/// Stores `q` as the quants of the Q4_K / Q6_K super-block `b` (inverse of [`k_quants`]).
+pub(super) fn set_k_quants(dtype: GgmlType, b: &mut [u8], q: &[u8; QKK]) {
+    match dtype {
+        GgmlType::Q4_K => b[16..144].fill(0),
+        _ => b[..192].fill(0),
+    }
+    for (e, &q) in q.iter().enumerate() {
+        match dtype {
+            GgmlType::Q4_K => {
+                let (s, l) = (e / 32, e % 32);
+                b[16 + 32 * (s / 2) + l] |= (q & 0xF) << (4 * (s % 2));
+            }
+            _ => {
+                let (n, m, l) = (e / 128, (e % 128) / 32, e % 32);
+                b[64 * n + 32 * (m % 2) + l] |= (q & 0xF) << (4 * (m / 2));
+                b[128 + 32 * n + l] |= ((q >> 4) & 3) << (2 * m);
+            }
+        }
+    }
+}
+
+impl TransposedK {
+    /// The transposed copy of `w` if it is Q4_K / Q6_K and the CPU has the AVX2 kernels;
+    /// `None` otherwise.
+    pub fn new(w: &QMatrix<'_>) -> Option<Self> {
+        if !matches!(w.dtype, GgmlType::Q4_K | GgmlType::Q6_K)
+            || detected_level() < SimdLevel::Avx2
+            || w.cols == 0
+        {
+            return None;
+        }
+        assert!(
+            w.cols.is_multiple_of(QKK) && w.data.len() >= w.rows * w.row_bytes(),
+            "TransposedK: bad matrix"
+        );
+        let mut data = HugeBuf::<u8>::zeroed(w.rows * w.row_bytes());
+        data.copy_from_slice(&w.data[..w.rows * w.row_bytes()]);
+        use rayon::prelude::*;
+        data.par_chunks_mut(w.dtype.block_bytes()).for_each(|b| {
+            let q = k_quants(w.dtype, b);
+            let mut t = [0u8; QKK];
+            for j in 0..8 {
+                for m in 0..8 {
+                    let (s, d) = (32 * j + 4 * m, 32 * m + 4 * j);
+                    t[d..d + 4].copy_from_slice(&q[s..s + 4]);
+                }
+            }
+            set_k_quants(w.dtype, b, &t);
+        });
+        Some(Self {
+            dtype: w.dtype,
+            rows: w.rows,
+            cols: w.cols,
+            data,
+        })
+    }
+
+    /// Rows (output features).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns (input features).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// [`matmul`] for a [`TransposedK`] matrix at the level of [`simd_level`] (AVX2 or AVX-512
+/// VNNI; see [`matmul_transposed_k_with`]).
+pub fn matmul_transposed_k(w: &TransposedK, x: &[f32], n_tok: usize, out: &mut [f32]) {
+    matmul_transposed_k_with(simd_level(), w, x, n_tok, out)
+}
+
+/// [`matmul_with`] for a [`TransposedK`] matrix with the kernels of `level` (lowered to what
+/// the CPU has; at least AVX2): the same operations as the kernel on the file layout without its
+/// transposes, so the same bits as [`matmul_with`] on the original matrix. Batch invariant.
+pub fn matmul_transposed_k_with(
+    level: SimdLevel,
+    w: &TransposedK,
+    x: &[f32],
+    n_tok: usize,
+    out: &mut [f32],
+) {
+    let view = QMatrix {
+        dtype: w.dtype,
+        rows: w.rows,
+        cols: w.cols,
+        data: &w.data,
+    };
+    matmul_transposed("matmul_transposed_k", level, &view, x, n_tok, out);
+}
+
+/// A Q4_0 / Q5_0 / Q8_0 matrix stored for the AVX2 kernel of [`matmul_transposed_q0`]: per row
+/// and group of 8 blocks, the 8 block scales side by side and the group's quants already
+/// decoded to the kernel's unsigned (Q4_0 / Q5_0) or signed (Q8_0) values and transposed to a
+/// block per i32 lane (the last group of at most 4 blocks in the half-group form), packed back
+/// to 4 or 5 bits where the type has them; a last partial group is padded with zero blocks.
+/// The kernel then loads a group's vectors instead of decoding 8 blocks and transposing them
+/// (about 3x fewer instructions per group), which is most of its work at one token. The same
+/// size as the file encoding, up to the padding.
+pub struct TransposedQ0 {
+    pub(super) dtype: GgmlType,
+    pub(super) rows: usize,
+    pub(super) cols: usize,
+    pub(super) data: HugeBuf<u8>,
+}
+
+/// The 32 quants of a Q4_0 / Q5_0 / Q8_0 block as the AVX2 kernel decodes them (unsigned 0..16
+/// / 0..32, or the signed Q8_0 byte), and its raw f16 scale.
+pub(super) fn q0_quants(dtype: GgmlType, b: &[u8]) -> ([u8; QK8], u16) {
+    let mut q = [0u8; QK8];
+    for (i, q) in q.iter_mut().enumerate() {
+        *q = match dtype {
+            GgmlType::Q8_0 => b[2 + i],
+            GgmlType::Q4_0 => (b[2 + i % 16] >> (4 * (i / 16))) & 0xF,
+            _ => {
+                let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+                let lo = (b[6 + i % 16] >> (4 * (i / 16))) & 0xF;
+                lo | ((((qh >> i) & 1) as u8) << 4)
+            }
+        };
+    }
+    (q, u16::from_le_bytes([b[0], b[1]]))
+}
+
+impl TransposedQ0 {
+    /// The transposed copy of `w` if it is Q4_0 / Q5_0 / Q8_0 and the CPU has the AVX2 kernels;
+    /// `None` otherwise.
+    pub fn new(w: &QMatrix<'_>) -> Option<Self> {
+        let k = match w.dtype {
+            GgmlType::Q8_0 => 0,
+            GgmlType::Q4_0 => 1,
+            GgmlType::Q5_0 => 2,
+            _ => return None,
+        };
+        if detected_level() < SimdLevel::Avx2 || w.cols == 0 {
+            return None;
+        }
+        assert!(
+            w.cols.is_multiple_of(QK8) && w.data.len() >= w.rows * w.row_bytes(),
+            "TransposedQ0: bad matrix"
+        );
+        let nb = w.cols / QK8;
+        let ng = nb.div_ceil(8);
+        let gb = 8 * w.dtype.block_bytes();
+        let mut data = HugeBuf::<u8>::zeroed(w.rows * ng * gb);
+        use rayon::prelude::*;
+        data.par_chunks_mut(ng * gb)
+            .enumerate()
+            .for_each(|(r, out)| {
+                let row = w.row(r);
+                for (g, out) in out.chunks_exact_mut(gb).enumerate() {
+                    let nbg = (nb - 8 * g).min(8);
+                    // The kernel's 8 vectors of 32 bytes after its transposes.
+                    let mut v = [[0u8; 32]; 8];
+                    for kk in 0..nbg {
+                        let blk = &row[(8 * g + kk) * w.dtype.block_bytes()..];
+                        let (q, d) = q0_quants(w.dtype, blk);
+                        out[2 * kk..2 * kk + 2].copy_from_slice(&d.to_le_bytes());
+                        for i in 0..QK8 {
+                            let (m, lane) = if nbg <= 4 {
+                                // Half group: lanes 0..4 quants 4m.., lanes 4..8 quants 16 + 4m..
+                                ((i % 16) / 4, kk + 4 * (i / 16))
+                            } else {
+                                (i / 4, kk)
+                            };
+                            v[m][4 * lane + i % 4] = q[i];
+                        }
+                    }
+                    let body = &mut out[16..];
+                    if k == 0 {
+                        for (m, v) in v.iter().enumerate() {
+                            body[32 * m..32 * m + 32].copy_from_slice(v);
+                        }
+                    } else {
+                        for m in 0..4 {
+                            for i in 0..32 {
+                                body[32 * m + i] = (v[m][i] & 0xF) | ((v[m + 4][i] & 0xF) << 4);
+                            }
+                        }
+                        if k == 2 {
+                            // Byte `i` holds bit 4 of byte `i` of vector `m` as its bit `m`.
+                            for i in 0..32 {
+                                body[128 + i] = (0..8).fold(0u8, |a, m| a | ((v[m][i] >> 4) << m));
+                            }
+                        }
+                    }
+                }
+            });
+        Some(Self {
+            dtype: w.dtype,
+            rows: w.rows,
+            cols: w.cols,
+            data,
+        })
+    }
+
+    /// Rows (output features).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns (input features).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// [`matmul`] for a [`TransposedQ0`] matrix with the AVX2 kernel (see
+/// [`matmul_transposed_q0_with`]).
+pub fn matmul_transposed_q0(w: &TransposedQ0, x: &[f32], n_tok: usize, out: &mut [f32]) {
+    matmul_transposed_q0_with(simd_level(), w, x, n_tok, out)
+}
+
+/// [`matmul_with`] at the AVX2 level for a [`TransposedQ0`] matrix (`level`, lowered to what
+/// the CPU has, must be at least AVX2; the AVX-512 VNNI level has its own layout, so this runs
+/// the AVX2 kernel there too): the same operations as that kernel on the file layout without
+/// its decoding and transposes, so the same bits as [`matmul_with`] at [`SimdLevel::Avx2`].
+pub fn matmul_transposed_q0_with(
+    level: SimdLevel,
+    w: &TransposedQ0,
+    x: &[f32],
+    n_tok: usize,
+    out: &mut [f32],
+) {
+    let view = QMatrix {
+        dtype: w.dtype,
+        rows: w.rows,
+        cols: w.cols,
+        data: &w.data,
+    };
+    matmul_transposed("matmul_transposed_q0", level, &view, x, n_tok, out);
+}
+
+/// The AVX2 kernels on a transposed layout (`view.data` in the layout of [`TransposedK`] or
+/// [`TransposedQ0`]), with the activations those kernels take.
+pub(super) fn matmul_transposed(
+    name: &str,
+    level: SimdLevel,
+    view: &QMatrix<'_>,
+    x: &[f32],
+    n_tok: usize,
+    out: &mut [f32],
+) {
+    assert_eq!(x.len(), n_tok * view.cols, "{name}: x has the wrong length");
+    assert_eq!(
+        out.len(),
+        n_tok * view.rows,
+        "{name}: out has the wrong length"
+    );
+    let level = level.lowered();
+    assert!(level >= SimdLevel::Avx2, "{name}: AVX2 is not available");
+    if n_tok == 0 || view.rows == 0 {
+        return;
+    }
+    let acts = match view.dtype {
+        GgmlType::Q4_K | GgmlType::Q6_K => {
+            let mut a = Q8KActs::quantize(level, x, view.cols, n_tok);
+            a.interleave();
+            Acts::Q8K(a)
+        }
+        dtype => {
+            let mut a = Q8Acts::quantize(SimdLevel::Avx2, x, view.cols, n_tok);
+            let offset = match dtype {
+                GgmlType::Q8_0 => 0,
+                GgmlType::Q4_0 => 8,
+                _ => 16,
+            };
+            a.interleave(offset, false);
+            Acts::Q8(a)
+        }
+    };
+    let dst = OutPtr {
+        ptr: out.as_mut_ptr(),
+        len: out.len(),
+        rows: view.rows,
+    };
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX2, FMA and F16C were detected (asserted above). `dst` is written only at rows
+    // `r0..r1`, which no other chunk touches (see `OutPtr`).
+    let run =
+        |r0: usize, r1: usize| unsafe { avx2::rows_transposed(view, &acts, r0, r1, n_tok, &dst) };
+    #[cfg(not(target_arch = "x86_64"))]
+    let run = |_: usize, _: usize| {
+        let _ = (&acts, &dst);
+        unreachable!("the transposed layouts exist only with AVX2")
+    };
+    for_chunks(view.rows, view.row_bytes() * n_tok, run);
+}
