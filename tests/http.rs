@@ -1332,7 +1332,7 @@ fn request_bounds_token_admission_and_no_text_in_logs_gemma() {
             "--max-tokens-per-request",
             "2000",
             "--max-queued-tokens",
-            "300",
+            "1500",
             "--max-num-batched-tokens",
             "32",
         ],
@@ -1372,13 +1372,13 @@ fn request_bounds_token_admission_and_no_text_in_logs_gemma() {
             .contains("--max-tokens-per-request"),
         "{v}"
     );
-    // Queued prompt tokens: a ~250-token prompt prefills in ~8 steps of 32 tokens; while it
-    // waits, a second one (250 + 250 > 300) gets 429 with Retry-After, then is admitted once
+    // Queued prompt tokens: a ~900-token prompt prefills in ~30 steps of 32 tokens; while it
+    // waits, a second one (900 + 900 > 1500) gets 429 with Retry-After, then is admitted once
     // the first has started generating.
     let secret = "zebra quartz lantern";
-    let long = format!("{secret} ") + &"the railway runs along the coast ".repeat(40);
+    let long = format!("{secret} ") + &"the railway runs along the coast ".repeat(150);
     let (_, tk) = s.post("/tokenize", &json!({"prompt": long}));
-    assert!(tk["count"].as_u64().unwrap() > 150, "{tk}");
+    assert!(tk["count"].as_u64().unwrap() > 600, "{tk}");
     let base = s.base.clone();
     let body = json!({"prompt": long, "max_tokens": 40, "ignore_eos": true, "temperature": 0});
     let b2 = body.clone();
@@ -1390,6 +1390,17 @@ fn request_bounds_token_admission_and_no_text_in_logs_gemma() {
             .unwrap();
         (r.status().as_u16(), r.json::<Value>().unwrap())
     });
+    // Only once the first request is in the engine (else the loop's could be admitted first).
+    let t0 = Instant::now();
+    while s.metric("switchyard:num_requests_running") + s.metric("switchyard:num_requests_waiting")
+        < 1.0
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the first request never started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let mut saw_429 = false;
     let mut admitted = false;
     let t0 = Instant::now();
