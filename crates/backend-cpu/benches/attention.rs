@@ -3,7 +3,7 @@
 //! SIMD level this CPU has.
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use half::f16;
-use switchyard_backend_cpu::kernels::{available_levels, axpy_f16_with, dot_f16_with};
+use switchyard_backend_cpu::kernels::{available_levels, Isa};
 
 fn bench(c: &mut Criterion) {
     let (dim, ctx) = (256, 512);
@@ -19,11 +19,11 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 let mut scores = vec![0f32; ctx];
                 for (t, s) in scores.iter_mut().enumerate() {
-                    *s = dot_f16_with(level, &q, &kv[t * dim..(t + 1) * dim]);
+                    *s = Isa::get(level).dot_f16(&q, &kv[t * dim..(t + 1) * dim]);
                 }
                 let mut out = vec![0f32; dim];
                 for (t, &w) in scores.iter().enumerate() {
-                    axpy_f16_with(level, &mut out, w * 1e-3, &kv[t * dim..(t + 1) * dim]);
+                    Isa::get(level).axpy_f16(&mut out, w * 1e-3, &kv[t * dim..(t + 1) * dim]);
                 }
                 out
             })

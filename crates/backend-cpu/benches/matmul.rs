@@ -8,7 +8,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use switchyard_backend_cpu::kernels::{detected_level, matmul_with, QMatrix, SimdLevel};
+use switchyard_backend_cpu::kernels::{detected_level, Isa, QMatrix, SimdLevel};
 use switchyard_core::GgmlType;
 
 /// Deterministic pseudo-random bytes (xorshift64*).
@@ -116,7 +116,7 @@ fn bench_types(c: &mut Criterion) {
                     g.bench_function(id, |b| {
                         b.iter_custom(|iters| {
                             timed(&pool, iters, || {
-                                matmul_with(level, &w, black_box(&x), n_tok, &mut out)
+                                Isa::get(level).matmul(&w, black_box(&x), n_tok, &mut out)
                             })
                         })
                     });
@@ -148,7 +148,7 @@ fn bench_large(c: &mut Criterion) {
     g.bench_function(BenchmarkId::new("Q8_0/262144x640/n1", level), |b| {
         b.iter_custom(|iters| {
             timed(&pool, iters, || {
-                matmul_with(level, &w, black_box(&x), 1, &mut out)
+                Isa::get(level).matmul(&w, black_box(&x), 1, &mut out)
             })
         })
     });

@@ -1,8 +1,7 @@
 //! Ad-hoc matmul timing: `cargo run --release -p switchyard-backend-cpu --example mmbench`.
 use std::time::Instant;
 use switchyard_backend_cpu::kernels::{
-    detected_level, matmul_packed_with, matmul_transposed_k_with, matmul_transposed_q0_with,
-    matmul_with, PackedQ8, QMatrix, SimdLevel, TransposedK, TransposedQ0,
+    detected_level, Isa, PackedQ8, QMatrix, SimdLevel, TransposedK, TransposedQ0,
 };
 use switchyard_core::GgmlType;
 
@@ -92,7 +91,7 @@ fn main() {
             // instruction counts under callgrind), `file` only the file layout.
             let only = std::env::var("MMBENCH_LAYOUT").unwrap_or_default();
             let best = best_of(&pool, if only == "transposed" { 0 } else { 15 }, || {
-                matmul_with(detected_level(), &w, &x, n_tok, &mut out)
+                Isa::get(detected_level()).matmul(&w, &x, n_tok, &mut out)
             });
             println!(
                 "{ty:?} {rows}x{cols} n_tok={n_tok:2}: {:8.1} us  {:6.2} us/tok",
@@ -103,7 +102,7 @@ fn main() {
             let t = (only != "file").then(|| TransposedK::new(&w)).flatten();
             if let Some(t) = t {
                 let best = best_of(&pool, 15, || {
-                    matmul_transposed_k_with(detected_level(), &t, &x, n_tok, &mut out)
+                    Isa::get(detected_level()).matmul_transposed_k(&t, &x, n_tok, &mut out)
                 });
                 println!(
                     "{ty:?} {rows}x{cols} n_tok={n_tok:2} transposed: {:8.1} us  {:6.2} us/tok",
@@ -115,7 +114,7 @@ fn main() {
             let t = (only != "file").then(|| TransposedQ0::new(&w)).flatten();
             if let Some(t) = t {
                 let best = best_of(&pool, 15, || {
-                    matmul_transposed_q0_with(SimdLevel::Avx2, &t, &x, n_tok, &mut out)
+                    Isa::get(SimdLevel::Avx2).matmul_transposed_q0(&t, &x, n_tok, &mut out)
                 });
                 println!(
                     "{ty:?} {rows}x{cols} n_tok={n_tok:2} transposed-q0: {:8.1} us  {:6.2} us/tok",
@@ -130,7 +129,7 @@ fn main() {
                     continue;
                 }
                 let best = best_of(&pool, 15, || {
-                    matmul_packed_with(level, &p, &x, n_tok, &mut out)
+                    Isa::get(level).matmul_packed(&p, &x, n_tok, &mut out)
                 });
                 println!(
                     "{ty:?} {rows}x{cols} n_tok={n_tok:2} packed {level}: {:8.1} us  {:6.2} us/tok",

@@ -9,8 +9,8 @@ use switchyard_core::{
 };
 
 use crate::kernels::{
-    self, glu, matmul, matmul_packed, matmul_transposed_k, matmul_transposed_q0, PackedQ8, QMatrix,
-    SimdLevel, TransposedK, TransposedQ0,
+    self, glu, matmul, matmul_packed, matmul_transposed_k, matmul_transposed_q0, Isa, PackedQ8,
+    QMatrix, TransposedK, TransposedQ0,
 };
 use crate::ops;
 use crate::team;
@@ -75,7 +75,7 @@ const SPARE_LOGITS_MAX: usize = 16 << 20;
 /// `SWITCHYARD_PACK_OUTPUT=0`. Gemma 3 270M: 262,144 x 640, 189 MiB more memory, for faster
 /// logits (`benches/README.md`).
 fn pack_output(output: &Tensor) -> Option<PackedQ8> {
-    if kernels::simd_level() < SimdLevel::Avx2
+    if !Isa::current().layouts.packed_output
         || std::env::var("SWITCHYARD_PACK_OUTPUT").is_ok_and(|v| v.trim() == "0")
     {
         return None;
@@ -106,15 +106,15 @@ fn env_off(name: &str) -> bool {
 
 impl Mat {
     fn new(t: Tensor) -> Self {
-        let level = kernels::simd_level();
+        let layouts = Isa::current().layouts;
         let packed = match t.dtype {
             GgmlType::Q4_K | GgmlType::Q6_K
-                if level >= SimdLevel::Avx2 && !env_off("SWITCHYARD_PACK_K") =>
+                if layouts.transposed_k && !env_off("SWITCHYARD_PACK_K") =>
             {
                 TransposedK::new(&qm(&t)).map_or(Packed::None, Packed::K)
             }
             GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0
-                if level == SimdLevel::Avx2 && !env_off("SWITCHYARD_PACK_Q0") =>
+                if layouts.transposed_q0 && !env_off("SWITCHYARD_PACK_Q0") =>
             {
                 TransposedQ0::new(&qm(&t)).map_or(Packed::None, Packed::Q0)
             }
@@ -520,7 +520,7 @@ impl CpuBackend {
     fn greedy_path(&self) -> bool {
         self.output_packed.is_some()
             && self.cfg.final_logit_softcap.is_none()
-            && kernels::simd_level() == SimdLevel::Avx2
+            && Isa::current().layouts.greedy_argmax
     }
 
     fn greedy_in_pool(
@@ -704,15 +704,14 @@ impl CpuBackend {
                     // The query heads of KV head `kvh` are `kvh * group ..`, adjacent.
                     let gd = group * hd;
                     for (kvh, out) in out_row.chunks_exact_mut(gd).enumerate() {
-                        kernels::attend_f16(
-                            &q[t * qd + kvh * gd..t * qd + (kvh + 1) * gd],
+                        let a = kernels::Attend {
+                            q: &q[t * qd + kvh * gd..t * qd + (kvh + 1) * gd],
                             hd,
-                            &kc[kvh * hd..],
-                            &vc[kvh * hd..],
-                            &rows,
-                            &mut scratch,
-                            out,
-                        );
+                            kc: &kc[kvh * hd..],
+                            vc: &vc[kvh * hd..],
+                            rows: &rows,
+                        };
+                        kernels::attend_f16(&a, &mut scratch, out);
                     }
                 }
             });

@@ -38,6 +38,7 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 mod chunks;
+mod isa;
 mod level;
 #[cfg(target_arch = "aarch64")]
 mod neon;
@@ -53,14 +54,12 @@ mod x86;
 
 use crate::hugebuf::HugeBuf;
 use chunks::{for_chunks, map_chunks};
+pub use isa::{Isa, Layouts};
 pub use level::{available_levels, detected_features, detected_level, simd_level, SimdLevel};
 pub(crate) use outptr::OutPtr;
-pub use packed::{matmul_packed, matmul_packed_argmax, matmul_packed_with, PackedQ8};
+pub use packed::{matmul_packed, matmul_packed_argmax, PackedQ8};
 use quant::{Q8Acts, Q8KActs, QK8, QKK};
-pub use transposed::{
-    matmul_transposed_k, matmul_transposed_k_with, matmul_transposed_q0, matmul_transposed_q0_with,
-    TransposedK, TransposedQ0,
-};
+pub use transposed::{matmul_transposed_k, matmul_transposed_q0, TransposedK, TransposedQ0};
 
 /// A weight matrix in its file encoding.
 #[derive(Debug, Clone, Copy)]
@@ -88,27 +87,12 @@ impl QMatrix<'_> {
     }
 }
 
-/// `sum_i a[i] * b[i]` in f32 with the SIMD level of [`simd_level`].
+/// `sum_i a[i] * b[i]` in f32 at [`simd_level`] (other levels: [`Isa::dot_f32`]).
 ///
 /// # Panics
 /// If the lengths differ.
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    dot_f32_with(simd_level(), a, b)
-}
-
-/// [`dot_f32`] at an explicit level (lowered to [`detected_level`] if the CPU lacks it).
-pub fn dot_f32_with(level: SimdLevel, a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "dot_f32: lengths differ");
-    match level.lowered() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the level is above scalar and at most `detected_level()`, so AVX2, FMA and
-        // F16C were detected at run time.
-        l if l > SimdLevel::Scalar => unsafe { avx2::dot_f32(a, b) },
-        #[cfg(target_arch = "aarch64")]
-        // SAFETY: NEON is part of every aarch64 CPU.
-        l if l > SimdLevel::Scalar => unsafe { neon::dot_f32(a, b) },
-        _ => scalar::dot_f32(a, b),
-    }
+    Isa::current().dot_f32(a, b)
 }
 
 /// `sum_i q[i] * k[i]` with `k` in f16 (attention scores over the f16 KV cache), at
@@ -117,22 +101,7 @@ pub fn dot_f32_with(level: SimdLevel, a: &[f32], b: &[f32]) -> f32 {
 /// # Panics
 /// If the lengths differ.
 pub fn dot_f16(q: &[f32], k: &[half::f16]) -> f32 {
-    dot_f16_with(simd_level(), q, k)
-}
-
-/// [`dot_f16`] at an explicit level (lowered to [`detected_level`] if the CPU lacks it).
-pub fn dot_f16_with(level: SimdLevel, q: &[f32], k: &[half::f16]) -> f32 {
-    assert_eq!(q.len(), k.len(), "dot_f16: lengths differ");
-    match level.lowered() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the level is above scalar and at most `detected_level()`, so AVX2, FMA and
-        // F16C were detected at run time.
-        l if l > SimdLevel::Scalar => unsafe { avx2::dot_f16(q, k) },
-        #[cfg(target_arch = "aarch64")]
-        // SAFETY: NEON is part of every aarch64 CPU.
-        l if l > SimdLevel::Scalar => unsafe { neon::dot_f16(q, k) },
-        _ => scalar::dot_f16(q, k),
-    }
+    Isa::current().dot_f16(q, k)
 }
 
 /// `y[i] += a * x[i]` with `x` in f16 (attention-weighted sum of the f16 values), at
@@ -141,90 +110,35 @@ pub fn dot_f16_with(level: SimdLevel, q: &[f32], k: &[half::f16]) -> f32 {
 /// # Panics
 /// If the lengths differ.
 pub fn axpy_f16(y: &mut [f32], a: f32, x: &[half::f16]) {
-    axpy_f16_with(simd_level(), y, a, x)
+    Isa::current().axpy_f16(y, a, x)
 }
 
-/// [`axpy_f16`] at an explicit level (lowered to [`detected_level`] if the CPU lacks it).
-pub fn axpy_f16_with(level: SimdLevel, y: &mut [f32], a: f32, x: &[half::f16]) {
-    assert_eq!(y.len(), x.len(), "axpy_f16: lengths differ");
-    match level.lowered() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the level is above scalar and at most `detected_level()`, so AVX2, FMA and
-        // F16C were detected at run time.
-        l if l > SimdLevel::Scalar => unsafe { avx2::axpy_f16(y, a, x) },
-        #[cfg(target_arch = "aarch64")]
-        // SAFETY: NEON is part of every aarch64 CPU.
-        l if l > SimdLevel::Scalar => unsafe { neon::axpy_f16(y, a, x) },
-        _ => scalar::axpy_f16(y, a, x),
-    }
+/// One token's attention for the query heads that share one KV head: what
+/// [`attend_f16`] reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Attend<'a> {
+    /// The queries, `g * hd` for `g` heads, already scaled.
+    pub q: &'a [f32],
+    /// Head size.
+    pub hd: usize,
+    /// The key cache, rows at element offsets `rows`.
+    pub kc: &'a [half::f16],
+    /// The value cache, rows at element offsets `rows`.
+    pub vc: &'a [half::f16],
+    /// Element offsets of the key and value rows the token attends to.
+    pub rows: &'a [usize],
 }
 
-/// Attention of one token's query heads that share one KV head (`q` and `out`: `g * hd` for
-/// `g` heads) over the key and value rows at element offsets `rows` of `kc` / `vc`: for each
-/// head `softmax_j(q . k_j)`-weighted sum of the `v_j`, at [`simd_level`]. The queries carry
-/// their scale already. `scratch` is reused between calls. The SIMD levels take four heads at a
-/// time (each K/V row loaded once for all four) with a polynomial `exp`; a token's result
-/// depends only on its own queries and rows, never on the batch.
+/// Attention of one token's query heads that share one KV head (`a.q` and `out`: `g * hd` for
+/// `g` heads) over the key and value rows `a.rows`: for each head `softmax_j(q . k_j)`-weighted
+/// sum of the `v_j`, at [`simd_level`]. `scratch` is reused between calls. The SIMD levels take
+/// four heads at a time (each K/V row loaded once for all four) with a polynomial `exp`; a
+/// token's result depends only on its own queries and rows, never on the batch.
 ///
 /// # Panics
 /// If `q` and `out` differ in length or are not whole heads, or a row runs past `kc` or `vc`.
-pub fn attend_f16(
-    q: &[f32],
-    hd: usize,
-    kc: &[half::f16],
-    vc: &[half::f16],
-    rows: &[usize],
-    scratch: &mut Vec<f32>,
-    out: &mut [f32],
-) {
-    attend_f16_with(simd_level(), q, hd, kc, vc, rows, scratch, out)
-}
-
-/// [`attend_f16`] at an explicit level (lowered to [`detected_level`] if the CPU lacks it).
-#[allow(clippy::too_many_arguments)]
-pub fn attend_f16_with(
-    level: SimdLevel,
-    q: &[f32],
-    hd: usize,
-    kc: &[half::f16],
-    vc: &[half::f16],
-    rows: &[usize],
-    scratch: &mut Vec<f32>,
-    out: &mut [f32],
-) {
-    assert!(
-        hd > 0 && q.len() == out.len() && out.len().is_multiple_of(hd),
-        "attend_f16: {} queries, {} outputs, head size {hd}",
-        q.len(),
-        out.len()
-    );
-    let lim = kc.len().min(vc.len());
-    assert!(
-        rows.iter()
-            .all(|&r| r.checked_add(hd).is_some_and(|e| e <= lim)),
-        "attend_f16: a row is out of range"
-    );
-    if rows.is_empty() {
-        out.fill(0.0);
-        return;
-    }
-    if scratch.len() < 4 * rows.len() {
-        scratch.resize(4 * rows.len(), 0.0);
-    }
-    match level.lowered() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the level is above scalar and at most `detected_level()`, so AVX2, FMA and
-        // F16C were detected at run time; the lengths, `hd % 16` and the rows were checked.
-        l if l > SimdLevel::Scalar && hd.is_multiple_of(16) => unsafe {
-            avx2::attend_f16(q, hd, kc, vc, rows, scratch, out)
-        },
-        #[cfg(target_arch = "aarch64")]
-        // SAFETY: NEON is part of every aarch64 CPU; the lengths and rows were checked.
-        l if l > SimdLevel::Scalar => unsafe {
-            neon::attend_f16(q, hd, kc, vc, rows, scratch, out)
-        },
-        _ => scalar::attend_f16(q, hd, kc, vc, rows, scratch, out),
-    }
+pub fn attend_f16(a: &Attend<'_>, scratch: &mut Vec<f32>, out: &mut [f32]) {
+    Isa::current().attend_f16(a, scratch, out)
 }
 
 /// The gated activation of the feed-forward block: `g[i] = act(g[i]) * u[i]`, at
@@ -235,119 +149,58 @@ pub fn attend_f16_with(
 /// # Panics
 /// If the lengths differ.
 pub fn glu(act: Activation, g: &mut [f32], u: &[f32]) {
-    glu_with(simd_level(), act, g, u)
+    Isa::current().glu(act, g, u)
 }
 
-/// [`glu`] at an explicit level (lowered to [`detected_level`] if the CPU lacks it).
-pub fn glu_with(level: SimdLevel, act: Activation, g: &mut [f32], u: &[f32]) {
-    assert_eq!(g.len(), u.len(), "glu: lengths differ");
-    match level.lowered() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the level is above scalar and at most `detected_level()`, so AVX2, FMA and
-        // F16C were detected at run time.
-        l if l > SimdLevel::Scalar => unsafe { avx2::glu(act == Activation::GeluTanh, g, u) },
-        #[cfg(target_arch = "aarch64")]
-        // SAFETY: NEON is part of every aarch64 CPU.
-        l if l > SimdLevel::Scalar => unsafe { neon::glu(act == Activation::GeluTanh, g, u) },
-        _ => {
-            for (a, b) in g.iter_mut().zip(u) {
-                let v = match act {
-                    Activation::GeluTanh => crate::ops::gelu_tanh(*a),
-                    Activation::Silu => crate::ops::silu(*a),
-                };
-                *a = v * b;
-            }
-        }
-    }
-}
-
-/// `out[t * w.rows + r] = dot(W[r], x[t * w.cols ..])` for `t < n_tok`, at [`simd_level`].
+/// `out[t * w.rows + r] = dot(W[r], x[t * w.cols ..])` for `t < n_tok`, at [`simd_level`]
+/// (other levels: [`Isa::matmul`]).
 ///
 /// # Panics
 /// If `x.len() != n_tok * w.cols`, `out.len() != n_tok * w.rows`, `w.data` is shorter than
 /// `w.rows * w.row_bytes()`, `w.cols` is not a multiple of the block size, or `w.dtype` is Q8_K.
 pub fn matmul(w: &QMatrix<'_>, x: &[f32], n_tok: usize, out: &mut [f32]) {
-    matmul_with(simd_level(), w, x, n_tok, out);
+    Isa::current().matmul(w, x, n_tok, out);
 }
 
-/// [`matmul`] at an explicit level (lowered to [`detected_level`] if the CPU lacks it).
-pub fn matmul_with(level: SimdLevel, w: &QMatrix<'_>, x: &[f32], n_tok: usize, out: &mut [f32]) {
-    assert_eq!(x.len(), n_tok * w.cols, "matmul: x has the wrong length");
-    assert_eq!(
-        out.len(),
-        n_tok * w.rows,
-        "matmul: out has the wrong length"
-    );
-    assert_eq!(
-        w.cols % w.dtype.block_size(),
-        0,
-        "matmul: cols not a multiple of the block size"
-    );
-    assert!(
-        w.data.len() >= w.rows * w.row_bytes(),
-        "matmul: not enough weight data"
-    );
-    let level = level.lowered();
-    if n_tok == 0 || w.rows == 0 {
-        return;
-    }
-    if w.cols == 0 {
-        out.fill(0.0);
-        return;
-    }
-    let acts = match w.dtype {
-        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => {
-            let mut a = Q8Acts::quantize(level, x, w.cols, n_tok);
-            // The SIMD kernels take the interleaved form, with the weights' stored offset
-            // (AVX-512 reads Q8_0 as `w + 128`; AVX2 uses it signed, with the sign trick).
-            let offset = match w.dtype {
-                GgmlType::Q8_0 if level == SimdLevel::Avx512Vnni => 128,
-                GgmlType::Q8_0 => 0,
-                GgmlType::Q4_0 => 8,
-                _ => 16,
-            };
-            if level >= SimdLevel::Avx2 {
-                a.interleave(offset, level == SimdLevel::Avx512Vnni);
-            }
-            Acts::Q8(a)
+impl Isa {
+    /// [`matmul`] with this level's kernels.
+    ///
+    /// # Panics
+    /// As [`matmul`].
+    pub fn matmul(&self, w: &QMatrix<'_>, x: &[f32], n_tok: usize, out: &mut [f32]) {
+        assert_eq!(x.len(), n_tok * w.cols, "matmul: x has the wrong length");
+        assert_eq!(
+            out.len(),
+            n_tok * w.rows,
+            "matmul: out has the wrong length"
+        );
+        assert_eq!(
+            w.cols % w.dtype.block_size(),
+            0,
+            "matmul: cols not a multiple of the block size"
+        );
+        assert!(
+            w.data.len() >= w.rows * w.row_bytes(),
+            "matmul: not enough weight data"
+        );
+        if n_tok == 0 || w.rows == 0 {
+            return;
         }
-        GgmlType::Q4_K | GgmlType::Q6_K => {
-            let mut a = Q8KActs::quantize(level, x, w.cols, n_tok);
-            if level >= SimdLevel::Avx2 {
-                a.interleave();
-            }
-            Acts::Q8K(a)
+        if w.cols == 0 {
+            out.fill(0.0);
+            return;
         }
-        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => Acts::F32(x),
-        GgmlType::Q8_K => panic!("matmul: Q8_K weights are not supported"),
-    };
-    let dst = OutPtr {
-        ptr: out.as_mut_ptr(),
-        len: out.len(),
-        rows: w.rows,
-    };
-    let run = |r0: usize, r1: usize| match level {
-        SimdLevel::Scalar => scalar::rows(w, &acts, r0, r1, n_tok, &dst),
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `level` was lowered to `detected_level()`, so AVX2, FMA and F16C were
-        // detected at run time. `dst` is written only at rows `r0..r1`, which no other chunk
-        // touches (see `OutPtr`).
-        SimdLevel::Avx2 => unsafe { avx2::rows(w, &acts, r0, r1, n_tok, &dst) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above, with AVX-512 F/BW/VL/VNNI detected too.
-        SimdLevel::Avx512Vnni => unsafe { avx512::rows(w, &acts, r0, r1, n_tok, &dst) },
-        #[cfg(target_arch = "aarch64")]
-        // SAFETY: NEON is part of every aarch64 CPU. `dst` is written only at rows `r0..r1`,
-        // which no other chunk touches (see `OutPtr`).
-        SimdLevel::Neon => unsafe { neon::rows(w, &acts, r0, r1, n_tok, &dst) },
-        #[cfg(target_arch = "aarch64")]
-        // SAFETY: `level` was lowered to `detected_level()`, so the dot-product extension was
-        // detected at run time. `dst` as above.
-        SimdLevel::NeonDot => unsafe { neon::rows_dot(w, &acts, r0, r1, n_tok, &dst) },
-        // Levels of another architecture: `lowered` never returns them.
-        _ => scalar::rows(w, &acts, r0, r1, n_tok, &dst),
-    };
-    for_chunks(w.rows, w.row_bytes() * n_tok, run);
+        let acts = self.quantize_acts(w, x, n_tok);
+        let dst = OutPtr {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+            rows: w.rows,
+        };
+        // SAFETY: `dst` is written only at rows `r0..r1`, which no other chunk touches (see
+        // `OutPtr`); `acts` is in this level's form (`quantize_acts`).
+        let run = |r0: usize, r1: usize| unsafe { self.rows(w, &acts, r0..r1, n_tok, &dst) };
+        for_chunks(w.rows, w.row_bytes() * n_tok, run);
+    }
 }
 
 /// The activations in the form a weight type's kernels take.

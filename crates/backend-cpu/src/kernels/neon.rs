@@ -504,21 +504,9 @@ pub(crate) fn axpy_f16(y: &mut [f32], a: f32, x: &[half::f16]) {
 /// Attention of one KV head's query heads for one token: `scalar::attend_with` with the NEON
 /// dot products and weighted sums.
 #[target_feature(enable = "neon")]
-pub(crate) fn attend_f16(
-    q: &[f32],
-    hd: usize,
-    kc: &[half::f16],
-    vc: &[half::f16],
-    rows: &[usize],
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
+pub(crate) fn attend_f16(a: &super::Attend<'_>, scores: &mut [f32], out: &mut [f32]) {
     super::scalar::attend_with(
-        q,
-        hd,
-        kc,
-        vc,
-        rows,
+        a,
         scores,
         out,
         |q, k| dot_f16(q, k),
@@ -561,7 +549,8 @@ fn glu4(gelu: bool, g: float32x4_t, u: float32x4_t) -> float32x4_t {
 /// NEON version of the gated activation (`super::glu`; lengths checked by the caller); a tail
 /// shorter than 4 goes through the same vector code in a padded buffer.
 #[target_feature(enable = "neon")]
-pub(crate) fn glu(gelu: bool, g: &mut [f32], u: &[f32]) {
+pub(crate) fn glu(act: switchyard_core::Activation, g: &mut [f32], u: &[f32]) {
+    let gelu = act == switchyard_core::Activation::GeluTanh;
     let n = g.len().min(u.len());
     let mut i = 0;
     while i + 4 <= n {

@@ -77,79 +77,75 @@ impl PackedQ8 {
 }
 
 /// [`matmul`] for a [`PackedQ8`] matrix at the level of [`simd_level`] (AVX2 or AVX-512 VNNI;
-/// see [`matmul_packed_with`]).
+/// see [`Isa::matmul_packed`]).
 pub fn matmul_packed(w: &PackedQ8, x: &[f32], n_tok: usize, out: &mut [f32]) {
-    matmul_packed_with(simd_level(), w, x, n_tok, out)
+    Isa::current().matmul_packed(w, x, n_tok, out)
 }
 
-/// [`matmul`] for a [`PackedQ8`] matrix with the kernels of `level` (lowered to what the CPU
-/// has; at least AVX2): the same integer block sums as [`matmul_with`], accumulated per row in
-/// block order (so the f32 rounding differs from the unpacked kernels), and the same bits at
-/// the AVX2 and AVX-512 VNNI levels. Batch invariant like [`matmul`].
-pub fn matmul_packed_with(
-    level: SimdLevel,
-    w: &PackedQ8,
-    x: &[f32],
-    n_tok: usize,
-    out: &mut [f32],
-) {
-    assert_eq!(
-        x.len(),
-        n_tok * w.cols,
-        "matmul_packed: x has the wrong length"
-    );
-    assert_eq!(
-        out.len(),
-        n_tok * w.rows,
-        "matmul_packed: out has the wrong length"
-    );
-    let level = level.lowered();
-    assert!(
-        level >= SimdLevel::Avx2,
-        "matmul_packed: AVX2 is not available"
-    );
-    if n_tok == 0 || w.rows == 0 {
-        return;
+impl Isa {
+    /// [`matmul`] for a [`PackedQ8`] matrix with this level's kernels (at least AVX2): the same
+    /// integer block sums as [`Isa::matmul`], accumulated per row in block order (so the f32
+    /// rounding differs from the unpacked kernels), and the same bits at the AVX2 and AVX-512
+    /// VNNI levels. Batch invariant like [`matmul`].
+    pub fn matmul_packed(&self, w: &PackedQ8, x: &[f32], n_tok: usize, out: &mut [f32]) {
+        assert_eq!(
+            x.len(),
+            n_tok * w.cols,
+            "matmul_packed: x has the wrong length"
+        );
+        assert_eq!(
+            out.len(),
+            n_tok * w.rows,
+            "matmul_packed: out has the wrong length"
+        );
+        let level = self.level();
+        assert!(
+            level >= SimdLevel::Avx2,
+            "matmul_packed: AVX2 is not available"
+        );
+        if n_tok == 0 || w.rows == 0 {
+            return;
+        }
+        let a = Q8Acts::quantize(Isa::get(SimdLevel::Avx2), x, w.cols, n_tok);
+        // The AVX2 kernel's token groups (`avx2::PackedActs`).
+        #[cfg(target_arch = "x86_64")]
+        let pa = (level == SimdLevel::Avx2).then(|| avx2::PackedActs::new(&a, n_tok));
+        // `-128 * sum(quants)` per token and block, for the VNNI kernel's unsigned weights.
+        let corr: Vec<i32> = if level == SimdLevel::Avx512Vnni {
+            a.qs.chunks_exact(QK8)
+                .map(|b| -128 * b.iter().map(|&v| i32::from(v)).sum::<i32>())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let dst = OutPtr {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+            rows: w.rows,
+        };
+        let groups = w.rows.div_ceil(8);
+        #[cfg(target_arch = "x86_64")]
+        let run = |g0: usize, g1: usize| match level {
+            // SAFETY: the AVX-512 F/BW/VL/VNNI features (and AVX2, FMA, F16C) were detected
+            // (`level` is at most `detected_level()`). `dst` is written only at the rows of groups
+            // `g0..g1`, which no other chunk touches (see `OutPtr`).
+            SimdLevel::Avx512Vnni => unsafe {
+                avx512::rows_packed_q8(w, &a, &corr, g0, g1, n_tok, &dst)
+            },
+            // SAFETY: AVX2, FMA and F16C were detected (asserted above). `dst` as above.
+            _ => unsafe { avx2::rows_packed_q8(w, pa.as_ref().unwrap(), g0, g1, n_tok, &dst) },
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let run = |_: usize, _: usize| {
+            let _ = (&a, &corr, &dst);
+            unreachable!("PackedQ8 exists only with AVX2")
+        };
+        for_chunks(groups, 8 * w.cols * n_tok.min(8), run);
     }
-    let a = Q8Acts::quantize(SimdLevel::Avx2, x, w.cols, n_tok);
-    // The AVX2 kernel's token groups (`avx2::PackedActs`).
-    #[cfg(target_arch = "x86_64")]
-    let pa = (level == SimdLevel::Avx2).then(|| avx2::PackedActs::new(&a, n_tok));
-    // `-128 * sum(quants)` per token and block, for the VNNI kernel's unsigned weights.
-    let corr: Vec<i32> = if level == SimdLevel::Avx512Vnni {
-        a.qs.chunks_exact(QK8)
-            .map(|b| -128 * b.iter().map(|&v| i32::from(v)).sum::<i32>())
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let dst = OutPtr {
-        ptr: out.as_mut_ptr(),
-        len: out.len(),
-        rows: w.rows,
-    };
-    let groups = w.rows.div_ceil(8);
-    #[cfg(target_arch = "x86_64")]
-    let run = |g0: usize, g1: usize| match level {
-        // SAFETY: the AVX-512 F/BW/VL/VNNI features (and AVX2, FMA, F16C) were detected
-        // (`level` is at most `detected_level()`). `dst` is written only at the rows of groups
-        // `g0..g1`, which no other chunk touches (see `OutPtr`).
-        SimdLevel::Avx512Vnni => unsafe {
-            avx512::rows_packed_q8(w, &a, &corr, g0, g1, n_tok, &dst)
-        },
-        // SAFETY: AVX2, FMA and F16C were detected (asserted above). `dst` as above.
-        _ => unsafe { avx2::rows_packed_q8(w, pa.as_ref().unwrap(), g0, g1, n_tok, &dst) },
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let run = |_: usize, _: usize| {
-        let _ = (&a, &corr, &dst);
-        unreachable!("PackedQ8 exists only with AVX2")
-    };
-    for_chunks(groups, 8 * w.cols * n_tok.min(8), run);
 }
 
 /// For each of the `n_tok` rows of `x`, the index of the largest of the first `limit` outputs
-/// of [`matmul_packed_with`] at the AVX2 level, chosen as the engine's host `argmax` chooses
+/// of [`Isa::matmul_packed`] at the AVX2 level, chosen as the engine's host `argmax` chooses
 /// from those logits (the first index on ties, NaN never chosen, 0 when no value is above
 /// negative infinity), without writing the `n_tok * rows` logits out: each chunk of row groups
 /// keeps a running best per token, and the chunks' bests are merged in row order. The values
@@ -171,7 +167,7 @@ pub fn matmul_packed_argmax(w: &PackedQ8, x: &[f32], n_tok: usize, limit: usize)
     if n_tok == 0 || limit == 0 {
         return vec![0; n_tok];
     }
-    let a = Q8Acts::quantize(SimdLevel::Avx2, x, w.cols, n_tok);
+    let a = Q8Acts::quantize(Isa::get(SimdLevel::Avx2), x, w.cols, n_tok);
     #[cfg(target_arch = "x86_64")]
     let a = avx2::PackedActs::new(&a, n_tok);
     let groups = limit.div_ceil(8);

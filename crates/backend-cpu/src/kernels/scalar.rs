@@ -3,10 +3,10 @@
 //! Each quantized dot product is a sum over blocks of `d_w * d_x * (exact integer block dot)`,
 //! accumulated in f32; the SIMD kernels compute the same integers.
 
-use switchyard_core::GgmlType;
+use switchyard_core::{Activation, GgmlType};
 
 use super::quant::{Q8Acts, Q8KActs, QK8, QKK};
-use super::{f16_le, unpack_q4k_scales, Acts, OutPtr, QMatrix};
+use super::{f16_le, unpack_q4k_scales, Acts, Attend, OutPtr, QMatrix};
 
 /// Computes rows `r0..r1` of the output for all `n_tok` tokens.
 pub(crate) fn rows(
@@ -159,32 +159,26 @@ fn dot_q6_k(row: &[u8], a: &Q8KActs, t: usize) -> f32 {
 /// the key and value rows at element offsets `rows` of `kc` / `vc` (lengths checked by the
 /// caller): per head, `softmax(q . k_j)` over `j`, then the weighted sum of the `v_j`.
 /// `scores` is scratch of at least `rows.len()` floats.
-pub(crate) fn attend_f16(
-    q: &[f32],
-    hd: usize,
-    kc: &[half::f16],
-    vc: &[half::f16],
-    rows: &[usize],
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
-    attend_with(q, hd, kc, vc, rows, scores, out, dot_f16, axpy_f16);
+pub(crate) fn attend_f16(a: &Attend<'_>, scores: &mut [f32], out: &mut [f32]) {
+    attend_with(a, scores, out, dot_f16, axpy_f16);
 }
 
 /// [`attend_f16`] with the given dot product and weighted sum (the NEON level passes its own).
-#[allow(clippy::too_many_arguments)]
 #[inline]
 pub(crate) fn attend_with(
-    q: &[f32],
-    hd: usize,
-    kc: &[half::f16],
-    vc: &[half::f16],
-    rows: &[usize],
+    a: &Attend<'_>,
     scores: &mut [f32],
     out: &mut [f32],
     dot: impl Fn(&[f32], &[half::f16]) -> f32,
     mut axpy: impl FnMut(&mut [f32], f32, &[half::f16]),
 ) {
+    let Attend {
+        q,
+        hd,
+        kc,
+        vc,
+        rows,
+    } = *a;
     let scores = &mut scores[..rows.len()];
     for (qh, oh) in q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)) {
         let mut mx = f32::NEG_INFINITY;
@@ -201,5 +195,17 @@ pub(crate) fn attend_with(
         for (sc, &r) in scores.iter().zip(rows) {
             axpy(oh, sc / sum, &vc[r..r + hd]);
         }
+    }
+}
+
+/// The gated activation: `g[i] = act(g[i]) * u[i]` with `ops::gelu_tanh` / `ops::silu` (lengths
+/// checked by the caller).
+pub(crate) fn glu(act: Activation, g: &mut [f32], u: &[f32]) {
+    for (a, b) in g.iter_mut().zip(u) {
+        let v = match act {
+            Activation::GeluTanh => crate::ops::gelu_tanh(*a),
+            Activation::Silu => crate::ops::silu(*a),
+        };
+        *a = v * b;
     }
 }

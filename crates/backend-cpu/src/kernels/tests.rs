@@ -89,7 +89,7 @@ fn random_acts(cols: usize, n_tok: usize, rng: &mut StdRng) -> Vec<f32> {
 fn seen_acts(ty: GgmlType, x: &[f32], cols: usize, n_tok: usize) -> (Vec<f32>, Vec<f32>) {
     match ty {
         GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => {
-            let a = Q8Acts::quantize(SimdLevel::Scalar, x, cols, n_tok);
+            let a = Q8Acts::quantize(Isa::get(SimdLevel::Scalar), x, cols, n_tok);
             let d: Vec<f32> = (0..x.len()).map(|i| a.d[i / QK8]).collect();
             (
                 a.qs.iter().zip(&d).map(|(&q, &d)| d * q as f32).collect(),
@@ -97,7 +97,7 @@ fn seen_acts(ty: GgmlType, x: &[f32], cols: usize, n_tok: usize) -> (Vec<f32>, V
             )
         }
         GgmlType::Q4_K | GgmlType::Q6_K => {
-            let a = Q8KActs::quantize(SimdLevel::Scalar, x, cols, n_tok);
+            let a = Q8KActs::quantize(Isa::get(SimdLevel::Scalar), x, cols, n_tok);
             let d: Vec<f32> = (0..x.len()).map(|i| a.d[i / QKK]).collect();
             (
                 a.qs.iter().zip(&d).map(|(&q, &d)| d * q as f32).collect(),
@@ -127,7 +127,7 @@ fn check(ty: GgmlType, rows: usize, cols: usize, n_tok: usize, seed: u64) {
     let mut results = Vec::new();
     for level in available_levels() {
         let mut out = vec![f32::NAN; rows * n_tok];
-        matmul_with(level, &w, &x, n_tok, &mut out);
+        Isa::get(level).matmul(&w, &x, n_tok, &mut out);
         results.push((level.to_string(), out));
     }
     let mut out = vec![f32::NAN; rows * n_tok];
@@ -205,9 +205,9 @@ fn packed(w: &QMatrix<'_>, x: &[f32], n_tok: usize) -> Vec<(String, Vec<f32>)> {
             .filter(|&l| l >= SimdLevel::Avx2)
             .map(|level| {
                 let mut out = vec![f32::NAN; w.rows * n_tok];
-                matmul_transposed_k_with(level, &t, x, n_tok, &mut out);
+                Isa::get(level).matmul_transposed_k(&t, x, n_tok, &mut out);
                 let mut plain = vec![f32::NAN; w.rows * n_tok];
-                matmul_with(level, w, x, n_tok, &mut plain);
+                Isa::get(level).matmul(w, x, n_tok, &mut plain);
                 assert!(
                     out.iter()
                         .zip(&plain)
@@ -231,13 +231,13 @@ fn packed(w: &QMatrix<'_>, x: &[f32], n_tok: usize) -> Vec<(String, Vec<f32>)> {
             w.rows * (w.cols / QK8).div_ceil(8) * 8 * w.dtype.block_bytes()
         );
         let mut plain = vec![f32::NAN; w.rows * n_tok];
-        matmul_with(SimdLevel::Avx2, w, x, n_tok, &mut plain);
+        Isa::get(SimdLevel::Avx2).matmul(w, x, n_tok, &mut plain);
         for level in available_levels()
             .into_iter()
             .filter(|&l| l >= SimdLevel::Avx2)
         {
             let mut out = vec![f32::NAN; w.rows * n_tok];
-            matmul_transposed_q0_with(level, &t, x, n_tok, &mut out);
+            Isa::get(level).matmul_transposed_q0(&t, x, n_tok, &mut out);
             assert!(
                 out.iter()
                     .zip(&plain)
@@ -260,7 +260,7 @@ fn packed(w: &QMatrix<'_>, x: &[f32], n_tok: usize) -> Vec<(String, Vec<f32>)> {
         .filter(|&l| l >= SimdLevel::Avx2)
         .map(|level| {
             let mut out = vec![f32::NAN; w.rows * n_tok];
-            matmul_packed_with(level, &p, x, n_tok, &mut out);
+            Isa::get(level).matmul_packed(&p, x, n_tok, &mut out);
             (format!("packed-{level}"), out)
         })
         .collect();
@@ -464,7 +464,7 @@ fn matmul_extreme_quants_do_not_saturate() {
                     .into_iter()
                     .map(|level| {
                         let mut out = vec![f32::NAN; rows * n_tok];
-                        matmul_with(level, &w, &x, n_tok, &mut out);
+                        Isa::get(level).matmul(&w, &x, n_tok, &mut out);
                         (level.to_string(), out)
                     })
                     .collect();
@@ -553,8 +553,8 @@ fn activation_quantization() {
         let cols = 1024;
         let mut x = random_acts(cols, n_tok, &mut rng);
         x[5] = -x.iter().fold(0f32, |m, v| m.max(v.abs())) * 2.0; // a negative maximum
-        let q8 = Q8Acts::quantize(SimdLevel::Scalar, &x, cols, n_tok);
-        let q8k = Q8KActs::quantize(SimdLevel::Scalar, &x, cols, n_tok);
+        let q8 = Q8Acts::quantize(Isa::get(SimdLevel::Scalar), &x, cols, n_tok);
+        let q8k = Q8KActs::quantize(Isa::get(SimdLevel::Scalar), &x, cols, n_tok);
         for (i, &v) in x.iter().enumerate() {
             for (q, d) in [(q8.qs[i], q8.d[i / QK8]), (q8k.qs[i], q8k.d[i / QKK])] {
                 assert!(q >= -127);
@@ -579,9 +579,9 @@ fn activation_quantization() {
             assert!(q8k.d(1).iter().all(|&d| d == 0.0));
         }
         for level in available_levels() {
-            let a = Q8Acts::quantize(level, &x, cols, n_tok);
+            let a = Q8Acts::quantize(Isa::get(level), &x, cols, n_tok);
             assert_eq!((&a.qs, &a.d, &a.s), (&q8.qs, &q8.d, &q8.s), "{level}");
-            let a = Q8KActs::quantize(level, &x, cols, n_tok);
+            let a = Q8KActs::quantize(Isa::get(level), &x, cols, n_tok);
             assert_eq!(
                 (&a.qs, &a.d, &a.bsums),
                 (&q8k.qs, &q8k.d, &q8k.bsums),
@@ -612,7 +612,7 @@ fn dot_f32_levels() {
             .map(|(&x, &y)| (x as f64 * y as f64).abs())
             .sum();
         for level in available_levels() {
-            let v = dot_f32_with(level, &a, &b) as f64;
+            let v = Isa::get(level).dot_f32(&a, &b) as f64;
             assert!(
                 (v - exact).abs() <= 1e-5 * mag + 1e-6,
                 "{level} n={n}: {v} vs {exact}"
@@ -639,13 +639,13 @@ fn f16_attention_kernels_levels() {
             .map(|(&x, y)| (x as f64 * y.to_f64()).abs())
             .sum();
         for level in available_levels() {
-            let v = dot_f16_with(level, &q, &k) as f64;
+            let v = Isa::get(level).dot_f16(&q, &k) as f64;
             assert!(
                 (v - exact).abs() <= 1e-5 * mag + 1e-6,
                 "{level} n={n}: {v} vs {exact}"
             );
             let mut y = y0.clone();
-            axpy_f16_with(level, &mut y, a, &k);
+            Isa::get(level).axpy_f16(&mut y, a, &k);
             for i in 0..n {
                 let e = y0[i] as f64 + a as f64 * k[i].to_f64();
                 assert!((y[i] as f64 - e).abs() <= 1e-6, "{level} n={n} i={i}");
@@ -665,7 +665,7 @@ fn glu_levels() {
             let u: Vec<f32> = (0..n).map(|_| rng.gen_range(-2.0..2.0)).collect();
             for level in available_levels() {
                 let mut g = g0.clone();
-                glu_with(level, act, &mut g, &u);
+                Isa::get(level).glu(act, &mut g, &u);
                 for i in 0..n {
                     let x = g0[i] as f64;
                     let a = match act {
@@ -685,7 +685,7 @@ fn glu_levels() {
                 // The same element gives the same bits wherever it lies (batch invariance).
                 for (i, (&x, &y)) in g0.iter().zip(&u).enumerate() {
                     let mut one = [x];
-                    glu_with(level, act, &mut one, &[y]);
+                    Isa::get(level).glu(act, &mut one, &[y]);
                     assert_eq!(one[0].to_bits(), g[i].to_bits(), "{act:?} {level} i={i}");
                 }
             }
@@ -819,7 +819,7 @@ fn matmul_is_batch_invariant() {
             let mut avx2: Option<Vec<f32>> = None;
             for level in available_levels() {
                 let mut all = vec![f32::NAN; rows * n_tok];
-                matmul_with(level, &w, &x, n_tok, &mut all);
+                Isa::get(level).matmul(&w, &x, n_tok, &mut all);
                 // The AVX-512 VNNI level runs the AVX2 kernels for K-quants and float weights
                 // (its Q4_0 / Q5_0 / Q8_0 kernels sum whole blocks in integers first).
                 if level >= SimdLevel::Avx2
@@ -837,7 +837,7 @@ fn matmul_is_batch_invariant() {
                 }
                 for t in 0..n_tok {
                     let mut one = vec![f32::NAN; rows];
-                    matmul_with(level, &w, &x[t * cols..(t + 1) * cols], 1, &mut one);
+                    Isa::get(level).matmul(&w, &x[t * cols..(t + 1) * cols], 1, &mut one);
                     for r in 0..rows {
                         assert_eq!(
                             all[t * rows + r].to_bits(),
@@ -918,7 +918,17 @@ fn attend_levels() {
         for level in available_levels() {
             let mut out = vec![f32::NAN; g * hd];
             let mut scratch = Vec::new();
-            attend_f16_with(level, &q, hd, &kc, &vc, &rows, &mut scratch, &mut out);
+            Isa::get(level).attend_f16(
+                &Attend {
+                    q: &q,
+                    hd,
+                    kc: &kc,
+                    vc: &vc,
+                    rows: &rows,
+                },
+                &mut scratch,
+                &mut out,
+            );
             for (i, (&o, &w)) in out.iter().zip(&want).enumerate() {
                 assert!(
                     (o as f64 - w).abs() <= 2e-6,
@@ -927,7 +937,17 @@ fn attend_levels() {
             }
             let mut dirty = vec![7.5f32; 4 * n + 3];
             let mut again = vec![0f32; g * hd];
-            attend_f16_with(level, &q, hd, &kc, &vc, &rows, &mut dirty, &mut again);
+            Isa::get(level).attend_f16(
+                &Attend {
+                    q: &q,
+                    hd,
+                    kc: &kc,
+                    vc: &vc,
+                    rows: &rows,
+                },
+                &mut dirty,
+                &mut again,
+            );
             assert_eq!(
                 out, again,
                 "{level}: the scratch contents changed the result"
@@ -1008,7 +1028,7 @@ fn packed_argmax_matches_the_host_choice() {
                 );
             }
             let mut logits = vec![0f32; n_tok * rows];
-            matmul_packed_with(SimdLevel::Avx2, &p, &x, n_tok, &mut logits);
+            Isa::get(SimdLevel::Avx2).matmul_packed(&p, &x, n_tok, &mut logits);
             for limit in [rows, rows.saturating_sub(3).max(1), 1, rows + 5] {
                 let got = matmul_packed_argmax(&p, &x, n_tok, limit);
                 let want: Vec<u32> = logits

@@ -113,28 +113,38 @@ impl TransposedK {
 }
 
 /// [`matmul`] for a [`TransposedK`] matrix at the level of [`simd_level`] (AVX2 or AVX-512
-/// VNNI; see [`matmul_transposed_k_with`]).
+/// VNNI; see [`Isa::matmul_transposed_k`]).
 pub fn matmul_transposed_k(w: &TransposedK, x: &[f32], n_tok: usize, out: &mut [f32]) {
-    matmul_transposed_k_with(simd_level(), w, x, n_tok, out)
+    Isa::current().matmul_transposed_k(w, x, n_tok, out)
 }
 
-/// [`matmul_with`] for a [`TransposedK`] matrix with the kernels of `level` (lowered to what
-/// the CPU has; at least AVX2): the same operations as the kernel on the file layout without its
-/// transposes, so the same bits as [`matmul_with`] on the original matrix. Batch invariant.
-pub fn matmul_transposed_k_with(
-    level: SimdLevel,
-    w: &TransposedK,
-    x: &[f32],
-    n_tok: usize,
-    out: &mut [f32],
-) {
-    let view = QMatrix {
-        dtype: w.dtype,
-        rows: w.rows,
-        cols: w.cols,
-        data: &w.data,
-    };
-    matmul_transposed("matmul_transposed_k", level, &view, x, n_tok, out);
+impl Isa {
+    /// [`Isa::matmul`] for a [`TransposedK`] matrix with this level's kernels (at least AVX2):
+    /// the same operations as the kernel on the file layout without its transposes, so the
+    /// same bits as [`Isa::matmul`] on the original matrix. Batch invariant.
+    pub fn matmul_transposed_k(&self, w: &TransposedK, x: &[f32], n_tok: usize, out: &mut [f32]) {
+        let view = QMatrix {
+            dtype: w.dtype,
+            rows: w.rows,
+            cols: w.cols,
+            data: &w.data,
+        };
+        matmul_transposed("matmul_transposed_k", self, &view, (x, n_tok), out);
+    }
+
+    /// [`Isa::matmul`] at the AVX2 level for a [`TransposedQ0`] matrix (this level must be at
+    /// least AVX2; the AVX-512 VNNI level has its own layout, so this runs the AVX2 kernel
+    /// there too): the same operations as that kernel on the file layout without its decoding
+    /// and transposes, so the same bits as [`Isa::matmul`] at [`SimdLevel::Avx2`].
+    pub fn matmul_transposed_q0(&self, w: &TransposedQ0, x: &[f32], n_tok: usize, out: &mut [f32]) {
+        let view = QMatrix {
+            dtype: w.dtype,
+            rows: w.rows,
+            cols: w.cols,
+            data: &w.data,
+        };
+        matmul_transposed("matmul_transposed_q0", self, &view, (x, n_tok), out);
+    }
 }
 
 /// A Q4_0 / Q5_0 / Q8_0 matrix stored for the AVX2 kernel of [`matmul_transposed_q0`]: per row
@@ -259,39 +269,18 @@ impl TransposedQ0 {
 }
 
 /// [`matmul`] for a [`TransposedQ0`] matrix with the AVX2 kernel (see
-/// [`matmul_transposed_q0_with`]).
+/// [`Isa::matmul_transposed_q0`]).
 pub fn matmul_transposed_q0(w: &TransposedQ0, x: &[f32], n_tok: usize, out: &mut [f32]) {
-    matmul_transposed_q0_with(simd_level(), w, x, n_tok, out)
-}
-
-/// [`matmul_with`] at the AVX2 level for a [`TransposedQ0`] matrix (`level`, lowered to what
-/// the CPU has, must be at least AVX2; the AVX-512 VNNI level has its own layout, so this runs
-/// the AVX2 kernel there too): the same operations as that kernel on the file layout without
-/// its decoding and transposes, so the same bits as [`matmul_with`] at [`SimdLevel::Avx2`].
-pub fn matmul_transposed_q0_with(
-    level: SimdLevel,
-    w: &TransposedQ0,
-    x: &[f32],
-    n_tok: usize,
-    out: &mut [f32],
-) {
-    let view = QMatrix {
-        dtype: w.dtype,
-        rows: w.rows,
-        cols: w.cols,
-        data: &w.data,
-    };
-    matmul_transposed("matmul_transposed_q0", level, &view, x, n_tok, out);
+    Isa::current().matmul_transposed_q0(w, x, n_tok, out)
 }
 
 /// The AVX2 kernels on a transposed layout (`view.data` in the layout of [`TransposedK`] or
 /// [`TransposedQ0`]), with the activations those kernels take.
 pub(super) fn matmul_transposed(
     name: &str,
-    level: SimdLevel,
+    isa: &Isa,
     view: &QMatrix<'_>,
-    x: &[f32],
-    n_tok: usize,
+    (x, n_tok): (&[f32], usize),
     out: &mut [f32],
 ) {
     assert_eq!(x.len(), n_tok * view.cols, "{name}: x has the wrong length");
@@ -300,19 +289,21 @@ pub(super) fn matmul_transposed(
         n_tok * view.rows,
         "{name}: out has the wrong length"
     );
-    let level = level.lowered();
-    assert!(level >= SimdLevel::Avx2, "{name}: AVX2 is not available");
+    assert!(
+        isa.level() >= SimdLevel::Avx2,
+        "{name}: AVX2 is not available"
+    );
     if n_tok == 0 || view.rows == 0 {
         return;
     }
     let acts = match view.dtype {
         GgmlType::Q4_K | GgmlType::Q6_K => {
-            let mut a = Q8KActs::quantize(level, x, view.cols, n_tok);
+            let mut a = Q8KActs::quantize(isa, x, view.cols, n_tok);
             a.interleave();
             Acts::Q8K(a)
         }
         dtype => {
-            let mut a = Q8Acts::quantize(SimdLevel::Avx2, x, view.cols, n_tok);
+            let mut a = Q8Acts::quantize(Isa::get(SimdLevel::Avx2), x, view.cols, n_tok);
             let offset = match dtype {
                 GgmlType::Q8_0 => 0,
                 GgmlType::Q4_0 => 8,

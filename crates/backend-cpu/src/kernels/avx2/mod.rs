@@ -39,7 +39,8 @@ use switchyard_core::GgmlType;
 
 use super::quant::{self, Q8Acts, Q8KActs, QK8, QKK};
 pub(crate) use super::x86::*;
-use super::{f16_le, unpack_q4k_scales, Acts, OutPtr, QMatrix};
+use super::{f16_le, unpack_q4k_scales, Acts, Attend, OutPtr, QMatrix};
+use switchyard_core::Activation;
 
 // The kernels by weight layout; macros first (`q0` defines the decoding macros the others and
 // the AVX-512 kernels use).
@@ -183,7 +184,8 @@ pub(crate) fn glu8(gelu: bool, g: __m256, u: __m256) -> __m256 {
 /// shorter than 8 goes through the same vector code in a padded buffer, so every element gets
 /// the same operations wherever it lies.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) fn glu(gelu: bool, g: &mut [f32], u: &[f32]) {
+pub(crate) fn glu(act: Activation, g: &mut [f32], u: &[f32]) {
+    let gelu = act == Activation::GeluTanh;
     let n = g.len().min(u.len());
     let mut i = 0;
     while i + 8 <= n {
@@ -296,15 +298,8 @@ pub(crate) fn prefetch_bytes(b: &[u8]) {
 /// each key and value row is loaded and converted once for the four, and the score and output
 /// accumulators stay in registers.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) fn attend_f16(
-    q: &[f32],
-    hd: usize,
-    kc: &[half::f16],
-    vc: &[half::f16],
-    rows: &[usize],
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
+pub(crate) fn attend_f16(a: &Attend<'_>, scores: &mut [f32], out: &mut [f32]) {
+    let (q, hd) = (a.q, a.hd);
     let g = out.len() / hd;
     let mut h0 = 0;
     while h0 < g {
@@ -314,10 +309,10 @@ pub(crate) fn attend_f16(
             &mut out[h0 * hd..(h0 + nh) * hd],
         );
         match nh {
-            4 => attend_heads::<4>(qs, hd, kc, vc, rows, scores, os),
-            3 => attend_heads::<3>(qs, hd, kc, vc, rows, scores, os),
-            2 => attend_heads::<2>(qs, hd, kc, vc, rows, scores, os),
-            _ => attend_heads::<1>(qs, hd, kc, vc, rows, scores, os),
+            4 => attend_heads::<4>(&Attend { q: qs, ..*a }, scores, os),
+            3 => attend_heads::<3>(&Attend { q: qs, ..*a }, scores, os),
+            2 => attend_heads::<2>(&Attend { q: qs, ..*a }, scores, os),
+            _ => attend_heads::<1>(&Attend { q: qs, ..*a }, scores, os),
         }
         h0 += nh;
     }
@@ -326,15 +321,14 @@ pub(crate) fn attend_f16(
 /// `NH` heads of [`attend_f16`] (`q`, `out`: `NH * hd`; preconditions as there).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-pub(crate) fn attend_heads<const NH: usize>(
-    q: &[f32],
-    hd: usize,
-    kc: &[half::f16],
-    vc: &[half::f16],
-    rows: &[usize],
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
+pub(crate) fn attend_heads<const NH: usize>(a: &Attend<'_>, scores: &mut [f32], out: &mut [f32]) {
+    let Attend {
+        q,
+        hd,
+        kc,
+        vc,
+        rows,
+    } = *a;
     let n = rows.len();
     assert!(q.len() == NH * hd && out.len() == NH * hd && scores.len() >= NH * n);
     let (kp, vp, qp) = (

@@ -6,11 +6,11 @@
 //! rounds the Q8_0 scale to f16; f32 is as fast here and a little more accurate). The scalar and
 //! AVX2 quantizers produce bit-identical results, so every level computes the same integer sums.
 
-use super::SimdLevel;
+use super::Isa;
 use crate::team::SharedMut;
 
 #[cfg(target_arch = "x86_64")]
-mod avx2;
+pub(crate) mod avx2;
 
 /// Elements of a Q8 block (the Q4_0 / Q5_0 / Q8_0 block size).
 pub(crate) const QK8: usize = 32;
@@ -133,7 +133,7 @@ fn quantize_rows<E: Send>(
 
 impl Q8Acts {
     /// Quantizes `n_tok` rows of `cols` elements (`cols` a multiple of 32).
-    pub(crate) fn quantize(level: SimdLevel, x: &[f32], cols: usize, n_tok: usize) -> Self {
+    pub(crate) fn quantize(isa: &Isa, x: &[f32], cols: usize, n_tok: usize) -> Self {
         assert_eq!(cols % QK8, 0);
         assert_eq!(x.len(), cols * n_tok);
         let nb = cols / QK8;
@@ -147,12 +147,8 @@ impl Q8Acts {
             di: Vec::new(),
             wide: false,
         };
-        let one = |x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]| match level {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: callers lower `level` to `detected_level()`, so AVX2/FMA/F16C were detected.
-            l if l > SimdLevel::Scalar => unsafe { avx2::quantize_q8(x, qs, d, s) },
-            _ => quantize_q8_scalar(x, qs, d, s),
-        };
+        let one =
+            |x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]| isa.quantize_q8(x, qs, d, s);
         quantize_rows(x, cols, n_tok, (&mut a.qs, &mut a.d, &mut a.s), one);
         a
     }
@@ -274,7 +270,7 @@ impl Q8Acts {
 
 impl Q8KActs {
     /// Quantizes `n_tok` rows of `cols` elements (`cols` a multiple of 256).
-    pub(crate) fn quantize(level: SimdLevel, x: &[f32], cols: usize, n_tok: usize) -> Self {
+    pub(crate) fn quantize(isa: &Isa, x: &[f32], cols: usize, n_tok: usize) -> Self {
         assert_eq!(cols % QKK, 0);
         assert_eq!(x.len(), cols * n_tok);
         let nb = cols / QKK;
@@ -285,11 +281,8 @@ impl Q8KActs {
             bsums: vec![0; cols / 16 * n_tok],
             qi: Vec::new(),
         };
-        let one = |x: &[f32], qs: &mut [i8], d: &mut [f32], bs: &mut [i16]| match level {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: callers lower `level` to `detected_level()`, so AVX2/FMA/F16C were detected.
-            l if l > SimdLevel::Scalar => unsafe { avx2::quantize_q8k(x, qs, d, bs) },
-            _ => quantize_q8k_scalar(x, qs, d, bs),
+        let one = |x: &[f32], qs: &mut [i8], d: &mut [f32], bs: &mut [i16]| {
+            isa.quantize_q8k(x, qs, d, bs)
         };
         quantize_rows(x, cols, n_tok, (&mut a.qs, &mut a.d, &mut a.bsums), one);
         a
