@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Removes what scripts/test.sh downloads and builds outside cargo's target/: the Python
-# virtual environment (.venv), the Hugging Face-format test models ($CACHE/hf, ~4.5 GB) and,
+# virtual environment (.venv), the Hugging Face-format test models and their converter ($CACHE/hf, ~5.4 GB) and,
 # with --models, the registry models ($CACHE/models, ~710 MB; the server fetches them again).
 # Cache: $SWITCHYARD_CACHE, else ${XDG_CACHE_HOME:-~/.cache}/switchyard.  `cargo clean` removes target/.
 set -euo pipefail
