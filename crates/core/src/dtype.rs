@@ -6,7 +6,10 @@ use half::{bf16, f16};
 
 /// A GGML tensor element type (the numeric values are GGUF's type ids).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[allow(non_camel_case_types)]
+#[expect(
+    non_camel_case_types,
+    reason = "GGML's own type names: Q4_0, Q4_K, ..."
+)]
 pub enum GgmlType {
     /// 32-bit float.
     F32,

@@ -39,7 +39,10 @@ pub(crate) fn map_file(file: &std::fs::File) -> std::io::Result<SharedBytes> {
         f.read_exact(&mut anon)?;
         return Ok(Arc::new(MmapBytes(anon.make_read_only()?)));
     }
-    #[allow(unsafe_code)]
+    #[expect(
+        unsafe_code,
+        reason = "the one read-only mmap of a model file (ARCHITECTURE.md, invariants)"
+    )]
     // SAFETY: the mapping is read-only; memmap2 requires that the file is not modified while
     // mapped. Model files are immutable cache entries (registry files verified by sha256, Hub
     // snapshots content-addressed); modifying or truncating one while it is served is documented

@@ -111,7 +111,7 @@ pub fn detected_level() -> SimdLevel {
             }
             return SimdLevel::Neon;
         }
-        #[allow(unreachable_code)]
+        #[allow(unreachable_code, reason = "reachable only where no SIMD level was detected (aarch64 always returns above)")]
         SimdLevel::Scalar
     })
 }
@@ -153,7 +153,7 @@ pub fn available_levels() -> Vec<SimdLevel> {
 
 /// The CPU features the kernels use that this CPU has, e.g. `["avx2", "fma", "f16c"]`.
 pub fn detected_features() -> Vec<&'static str> {
-    #[allow(unused_mut)]
+    #[allow(unused_mut, reason = "pushed to only on x86-64 and aarch64")]
     let mut v = Vec::new();
     #[cfg(target_arch = "x86_64")]
     {
