@@ -23,10 +23,16 @@ impl Server {
 
     /// [`start`](Self::start) with extra environment variables.
     fn start_with_env(model: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(["serve", "--no-fetch", "--port", "0", "--model", model])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        cmd.args(["serve", "--no-fetch", "--port", "0", "--model", model])
             .args(args)
-            .envs(env.iter().copied())
+            .envs(env.iter().copied());
+        Self::spawn(cmd)
+    }
+
+    /// Spawns `cmd` (a `serve` command) with INFO logs captured, and waits until it listens.
+    fn spawn(mut cmd: Command) -> Server {
+        let mut child = cmd
             .env("SWITCHYARD_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -1151,30 +1157,11 @@ fn timed_stream(server: &Server, path: &str, body: &Value) -> (Vec<(Duration, Va
 fn first_five_minutes_default_model_qwen() {
     // The default model, no --model: it must be the chat model. A small step budget makes the
     // prefill of a long prompt take many steps.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["serve", "--no-fetch", "--port", "0"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    cmd.args(["serve", "--no-fetch", "--port", "0"])
         .args(["--max-num-batched-tokens", "32", "--no-prefix-caching"])
-        .env_remove("SWITCHYARD_MODEL")
-        .env("SWITCHYARD_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = logs.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("[server] {line}");
-            sink.lock().unwrap().push(line.clone());
-            if let Some(i) = line.find("on http://") {
-                let _ = tx.send(line[i + 3..].split_whitespace().next().unwrap().to_string());
-            }
-        }
-    });
-    let base = rx.recv_timeout(Duration::from_secs(120)).unwrap();
-    let s = Server { child, base, logs };
+        .env_remove("SWITCHYARD_MODEL");
+    let s = Server::spawn(cmd);
     let (_, models) = s.get("/v1/models");
     assert!(models.contains(QWEN), "{models}");
     let start_logs = s.logs();

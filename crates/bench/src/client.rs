@@ -245,7 +245,7 @@ impl Target {
         };
         out.success = true;
         out.ttft_s = first.duration_since(st).as_secs_f64();
-        out.e2el_s = end.max(last).duration_since(st).as_secs_f64();
+        out.e2el_s = end.duration_since(st).as_secs_f64();
         out.output_tokens = usage_out.unwrap_or(text_chunks);
         if let Some(p) = usage_in {
             out.prompt_tokens = p;

@@ -189,8 +189,8 @@ impl Drop for Admission {
 }
 
 /// The per-request bounds: sequences (`n` x prompts) and tokens (each prompt once plus `n` x
-/// `max_tokens`), each a 400 naming its limit.
-fn check_request_bounds(state: &AppState, reqs: &[EngineRequest]) -> Result<(), ApiError> {
+/// `max_tokens`), each a 400 naming its limit. Returns the sequence count.
+fn check_request_bounds(state: &AppState, reqs: &[EngineRequest]) -> Result<usize, ApiError> {
     let seqs: usize = reqs.iter().map(|r| r.n).sum();
     let max_seqs = state.config.max_seqs_per_request;
     if seqs > max_seqs {
@@ -218,7 +218,7 @@ fn check_request_bounds(state: &AppState, reqs: &[EngineRequest]) -> Result<(), 
             ),
         ));
     }
-    Ok(())
+    Ok(seqs)
 }
 
 /// Outputs of every prompt of one HTTP request, tagged with the prompt's index.
@@ -231,8 +231,7 @@ fn submit_all(
     reqs: Vec<EngineRequest>,
     prompt_field: &str,
 ) -> Result<Submitted, ApiError> {
-    check_request_bounds(state, &reqs)?;
-    let n: usize = reqs.iter().map(|r| r.n).sum();
+    let n = check_request_bounds(state, &reqs)?;
     let tokens: usize = reqs.iter().map(|r| r.prompt.len()).sum();
     let admission = Admission::acquire(state, n, tokens)?;
     let mut streams = Vec::with_capacity(reqs.len());
