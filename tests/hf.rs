@@ -418,28 +418,21 @@ fn encode(dtype: &str, x: &[f32]) -> Vec<u8> {
 
 fn tiny_logits(arch: &str, dtype: &str, tokens: &[u32]) -> Vec<Vec<f32>> {
     let cfg_json = {
-        let mut base = ModelConfig {
-            arch: Architecture::Llama,
-            n_layers: 2,
-            hidden: 64,
-            ffn: 96,
-            n_heads: 4,
-            n_kv_heads: 2,
-            head_dim: 16,
-            vocab_size: 50,
-            context_length: 64,
-            rms_eps: 1e-5,
-            rope_base: 10000.0,
-            rope_base_local: 10000.0,
-            layers: vec![],
-            activation: switchyard_core::Activation::Silu,
-            qk_norm: false,
-            post_norms: false,
-            embed_scale: 1.0,
-            query_scale: 0.25,
-            final_logit_softcap: None,
-            tied_embeddings: false,
-        };
+        let mut base = ModelConfig::new(
+            Architecture::Llama,
+            switchyard_core::Dims {
+                n_layers: 2,
+                hidden: 64,
+                ffn: 96,
+                n_heads: 4,
+                n_kv_heads: 2,
+                head_dim: 16,
+                vocab_size: 50,
+                context_length: 64,
+            },
+        );
+        base.rms_eps = 1e-5;
+        base.query_scale = 0.25;
         if arch == "qwen2" {
             base.arch = Architecture::Qwen2;
         }

@@ -3,15 +3,16 @@
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use switchyard_core::{
-    kv_groups_for, Architecture, Backend, BackendCapabilities, BackendError, BlockId, ForwardBatch,
-    GgmlType, KvCacheConfig, KvCacheInfo, KvGroupKind, KvGroupSpec, LayerAttention, Logits,
-    ModelConfig, Tensor, WeightSource,
+    kv_groups_for, Backend, BackendCapabilities, BackendError, BlockId, ForwardBatch, GgmlType,
+    KvCacheConfig, KvCacheInfo, KvGroupKind, KvGroupSpec, LayerAttention, Logits, ModelConfig,
+    Tensor, WeightSource,
 };
 
 use crate::kernels::{
     self, glu, matmul, matmul_packed, matmul_transposed_k, matmul_transposed_q0, Isa, PackedQ8,
     QMatrix, TransposedK, TransposedQ0,
 };
+use crate::moe::Moe;
 use crate::ops;
 use crate::team;
 
@@ -28,11 +29,17 @@ struct Layer {
     wo: Mat,
     post_attn_norm: Option<Vec<f32>>,
     ffn_norm: Vec<f32>,
-    gate: Mat,
-    up: Mat,
-    down: Mat,
+    ffn: Ffn,
     post_ffn_norm: Option<Vec<f32>>,
     attention: LayerAttention,
+}
+
+/// A layer's MLP.
+enum Ffn {
+    /// `down(act(gate(x)) * up(x))`.
+    Dense { gate: Mat, up: Mat, down: Mat },
+    /// Routed experts (Qwen3-MoE).
+    Moe(Moe),
 }
 
 /// The paged KV cache: `num_blocks` blocks shared by the KV groups, each block holding the
@@ -89,7 +96,7 @@ fn pack_output(output: &Tensor) -> Option<PackedQ8> {
 /// 22 MiB), Q4_0 / Q5_0 / Q8_0 at the AVX2 level as [`TransposedQ0`] (unless
 /// `SWITCHYARD_PACK_Q0=0`; Gemma: 90 tensors, 52 MiB with the padding of its 20-block rows). Both save the kernels their decoding
 /// or transposes per row, token group and block.
-struct Mat {
+pub(crate) struct Mat {
     t: Tensor,
     packed: Packed,
 }
@@ -105,7 +112,7 @@ fn env_off(name: &str) -> bool {
 }
 
 impl Mat {
-    fn new(t: Tensor) -> Self {
+    pub(crate) fn new(t: Tensor) -> Self {
         let layouts = Isa::current().layouts;
         let packed = match t.dtype {
             GgmlType::Q4_K | GgmlType::Q6_K
@@ -123,7 +130,7 @@ impl Mat {
         Mat { t, packed }
     }
 
-    fn matmul(&self, x: &[f32], n_tok: usize, out: &mut [f32]) {
+    pub(crate) fn matmul(&self, x: &[f32], n_tok: usize, out: &mut [f32]) {
         match &self.packed {
             Packed::K(w) => matmul_transposed_k(w, x, n_tok, out),
             Packed::Q0(w) => matmul_transposed_q0(w, x, n_tok, out),
@@ -132,7 +139,7 @@ impl Mat {
     }
 }
 
-fn get(w: &dyn WeightSource, name: &str) -> Result<Tensor, BackendError> {
+pub(crate) fn get(w: &dyn WeightSource, name: &str) -> Result<Tensor, BackendError> {
     w.tensor(name)
         .ok_or_else(|| BackendError::MissingTensor(name.to_string()))
 }
@@ -159,7 +166,7 @@ fn opt_vector(
     }
 }
 
-fn matrix(
+pub(crate) fn matrix(
     w: &dyn WeightSource,
     name: &str,
     cols: usize,
@@ -279,34 +286,72 @@ impl CpuBackend {
                     Ok(None)
                 }
             };
+            let (qd, kvd) = (c.q_dim(), c.kv_dim());
+            // Fused q/k/v (Phi-3, some converters): rows q, then k, then v.
+            let (wq, wk, wv, bq, bk, bv) = if weights.tensor(&n("attn_qkv.weight")).is_some() {
+                let name = n("attn_qkv.weight");
+                let t = matrix(weights, &name, c.hidden, qd + 2 * kvd)?;
+                let b = opt_vector(weights, &n("attn_qkv.bias"), qd + 2 * kvd)?;
+                let bpart = |r0: usize, r1: usize| b.as_ref().map(|b| b[r0..r1].to_vec());
+                (
+                    t.rows(0, qd, format!("{name}[q]")),
+                    t.rows(qd, qd + kvd, format!("{name}[k]")),
+                    t.rows(qd + kvd, qd + 2 * kvd, format!("{name}[v]")),
+                    bpart(0, qd),
+                    bpart(qd, qd + kvd),
+                    bpart(qd + kvd, qd + 2 * kvd),
+                )
+            } else {
+                (
+                    matrix(weights, &n("attn_q.weight"), c.hidden, qd)?,
+                    matrix(weights, &n("attn_k.weight"), c.hidden, kvd)?,
+                    matrix(weights, &n("attn_v.weight"), c.hidden, kvd)?,
+                    opt_vector(weights, &n("attn_q.bias"), qd)?,
+                    opt_vector(weights, &n("attn_k.bias"), kvd)?,
+                    opt_vector(weights, &n("attn_v.bias"), kvd)?,
+                )
+            };
+            let ffn = if let Some(moe) = c.moe {
+                Ffn::Moe(Moe::load(c, &moe, weights, i)?)
+            } else if weights.tensor(&n("ffn_gate.weight")).is_none()
+                && weights.tensor(&n("ffn_up.weight")).is_some()
+            {
+                // Fused gate/up (Phi-3): rows gate, then up.
+                let name = n("ffn_up.weight");
+                let t = matrix(weights, &name, c.hidden, 2 * c.ffn)?;
+                Ffn::Dense {
+                    gate: Mat::new(t.rows(0, c.ffn, format!("{name}[gate]"))),
+                    up: Mat::new(t.rows(c.ffn, 2 * c.ffn, format!("{name}[up]"))),
+                    down: Mat::new(matrix(weights, &n("ffn_down.weight"), c.ffn, c.hidden)?),
+                }
+            } else {
+                Ffn::Dense {
+                    gate: Mat::new(matrix(weights, &n("ffn_gate.weight"), c.hidden, c.ffn)?),
+                    up: Mat::new(matrix(weights, &n("ffn_up.weight"), c.hidden, c.ffn)?),
+                    down: Mat::new(matrix(weights, &n("ffn_down.weight"), c.ffn, c.hidden)?),
+                }
+            };
             layers.push(Layer {
                 attn_norm: vector(weights, &n("attn_norm.weight"), c.hidden)?,
-                wq: Mat::new(matrix(weights, &n("attn_q.weight"), c.hidden, c.q_dim())?),
-                wk: Mat::new(matrix(weights, &n("attn_k.weight"), c.hidden, c.kv_dim())?),
-                wv: Mat::new(matrix(weights, &n("attn_v.weight"), c.hidden, c.kv_dim())?),
-                bq: opt_vector(weights, &n("attn_q.bias"), c.q_dim())?,
-                bk: opt_vector(weights, &n("attn_k.bias"), c.kv_dim())?,
-                bv: opt_vector(weights, &n("attn_v.bias"), c.kv_dim())?,
+                wq: Mat::new(wq),
+                wk: Mat::new(wk),
+                wv: Mat::new(wv),
+                bq,
+                bk,
+                bv,
                 q_norm: qkn("attn_q_norm.weight")?,
                 k_norm: qkn("attn_k_norm.weight")?,
-                wo: Mat::new(matrix(
-                    weights,
-                    &n("attn_output.weight"),
-                    c.q_dim(),
-                    c.hidden,
-                )?),
+                wo: Mat::new(matrix(weights, &n("attn_output.weight"), qd, c.hidden)?),
                 post_attn_norm: post("post_attention_norm.weight")?,
                 ffn_norm: vector(weights, &n("ffn_norm.weight"), c.hidden)?,
-                gate: Mat::new(matrix(weights, &n("ffn_gate.weight"), c.hidden, c.ffn)?),
-                up: Mat::new(matrix(weights, &n("ffn_up.weight"), c.hidden, c.ffn)?),
-                down: Mat::new(matrix(weights, &n("ffn_down.weight"), c.ffn, c.hidden)?),
+                ffn,
                 post_ffn_norm: post("post_ffw_norm.weight")?,
                 attention: c.layers[i],
             });
         }
         Ok(Self {
-            inv_freq_global: ops::inv_freq(c.rope_base, c.head_dim),
-            inv_freq_local: ops::inv_freq(c.rope_base_local, c.head_dim),
+            inv_freq_global: c.inv_freq(c.rope_base),
+            inv_freq_local: c.inv_freq(c.rope_base_local),
             cfg: c.clone(),
             embed,
             output_norm,
@@ -576,7 +621,7 @@ impl CpuBackend {
         let c = &self.cfg;
         let n = batch.num_tokens();
         let (hd, qd, kvd) = (c.head_dim, c.q_dim(), c.kv_dim());
-        let neox = c.arch != Architecture::Llama;
+        let neox = c.arch.rope_neox();
         let bs = kv.block_size;
 
         let mut x = Self::embed_rows_static(&self.embed, c, &batch.token_ids)?;
@@ -605,8 +650,9 @@ impl CpuBackend {
         let mut v = vec![0f32; n * kvd];
         let mut attn = vec![0f32; n * qd];
         let mut o = vec![0f32; n * c.hidden];
-        let mut g = vec![0f32; n * c.ffn];
-        let mut u = vec![0f32; n * c.ffn];
+        let dense_ffn = if c.moe.is_some() { 0 } else { c.ffn };
+        let mut g = vec![0f32; n * dense_ffn];
+        let mut u = vec![0f32; n * dense_ffn];
         // Per token of the step: its sequence and its position in it (the same for every
         // layer), and the cache row it writes in each KV group.
         let seq_of: Vec<&switchyard_core::SeqInBatch> = batch
@@ -737,13 +783,18 @@ impl CpuBackend {
                     ops::rmsnorm_into(xt, ht, &l.ffn_norm, eps);
                 });
             }
-            l.gate.matmul(&h, n, &mut g);
-            l.up.matmul(&h, n, &mut u);
-            let act = c.activation;
-            team::for_each_chunk_mut(&mut g, 4096, |i, gg| {
-                glu(act, gg, &u[4096 * i..4096 * i + gg.len()])
-            });
-            l.down.matmul(&g, n, &mut o);
+            match &l.ffn {
+                Ffn::Dense { gate, up, down } => {
+                    gate.matmul(&h, n, &mut g);
+                    up.matmul(&h, n, &mut u);
+                    let act = c.activation;
+                    team::for_each_chunk_mut(&mut g, 4096, |i, gg| {
+                        glu(act, gg, &u[4096 * i..4096 * i + gg.len()])
+                    });
+                    down.matmul(&g, n, &mut o);
+                }
+                Ffn::Moe(m) => m.forward(&h, n, &mut o),
+            }
             {
                 let (xr, or) = (Rows::new(&mut x, c.hidden), Rows::new(&mut o, c.hidden));
                 each_token(n, |t| {

@@ -59,7 +59,7 @@ pub fn silu(x: f32) -> f32 {
 }
 
 /// Appends `(sin, cos)` of `pos * inv_freq[i]` for every `i` to `cs` (what [`rope_with`] takes),
-/// `inv_freq[i] = base^(-2i/d)`: computed once per token and step, then used by every head of
+/// `inv_freq` from `ModelConfig::inv_freq`: computed once per token and step, then used by every head of
 /// every layer.
 pub fn rope_angles(pos: u32, inv_freq: &[f32], cs: &mut Vec<(f32, f32)>) {
     cs.extend(inv_freq.iter().map(|f| (pos as f32 * f).sin_cos()));
@@ -79,13 +79,6 @@ pub fn rope_with(head: &mut [f32], cs: &[(f32, f32)], neox: bool) {
         head[a] = x0 * c - x1 * s;
         head[b] = x0 * s + x1 * c;
     }
-}
-
-/// `base^(-2i/d)` for `i < d/2`.
-pub fn inv_freq(base: f32, head_dim: usize) -> Vec<f32> {
-    (0..head_dim / 2)
-        .map(|i| 1.0 / (base as f64).powf(2.0 * i as f64 / head_dim as f64) as f32)
-        .collect()
 }
 
 #[cfg(test)]
@@ -120,7 +113,9 @@ mod tests {
 
     #[test]
     fn rope_preserves_norm_and_is_identity_at_zero() {
-        let f = inv_freq(10000.0, 8);
+        let f: Vec<f32> = (0..4)
+            .map(|i| 10_000f32.powf(-(2 * i) as f32 / 8.0))
+            .collect();
         let orig: Vec<f32> = (0..8).map(|i| i as f32 - 3.5).collect();
         let rope = |h: &mut [f32], pos: u32| {
             let mut cs = Vec::new();

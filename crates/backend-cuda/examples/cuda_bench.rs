@@ -63,6 +63,9 @@ fn gemma3_270m() -> ModelConfig {
         query_scale: 1.0 / 16.0,
         final_logit_softcap: None,
         tied_embeddings: true,
+        rope_freq_factors: None,
+        rope_freq_scale: 1.0,
+        moe: None,
     }
 }
 
@@ -88,6 +91,9 @@ fn qwen25_05b() -> ModelConfig {
         query_scale: 1.0 / 8.0,
         final_logit_softcap: None,
         tied_embeddings: false,
+        rope_freq_factors: None,
+        rope_freq_scale: 1.0,
+        moe: None,
     }
 }
 

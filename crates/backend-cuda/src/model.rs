@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use cudarc::driver::{CudaGraph, CudaSlice, PinnedHostSlice};
 use switchyard_core::{
-    Activation, Architecture, Backend, BackendCapabilities, BackendError, BlockId, ForwardBatch,
-    GgmlType, KvCacheConfig, KvCacheInfo, LayerAttention, Logits, ModelConfig, WeightSource,
+    Activation, Backend, BackendCapabilities, BackendError, BlockId, ForwardBatch, GgmlType,
+    KvCacheConfig, KvCacheInfo, LayerAttention, Logits, ModelConfig, WeightSource,
 };
 
 use crate::gpu::{
@@ -23,7 +23,7 @@ use crate::gpu::{
     ResidualArgs, RmsNormArgs,
 };
 use crate::step::{pack_meta, trace_shape, trace_step, trace_steps, upload_meta, StepLayout};
-use crate::weights::{check_config, inv_freq, matrix, opt_vector, stacked_bf16, vector};
+use crate::weights::{check_config, matrix, opt_vector, stacked_bf16, vector};
 use crate::{CudaDeviceInfo, KernelBuild};
 
 struct Layer {
@@ -298,8 +298,8 @@ impl CudaBackend {
                 attention: c.layers[i],
             });
         }
-        let inv_freq_global = gpu.upload(&inv_freq(c.rope_base, c.head_dim))?;
-        let inv_freq_local = gpu.upload(&inv_freq(c.rope_base_local, c.head_dim))?;
+        let inv_freq_global = gpu.upload(&c.inv_freq(c.rope_base))?;
+        let inv_freq_local = gpu.upload(&c.inv_freq(c.rope_base_local))?;
         let scratch = Scratch::new(&gpu)?;
         let graphs_from_env = std::env::var("SWITCHYARD_CUDA_GRAPHS").map_or(true, |v| v != "0");
         gpu.synchronize()?;
@@ -673,7 +673,7 @@ impl CudaBackend {
                 eps,
                 positions,
                 inv_freq: DBuf::of(inv),
-                neox: c.arch != Architecture::Llama,
+                neox: c.arch.rope_neox(),
                 q_scale: c.query_scale,
             })?;
             let (kc, vc) = (DBuf::of(&kv.k[li]), DBuf::of(&kv.v[li]));

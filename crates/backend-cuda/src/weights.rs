@@ -140,13 +140,6 @@ pub(crate) fn stacked_bf16(parts: &[&Tensor]) -> Vec<u16> {
     out
 }
 
-/// `base^(-2i/d)` for `i < d/2`, computed exactly as the CPU backend does.
-pub(crate) fn inv_freq(base: f32, head_dim: usize) -> Vec<f32> {
-    (0..head_dim / 2)
-        .map(|i| 1.0 / (base as f64).powf(2.0 * i as f64 / head_dim as f64) as f32)
-        .collect()
-}
-
 pub(crate) fn check_config(c: &ModelConfig) -> Result<(), BackendError> {
     let bad = |m: String| {
         Err(BackendError::BadTensor {
@@ -175,6 +168,13 @@ pub(crate) fn check_config(c: &ModelConfig) -> Result<(), BackendError> {
     }
     if c.hidden == 0 || c.ffn == 0 || c.vocab_size == 0 {
         return bad("zero hidden, ffn or vocabulary size".into());
+    }
+    if c.moe.is_some() || c.arch == switchyard_core::Architecture::Phi3 {
+        return bad(format!(
+            "architecture {} is not supported on the CUDA backend yet (CUDA runs gemma3, qwen2, \
+             qwen3, llama; the CPU backend runs it)",
+            c.arch.gguf_name()
+        ));
     }
     Ok(())
 }

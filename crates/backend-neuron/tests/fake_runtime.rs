@@ -467,6 +467,9 @@ fn model_config() -> ModelConfig {
         query_scale: 1.0,
         final_logit_softcap: None,
         tied_embeddings: true,
+        rope_freq_factors: None,
+        rope_freq_scale: 1.0,
+        moe: None,
     }
 }
 

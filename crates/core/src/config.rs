@@ -7,8 +7,14 @@ pub enum Architecture {
     Gemma3,
     /// Qwen 2 / 2.5.
     Qwen2,
-    /// Llama 2/3 style.
+    /// Llama 2/3 style (also Mistral, TinyLlama, SmolLM2).
     Llama,
+    /// Qwen 3: q/k RMSNorm per head, no qkv bias.
+    Qwen3,
+    /// Qwen 3 mixture of experts: Qwen 3 attention, a routed expert MLP.
+    Qwen3Moe,
+    /// Microsoft Phi-3 / 3.5: fused qkv and gate/up projections.
+    Phi3,
 }
 
 impl Architecture {
@@ -18,7 +24,36 @@ impl Architecture {
             Self::Gemma3 => "gemma3",
             Self::Qwen2 => "qwen2",
             Self::Llama => "llama",
+            Self::Qwen3 => "qwen3",
+            Self::Qwen3Moe => "qwen3moe",
+            Self::Phi3 => "phi3",
         }
+    }
+
+    /// Every architecture we run, by GGUF name (for "supported: ..." messages).
+    pub const ALL: [Architecture; 6] = [
+        Self::Gemma3,
+        Self::Qwen2,
+        Self::Llama,
+        Self::Qwen3,
+        Self::Qwen3Moe,
+        Self::Phi3,
+    ];
+
+    /// The architecture named `name` in GGUF's `general.architecture`.
+    pub fn from_gguf_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.gguf_name() == name)
+    }
+
+    /// The supported GGUF names, comma-separated.
+    pub fn supported_list() -> String {
+        Self::ALL.map(Self::gguf_name).join(", ")
+    }
+
+    /// RoPE rotates the two halves of a head (GPT-NeoX style) rather than adjacent pairs
+    /// (GGML's "normal" mode, which Llama uses on its permuted q/k weights).
+    pub fn rope_neox(self) -> bool {
+        self != Self::Llama
     }
 }
 
@@ -46,6 +81,40 @@ pub enum LayerAttention {
         /// Window length in tokens.
         window: usize,
     },
+}
+
+/// The routed expert MLP of a mixture-of-experts model (Qwen3-MoE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoeConfig {
+    /// Experts per layer.
+    pub n_expert: usize,
+    /// Experts each token uses (top-k).
+    pub n_expert_used: usize,
+    /// Inner width of one expert.
+    pub expert_ffn: usize,
+    /// Whether the top-k routing weights are renormalised to sum to 1.
+    pub norm_topk_prob: bool,
+}
+
+/// The dimensions every architecture has; [`ModelConfig::new`] adds the architecture's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dims {
+    /// Number of transformer blocks.
+    pub n_layers: usize,
+    /// Residual stream width.
+    pub hidden: usize,
+    /// MLP inner width.
+    pub ffn: usize,
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads.
+    pub n_kv_heads: usize,
+    /// Dimension of one head.
+    pub head_dim: usize,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Context length the model was trained for.
+    pub context_length: usize,
 }
 
 /// Hyperparameters of one model.
@@ -91,9 +160,120 @@ pub struct ModelConfig {
     pub final_logit_softcap: Option<f32>,
     /// Whether the output projection reuses the token embedding.
     pub tied_embeddings: bool,
+    /// RoPE frequency divisors per rotated pair (`head_dim / 2`): Llama 3.1+ frequency scaling
+    /// (GGUF `rope_freqs.weight`, or computed from Hugging Face's `rope_scaling`).
+    pub rope_freq_factors: Option<Vec<f32>>,
+    /// Linear RoPE scaling: positions are multiplied by this (1 / the scaling factor).
+    pub rope_freq_scale: f32,
+    /// The routed expert MLP, for mixture-of-experts models.
+    pub moe: Option<MoeConfig>,
 }
 
 impl ModelConfig {
+    /// The configuration of `arch` with dimensions `d` and the architecture's defaults (what a
+    /// file that only gives the dimensions means): every layer global, RoPE base 10000, RMSNorm
+    /// eps 1e-6, query scale `1/sqrt(head_dim)`, untied embeddings; Gemma 3's sliding pattern
+    /// (every 6th layer global, window 512), GELU, q/k norms, post norms and embedding scale;
+    /// Qwen 3's q/k norms. The GGUF and Hugging Face readers both start here and set what their
+    /// file says.
+    pub fn new(arch: Architecture, d: Dims) -> Self {
+        let gemma = arch == Architecture::Gemma3;
+        let layers = if gemma {
+            (0..d.n_layers)
+                .map(|i| {
+                    if i % 6 < 5 {
+                        LayerAttention::Sliding { window: 512 }
+                    } else {
+                        LayerAttention::Global
+                    }
+                })
+                .collect()
+        } else {
+            vec![LayerAttention::Global; d.n_layers]
+        };
+        ModelConfig {
+            arch,
+            n_layers: d.n_layers,
+            hidden: d.hidden,
+            ffn: d.ffn,
+            n_heads: d.n_heads,
+            n_kv_heads: d.n_kv_heads,
+            head_dim: d.head_dim,
+            vocab_size: d.vocab_size,
+            context_length: d.context_length,
+            rms_eps: 1e-6,
+            rope_base: 10_000.0,
+            rope_base_local: 10_000.0,
+            layers,
+            activation: if gemma {
+                Activation::GeluTanh
+            } else {
+                Activation::Silu
+            },
+            qk_norm: matches!(
+                arch,
+                Architecture::Gemma3 | Architecture::Qwen3 | Architecture::Qwen3Moe
+            ),
+            post_norms: gemma,
+            embed_scale: if gemma { (d.hidden as f32).sqrt() } else { 1.0 },
+            query_scale: 1.0 / (d.head_dim as f32).sqrt(),
+            final_logit_softcap: None,
+            tied_embeddings: false,
+            rope_freq_factors: None,
+            rope_freq_scale: 1.0,
+            moe: None,
+        }
+    }
+
+    /// The RoPE angle per position of each rotated pair `i < head_dim / 2` for RoPE base
+    /// `base`: `freq_scale * base^(-2i/d) / freq_factor[i]` (as llama.cpp's `ggml_rope_ext`).
+    pub fn inv_freq(&self, base: f32) -> Vec<f32> {
+        let d = self.head_dim;
+        (0..d / 2)
+            .map(|i| {
+                let f = 1.0 / (base as f64).powf(2.0 * i as f64 / d as f64) as f32;
+                let ff = self
+                    .rope_freq_factors
+                    .as_ref()
+                    .and_then(|v| v.get(i).copied())
+                    .unwrap_or(1.0);
+                self.rope_freq_scale * f / ff
+            })
+            .collect()
+    }
+
+    /// Llama 3.1's RoPE frequency divisors (`rope_type: llama3` in Hugging Face configs; what
+    /// llama.cpp's converter stores as `rope_freqs.weight`): wavelengths shorter than
+    /// `original_context / high_freq_factor` keep their frequency, longer than
+    /// `original_context / low_freq_factor` are divided by `factor`, and those between are
+    /// interpolated.
+    pub fn llama3_freq_factors(
+        base: f32,
+        head_dim: usize,
+        factor: f32,
+        low_freq_factor: f32,
+        high_freq_factor: f32,
+        original_context: f32,
+    ) -> Vec<f32> {
+        let low_wavelen = original_context / low_freq_factor;
+        let high_wavelen = original_context / high_freq_factor;
+        (0..head_dim / 2)
+            .map(|i| {
+                let freq = 1.0 / (base as f64).powf(2.0 * i as f64 / head_dim as f64) as f32;
+                let wavelen = 2.0 * std::f32::consts::PI / freq;
+                if wavelen < high_wavelen {
+                    1.0
+                } else if wavelen > low_wavelen {
+                    factor
+                } else {
+                    let smooth = (original_context / wavelen - low_freq_factor)
+                        / (high_freq_factor - low_freq_factor);
+                    1.0 / ((1.0 - smooth) / factor + smooth)
+                }
+            })
+            .collect()
+    }
+
     /// Width of all query heads together.
     pub fn q_dim(&self) -> usize {
         self.n_heads * self.head_dim

@@ -17,7 +17,9 @@ pub mod weights;
 
 pub use backend::{Backend, BackendCapabilities, BackendError, KvCacheConfig, KvCacheInfo};
 pub use batch::{ForwardBatch, Logits, SeqInBatch};
-pub use config::{Activation, Architecture, LayerAttention, ModelConfig, MAX_LAYERS};
+pub use config::{
+    Activation, Architecture, Dims, LayerAttention, ModelConfig, MoeConfig, MAX_LAYERS,
+};
 pub use dtype::GgmlType;
 pub use kv::{kv_groups_for, KvGroupKind, KvGroupSpec};
 pub use sampling::SamplingParams;

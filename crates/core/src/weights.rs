@@ -36,6 +36,22 @@ impl WeightBytes {
         }
     }
 
+    /// The `len` bytes at `offset` of this view, sharing the owner.
+    ///
+    /// # Panics
+    /// If the range is out of bounds.
+    pub fn slice(&self, offset: usize, len: usize) -> Self {
+        assert!(
+            offset.checked_add(len).is_some_and(|end| end <= self.len),
+            "WeightBytes::slice out of range"
+        );
+        Self {
+            owner: self.owner.clone(),
+            offset: self.offset + offset,
+            len,
+        }
+    }
+
     /// The bytes.
     pub fn as_slice(&self) -> &[u8] {
         &(*self.owner).as_ref()[self.offset..self.offset + self.len]
@@ -76,6 +92,23 @@ impl Tensor {
     /// Number of rows (product of all but the first dimension).
     pub fn n_rows(&self) -> usize {
         self.shape[1..].iter().product()
+    }
+
+    /// Rows `r0..r1` of a 2-D tensor, or of the rows of all its matrices taken in order (the
+    /// rows of expert `e` of a `[cols, rows, n]` tensor are `e * rows .. (e + 1) * rows`), as a
+    /// 2-D tensor sharing the bytes. Rows are whole blocks, so any row range is a byte range.
+    ///
+    /// # Panics
+    /// If the range is out of bounds.
+    pub fn rows(&self, r0: usize, r1: usize, name: String) -> Tensor {
+        assert!(r0 <= r1 && r1 <= self.n_rows(), "Tensor::rows out of range");
+        let rb = self.dtype.bytes_for(self.row_len());
+        Tensor {
+            name,
+            dtype: self.dtype,
+            shape: vec![self.row_len(), r1 - r0],
+            data: self.data.slice(r0 * rb, (r1 - r0) * rb),
+        }
     }
 
     /// Dequantizes the whole tensor to f32 (tests and load-time conversions only).

@@ -1,6 +1,6 @@
 //! Model configuration read from GGUF metadata.
 
-use switchyard_core::{Activation, Architecture, LayerAttention, ModelConfig, MAX_LAYERS};
+use switchyard_core::{Architecture, Dims, LayerAttention, ModelConfig, MoeConfig, MAX_LAYERS};
 
 use crate::gguf::{GgufFile, Value};
 
@@ -8,7 +8,10 @@ use crate::gguf::{GgufFile, Value};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The architecture is not one we run.
-    #[error("{path}: unsupported architecture '{arch}' (supported: gemma3, qwen2, llama)")]
+    #[error(
+        "{path}: unsupported architecture '{arch}' (supported: {})",
+        Architecture::supported_list()
+    )]
     UnsupportedArchitecture {
         /// File.
         path: String,
@@ -46,17 +49,12 @@ pub fn model_config(g: &GgufFile) -> Result<ModelConfig, ConfigError> {
             key: "general.architecture".into(),
         })?
         .to_string();
-    let arch = match arch_s.as_str() {
-        "gemma3" => Architecture::Gemma3,
-        "qwen2" => Architecture::Qwen2,
-        "llama" => Architecture::Llama,
-        other => {
-            return Err(ConfigError::UnsupportedArchitecture {
-                path,
-                arch: other.to_string(),
-            })
+    let arch = Architecture::from_gguf_name(&arch_s).ok_or_else(|| {
+        ConfigError::UnsupportedArchitecture {
+            path: path.clone(),
+            arch: arch_s.clone(),
         }
-    };
+    })?;
     let key = |k: &str| format!("{arch_s}.{k}");
     let req_u = |k: &str| -> Result<usize, ConfigError> {
         g.get(&key(k))
@@ -69,111 +67,154 @@ pub fn model_config(g: &GgufFile) -> Result<ModelConfig, ConfigError> {
     };
     let opt_u = |k: &str| g.get(&key(k)).and_then(Value::as_u64).map(|v| v as usize);
     let opt_f = |k: &str| g.get(&key(k)).and_then(Value::as_f64).map(|v| v as f32);
-
-    let n_layers = req_u("block_count")?;
-    let hidden = req_u("embedding_length")?;
-    let ffn = req_u("feed_forward_length")?;
-    let n_heads = req_u("attention.head_count")?;
-    let n_kv_heads = opt_u("attention.head_count_kv").unwrap_or(n_heads);
-    let head_dim = opt_u("attention.key_length").unwrap_or(hidden / n_heads.max(1));
-    let context_length = req_u("context_length")?;
-    let rms_eps = opt_f("attention.layer_norm_rms_epsilon").unwrap_or(1e-6);
-    let rope_base = opt_f("rope.freq_base").unwrap_or(10_000.0);
     let invalid = |what: String| ConfigError::Invalid {
         path: path.clone(),
         what,
     };
-    if n_layers == 0 || hidden == 0 || n_heads == 0 || n_kv_heads == 0 || head_dim == 0 {
+
+    let n_layers = req_u("block_count")?;
+    let hidden = req_u("embedding_length")?;
+    let n_heads = req_u("attention.head_count")?;
+    let d = Dims {
+        n_layers,
+        hidden,
+        // A MoE file may give only the experts' width.
+        ffn: match arch {
+            Architecture::Qwen3Moe => opt_u("feed_forward_length").unwrap_or(0),
+            _ => req_u("feed_forward_length")?,
+        },
+        n_heads,
+        n_kv_heads: opt_u("attention.head_count_kv").unwrap_or(n_heads),
+        head_dim: opt_u("attention.key_length").unwrap_or(hidden / n_heads.max(1)),
+        vocab_size: g
+            .info("token_embd.weight")
+            .map(|t| t.shape.get(1).copied().unwrap_or(0))
+            .ok_or_else(|| invalid("tensor token_embd.weight missing".into()))?,
+        context_length: req_u("context_length")?,
+    };
+    if d.n_layers == 0 || d.hidden == 0 || d.n_heads == 0 || d.n_kv_heads == 0 || d.head_dim == 0 {
         return Err(invalid("zero-sized dimension in metadata".into()));
     }
-    if n_layers > MAX_LAYERS {
+    if d.n_layers > MAX_LAYERS {
         return Err(invalid(format!(
             "block_count {n_layers} exceeds the supported maximum of {MAX_LAYERS} layers"
         )));
     }
-    if n_heads % n_kv_heads != 0 {
+    if d.n_heads % d.n_kv_heads != 0 {
         return Err(invalid(format!(
-            "{n_heads} heads not divisible by {n_kv_heads} KV heads"
+            "{} heads not divisible by {} KV heads",
+            d.n_heads, d.n_kv_heads
         )));
     }
+    if !d.head_dim.is_multiple_of(2) {
+        return Err(invalid(format!("head dimension {} is odd", d.head_dim)));
+    }
     if let Some(vl) = opt_u("attention.value_length") {
-        if vl != head_dim {
+        if vl != d.head_dim {
             return Err(invalid(format!(
-                "value_length {vl} differs from key_length {head_dim}"
+                "value_length {vl} differs from key_length {}",
+                d.head_dim
             )));
         }
     }
-    if let Some(t) = g.get(&key("rope.scaling.type")).and_then(Value::as_str) {
-        if t != "none" {
-            return Err(invalid(format!("RoPE scaling '{t}' is not supported yet")));
+    let mut c = ModelConfig::new(arch, d);
+    c.rms_eps = opt_f("attention.layer_norm_rms_epsilon").unwrap_or(1e-6);
+    c.rope_base = opt_f("rope.freq_base").unwrap_or(10_000.0);
+    c.rope_base_local = c.rope_base;
+    c.tied_embeddings = g.info("output.weight").is_none();
+    if let Some(n) = opt_u("rope.dimension_count") {
+        if n != d.head_dim {
+            return Err(invalid(format!(
+                "partial RoPE ({n} of {} dimensions) is not supported",
+                d.head_dim
+            )));
         }
     }
-    let vocab_size = g
-        .info("token_embd.weight")
-        .map(|t| t.shape.get(1).copied().unwrap_or(0))
-        .ok_or_else(|| invalid("tensor token_embd.weight missing".into()))?;
-    let tied_embeddings = g.info("output.weight").is_none();
-
-    let cfg = match arch {
+    match g.get(&key("rope.scaling.type")).and_then(Value::as_str) {
+        None | Some("none") => {}
+        Some("linear") => {
+            let f = opt_f("rope.scaling.factor").unwrap_or(1.0);
+            if !(f.is_finite() && f > 0.0) {
+                return Err(invalid(format!("RoPE scaling factor {f}")));
+            }
+            c.rope_freq_scale = 1.0 / f;
+        }
+        Some(t) => {
+            return Err(invalid(format!(
+                "RoPE scaling '{t}' is not supported (supported: none, linear, and Llama 3.1's \
+                 rope_freqs.weight)"
+            )))
+        }
+    }
+    if let Some(t) = g.info("rope_freqs.weight") {
+        c.rope_freq_factors = Some(rope_freqs(g, t, d.head_dim).map_err(invalid)?);
+    }
+    match arch {
         Architecture::Gemma3 => {
             let window = req_u("attention.sliding_window")?;
-            // llama.cpp: every 6th layer is global (swa pattern 6): layers 5, 11, 17, ...
-            let layers = (0..n_layers)
-                .map(|i| {
-                    if i % 6 < 5 {
-                        LayerAttention::Sliding { window }
-                    } else {
-                        LayerAttention::Global
-                    }
-                })
-                .collect();
-            ModelConfig {
-                arch,
-                n_layers,
-                hidden,
-                ffn,
-                n_heads,
-                n_kv_heads,
-                head_dim,
-                vocab_size,
-                context_length,
-                rms_eps,
-                rope_base,
-                rope_base_local: GEMMA3_LOCAL_ROPE_BASE,
-                layers,
-                activation: Activation::GeluTanh,
-                qk_norm: true,
-                post_norms: true,
-                embed_scale: (hidden as f32).sqrt(),
-                query_scale: 1.0 / (head_dim as f32).sqrt(),
-                final_logit_softcap: opt_f("final_logit_softcapping"),
-                tied_embeddings,
+            for l in &mut c.layers {
+                if let LayerAttention::Sliding { window: w } = l {
+                    *w = window;
+                }
             }
+            c.rope_base_local = GEMMA3_LOCAL_ROPE_BASE;
+            c.final_logit_softcap = opt_f("final_logit_softcapping");
         }
-        Architecture::Qwen2 | Architecture::Llama => ModelConfig {
-            arch,
-            n_layers,
-            hidden,
-            ffn,
-            n_heads,
-            n_kv_heads,
-            head_dim,
-            vocab_size,
-            context_length,
-            rms_eps,
-            rope_base,
-            rope_base_local: rope_base,
-            layers: vec![LayerAttention::Global; n_layers],
-            activation: Activation::Silu,
-            qk_norm: false,
-            post_norms: false,
-            embed_scale: 1.0,
-            query_scale: 1.0 / (head_dim as f32).sqrt(),
-            final_logit_softcap: None,
-            tied_embeddings,
-        },
-    };
-    Ok(cfg)
+        Architecture::Qwen3Moe => {
+            let n_expert = req_u("expert_count")?;
+            let n_expert_used = req_u("expert_used_count")?;
+            let expert_ffn = req_u("expert_feed_forward_length")?;
+            if n_expert == 0 || n_expert_used == 0 || n_expert_used > n_expert || expert_ffn == 0 {
+                return Err(invalid(format!(
+                    "{n_expert_used} of {n_expert} experts of width {expert_ffn}"
+                )));
+            }
+            c.moe = Some(MoeConfig {
+                n_expert,
+                n_expert_used,
+                expert_ffn,
+                norm_topk_prob: true,
+            });
+        }
+        Architecture::Phi3 => {
+            if g.info("rope_factors_long.weight").is_some() {
+                return Err(invalid(
+                    "Phi-3 LongRoPE (rope_factors_long/short) is not supported (supported: \
+                     Phi-3 models without long-context RoPE factors, e.g. the 4k ones)"
+                        .into(),
+                ));
+            }
+            // llama.cpp ignores Phi-3's sliding window (its converters set it wrongly): so do
+            // we, to give the same results.
+        }
+        Architecture::Qwen2 | Architecture::Llama | Architecture::Qwen3 => {}
+    }
+    Ok(c)
+}
+
+/// The `head_dim / 2` f32 RoPE frequency divisors of `rope_freqs.weight`.
+fn rope_freqs(
+    g: &GgufFile,
+    t: &crate::gguf::TensorInfo,
+    head_dim: usize,
+) -> Result<Vec<f32>, String> {
+    use switchyard_core::{GgmlType, WeightSource};
+    if t.dtype != GgmlType::F32 || t.shape.iter().product::<usize>() != head_dim / 2 {
+        return Err(format!(
+            "rope_freqs.weight: expected {} F32 values, found {:?} {:?}",
+            head_dim / 2,
+            t.dtype,
+            t.shape
+        ));
+    }
+    let w = g
+        .tensor("rope_freqs.weight")
+        .ok_or("rope_freqs.weight: data out of range")?;
+    let v = w.to_f32();
+    if v.iter().any(|f| !(f.is_finite() && *f > 0.0)) {
+        return Err("rope_freqs.weight: a factor is not a positive number".into());
+    }
+    Ok(v)
 }
 
 #[cfg(test)]

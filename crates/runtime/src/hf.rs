@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use switchyard_core::{
-    Activation, Architecture, GgmlType, LayerAttention, ModelConfig, Tensor, WeightBytes,
-    WeightSource, MAX_LAYERS,
+    Architecture, Dims, GgmlType, LayerAttention, ModelConfig, Tensor, WeightBytes, WeightSource,
+    MAX_LAYERS,
 };
 
 use crate::config::ConfigError;
@@ -42,13 +42,15 @@ fn architecture(c: &Value, path: &str) -> Result<Architecture, ConfigError> {
     let by_arch = archs.iter().find_map(|a| match *a {
         "Gemma3ForCausalLM" => Some(Architecture::Gemma3),
         "Qwen2ForCausalLM" => Some(Architecture::Qwen2),
-        "LlamaForCausalLM" => Some(Architecture::Llama),
+        "LlamaForCausalLM" | "MistralForCausalLM" => Some(Architecture::Llama),
+        "Qwen3ForCausalLM" => Some(Architecture::Qwen3),
         _ => None,
     });
     let by_type = match model_type {
         "gemma3_text" => Some(Architecture::Gemma3),
         "qwen2" => Some(Architecture::Qwen2),
-        "llama" => Some(Architecture::Llama),
+        "llama" | "mistral" => Some(Architecture::Llama),
+        "qwen3" => Some(Architecture::Qwen3),
         _ => None,
     };
     by_arch.or(by_type).ok_or_else(|| {
@@ -65,7 +67,7 @@ fn architecture(c: &Value, path: &str) -> Result<Architecture, ConfigError> {
         ConfigError::UnsupportedArchitecture {
             path: path.to_string(),
             arch: format!(
-                "{found}; supported: Gemma3ForCausalLM, Qwen2ForCausalLM, LlamaForCausalLM{hint}"
+                "{found}; supported: Gemma3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, LlamaForCausalLM, MistralForCausalLM{hint}"
             ),
         }
     })
@@ -122,6 +124,17 @@ pub fn model_config(c: &Value, path: &Path) -> Result<ModelConfig, ConfigError> 
         Architecture::Gemma3 => (Some(256), 1_000_000.0, true),
         Architecture::Qwen2 => (None, 10_000.0, false),
         Architecture::Llama => (None, 10_000.0, false),
+        Architecture::Qwen3 => (None, 1_000_000.0, false),
+        Architecture::Qwen3Moe | Architecture::Phi3 => {
+            return Err(ConfigError::UnsupportedArchitecture {
+                path: ps.clone(),
+                arch: format!(
+                    "{} in Hugging Face format (use its GGUF; Hugging Face format supports \
+                     Gemma3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, LlamaForCausalLM)",
+                    arch.gguf_name()
+                ),
+            })
+        }
     };
     let head_dim = opt_u("head_dim")?
         .or(def_head_dim)
@@ -153,18 +166,57 @@ pub fn model_config(c: &Value, path: &Path) -> Result<ModelConfig, ConfigError> 
     if head_dim % 2 != 0 {
         return Err(invalid(format!("head_dim {head_dim} is odd")));
     }
+    let d = Dims {
+        n_layers,
+        hidden,
+        ffn,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+        vocab_size,
+        context_length,
+    };
+    let mut cfg = ModelConfig::new(arch, d);
+    cfg.rms_eps = rms_eps;
+    cfg.rope_base = rope_base;
+    cfg.rope_base_local = rope_base;
+    cfg.tied_embeddings = tied_embeddings;
     if let Some(rs) = present("rope_scaling") {
         let t = rs
             .get("rope_type")
             .or_else(|| rs.get("type"))
             .and_then(Value::as_str)
             .unwrap_or("?");
-        if t != "default" {
-            return Err(invalid(format!("RoPE scaling '{t}' is not supported yet")));
+        let f = |k: &str, def: f64| rs.get(k).and_then(Value::as_f64).unwrap_or(def) as f32;
+        let factor = f("factor", 1.0);
+        match t {
+            "default" => {}
+            "linear" | "llama3" if !(factor.is_finite() && factor > 0.0) => {
+                return Err(invalid(format!("rope_scaling factor {factor}")));
+            }
+            "linear" => cfg.rope_freq_scale = 1.0 / factor,
+            "llama3" => {
+                let (lo, hi) = (f("low_freq_factor", 1.0), f("high_freq_factor", 4.0));
+                let orig = f("original_max_position_embeddings", 8192.0);
+                if !(lo > 0.0 && hi > lo && orig > 0.0) {
+                    return Err(invalid(format!(
+                        "rope_scaling llama3: low_freq_factor {lo}, high_freq_factor {hi}, \
+                         original_max_position_embeddings {orig}"
+                    )));
+                }
+                cfg.rope_freq_factors = Some(ModelConfig::llama3_freq_factors(
+                    rope_base, head_dim, factor, lo, hi, orig,
+                ));
+            }
+            _ => {
+                return Err(invalid(format!(
+                    "RoPE scaling '{t}' is not supported (supported: default, linear, llama3)"
+                )))
+            }
         }
     }
     let act = opt_s("hidden_activation").or(opt_s("hidden_act"));
-    let cfg = match arch {
+    match arch {
         Architecture::Gemma3 => {
             if let Some(a) = act {
                 if a != "gelu_pytorch_tanh" {
@@ -217,30 +269,13 @@ pub fn model_config(c: &Value, path: &Path) -> Result<ModelConfig, ConfigError> 
             if qpas <= 0.0 {
                 return Err(invalid(format!("query_pre_attn_scalar {qpas}")));
             }
-            ModelConfig {
-                arch,
-                n_layers,
-                hidden,
-                ffn,
-                n_heads,
-                n_kv_heads,
-                head_dim,
-                vocab_size,
-                context_length,
-                rms_eps,
-                rope_base,
-                rope_base_local: opt_f("rope_local_base_freq")?.unwrap_or(10_000.0),
-                layers,
-                activation: Activation::GeluTanh,
-                qk_norm: true,
-                post_norms: true,
-                embed_scale: (hidden as f32).sqrt(),
-                query_scale: 1.0 / qpas.sqrt(),
-                final_logit_softcap: opt_f("final_logit_softcapping")?,
-                tied_embeddings,
-            }
+            cfg.layers = layers;
+            cfg.rope_base_local = opt_f("rope_local_base_freq")?.unwrap_or(10_000.0);
+            cfg.query_scale = 1.0 / qpas.sqrt();
+            cfg.final_logit_softcap = opt_f("final_logit_softcapping")?;
         }
-        Architecture::Qwen2 | Architecture::Llama => {
+        Architecture::Qwen3Moe | Architecture::Phi3 => {} // refused above
+        Architecture::Qwen2 | Architecture::Llama | Architecture::Qwen3 => {
             if let Some(a) = act {
                 if a != "silu" {
                     return Err(invalid(format!("activation '{a}' is not supported (silu)")));
@@ -254,30 +289,8 @@ pub fn model_config(c: &Value, path: &Path) -> Result<ModelConfig, ConfigError> 
             if present("mlp_bias").and_then(Value::as_bool) == Some(true) {
                 return Err(invalid("mlp_bias=true is not supported".into()));
             }
-            ModelConfig {
-                arch,
-                n_layers,
-                hidden,
-                ffn,
-                n_heads,
-                n_kv_heads,
-                head_dim,
-                vocab_size,
-                context_length,
-                rms_eps,
-                rope_base,
-                rope_base_local: rope_base,
-                layers: vec![LayerAttention::Global; n_layers],
-                activation: Activation::Silu,
-                qk_norm: false,
-                post_norms: false,
-                embed_scale: 1.0,
-                query_scale: 1.0 / (head_dim as f32).sqrt(),
-                final_logit_softcap: None,
-                tied_embeddings,
-            }
         }
-    };
+    }
     Ok(cfg)
 }
 
@@ -334,6 +347,8 @@ fn hf_source(cfg: &ModelConfig, gguf: &str) -> Option<(String, Transform)> {
         "attn_output.weight" => ("self_attn.o_proj.weight", Transform::None),
         "attn_q_norm.weight" if gemma => ("self_attn.q_norm.weight", norm),
         "attn_k_norm.weight" if gemma => ("self_attn.k_norm.weight", norm),
+        "attn_q_norm.weight" if cfg.qk_norm => ("self_attn.q_norm.weight", Transform::None),
+        "attn_k_norm.weight" if cfg.qk_norm => ("self_attn.k_norm.weight", Transform::None),
         "post_attention_norm.weight" if gemma => ("post_attention_layernorm.weight", norm),
         "ffn_norm.weight" if gemma => ("pre_feedforward_layernorm.weight", norm),
         "ffn_norm.weight" => ("post_attention_layernorm.weight", Transform::None),

@@ -221,6 +221,9 @@ pub fn gemma_like() -> ModelConfig {
         query_scale: 1.0 / 8.0,
         final_logit_softcap: Some(30.0),
         tied_embeddings: true,
+        rope_freq_factors: None,
+        rope_freq_scale: 1.0,
+        moe: None,
     }
 }
 
@@ -247,6 +250,9 @@ pub fn qwen_like() -> ModelConfig {
         query_scale: 1.0 / 8.0,
         final_logit_softcap: None,
         tied_embeddings: false,
+        rope_freq_factors: None,
+        rope_freq_scale: 1.0,
+        moe: None,
     }
 }
 
@@ -273,6 +279,9 @@ pub fn llama_like() -> ModelConfig {
         query_scale: 1.0 / (32f32).sqrt(),
         final_logit_softcap: None,
         tied_embeddings: false,
+        rope_freq_factors: None,
+        rope_freq_scale: 1.0,
+        moe: None,
     }
 }
 
@@ -289,7 +298,7 @@ pub fn plan_for(arch: Architecture) -> TypePlan {
             output: Q6_K,
             layer_cycle: vec![Q5_0, Q8_0, Q4_K, Q6_K],
         },
-        Architecture::Llama => TypePlan {
+        _ => TypePlan {
             embed: F16,
             output: BF16,
             layer_cycle: vec![F16, BF16, Q4_0, F32, Q8_0],
