@@ -21,16 +21,8 @@ VARIANTS=(
   "qwen2.5-coder-0.5b-instruct bf16 bf16 0"
 )
 
-# The converter's environment: a venv in the cache, rebuilt when the requirements change.
-VENV="$OUT/venv"
-req_sum="$(sha256sum "$REQ" | cut -d' ' -f1)"
-if [ "$(cat "$VENV/.requirements" 2>/dev/null || true)" != "$req_sum" ]; then
-  echo "build-hf-test-models: installing the converter's pinned environment into $VENV" >&2
-  rm -rf "$VENV"
-  "$PY" -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQ"
-  echo "$req_sum" > "$VENV/.requirements"
-fi
+# The converter's environment: a venv in the cache (scripts/convenv.sh).
+CONV_PY="$(bash "$ROOT/scripts/convenv.sh")"
 
 manifest_field() { "$PY" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))[sys.argv[2]])' "$1" "$2"; }
 listing() { (cd "$1" && find . -type f ! -name .stamp -printf '%P %s\n' | sort); }
@@ -47,7 +39,7 @@ for v in "${VARIANTS[@]}"; do
     echo "build-hf-test-models: $alias-$variant ok ($dest)"; continue
   fi
   echo "build-hf-test-models: converting $alias -> $dest ($dtype, shard size $shard)" >&2
-  "$VENV/bin/python" "$ROOT/scripts/gguf-to-hf.py" "$gguf" "$dest" --dtype "$dtype" --shard-size "$shard" 2>&1 \
+  "$CONV_PY" "$ROOT/scripts/gguf-to-hf.py" "$gguf" "$dest" --dtype "$dtype" --shard-size "$shard" 2>&1 \
     | grep -v "None of PyTorch, TensorFlow" >&2 || true
   [ -f "$dest/config.json" ] || { echo "build-hf-test-models: conversion of $alias failed" >&2; exit 1; }
   { echo "$key"; listing "$dest"; } > "$dest/.stamp"

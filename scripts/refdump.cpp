@@ -4,6 +4,9 @@
 //   refdump MODEL greedy   STRINGS.bin N       -> per prompt: "ids...|tok:gap tok:gap ..."
 //   refdump MODEL logits   TEXT.txt PROBES...  -> first line ids, then per position
 //                                                 "id:logit x20 | probe logits"
+//   refdump MODEL greedy-ids IDS.txt N         -> as greedy, prompts given as token ids (one
+//                                                 prompt per line, ids separated by spaces)
+//   refdump MODEL logits-ids IDS.txt PROBES... -> as logits, the text given as token ids
 // STRINGS.bin: for each string a little-endian u32 byte length followed by the bytes.
 #include "llama.h"
 
@@ -34,6 +37,20 @@ static std::vector<llama_token> tokenize(const llama_vocab *vocab, const std::st
     std::vector<llama_token> ids(std::max(n, 0));
     if (n > 0) llama_tokenize(vocab, s.data(), (int32_t)s.size(), ids.data(), n, true, true);
     return ids;
+}
+
+static std::vector<std::vector<llama_token>> read_id_lines(const char *path) {
+    std::ifstream f(path);
+    std::vector<std::vector<llama_token>> out;
+    std::string line;
+    while (std::getline(f, line)) {
+        std::istringstream ss(line);
+        std::vector<llama_token> ids;
+        int id;
+        while (ss >> id) ids.push_back(id);
+        if (!ids.empty()) out.push_back(ids);
+    }
+    return out;
 }
 
 static llama_context *make_ctx(llama_model *model, int n) {
@@ -70,10 +87,15 @@ int main(int argc, char **argv) {
             for (size_t i = 0; i < ids.size(); i++) printf(i ? " %d" : "%d", ids[i]);
             printf("\n");
         }
-    } else if (mode == "greedy") {
+    } else if (mode == "greedy" || mode == "greedy-ids") {
         int n_pred = argc > 4 ? atoi(argv[4]) : 64;
-        for (const auto &s : read_strings(argv[3])) {
-            auto ids = tokenize(vocab, s);
+        std::vector<std::vector<llama_token>> prompts;
+        if (mode == "greedy-ids") {
+            prompts = read_id_lines(argv[3]);
+        } else {
+            for (const auto &s : read_strings(argv[3])) prompts.push_back(tokenize(vocab, s));
+        }
+        for (const auto &ids : prompts) {
             llama_context *ctx = make_ctx(model, (int)ids.size() + n_pred);
             for (size_t i = 0; i < ids.size(); i++) printf(i ? " %d" : "%d", ids[i]);
             printf("|");
@@ -94,11 +116,18 @@ int main(int argc, char **argv) {
             fflush(stdout);
             llama_free(ctx);
         }
-    } else if (mode == "logits") {
-        std::ifstream f(argv[3], std::ios::binary);
-        std::stringstream ss;
-        ss << f.rdbuf();
-        auto ids = tokenize(vocab, ss.str());
+    } else if (mode == "logits" || mode == "logits-ids") {
+        std::vector<llama_token> ids;
+        if (mode == "logits-ids") {
+            auto lines = read_id_lines(argv[3]);
+            if (lines.size() != 1) { fprintf(stderr, "logits-ids: one line of ids expected\n"); return 2; }
+            ids = lines[0];
+        } else {
+            std::ifstream f(argv[3], std::ios::binary);
+            std::stringstream ss;
+            ss << f.rdbuf();
+            ids = tokenize(vocab, ss.str());
+        }
         std::vector<int> probes;
         for (int i = 4; i < argc; i++) probes.push_back(atoi(argv[i]));
         llama_context *ctx = make_ctx(model, (int)ids.size());

@@ -13,6 +13,8 @@ stage "models"
 bash scripts/fetch-models.sh
 # Hugging Face-format copies of the models for tests/hf.rs (converted once, cached, stamped).
 bash scripts/build-hf-test-models.sh
+# Random-weight models of every architecture we claim, around real vocabularies, for tests/arch.rs.
+bash scripts/build-arch-models.sh >/dev/null
 stage "cargo test"
 cargo test --workspace --release "$@"
 # A second build of an unchanged tree does no work (nothing watches files that builds touch).
