@@ -100,7 +100,7 @@ pub fn model_config(g: &GgufFile) -> Result<ModelConfig, ConfigError> {
             "block_count {n_layers} exceeds the supported maximum of {MAX_LAYERS} layers"
         )));
     }
-    if d.n_heads % d.n_kv_heads != 0 {
+    if !d.n_heads.is_multiple_of(d.n_kv_heads) {
         return Err(invalid(format!(
             "{} heads not divisible by {} KV heads",
             d.n_heads, d.n_kv_heads
