@@ -230,7 +230,39 @@ fn cmd_info(a: InfoArgs) -> Result<()> {
         "  layers {}, hidden {}, ffn {}, heads {} (kv {}), head dim {}",
         c.n_layers, c.hidden, c.ffn, c.n_heads, c.n_kv_heads, c.head_dim
     );
+    if let Some(m) = &c.moe {
+        println!(
+            "  experts: {} per layer, {} used per token, width {}",
+            m.n_expert, m.n_expert_used, m.expert_ffn
+        );
+    }
     println!("  context length: {}", c.context_length);
+    let scaling = match (&c.rope_freq_factors, c.rope_freq_scale) {
+        (Some(_), _) => "frequency factors (Llama 3.1 style)".to_string(),
+        (None, s) if s != 1.0 => format!("linear, factor {}", 1.0 / s),
+        _ => "none".to_string(),
+    };
+    println!(
+        "  rope: base {}{}, {} style, scaling {scaling}",
+        c.rope_base,
+        if c.rope_base_local != c.rope_base {
+            format!(" (sliding layers {})", c.rope_base_local)
+        } else {
+            String::new()
+        },
+        if c.arch.rope_neox() { "neox" } else { "interleaved" }
+    );
+    let sliding = c
+        .layers
+        .iter()
+        .filter(|l| matches!(l, switchyard_core::LayerAttention::Sliding { .. }))
+        .count();
+    if sliding > 0 {
+        println!(
+            "  attention: {sliding} of {} layers sliding-window",
+            c.n_layers
+        );
+    }
     println!("  vocab: {}", c.vocab_size);
     println!(
         "  chat template: {}",
