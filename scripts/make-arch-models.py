@@ -27,6 +27,9 @@ MODELS = {
     "qwen3moe": ("qwen3moe", "qwen2", dict(rope_base=1000000.0, experts=8, used=2, expert_ffn=64)),
     # Phi-3: fused qkv and gate/up.
     "phi3": ("phi3", "phi-3", dict(rope_base=10000.0, fused=True)),
+    # Gemma 2: attention and final soft-capping (caps small enough to matter here), a sliding
+    # window on every other layer (8 tokens, so the test's positions cross it), post norms.
+    "gemma2": ("gemma2", "llama-spm", dict(rope_base=10000.0, L=4, window=8, attn_cap=5.0, final_cap=30.0)),
 }
 
 def copy_vocab(w, src):
@@ -69,7 +72,7 @@ for seed, (name, (arch, vocab_name, o)) in enumerate(MODELS.items()):
     H = o.get("hidden", 64)
     heads, kv_heads = o.get("heads", 4), o.get("kv_heads", 2)
     hd = o.get("head_dim", H // heads)
-    ffn, L = 128, 3
+    ffn, L = 128, o.get("L", 3)
     qd, kvd = heads * hd, kv_heads * hd
     path = os.path.join(out_dir, f"{name}.gguf")
     w = gguf.GGUFWriter(path, arch)
@@ -81,6 +84,10 @@ for seed, (name, (arch, vocab_name, o)) in enumerate(MODELS.items()):
     w.add_layer_norm_rms_eps(1e-5); w.add_rope_freq_base(o["rope_base"])
     if "linear" in o:
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR); w.add_rope_scaling_factor(o["linear"])
+    if "window" in o:
+        w.add_sliding_window(o["window"])
+        w.add_float32(f"{arch}.attn_logit_softcapping", o["attn_cap"])
+        w.add_float32(f"{arch}.final_logit_softcapping", o["final_cap"])
     if "experts" in o:
         w.add_expert_count(o["experts"]); w.add_expert_used_count(o["used"])
         w.add_expert_feed_forward_length(o["expert_ffn"])
@@ -99,9 +106,13 @@ for seed, (name, (arch, vocab_name, o)) in enumerate(MODELS.items()):
         w.add_tensor(tname, (center + spread * rng.standard_normal(n)).astype(np.float32))
 
     # Embedding rows of RMS ~1 and an untied output projection scaled for peaked logits.
-    mat("token_embd.weight", n_vocab, H, np.sqrt(H), Q.Q8_0)
+    # (Gemma 2's tied output: rows of RMS 0.5, so its logits stay mostly below the final cap.)
+    mat("token_embd.weight", n_vocab, H, np.sqrt(H) * (0.5 if arch == "gemma2" else 1.0), Q.Q8_0)
     vec("output_norm.weight", H)
-    mat("output.weight", n_vocab, H, 6.0, Q.Q8_0)
+    if arch == "gemma2":  # tied: the output reuses the embedding, scaled by sqrt(H) on input
+        pass
+    else:
+        mat("output.weight", n_vocab, H, 6.0, Q.Q8_0)
     if o.get("llama3_rope"):
         w.add_tensor("rope_freqs.weight", llama3_factors(o["rope_base"], hd))
     for i in range(L):
@@ -116,6 +127,8 @@ for seed, (name, (arch, vocab_name, o)) in enumerate(MODELS.items()):
         mat(p + "attn_output.weight", H, qd)
         if arch in ("qwen3", "qwen3moe"):
             vec(p + "attn_q_norm.weight", hd); vec(p + "attn_k_norm.weight", hd)
+        if arch == "gemma2":
+            vec(p + "post_attention_norm.weight", H); vec(p + "post_ffw_norm.weight", H)
         vec(p + "ffn_norm.weight", H)
         if "experts" in o:
             E, F = o["experts"], o["expert_ffn"]

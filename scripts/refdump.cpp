@@ -64,6 +64,17 @@ static llama_context *make_ctx(llama_model *model, int n) {
     // that is the reference we compare against. REFDUMP_FLASH_ATTN=1 restores the default.
     cp.flash_attn_type = getenv("REFDUMP_FLASH_ATTN") ? LLAMA_FLASH_ATTN_TYPE_AUTO : LLAMA_FLASH_ATTN_TYPE_DISABLED;
     cp.n_threads_batch = 2;
+    // REFDUMP_KV_F32=1: an f32 KV cache (so q . k is not taken in f16): a second measure of
+    // llama.cpp's own rounding noise.
+    // REFDUMP_UBATCH=N: micro-batches of N tokens (llama.cpp picks other matmul kernels for
+    // single tokens than for a batch): a third measure.
+    if (getenv("REFDUMP_UBATCH")) {
+        cp.n_ubatch = atoi(getenv("REFDUMP_UBATCH"));
+    }
+    if (getenv("REFDUMP_KV_F32")) {
+        cp.type_k = GGML_TYPE_F32;
+        cp.type_v = GGML_TYPE_F32;
+    }
     return llama_init_from_model(model, cp);
 }
 

@@ -1,6 +1,6 @@
 //! Every architecture we claim, against llama.cpp (the independent reference): small
 //! random-weight models around real vocabularies (`scripts/build-arch-models.sh`: Llama 3 with
-//! `rope_freqs`, Llama 2 style with linear RoPE scaling, Qwen 3, Qwen 3 MoE, Phi-3), compared
+//! `rope_freqs`, Llama 2 style with linear RoPE scaling, Qwen 3, Qwen 3 MoE, Phi-3, Gemma 2), compared
 //! with llama.cpp's teacher-forced logits and greedy choices (`tests/golden/arch/*.json`, from
 //! `scripts/gen-arch-golden.sh`). Bounds as in tests/golden.rs, scaled by llama.cpp's own
 //! disagreement with itself on the same model. Also: the MoE model's outputs do not depend on
@@ -211,6 +211,20 @@ fn qwen3moe_matches_llamacpp() {
         if let Some(m) = &mut c.moe {
             m.norm_topk_prob = false;
         }
+    });
+}
+
+#[test]
+fn gemma2_softcaps_and_sliding_window_match_llamacpp() {
+    check("gemma2");
+    check_sees("gemma2", "attention soft-capping", |c| {
+        c.attn_logit_softcap = None
+    });
+    check_sees("gemma2", "final soft-capping", |c| {
+        c.final_logit_softcap = None
+    });
+    check_sees("gemma2", "the sliding window", |c| {
+        c.layers = vec![switchyard_core::LayerAttention::Global; c.n_layers]
     });
 }
 

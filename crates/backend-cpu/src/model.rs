@@ -741,6 +741,7 @@ impl CpuBackend {
             // Runs of tokens, about eight per thread (later tokens of a prompt attend to more
             // keys, so runs are small enough to even out).
             let per = n.div_ceil(8 * rayon::current_num_threads()).max(1);
+            let softcap = c.attn_logit_softcap;
             team::for_each_chunk_mut(&mut attn, per * qd, |c, run| {
                 let (mut rows, mut scratch) = (Vec::new(), Vec::new());
                 for (i, out_row) in run.chunks_exact_mut(qd).enumerate() {
@@ -763,6 +764,7 @@ impl CpuBackend {
                             kc: &kc[kvh * hd..],
                             vc: &vc[kvh * hd..],
                             rows: &rows,
+                            softcap,
                         };
                         kernels::attend_f16(&a, &mut scratch, out);
                     }

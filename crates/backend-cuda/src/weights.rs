@@ -169,7 +169,10 @@ pub(crate) fn check_config(c: &ModelConfig) -> Result<(), BackendError> {
     if c.hidden == 0 || c.ffn == 0 || c.vocab_size == 0 {
         return bad("zero hidden, ffn or vocabulary size".into());
     }
-    if c.moe.is_some() || c.arch == switchyard_core::Architecture::Phi3 {
+    if c.moe.is_some()
+        || c.attn_logit_softcap.is_some()
+        || c.arch == switchyard_core::Architecture::Phi3
+    {
         return bad(format!(
             "architecture {} is not supported on the CUDA backend yet (CUDA runs gemma3, qwen2, \
              qwen3, llama; the CPU backend runs it)",

@@ -5,6 +5,8 @@
 pub enum Architecture {
     /// Google Gemma 3 (text).
     Gemma3,
+    /// Google Gemma 2: attention and final logit soft-capping, alternating sliding window.
+    Gemma2,
     /// Qwen 2 / 2.5.
     Qwen2,
     /// Llama 2/3 style (also Mistral, TinyLlama, SmolLM2).
@@ -22,6 +24,7 @@ impl Architecture {
     pub fn gguf_name(self) -> &'static str {
         match self {
             Self::Gemma3 => "gemma3",
+            Self::Gemma2 => "gemma2",
             Self::Qwen2 => "qwen2",
             Self::Llama => "llama",
             Self::Qwen3 => "qwen3",
@@ -31,8 +34,9 @@ impl Architecture {
     }
 
     /// Every architecture we run, by GGUF name (for "supported: ..." messages).
-    pub const ALL: [Architecture; 6] = [
+    pub const ALL: [Architecture; 7] = [
         Self::Gemma3,
+        Self::Gemma2,
         Self::Qwen2,
         Self::Llama,
         Self::Qwen3,
@@ -158,6 +162,8 @@ pub struct ModelConfig {
     pub query_scale: f32,
     /// Soft-capping of final logits (`cap * tanh(x / cap)`), if any.
     pub final_logit_softcap: Option<f32>,
+    /// Soft-capping of attention scores (of the scaled `q . k`), if any (Gemma 2).
+    pub attn_logit_softcap: Option<f32>,
     /// Whether the output projection reuses the token embedding.
     pub tied_embeddings: bool,
     /// RoPE frequency divisors per rotated pair (`head_dim / 2`): Llama 3.1+ frequency scaling
@@ -174,23 +180,27 @@ impl ModelConfig {
     /// file that only gives the dimensions means): every layer global, RoPE base 10000, RMSNorm
     /// eps 1e-6, query scale `1/sqrt(head_dim)`, untied embeddings; Gemma 3's sliding pattern
     /// (every 6th layer global, window 512), GELU, q/k norms, post norms and embedding scale;
+    /// Gemma 2's (every 2nd layer global, window 4096, no q/k norms, soft-capping 50 / 30);
     /// Qwen 3's q/k norms. The GGUF and Hugging Face readers both start here and set what their
     /// file says.
     pub fn new(arch: Architecture, d: Dims) -> Self {
-        let gemma = arch == Architecture::Gemma3;
-        let layers = if gemma {
-            (0..d.n_layers)
-                .map(|i| {
-                    if i % 6 < 5 {
-                        LayerAttention::Sliding { window: 512 }
-                    } else {
-                        LayerAttention::Global
-                    }
-                })
-                .collect()
-        } else {
-            vec![LayerAttention::Global; d.n_layers]
+        let gemma = matches!(arch, Architecture::Gemma3 | Architecture::Gemma2);
+        let gemma2 = arch == Architecture::Gemma2;
+        // llama.cpp's sliding-window pattern: layer i slides if i % pattern < pattern - 1.
+        let (pattern, window) = match arch {
+            Architecture::Gemma3 => (6, 512),
+            Architecture::Gemma2 => (2, 4096),
+            _ => (1, 0),
         };
+        let layers = (0..d.n_layers)
+            .map(|i| {
+                if i % pattern < pattern - 1 {
+                    LayerAttention::Sliding { window }
+                } else {
+                    LayerAttention::Global
+                }
+            })
+            .collect();
         ModelConfig {
             arch,
             n_layers: d.n_layers,
@@ -217,7 +227,8 @@ impl ModelConfig {
             post_norms: gemma,
             embed_scale: if gemma { (d.hidden as f32).sqrt() } else { 1.0 },
             query_scale: 1.0 / (d.head_dim as f32).sqrt(),
-            final_logit_softcap: None,
+            final_logit_softcap: gemma2.then_some(30.0),
+            attn_logit_softcap: gemma2.then_some(50.0),
             tied_embeddings: false,
             rope_freq_factors: None,
             rope_freq_scale: 1.0,

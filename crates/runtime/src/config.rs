@@ -160,6 +160,21 @@ pub fn model_config(g: &GgufFile) -> Result<ModelConfig, ConfigError> {
             c.rope_base_local = GEMMA3_LOCAL_ROPE_BASE;
             c.final_logit_softcap = opt_f("final_logit_softcapping");
         }
+        Architecture::Gemma2 => {
+            let window = opt_u("attention.sliding_window").unwrap_or(4096);
+            for l in &mut c.layers {
+                if let LayerAttention::Sliding { window: w } = l {
+                    *w = window;
+                }
+            }
+            c.final_logit_softcap = opt_f("final_logit_softcapping").or(c.final_logit_softcap);
+            c.attn_logit_softcap = opt_f("attn_logit_softcapping").or(c.attn_logit_softcap);
+            // llama.cpp (after gemma_pytorch): the 27B (46 layers) scales queries by
+            // 1/sqrt(hidden / heads), the others by 1/sqrt(head_dim).
+            if n_layers == 46 {
+                c.query_scale = 1.0 / ((hidden / n_heads) as f32).sqrt();
+            }
+        }
         Architecture::Qwen3Moe => {
             let n_expert = req_u("expert_count")?;
             let n_expert_used = req_u("expert_used_count")?;

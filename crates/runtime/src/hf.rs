@@ -125,7 +125,7 @@ pub fn model_config(c: &Value, path: &Path) -> Result<ModelConfig, ConfigError> 
         Architecture::Qwen2 => (None, 10_000.0, false),
         Architecture::Llama => (None, 10_000.0, false),
         Architecture::Qwen3 => (None, 1_000_000.0, false),
-        Architecture::Qwen3Moe | Architecture::Phi3 => {
+        Architecture::Qwen3Moe | Architecture::Phi3 | Architecture::Gemma2 => {
             return Err(ConfigError::UnsupportedArchitecture {
                 path: ps.clone(),
                 arch: format!(
@@ -274,7 +274,7 @@ pub fn model_config(c: &Value, path: &Path) -> Result<ModelConfig, ConfigError> 
             cfg.query_scale = 1.0 / qpas.sqrt();
             cfg.final_logit_softcap = opt_f("final_logit_softcapping")?;
         }
-        Architecture::Qwen3Moe | Architecture::Phi3 => {} // refused above
+        Architecture::Qwen3Moe | Architecture::Phi3 | Architecture::Gemma2 => {} // refused above
         Architecture::Qwen2 | Architecture::Llama | Architecture::Qwen3 => {
             if let Some(a) = act {
                 if a != "silu" {

@@ -250,7 +250,11 @@ fn cmd_info(a: InfoArgs) -> Result<()> {
         } else {
             String::new()
         },
-        if c.arch.rope_neox() { "neox" } else { "interleaved" }
+        if c.arch.rope_neox() {
+            "neox"
+        } else {
+            "interleaved"
+        }
     );
     let sliding = c
         .layers

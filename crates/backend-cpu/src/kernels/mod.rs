@@ -127,6 +127,19 @@ pub struct Attend<'a> {
     pub vc: &'a [half::f16],
     /// Element offsets of the key and value rows the token attends to.
     pub rows: &'a [usize],
+    /// Soft-capping of the scores, `cap * tanh(s / cap)` (Gemma 2), if any.
+    pub softcap: Option<f32>,
+}
+
+impl Attend<'_> {
+    /// A score `q . k` after the soft-capping, if any.
+    #[inline]
+    pub(crate) fn capped(&self, s: f32) -> f32 {
+        match self.softcap {
+            Some(c) => c * (s / c).tanh(),
+            None => s,
+        }
+    }
 }
 
 /// Attention of one token's query heads that share one KV head (`a.q` and `out`: `g * hd` for

@@ -178,12 +178,13 @@ pub(crate) fn attend_with(
         kc,
         vc,
         rows,
+        ..
     } = *a;
     let scores = &mut scores[..rows.len()];
     for (qh, oh) in q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)) {
         let mut mx = f32::NEG_INFINITY;
         for (sc, &r) in scores.iter_mut().zip(rows) {
-            *sc = dot(qh, &kc[r..r + hd]);
+            *sc = a.capped(dot(qh, &kc[r..r + hd]));
             mx = mx.max(*sc);
         }
         let mut sum = 0f32;

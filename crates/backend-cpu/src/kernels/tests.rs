@@ -869,19 +869,24 @@ fn matmul_is_batch_invariant() {
 /// `attend_f16` at every level against an f64 softmax-attention reference: 1 to 7 heads per KV
 /// head (chunks of four and the remainders), head sizes that take the vector path (64, 256) and
 /// one that does not (72), 1 to 600 rows (vector tails included), rows in a scrambled order
-/// inside a cache of two KV heads. A dirty scratch buffer must not change the result.
+/// inside a cache of two KV heads, with and without soft-capped scores. A dirty scratch buffer
+/// must not change the result.
 #[test]
 fn attend_levels() {
     let mut rng = StdRng::seed_from_u64(11);
-    for &(hd, g, n) in &[
-        (64, 1, 1),
-        (64, 7, 9),
-        (256, 4, 600),
-        (256, 4, 8),
-        (256, 3, 33),
-        (64, 5, 130),
-        (72, 2, 17),
-        (256, 1, 7),
+    for &(hd, g, n, softcap) in &[
+        (64, 1, 1, None),
+        (64, 7, 9, None),
+        (256, 4, 600, None),
+        (256, 4, 8, None),
+        (256, 3, 33, None),
+        (64, 5, 130, None),
+        (72, 2, 17, None),
+        (256, 1, 7, None),
+        // Soft-capped scores (Gemma 2), a cap small enough to change them.
+        (256, 4, 33, Some(1.5f32)),
+        (64, 7, 9, Some(1.5)),
+        (72, 2, 17, Some(1.5)),
     ] {
         let kvd = 2 * hd;
         let slots = n + 5;
@@ -905,6 +910,10 @@ fn attend_levels() {
             let s: Vec<f64> = rows
                 .iter()
                 .map(|&r| (0..hd).map(|i| qh[i] as f64 * kc[r + i].to_f64()).sum())
+                .map(|x: f64| match softcap {
+                    Some(c) => c as f64 * (x / c as f64).tanh(),
+                    None => x,
+                })
                 .collect();
             let mx = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let e: Vec<f64> = s.iter().map(|x| (x - mx).exp()).collect();
@@ -925,6 +934,7 @@ fn attend_levels() {
                     kc: &kc,
                     vc: &vc,
                     rows: &rows,
+                    softcap,
                 },
                 &mut scratch,
                 &mut out,
@@ -944,6 +954,7 @@ fn attend_levels() {
                     kc: &kc,
                     vc: &vc,
                     rows: &rows,
+                    softcap,
                 },
                 &mut dirty,
                 &mut again,

@@ -115,6 +115,7 @@ fn model_config() -> ModelConfig {
         embed_scale: 1.0,
         query_scale: 1.0,
         final_logit_softcap: None,
+        attn_logit_softcap: None,
         tied_embeddings: true,
         rope_freq_factors: None,
         rope_freq_scale: 1.0,

@@ -322,12 +322,14 @@ pub(crate) fn attend_f16(a: &Attend<'_>, scores: &mut [f32], out: &mut [f32]) {
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 pub(crate) fn attend_heads<const NH: usize>(a: &Attend<'_>, scores: &mut [f32], out: &mut [f32]) {
+    let cap = a;
     let Attend {
         q,
         hd,
         kc,
         vc,
         rows,
+        ..
     } = *a;
     let n = rows.len();
     assert!(q.len() == NH * hd && out.len() == NH * hd && scores.len() >= NH * n);
@@ -357,7 +359,7 @@ pub(crate) fn attend_heads<const NH: usize>(a: &Attend<'_>, scores: &mut [f32], 
             i += 16;
         }
         for (h, a) in acc.iter().enumerate() {
-            let s = hsum_ps(_mm256_add_ps(a[0], a[1]));
+            let s = cap.capped(hsum_ps(_mm256_add_ps(a[0], a[1])));
             scores[h * n + j] = s;
             mx[h] = mx[h].max(s);
         }
