@@ -59,25 +59,77 @@ const MONTHS: [&str; 12] = [
     "December",
 ];
 
-/// `strftime_now(fmt)` of HF templates (UTC date; `%Y %m %d %B %b` only).
-fn strftime_now(fmt: String) -> Result<Value, Error> {
-    let secs = std::time::SystemTime::now()
+/// Seconds since the Unix epoch now.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
-        .unwrap_or(0);
-    Ok(Value::from(format_date(
-        &fmt,
-        civil((secs / 86_400) as i64),
-    )))
+        .unwrap_or(0)
 }
 
-fn format_date(fmt: &str, (y, m, d): (i64, i64, i64)) -> String {
+/// Python's `strftime` of the UTC time `secs` for the directives templates use (`%Y %y %m %d %e
+/// %B %b %h %A %a %j %H %I %M %S %p %%`); any other `%x` is kept as written.
+fn strftime(fmt: &str, secs: u64) -> String {
+    const DAYS: [&str; 7] = [
+        "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+    ];
+    let days = (secs / 86_400) as i64;
+    let sod = secs % 86_400;
+    let (y, m, d) = civil(days);
+    let (hour, min, sec) = (sod / 3600, sod / 60 % 60, sod % 60);
     let month = MONTHS[(m - 1) as usize];
-    fmt.replace("%Y", &y.to_string())
-        .replace("%m", &format!("{m:02}"))
-        .replace("%d", &format!("{d:02}"))
-        .replace("%B", month)
-        .replace("%b", &month[..3])
+    // 1970-01-01 was a Thursday.
+    let weekday = DAYS[(days + 4).rem_euclid(7) as usize];
+    let yday = days - days_from_civil(y, 1, 1) + 1;
+    let mut out = String::with_capacity(fmt.len() + 16);
+    let mut chars = fmt.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('Y') => out.push_str(&y.to_string()),
+            Some('y') => out.push_str(&format!("{:02}", y.rem_euclid(100))),
+            Some('m') => out.push_str(&format!("{m:02}")),
+            Some('d') => out.push_str(&format!("{d:02}")),
+            Some('e') => out.push_str(&format!("{d:2}")),
+            Some('B') => out.push_str(month),
+            Some('b' | 'h') => out.push_str(&month[..3]),
+            Some('A') => out.push_str(weekday),
+            Some('a') => out.push_str(&weekday[..3]),
+            Some('j') => out.push_str(&format!("{yday:03}")),
+            Some('H') => out.push_str(&format!("{hour:02}")),
+            Some('I') => out.push_str(&format!("{:02}", (hour + 11) % 12 + 1)),
+            Some('M') => out.push_str(&format!("{min:02}")),
+            Some('S') => out.push_str(&format!("{sec:02}")),
+            Some('p') => out.push_str(if hour < 12 { "AM" } else { "PM" }),
+            Some('%') => out.push('%'),
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
+}
+
+/// Days since 1970-01-01 of (year, month, day) (Howard Hinnant's days-from-civil).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// Template engine instructions one rendering may run: real chat templates take a few hundred per
@@ -93,7 +145,7 @@ impl ChatTemplate {
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
-        env.add_function("strftime_now", strftime_now);
+        env.add_function("strftime_now", |fmt: String| strftime(&fmt, unix_now()));
         // A template comes with the model (GGUF metadata, tokenizer_config.json): one that loops
         // for ever or nearly so ends in this request's error instead of holding a worker.
         env.set_fuel(Some(TEMPLATE_FUEL));
@@ -115,6 +167,15 @@ impl ChatTemplate {
         })
     }
 
+    /// This template with `strftime_now` formatting the fixed UTC time `unix_secs` instead of
+    /// the current time: reproducible renderings (tests, golden files).
+    #[must_use]
+    pub fn with_fixed_time(mut self, unix_secs: u64) -> Self {
+        self.env
+            .add_function("strftime_now", move |fmt: String| strftime(&fmt, unix_secs));
+        self
+    }
+
     /// Renders `messages`, ending with the assistant's turn header when
     /// `add_generation_prompt`.
     pub fn render(
@@ -129,6 +190,9 @@ impl ChatTemplate {
             t.render(minijinja::context! {
                 messages => messages,
                 add_generation_prompt => add_generation_prompt,
+                // As transformers' apply_chat_template: defined, and none without tools.
+                tools => Value::from(()),
+                documents => Value::from(()),
                 bos_token => self.bos,
                 eos_token => self.eos,
             })
@@ -227,9 +291,13 @@ mod tests {
         assert_eq!(civil(0), (1970, 1, 1));
         assert_eq!(civil(19_723), (2024, 1, 1));
         assert_eq!(civil(19_782), (2024, 2, 29));
+        assert_eq!(days_from_civil(2024, 2, 29), 19_782);
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        // 2026-11-03 07:05:09 UTC, a Tuesday, day 307.
+        let t = 1_793_689_509;
         assert_eq!(
-            format_date("%d %B %Y (%b %m)", (2026, 11, 3)),
-            "03 November 2026 (Nov 11)"
+            strftime("%d %B %Y (%b %m) %A %a %j %H:%M:%S %I%p %y %e %q %%", t),
+            "03 November 2026 (Nov 11) Tuesday Tue 307 07:05:09 07AM 26  3 %q %"
         );
     }
 }
