@@ -51,7 +51,9 @@ LLAMACPP_TEMPLATES = CACHE / "llama.cpp-11434.0.0" / "src" / "llama.cpp" / "mode
 DATE = datetime.datetime(2025, 3, 5, 14, 7, 9)
 
 # name -> (file in llama.cpp's models/templates, Hugging Face repo, bos_token, eos_token): the
-# tokens as in each repo's tokenizer_config.json (None: the config has no such token).
+# tokens as in each repo's tokenizer_config.json (None: the config has no such token), written down
+# here, not fetched. Of the later entries (granite-4.1 on) only deepseek-v3.1, gemma-4, ministral-3,
+# lfm2, seed-oss and command-r7b print them; the others' values do not reach the output.
 TEMPLATES = {
     "llama-3.1": ("meta-llama-Llama-3.1-8B-Instruct.jinja", "meta-llama/Llama-3.1-8B-Instruct",
                   "<|begin_of_text|>", "<|eot_id|>"),
@@ -83,6 +85,24 @@ TEMPLATES = {
                     "<|end_of_text|>", "<|end_of_text|>"),
     "granite-4.0": ("ibm-granite-granite-4.0.jinja", "ibm-granite/granite-4.0-h-tiny",
                     "<|end_of_text|>", "<|end_of_text|>"),
+    "granite-4.1": ("ibm-granite-granite-4.1.jinja", "ibm-granite/granite-4.1", "<|end_of_text|>",
+                    "<|end_of_text|>"),
+    "qwen3-coder": ("Qwen3-Coder.jinja", "Qwen/Qwen3-Coder-30B-A3B-Instruct", None, "<|im_end|>"),
+    "qwen3.5": ("Qwen3.5-4B.jinja", "Qwen/Qwen3.5-4B", None, "<|im_end|>"),
+    "nemotron-3-nano": ("NVIDIA-Nemotron-3-Nano-30B-A3B-BF16.jinja",
+                        "nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-BF16", "<s>", "<|im_end|>"),
+    "deepseek-v3.1": ("deepseek-ai-DeepSeek-V3.1.jinja", "deepseek-ai/DeepSeek-V3.1",
+                      "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"),
+    "kimi-k2": ("moonshotai-Kimi-K2.jinja", "moonshotai/Kimi-K2-Instruct", "[BOS]", "[EOS]"),
+    "glm-4.6": ("GLM-4.6.jinja", "zai-org/GLM-4.6", None, "<|endoftext|>"),
+    "gemma-4": ("google-gemma-4-31B-it.jinja", "google/gemma-4-31B-it", "<bos>", "<eos>"),
+    "ministral-3": ("mistralai-Ministral-3-14B-Reasoning-2512.jinja",
+                    "mistralai/Ministral-3-14B-Reasoning-2512", "<s>", "</s>"),
+    "lfm2": ("LFM2-8B-A1B.jinja", "LiquidAI/LFM2-8B-A1B", "<|startoftext|>", "<|im_end|>"),
+    "seed-oss": ("ByteDance-Seed-OSS.jinja", "ByteDance-Seed/Seed-OSS-36B-Instruct", "<seed:bos>",
+                 "<seed:eos>"),
+    "command-r7b": ("CohereForAI-c4ai-command-r7b-12-2024-tool_use.jinja",
+                    "CohereForAI/c4ai-command-r7b-12-2024", "<BOS_TOKEN>", "<|END_OF_TURN_TOKEN|>"),
 }
 
 SYS = {"role": "system", "content": "You are a helpful assistant."}
@@ -111,6 +131,80 @@ CONVERSATIONS = {
     "two_users": [USER, USER2],
 }
 
+# Small templates of the constructs chat templates use (tests, filters, Python methods, printing
+# of non-strings, whitespace control), rendered over CONSTRUCTS_MESSAGES into constructs.json.
+# Left out, where minijinja differs and our renderer does not follow jinja2: iterating `none`
+# (jinja2 raises, minijinja iterates nothing), `\U` escapes in string literals, tuples (minijinja
+# has none: they print as lists), and Python's `1 == True` as dict keys.
+CONSTRUCTS_MESSAGES = [SYS, USER, ASSISTANT_THINK, USER2]
+D = """{%- set d = {"b": 1, "a": [1, 2.5, 1.0, none, true, false, 'x<y&"z"é\u2028', "it's"], "c": {"z": "日本"}} -%}"""
+CONSTRUCTS = [
+    # Tests.
+    "{{ none is iterable }} {{ undefined_name is iterable }} {{ 'ab' is iterable }} {{ 3 is iterable }} {{ {} is iterable }} {{ [] is iterable }}",
+    "{{ 'a' is string }} {{ 1 is string }} {{ {} is mapping }} {{ [] is mapping }} {{ [] is sequence }} {{ 'a' is sequence }} {{ {} is sequence }}",
+    "{{ 1 is number }} {{ 1.5 is number }} {{ true is number }} {{ 1 is integer }} {{ 1.5 is float }} {{ true is boolean }} {{ none is none }}",
+    "{{ undefined_name is sequence }} {{ undefined_name is mapping }} {{ undefined_name is string }} {{ undefined_name | length }} [{{ messages[10] }}] {{ messages[10] is defined }}",
+    "{{ undefined_name.x }}",
+    "{{ messages[0].missing.x }}",
+    "{{ tools is defined }} {{ tools is none }} {{ tools is not none }} {{ documents is none }} {{ undefined_name is defined }} {{ undefined_name is undefined }}",
+    "{{ true is true }} {{ 1 is true }} {{ false is false }} {{ 0 is false }} {{ 3 is odd }} {{ 4 is even }} {{ 9 is divisibleby 3 }}",
+    "{{ 'a' in 'cat' }} {{ 'x' not in ['x'] }} {{ 'k' in {'k': 1} }} {{ messages[0].role in ['system', 'developer'] }}",
+    # Printing non-strings (Python's str/repr).
+    "[{{ none }}] [{{ true }}] [{{ false }}] [{{ 1.0 }}] [{{ 2.50 }}] [{{ 1e20 }}] [{{ 10 // 3 }}] [{{ 10 / 4 }}] [{{ 7 % 3 }}] [{{ -3 // 2 }}]",
+    "{{ [1, 'a', \"it's\", none, true, 1.5, {'k': [2]}] }}",
+    "{{ {'a': 1, 'b': 'x'} }} {{ [] }} {{ {} }} {{ ['\\\\', '\\n\\t', '\\x01\\x7f\\xa0\\xe9\\u200b\\u2028🚀', \"'\\\"\"] }} {{ {1: 2, none: true} }}",
+    "{{ [1e16, 1e15, 123456789012345678.0, 0.0001, 0.00001, 1.5e-7, -0.0, 0.1 + 0.2, 1e300 * 1e300, 3.0] }} {{ 12345678901234567890 }}",
+    "[{{ undefined_name }}] [{{ 'x' ~ none ~ true ~ 1 ~ 2.0 }}] [{{ none | string }}] [{{ [1] | string }}]",
+    # tojson with transformers' options.
+    D + "{{ d | tojson }}",
+    D + "{{ d | tojson(indent=2) }}",
+    D + "{{ d | tojson(indent=4, sort_keys=true) }}",
+    D + "{{ d | tojson(ensure_ascii=true) }}",
+    D + "{{ d | tojson(separators=(',', ':')) }}",
+    "{{ 'a\"b' | tojson }} {{ none | tojson }} {{ 3 | tojson }} {{ [] | tojson }} {{ {} | tojson(indent=2) }} {{ [1, [2]] | tojson(indent=2) }}",
+    "{{ messages[1] | tojson }} {{ [1.0, 1e20, 1e-7, 12345678901234567890] | tojson }} {{ {1: 2, none: 3, 2.5: 5} | tojson }} {{ ['\\x7f\\x1f\\b\\f\\n\\r\\t/'] | tojson }} {{ ['\\x7f🚀'] | tojson(ensure_ascii=true) }}",
+    "{{ [1, [2, {}], {'a': []}] | tojson(indent='\\t') }}|{{ [1, {'a': 2}] | tojson(indent=0) }}|{{ [1, 2] | tojson(true) }}|{{ {'a': [1, 2]} | tojson(none, 1, (';', '=')) }}",
+    "{{ undefined_name | tojson }}",
+    # Mapping access and methods.
+    D + "{% for k, v in d.items() %}{{ k }}={{ v }};{% endfor %} {{ d.keys() | list }} {{ d.get('z', 'dflt') }} {{ d.get('b') }} {{ d['c']['z'] }} {{ d.c.z }}",
+    D + "{{ d | length }} {{ d | list }} {% for k in d %}{{ k }}{% endfor %} {% for k, v in d | dictsort %}{{ k }},{% endfor %} {% for k, v in {'B': 1, 'a': 2, 'c': 3} | dictsort %}{{ k }}{% endfor %} {{ d.items() | list | length }}",
+    "{{ messages[0].get('content') }} {{ messages[0].get('tool_calls') }} {{ messages[0]['missing'] is defined }} {{ messages[0].missing is defined }}",
+    # String methods.
+    "[{{ '  a b  '.strip() }}] [{{ 'xxaxx'.strip('x') }}] [{{ '  a'.lstrip() }}] [{{ 'a  '.rstrip() }}] [{{ 'a\n\n'.rstrip('\n') }}]",
+    "{{ 'a,b,,c'.split(',') }} {{ ' a  b '.split() }} {{ 'a-b-c'.split('-', 1) }} {{ 'a-b-c'.rsplit('-', 1) }} {{ 'l1\nl2'.splitlines() }}",
+    "{{ 'Hello'.startswith('He') }} {{ 'Hello'.endswith('lo') }} {{ 'Hello'.startswith(('x', 'H')) }} {{ 'Hello'.lower() }} {{ 'Hello'.upper() }} {{ 'hello world'.title() }} {{ 'hELLO'.capitalize() }}",
+    "{{ 'a-b-c'.rsplit('-') }} {{ 'a b  c'.rsplit(none, 1) }} {{ 'pre_x'.removeprefix('pre_') }} {{ 'x.py'.removesuffix('.py') }} {{ 'abcb'.rfind('b') }} {{ 'ab'.zfill(4) }} {{ 'ab'.ljust(4) }}|{{ 'ab'.rjust(4) }}|{{ 'ab'.center(5) }}|",
+    "{{ 'a.b.c'.replace('.', '/') }} {{ 'abcabc'.find('c') }} {{ 'abcabc'.count('b') }} {{ '12'.isdigit() }} {{ 'ab'.isalpha() }} {{ ', '.join(['a', 'b']) }}",
+    "{{ 'abc'[1:] }} {{ 'abc'[-1] }} {{ 'abc'[::-1] }} {{ [1, 2, 3][1:] }} {{ [1, 2, 3][::-1] }} {{ [1, 2, 3][-2:] }}",
+    # The reasoning split of Qwen3 / DeepSeek templates.
+    "{% set c = messages[2].content %}[{{ c.split('</think>')[-1].lstrip('\n') }}] [{{ c.split('</think>')[0].rstrip('\n').split('<think>')[-1].lstrip('\n') }}]",
+    # Filters.
+    "[{{ '  x  ' | trim }}] {{ 'ab' | upper }} {{ [3, 1, 2] | sort }} {{ [3, 1, 2] | max }} {{ [3, 1, 2] | min }} {{ [1, 2] | sum }} {{ [1, 2, 2] | unique | list }}",
+    "{{ messages | map(attribute='role') | list }} {{ messages | selectattr('role', 'equalto', 'user') | list | length }} {{ messages | rejectattr('role', 'eq', 'user') | map(attribute='role') | join(',') }}",
+    "{{ messages | first }} {{ (messages | last).role }} {{ messages | length }} {{ messages | count }} {{ [1, 2] | join }} {{ [1, 2] | join('-') }}",
+    "{{ none | default('d') }} {{ undefined_name | default('d') }} {{ '' | default('d', true) }} {{ '' | default('d') }} {{ 0 | default(5) }}",
+    "{{ '3' | int }} {{ '2.5' | float }} {{ 2.567 | round(2) }} {{ 2.5 | round }} {{ 3.5 | round }} {{ 2.675 | round(2) }} {{ 0.125 | round(2) }} {{ 2.1 | round(0, 'ceil') }} {{ 2.9 | round(0, 'floor') }} {{ 3 | round }} {{ -3 | abs }} {{ 'abc' | length }} {{ 'a b' | wordcount }}",
+    "{{ 'x' | replace('x', 'y') }} {{ 'a\nb' | indent(2) }} {{ 'a\nb' | indent(2, true) }} {{ 'ab' | center(6) }}|{{ 'a<b' | e }} {{ 'a<b' | safe }}",
+    "{{ [1, 2, 3, 4, 5] | batch(2) | list }} {{ 'abc' | list }} {{ [[1, 2], [3]] | map('length') | list }} {{ ['a', 'B'] | map('upper') | list }} {{ [1, 2, 3] | reverse | list }}",
+    "{% for k, v in {'b': 1, 'a': 2} | items %}{{ k }}{{ v }}{% endfor %} {{ [1, 0, 2] | select | list }} {{ [1, 0, 2] | reject | list }} {{ 'x' * 3 }} {{ [1] + [2] }} {{ 'a' + 'b' }}",
+    # Loops, namespace, macros, set blocks.
+    "{% for m in messages %}{{ loop.index }}{{ loop.index0 }}{{ loop.first }}{{ loop.last }}{{ loop.length }}{{ loop.revindex }}{{ loop.revindex0 }}{% if not loop.last %},{% endif %}{% endfor %}",
+    "{% for m in messages %}{{ loop.previtem.role if loop.previtem else '-' }}>{{ loop.nextitem.role if loop.nextitem is defined else '.' }};{% endfor %}",
+    "{% for m in messages %}{% if m.role == 'system' %}{% continue %}{% endif %}{% if loop.index > 3 %}{% break %}{% endif %}{{ m.role }};{% endfor %}",
+    "{% for m in messages if m.role == 'user' %}{{ loop.index }}:{{ m.content[:5] }};{% else %}none{% endfor %}{% for x in [] %}x{% else %}empty{% endfor %}",
+    "{% set ns = namespace(n=0, found=false, last='') %}{% for m in messages[::-1] %}{% if m.role == 'user' and not ns.found %}{% set ns.found = true %}{% set ns.n = loop.index0 %}{% endif %}{% endfor %}{{ ns.n }} {{ ns.found }} [{{ ns.last }}]",
+    "{% macro f(a, b='B', c=none) %}{{ a }}|{{ b }}|{{ c }}{% endmacro %}{{ f(1) }} {{ f(1, 2) }} {{ f(1, c=3) }}",
+    "{% set x %}  block {{ 1 }}  {% endset %}[{{ x }}] {% set a, b = 1, 2 %}{{ a }}{{ b }} {{ 'y' if true else 'n' }} {{ 'y' if false }}",
+    "{{ range(3) | list }} {{ range(1, 7, 2) | list }} {% for i in range(2) %}{{ i }}{% endfor %} {{ raise_exception is defined }} {{ strftime_now('%Y-%m-%d %A') }}",
+    # Whitespace control (trim_blocks + lstrip_blocks).
+    "a\n  {% if true %}\n  b\n  {% endif %}\n  c\n{# comment #}\nd\n  {#- c2 #}  e\n",
+    "x  {%- if true -%}  y  {%- endif -%}  z\n{%+ if true %}w{% endif %}\n\t{% for i in [1,2] %}\n{{ i }}\n\t{% endfor %}\nend",
+    "{%- for m in messages %}\n    {%- if m.role == 'user' %}\n        {{- 'U:' + m.content }}\n    {%- elif m.role == 'assistant' %}\n{{ 'A' }}\n    {% else %}\n    S\n    {%- endif %}\n{%- endfor %}\n",
+    "{% raw %}{{ not rendered }}{% endraw %} {{ '{{' }} {{ \"it's\" }} {{ 'say \"hi\"' }} {{ 'tab\there' }}",
+    # Errors.
+    "{{ raise_exception('Only user and assistant roles are supported!') }}",
+    "{{ none | length }}",
+]
 
 def environment():
     """transformers' `_compile_jinja_template` environment (its AssistantTracker extension only
@@ -185,6 +279,28 @@ def main():
         out.write_text(json.dumps(golden, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
         errs = sum("error" in c for c in cases)
         print(f"{out.relative_to(ROOT)}: {len(cases)} cases, {errs} errors")
+    cases = []
+    for source in CONSTRUCTS:
+        case = {"source": source}
+        try:
+            template = env.from_string(source)
+        except jinja2.exceptions.TemplateSyntaxError as e:
+            sys.exit(f"gen-template-golden: construct {source!r} does not compile: {e}")
+        case.update(render(template, CONSTRUCTS_MESSAGES, True, "<s>", "</s>"))
+        cases.append(case)
+    golden = {
+        "renderer": f"jinja2 {jinja2.__version__}, transformers apply_chat_template conventions",
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "date": DATE.isoformat(),
+        "unix_time": calendar.timegm(DATE.timetuple()),
+        "messages": CONSTRUCTS_MESSAGES,
+        "add_generation_prompt": True,
+        "cases": cases,
+    }
+    out = GOLDEN_DIR / "constructs.json"
+    out.write_text(json.dumps(golden, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    print(f"{out.relative_to(ROOT)}: {len(cases)} constructs")
 
 
 if __name__ == "__main__":

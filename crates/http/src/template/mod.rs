@@ -1,6 +1,11 @@
 //! Chat templates: the model's own Jinja template from the GGUF, rendered with `minijinja`
 //! under Hugging Face's conventions (`messages`, `add_generation_prompt`, `bos_token`,
-//! `eos_token`, `raise_exception`, `trim_blocks` + `lstrip_blocks`, Python string methods).
+//! `eos_token`, `raise_exception`, `strftime_now`, `tools` / `documents` none, `trim_blocks` +
+//! `lstrip_blocks`), with Python's semantics where jinja2's differ from minijinja's ([`py`]): how
+//! values print, transformers' `tojson`, Python string methods, jinja2's tests. Checked byte for
+//! byte against jinja2 on real models' templates by `tests/chat_templates.rs`.
+
+mod py;
 
 use minijinja::{Environment, Error, ErrorKind, Value};
 use serde::Serialize;
@@ -143,7 +148,18 @@ impl ChatTemplate {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.set_unknown_method_callback(py::unknown_method);
+        env.set_formatter(py::format);
+        env.add_filter("tojson", py::tojson);
+        env.add_filter("string", py::string);
+        env.add_filter("length", py::length);
+        env.add_filter("count", py::length);
+        env.add_filter("wordcount", py::wordcount);
+        env.add_filter("center", py::center_filter);
+        env.add_filter("round", py::round);
+        env.add_test("iterable", py::is_iterable);
+        env.add_test("sequence", py::is_sequence);
+        env.add_test("number", py::is_number);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", |fmt: String| strftime(&fmt, unix_now()));
         // A template comes with the model (GGUF metadata, tokenizer_config.json): one that loops
@@ -284,6 +300,31 @@ mod tests {
     fn compiler_panic_is_a_compile_error() {
         let e = ChatTemplate::new("{% import 'x' as 'y' %}", "", "").unwrap_err();
         assert!(e.to_string().contains("template engine"), "{e}");
+    }
+
+    /// A template that nests a list in itself or asks for a huge padding gets an error, not a
+    /// stack overflow or an allocation of gigabytes.
+    #[test]
+    fn printing_is_bounded() {
+        let deep = "{% set ns = namespace(x=[]) %}{% for i in range(1000) %}{% set ns.x = [ns.x] %}{% endfor %}";
+        for out in ["{{ ns.x }}", "{{ ns.x | tojson }}", "{{ ns.x | string }}"] {
+            let t = ChatTemplate::new(&format!("{deep}{out}"), "", "").unwrap();
+            let e = t.render(&[], false).unwrap_err();
+            assert!(e.to_string().contains("nested deeper"), "{out}: {e}");
+        }
+        for src in [
+            "{{ 'a'.ljust(1000000000) }}",
+            "{{ 'a' | center(1000000000) }}",
+            "{{ [1] | tojson(indent=1000000000) }}",
+        ] {
+            let e = ChatTemplate::new(src, "", "")
+                .unwrap()
+                .render(&[], false)
+                .unwrap_err();
+            assert!(e.to_string().contains("width"), "{src}: {e}");
+        }
+        let t = ChatTemplate::new("{{ 2.5 | round(1000000000) }}", "", "").unwrap();
+        assert_eq!(t.render(&[], false).unwrap(), "2.5");
     }
 
     #[test]
