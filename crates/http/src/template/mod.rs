@@ -1,6 +1,11 @@
 //! Chat templates: the model's own Jinja template from the GGUF, rendered with `minijinja`
 //! under Hugging Face's conventions (`messages`, `add_generation_prompt`, `bos_token`,
-//! `eos_token`, `raise_exception`, `trim_blocks` + `lstrip_blocks`, Python string methods).
+//! `eos_token`, `raise_exception`, `strftime_now`, `tools` / `documents` none, `trim_blocks` +
+//! `lstrip_blocks`), with Python's semantics where jinja2's differ from minijinja's ([`py`]): how
+//! values print, transformers' `tojson`, Python string methods, jinja2's tests. Checked byte for
+//! byte against jinja2 on real models' templates by `tests/chat_templates.rs`.
+
+mod py;
 
 use minijinja::{Environment, Error, ErrorKind, Value};
 use serde::Serialize;
@@ -59,25 +64,77 @@ const MONTHS: [&str; 12] = [
     "December",
 ];
 
-/// `strftime_now(fmt)` of HF templates (UTC date; `%Y %m %d %B %b` only).
-fn strftime_now(fmt: String) -> Result<Value, Error> {
-    let secs = std::time::SystemTime::now()
+/// Seconds since the Unix epoch now.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
-        .unwrap_or(0);
-    Ok(Value::from(format_date(
-        &fmt,
-        civil((secs / 86_400) as i64),
-    )))
+        .unwrap_or(0)
 }
 
-fn format_date(fmt: &str, (y, m, d): (i64, i64, i64)) -> String {
+/// Python's `strftime` of the UTC time `secs` for the directives templates use (`%Y %y %m %d %e
+/// %B %b %h %A %a %j %H %I %M %S %p %%`); any other `%x` is kept as written.
+fn strftime(fmt: &str, secs: u64) -> String {
+    const DAYS: [&str; 7] = [
+        "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+    ];
+    let days = (secs / 86_400) as i64;
+    let sod = secs % 86_400;
+    let (y, m, d) = civil(days);
+    let (hour, min, sec) = (sod / 3600, sod / 60 % 60, sod % 60);
     let month = MONTHS[(m - 1) as usize];
-    fmt.replace("%Y", &y.to_string())
-        .replace("%m", &format!("{m:02}"))
-        .replace("%d", &format!("{d:02}"))
-        .replace("%B", month)
-        .replace("%b", &month[..3])
+    // 1970-01-01 was a Thursday.
+    let weekday = DAYS[(days + 4).rem_euclid(7) as usize];
+    let yday = days - days_from_civil(y, 1, 1) + 1;
+    let mut out = String::with_capacity(fmt.len() + 16);
+    let mut chars = fmt.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('Y') => out.push_str(&y.to_string()),
+            Some('y') => out.push_str(&format!("{:02}", y.rem_euclid(100))),
+            Some('m') => out.push_str(&format!("{m:02}")),
+            Some('d') => out.push_str(&format!("{d:02}")),
+            Some('e') => out.push_str(&format!("{d:2}")),
+            Some('B') => out.push_str(month),
+            Some('b' | 'h') => out.push_str(&month[..3]),
+            Some('A') => out.push_str(weekday),
+            Some('a') => out.push_str(&weekday[..3]),
+            Some('j') => out.push_str(&format!("{yday:03}")),
+            Some('H') => out.push_str(&format!("{hour:02}")),
+            Some('I') => out.push_str(&format!("{:02}", (hour + 11) % 12 + 1)),
+            Some('M') => out.push_str(&format!("{min:02}")),
+            Some('S') => out.push_str(&format!("{sec:02}")),
+            Some('p') => out.push_str(if hour < 12 { "AM" } else { "PM" }),
+            Some('%') => out.push('%'),
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
+}
+
+/// Days since 1970-01-01 of (year, month, day) (Howard Hinnant's days-from-civil).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// Template engine instructions one rendering may run: real chat templates take a few hundred per
@@ -91,9 +148,20 @@ impl ChatTemplate {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.set_unknown_method_callback(py::unknown_method);
+        env.set_formatter(py::format);
+        env.add_filter("tojson", py::tojson);
+        env.add_filter("string", py::string);
+        env.add_filter("length", py::length);
+        env.add_filter("count", py::length);
+        env.add_filter("wordcount", py::wordcount);
+        env.add_filter("center", py::center_filter);
+        env.add_filter("round", py::round);
+        env.add_test("iterable", py::is_iterable);
+        env.add_test("sequence", py::is_sequence);
+        env.add_test("number", py::is_number);
         env.add_function("raise_exception", raise_exception);
-        env.add_function("strftime_now", strftime_now);
+        env.add_function("strftime_now", |fmt: String| strftime(&fmt, unix_now()));
         // A template comes with the model (GGUF metadata, tokenizer_config.json): one that loops
         // for ever or nearly so ends in this request's error instead of holding a worker.
         env.set_fuel(Some(TEMPLATE_FUEL));
@@ -115,6 +183,15 @@ impl ChatTemplate {
         })
     }
 
+    /// This template with `strftime_now` formatting the fixed UTC time `unix_secs` instead of
+    /// the current time: reproducible renderings (tests, golden files).
+    #[must_use]
+    pub fn with_fixed_time(mut self, unix_secs: u64) -> Self {
+        self.env
+            .add_function("strftime_now", move |fmt: String| strftime(&fmt, unix_secs));
+        self
+    }
+
     /// Renders `messages`, ending with the assistant's turn header when
     /// `add_generation_prompt`.
     pub fn render(
@@ -129,6 +206,9 @@ impl ChatTemplate {
             t.render(minijinja::context! {
                 messages => messages,
                 add_generation_prompt => add_generation_prompt,
+                // As transformers' apply_chat_template: defined, and none without tools.
+                tools => Value::from(()),
+                documents => Value::from(()),
                 bos_token => self.bos,
                 eos_token => self.eos,
             })
@@ -222,14 +302,43 @@ mod tests {
         assert!(e.to_string().contains("template engine"), "{e}");
     }
 
+    /// A template that nests a list in itself or asks for a huge padding gets an error, not a
+    /// stack overflow or an allocation of gigabytes.
+    #[test]
+    fn printing_is_bounded() {
+        let deep = "{% set ns = namespace(x=[]) %}{% for i in range(1000) %}{% set ns.x = [ns.x] %}{% endfor %}";
+        for out in ["{{ ns.x }}", "{{ ns.x | tojson }}", "{{ ns.x | string }}"] {
+            let t = ChatTemplate::new(&format!("{deep}{out}"), "", "").unwrap();
+            let e = t.render(&[], false).unwrap_err();
+            assert!(e.to_string().contains("nested deeper"), "{out}: {e}");
+        }
+        for src in [
+            "{{ 'a'.ljust(1000000000) }}",
+            "{{ 'a' | center(1000000000) }}",
+            "{{ [1] | tojson(indent=1000000000) }}",
+        ] {
+            let e = ChatTemplate::new(src, "", "")
+                .unwrap()
+                .render(&[], false)
+                .unwrap_err();
+            assert!(e.to_string().contains("width"), "{src}: {e}");
+        }
+        let t = ChatTemplate::new("{{ 2.5 | round(1000000000) }}", "", "").unwrap();
+        assert_eq!(t.render(&[], false).unwrap(), "2.5");
+    }
+
     #[test]
     fn date() {
         assert_eq!(civil(0), (1970, 1, 1));
         assert_eq!(civil(19_723), (2024, 1, 1));
         assert_eq!(civil(19_782), (2024, 2, 29));
+        assert_eq!(days_from_civil(2024, 2, 29), 19_782);
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        // 2026-11-03 07:05:09 UTC, a Tuesday, day 307.
+        let t = 1_793_689_509;
         assert_eq!(
-            format_date("%d %B %Y (%b %m)", (2026, 11, 3)),
-            "03 November 2026 (Nov 11)"
+            strftime("%d %B %Y (%b %m) %A %a %j %H:%M:%S %I%p %y %e %q %%", t),
+            "03 November 2026 (Nov 11) Tuesday Tue 307 07:05:09 07AM 26  3 %q %"
         );
     }
 }
