@@ -12,10 +12,10 @@ pub(crate) const K_NT_MAX: usize = 16;
 /// super-block of a row is decoded to its 8 sub-blocks of 32 unsigned quants and transposed
 /// once, so that per token `maddubs` over its 8 vectors gives the 8 sub-block dot products in
 /// the 8 i32 lanes, summed in i16 (Q4_K: 8 vectors, at most 8 * 2 * 15 * 127 = 30,480; Q5_K:
-/// twice 4 vectors, at most 4 * 2 * 31 * 127 = 31,496; Q6_K / Q3_K: 2 vectors, at most 32,004 /
-/// 3,556) before `madd` with the sub-block scales widens them. That is about 1.1 (Q4_K) / 1.25
-/// (Q5_K) / 1.5 (Q6_K, Q3_K) multiply instructions per 32 weights and token, against 2 when
-/// each run of 32 is scaled on its own. Each token's results of a tile are written in one run.
+/// twice 4 vectors, at most 4 * 2 * 31 * 127 = 31,496; Q6_K: 2 vectors, at most 32,004; Q3_K:
+/// 4 vectors, at most 7,112) before `madd` with the sub-block scales widens them. That is about
+/// 1.25 (Q4_K) / 1.4 (Q5_K, Q3_K) / 1.6 (Q6_K) multiply instructions per 32 weights and token,
+/// against 2 when each run of 32 is scaled on its own. Each token's results of a tile are written in one run.
 /// `PRE`: the super-blocks are stored transposed already (`TransposedK`), so the transposes are
 /// skipped; the rest is the same, and so are the results.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -208,17 +208,33 @@ pub(crate) fn q6k_dot<const NT: usize, const PRE: bool, const Q3: bool>(
             let b = rp.add(bb * sb);
             let mut v = [_mm256_setzero_si256(); 8];
             let (d, sc8) = if Q3 {
-                // Sub-block 4 n + j: bits 2 j.. of `qs[32 n + l]`, bit 4 n + j of `hmask[l]` as
-                // bit 2 (every shift stays inside its byte).
-                let mut hm = _mm256_loadu_si256(b.cast());
+                // Sub-block 4 n + j: bits 2 j.. of `qs[32 n + l]`, and bit 4 n + j of `hmask[l]`
+                // as bit 2 (every shift keeps the bits it uses inside their byte).
+                let hm = _mm256_loadu_si256(b.cast());
                 let (three, four) = (_mm256_set1_epi8(3), _mm256_set1_epi8(4));
+                let h = [
+                    _mm256_slli_epi16::<2>(hm),
+                    _mm256_slli_epi16::<1>(hm),
+                    hm,
+                    _mm256_srli_epi16::<1>(hm),
+                    _mm256_srli_epi16::<2>(hm),
+                    _mm256_srli_epi16::<3>(hm),
+                    _mm256_srli_epi16::<4>(hm),
+                    _mm256_srli_epi16::<5>(hm),
+                ];
                 for n in 0..2 {
-                    let mut q = _mm256_loadu_si256(b.add(32 + 32 * n).cast());
+                    let q = _mm256_loadu_si256(b.add(32 + 32 * n).cast());
+                    let lo = [
+                        q,
+                        _mm256_srli_epi16::<2>(q),
+                        _mm256_srli_epi16::<4>(q),
+                        _mm256_srli_epi16::<6>(q),
+                    ];
                     for j in 0..4 {
-                        let h = _mm256_and_si256(_mm256_slli_epi16::<2>(hm), four);
-                        v[4 * n + j] = _mm256_or_si256(_mm256_and_si256(q, three), h);
-                        q = _mm256_srli_epi16::<2>(q);
-                        hm = _mm256_srli_epi16::<1>(hm);
+                        v[4 * n + j] = _mm256_or_si256(
+                            _mm256_and_si256(lo[j], three),
+                            _mm256_and_si256(h[4 * n + j], four),
+                        );
                     }
                 }
                 let sc = unpack_q3k_scales(&*b.add(96).cast::<[u8; 12]>());
@@ -245,16 +261,30 @@ pub(crate) fn q6k_dot<const NT: usize, const PRE: bool, const Q3: bool>(
             for (t, acc) in acc.iter_mut().enumerate() {
                 let x = xp.add(t * cols + QKK * sb);
                 // Vectors 0..4 hold elements 0..16 of each sub-block, 4..8 elements 16..32.
-                let mut s = _mm256_setzero_si256();
-                for pair in 0..4 {
-                    let x0 = _mm256_loadu_si256(x.add(64 * pair).cast());
-                    let x1 = _mm256_loadu_si256(x.add(64 * pair + 32).cast());
-                    let p = _mm256_add_epi16(
-                        _mm256_maddubs_epi16(v[2 * pair], x0),
-                        _mm256_maddubs_epi16(v[2 * pair + 1], x1),
+                let mut s;
+                if Q3 {
+                    // 3-bit quants: the 4 vectors of a half summed in i16 (at most 7,112).
+                    let mut p = [_mm256_setzero_si256(); 2];
+                    for (m, v) in v.iter().enumerate() {
+                        let xm = _mm256_loadu_si256(x.add(32 * m).cast());
+                        p[m / 4] = _mm256_add_epi16(p[m / 4], _mm256_maddubs_epi16(*v, xm));
+                    }
+                    s = _mm256_add_epi32(
+                        _mm256_madd_epi16(p[0], sc_lo),
+                        _mm256_madd_epi16(p[1], sc_hi),
                     );
-                    let scp = if pair < 2 { sc_lo } else { sc_hi };
-                    s = _mm256_add_epi32(s, _mm256_madd_epi16(p, scp));
+                } else {
+                    s = _mm256_setzero_si256();
+                    for pair in 0..4 {
+                        let x0 = _mm256_loadu_si256(x.add(64 * pair).cast());
+                        let x1 = _mm256_loadu_si256(x.add(64 * pair + 32).cast());
+                        let p = _mm256_add_epi16(
+                            _mm256_maddubs_epi16(v[2 * pair], x0),
+                            _mm256_maddubs_epi16(v[2 * pair + 1], x1),
+                        );
+                        let scp = if pair < 2 { sc_lo } else { sc_hi };
+                        s = _mm256_add_epi32(s, _mm256_madd_epi16(p, scp));
+                    }
                 }
                 let bsums = _mm256_loadu_si256(bp.add(t * cols / 16 + 16 * sb).cast());
                 let corr = _mm256_madd_epi16(sc, bsums);
