@@ -108,7 +108,7 @@ impl Mat {
     fn new(t: Tensor) -> Self {
         let layouts = Isa::current().layouts;
         let packed = match t.dtype {
-            GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K
+            GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K
                 if layouts.transposed_k && !env_off("SWITCHYARD_PACK_K") =>
             {
                 TransposedK::new(&qm(&t)).map_or(Packed::None, Packed::K)
@@ -344,6 +344,7 @@ impl Backend for CpuBackend {
                 GgmlType::Q4_0,
                 GgmlType::Q5_0,
                 GgmlType::Q8_0,
+                GgmlType::Q2_K,
                 GgmlType::Q3_K,
                 GgmlType::Q4_K,
                 GgmlType::Q5_K,

@@ -23,6 +23,8 @@ pub enum GgmlType {
     Q5_0,
     /// 8-bit, blocks of 32 with an f16 scale.
     Q8_0,
+    /// 2-bit k-quant, super-blocks of 256 with sixteen 4-bit scales and mins.
+    Q2_K,
     /// 3-bit k-quant, super-blocks of 256 with sixteen 6-bit scales.
     Q3_K,
     /// 4-bit k-quant, super-blocks of 256.
@@ -44,6 +46,7 @@ impl GgmlType {
             2 => Self::Q4_0,
             6 => Self::Q5_0,
             8 => Self::Q8_0,
+            10 => Self::Q2_K,
             11 => Self::Q3_K,
             12 => Self::Q4_K,
             13 => Self::Q5_K,
@@ -62,6 +65,7 @@ impl GgmlType {
             Self::Q4_0 => 2,
             Self::Q5_0 => 6,
             Self::Q8_0 => 8,
+            Self::Q2_K => 10,
             Self::Q3_K => 11,
             Self::Q4_K => 12,
             Self::Q5_K => 13,
@@ -118,7 +122,7 @@ impl GgmlType {
         match self {
             Self::F32 | Self::F16 | Self::BF16 => 1,
             Self::Q4_0 | Self::Q5_0 | Self::Q8_0 => 32,
-            Self::Q3_K | Self::Q4_K | Self::Q5_K | Self::Q6_K | Self::Q8_K => 256,
+            Self::Q2_K | Self::Q3_K | Self::Q4_K | Self::Q5_K | Self::Q6_K | Self::Q8_K => 256,
         }
     }
 
@@ -130,6 +134,7 @@ impl GgmlType {
             Self::Q4_0 => 18,
             Self::Q5_0 => 22,
             Self::Q8_0 => 34,
+            Self::Q2_K => 16 + 64 + 2 + 2,
             Self::Q3_K => 32 + 64 + 12 + 2,
             Self::Q4_K => 144,
             Self::Q5_K => 2 + 2 + 12 + 32 + 128,
@@ -251,6 +256,20 @@ fn dequantize_block(ty: GgmlType, b: &[u8], y: &mut [f32]) {
                 }
                 q = &q[32..];
                 is += 2;
+            }
+        }
+        GgmlType::Q2_K => {
+            // Element `128 n + 32 j + l` (l < 32): bits `2 j..` of `qs[32 n + l]`; run `e / 16`
+            // has the scale (low nibble) and min (high nibble) of `scales[e / 16]`.
+            let (scales, qs) = (&b[0..16], &b[16..80]);
+            let d = f16_at(b, 80);
+            let dmin = f16_at(b, 82);
+            for (e, y) in y.iter_mut().enumerate().take(256) {
+                let (n, j, l) = (e / 128, (e % 128) / 32, e % 32);
+                let q = (qs[32 * n + l] >> (2 * j)) & 3;
+                let sc = scales[e / 16];
+                let (dl, ml) = (d * (sc & 0xF) as f32, dmin * (sc >> 4) as f32);
+                *y = dl * q as f32 - ml;
             }
         }
         GgmlType::Q3_K => {
@@ -400,6 +419,7 @@ mod tests {
             seen.push(ty);
         }
         for ty in [
+            GgmlType::Q2_K,
             GgmlType::Q3_K,
             GgmlType::Q5_K,
             GgmlType::Q4_K,
@@ -441,6 +461,7 @@ mod tests {
             GgmlType::Q4_0,
             GgmlType::Q5_0,
             GgmlType::Q8_0,
+            GgmlType::Q2_K,
             GgmlType::Q3_K,
             GgmlType::Q4_K,
             GgmlType::Q5_K,

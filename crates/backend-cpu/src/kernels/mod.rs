@@ -5,7 +5,7 @@
 //!
 //! The design follows ggml: for a quantized `W` the f32 activations are quantized once per call
 //! into 8-bit blocks (32-element blocks with an f32 scale for Q4_0 / Q5_0 / Q8_0, 256-element
-//! super-blocks with an f32 scale and per-16 sums for the K-quants Q3_K / Q4_K / Q5_K / Q6_K),
+//! super-blocks with an f32 scale and per-16 sums for the K-quants Q2_K / Q3_K / Q4_K / Q5_K / Q6_K),
 //! and every output is a sum of exact integer block dot products times the two block scales.
 //! F16 / BF16 / F32 weights are multiplied with the f32 activations directly.
 //!
@@ -209,7 +209,7 @@ pub(crate) enum Acts<'a> {
     F32(&'a [f32]),
     /// 32-element 8-bit blocks, for Q4_0 / Q5_0 / Q8_0 weights.
     Q8(Q8Acts),
-    /// 256-element 8-bit super-blocks, for Q3_K / Q4_K / Q5_K / Q6_K weights.
+    /// 256-element 8-bit super-blocks, for Q2_K / Q3_K / Q4_K / Q5_K / Q6_K weights.
     Q8K(Q8KActs),
 }
 

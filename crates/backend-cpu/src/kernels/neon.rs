@@ -220,7 +220,10 @@ fn rows_impl<const DOT: bool>(
                 go!(1 2 3 4 5 6 7 8);
             }
         }
-        (GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K, Acts::Q8K(a)) => {
+        (
+            GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K,
+            Acts::Q8K(a),
+        ) => {
             let k = k_kind(w.dtype);
             for (t0, nt) in quant::token_groups(n_tok, NT_MAX) {
                 macro_rules! go {
@@ -229,7 +232,8 @@ fn rows_impl<const DOT: bool>(
                             $(($n, KQ4) => k_rows::<$n, KQ4, DOT>(w, a, t0, r0, r1, out),
                               ($n, KQ5) => k_rows::<$n, KQ5, DOT>(w, a, t0, r0, r1, out),
                               ($n, KQ6) => k_rows::<$n, KQ6, DOT>(w, a, t0, r0, r1, out),
-                              ($n, KQ3) => k_rows::<$n, KQ3, DOT>(w, a, t0, r0, r1, out),)*
+                              ($n, KQ3) => k_rows::<$n, KQ3, DOT>(w, a, t0, r0, r1, out),
+                              ($n, KQ2) => k_rows::<$n, KQ2, DOT>(w, a, t0, r0, r1, out),)*
                             _ => unreachable!("token group of {nt}"),
                         }
                     };
@@ -308,20 +312,22 @@ const KQ4: u8 = 0;
 const KQ5: u8 = 1;
 const KQ6: u8 = 2;
 const KQ3: u8 = 3;
+const KQ2: u8 = 4;
 
 fn k_kind(ty: GgmlType) -> u8 {
     match ty {
         GgmlType::Q4_K => KQ4,
         GgmlType::Q5_K => KQ5,
         GgmlType::Q6_K => KQ6,
-        _ => KQ3,
+        GgmlType::Q3_K => KQ3,
+        _ => KQ2,
     }
 }
 
-/// Whether a kind has 16 scales of 16 elements (Q6_K, Q3_K) rather than 8 scales and mins of
-/// 32 elements (Q4_K, Q5_K).
+/// Whether a kind has 16 scales of 16 elements (Q6_K, Q3_K, Q2_K) rather than 8 scales and
+/// mins of 32 elements (Q4_K, Q5_K).
 const fn k16(k: u8) -> bool {
-    k == KQ6 || k == KQ3
+    k == KQ6 || k == KQ3 || k == KQ2
 }
 
 /// A K-quant super-block decoded: 16 vectors of 16 signed quants (elements `16 i ..`; Q6_K /
@@ -329,8 +335,11 @@ const fn k16(k: u8) -> bool {
 /// of each.
 struct KBlock {
     q: [int8x16_t; 16],
-    /// Q4_K / Q5_K: the 8 sub-block scales, then the 8 mins. Q6_K / Q3_K: the 16 scales.
+    /// Q4_K / Q5_K: the 8 sub-block scales, then the 8 mins. Q6_K / Q3_K / Q2_K: the 16
+    /// scales.
     sc: [i32; 16],
+    /// Q2_K: the 16 mins.
+    mn: [i32; 16],
     d: f32,
     dmin: f32,
 }
@@ -375,8 +384,35 @@ fn k_decode<const K: u8>(b: &[u8]) -> KBlock {
             KBlock {
                 q,
                 sc,
+                mn: [0; 16],
                 d: f16_le(&b[208..210]),
                 dmin: 0.0,
+            }
+        }
+        KQ2 => {
+            let (scales, qs) = (&b[0..16], &b[16..80]);
+            for h in 0..2 {
+                for n in 0..2 {
+                    let mut v = ld_u8(&qs[32 * n + 16 * h..]);
+                    // Element `128 n + 32 j + 16 h + l`: vector `8 n + 2 j + h`, bits 2 j.. of
+                    // the `qs` byte.
+                    for j in 0..4 {
+                        q[8 * n + 2 * j + h] = vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(3)));
+                        v = vshrq_n_u8::<2>(v);
+                    }
+                }
+            }
+            let mut mn = [0i32; 16];
+            for ((sc, mn), &s) in sc.iter_mut().zip(&mut mn).zip(scales) {
+                *sc = i32::from(s & 0xF);
+                *mn = i32::from(s >> 4);
+            }
+            KBlock {
+                q,
+                sc,
+                mn,
+                d: f16_le(&b[80..82]),
+                dmin: f16_le(&b[82..84]),
             }
         }
         KQ3 => {
@@ -403,6 +439,7 @@ fn k_decode<const K: u8>(b: &[u8]) -> KBlock {
             KBlock {
                 q,
                 sc,
+                mn: [0; 16],
                 d: f16_le(&b[108..110]),
                 dmin: 0.0,
             }
@@ -437,6 +474,7 @@ fn k_decode<const K: u8>(b: &[u8]) -> KBlock {
             KBlock {
                 q,
                 sc,
+                mn: [0; 16],
                 d: f16_le(&b[0..2]),
                 dmin: f16_le(&b[2..4]),
             }
@@ -474,7 +512,14 @@ fn k_rows<const N: usize, const K: u8, const DOT: bool>(
                         isum = vmlaq_n_s32(isum, p, s);
                     }
                     let sumi = vaddvq_s32(isum);
-                    sum[t] += kb.d * xd[t][b] * sumi as f32;
+                    if K == KQ2 {
+                        let bs = &xs[t][16 * b..16 * (b + 1)];
+                        let summ: i32 = (0..16).map(|k| kb.mn[k] * i32::from(bs[k])).sum();
+                        let dx = xd[t][b];
+                        sum[t] += kb.d * dx * sumi as f32 - kb.dmin * dx * summ as f32;
+                    } else {
+                        sum[t] += kb.d * xd[t][b] * sumi as f32;
+                    }
                 } else {
                     for s in 0..8 {
                         let p = dot16::<DOT>(vdupq_n_s32(0), kb.q[2 * s], ld_s8(&x[32 * s..]));

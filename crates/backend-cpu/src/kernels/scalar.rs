@@ -33,6 +33,7 @@ pub(crate) fn rows(
                 (GgmlType::Q6_K, Acts::Q8K(a)) => dot_q6_k(row, a, t),
                 (GgmlType::Q5_K, Acts::Q8K(a)) => dot_q5_k(row, a, t),
                 (GgmlType::Q3_K, Acts::Q8K(a)) => dot_q3_k(row, a, t),
+                (GgmlType::Q2_K, Acts::Q8K(a)) => dot_q2_k(row, a, t),
                 (_, Acts::F32(x)) => dot_f32(&buf, &x[t * w.cols..(t + 1) * w.cols]),
                 (ty, _) => unreachable!("no kernel for {ty}"),
             };
@@ -183,6 +184,34 @@ fn dot_q3_k(row: &[u8], a: &Q8KActs, t: usize) -> f32 {
             sumi += sc[e0 / 16] as i32 * block_dot(q, &x[e0..e0 + 16]);
         }
         sum += d * dx * sumi as f32;
+    }
+    sum
+}
+
+/// Q2_K: `sum_sb d dx sum_k sc_k dot_k(q, x) - dmin dx sum_k m_k bsum_k` over the 16 runs `k`
+/// of 16 elements, with the scale `sc_k` and min `m_k` in the low and high nibbles of
+/// `scales[k]`. Element `128 n + 32 j + l` is at bits `2 j..` of `qs[32 n + l]`.
+fn dot_q2_k(row: &[u8], a: &Q8KActs, t: usize) -> f32 {
+    let (xq, xd, bsums) = (a.qs(t), a.d(t), a.bsums(t));
+    let mut sum = 0f32;
+    for (((b, x), &dx), bs) in row
+        .chunks_exact(84)
+        .zip(xq.chunks_exact(QKK))
+        .zip(xd)
+        .zip(bsums.chunks_exact(16))
+    {
+        let (scales, qs) = (&b[0..16], &b[16..80]);
+        let d = f16_le(&b[80..82]);
+        let dmin = f16_le(&b[82..84]);
+        let mut sumi = 0i32;
+        let mut summ = 0i32;
+        for (k, &sc) in scales.iter().enumerate() {
+            let (n, j, l0) = (k / 8, (k % 8) / 2, 16 * (k % 2));
+            let q = (l0..l0 + 16).map(|l| ((qs[32 * n + l] >> (2 * j)) & 3) as i32);
+            sumi += (sc & 0xF) as i32 * block_dot(q, &x[16 * k..16 * k + 16]);
+            summ += (sc >> 4) as i32 * bs[k] as i32;
+        }
+        sum += d * dx * sumi as f32 - dmin * dx * summ as f32;
     }
     sum
 }

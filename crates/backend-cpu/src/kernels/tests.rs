@@ -28,7 +28,7 @@ use super::quant::{quantize_q8_scalar, quantize_q8k_scalar, Q8Acts, Q8KActs, QK8
 use super::transposed::{k_quants, set_k_quants};
 use super::*;
 
-const TYPES: [GgmlType; 10] = [
+const TYPES: [GgmlType; 11] = [
     GgmlType::Q8_0,
     GgmlType::Q5_0,
     GgmlType::Q4_0,
@@ -36,6 +36,7 @@ const TYPES: [GgmlType; 10] = [
     GgmlType::Q6_K,
     GgmlType::Q5_K,
     GgmlType::Q3_K,
+    GgmlType::Q2_K,
     GgmlType::F16,
     GgmlType::BF16,
     GgmlType::F32,
@@ -45,7 +46,7 @@ const TYPES: [GgmlType; 10] = [
 fn is_k(ty: GgmlType) -> bool {
     matches!(
         ty,
-        GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K
+        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K
     )
 }
 
@@ -67,6 +68,10 @@ fn random_matrix(ty: GgmlType, rows: usize, cols: usize, rng: &mut StdRng) -> Ve
             }
             GgmlType::Q6_K => put_f16(b, 208, rng.gen_range(-0.1..0.1)),
             GgmlType::Q3_K => put_f16(b, 108, rng.gen_range(-0.1..0.1)),
+            GgmlType::Q2_K => {
+                put_f16(b, 80, rng.gen_range(-0.1..0.1));
+                put_f16(b, 82, rng.gen_range(0.0..0.1));
+            }
             GgmlType::F16 => put_f16(b, 0, rng.gen_range(-1.0..1.0)),
             GgmlType::BF16 => {
                 b.copy_from_slice(&bf16::from_f32(rng.gen_range(-1.0..1.0)).to_le_bytes())
@@ -324,6 +329,7 @@ fn k_quant_codec_round_trips() {
         (GgmlType::Q6_K, 64),
         (GgmlType::Q5_K, 32),
         (GgmlType::Q3_K, 8),
+        (GgmlType::Q2_K, 4),
     ] {
         for _ in 0..20 {
             let mut b: Vec<u8> = (0..ty.block_bytes()).map(|_| rng.gen()).collect();
@@ -396,6 +402,11 @@ fn matmul_q3_k() {
 }
 
 #[test]
+fn matmul_q2_k() {
+    grid(GgmlType::Q2_K);
+}
+
+#[test]
 fn matmul_f16() {
     grid(GgmlType::F16);
 }
@@ -418,7 +429,7 @@ fn matmul_f32() {
 
 /// Quants at the ends of their ranges (Q8_0 -128 / 127, Q4_0 15, Q5_0 31, Q4_K 15 / Q5_K 31 with
 /// scales and mins 63, Q6_K 63 with scales 127 / -128, Q3_K 3 with scales 31 and -4 with scales
-/// -32) against activations
+/// -32, Q2_K 3 with scales and mins 15) against activations
 /// whose quants are all +-127: the kernels' i16 partial sums (pairs, and for Q4_0 / Q5_0 sums of
 /// several vectors before widening) must not saturate, so every level gives the exact value.
 #[test]
@@ -431,6 +442,7 @@ fn matmul_extreme_quants_do_not_saturate() {
         GgmlType::Q6_K,
         GgmlType::Q5_K,
         GgmlType::Q3_K,
+        GgmlType::Q2_K,
     ];
     for ty in types {
         let k = is_k(ty);
@@ -451,6 +463,8 @@ fn matmul_extreme_quants_do_not_saturate() {
                     // Alternating super-blocks: every quant 3 (all bits set) with scales 31, and
                     // every quant -4 (all bits clear) with scales -32.
                     GgmlType::Q3_K => b.fill(if bi % 2 == 0 { 0xff } else { 0 }),
+                    // Every quant 3, every scale and min 15.
+                    GgmlType::Q2_K => b.fill(0xff),
                     // Every quant 63, scales alternating 127 / -128 per super-block, d = 1.
                     GgmlType::Q6_K => {
                         b[..192].fill(0xff);
@@ -466,6 +480,10 @@ fn matmul_extreme_quants_do_not_saturate() {
                     }
                     GgmlType::Q6_K => put_f16(b, 208, 1.0),
                     GgmlType::Q3_K => put_f16(b, 108, 1.0),
+                    GgmlType::Q2_K => {
+                        put_f16(b, 80, 1.0);
+                        put_f16(b, 82, 1.0);
+                    }
                     _ => put_f16(b, 0, 1.0),
                 }
             }

@@ -4,7 +4,7 @@
 
 use super::*;
 
-/// A K-quant (Q3_K / Q4_K / Q5_K / Q6_K) matrix whose super-blocks hold their quants
+/// A K-quant (Q2_K / Q3_K / Q4_K / Q5_K / Q6_K) matrix whose super-blocks hold their quants
 /// transposed, made at load for the SIMD kernels of [`matmul_transposed_k`]: quant
 /// `32 j + 4 m + b` (sub-block `j`) is stored where the GGML layout keeps quant
 /// `32 m + 4 j + b` (all its bits, wherever the format keeps them), scales and minimums
@@ -21,7 +21,7 @@ pub struct TransposedK {
 }
 
 /// The 256 quants of a K-quant super-block in element order, unsigned as the kernels decode
-/// them: Q4_K 4-bit, Q5_K 5-bit, Q6_K 6-bit (offset 32), Q3_K 3-bit (offset 4).
+/// them: Q4_K 4-bit, Q5_K 5-bit, Q6_K 6-bit (offset 32), Q3_K 3-bit (offset 4), Q2_K 2-bit.
 pub(super) fn k_quants(dtype: GgmlType, b: &[u8]) -> [u8; QKK] {
     let mut q = [0u8; QKK];
     for (e, q) in q.iter_mut().enumerate() {
@@ -37,6 +37,7 @@ pub(super) fn k_quants(dtype: GgmlType, b: &[u8]) -> [u8; QKK] {
                 let lo = (b[32 + 32 * n + l] >> (2 * j)) & 3;
                 lo | (((b[l] >> s) & 1) << 2)
             }
+            GgmlType::Q2_K => (b[16 + 32 * (s / 4) + l] >> (2 * (s % 4))) & 3,
             _ => {
                 let (n, m) = (e / 128, (e % 128) / 32);
                 let lo = (b[64 * n + 32 * (m % 2) + l] >> (4 * (m / 2))) & 0xF;
@@ -54,6 +55,7 @@ pub(super) fn set_k_quants(dtype: GgmlType, b: &mut [u8], q: &[u8; QKK]) {
         GgmlType::Q4_K => b[16..144].fill(0),
         GgmlType::Q5_K => b[16..176].fill(0),
         GgmlType::Q3_K => b[..96].fill(0),
+        GgmlType::Q2_K => b[16..80].fill(0),
         _ => b[..192].fill(0),
     }
     for (e, &q) in q.iter().enumerate() {
@@ -69,6 +71,7 @@ pub(super) fn set_k_quants(dtype: GgmlType, b: &mut [u8], q: &[u8; QKK]) {
                 b[32 + 32 * n + l] |= (q & 3) << (2 * j);
                 b[l] |= ((q >> 2) & 1) << s;
             }
+            GgmlType::Q2_K => b[16 + 32 * (s / 4) + l] |= (q & 3) << (2 * (s % 4)),
             _ => {
                 let (n, m) = (e / 128, (e % 128) / 32);
                 b[64 * n + 32 * (m % 2) + l] |= (q & 0xF) << (4 * (m / 2));
@@ -79,12 +82,12 @@ pub(super) fn set_k_quants(dtype: GgmlType, b: &mut [u8], q: &[u8; QKK]) {
 }
 
 impl TransposedK {
-    /// The transposed copy of `w` if it is a K-quant (Q3_K / Q4_K / Q5_K / Q6_K) and the CPU
+    /// The transposed copy of `w` if it is a K-quant (Q2_K / Q3_K / Q4_K / Q5_K / Q6_K) and the CPU
     /// has the AVX2 kernels; `None` otherwise.
     pub fn new(w: &QMatrix<'_>) -> Option<Self> {
         if !matches!(
             w.dtype,
-            GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K
+            GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K
         ) || detected_level() < SimdLevel::Avx2
             || w.cols == 0
         {
@@ -317,7 +320,7 @@ pub(super) fn matmul_transposed(
         return;
     }
     let acts = match view.dtype {
-        GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
+        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
             let mut a = Q8KActs::quantize(isa, x, view.cols, n_tok);
             a.interleave();
             Acts::Q8K(a)

@@ -1,8 +1,8 @@
-//! AVX2 kernels: K-quant rows (Q3_K / Q4_K / Q5_K / Q6_K; file and transposed layouts).
+//! AVX2 kernels: K-quant rows (Q2_K / Q2_K / Q3_K / Q4_K / Q5_K / Q6_K; file and transposed layouts).
 
 use super::*;
 
-// --- Q3_K / Q4_K / Q5_K / Q6_K ----------------------------------------------------------------
+// --- Q2_K / Q3_K / Q4_K / Q5_K / Q6_K ----------------------------------------------------------------
 
 /// Most tokens multiplied with one decoded, transposed K-quant super-block.
 pub(crate) const K_NT_MAX: usize = 16;
@@ -12,10 +12,10 @@ pub(crate) const K_NT_MAX: usize = 16;
 /// super-block of a row is decoded to its 8 sub-blocks of 32 unsigned quants and transposed
 /// once, so that per token `maddubs` over its 8 vectors gives the 8 sub-block dot products in
 /// the 8 i32 lanes, summed in i16 (Q4_K: 8 vectors, at most 8 * 2 * 15 * 127 = 30,480; Q5_K:
-/// twice 4 vectors, at most 4 * 2 * 31 * 127 = 31,496; Q6_K: 2 vectors, at most 32,004; Q3_K:
-/// 4 vectors, at most 7,112) before `madd` with the sub-block scales widens them. That is about
-/// 1.25 (Q4_K) / 1.4 (Q5_K, Q3_K) / 1.6 (Q6_K) multiply instructions per 32 weights and token,
-/// against 2 when each run of 32 is scaled on its own. Each token's results of a tile are written in one run.
+/// twice 4 vectors, at most 4 * 2 * 31 * 127 = 31,496; Q6_K: 2 vectors, at most 32,004; Q3_K /
+/// Q2_K: 4 vectors, at most 7,112) before `madd` with the sub-block scales widens them. That is
+/// about 1.25 (Q4_K) / 1.4 (Q5_K, Q3_K, Q2_K) / 1.6 (Q6_K) multiply instructions per 32 weights
+/// and token, against 2 when each run of 32 is scaled on its own. Each token's results of a tile are written in one run.
 /// `PRE`: the super-blocks are stored transposed already (`TransposedK`), so the transposes are
 /// skipped; the rest is the same, and so are the results.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -51,8 +51,9 @@ pub(crate) fn rows_k<const PRE: bool>(
                             match (kind, nt) {
                                 $((GgmlType::Q4_K, $n) => q4k_dot::<$n, PRE, false>(row, a, t0, &mut res),)*
                                 $((GgmlType::Q5_K, $n) => q4k_dot::<$n, PRE, true>(row, a, t0, &mut res),)*
-                                $((GgmlType::Q6_K, $n) => q6k_dot::<$n, PRE, false>(row, a, t0, &mut res),)*
-                                $((GgmlType::Q3_K, $n) => q6k_dot::<$n, PRE, true>(row, a, t0, &mut res),)*
+                                $((GgmlType::Q6_K, $n) => q6k_dot::<$n, PRE, 6>(row, a, t0, &mut res),)*
+                                $((GgmlType::Q3_K, $n) => q6k_dot::<$n, PRE, 3>(row, a, t0, &mut res),)*
+                                $((GgmlType::Q2_K, $n) => q6k_dot::<$n, PRE, 2>(row, a, t0, &mut res),)*
                                 _ => unreachable!("no K-quant kernel for {kind}"),
                             }
                         };
@@ -182,12 +183,14 @@ pub(crate) fn q4k_dot<const NT: usize, const PRE: bool, const Q5: bool>(
     }
 }
 
-/// One Q6_K (`Q3`: Q3_K) row against the `NT` tokens from `t0` on: `res[t]`, with
+/// One row of a K-quant with 16 scales per super-block, `K` = 6 (Q6_K), 3 (Q3_K) or 2 (Q2_K),
+/// against the `NT` tokens from `t0` on: `res[t]`, with
 /// `res = sum_sb d dx sum_k sc_k (dot_k(q, x) - o bsum_k)` over the runs `k` of 16, for the
-/// unsigned quants `q` and their offset `o` (Q6_K: 32, Q3_K: 4).
+/// unsigned quants `q` and their offset `o` (Q6_K: 32, Q3_K: 4), and for Q2_K (no offset, but
+/// a min per run) `res = sum_sb d dx sum_k sc_k dot_k(q, x) - dmin dx sum_k m_k bsum_k`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-pub(crate) fn q6k_dot<const NT: usize, const PRE: bool, const Q3: bool>(
+pub(crate) fn q6k_dot<const NT: usize, const PRE: bool, const K: u8>(
     row: &[u8],
     a: &Q8KActs,
     t0: usize,
@@ -195,10 +198,15 @@ pub(crate) fn q6k_dot<const NT: usize, const PRE: bool, const Q3: bool>(
 ) {
     let cols = a.cols;
     let nsb = cols / QKK;
-    let bb = if Q3 { 110 } else { 210 };
+    let bb = match K {
+        2 => 84,
+        3 => 110,
+        _ => 210,
+    };
     assert!(row.len() >= nsb * bb);
     let (xp, dp, bp) = k_ptrs::<NT>(a, t0);
     let rp = row.as_ptr();
+    let three = _mm256_set1_epi8(3);
     let mut acc = [_mm256_setzero_ps(); NT];
     for sb in 0..nsb {
         // SAFETY: `sb < nsb`: super-block `sb` of the row (`bb` bytes at `bb sb`, asserted) and,
@@ -207,23 +215,11 @@ pub(crate) fn q6k_dot<const NT: usize, const PRE: bool, const Q3: bool>(
         unsafe {
             let b = rp.add(bb * sb);
             let mut v = [_mm256_setzero_si256(); 8];
-            let (d, sc8) = if Q3 {
-                // Sub-block 4 n + j: bits 2 j.. of `qs[32 n + l]`, and bit 4 n + j of `hmask[l]`
-                // as bit 2 (every shift keeps the bits it uses inside their byte).
-                let hm = _mm256_loadu_si256(b.cast());
-                let (three, four) = (_mm256_set1_epi8(3), _mm256_set1_epi8(4));
-                let h = [
-                    _mm256_slli_epi16::<2>(hm),
-                    _mm256_slli_epi16::<1>(hm),
-                    hm,
-                    _mm256_srli_epi16::<1>(hm),
-                    _mm256_srli_epi16::<2>(hm),
-                    _mm256_srli_epi16::<3>(hm),
-                    _mm256_srli_epi16::<4>(hm),
-                    _mm256_srli_epi16::<5>(hm),
-                ];
+            // Q2_K / Q3_K: sub-block 4 n + j has its low 2 bits at bits 2 j.. of the 32 bytes
+            // `qs[32 n ..]` (at `lo_at`).
+            let low2 = |v: &mut [__m256i; 8], lo_at: *const u8| {
                 for n in 0..2 {
-                    let q = _mm256_loadu_si256(b.add(32 + 32 * n).cast());
+                    let q = _mm256_loadu_si256(lo_at.add(32 * n).cast());
                     let lo = [
                         q,
                         _mm256_srli_epi16::<2>(q),
@@ -231,50 +227,73 @@ pub(crate) fn q6k_dot<const NT: usize, const PRE: bool, const Q3: bool>(
                         _mm256_srli_epi16::<6>(q),
                     ];
                     for j in 0..4 {
-                        v[4 * n + j] = _mm256_or_si256(
-                            _mm256_and_si256(lo[j], three),
-                            _mm256_and_si256(h[4 * n + j], four),
-                        );
+                        v[4 * n + j] = _mm256_and_si256(lo[j], three);
                     }
                 }
-                let sc = unpack_q3k_scales(&*b.add(96).cast::<[u8; 12]>());
-                let sc = _mm_sub_epi8(_mm_loadu_si128(sc.as_ptr().cast()), _mm_set1_epi8(32));
-                (f16_at!(b.add(108)), sc)
-            } else {
-                for n in 0..2 {
-                    let ql0 = _mm256_loadu_si256(b.add(64 * n).cast());
-                    let ql1 = _mm256_loadu_si256(b.add(64 * n + 32).cast());
-                    let qh = _mm256_loadu_si256(b.add(128 + 32 * n).cast());
-                    let q = q6k_quants(ql0, ql1, qh);
-                    v[4 * n..4 * n + 4].copy_from_slice(&q);
+            };
+            // (d, dmin, the 16 scales as i8, the 16 mins as i8)
+            let (d, dmin, sc8, mn8) = match K {
+                2 => {
+                    low2(&mut v, b.add(16));
+                    let s = _mm_loadu_si128(b.cast());
+                    let m4 = _mm_set1_epi8(0xF);
+                    let mins = _mm_and_si128(_mm_srli_epi16::<4>(s), m4);
+                    (
+                        f16_at!(b.add(80)),
+                        f16_at!(b.add(82)),
+                        _mm_and_si128(s, m4),
+                        mins,
+                    )
                 }
-                (f16_at!(b.add(208)), _mm_loadu_si128(b.add(192).cast()))
+                3 => {
+                    // Bit 4 n + j of `hmask[l]` as bit 2 (every shift keeps the bits it uses
+                    // inside their byte).
+                    low2(&mut v, b.add(32));
+                    let hm = _mm256_loadu_si256(b.cast());
+                    let h = [
+                        _mm256_slli_epi16::<2>(hm),
+                        _mm256_slli_epi16::<1>(hm),
+                        hm,
+                        _mm256_srli_epi16::<1>(hm),
+                        _mm256_srli_epi16::<2>(hm),
+                        _mm256_srli_epi16::<3>(hm),
+                        _mm256_srli_epi16::<4>(hm),
+                        _mm256_srli_epi16::<5>(hm),
+                    ];
+                    let four = _mm256_set1_epi8(4);
+                    for (v, h) in v.iter_mut().zip(h) {
+                        *v = _mm256_or_si256(*v, _mm256_and_si256(h, four));
+                    }
+                    let sc = unpack_q3k_scales(&*b.add(96).cast::<[u8; 12]>());
+                    let sc = _mm_sub_epi8(_mm_loadu_si128(sc.as_ptr().cast()), _mm_set1_epi8(32));
+                    (f16_at!(b.add(108)), 0.0, sc, _mm_setzero_si128())
+                }
+                _ => {
+                    for n in 0..2 {
+                        let ql0 = _mm256_loadu_si256(b.add(64 * n).cast());
+                        let ql1 = _mm256_loadu_si256(b.add(64 * n + 32).cast());
+                        let qh = _mm256_loadu_si256(b.add(128 + 32 * n).cast());
+                        let q = q6k_quants(ql0, ql1, qh);
+                        v[4 * n..4 * n + 4].copy_from_slice(&q);
+                    }
+                    let sc = _mm_loadu_si128(b.add(192).cast());
+                    (f16_at!(b.add(208)), 0.0, sc, _mm_setzero_si128())
+                }
             };
             // The 16 scales as i16; lane j: scale 2j (elements 0..16 of sub-block j) or 2j + 1
             // (elements 16..32) in both halves.
             let sc = _mm256_cvtepi8_epi16(sc8);
             let sc_lo = _mm256_blend_epi16::<0xAA>(sc, _mm256_slli_epi32::<16>(sc));
             let sc_hi = _mm256_blend_epi16::<0xAA>(_mm256_srli_epi32::<16>(sc), sc);
+            let mins = _mm256_cvtepi8_epi16(mn8);
             if !PRE {
                 transpose8(&mut v);
             }
             for (t, acc) in acc.iter_mut().enumerate() {
                 let x = xp.add(t * cols + QKK * sb);
                 // Vectors 0..4 hold elements 0..16 of each sub-block, 4..8 elements 16..32.
-                let mut s;
-                if Q3 {
-                    // 3-bit quants: the 4 vectors of a half summed in i16 (at most 7,112).
-                    let mut p = [_mm256_setzero_si256(); 2];
-                    for (m, v) in v.iter().enumerate() {
-                        let xm = _mm256_loadu_si256(x.add(32 * m).cast());
-                        p[m / 4] = _mm256_add_epi16(p[m / 4], _mm256_maddubs_epi16(*v, xm));
-                    }
-                    s = _mm256_add_epi32(
-                        _mm256_madd_epi16(p[0], sc_lo),
-                        _mm256_madd_epi16(p[1], sc_hi),
-                    );
-                } else {
-                    s = _mm256_setzero_si256();
+                let s = if K == 6 {
+                    let mut s = _mm256_setzero_si256();
                     for pair in 0..4 {
                         let x0 = _mm256_loadu_si256(x.add(64 * pair).cast());
                         let x1 = _mm256_loadu_si256(x.add(64 * pair + 32).cast());
@@ -285,17 +304,37 @@ pub(crate) fn q6k_dot<const NT: usize, const PRE: bool, const Q3: bool>(
                         let scp = if pair < 2 { sc_lo } else { sc_hi };
                         s = _mm256_add_epi32(s, _mm256_madd_epi16(p, scp));
                     }
-                }
-                let bsums = _mm256_loadu_si256(bp.add(t * cols / 16 + 16 * sb).cast());
-                let corr = _mm256_madd_epi16(sc, bsums);
-                let corr = if Q3 {
-                    _mm256_slli_epi32::<2>(corr)
+                    s
                 } else {
-                    _mm256_slli_epi32::<5>(corr)
+                    // 2- / 3-bit quants: the 4 vectors of a half summed in i16 (at most 7,112).
+                    let mut p = [_mm256_setzero_si256(); 2];
+                    for (m, v) in v.iter().enumerate() {
+                        let xm = _mm256_loadu_si256(x.add(32 * m).cast());
+                        p[m / 4] = _mm256_add_epi16(p[m / 4], _mm256_maddubs_epi16(*v, xm));
+                    }
+                    _mm256_add_epi32(
+                        _mm256_madd_epi16(p[0], sc_lo),
+                        _mm256_madd_epi16(p[1], sc_hi),
+                    )
                 };
-                let s = _mm256_sub_epi32(s, corr);
-                let dd = _mm256_set1_ps(d * *dp.add(t * nsb + sb));
-                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dd, *acc);
+                let bsums = _mm256_loadu_si256(bp.add(t * cols / 16 + 16 * sb).cast());
+                let dx = *dp.add(t * nsb + sb);
+                if K == 2 {
+                    let mn = _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, mins));
+                    let mn = _mm256_mul_ps(mn, _mm256_set1_ps(dmin * dx));
+                    let s = _mm256_cvtepi32_ps(s);
+                    *acc = _mm256_add_ps(*acc, _mm256_fmsub_ps(s, _mm256_set1_ps(d * dx), mn));
+                } else {
+                    let corr = _mm256_madd_epi16(sc, bsums);
+                    let corr = if K == 3 {
+                        _mm256_slli_epi32::<2>(corr)
+                    } else {
+                        _mm256_slli_epi32::<5>(corr)
+                    };
+                    let s = _mm256_sub_epi32(s, corr);
+                    let dd = _mm256_set1_ps(d * dx);
+                    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dd, *acc);
+                }
             }
         }
     }

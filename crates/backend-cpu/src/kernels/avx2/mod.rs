@@ -20,8 +20,8 @@
 //! per token `maddubs` + `madd` over the group's 8 vectors give the 8 exact block dot products in
 //! the 8 i32 lanes, and one conversion and one FMA with the 8 products of block scales finish
 //! the group: about 3 (Q4_0 / Q5_0) or 5 (Q8_0) instructions per token and block, against
-//! about 9 when every block is converted and scaled on its own. The K-quants Q3_K / Q4_K / Q5_K /
-//! Q6_K (`rows_k`) work the same way on the 8 sub-blocks of a super-block, with the activations
+//! about 9 when every block is converted and scaled on its own. The K-quants Q2_K / Q3_K / Q4_K /
+//! Q5_K / Q6_K (`rows_k`) work the same way on the 8 sub-blocks of a super-block, with the activations
 //! of `Q8KActs::interleave`, for groups of up to 16 tokens.
 //!
 //! Integer tricks (the block sums are exact integers, as in the scalar code):
@@ -31,7 +31,7 @@
 //!   vectors are summed before one `madd` widens them (at most 30,480 / 31,496);
 //! - Q4_0 / Q5_0 quants are used unsigned (0..16 / 0..32) and each block's sum starts from
 //!   `-offset * sum(x quants of the block)`, so the offset 8 / 16 is taken off exactly;
-//! - the Q4_K / Q5_K mins and the Q6_K / Q3_K offsets 32 / 4 are applied through the
+//! - the Q4_K / Q5_K / Q2_K mins and the Q6_K / Q3_K offsets 32 / 4 are applied through the
 //!   activations' per-16 sums.
 
 use std::arch::x86_64::*;
@@ -221,9 +221,10 @@ pub(crate) fn rows(
         (GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0, Acts::Q8(a)) => {
             rows_q0::<false>(w, a, r0, r1, n_tok, out)
         }
-        (GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K, Acts::Q8K(a)) => {
-            rows_k::<false>(w, a, r0, r1, n_tok, out)
-        }
+        (
+            GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K,
+            Acts::Q8K(a),
+        ) => rows_k::<false>(w, a, r0, r1, n_tok, out),
         (GgmlType::F32 | GgmlType::F16 | GgmlType::BF16, Acts::F32(x)) => {
             rows_float(w, x, r0, r1, n_tok, out)
         }
