@@ -53,10 +53,11 @@ fn main() {
         (GgmlType::Q4_K, 2048, 768),
         (GgmlType::Q4_K, 640, 2048),
         (GgmlType::Q6_K, 2048, 768),
-        // Q5_K_M / Q3_K_M files: the new K-quants against Q4_K / Q6_K at one size.
+        // Q5_K_M / Q3_K_M / Q2_K files: the K-quants side by side at one size.
         (GgmlType::Q4_K, 2048, 2048),
         (GgmlType::Q5_K, 2048, 2048),
         (GgmlType::Q3_K, 2048, 2048),
+        (GgmlType::Q2_K, 2048, 2048),
         (GgmlType::Q6_K, 2048, 2048),
     ] {
         if want_ty.as_ref().is_some_and(|t| *t != format!("{ty:?}")) {
@@ -71,6 +72,7 @@ fn main() {
             GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
             GgmlType::Q6_K => &[208],
             GgmlType::Q3_K => &[108],
+            GgmlType::Q2_K => &[80, 82],
             _ => &[0],
         };
         for b in data.chunks_exact_mut(ty.block_bytes()) {
