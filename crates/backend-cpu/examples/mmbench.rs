@@ -53,6 +53,12 @@ fn main() {
         (GgmlType::Q4_K, 2048, 768),
         (GgmlType::Q4_K, 640, 2048),
         (GgmlType::Q6_K, 2048, 768),
+        // Q5_K_M / Q3_K_M / Q2_K files: the K-quants side by side at one size.
+        (GgmlType::Q4_K, 2048, 2048),
+        (GgmlType::Q5_K, 2048, 2048),
+        (GgmlType::Q3_K, 2048, 2048),
+        (GgmlType::Q2_K, 2048, 2048),
+        (GgmlType::Q6_K, 2048, 2048),
     ] {
         if want_ty.as_ref().is_some_and(|t| *t != format!("{ty:?}")) {
             continue;
@@ -63,8 +69,10 @@ fn main() {
             c.copy_from_slice(&v[..c.len()]);
         }
         let at: &[usize] = match ty {
-            GgmlType::Q4_K => &[0, 2],
+            GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
             GgmlType::Q6_K => &[208],
+            GgmlType::Q3_K => &[108],
+            GgmlType::Q2_K => &[80, 82],
             _ => &[0],
         };
         for b in data.chunks_exact_mut(ty.block_bytes()) {
@@ -79,7 +87,7 @@ fn main() {
             cols,
             data: &data,
         };
-        for n_tok in [1usize, 4, 8, 16] {
+        for n_tok in [1usize, 4, 8, 16, 64] {
             if want_nt.is_some_and(|n| n != n_tok) {
                 continue;
             }

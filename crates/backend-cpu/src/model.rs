@@ -95,7 +95,7 @@ fn pack_output(output: &Tensor) -> Option<PackedQ8> {
 }
 
 /// A layer's weight matrix: the tensor in its file encoding and, where a kernel wants another
-/// layout, a copy in that layout, which the kernels then use: Q4_K / Q6_K at the AVX2 / AVX-512
+/// layout, a copy in that layout, which the kernels then use: K-quants at the AVX2 / AVX-512
 /// VNNI levels as [`TransposedK`] (unless `SWITCHYARD_PACK_K=0`; Gemma 3 270M: 36 tensors,
 /// 22 MiB), Q4_0 / Q5_0 / Q8_0 at the AVX2 level as [`TransposedQ0`] (unless
 /// `SWITCHYARD_PACK_Q0=0`; Gemma: 90 tensors, 52 MiB with the padding of its 20-block rows). Both save the kernels their decoding
@@ -119,7 +119,7 @@ impl Mat {
     pub(crate) fn new(t: Tensor) -> Self {
         let layouts = Isa::current().layouts;
         let packed = match t.dtype {
-            GgmlType::Q4_K | GgmlType::Q6_K
+            GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K
                 if layouts.transposed_k && !env_off("SWITCHYARD_PACK_K") =>
             {
                 TransposedK::new(&qm(&t)).map_or(Packed::None, Packed::K)
@@ -393,7 +393,10 @@ impl Backend for CpuBackend {
                 GgmlType::Q4_0,
                 GgmlType::Q5_0,
                 GgmlType::Q8_0,
+                GgmlType::Q2_K,
+                GgmlType::Q3_K,
                 GgmlType::Q4_K,
+                GgmlType::Q5_K,
                 GgmlType::Q6_K,
             ],
             shape_buckets: None,

@@ -23,8 +23,14 @@ pub enum GgmlType {
     Q5_0,
     /// 8-bit, blocks of 32 with an f16 scale.
     Q8_0,
+    /// 2-bit k-quant, super-blocks of 256 with sixteen 4-bit scales and mins.
+    Q2_K,
+    /// 3-bit k-quant, super-blocks of 256 with sixteen 6-bit scales.
+    Q3_K,
     /// 4-bit k-quant, super-blocks of 256.
     Q4_K,
+    /// 5-bit k-quant, super-blocks of 256 (Q4_K's scales and mins, plus a high bit per quant).
+    Q5_K,
     /// 6-bit k-quant, super-blocks of 256.
     Q6_K,
     /// 8-bit k-quant (used for activations), super-blocks of 256.
@@ -40,7 +46,10 @@ impl GgmlType {
             2 => Self::Q4_0,
             6 => Self::Q5_0,
             8 => Self::Q8_0,
+            10 => Self::Q2_K,
+            11 => Self::Q3_K,
             12 => Self::Q4_K,
+            13 => Self::Q5_K,
             14 => Self::Q6_K,
             15 => Self::Q8_K,
             30 => Self::BF16,
@@ -56,7 +65,10 @@ impl GgmlType {
             Self::Q4_0 => 2,
             Self::Q5_0 => 6,
             Self::Q8_0 => 8,
+            Self::Q2_K => 10,
+            Self::Q3_K => 11,
             Self::Q4_K => 12,
+            Self::Q5_K => 13,
             Self::Q6_K => 14,
             Self::Q8_K => 15,
             Self::BF16 => 30,
@@ -80,7 +92,14 @@ impl GgmlType {
             13 => "Q5_K",
             14 => "Q6_K",
             15 => "Q8_K",
-            16..=23 => "IQ*",
+            16 => "IQ2_XXS",
+            17 => "IQ2_XS",
+            18 => "IQ3_XXS",
+            19 => "IQ1_S",
+            20 => "IQ4_NL",
+            21 => "IQ3_S",
+            22 => "IQ2_S",
+            23 => "IQ4_XS",
             24 => "I8",
             25 => "I16",
             26 => "I32",
@@ -88,6 +107,12 @@ impl GgmlType {
             28 => "F64",
             29 => "IQ1_M",
             30 => "BF16",
+            34 => "TQ1_0",
+            35 => "TQ2_0",
+            39 => "MXFP4",
+            40 => "NVFP4",
+            41 => "Q1_0",
+            42 => "Q2_0",
             _ => "unknown",
         }
     }
@@ -97,7 +122,7 @@ impl GgmlType {
         match self {
             Self::F32 | Self::F16 | Self::BF16 => 1,
             Self::Q4_0 | Self::Q5_0 | Self::Q8_0 => 32,
-            Self::Q4_K | Self::Q6_K | Self::Q8_K => 256,
+            Self::Q2_K | Self::Q3_K | Self::Q4_K | Self::Q5_K | Self::Q6_K | Self::Q8_K => 256,
         }
     }
 
@@ -109,7 +134,10 @@ impl GgmlType {
             Self::Q4_0 => 18,
             Self::Q5_0 => 22,
             Self::Q8_0 => 34,
+            Self::Q2_K => 16 + 64 + 2 + 2,
+            Self::Q3_K => 32 + 64 + 12 + 2,
             Self::Q4_K => 144,
+            Self::Q5_K => 2 + 2 + 12 + 32 + 128,
             Self::Q6_K => 210,
             Self::Q8_K => 4 + 256 + 32,
         }
@@ -170,6 +198,17 @@ pub fn get_scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     }
 }
 
+/// The sixteen scales of a Q3_K super-block (its 12 `scales` bytes), offset removed
+/// (`-32..=31`): scale `k` has its low 4 bits in nibble `k / 8` of byte `k % 8` and its high 2
+/// bits at bit `2 (k / 4)` of byte `8 + k % 4`.
+pub fn q3k_scales(s: &[u8]) -> [i8; 16] {
+    std::array::from_fn(|k| {
+        let lo = (s[k % 8] >> (4 * (k / 8))) & 0xF;
+        let hi = (s[8 + k % 4] >> (2 * (k / 4))) & 3;
+        (lo | (hi << 4)) as i8 - 32
+    })
+}
+
 fn dequantize_block(ty: GgmlType, b: &[u8], y: &mut [f32]) {
     match ty {
         GgmlType::F32 => y[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
@@ -217,6 +256,51 @@ fn dequantize_block(ty: GgmlType, b: &[u8], y: &mut [f32]) {
                 }
                 q = &q[32..];
                 is += 2;
+            }
+        }
+        GgmlType::Q2_K => {
+            // Element `128 n + 32 j + l` (l < 32): bits `2 j..` of `qs[32 n + l]`; run `e / 16`
+            // has the scale (low nibble) and min (high nibble) of `scales[e / 16]`.
+            let (scales, qs) = (&b[0..16], &b[16..80]);
+            let d = f16_at(b, 80);
+            let dmin = f16_at(b, 82);
+            for (e, y) in y.iter_mut().enumerate().take(256) {
+                let (n, j, l) = (e / 128, (e % 128) / 32, e % 32);
+                let q = (qs[32 * n + l] >> (2 * j)) & 3;
+                let sc = scales[e / 16];
+                let (dl, ml) = (d * (sc & 0xF) as f32, dmin * (sc >> 4) as f32);
+                *y = dl * q as f32 - ml;
+            }
+        }
+        GgmlType::Q3_K => {
+            // Element `128 n + 32 j + l` (l < 32): low 2 bits at bit `2 j` of `qs[32 n + l]`,
+            // the high bit at bit `4 n + j` of `hmask[l]` (clear: subtract 4), scale `e / 16`.
+            let (hmask, qs) = (&b[0..32], &b[32..96]);
+            let sc = q3k_scales(&b[96..108]);
+            let d = f16_at(b, 108);
+            for (e, y) in y.iter_mut().enumerate().take(256) {
+                let (n, j, l) = (e / 128, (e % 128) / 32, e % 32);
+                let lo = ((qs[32 * n + l] >> (2 * j)) & 3) as i32;
+                let hi = ((hmask[l] >> (4 * n + j)) & 1) as i32;
+                let dl = d * sc[e / 16] as f32;
+                *y = dl * (lo - 4 * (1 - hi)) as f32;
+            }
+        }
+        GgmlType::Q5_K => {
+            // Sub-block `s` (32 elements `l`): low 4 bits in nibble `s % 2` of
+            // `qs[32 (s / 2) + l]`, the high bit at bit `s` of `qh[l]`.
+            let d = f16_at(b, 0);
+            let dmin = f16_at(b, 2);
+            let scales = &b[4..16];
+            let (qh, qs) = (&b[16..48], &b[48..176]);
+            for s in 0..8 {
+                let (sc, m) = get_scale_min_k4(s, scales);
+                let (d1, m1) = (d * sc as f32, dmin * m as f32);
+                for l in 0..32 {
+                    let lo = (qs[32 * (s / 2) + l] >> (4 * (s % 2))) & 0xF;
+                    let hi = (qh[l] >> s) & 1;
+                    y[32 * s + l] = d1 * (lo | (hi << 4)) as f32 - m1;
+                }
             }
         }
         GgmlType::Q6_K => {
@@ -294,6 +378,80 @@ mod tests {
         assert_eq!(y[1], -16.0);
     }
 
+    /// Every quantized type's dequantization against gguf-py's (llama.cpp's Python reference),
+    /// bit for bit, on random blocks with finite scales and on all-ones / all-zero blocks: the
+    /// golden file `tests/data/dequant_golden.bin`, made by `scripts/gen-dequant-golden.sh`.
+    #[test]
+    fn dequantize_matches_gguf_py() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/data/dequant_golden.bin"
+        );
+        let data = std::fs::read(path).unwrap_or_else(|e| {
+            panic!("{path}: {e} (the golden file is committed; scripts/gen-dequant-golden.sh makes it)")
+        });
+        let u32_at = |o: usize| u32::from_le_bytes(data[o..o + 4].try_into().unwrap()) as usize;
+        let mut seen = Vec::new();
+        let mut o = 0;
+        while o < data.len() {
+            let (id, n, bb, bs) = (u32_at(o), u32_at(o + 4), u32_at(o + 8), u32_at(o + 12));
+            o += 16;
+            let ty = GgmlType::from_id(id as u32).unwrap_or_else(|| panic!("type id {id}"));
+            assert_eq!((ty.block_bytes(), ty.block_size()), (bb, bs), "{ty}");
+            let blocks = &data[o..o + n * bb];
+            o += n * bb;
+            let want: Vec<f32> = data[o..o + 4 * n * bs]
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect();
+            o += 4 * n * bs;
+            let mut got = vec![f32::NAN; n * bs];
+            dequantize(ty, blocks, &mut got);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(
+                    g.to_bits(),
+                    w.to_bits(),
+                    "{ty} block {} element {}: {g} vs gguf-py {w}",
+                    i / bs,
+                    i % bs
+                );
+            }
+            seen.push(ty);
+        }
+        for ty in [
+            GgmlType::Q2_K,
+            GgmlType::Q3_K,
+            GgmlType::Q5_K,
+            GgmlType::Q4_K,
+            GgmlType::Q6_K,
+        ] {
+            assert!(seen.contains(&ty), "{ty} missing from the golden file");
+        }
+    }
+
+    #[test]
+    fn q3k_scales_match_ggml_unpacking() {
+        // ggml's dequantize_row_q3_K unpacking (u32 masks), written out independently.
+        let s: [u8; 12] = [
+            0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 0xe4, 0x1b, 0x72, 0x8d,
+        ];
+        let w = |i: usize| u32::from_le_bytes(s[4 * i..4 * i + 4].try_into().unwrap());
+        let (a0, a1, tmp) = (w(0), w(1), w(2));
+        let (k1, k2) = (0x0303_0303u32, 0x0f0f_0f0fu32);
+        let aux = [
+            (a0 & k2) | ((tmp & k1) << 4),
+            (a1 & k2) | (((tmp >> 2) & k1) << 4),
+            ((a0 >> 4) & k2) | (((tmp >> 4) & k1) << 4),
+            ((a1 >> 4) & k2) | (((tmp >> 6) & k1) << 4),
+        ];
+        let want: Vec<i8> = aux
+            .iter()
+            .flat_map(|a| a.to_le_bytes())
+            .map(|b| b as i8 - 32)
+            .collect();
+        assert_eq!(q3k_scales(&s).to_vec(), want);
+    }
+
     #[test]
     fn ids_roundtrip() {
         for t in [
@@ -303,7 +461,10 @@ mod tests {
             GgmlType::Q4_0,
             GgmlType::Q5_0,
             GgmlType::Q8_0,
+            GgmlType::Q2_K,
+            GgmlType::Q3_K,
             GgmlType::Q4_K,
+            GgmlType::Q5_K,
             GgmlType::Q6_K,
             GgmlType::Q8_K,
         ] {
@@ -311,5 +472,6 @@ mod tests {
         }
         assert_eq!(GgmlType::from_id(3), None);
         assert_eq!(GgmlType::name_of_id(13), "Q5_K");
+        assert_eq!(GgmlType::name_of_id(11), "Q3_K");
     }
 }

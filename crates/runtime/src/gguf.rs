@@ -107,7 +107,7 @@ pub enum GgufError {
         hint: &'static str,
     },
     /// A tensor uses a type we do not support.
-    #[error("{path}: tensor {tensor} has unsupported type {type_name} (id {type_id}); supported: F32, F16, BF16, Q4_0, Q5_0, Q8_0, Q4_K, Q6_K")]
+    #[error("{path}: tensor {tensor} has unsupported type {type_name} (id {type_id}); supported: F32, F16, BF16, Q4_0, Q5_0, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K")]
     UnsupportedType {
         /// File.
         path: PathBuf,
@@ -501,8 +501,23 @@ mod tests {
                 .unwrap();
             name_pos + 9 + 4 + 16
         };
-        v[idx..idx + 4].copy_from_slice(&13u32.to_le_bytes());
+        // Q4_1 (id 3): not supported.
+        v[idx..idx + 4].copy_from_slice(&3u32.to_le_bytes());
         let e = GgufFile::from_bytes(p(), v).unwrap_err();
-        assert!(e.to_string().contains("Q5_K"), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("Q4_1") && msg.contains("supported: F32"),
+            "{e}"
+        );
+        // The list names every weight type the loader accepts.
+        let listed = msg.split("supported: ").nth(1).unwrap();
+        for id in 0..64 {
+            if let Some(t) = GgmlType::from_id(id).filter(|&t| t != GgmlType::Q8_K) {
+                assert!(
+                    listed.split(", ").any(|n| n == t.name()),
+                    "{t} missing from {msg}"
+                );
+            }
+        }
     }
 }

@@ -11,8 +11,8 @@
 //! The results differ from the AVX2 level in rounding (exact block sums first), within the
 //! tolerances of the tests.
 //!
-//! Q4_K / Q6_K use the AVX2 kernel (`avx2::rows_k`: transposed super-blocks, sub-block sums
-//! in i16), so both levels give the same bits for them. (An earlier VNNI version scaled each
+//! The K-quants (Q2_K / Q3_K / Q4_K / Q5_K / Q6_K) use the AVX2 kernel (`avx2::rows_k`: transposed
+//! super-blocks, sub-block sums in i16), so both levels give the same bits for them. (An earlier VNNI version scaled each
 //! run of 32 with `vpdpwssd`: two multiply instructions per 32 weights and token, against
 //! about 1.1 / 1.5 in the transposed AVX2 kernel.)
 //!

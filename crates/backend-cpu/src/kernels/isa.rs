@@ -29,7 +29,7 @@ pub(crate) type QuantizeQ8KFn = unsafe fn(&[f32], &mut [i8], &mut [f32], &mut [i
 pub struct Layouts {
     /// The Q8_0 output projection repacked as [`super::PackedQ8`].
     pub packed_output: bool,
-    /// Q4_K / Q6_K matrices as [`super::TransposedK`].
+    /// Q2_K / Q3_K / Q4_K / Q5_K / Q6_K matrices as [`super::TransposedK`].
     pub transposed_k: bool,
     /// Q4_0 / Q5_0 / Q8_0 layer matrices as [`super::TransposedQ0`].
     pub transposed_q0: bool,
@@ -331,7 +331,7 @@ impl Isa {
                 }
                 Acts::Q8(a)
             }
-            GgmlType::Q4_K | GgmlType::Q6_K => {
+            GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
                 let mut a = quant::Q8KActs::quantize(self, x, w.cols, n_tok);
                 if self.interleaved_acts {
                     a.interleave();

@@ -5,9 +5,9 @@
 //!
 //! The design follows ggml: for a quantized `W` the f32 activations are quantized once per call
 //! into 8-bit blocks (32-element blocks with an f32 scale for Q4_0 / Q5_0 / Q8_0, 256-element
-//! super-blocks with an f32 scale and per-16 sums for Q4_K / Q6_K), and every output is a sum of
-//! exact integer block dot products times the two block scales. F16 / BF16 / F32 weights are
-//! multiplied with the f32 activations directly.
+//! super-blocks with an f32 scale and per-16 sums for the K-quants Q2_K / Q3_K / Q4_K / Q5_K / Q6_K),
+//! and every output is a sum of exact integer block dot products times the two block scales.
+//! F16 / BF16 / F32 weights are multiplied with the f32 activations directly.
 //!
 //! Each kernel exists as a plain scalar version ([`SimdLevel::Scalar`], the specification), an
 //! AVX2 + FMA + F16C version ([`SimdLevel::Avx2`]) and, for the quantized matmuls, an AVX-512
@@ -20,7 +20,7 @@
 //!
 //! Output rows are split into coarse chunks run on the current rayon pool; inside a chunk every
 //! weight row is read from memory once and multiplied with a group of up to 16 tokens (Q4_0 /
-//! Q5_0 / Q8_0 and Q4_K / Q6_K, whose SIMD kernels sum whole blocks or sub-blocks in integers, a
+//! Q5_0 / Q8_0 and the K-quants, whose SIMD kernels sum whole blocks or sub-blocks in integers, a
 //! block per vector lane, over activations interleaved to match) or 4 (float weights) at a time
 //! (once per 128 KiB of activations for long prompts, which keeps those in L2). Every token has
 //! its own accumulators and the same float operations whatever the group size, so a token's
@@ -222,7 +222,7 @@ pub(crate) enum Acts<'a> {
     F32(&'a [f32]),
     /// 32-element 8-bit blocks, for Q4_0 / Q5_0 / Q8_0 weights.
     Q8(Q8Acts),
-    /// 256-element 8-bit super-blocks, for Q4_K / Q6_K weights.
+    /// 256-element 8-bit super-blocks, for Q2_K / Q3_K / Q4_K / Q5_K / Q6_K weights.
     Q8K(Q8KActs),
 }
 
@@ -230,6 +230,28 @@ pub(crate) enum Acts<'a> {
 #[inline]
 pub(crate) fn f16_le(b: &[u8]) -> f32 {
     half::f16::from_le_bytes([b[0], b[1]]).to_f32()
+}
+
+/// Unpacks the 12 packed bytes of Q3_K scales into their 16 unsigned 6-bit values (the scales
+/// plus 32: `switchyard_core::dtype::q3k_scales` minus the offset), as ggml does.
+#[inline]
+pub(crate) fn unpack_q3k_scales(s: &[u8; 12]) -> [u8; 16] {
+    const K1: u32 = 0x0303_0303;
+    const K2: u32 = 0x0f0f_0f0f;
+    let u0 = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+    let u1 = u32::from_le_bytes([s[4], s[5], s[6], s[7]]);
+    let u2 = u32::from_le_bytes([s[8], s[9], s[10], s[11]]);
+    let w = [
+        (u0 & K2) | ((u2 & K1) << 4),
+        (u1 & K2) | (((u2 >> 2) & K1) << 4),
+        ((u0 >> 4) & K2) | (((u2 >> 4) & K1) << 4),
+        ((u1 >> 4) & K2) | (((u2 >> 6) & K1) << 4),
+    ];
+    let mut out = [0u8; 16];
+    for (o, w) in out.chunks_exact_mut(4).zip(w) {
+        o.copy_from_slice(&w.to_le_bytes());
+    }
+    out
 }
 
 /// Unpacks the 12 packed bytes of Q4_K scales and mins into 16 bytes: bytes 0..8 are the eight

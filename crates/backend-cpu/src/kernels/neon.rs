@@ -13,9 +13,9 @@
 //! - Q4_0 / Q5_0 / Q8_0: two 16-byte dot products give 4 exact partial sums in i32 lanes, which
 //!   are converted and accumulated with the product of the block scales (one FMA; the 4 lanes are
 //!   added at the end of the row);
-//! - Q4_K / Q6_K: the dot product of each 32- / 16-element sub-block is multiplied by its scale in
-//!   i32 lanes, the super-block's integer sum taken once, then the same float operations as the
-//!   scalar kernel, so Q4_K / Q6_K give the scalar kernel's bits.
+//! - the K-quants: the dot product of each 32-element (Q4_K / Q5_K) or 16-element (Q6_K / Q3_K)
+//!   sub-block is multiplied by its scale in i32 lanes, the super-block's integer sum taken once,
+//!   then the same float operations as the scalar kernel, so they give the scalar kernel's bits.
 //!
 //! Without `sdot` the 16 products are formed by `smull` and added pairwise (`sadalp`): the same
 //! integer totals, spread differently over the lanes.
@@ -32,7 +32,7 @@ use std::arch::asm;
 use switchyard_core::GgmlType;
 
 use super::quant::{self, Q8Acts, Q8KActs, QK8, QKK};
-use super::{f16_le, unpack_q4k_scales, Acts, OutPtr, QMatrix};
+use super::{f16_le, unpack_q3k_scales, unpack_q4k_scales, Acts, OutPtr, QMatrix};
 
 /// Most tokens multiplied with one weight row at a time.
 const NT_MAX: usize = 8;
@@ -220,14 +220,20 @@ fn rows_impl<const DOT: bool>(
                 go!(1 2 3 4 5 6 7 8);
             }
         }
-        (GgmlType::Q4_K | GgmlType::Q6_K, Acts::Q8K(a)) => {
-            let q6 = w.dtype == GgmlType::Q6_K;
+        (
+            GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K,
+            Acts::Q8K(a),
+        ) => {
+            let k = k_kind(w.dtype);
             for (t0, nt) in quant::token_groups(n_tok, NT_MAX) {
                 macro_rules! go {
                     ($($n:literal)*) => {
-                        match (nt, q6) {
-                            $(($n, false) => k_rows::<$n, false, DOT>(w, a, t0, r0, r1, out),
-                              ($n, true) => k_rows::<$n, true, DOT>(w, a, t0, r0, r1, out),)*
+                        match (nt, k) {
+                            $(($n, KQ4) => k_rows::<$n, KQ4, DOT>(w, a, t0, r0, r1, out),
+                              ($n, KQ5) => k_rows::<$n, KQ5, DOT>(w, a, t0, r0, r1, out),
+                              ($n, KQ6) => k_rows::<$n, KQ6, DOT>(w, a, t0, r0, r1, out),
+                              ($n, KQ3) => k_rows::<$n, KQ3, DOT>(w, a, t0, r0, r1, out),
+                              ($n, KQ2) => k_rows::<$n, KQ2, DOT>(w, a, t0, r0, r1, out),)*
                             _ => unreachable!("token group of {nt}"),
                         }
                     };
@@ -301,84 +307,185 @@ fn q0_rows<const N: usize, const K: u8, const DOT: bool>(
     });
 }
 
-/// A Q4_K / Q6_K super-block decoded: 16 vectors of 16 signed quants (elements `16 i ..`; Q6_K
-/// without its offset 32, which is applied exactly here too), and the integer scale of each.
+/// K-quant kinds of [`k_decode`] and [`k_rows`].
+const KQ4: u8 = 0;
+const KQ5: u8 = 1;
+const KQ6: u8 = 2;
+const KQ3: u8 = 3;
+const KQ2: u8 = 4;
+
+fn k_kind(ty: GgmlType) -> u8 {
+    match ty {
+        GgmlType::Q4_K => KQ4,
+        GgmlType::Q5_K => KQ5,
+        GgmlType::Q6_K => KQ6,
+        GgmlType::Q3_K => KQ3,
+        _ => KQ2,
+    }
+}
+
+/// Whether a kind has 16 scales of 16 elements (Q6_K, Q3_K, Q2_K) rather than 8 scales and
+/// mins of 32 elements (Q4_K, Q5_K).
+const fn k16(k: u8) -> bool {
+    k == KQ6 || k == KQ3 || k == KQ2
+}
+
+/// A K-quant super-block decoded: 16 vectors of 16 signed quants (elements `16 i ..`; Q6_K /
+/// Q3_K without their offsets 32 / 4, which are applied exactly here too), and the integer scale
+/// of each.
 struct KBlock {
     q: [int8x16_t; 16],
-    /// Q4_K: the 8 sub-block scales, then the 8 mins. Q6_K: the 16 scales.
+    /// Q4_K / Q5_K: the 8 sub-block scales, then the 8 mins. Q6_K / Q3_K / Q2_K: the 16
+    /// scales.
     sc: [i32; 16],
+    /// Q2_K: the 16 mins.
+    mn: [i32; 16],
     d: f32,
     dmin: f32,
 }
 
 #[target_feature(enable = "neon")]
 #[inline]
-fn k_decode<const Q6: bool>(b: &[u8]) -> KBlock {
+fn k_decode<const K: u8>(b: &[u8]) -> KBlock {
     let mut q = [vdupq_n_s8(0); 16];
     let mut sc = [0i32; 16];
-    if Q6 {
-        let (ql, qh, s) = (&b[0..128], &b[128..192], &b[192..208]);
-        for n in 0..2 {
-            for h in 0..2 {
-                let l0 = ql[64 * n + 16 * h..].first_chunk::<16>().expect("16");
-                let l1 = ql[64 * n + 32 + 16 * h..].first_chunk::<16>().expect("16");
-                let (l0, l1) = (ld_u8(l0), ld_u8(l1));
-                let hb = ld_u8(&qh[32 * n + 16 * h..]);
-                let m4 = vdupq_n_u8(0xF);
-                let m3 = vdupq_n_u8(3);
-                // Element `128 n + 32 m + 16 h + l`: vector `8 n + 2 m + h`.
-                let v = [
-                    vorrq_u8(vandq_u8(l0, m4), vshlq_n_u8::<4>(vandq_u8(hb, m3))),
-                    vorrq_u8(
-                        vandq_u8(l1, m4),
-                        vshlq_n_u8::<4>(vandq_u8(vshrq_n_u8::<2>(hb), m3)),
-                    ),
-                    vorrq_u8(
-                        vshrq_n_u8::<4>(l0),
-                        vshlq_n_u8::<4>(vandq_u8(vshrq_n_u8::<4>(hb), m3)),
-                    ),
-                    vorrq_u8(vshrq_n_u8::<4>(l1), vshlq_n_u8::<4>(vshrq_n_u8::<6>(hb))),
-                ];
-                for (m, v) in v.into_iter().enumerate() {
-                    q[8 * n + 2 * m + h] = vsubq_s8(vreinterpretq_s8_u8(v), vdupq_n_s8(32));
+    let m4 = vdupq_n_u8(0xF);
+    match K {
+        KQ6 => {
+            let (ql, qh, s) = (&b[0..128], &b[128..192], &b[192..208]);
+            for n in 0..2 {
+                for h in 0..2 {
+                    let l0 = ql[64 * n + 16 * h..].first_chunk::<16>().expect("16");
+                    let l1 = ql[64 * n + 32 + 16 * h..].first_chunk::<16>().expect("16");
+                    let (l0, l1) = (ld_u8(l0), ld_u8(l1));
+                    let hb = ld_u8(&qh[32 * n + 16 * h..]);
+                    let m3 = vdupq_n_u8(3);
+                    // Element `128 n + 32 m + 16 h + l`: vector `8 n + 2 m + h`.
+                    let v = [
+                        vorrq_u8(vandq_u8(l0, m4), vshlq_n_u8::<4>(vandq_u8(hb, m3))),
+                        vorrq_u8(
+                            vandq_u8(l1, m4),
+                            vshlq_n_u8::<4>(vandq_u8(vshrq_n_u8::<2>(hb), m3)),
+                        ),
+                        vorrq_u8(
+                            vshrq_n_u8::<4>(l0),
+                            vshlq_n_u8::<4>(vandq_u8(vshrq_n_u8::<4>(hb), m3)),
+                        ),
+                        vorrq_u8(vshrq_n_u8::<4>(l1), vshlq_n_u8::<4>(vshrq_n_u8::<6>(hb))),
+                    ];
+                    for (m, v) in v.into_iter().enumerate() {
+                        q[8 * n + 2 * m + h] = vsubq_s8(vreinterpretq_s8_u8(v), vdupq_n_s8(32));
+                    }
                 }
             }
-        }
-        for (sc, &s) in sc.iter_mut().zip(s) {
-            *sc = i32::from(s as i8);
-        }
-        KBlock {
-            q,
-            sc,
-            d: f16_le(&b[208..210]),
-            dmin: 0.0,
-        }
-    } else {
-        let sm = unpack_q4k_scales(b[4..16].try_into().expect("12 bytes"));
-        let qs = &b[16..144];
-        for j in 0..4 {
-            for h in 0..2 {
-                let v = ld_u8(&qs[32 * j + 16 * h..]);
-                q[4 * j + h] = vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0xF)));
-                q[4 * j + 2 + h] = vreinterpretq_s8_u8(vshrq_n_u8::<4>(v));
+            for (sc, &s) in sc.iter_mut().zip(s) {
+                *sc = i32::from(s as i8);
+            }
+            KBlock {
+                q,
+                sc,
+                mn: [0; 16],
+                d: f16_le(&b[208..210]),
+                dmin: 0.0,
             }
         }
-        for (sc, &s) in sc.iter_mut().zip(&sm) {
-            *sc = i32::from(s);
+        KQ2 => {
+            let (scales, qs) = (&b[0..16], &b[16..80]);
+            for h in 0..2 {
+                for n in 0..2 {
+                    let mut v = ld_u8(&qs[32 * n + 16 * h..]);
+                    // Element `128 n + 32 j + 16 h + l`: vector `8 n + 2 j + h`, bits 2 j.. of
+                    // the `qs` byte.
+                    for j in 0..4 {
+                        q[8 * n + 2 * j + h] = vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(3)));
+                        v = vshrq_n_u8::<2>(v);
+                    }
+                }
+            }
+            let mut mn = [0i32; 16];
+            for ((sc, mn), &s) in sc.iter_mut().zip(&mut mn).zip(scales) {
+                *sc = i32::from(s & 0xF);
+                *mn = i32::from(s >> 4);
+            }
+            KBlock {
+                q,
+                sc,
+                mn,
+                d: f16_le(&b[80..82]),
+                dmin: f16_le(&b[82..84]),
+            }
         }
-        KBlock {
-            q,
-            sc,
-            d: f16_le(&b[0..2]),
-            dmin: f16_le(&b[2..4]),
+        KQ3 => {
+            let (hmask, qs) = (&b[0..32], &b[32..96]);
+            for h in 0..2 {
+                let mut hm = ld_u8(&hmask[16 * h..]);
+                for n in 0..2 {
+                    let mut v = ld_u8(&qs[32 * n + 16 * h..]);
+                    // Element `128 n + 32 j + 16 h + l`: vector `8 n + 2 j + h`; low 2 bits at
+                    // bit 2 j of the `qs` byte, the high bit at bit 4 n + j of the `hmask` byte.
+                    for j in 0..4 {
+                        let hb = vshlq_n_u8::<2>(vandq_u8(hm, vdupq_n_u8(1)));
+                        let u = vorrq_u8(vandq_u8(v, vdupq_n_u8(3)), hb);
+                        q[8 * n + 2 * j + h] = vsubq_s8(vreinterpretq_s8_u8(u), vdupq_n_s8(4));
+                        v = vshrq_n_u8::<2>(v);
+                        hm = vshrq_n_u8::<1>(hm);
+                    }
+                }
+            }
+            let s = unpack_q3k_scales(b[96..108].try_into().expect("12 bytes"));
+            for (sc, &s) in sc.iter_mut().zip(&s) {
+                *sc = i32::from(s) - 32;
+            }
+            KBlock {
+                q,
+                sc,
+                mn: [0; 16],
+                d: f16_le(&b[108..110]),
+                dmin: 0.0,
+            }
+        }
+        _ => {
+            let sm = unpack_q4k_scales(b[4..16].try_into().expect("12 bytes"));
+            let q5 = K == KQ5;
+            let qs = if q5 { &b[48..176] } else { &b[16..144] };
+            for h in 0..2 {
+                // Q5_K: bit `s` of `qh[16 h + l]` is the fifth bit of sub-block `s`.
+                let mut qh = if q5 {
+                    ld_u8(&b[16 + 16 * h..])
+                } else {
+                    vdupq_n_u8(0)
+                };
+                for j in 0..4 {
+                    let v = ld_u8(&qs[32 * j + 16 * h..]);
+                    let (mut lo, mut hi) = (vandq_u8(v, m4), vshrq_n_u8::<4>(v));
+                    if q5 {
+                        let one = vdupq_n_u8(1);
+                        lo = vorrq_u8(lo, vshlq_n_u8::<4>(vandq_u8(qh, one)));
+                        hi = vorrq_u8(hi, vshlq_n_u8::<4>(vandq_u8(vshrq_n_u8::<1>(qh), one)));
+                        qh = vshrq_n_u8::<2>(qh);
+                    }
+                    q[4 * j + h] = vreinterpretq_s8_u8(lo);
+                    q[4 * j + 2 + h] = vreinterpretq_s8_u8(hi);
+                }
+            }
+            for (sc, &s) in sc.iter_mut().zip(&sm) {
+                *sc = i32::from(s);
+            }
+            KBlock {
+                q,
+                sc,
+                mn: [0; 16],
+                d: f16_le(&b[0..2]),
+                dmin: f16_le(&b[2..4]),
+            }
         }
     }
 }
 
-/// Q4_K / Q6_K rows `r0..r1` for tokens `t0..t0 + N`.
+/// K-quant rows `r0..r1` for tokens `t0..t0 + N`.
 #[target_feature(enable = "neon")]
 #[inline]
-fn k_rows<const N: usize, const Q6: bool, const DOT: bool>(
+fn k_rows<const N: usize, const K: u8, const DOT: bool>(
     w: &QMatrix<'_>,
     a: &Q8KActs,
     t0: usize,
@@ -395,17 +502,24 @@ fn k_rows<const N: usize, const Q6: bool, const DOT: bool>(
         let row = w.row(r);
         let mut sum = [0f32; N];
         for b in 0..nb {
-            let kb = k_decode::<Q6>(&row[b * bb..(b + 1) * bb]);
+            let kb = k_decode::<K>(&row[b * bb..(b + 1) * bb]);
             for t in 0..N {
                 let x = &xq[t][QKK * b..QKK * (b + 1)];
                 let mut isum = vdupq_n_s32(0);
-                if Q6 {
+                if k16(K) {
                     for (v, (&q, &s)) in kb.q.iter().zip(&kb.sc).enumerate() {
                         let p = dot16::<DOT>(vdupq_n_s32(0), q, ld_s8(&x[16 * v..]));
                         isum = vmlaq_n_s32(isum, p, s);
                     }
                     let sumi = vaddvq_s32(isum);
-                    sum[t] += kb.d * xd[t][b] * sumi as f32;
+                    if K == KQ2 {
+                        let bs = &xs[t][16 * b..16 * (b + 1)];
+                        let summ: i32 = (0..16).map(|k| kb.mn[k] * i32::from(bs[k])).sum();
+                        let dx = xd[t][b];
+                        sum[t] += kb.d * dx * sumi as f32 - kb.dmin * dx * summ as f32;
+                    } else {
+                        sum[t] += kb.d * xd[t][b] * sumi as f32;
+                    }
                 } else {
                     for s in 0..8 {
                         let p = dot16::<DOT>(vdupq_n_s32(0), kb.q[2 * s], ld_s8(&x[32 * s..]));

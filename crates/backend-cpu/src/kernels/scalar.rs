@@ -31,6 +31,9 @@ pub(crate) fn rows(
                 (GgmlType::Q5_0, Acts::Q8(a)) => dot_q5_0(row, a, t),
                 (GgmlType::Q4_K, Acts::Q8K(a)) => dot_q4_k(row, a, t),
                 (GgmlType::Q6_K, Acts::Q8K(a)) => dot_q6_k(row, a, t),
+                (GgmlType::Q5_K, Acts::Q8K(a)) => dot_q5_k(row, a, t),
+                (GgmlType::Q3_K, Acts::Q8K(a)) => dot_q3_k(row, a, t),
+                (GgmlType::Q2_K, Acts::Q8K(a)) => dot_q2_k(row, a, t),
                 (_, Acts::F32(x)) => dot_f32(&buf, &x[t * w.cols..(t + 1) * w.cols]),
                 (ty, _) => unreachable!("no kernel for {ty}"),
             };
@@ -124,6 +127,89 @@ fn dot_q4_k(row: &[u8], a: &Q8KActs, t: usize) -> f32 {
         }
         for s in 0..8 {
             summ += sm[8 + s] as i32 * (bs[2 * s] as i32 + bs[2 * s + 1] as i32);
+        }
+        sum += d * dx * sumi as f32 - dmin * dx * summ as f32;
+    }
+    sum
+}
+
+/// As [`dot_q4_k`], with 5-bit quants: the low 4 bits of sub-block `s` in nibble `s % 2` of
+/// `qs[32 (s / 2) + l]`, the fifth at bit `s` of `qh[l]`.
+fn dot_q5_k(row: &[u8], a: &Q8KActs, t: usize) -> f32 {
+    let (xq, xd, bsums) = (a.qs(t), a.d(t), a.bsums(t));
+    let mut sum = 0f32;
+    for (((b, x), &dx), bs) in row
+        .chunks_exact(176)
+        .zip(xq.chunks_exact(QKK))
+        .zip(xd)
+        .zip(bsums.chunks_exact(16))
+    {
+        let d = f16_le(&b[0..2]);
+        let dmin = f16_le(&b[2..4]);
+        let sm = unpack_q4k_scales(b[4..16].try_into().expect("12 bytes"));
+        let (qh, qs) = (&b[16..48], &b[48..176]);
+        let mut sumi = 0i32;
+        let mut summ = 0i32;
+        for s in 0..8 {
+            let q = (0..32).map(|l| {
+                let lo = (qs[32 * (s / 2) + l] >> (4 * (s % 2))) & 0xF;
+                (lo | ((qh[l] >> s) & 1) << 4) as i32
+            });
+            sumi += sm[s] as i32 * block_dot(q, &x[32 * s..32 * s + 32]);
+            summ += sm[8 + s] as i32 * (bs[2 * s] as i32 + bs[2 * s + 1] as i32);
+        }
+        sum += d * dx * sumi as f32 - dmin * dx * summ as f32;
+    }
+    sum
+}
+
+/// Q3_K: `sum_sb d dx sum_k sc_k dot_k(q - 4, x)` over the 16 runs `k` of 16 elements. Element
+/// `128 n + 32 j + l` has its low 2 bits at bit `2 j` of `qs[32 n + l]` and its high bit at bit
+/// `4 n + j` of `hmask[l]` (clear: the value is 4 lower).
+fn dot_q3_k(row: &[u8], a: &Q8KActs, t: usize) -> f32 {
+    let (xq, xd) = (a.qs(t), a.d(t));
+    let mut sum = 0f32;
+    for ((b, x), &dx) in row.chunks_exact(110).zip(xq.chunks_exact(QKK)).zip(xd) {
+        let (hmask, qs) = (&b[0..32], &b[32..96]);
+        let sc = switchyard_core::dtype::q3k_scales(&b[96..108]);
+        let d = f16_le(&b[108..110]);
+        let mut sumi = 0i32;
+        for e0 in (0..QKK).step_by(16) {
+            let (n, j, l0) = (e0 / 128, (e0 % 128) / 32, e0 % 32);
+            let q = (l0..l0 + 16).map(|l| {
+                let lo = (qs[32 * n + l] >> (2 * j)) & 3;
+                let hi = (hmask[l] >> (4 * n + j)) & 1;
+                (lo | hi << 2) as i32 - 4
+            });
+            sumi += sc[e0 / 16] as i32 * block_dot(q, &x[e0..e0 + 16]);
+        }
+        sum += d * dx * sumi as f32;
+    }
+    sum
+}
+
+/// Q2_K: `sum_sb d dx sum_k sc_k dot_k(q, x) - dmin dx sum_k m_k bsum_k` over the 16 runs `k`
+/// of 16 elements, with the scale `sc_k` and min `m_k` in the low and high nibbles of
+/// `scales[k]`. Element `128 n + 32 j + l` is at bits `2 j..` of `qs[32 n + l]`.
+fn dot_q2_k(row: &[u8], a: &Q8KActs, t: usize) -> f32 {
+    let (xq, xd, bsums) = (a.qs(t), a.d(t), a.bsums(t));
+    let mut sum = 0f32;
+    for (((b, x), &dx), bs) in row
+        .chunks_exact(84)
+        .zip(xq.chunks_exact(QKK))
+        .zip(xd)
+        .zip(bsums.chunks_exact(16))
+    {
+        let (scales, qs) = (&b[0..16], &b[16..80]);
+        let d = f16_le(&b[80..82]);
+        let dmin = f16_le(&b[82..84]);
+        let mut sumi = 0i32;
+        let mut summ = 0i32;
+        for (k, &sc) in scales.iter().enumerate() {
+            let (n, j, l0) = (k / 8, (k % 8) / 2, 16 * (k % 2));
+            let q = (l0..l0 + 16).map(|l| ((qs[32 * n + l] >> (2 * j)) & 3) as i32);
+            sumi += (sc & 0xF) as i32 * block_dot(q, &x[16 * k..16 * k + 16]);
+            summ += (sc >> 4) as i32 * bs[k] as i32;
         }
         sum += d * dx * sumi as f32 - dmin * dx * summ as f32;
     }

@@ -28,16 +28,27 @@ use super::quant::{quantize_q8_scalar, quantize_q8k_scalar, Q8Acts, Q8KActs, QK8
 use super::transposed::{k_quants, set_k_quants};
 use super::*;
 
-const TYPES: [GgmlType; 8] = [
+const TYPES: [GgmlType; 11] = [
     GgmlType::Q8_0,
     GgmlType::Q5_0,
     GgmlType::Q4_0,
     GgmlType::Q4_K,
     GgmlType::Q6_K,
+    GgmlType::Q5_K,
+    GgmlType::Q3_K,
+    GgmlType::Q2_K,
     GgmlType::F16,
     GgmlType::BF16,
     GgmlType::F32,
 ];
+
+/// The K-quants: 256-element super-blocks over Q8_K activations.
+fn is_k(ty: GgmlType) -> bool {
+    matches!(
+        ty,
+        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K
+    )
+}
 
 fn put_f16(b: &mut [u8], at: usize, v: f32) {
     b[at..at + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
@@ -51,11 +62,16 @@ fn random_matrix(ty: GgmlType, rows: usize, cols: usize, rng: &mut StdRng) -> Ve
             GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => {
                 put_f16(b, 0, rng.gen_range(-0.1..0.1))
             }
-            GgmlType::Q4_K => {
+            GgmlType::Q4_K | GgmlType::Q5_K => {
                 put_f16(b, 0, rng.gen_range(-0.1..0.1));
                 put_f16(b, 2, rng.gen_range(0.0..0.1));
             }
             GgmlType::Q6_K => put_f16(b, 208, rng.gen_range(-0.1..0.1)),
+            GgmlType::Q3_K => put_f16(b, 108, rng.gen_range(-0.1..0.1)),
+            GgmlType::Q2_K => {
+                put_f16(b, 80, rng.gen_range(-0.1..0.1));
+                put_f16(b, 82, rng.gen_range(0.0..0.1));
+            }
             GgmlType::F16 => put_f16(b, 0, rng.gen_range(-1.0..1.0)),
             GgmlType::BF16 => {
                 b.copy_from_slice(&bf16::from_f32(rng.gen_range(-1.0..1.0)).to_le_bytes())
@@ -96,7 +112,7 @@ fn seen_acts(ty: GgmlType, x: &[f32], cols: usize, n_tok: usize) -> (Vec<f32>, V
                 d,
             )
         }
-        GgmlType::Q4_K | GgmlType::Q6_K => {
+        ty if is_k(ty) => {
             let a = Q8KActs::quantize(Isa::get(SimdLevel::Scalar), x, cols, n_tok);
             let d: Vec<f32> = (0..x.len()).map(|i| a.d[i / QKK]).collect();
             (
@@ -136,9 +152,9 @@ fn check(ty: GgmlType, rows: usize, cols: usize, n_tok: usize, seed: u64) {
     results.extend(packed(&w, &x, n_tok));
 
     let scalar = &results[0].1;
-    // The NEON kernels of Q4_K / Q6_K do the scalar kernel's float operations on the same exact
+    // The NEON kernels of the K-quants do the scalar kernel's float operations on the same exact
     // integers: the same bits.
-    if matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K) {
+    if is_k(ty) {
         for (level, out) in &results {
             if level.starts_with("neon") {
                 let same = out
@@ -308,8 +324,13 @@ fn packed_q8_is_made_for_q8_0_with_avx2_only() {
 #[test]
 fn k_quant_codec_round_trips() {
     let mut rng = StdRng::seed_from_u64(5);
-    for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
-        let max = if ty == GgmlType::Q4_K { 16 } else { 64 };
+    for (ty, max) in [
+        (GgmlType::Q4_K, 16),
+        (GgmlType::Q6_K, 64),
+        (GgmlType::Q5_K, 32),
+        (GgmlType::Q3_K, 8),
+        (GgmlType::Q2_K, 4),
+    ] {
         for _ in 0..20 {
             let mut b: Vec<u8> = (0..ty.block_bytes()).map(|_| rng.gen()).collect();
             let orig = b.clone();
@@ -328,7 +349,7 @@ fn k_quant_codec_round_trips() {
 
 fn cols_for(ty: GgmlType) -> &'static [usize] {
     match ty {
-        GgmlType::Q4_K | GgmlType::Q6_K => &[256, 512, 768, 2048],
+        ty if is_k(ty) => &[256, 512, 768, 2048],
         _ => &[32, 64, 224, 256, 416, 640, 896, 1312, 2048],
     }
 }
@@ -371,6 +392,21 @@ fn matmul_q6_k() {
 }
 
 #[test]
+fn matmul_q5_k() {
+    grid(GgmlType::Q5_K);
+}
+
+#[test]
+fn matmul_q3_k() {
+    grid(GgmlType::Q3_K);
+}
+
+#[test]
+fn matmul_q2_k() {
+    grid(GgmlType::Q2_K);
+}
+
+#[test]
 fn matmul_f16() {
     grid(GgmlType::F16);
 }
@@ -391,8 +427,9 @@ fn matmul_f32() {
     }
 }
 
-/// Quants at the ends of their ranges (Q8_0 -128 / 127, Q4_0 15, Q5_0 31, Q4_K 15 with scales
-/// and mins 63, Q6_K 63 with scales 127 / -128) against activations
+/// Quants at the ends of their ranges (Q8_0 -128 / 127, Q4_0 15, Q5_0 31, Q4_K 15 / Q5_K 31 with
+/// scales and mins 63, Q6_K 63 with scales 127 / -128, Q3_K 3 with scales 31 and -4 with scales
+/// -32, Q2_K 3 with scales and mins 15) against activations
 /// whose quants are all +-127: the kernels' i16 partial sums (pairs, and for Q4_0 / Q5_0 sums of
 /// several vectors before widening) must not saturate, so every level gives the exact value.
 #[test]
@@ -403,9 +440,12 @@ fn matmul_extreme_quants_do_not_saturate() {
         GgmlType::Q5_0,
         GgmlType::Q4_K,
         GgmlType::Q6_K,
+        GgmlType::Q5_K,
+        GgmlType::Q3_K,
+        GgmlType::Q2_K,
     ];
     for ty in types {
-        let k = matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K);
+        let k = is_k(ty);
         let col_set: &[usize] = if k {
             &[256, 512, 2048]
         } else {
@@ -419,7 +459,12 @@ fn matmul_extreme_quants_do_not_saturate() {
                     // Alternating blocks of all -128 and all 127.
                     GgmlType::Q8_0 => b[2..].fill(if bi % 2 == 0 { 0x80 } else { 0x7f }),
                     // Every quant 15, every scale and min 63 (all bits set), d = dmin = 1.
-                    GgmlType::Q4_K => b[4..].fill(0xff),
+                    GgmlType::Q4_K | GgmlType::Q5_K => b[4..].fill(0xff),
+                    // Alternating super-blocks: every quant 3 (all bits set) with scales 31, and
+                    // every quant -4 (all bits clear) with scales -32.
+                    GgmlType::Q3_K => b.fill(if bi % 2 == 0 { 0xff } else { 0 }),
+                    // Every quant 3, every scale and min 15.
+                    GgmlType::Q2_K => b.fill(0xff),
                     // Every quant 63, scales alternating 127 / -128 per super-block, d = 1.
                     GgmlType::Q6_K => {
                         b[..192].fill(0xff);
@@ -429,11 +474,16 @@ fn matmul_extreme_quants_do_not_saturate() {
                     _ => b[2..].fill(0xff),
                 }
                 match ty {
-                    GgmlType::Q4_K => {
+                    GgmlType::Q4_K | GgmlType::Q5_K => {
                         put_f16(b, 0, 1.0);
                         put_f16(b, 2, 1.0);
                     }
                     GgmlType::Q6_K => put_f16(b, 208, 1.0),
+                    GgmlType::Q3_K => put_f16(b, 108, 1.0),
+                    GgmlType::Q2_K => {
+                        put_f16(b, 80, 1.0);
+                        put_f16(b, 82, 1.0);
+                    }
                     _ => put_f16(b, 0, 1.0),
                 }
             }
@@ -493,11 +543,7 @@ fn matmul_extreme_quants_do_not_saturate() {
 #[test]
 fn matmul_many_rows() {
     for (i, ty) in TYPES.into_iter().enumerate() {
-        let cols = if matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K) {
-            512
-        } else {
-            640
-        };
+        let cols = if is_k(ty) { 512 } else { 640 };
         check(ty, 517, cols, 1, 500 + i as u64);
         check(ty, 301, cols, 5, 600 + i as u64);
     }
@@ -756,6 +802,19 @@ fn token_groups_are_balanced() {
 }
 
 #[test]
+fn q3k_scale_unpacking_matches_core() {
+    let mut rng = StdRng::seed_from_u64(12);
+    for _ in 0..200 {
+        let s: [u8; 12] = rng.gen();
+        let u = unpack_q3k_scales(&s);
+        let want = switchyard_core::dtype::q3k_scales(&s);
+        for k in 0..16 {
+            assert_eq!(u[k] as i32 - 32, want[k] as i32, "scale {k} of {s:?}");
+        }
+    }
+}
+
+#[test]
 fn q4k_scale_unpacking_matches_core() {
     let mut rng = StdRng::seed_from_u64(11);
     for _ in 0..200 {
@@ -783,7 +842,7 @@ proptest! {
     ) {
         let ty = TYPES[ty];
         let cols = blocks * match ty {
-            GgmlType::Q4_K | GgmlType::Q6_K => 256,
+            ty if is_k(ty) => 256,
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 13,
             _ => 32,
         };
@@ -800,7 +859,7 @@ fn matmul_is_batch_invariant() {
     // 640 and 1312 columns: groups of 8 blocks and a half group; wide groups of 16 blocks, a
     // group of 8 and a half group (the AVX-512 Q4_0 / Q5_0 / Q8_0 layouts).
     for (ty, cols) in TYPES.into_iter().flat_map(|ty| {
-        if matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K) {
+        if is_k(ty) {
             vec![(ty, 512)]
         } else {
             vec![(ty, 640), (ty, 1312)]

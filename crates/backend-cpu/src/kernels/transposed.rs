@@ -1,12 +1,14 @@
-//! Weight layouts made at load for the AVX2 kernels: Q4_K / Q6_K super-blocks with their quants
+//! Weight layouts made at load for the AVX2 kernels: K-quant super-blocks with their quants
 //! transposed, and Q4_0 / Q5_0 / Q8_0 blocks decoded and transposed in groups of 8; their
 //! matmuls.
 
 use super::*;
 
-/// A Q4_K / Q6_K matrix whose super-blocks hold their quants transposed, made at load for the
-/// SIMD kernels of [`matmul_transposed_k`]: quant `32 j + 4 m + b` (sub-block `j`) is stored
-/// where the GGML layout keeps quant `32 m + 4 j + b`, scales and minimums unchanged. Decoding
+/// A K-quant (Q2_K / Q3_K / Q4_K / Q5_K / Q6_K) matrix whose super-blocks hold their quants
+/// transposed, made at load for the SIMD kernels of [`matmul_transposed_k`]: quant
+/// `32 j + 4 m + b` (sub-block `j`) is stored where the GGML layout keeps quant
+/// `32 m + 4 j + b` (all its bits, wherever the format keeps them), scales and minimums
+/// unchanged. Decoding
 /// such a super-block in element order then yields the 8 vectors whose i32 lane `j` holds 4
 /// quants of sub-block `j`, which the kernel would otherwise build with an 8 x 8 transpose per
 /// super-block and token group: at one token that transpose costs more than the products. The
@@ -18,18 +20,26 @@ pub struct TransposedK {
     pub(super) data: HugeBuf<u8>,
 }
 
-/// The 256 quants of a Q4_K (unsigned 4-bit) or Q6_K (unsigned 6-bit) super-block, in element
-/// order.
+/// The 256 quants of a K-quant super-block in element order, unsigned as the kernels decode
+/// them: Q4_K 4-bit, Q5_K 5-bit, Q6_K 6-bit (offset 32), Q3_K 3-bit (offset 4), Q2_K 2-bit.
 pub(super) fn k_quants(dtype: GgmlType, b: &[u8]) -> [u8; QKK] {
     let mut q = [0u8; QKK];
     for (e, q) in q.iter_mut().enumerate() {
+        let (s, l) = (e / 32, e % 32);
         *q = match dtype {
-            GgmlType::Q4_K => {
-                let (s, l) = (e / 32, e % 32);
-                (b[16 + 32 * (s / 2) + l] >> (4 * (s % 2))) & 0xF
+            GgmlType::Q4_K => (b[16 + 32 * (s / 2) + l] >> (4 * (s % 2))) & 0xF,
+            GgmlType::Q5_K => {
+                let lo = (b[48 + 32 * (s / 2) + l] >> (4 * (s % 2))) & 0xF;
+                lo | (((b[16 + l] >> s) & 1) << 4)
             }
+            GgmlType::Q3_K => {
+                let (n, j) = (s / 4, s % 4);
+                let lo = (b[32 + 32 * n + l] >> (2 * j)) & 3;
+                lo | (((b[l] >> s) & 1) << 2)
+            }
+            GgmlType::Q2_K => (b[16 + 32 * (s / 4) + l] >> (2 * (s % 4))) & 3,
             _ => {
-                let (n, m, l) = (e / 128, (e % 128) / 32, e % 32);
+                let (n, m) = (e / 128, (e % 128) / 32);
                 let lo = (b[64 * n + 32 * (m % 2) + l] >> (4 * (m / 2))) & 0xF;
                 let hi = (b[128 + 32 * n + l] >> (2 * m)) & 3;
                 lo | (hi << 4)
@@ -39,20 +49,31 @@ pub(super) fn k_quants(dtype: GgmlType, b: &[u8]) -> [u8; QKK] {
     q
 }
 
-/// Stores `q` as the quants of the Q4_K / Q6_K super-block `b` (inverse of [`k_quants`]).
+/// Stores `q` as the quants of the K-quant super-block `b` (inverse of [`k_quants`]).
 pub(super) fn set_k_quants(dtype: GgmlType, b: &mut [u8], q: &[u8; QKK]) {
     match dtype {
         GgmlType::Q4_K => b[16..144].fill(0),
+        GgmlType::Q5_K => b[16..176].fill(0),
+        GgmlType::Q3_K => b[..96].fill(0),
+        GgmlType::Q2_K => b[16..80].fill(0),
         _ => b[..192].fill(0),
     }
     for (e, &q) in q.iter().enumerate() {
+        let (s, l) = (e / 32, e % 32);
         match dtype {
-            GgmlType::Q4_K => {
-                let (s, l) = (e / 32, e % 32);
-                b[16 + 32 * (s / 2) + l] |= (q & 0xF) << (4 * (s % 2));
+            GgmlType::Q4_K => b[16 + 32 * (s / 2) + l] |= (q & 0xF) << (4 * (s % 2)),
+            GgmlType::Q5_K => {
+                b[48 + 32 * (s / 2) + l] |= (q & 0xF) << (4 * (s % 2));
+                b[16 + l] |= ((q >> 4) & 1) << s;
             }
+            GgmlType::Q3_K => {
+                let (n, j) = (s / 4, s % 4);
+                b[32 + 32 * n + l] |= (q & 3) << (2 * j);
+                b[l] |= ((q >> 2) & 1) << s;
+            }
+            GgmlType::Q2_K => b[16 + 32 * (s / 4) + l] |= (q & 3) << (2 * (s % 4)),
             _ => {
-                let (n, m, l) = (e / 128, (e % 128) / 32, e % 32);
+                let (n, m) = (e / 128, (e % 128) / 32);
                 b[64 * n + 32 * (m % 2) + l] |= (q & 0xF) << (4 * (m / 2));
                 b[128 + 32 * n + l] |= ((q >> 4) & 3) << (2 * m);
             }
@@ -61,11 +82,13 @@ pub(super) fn set_k_quants(dtype: GgmlType, b: &mut [u8], q: &[u8; QKK]) {
 }
 
 impl TransposedK {
-    /// The transposed copy of `w` if it is Q4_K / Q6_K and the CPU has the AVX2 kernels;
-    /// `None` otherwise.
+    /// The transposed copy of `w` if it is a K-quant (Q2_K / Q3_K / Q4_K / Q5_K / Q6_K) and the CPU
+    /// has the AVX2 kernels; `None` otherwise.
     pub fn new(w: &QMatrix<'_>) -> Option<Self> {
-        if !matches!(w.dtype, GgmlType::Q4_K | GgmlType::Q6_K)
-            || detected_level() < SimdLevel::Avx2
+        if !matches!(
+            w.dtype,
+            GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K
+        ) || detected_level() < SimdLevel::Avx2
             || w.cols == 0
         {
             return None;
@@ -297,7 +320,7 @@ pub(super) fn matmul_transposed(
         return;
     }
     let acts = match view.dtype {
-        GgmlType::Q4_K | GgmlType::Q6_K => {
+        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
             let mut a = Q8KActs::quantize(isa, x, view.cols, n_tok);
             a.interleave();
             Acts::Q8K(a)

@@ -1,20 +1,21 @@
-//! AVX2 kernels: Q4_K / Q6_K rows (file and transposed layouts).
+//! AVX2 kernels: K-quant rows (Q2_K / Q2_K / Q3_K / Q4_K / Q5_K / Q6_K; file and transposed layouts).
 
 use super::*;
 
-// --- Q4_K / Q6_K ------------------------------------------------------------------------------
+// --- Q2_K / Q3_K / Q4_K / Q5_K / Q6_K ----------------------------------------------------------------
 
 /// Most tokens multiplied with one decoded, transposed K-quant super-block.
 pub(crate) const K_NT_MAX: usize = 16;
 
-/// Rows `r0..r1` of a Q4_K / Q6_K matrix, with the activations interleaved
+/// Rows `r0..r1` of a K-quant matrix, with the activations interleaved
 /// (`Q8KActs::interleave`): per tile of `TILE` rows and group of up to `K_NT_MAX` tokens, each
 /// super-block of a row is decoded to its 8 sub-blocks of 32 unsigned quants and transposed
 /// once, so that per token `maddubs` over its 8 vectors gives the 8 sub-block dot products in
-/// the 8 i32 lanes, summed in i16 (Q4_K: 8 vectors, at most 8 * 2 * 15 * 127 = 30,480; Q6_K: 2
-/// vectors, at most 32,004) before one `madd` with the sub-block scales widens them. That is
-/// about 1.1 (Q4_K) / 1.5 (Q6_K) multiply instructions per 32 weights and token, against 2 when
-/// each run of 32 is scaled on its own. Each token's results of a tile are written in one run.
+/// the 8 i32 lanes, summed in i16 (Q4_K: 8 vectors, at most 8 * 2 * 15 * 127 = 30,480; Q5_K:
+/// twice 4 vectors, at most 4 * 2 * 31 * 127 = 31,496; Q6_K: 2 vectors, at most 32,004; Q3_K /
+/// Q2_K: 4 vectors, at most 7,112) before `madd` with the sub-block scales widens them. That is
+/// about 1.25 (Q4_K) / 1.4 (Q5_K, Q3_K, Q2_K) / 1.6 (Q6_K) multiply instructions per 32 weights
+/// and token, against 2 when each run of 32 is scaled on its own. Each token's results of a tile are written in one run.
 /// `PRE`: the super-blocks are stored transposed already (`TransposedK`), so the transposes are
 /// skipped; the rest is the same, and so are the results.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -27,7 +28,7 @@ pub(crate) fn rows_k<const PRE: bool>(
     out: &OutPtr,
 ) {
     assert!(!a.qi.is_empty(), "rows_k: activations not interleaved");
-    let q4 = w.dtype == GgmlType::Q4_K;
+    let kind = w.dtype;
     // Every entry of a tile that is read was written for that tile: zeroed once per call.
     let mut tile = [[0f32; TILE]; K_NT_MAX];
     // 8 tokens per pass for rows of more than 4 super-blocks, as in `rows_q0_k` (mmbench Q4_K
@@ -47,10 +48,13 @@ pub(crate) fn rows_k<const PRE: bool>(
                     }
                     macro_rules! go {
                         ($($n:literal)*) => {
-                            match (q4, nt) {
-                                $((true, $n) => q4k_dot::<$n, PRE>(row, a, t0, &mut res),)*
-                                $((false, $n) => q6k_dot::<$n, PRE>(row, a, t0, &mut res),)*
-                                _ => unreachable!(),
+                            match (kind, nt) {
+                                $((GgmlType::Q4_K, $n) => q4k_dot::<$n, PRE, false>(row, a, t0, &mut res),)*
+                                $((GgmlType::Q5_K, $n) => q4k_dot::<$n, PRE, true>(row, a, t0, &mut res),)*
+                                $((GgmlType::Q6_K, $n) => q6k_dot::<$n, PRE, 6>(row, a, t0, &mut res),)*
+                                $((GgmlType::Q3_K, $n) => q6k_dot::<$n, PRE, 3>(row, a, t0, &mut res),)*
+                                $((GgmlType::Q2_K, $n) => q6k_dot::<$n, PRE, 2>(row, a, t0, &mut res),)*
+                                _ => unreachable!("no K-quant kernel for {kind}"),
                             }
                         };
                     }
@@ -85,12 +89,12 @@ pub(crate) fn k_ptrs<const NT: usize>(
     )
 }
 
-/// One Q4_K row against the `NT` tokens from `t0` on: `res[t]`, with
+/// One Q4_K (`Q5`: Q5_K) row against the `NT` tokens from `t0` on: `res[t]`, with
 /// `res = sum_sb d dx sum_j sc_j dot_j - dmin dx sum_j m_j bsum_j` over the sub-blocks `j`.
 /// The same operations for every `NT`, so a token gives the same bits in any group.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-pub(crate) fn q4k_dot<const NT: usize, const PRE: bool>(
+pub(crate) fn q4k_dot<const NT: usize, const PRE: bool, const Q5: bool>(
     row: &[u8],
     a: &Q8KActs,
     t0: usize,
@@ -98,18 +102,19 @@ pub(crate) fn q4k_dot<const NT: usize, const PRE: bool>(
 ) {
     let cols = a.cols;
     let nsb = cols / QKK;
-    assert!(row.len() >= nsb * 144);
+    let bb = if Q5 { 176 } else { 144 };
+    assert!(row.len() >= nsb * bb);
     let (xp, dp, bp) = k_ptrs::<NT>(a, t0);
     let rp = row.as_ptr();
     let m4 = _mm256_set1_epi8(0xF);
     let dup_mins = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
     let mut acc = [_mm256_setzero_ps(); NT];
     for sb in 0..nsb {
-        // SAFETY: `sb < nsb`: super-block `sb` of the row (144 bytes at `144 sb`, asserted) and,
+        // SAFETY: `sb < nsb`: super-block `sb` of the row (`bb` bytes at `bb sb`, asserted) and,
         // for every token `t < NT`, its quants `t cols + 256 sb ..+256`, scale `t nsb + sb` and
         // sums `t cols / 16 + 16 sb ..+16`, inside the slices `k_ptrs` took. Loads are unaligned.
         unsafe {
-            let b = rp.add(144 * sb);
+            let b = rp.add(bb * sb);
             let d = f16_at!(b);
             let dmin = f16_at!(b.add(2));
             let sm = unpack_q4k_scales(&*b.add(4).cast::<[u8; 12]>());
@@ -120,22 +125,50 @@ pub(crate) fn q4k_dot<const NT: usize, const PRE: bool>(
             // Mins duplicated pairwise, m0 m0 m1 m1 ..., against the per-16 sums.
             let mins = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(smv, dup_mins));
             let mut v = [_mm256_setzero_si256(); 8];
-            for j in 0..4 {
-                let q = _mm256_loadu_si256(b.add(16 + 32 * j).cast());
-                v[2 * j] = _mm256_and_si256(q, m4);
-                v[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
+            if Q5 {
+                // Sub-block s: the nibbles of `qs`, bit s of `qh` as bit 4 (taken from bits 0 and
+                // 1 of `qh` shifted right by 2 per pair; every shift stays inside its byte).
+                let mut qh = _mm256_loadu_si256(b.add(16).cast());
+                let one = _mm256_set1_epi8(1);
+                let two = _mm256_set1_epi8(2);
+                for j in 0..4 {
+                    let q = _mm256_loadu_si256(b.add(48 + 32 * j).cast());
+                    let h0 = _mm256_slli_epi16::<4>(_mm256_and_si256(qh, one));
+                    let h1 = _mm256_slli_epi16::<3>(_mm256_and_si256(qh, two));
+                    v[2 * j] = _mm256_or_si256(_mm256_and_si256(q, m4), h0);
+                    v[2 * j + 1] =
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q), m4), h1);
+                    qh = _mm256_srli_epi16::<2>(qh);
+                }
+            } else {
+                for j in 0..4 {
+                    let q = _mm256_loadu_si256(b.add(16 + 32 * j).cast());
+                    v[2 * j] = _mm256_and_si256(q, m4);
+                    v[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
+                }
             }
             if !PRE {
                 transpose8(&mut v);
             }
             for (t, acc) in acc.iter_mut().enumerate() {
                 let x = xp.add(t * cols + QKK * sb);
-                let mut p = _mm256_setzero_si256();
-                for (m, v) in v.iter().enumerate() {
-                    let xm = _mm256_loadu_si256(x.add(32 * m).cast());
-                    p = _mm256_add_epi16(p, _mm256_maddubs_epi16(*v, xm));
-                }
-                let s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, sc));
+                let s = if Q5 {
+                    // Two i16 sums of 4 vectors each (8 would overflow with 5-bit quants).
+                    let mut p = [_mm256_setzero_si256(); 2];
+                    for (m, v) in v.iter().enumerate() {
+                        let xm = _mm256_loadu_si256(x.add(32 * m).cast());
+                        p[m / 4] = _mm256_add_epi16(p[m / 4], _mm256_maddubs_epi16(*v, xm));
+                    }
+                    _mm256_add_epi32(_mm256_madd_epi16(p[0], sc), _mm256_madd_epi16(p[1], sc))
+                } else {
+                    let mut p = _mm256_setzero_si256();
+                    for (m, v) in v.iter().enumerate() {
+                        let xm = _mm256_loadu_si256(x.add(32 * m).cast());
+                        p = _mm256_add_epi16(p, _mm256_maddubs_epi16(*v, xm));
+                    }
+                    _mm256_madd_epi16(p, sc)
+                };
+                let s = _mm256_cvtepi32_ps(s);
                 let dx = *dp.add(t * nsb + sb);
                 let bsums = _mm256_loadu_si256(bp.add(t * cols / 16 + 16 * sb).cast());
                 let mn = _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, mins));
@@ -150,11 +183,14 @@ pub(crate) fn q4k_dot<const NT: usize, const PRE: bool>(
     }
 }
 
-/// One Q6_K row against the `NT` tokens from `t0` on: `res[t]`, with
-/// `res = sum_sb d dx sum_k sc_k (dot_k(q, x) - 32 bsum_k)` over the runs `k` of 16.
+/// One row of a K-quant with 16 scales per super-block, `K` = 6 (Q6_K), 3 (Q3_K) or 2 (Q2_K),
+/// against the `NT` tokens from `t0` on: `res[t]`, with
+/// `res = sum_sb d dx sum_k sc_k (dot_k(q, x) - o bsum_k)` over the runs `k` of 16, for the
+/// unsigned quants `q` and their offset `o` (Q6_K: 32, Q3_K: 4), and for Q2_K (no offset, but
+/// a min per run) `res = sum_sb d dx sum_k sc_k dot_k(q, x) - dmin dx sum_k m_k bsum_k`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-pub(crate) fn q6k_dot<const NT: usize, const PRE: bool>(
+pub(crate) fn q6k_dot<const NT: usize, const PRE: bool, const K: u8>(
     row: &[u8],
     a: &Q8KActs,
     t0: usize,
@@ -162,52 +198,143 @@ pub(crate) fn q6k_dot<const NT: usize, const PRE: bool>(
 ) {
     let cols = a.cols;
     let nsb = cols / QKK;
-    assert!(row.len() >= nsb * 210);
+    let bb = match K {
+        2 => 84,
+        3 => 110,
+        _ => 210,
+    };
+    assert!(row.len() >= nsb * bb);
     let (xp, dp, bp) = k_ptrs::<NT>(a, t0);
     let rp = row.as_ptr();
+    let three = _mm256_set1_epi8(3);
     let mut acc = [_mm256_setzero_ps(); NT];
     for sb in 0..nsb {
-        // SAFETY: `sb < nsb`: super-block `sb` of the row (210 bytes at `210 sb`, asserted) and,
+        // SAFETY: `sb < nsb`: super-block `sb` of the row (`bb` bytes at `bb sb`, asserted) and,
         // for every token `t < NT`, its quants `t cols + 256 sb ..+256`, scale `t nsb + sb` and
         // sums `t cols / 16 + 16 sb ..+16`, inside the slices `k_ptrs` took. Loads are unaligned.
         unsafe {
-            let b = rp.add(210 * sb);
-            let d = f16_at!(b.add(208));
+            let b = rp.add(bb * sb);
+            let mut v = [_mm256_setzero_si256(); 8];
+            // Q2_K / Q3_K: sub-block 4 n + j has its low 2 bits at bits 2 j.. of the 32 bytes
+            // `qs[32 n ..]` (at `lo_at`).
+            let low2 = |v: &mut [__m256i; 8], lo_at: *const u8| {
+                for n in 0..2 {
+                    let q = _mm256_loadu_si256(lo_at.add(32 * n).cast());
+                    let lo = [
+                        q,
+                        _mm256_srli_epi16::<2>(q),
+                        _mm256_srli_epi16::<4>(q),
+                        _mm256_srli_epi16::<6>(q),
+                    ];
+                    for j in 0..4 {
+                        v[4 * n + j] = _mm256_and_si256(lo[j], three);
+                    }
+                }
+            };
+            // (d, dmin, the 16 scales as i8, the 16 mins as i8)
+            let (d, dmin, sc8, mn8) = match K {
+                2 => {
+                    low2(&mut v, b.add(16));
+                    let s = _mm_loadu_si128(b.cast());
+                    let m4 = _mm_set1_epi8(0xF);
+                    let mins = _mm_and_si128(_mm_srli_epi16::<4>(s), m4);
+                    (
+                        f16_at!(b.add(80)),
+                        f16_at!(b.add(82)),
+                        _mm_and_si128(s, m4),
+                        mins,
+                    )
+                }
+                3 => {
+                    // Bit 4 n + j of `hmask[l]` as bit 2 (every shift keeps the bits it uses
+                    // inside their byte).
+                    low2(&mut v, b.add(32));
+                    let hm = _mm256_loadu_si256(b.cast());
+                    let h = [
+                        _mm256_slli_epi16::<2>(hm),
+                        _mm256_slli_epi16::<1>(hm),
+                        hm,
+                        _mm256_srli_epi16::<1>(hm),
+                        _mm256_srli_epi16::<2>(hm),
+                        _mm256_srli_epi16::<3>(hm),
+                        _mm256_srli_epi16::<4>(hm),
+                        _mm256_srli_epi16::<5>(hm),
+                    ];
+                    let four = _mm256_set1_epi8(4);
+                    for (v, h) in v.iter_mut().zip(h) {
+                        *v = _mm256_or_si256(*v, _mm256_and_si256(h, four));
+                    }
+                    let sc = unpack_q3k_scales(&*b.add(96).cast::<[u8; 12]>());
+                    let sc = _mm_sub_epi8(_mm_loadu_si128(sc.as_ptr().cast()), _mm_set1_epi8(32));
+                    (f16_at!(b.add(108)), 0.0, sc, _mm_setzero_si128())
+                }
+                _ => {
+                    for n in 0..2 {
+                        let ql0 = _mm256_loadu_si256(b.add(64 * n).cast());
+                        let ql1 = _mm256_loadu_si256(b.add(64 * n + 32).cast());
+                        let qh = _mm256_loadu_si256(b.add(128 + 32 * n).cast());
+                        let q = q6k_quants(ql0, ql1, qh);
+                        v[4 * n..4 * n + 4].copy_from_slice(&q);
+                    }
+                    let sc = _mm_loadu_si128(b.add(192).cast());
+                    (f16_at!(b.add(208)), 0.0, sc, _mm_setzero_si128())
+                }
+            };
             // The 16 scales as i16; lane j: scale 2j (elements 0..16 of sub-block j) or 2j + 1
             // (elements 16..32) in both halves.
-            let sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(192).cast()));
+            let sc = _mm256_cvtepi8_epi16(sc8);
             let sc_lo = _mm256_blend_epi16::<0xAA>(sc, _mm256_slli_epi32::<16>(sc));
             let sc_hi = _mm256_blend_epi16::<0xAA>(_mm256_srli_epi32::<16>(sc), sc);
-            let mut v = [_mm256_setzero_si256(); 8];
-            for n in 0..2 {
-                let ql0 = _mm256_loadu_si256(b.add(64 * n).cast());
-                let ql1 = _mm256_loadu_si256(b.add(64 * n + 32).cast());
-                let qh = _mm256_loadu_si256(b.add(128 + 32 * n).cast());
-                let q = q6k_quants(ql0, ql1, qh);
-                v[4 * n..4 * n + 4].copy_from_slice(&q);
-            }
+            let mins = _mm256_cvtepi8_epi16(mn8);
             if !PRE {
                 transpose8(&mut v);
             }
             for (t, acc) in acc.iter_mut().enumerate() {
                 let x = xp.add(t * cols + QKK * sb);
                 // Vectors 0..4 hold elements 0..16 of each sub-block, 4..8 elements 16..32.
-                let mut s = _mm256_setzero_si256();
-                for pair in 0..4 {
-                    let x0 = _mm256_loadu_si256(x.add(64 * pair).cast());
-                    let x1 = _mm256_loadu_si256(x.add(64 * pair + 32).cast());
-                    let p = _mm256_add_epi16(
-                        _mm256_maddubs_epi16(v[2 * pair], x0),
-                        _mm256_maddubs_epi16(v[2 * pair + 1], x1),
-                    );
-                    let scp = if pair < 2 { sc_lo } else { sc_hi };
-                    s = _mm256_add_epi32(s, _mm256_madd_epi16(p, scp));
-                }
+                let s = if K == 6 {
+                    let mut s = _mm256_setzero_si256();
+                    for pair in 0..4 {
+                        let x0 = _mm256_loadu_si256(x.add(64 * pair).cast());
+                        let x1 = _mm256_loadu_si256(x.add(64 * pair + 32).cast());
+                        let p = _mm256_add_epi16(
+                            _mm256_maddubs_epi16(v[2 * pair], x0),
+                            _mm256_maddubs_epi16(v[2 * pair + 1], x1),
+                        );
+                        let scp = if pair < 2 { sc_lo } else { sc_hi };
+                        s = _mm256_add_epi32(s, _mm256_madd_epi16(p, scp));
+                    }
+                    s
+                } else {
+                    // 2- / 3-bit quants: the 4 vectors of a half summed in i16 (at most 7,112).
+                    let mut p = [_mm256_setzero_si256(); 2];
+                    for (m, v) in v.iter().enumerate() {
+                        let xm = _mm256_loadu_si256(x.add(32 * m).cast());
+                        p[m / 4] = _mm256_add_epi16(p[m / 4], _mm256_maddubs_epi16(*v, xm));
+                    }
+                    _mm256_add_epi32(
+                        _mm256_madd_epi16(p[0], sc_lo),
+                        _mm256_madd_epi16(p[1], sc_hi),
+                    )
+                };
                 let bsums = _mm256_loadu_si256(bp.add(t * cols / 16 + 16 * sb).cast());
-                let corr = _mm256_madd_epi16(sc, bsums);
-                let s = _mm256_sub_epi32(s, _mm256_slli_epi32::<5>(corr));
-                let dd = _mm256_set1_ps(d * *dp.add(t * nsb + sb));
-                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dd, *acc);
+                let dx = *dp.add(t * nsb + sb);
+                if K == 2 {
+                    let mn = _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, mins));
+                    let mn = _mm256_mul_ps(mn, _mm256_set1_ps(dmin * dx));
+                    let s = _mm256_cvtepi32_ps(s);
+                    *acc = _mm256_add_ps(*acc, _mm256_fmsub_ps(s, _mm256_set1_ps(d * dx), mn));
+                } else {
+                    let corr = _mm256_madd_epi16(sc, bsums);
+                    let corr = if K == 3 {
+                        _mm256_slli_epi32::<2>(corr)
+                    } else {
+                        _mm256_slli_epi32::<5>(corr)
+                    };
+                    let s = _mm256_sub_epi32(s, corr);
+                    let dd = _mm256_set1_ps(d * dx);
+                    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dd, *acc);
+                }
             }
         }
     }

@@ -20,9 +20,9 @@
 //! per token `maddubs` + `madd` over the group's 8 vectors give the 8 exact block dot products in
 //! the 8 i32 lanes, and one conversion and one FMA with the 8 products of block scales finish
 //! the group: about 3 (Q4_0 / Q5_0) or 5 (Q8_0) instructions per token and block, against
-//! about 9 when every block is converted and scaled on its own. Q4_K / Q6_K (`rows_k`) work the
-//! same way on the 8 sub-blocks of a super-block, with the activations of `Q8KActs::interleave`,
-//! for groups of up to 16 tokens.
+//! about 9 when every block is converted and scaled on its own. The K-quants Q2_K / Q3_K / Q4_K /
+//! Q5_K / Q6_K (`rows_k`) work the same way on the 8 sub-blocks of a super-block, with the activations
+//! of `Q8KActs::interleave`, for groups of up to 16 tokens.
 //!
 //! Integer tricks (the block sums are exact integers, as in the scalar code):
 //! - `maddubs(u8, i8)` multiplies unsigned weight quants with signed activation quants and adds
@@ -31,7 +31,8 @@
 //!   vectors are summed before one `madd` widens them (at most 30,480 / 31,496);
 //! - Q4_0 / Q5_0 quants are used unsigned (0..16 / 0..32) and each block's sum starts from
 //!   `-offset * sum(x quants of the block)`, so the offset 8 / 16 is taken off exactly;
-//! - the Q4_K mins and the Q6_K offset 32 are applied through the activations' per-16 sums.
+//! - the Q4_K / Q5_K / Q2_K mins and the Q6_K / Q3_K offsets 32 / 4 are applied through the
+//!   activations' per-16 sums.
 
 use std::arch::x86_64::*;
 
@@ -39,7 +40,7 @@ use switchyard_core::GgmlType;
 
 use super::quant::{self, Q8Acts, Q8KActs, QK8, QKK};
 pub(crate) use super::x86::*;
-use super::{f16_le, unpack_q4k_scales, Acts, Attend, OutPtr, QMatrix};
+use super::{f16_le, unpack_q3k_scales, unpack_q4k_scales, Acts, Attend, OutPtr, QMatrix};
 use switchyard_core::Activation;
 
 // The kernels by weight layout; macros first (`q0` defines the decoding macros the others and
@@ -220,9 +221,10 @@ pub(crate) fn rows(
         (GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0, Acts::Q8(a)) => {
             rows_q0::<false>(w, a, r0, r1, n_tok, out)
         }
-        (GgmlType::Q4_K | GgmlType::Q6_K, Acts::Q8K(a)) => {
-            rows_k::<false>(w, a, r0, r1, n_tok, out)
-        }
+        (
+            GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K,
+            Acts::Q8K(a),
+        ) => rows_k::<false>(w, a, r0, r1, n_tok, out),
         (GgmlType::F32 | GgmlType::F16 | GgmlType::BF16, Acts::F32(x)) => {
             rows_float(w, x, r0, r1, n_tok, out)
         }
