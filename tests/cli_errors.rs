@@ -6,6 +6,9 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+use switchyard_runtime::gguf::{GgufFile, Value};
+use switchyard_runtime::gguf_write::GgufWriter;
+
 fn run(args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(args)
@@ -19,7 +22,13 @@ fn run(args: &[&str]) -> (i32, String) {
 }
 
 fn expect_error(model: &str, needle: &str) {
-    let (code, err) = run(&["info", "--no-fetch", "--model", model]);
+    expect_error_from(&["info", "--no-fetch", "--model", model], needle);
+}
+
+/// As [`expect_error`] for the command line `args`.
+fn expect_error_from(args: &[&str], needle: &str) {
+    let model = args.join(" ");
+    let (code, err) = run(args);
     assert_ne!(code, 0, "{model}: exit code 0");
     assert!(!err.contains("panicked"), "{model}: panicked: {err}");
     let lines: Vec<&str> = err.lines().collect();
@@ -31,31 +40,12 @@ fn expect_error(model: &str, needle: &str) {
     );
 }
 
-fn push_str(v: &mut Vec<u8>, s: &str) {
-    v.extend((s.len() as u64).to_le_bytes());
-    v.extend(s.as_bytes());
-}
-
-/// A minimal GGUF: one string metadata entry and one 32x1 tensor of type `ty`.
+/// A minimal GGUF: the architecture and one 256x1 tensor of type `ty`.
 fn gguf(arch: &str, ty: u32) -> Vec<u8> {
-    let mut v = b"GGUF".to_vec();
-    v.extend(3u32.to_le_bytes());
-    v.extend(1u64.to_le_bytes());
-    v.extend(1u64.to_le_bytes());
-    push_str(&mut v, "general.architecture");
-    v.extend(8u32.to_le_bytes());
-    push_str(&mut v, arch);
-    push_str(&mut v, "token_embd.weight");
-    v.extend(2u32.to_le_bytes());
-    v.extend(256u64.to_le_bytes());
-    v.extend(1u64.to_le_bytes());
-    v.extend(ty.to_le_bytes());
-    v.extend(0u64.to_le_bytes());
-    while !v.len().is_multiple_of(32) {
-        v.push(0);
-    }
-    v.extend(vec![0u8; 1024]);
-    v
+    GgufWriter::new()
+        .kv("general.architecture", Value::Str(arch.into()))
+        .tensor("token_embd.weight", ty, &[256, 1], vec![0u8; 1024])
+        .to_bytes()
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
@@ -109,8 +99,8 @@ fn unsupported_architecture() {
 #[test]
 fn unsupported_quant_type() {
     let d = tmpdir("quant");
-    let p = write(&d, "q5k.gguf", &gguf("llama", 13));
-    expect_error(&p, "unsupported type Q5_K");
+    let p = write(&d, "iq2.gguf", &gguf("llama", 16));
+    expect_error(&p, "unsupported type IQ2_XXS");
 }
 
 #[test]
@@ -155,4 +145,66 @@ fn corrupt_cached_file_names_the_file_and_the_fix() {
         "{err}"
     );
     assert!(err.contains("gemma-3-270m-q4_k_m.gguf"), "{err}");
+}
+
+/// A copy of the qwen3 architecture test model (scripts/build-arch-models.sh) changed by `f`.
+fn altered_qwen3(tag: &str, f: impl FnOnce(&mut GgufWriter)) -> String {
+    let src = switchyard_runtime::registry::cache_dir().join("arch-models/qwen3.gguf");
+    let g = GgufFile::open(&src).unwrap_or_else(|e| {
+        panic!("{e}: run scripts/build-arch-models.sh first (scripts/test.sh does)")
+    });
+    let mut w = GgufWriter::from_file(&g);
+    f(&mut w);
+    write(&tmpdir(tag), &format!("{tag}.gguf"), &w.to_bytes())
+}
+
+/// Loading the weights (not just the header) of `model` fails with one line naming `needles`.
+fn expect_load_error(model: &str, needles: &[&str]) {
+    for n in needles {
+        expect_error_from(
+            &[
+                "generate",
+                "--no-fetch",
+                "--model",
+                model,
+                "--prompt",
+                "hi",
+                "--max-tokens",
+                "1",
+            ],
+            n,
+        );
+    }
+}
+
+#[test]
+fn unsupported_tokenizer() {
+    let p = altered_qwen3("tok", |w| {
+        w.kv("tokenizer.ggml.model", Value::Str("rwkv".into()));
+    });
+    expect_error(&p, "rwkv");
+}
+
+#[test]
+fn missing_tensor_names_the_file_and_the_tensor() {
+    let p = altered_qwen3("missing", |w| {
+        w.remove_tensor("blk.1.attn_k.weight");
+    });
+    expect_load_error(&p, &["missing.gguf", "blk.1.attn_k.weight"]);
+}
+
+#[test]
+fn wrong_shape_names_the_tensor_and_what_was_expected() {
+    // ffn_up is [hidden 96, ffn 128]: give it 64 rows of the right width instead.
+    let p = altered_qwen3("shape", |w| {
+        w.tensor("blk.0.ffn_up.weight", 0, &[96, 64], vec![0u8; 96 * 64 * 4]);
+    });
+    expect_load_error(
+        &p,
+        &[
+            "shape.gguf",
+            "blk.0.ffn_up.weight",
+            "expected shape [96, 128], found [96, 64]",
+        ],
+    );
 }

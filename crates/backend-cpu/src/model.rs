@@ -354,8 +354,8 @@ impl CpuBackend {
             });
         }
         Ok(Self {
-            inv_freq_global: c.inv_freq(c.rope_base),
-            inv_freq_local: c.inv_freq(c.rope_base_local),
+            inv_freq_global: c.inv_freq_global(),
+            inv_freq_local: c.inv_freq_local(),
             cfg: c.clone(),
             embed,
             output_norm,

@@ -66,6 +66,7 @@ fn gemma3_270m() -> ModelConfig {
         tied_embeddings: true,
         rope_freq_factors: None,
         rope_freq_scale: 1.0,
+        rope_freq_scale_local: 1.0,
         moe: None,
     }
 }
@@ -95,6 +96,7 @@ fn qwen25_05b() -> ModelConfig {
         tied_embeddings: false,
         rope_freq_factors: None,
         rope_freq_scale: 1.0,
+        rope_freq_scale_local: 1.0,
         moe: None,
     }
 }

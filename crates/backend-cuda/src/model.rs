@@ -298,8 +298,8 @@ impl CudaBackend {
                 attention: c.layers[i],
             });
         }
-        let inv_freq_global = gpu.upload(&c.inv_freq(c.rope_base))?;
-        let inv_freq_local = gpu.upload(&c.inv_freq(c.rope_base_local))?;
+        let inv_freq_global = gpu.upload(&c.inv_freq_global())?;
+        let inv_freq_local = gpu.upload(&c.inv_freq_local())?;
         let scratch = Scratch::new(&gpu)?;
         let graphs_from_env = std::env::var("SWITCHYARD_CUDA_GRAPHS").map_or(true, |v| v != "0");
         gpu.synchronize()?;

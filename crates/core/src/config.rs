@@ -169,8 +169,12 @@ pub struct ModelConfig {
     /// RoPE frequency divisors per rotated pair (`head_dim / 2`): Llama 3.1+ frequency scaling
     /// (GGUF `rope_freqs.weight`, or computed from Hugging Face's `rope_scaling`).
     pub rope_freq_factors: Option<Vec<f32>>,
-    /// Linear RoPE scaling: positions are multiplied by this (1 / the scaling factor).
+    /// Linear RoPE scaling of global layers: positions are multiplied by this (1 / the scaling
+    /// factor).
     pub rope_freq_scale: f32,
+    /// The same for sliding-window layers (llama.cpp: 1 unless the architecture says, Gemma 2
+    /// scales both, Gemma 3 only its global layers).
+    pub rope_freq_scale_local: f32,
     /// The routed expert MLP, for mixture-of-experts models.
     pub moe: Option<MoeConfig>,
 }
@@ -232,13 +236,24 @@ impl ModelConfig {
             tied_embeddings: false,
             rope_freq_factors: None,
             rope_freq_scale: 1.0,
+            rope_freq_scale_local: 1.0,
             moe: None,
         }
     }
 
+    /// The RoPE angle per position of each rotated pair of global layers.
+    pub fn inv_freq_global(&self) -> Vec<f32> {
+        self.inv_freq(self.rope_base, self.rope_freq_scale)
+    }
+
+    /// The RoPE angle per position of each rotated pair of sliding-window layers.
+    pub fn inv_freq_local(&self) -> Vec<f32> {
+        self.inv_freq(self.rope_base_local, self.rope_freq_scale_local)
+    }
+
     /// The RoPE angle per position of each rotated pair `i < head_dim / 2` for RoPE base
     /// `base`: `freq_scale * base^(-2i/d) / freq_factor[i]` (as llama.cpp's `ggml_rope_ext`).
-    pub fn inv_freq(&self, base: f32) -> Vec<f32> {
+    fn inv_freq(&self, base: f32, freq_scale: f32) -> Vec<f32> {
         let d = self.head_dim;
         (0..d / 2)
             .map(|i| {
@@ -248,7 +263,7 @@ impl ModelConfig {
                     .as_ref()
                     .and_then(|v| v.get(i).copied())
                     .unwrap_or(1.0);
-                self.rope_freq_scale * f / ff
+                freq_scale * f / ff
             })
             .collect()
     }

@@ -168,6 +168,7 @@ pub fn model_config(g: &GgufFile) -> Result<ModelConfig, ConfigError> {
                 }
             }
             c.final_logit_softcap = opt_f("final_logit_softcapping").or(c.final_logit_softcap);
+            c.rope_freq_scale_local = c.rope_freq_scale;
             c.attn_logit_softcap = opt_f("attn_logit_softcapping").or(c.attn_logit_softcap);
             // llama.cpp (after gemma_pytorch): the 27B (46 layers) scales queries by
             // 1/sqrt(hidden / heads), the others by 1/sqrt(head_dim).
@@ -241,33 +242,13 @@ mod tests {
     /// A GGUF with the given u32 metadata (plus `general.architecture`) and one F32 tensor
     /// `token_embd.weight` of shape [8, 4].
     fn gguf(arch: &str, kv: &[(&str, u32)]) -> GgufFile {
-        let push_str = |v: &mut Vec<u8>, s: &str| {
-            v.extend((s.len() as u64).to_le_bytes());
-            v.extend(s.as_bytes());
-        };
-        let mut v = b"GGUF".to_vec();
-        v.extend(3u32.to_le_bytes());
-        v.extend(1u64.to_le_bytes());
-        v.extend((kv.len() as u64 + 1).to_le_bytes());
-        push_str(&mut v, "general.architecture");
-        v.extend(8u32.to_le_bytes());
-        push_str(&mut v, arch);
+        let mut w = crate::gguf_write::GgufWriter::new();
+        w.kv("general.architecture", Value::Str(arch.into()));
         for (k, x) in kv {
-            push_str(&mut v, &format!("{arch}.{k}"));
-            v.extend(4u32.to_le_bytes());
-            v.extend(x.to_le_bytes());
+            w.kv(&format!("{arch}.{k}"), Value::U64(u64::from(*x)));
         }
-        push_str(&mut v, "token_embd.weight");
-        v.extend(2u32.to_le_bytes());
-        v.extend(8u64.to_le_bytes());
-        v.extend(4u64.to_le_bytes());
-        v.extend(0u32.to_le_bytes());
-        v.extend(0u64.to_le_bytes());
-        while !v.len().is_multiple_of(32) {
-            v.push(0);
-        }
-        v.extend([0u8; 8 * 4 * 4]);
-        GgufFile::from_bytes(Path::new("t.gguf"), v).unwrap()
+        w.tensor("token_embd.weight", 0, &[8, 4], vec![0u8; 8 * 4 * 4]);
+        GgufFile::from_bytes(Path::new("t.gguf"), w.to_bytes()).unwrap()
     }
 
     fn dims(block_count: u32) -> Vec<(&'static str, u32)> {

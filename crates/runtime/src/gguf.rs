@@ -147,6 +147,8 @@ pub struct GgufFile {
     pub metadata: HashMap<String, Value>,
     /// Tensors in file order.
     pub tensors: Vec<TensorInfo>,
+    /// Metadata keys in file order.
+    metadata_order: Vec<String>,
     index: HashMap<String, usize>,
     data: Arc<dyn AsRef<[u8]> + Send + Sync>,
 }
@@ -283,11 +285,14 @@ impl GgufFile {
             )));
         }
         let mut metadata = HashMap::new();
+        let mut metadata_order = Vec::new();
         for _ in 0..n_kv {
             let key = r.string("metadata key")?;
             let ty = r.u32(&key)?;
             let v = r.value(ty, &key, 0)?;
-            metadata.insert(key, v);
+            if metadata.insert(key.clone(), v).is_none() {
+                metadata_order.push(key);
+            }
         }
         let alignment = metadata
             .get("general.alignment")
@@ -357,6 +362,7 @@ impl GgufFile {
             version,
             metadata,
             tensors,
+            metadata_order,
             index,
             data,
         })
@@ -375,6 +381,13 @@ impl GgufFile {
     /// Size of the mapped file in bytes.
     pub fn file_size(&self) -> usize {
         (*self.data).as_ref().len()
+    }
+
+    /// Every metadata entry, in file order.
+    pub fn metadata_entries(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.metadata_order
+            .iter()
+            .filter_map(|k| self.metadata.get(k).map(|v| (k.as_str(), v)))
     }
 
     /// Directory entry by name.

@@ -525,12 +525,35 @@ mod tests {
         assert_eq!(model_config(&c, p()).unwrap().query_scale, 1.0 / 8.0);
     }
 
+    /// Gemma 3's linear scaling (the 4B and larger) applies to its global layers only, as in
+    /// transformers and llama.cpp; Llama 3.1's `llama3` scaling becomes frequency factors.
+    #[test]
+    fn rope_scaling_linear_and_llama3() {
+        let mut c = gemma();
+        c["rope_scaling"] = json!({"rope_type": "linear", "factor": 8.0});
+        let m = model_config(&c, p()).unwrap();
+        assert_eq!((m.rope_freq_scale, m.rope_freq_scale_local), (0.125, 1.0));
+        let llama = json!({"architectures": ["LlamaForCausalLM"], "hidden_size": 64,
+            "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "max_position_embeddings": 131072, "vocab_size": 100, "rope_theta": 500000.0,
+            "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}});
+        let m = model_config(&llama, p()).unwrap();
+        let f = m.rope_freq_factors.unwrap();
+        // head_dim 16: wavelengths 2 pi 500000^(i/8): i = 0..3 short (factor 1), i = 4 (4967)
+        // between 2048 and 8192 (interpolated), i >= 5 long (factor 8).
+        assert_eq!(f.len(), 8);
+        assert_eq!(&f[..4], &[1.0; 4]);
+        assert!(f[4] > 1.0 && f[4] < 8.0, "{f:?}");
+        assert_eq!(&f[5..], &[8.0; 3]);
+    }
+
     #[test]
     fn unsupported_configs_are_named() {
         let cases: Vec<(Value, &str)> = vec![
             (
-                json!({"architectures": ["MistralForCausalLM"]}),
-                "MistralForCausalLM",
+                json!({"architectures": ["MambaForCausalLM"]}),
+                "MambaForCausalLM",
             ),
             (
                 json!({"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3"}),
@@ -539,10 +562,10 @@ mod tests {
             (
                 {
                     let mut c = gemma();
-                    c["rope_scaling"] = json!({"rope_type": "linear", "factor": 8.0});
+                    c["rope_scaling"] = json!({"rope_type": "yarn", "factor": 4.0});
                     c
                 },
-                "RoPE scaling 'linear'",
+                "RoPE scaling 'yarn' is not supported (supported: default, linear, llama3)",
             ),
             (
                 {

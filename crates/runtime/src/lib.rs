@@ -8,6 +8,7 @@ pub mod engine;
 pub mod generate;
 pub mod generation;
 pub mod gguf;
+pub mod gguf_write;
 pub mod hf;
 pub mod hub;
 mod mmap;

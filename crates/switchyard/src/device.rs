@@ -40,11 +40,14 @@ impl std::str::FromStr for Device {
 
 /// Builds the backend for `device`, logging why `auto` fell back to the CPU.
 pub fn create_backend(device: Device, model: &Model) -> Result<Box<dyn Backend>> {
+    // A weight the backend refuses (missing, wrong shape or type) is named with its file.
+    let in_file =
+        |e: switchyard_core::BackendError| anyhow::anyhow!("{}: {e}", model.path.display());
     match device {
-        Device::Cpu => Ok(Box::new(switchyard_backend_cpu::CpuBackend::load(
-            &model.config,
-            model.weights(),
-        )?)),
+        Device::Cpu => Ok(Box::new(
+            switchyard_backend_cpu::CpuBackend::load(&model.config, model.weights())
+                .map_err(in_file)?,
+        )),
         Device::Cuda(n) => {
             let devices = switchyard_backend_cuda::probe()?;
             if n >= devices.len() {
@@ -53,11 +56,10 @@ pub fn create_backend(device: Device, model: &Model) -> Result<Box<dyn Backend>>
                     devices.len()
                 );
             }
-            Ok(Box::new(switchyard_backend_cuda::CudaBackend::load(
-                n,
-                &model.config,
-                model.weights(),
-            )?))
+            Ok(Box::new(
+                switchyard_backend_cuda::CudaBackend::load(n, &model.config, model.weights())
+                    .map_err(in_file)?,
+            ))
         }
         Device::Neuron => {
             switchyard_backend_neuron::probe()?;
@@ -81,11 +83,10 @@ pub fn create_backend(device: Device, model: &Model) -> Result<Box<dyn Backend>>
         Device::Auto => match switchyard_backend_cuda::probe() {
             Ok(d) if !d.is_empty() => {
                 tracing::info!(gpu = %d[0].name, "using CUDA device 0");
-                Ok(Box::new(switchyard_backend_cuda::CudaBackend::load(
-                    0,
-                    &model.config,
-                    model.weights(),
-                )?))
+                Ok(Box::new(
+                    switchyard_backend_cuda::CudaBackend::load(0, &model.config, model.weights())
+                        .map_err(in_file)?,
+                ))
             }
             // `auto` on a machine without a GPU is the normal case, not a warning.
             Ok(_) => {

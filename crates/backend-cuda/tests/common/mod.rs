@@ -227,6 +227,7 @@ pub fn gemma_like() -> ModelConfig {
         tied_embeddings: true,
         rope_freq_factors: None,
         rope_freq_scale: 1.0,
+        rope_freq_scale_local: 1.0,
         moe: None,
     }
 }
@@ -257,6 +258,7 @@ pub fn qwen_like() -> ModelConfig {
         tied_embeddings: false,
         rope_freq_factors: None,
         rope_freq_scale: 1.0,
+        rope_freq_scale_local: 1.0,
         moe: None,
     }
 }
@@ -287,6 +289,7 @@ pub fn llama_like() -> ModelConfig {
         tied_embeddings: false,
         rope_freq_factors: None,
         rope_freq_scale: 1.0,
+        rope_freq_scale_local: 1.0,
         moe: None,
     }
 }

@@ -119,6 +119,7 @@ fn model_config() -> ModelConfig {
         tied_embeddings: true,
         rope_freq_factors: None,
         rope_freq_scale: 1.0,
+        rope_freq_scale_local: 1.0,
         moe: None,
     }
 }
