@@ -13,6 +13,7 @@ stage "models"
 bash scripts/fetch-models.sh
 # Hugging Face-format copies of the models for tests/hf.rs (converted once, cached, stamped).
 bash scripts/build-hf-test-models.sh
+bash scripts/fetch-vocabs.sh >/dev/null  # llama.cpp's test vocabularies (runtime/tests/vocab_vectors.rs)
 stage "cargo test"
 cargo test --workspace --release "$@"
 # A second build of an unchanged tree does no work (nothing watches files that builds touch).

@@ -1,0 +1,282 @@
+//! Splitting text at special tokens written in it, before the model's own tokenization.
+//!
+//! GGUF vocabularies follow llama.cpp's `tokenizer_st_partition`: control, unknown and
+//! user-defined tokens, longest first, each cut out of the text pieces not yet cut (control and
+//! unknown ones only when special tokens are parsed), with the whitespace beside a token dropped
+//! where it strips (Phi-3). Hugging Face directories match their added tokens leftmost-longest,
+//! as the `tokenizers` crate does.
+
+use std::ops::Range;
+
+use aho_corasick::{AhoCorasick, MatchKind};
+
+use super::{lib, TokenizerError};
+
+/// A piece of the text to tokenize: plain text (a byte range) or a special token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Frag {
+    /// Text, tokenized by the model.
+    Text(Range<usize>),
+    /// A token written in the text.
+    Token(u32),
+}
+
+/// A special token that llama.cpp matches in the text.
+#[derive(Debug, Clone)]
+pub(super) struct SpecialToken {
+    /// Its text.
+    pub text: String,
+    /// Its id.
+    pub id: u32,
+    /// Control or unknown: matched only when special tokens are parsed.
+    pub control: bool,
+    /// Whitespace before it is dropped.
+    pub lstrip: bool,
+    /// Whitespace after it is dropped.
+    pub rstrip: bool,
+}
+
+/// How special tokens are found in text.
+pub(super) enum Specials {
+    /// None are.
+    None,
+    /// Leftmost-longest (Hugging Face's added vocabulary).
+    LeftmostLongest {
+        /// Matcher of the tokens' texts.
+        ac: AhoCorasick,
+        /// Id of each pattern.
+        ids: Vec<u32>,
+    },
+    /// llama.cpp's partition.
+    Llama {
+        /// Matcher of the tokens' texts, every occurrence.
+        ac: AhoCorasick,
+        /// Each pattern's token.
+        toks: Vec<SpecialToken>,
+        /// Each pattern's place in llama.cpp's order (longest first).
+        rank: Vec<u32>,
+    },
+}
+
+/// C's `isspace` in the "C" locale, which llama.cpp strips with.
+fn c_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0B | 0x0C | b'\r')
+}
+
+impl Specials {
+    /// Leftmost-longest matching of `(text, id)` pairs.
+    pub fn leftmost_longest(pairs: Vec<(&str, u32)>) -> Result<Self, TokenizerError> {
+        let pairs: Vec<_> = pairs.into_iter().filter(|(t, _)| !t.is_empty()).collect();
+        if pairs.is_empty() {
+            return Ok(Self::None);
+        }
+        let (patterns, ids): (Vec<&str>, Vec<u32>) = pairs.into_iter().unzip();
+        let ac = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(&patterns)
+            .map_err(lib)?;
+        Ok(Self::LeftmostLongest { ac, ids })
+    }
+
+    /// llama.cpp's partition by `toks`.
+    pub fn llama(toks: Vec<SpecialToken>) -> Result<Self, TokenizerError> {
+        let toks: Vec<_> = toks.into_iter().filter(|t| !t.text.is_empty()).collect();
+        if toks.is_empty() {
+            return Ok(Self::None);
+        }
+        let ac = AhoCorasick::builder()
+            .match_kind(MatchKind::Standard)
+            .build(toks.iter().map(|t| t.text.as_str()))
+            .map_err(lib)?;
+        // llama.cpp sorts by length, longest first (ties in no defined order: here by id).
+        let mut order: Vec<usize> = (0..toks.len()).collect();
+        order.sort_by_key(|&i| (std::cmp::Reverse(toks[i].text.len()), toks[i].id));
+        let mut rank = vec![0u32; toks.len()];
+        for (r, &i) in order.iter().enumerate() {
+            rank[i] = r as u32;
+        }
+        Ok(Self::Llama { ac, toks, rank })
+    }
+
+    /// Splits `text` into pieces. `parse_special`: control tokens are matched too (user-defined
+    /// ones always are). `is_special` tells a Hugging Face added token's kind.
+    pub fn partition(
+        &self,
+        text: &str,
+        parse_special: bool,
+        is_special: impl Fn(u32) -> bool,
+        out: &mut Vec<Frag>,
+    ) {
+        match self {
+            Self::None => {
+                if !text.is_empty() {
+                    out.push(Frag::Text(0..text.len()));
+                }
+            }
+            Self::LeftmostLongest { ac, ids } => {
+                let mut last = 0;
+                for m in ac.find_iter(text) {
+                    let id = ids[m.pattern().as_usize()];
+                    if !parse_special && is_special(id) {
+                        continue;
+                    }
+                    if m.start() > last {
+                        out.push(Frag::Text(last..m.start()));
+                    }
+                    out.push(Frag::Token(id));
+                    last = m.end();
+                }
+                if text.len() > last {
+                    out.push(Frag::Text(last..text.len()));
+                }
+            }
+            Self::Llama { ac, toks, rank } => {
+                partition_llama(text, parse_special, ac, toks, rank, out)
+            }
+        }
+    }
+}
+
+/// llama.cpp's `tokenizer_st_partition`: for each token, longest first, every occurrence left to
+/// right that lies wholly in text not yet cut becomes the token. Equivalently: all occurrences,
+/// taken in that order, each kept when none of its bytes is taken yet.
+fn partition_llama(
+    text: &str,
+    parse_special: bool,
+    ac: &AhoCorasick,
+    toks: &[SpecialToken],
+    rank: &[u32],
+    out: &mut Vec<Frag>,
+) {
+    let mut hits: Vec<(u32, usize, usize)> = ac
+        .find_overlapping_iter(text)
+        .filter(|m| parse_special || !toks[m.pattern().as_usize()].control)
+        .map(|m| {
+            let p = m.pattern().as_usize();
+            (rank[p], m.start(), p)
+        })
+        .collect();
+    if hits.is_empty() {
+        if !text.is_empty() {
+            out.push(Frag::Text(0..text.len()));
+        }
+        return;
+    }
+    hits.sort_unstable();
+    let b = text.as_bytes();
+    let mut taken = vec![false; b.len()];
+    // (start, end of the token itself, id)
+    let mut cut: Vec<(usize, usize, u32)> = Vec::new();
+    for (_, s, p) in hits {
+        let t = &toks[p];
+        let e = s + t.text.len();
+        if taken[s..e].iter().any(|&x| x) {
+            continue;
+        }
+        let (mut a, mut z) = (s, e);
+        if t.lstrip {
+            while a > 0 && !taken[a - 1] && c_space(b[a - 1]) {
+                a -= 1;
+            }
+        }
+        if t.rstrip {
+            while z < b.len() && !taken[z] && c_space(b[z]) {
+                z += 1;
+            }
+        }
+        taken[a..z].fill(true);
+        cut.push((s, e, t.id));
+    }
+    cut.sort_unstable();
+    // Between two cut tokens the text left is one run (what was stripped touches the tokens).
+    let text_in = |from: usize, to: usize, out: &mut Vec<Frag>| {
+        if let Some(i) = (from..to).find(|&i| !taken[i]) {
+            let j = (i..to).find(|&j| taken[j]).unwrap_or(to);
+            out.push(Frag::Text(i..j));
+        }
+    };
+    let mut pos = 0;
+    for (s, e, id) in cut {
+        text_in(pos, s, out);
+        out.push(Frag::Token(id));
+        pos = e;
+    }
+    text_in(pos, b.len(), out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tok(text: &str, id: u32, control: bool) -> SpecialToken {
+        SpecialToken {
+            text: text.into(),
+            id,
+            control,
+            lstrip: false,
+            rstrip: false,
+        }
+    }
+
+    fn run(s: &Specials, text: &str, parse: bool) -> Vec<Frag> {
+        let mut out = Vec::new();
+        s.partition(text, parse, |_| false, &mut out);
+        out
+    }
+
+    /// The longest token is cut first even where a shorter one starts earlier (llama.cpp's
+    /// order, unlike leftmost-longest).
+    #[test]
+    fn longest_token_first() {
+        let s = Specials::llama(vec![tok("ab", 1, false), tok("bcd", 2, false)]).unwrap();
+        assert_eq!(
+            run(&s, "xabcdab", true),
+            vec![Frag::Text(0..2), Frag::Token(2), Frag::Token(1),]
+        );
+        let l = Specials::leftmost_longest(vec![("ab", 1), ("bcd", 2)]).unwrap();
+        assert_eq!(
+            run(&l, "xabcdab", true),
+            vec![
+                Frag::Text(0..1),
+                Frag::Token(1),
+                Frag::Text(3..5),
+                Frag::Token(1)
+            ]
+        );
+    }
+
+    #[test]
+    fn control_tokens_only_when_parsing_special() {
+        let s = Specials::llama(vec![tok("<s>", 1, true), tok("<u>", 2, false)]).unwrap();
+        assert_eq!(
+            run(&s, "a<s>b<u>", false),
+            vec![Frag::Text(0..5), Frag::Token(2)]
+        );
+        assert_eq!(
+            run(&s, "a<s>b<u>", true),
+            vec![
+                Frag::Text(0..1),
+                Frag::Token(1),
+                Frag::Text(4..5),
+                Frag::Token(2)
+            ]
+        );
+    }
+
+    /// Phi-3's right strip drops the whitespace after a token, up to the next token.
+    #[test]
+    fn rstrip_drops_following_whitespace() {
+        let mut t = tok("<|user|>", 7, true);
+        t.rstrip = true;
+        let s = Specials::llama(vec![t, tok("<e>", 8, true)]).unwrap();
+        assert_eq!(
+            run(&s, "<|user|> \n hi <|user|>  <e>", true),
+            vec![
+                Frag::Token(7),
+                Frag::Text(11..14),
+                Frag::Token(7),
+                Frag::Token(8)
+            ]
+        );
+    }
+}
