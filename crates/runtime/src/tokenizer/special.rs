@@ -139,7 +139,9 @@ impl Specials {
 
 /// llama.cpp's `tokenizer_st_partition`: for each token, longest first, every occurrence left to
 /// right that lies wholly in text not yet cut becomes the token. Equivalently: all occurrences,
-/// taken in that order, each kept when none of its bytes is taken yet.
+/// token by token in that order, each kept when none of its bytes is taken yet. As every token
+/// taken before is at least as long, an occurrence overlaps one exactly when its first or last
+/// byte is taken.
 fn partition_llama(
     text: &str,
     parse_special: bool,
@@ -148,44 +150,69 @@ fn partition_llama(
     rank: &[u32],
     out: &mut Vec<Frag>,
 ) {
-    let mut hits: Vec<(u32, usize, usize)> = ac
-        .find_overlapping_iter(text)
-        .filter(|m| parse_special || !toks[m.pattern().as_usize()].control)
-        .map(|m| {
-            let p = m.pattern().as_usize();
-            (rank[p], m.start(), p)
-        })
-        .collect();
-    if hits.is_empty() {
+    // Each token's occurrences as runs of consecutive starts (start, count): overlapping matches
+    // come by their end, so one token's starts increase; a run of spaces that several
+    // whitespace tokens match stays a few runs rather than a match per byte and token.
+    let mut runs: Vec<Vec<(usize, usize)>> = Vec::new();
+    let mut present: Vec<usize> = Vec::new();
+    for m in ac.find_overlapping_iter(text) {
+        let p = m.pattern().as_usize();
+        if !parse_special && toks[p].control {
+            continue;
+        }
+        if runs.is_empty() {
+            runs = vec![Vec::new(); toks.len()];
+        }
+        let r = &mut runs[p];
+        match r.last_mut() {
+            Some((s, n)) if *s + *n == m.start() => *n += 1,
+            _ => {
+                if r.is_empty() {
+                    present.push(p);
+                }
+                r.push((m.start(), 1));
+            }
+        }
+    }
+    if present.is_empty() {
         if !text.is_empty() {
             out.push(Frag::Text(0..text.len()));
         }
         return;
     }
-    hits.sort_unstable();
+    present.sort_unstable_by_key(|&p| rank[p]);
     let b = text.as_bytes();
     let mut taken = vec![false; b.len()];
     // (start, end of the token itself, id)
     let mut cut: Vec<(usize, usize, u32)> = Vec::new();
-    for (_, s, p) in hits {
+    for p in present {
         let t = &toks[p];
-        let e = s + t.text.len();
-        if taken[s..e].iter().any(|&x| x) {
-            continue;
-        }
-        let (mut a, mut z) = (s, e);
-        if t.lstrip {
-            while a > 0 && !taken[a - 1] && c_space(b[a - 1]) {
-                a -= 1;
+        let len = t.text.len();
+        for &(first, n) in &runs[p] {
+            let mut s = first;
+            while s < first + n {
+                let e = s + len;
+                if taken[s] || taken[e - 1] {
+                    s += 1;
+                    continue;
+                }
+                let (mut a, mut z) = (s, e);
+                if t.lstrip {
+                    while a > 0 && !taken[a - 1] && c_space(b[a - 1]) {
+                        a -= 1;
+                    }
+                }
+                if t.rstrip {
+                    while z < b.len() && !taken[z] && c_space(b[z]) {
+                        z += 1;
+                    }
+                }
+                taken[a..z].fill(true);
+                cut.push((s, e, t.id));
+                // Later starts before `e` overlap this one.
+                s = e;
             }
         }
-        if t.rstrip {
-            while z < b.len() && !taken[z] && c_space(b[z]) {
-                z += 1;
-            }
-        }
-        taken[a..z].fill(true);
-        cut.push((s, e, t.id));
     }
     cut.sort_unstable();
     // Between two cut tokens the text left is one run (what was stripped touches the tokens).
@@ -278,5 +305,90 @@ mod tests {
                 Frag::Token(8)
             ]
         );
+    }
+
+    /// llama.cpp's `tokenizer_st_partition` loop as written there (token by token, longest first,
+    /// `find` in each text fragment, strip, split), the reference for the one above.
+    fn reference(text: &str, parse_special: bool, toks: &[SpecialToken]) -> Vec<Frag> {
+        let b = text.as_bytes();
+        let find = |from: usize, to: usize, pat: &[u8]| {
+            b[from..to]
+                .windows(pat.len())
+                .position(|w| w == pat)
+                .map(|i| from + i)
+        };
+        let mut order: Vec<&SpecialToken> = toks.iter().collect();
+        order.sort_by_key(|t| (std::cmp::Reverse(t.text.len()), t.id));
+        let mut buf: Vec<Frag> = Vec::new();
+        if !text.is_empty() {
+            buf.push(Frag::Text(0..b.len()));
+        }
+        for t in order {
+            if !parse_special && t.control {
+                continue;
+            }
+            let pat = t.text.as_bytes();
+            let mut next = Vec::new();
+            for f in buf {
+                let Frag::Text(r) = f else {
+                    next.push(f);
+                    continue;
+                };
+                let (mut base, end) = (r.start, r.end);
+                loop {
+                    let Some(m) = find(base, end, pat) else {
+                        if end > base {
+                            next.push(Frag::Text(base..end));
+                        }
+                        break;
+                    };
+                    let mut left_end = m;
+                    if t.lstrip {
+                        while left_end > base && c_space(b[left_end - 1]) {
+                            left_end -= 1;
+                        }
+                    }
+                    if left_end > base {
+                        next.push(Frag::Text(base..left_end));
+                    }
+                    next.push(Frag::Token(t.id));
+                    base = m + pat.len();
+                    if t.rstrip {
+                        while base < end && c_space(b[base]) {
+                            base += 1;
+                        }
+                    }
+                }
+            }
+            buf = next;
+        }
+        buf
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2000,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+        /// Random texts over a small alphabet and random token sets (overlapping, nested,
+        /// stripping, control or not) split as llama.cpp's loop splits them.
+        #[test]
+        fn partition_equals_llamacpp_loop(
+            text in "[ab \\n]{0,40}",
+            specs in proptest::collection::vec(
+                ("[ab \\n]{1,5}", proptest::bool::ANY, proptest::bool::ANY, proptest::bool::ANY),
+                0..8,
+            ),
+            parse in proptest::bool::ANY,
+        ) {
+            let mut toks: Vec<SpecialToken> = Vec::new();
+            for (i, (t, control, lstrip, rstrip)) in specs.into_iter().enumerate() {
+                if toks.iter().all(|x| x.text != t) {
+                    toks.push(SpecialToken { text: t, id: i as u32, control, lstrip, rstrip });
+                }
+            }
+            let s = Specials::llama(toks.clone()).unwrap();
+            proptest::prop_assert_eq!(run(&s, &text, parse), reference(&text, parse, &toks));
+        }
     }
 }
