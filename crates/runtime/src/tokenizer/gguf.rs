@@ -21,16 +21,16 @@ use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::{SplitDelimiterBehavior, Tokenizer as HfTokenizer};
 
 use super::special::{SpecialToken, Specials};
-use super::{lib, pre, TextMode, Tokenizer, TokenizerError};
+use super::{attrs, lib, pre, TextMode, Tokenizer, TokenizerError};
 use crate::gguf::{GgufFile, Value};
 
 // llama.cpp's token types (`tokenizer.ggml.token_type`).
-const TYPE_NORMAL: i64 = 1;
-const TYPE_UNKNOWN: i64 = 2;
-const TYPE_CONTROL: i64 = 3;
-const TYPE_USER_DEFINED: i64 = 4;
-const TYPE_UNUSED: i64 = 5;
-const TYPE_BYTE: i64 = 6;
+pub(super) const TYPE_NORMAL: i64 = 1;
+pub(super) const TYPE_UNKNOWN: i64 = 2;
+pub(super) const TYPE_CONTROL: i64 = 3;
+pub(super) const TYPE_USER_DEFINED: i64 = 4;
+pub(super) const TYPE_UNUSED: i64 = 5;
+pub(super) const TYPE_BYTE: i64 = 6;
 
 /// The tokenizer models we read.
 const MODELS: &str = "llama (SentencePiece), gpt2 (byte-level BPE), gemma4";
@@ -109,7 +109,16 @@ impl Tokenizer {
         let flag = |k: &str| g.get(k).and_then(Value::as_bool);
         let bos = id_key("tokenizer.ggml.bos_token_id");
         let eos = id_key("tokenizer.ggml.eos_token_id");
-        let eot = id_key("tokenizer.ggml.eot_token_id");
+        let vocab: HashMap<String, u32> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        // Types as llama.cpp corrects them by text (the merges keep the file's).
+        let corrected = attrs::correct(&tokens, &types, &vocab, eos, |k| {
+            id_key(&format!("tokenizer.ggml.{k}"))
+        });
+        let ctypes = &corrected.types;
         // llama.cpp's defaults, then the file's flags (Gemma 4 always adds BOS).
         let add_bos = match &kind {
             Kind::Spm => flag("tokenizer.ggml.add_bos_token").unwrap_or(true),
@@ -124,11 +133,6 @@ impl Tokenizer {
             .and_then(Value::as_str)
             .map(str::to_string);
 
-        let vocab: HashMap<String, u32> = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), i as u32))
-            .collect();
         let bpe_vocab = || {
             vocab
                 .iter()
@@ -220,7 +224,7 @@ impl Tokenizer {
                     false, false, false,
                 )));
                 tk.with_pre_tokenizer(Some(PreTokenizerWrapper::Sequence(PreSequence::new(seq))));
-                let pieces = pieces(&tokens, &types, byte_level_piece);
+                let pieces = pieces(&tokens, ctypes, byte_level_piece);
                 (tk, TextMode::Plain, Some(pieces))
             }
             Kind::Gemma4 => {
@@ -232,7 +236,7 @@ impl Tokenizer {
                 }
                 let mut tk = HfTokenizer::new(b.build().map_err(lib)?);
                 tk.with_normalizer(Some(escape_spaces()?));
-                let pieces = pieces(&tokens, &types, |t| t.replace('▁', " ").into_bytes());
+                let pieces = pieces(&tokens, ctypes, |t| t.replace('▁', " ").into_bytes());
                 (tk, TextMode::Lines, Some(pieces))
             }
         };
@@ -251,37 +255,29 @@ impl Tokenizer {
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| {
-                    matches!(types[*i], TYPE_CONTROL | TYPE_USER_DEFINED | TYPE_UNKNOWN)
+                    matches!(ctypes[*i], TYPE_CONTROL | TYPE_USER_DEFINED | TYPE_UNKNOWN)
                 })
                 .map(|(i, t)| SpecialToken {
                     text: t.clone(),
                     id: i as u32,
-                    control: types[i] != TYPE_USER_DEFINED,
+                    control: ctypes[i] != TYPE_USER_DEFINED,
                     lstrip: false,
                     rstrip: phi3 && !matches!(t.as_str(), "<unk>" | "<s>" | "<|endoftext|>"),
                 })
                 .collect(),
         )?;
         // Left out of text decoded without special tokens (as llama.cpp's `token_to_piece`).
-        let special = types
+        let special = ctypes
             .iter()
             .map(|&t| t == TYPE_CONTROL || t == TYPE_UNKNOWN)
             .collect();
 
-        let mut eos_ids: Vec<u32> = eos.into_iter().chain(eot).collect();
-        for t in ["<end_of_turn>", "<|im_end|>", "<|endoftext|>", "<|eot_id|>"] {
-            if let Some(&id) = vocab.get(t) {
-                if types[id as usize] == TYPE_CONTROL && !eos_ids.contains(&id) {
-                    eos_ids.push(id);
-                }
-            }
-        }
         Ok(Self {
             inner,
             vocab_size: n,
             bos,
             add_bos: add_bos && bos.is_some(),
-            eos_ids,
+            eos_ids: corrected.eog,
             chat_template,
             tokens,
             special,

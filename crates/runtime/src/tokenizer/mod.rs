@@ -3,6 +3,7 @@
 //! directory's `tokenizer.json` ([`hf_dir`]), with the merges run by the `tokenizers` crate;
 //! plus incremental detokenization.
 
+mod attrs;
 mod gguf;
 mod hf_dir;
 mod pre;
