@@ -48,14 +48,22 @@ pub(super) enum Specials {
         ids: Vec<u32>,
     },
     /// llama.cpp's partition.
-    Llama {
-        /// Matcher of the tokens' texts, every occurrence.
-        ac: AhoCorasick,
-        /// Each pattern's token.
-        toks: Vec<SpecialToken>,
-        /// Each pattern's place in llama.cpp's order (longest first).
-        rank: Vec<u32>,
-    },
+    Llama(LlamaSpecials),
+}
+
+/// The tokens of llama.cpp's partition and how their occurrences are found.
+pub(super) struct LlamaSpecials {
+    /// The tokens.
+    toks: Vec<SpecialToken>,
+    /// Each token's place in llama.cpp's order (longest first).
+    rank: Vec<u32>,
+    /// Matcher of the tokens that are not runs of one byte, every occurrence, and the token of
+    /// each of its patterns.
+    ac: Option<(AhoCorasick, Vec<usize>)>,
+    /// Tokens that are runs of one (ASCII) byte, such as Gemma's whitespace and newline tokens,
+    /// found from the runs of that byte in the text: (byte, [(run length, token)] shortest
+    /// first). Through the matcher a run of 100 kB of spaces would be 3 million matches.
+    runs: Vec<(u8, Vec<(usize, usize)>)>,
 }
 
 /// C's `isspace` in the "C" locale, which llama.cpp strips with.
@@ -84,10 +92,31 @@ impl Specials {
         if toks.is_empty() {
             return Ok(Self::None);
         }
-        let ac = AhoCorasick::builder()
-            .match_kind(MatchKind::Standard)
-            .build(toks.iter().map(|t| t.text.as_str()))
-            .map_err(lib)?;
+        let mut runs: Vec<(u8, Vec<(usize, usize)>)> = Vec::new();
+        let mut others = Vec::new();
+        for (i, t) in toks.iter().enumerate() {
+            let b = t.text.as_bytes();
+            if b.iter().all(|&c| c == b[0]) {
+                match runs.iter_mut().find(|(c, _)| *c == b[0]) {
+                    Some((_, v)) => v.push((b.len(), i)),
+                    None => runs.push((b[0], vec![(b.len(), i)])),
+                }
+            } else {
+                others.push(i);
+            }
+        }
+        for (_, v) in &mut runs {
+            v.sort_unstable();
+        }
+        let ac = if others.is_empty() {
+            None
+        } else {
+            let ac = AhoCorasick::builder()
+                .match_kind(MatchKind::Standard)
+                .build(others.iter().map(|&i| toks[i].text.as_str()))
+                .map_err(lib)?;
+            Some((ac, others))
+        };
         // llama.cpp sorts by length, longest first (ties in no defined order: here by id).
         let mut order: Vec<usize> = (0..toks.len()).collect();
         order.sort_by_key(|&i| (std::cmp::Reverse(toks[i].text.len()), toks[i].id));
@@ -95,7 +124,12 @@ impl Specials {
         for (r, &i) in order.iter().enumerate() {
             rank[i] = r as u32;
         }
-        Ok(Self::Llama { ac, toks, rank })
+        Ok(Self::Llama(LlamaSpecials {
+            toks,
+            rank,
+            ac,
+            runs,
+        }))
     }
 
     /// Splits `text` into pieces. `parse_special`: control tokens are matched too (user-defined
@@ -130,9 +164,7 @@ impl Specials {
                     out.push(Frag::Text(last..text.len()));
                 }
             }
-            Self::Llama { ac, toks, rank } => {
-                partition_llama(text, parse_special, ac, toks, rank, out)
-            }
+            Self::Llama(l) => partition_llama(text, parse_special, l, out),
         }
     }
 }
@@ -142,36 +174,54 @@ impl Specials {
 /// token by token in that order, each kept when none of its bytes is taken yet. As every token
 /// taken before is at least as long, an occurrence overlaps one exactly when its first or last
 /// byte is taken.
-fn partition_llama(
-    text: &str,
-    parse_special: bool,
-    ac: &AhoCorasick,
-    toks: &[SpecialToken],
-    rank: &[u32],
-    out: &mut Vec<Frag>,
-) {
+fn partition_llama(text: &str, parse_special: bool, l: &LlamaSpecials, out: &mut Vec<Frag>) {
+    let (toks, rank) = (&l.toks, &l.rank);
     // Each token's occurrences as runs of consecutive starts (start, count): overlapping matches
     // come by their end, so one token's starts increase; a run of spaces that several
     // whitespace tokens match stays a few runs rather than a match per byte and token.
     let mut runs: Vec<Vec<(usize, usize)>> = Vec::new();
     let mut present: Vec<usize> = Vec::new();
-    for m in ac.find_overlapping_iter(text) {
-        let p = m.pattern().as_usize();
+    let mut add = |p: usize, start: usize, n: usize| {
         if !parse_special && toks[p].control {
-            continue;
+            return;
         }
         if runs.is_empty() {
             runs = vec![Vec::new(); toks.len()];
         }
         let r = &mut runs[p];
         match r.last_mut() {
-            Some((s, n)) if *s + *n == m.start() => *n += 1,
+            Some((s, k)) if *s + *k == start => *k += n,
             _ => {
                 if r.is_empty() {
                     present.push(p);
                 }
-                r.push((m.start(), 1));
+                r.push((start, n));
             }
+        }
+    };
+    if let Some((ac, pat_tok)) = &l.ac {
+        for m in ac.find_overlapping_iter(text) {
+            add(pat_tok[m.pattern().as_usize()], m.start(), 1);
+        }
+    }
+    let b = text.as_bytes();
+    for (c, lens) in &l.runs {
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] != *c {
+                i += 1;
+                continue;
+            }
+            let j = b[i..]
+                .iter()
+                .position(|x| x != c)
+                .map_or(b.len(), |k| i + k);
+            // A run of `j - i` bytes holds a token of `len` at each of its first
+            // `j - i - len + 1` places.
+            for &(len, p) in lens.iter().take_while(|(len, _)| *len <= j - i) {
+                add(p, i, j - i - len + 1);
+            }
+            i = j;
         }
     }
     if present.is_empty() {
@@ -181,7 +231,6 @@ fn partition_llama(
         return;
     }
     present.sort_unstable_by_key(|&p| rank[p]);
-    let b = text.as_bytes();
     let mut taken = vec![false; b.len()];
     // (start, end of the token itself, id)
     let mut cut: Vec<(usize, usize, u32)> = Vec::new();
