@@ -1,9 +1,10 @@
 //! llama.cpp's corrections of GGUF token types by token text (`llama_vocab::impl::load`):
 //! end-of-turn and fill-in-the-middle tokens the file does not name are found by their text and
-//! made control tokens, every token in its end-of-generation list is made a control token and
-//! ends generation, and a few model families get their own fixes (gpt-oss, Gemma 4). What is a
-//! control token decides what is matched in text, what decoding without special tokens leaves
-//! out, and what stops generation.
+//! made control tokens, every token in its end-of-generation list is made a control token, and
+//! a few model families get their own fixes (gpt-oss, Gemma 4). What is a control token decides
+//! what is matched in text and what decoding without special tokens leaves out. (Which tokens
+//! stop generation is decided elsewhere: llama.cpp's whole end-of-generation set, e.g. Qwen's
+//! "</s>" and fill-in-the-middle tokens, is not adopted here.)
 
 use std::collections::HashMap;
 
@@ -111,11 +112,14 @@ const EOG: &[&str] = &[
     "[e~[",
 ];
 
-/// Token types after llama.cpp's corrections, and the tokens that end generation.
+/// Token types after llama.cpp's corrections, and the end-of-turn token.
 pub(super) struct Corrected {
     /// The types (llama.cpp's codes).
     pub types: Vec<i64>,
-    /// End-of-generation ids: EOS first, then end-of-turn, then the rest by id.
+    /// The end-of-turn token: the file's, else found by its text.
+    pub eot: Option<u32>,
+    /// llama.cpp's end-of-generation ids, by id.
+    #[cfg(test)]
     pub eog: Vec<u32>,
 }
 
@@ -179,18 +183,11 @@ pub(super) fn correct(
     }
     eog.sort_unstable();
     eog.dedup();
-    // EOS first (it is the chat templates' `eos_token`), then end-of-turn.
-    let first: Vec<u32> = [eos, eot]
-        .into_iter()
-        .flatten()
-        .filter(|i| eog.contains(i))
-        .collect();
-    let mut ordered = first.clone();
-    ordered.dedup();
-    ordered.extend(eog.into_iter().filter(|i| !first.contains(i)));
     Corrected {
         types,
-        eog: ordered,
+        eot,
+        #[cfg(test)]
+        eog,
     }
 }
 
@@ -220,7 +217,8 @@ mod tests {
             c.types,
             [TYPE_NORMAL, TYPE_CONTROL, TYPE_CONTROL, TYPE_CONTROL]
         );
-        assert_eq!(c.eog, [2, 1, 3]);
+        assert_eq!(c.eog, [1, 2, 3]);
+        assert_eq!(c.eot, Some(2));
     }
 
     /// A file's own id wins over the text; gpt-oss's channel tokens become user-defined and
@@ -232,7 +230,8 @@ mod tests {
         assert_eq!(c.types[0], TYPE_USER_DEFINED);
         assert_eq!(c.types[3], TYPE_USER_DEFINED);
         assert_eq!(c.types[4], TYPE_NORMAL);
-        assert_eq!(c.eog, [1, 4, 2]);
+        assert_eq!(c.eog, [1, 2, 4]);
+        assert_eq!(c.eot, Some(4));
     }
 
     /// Gemma 4: "</s>" stays a normal token where "<|tool_response>" ends generation.
@@ -240,6 +239,7 @@ mod tests {
     fn gemma4_keeps_normal_end_of_sentence() {
         let c = run(&["</s>", "<|tool_response>", "<eos>"], Some(2), &[]);
         assert_eq!(c.types, [TYPE_NORMAL, TYPE_CONTROL, TYPE_CONTROL]);
-        assert_eq!(c.eog, [2, 1]);
+        assert_eq!(c.eog, [1, 2]);
+        assert_eq!(c.eot, None);
     }
 }

@@ -266,6 +266,16 @@ impl Tokenizer {
                 })
                 .collect(),
         )?;
+        // Generation stops at EOS, the end-of-turn token and these (control in the file).
+        let mut eos_ids: Vec<u32> = eos.into_iter().chain(corrected.eot).collect();
+        eos_ids.dedup();
+        for t in ["<end_of_turn>", "<|im_end|>", "<|endoftext|>", "<|eot_id|>"] {
+            if let Some(&id) = vocab.get(t) {
+                if types[id as usize] == TYPE_CONTROL && !eos_ids.contains(&id) {
+                    eos_ids.push(id);
+                }
+            }
+        }
         // Left out of text decoded without special tokens (as llama.cpp's `token_to_piece`).
         let special = ctypes
             .iter()
@@ -277,7 +287,7 @@ impl Tokenizer {
             vocab_size: n,
             bos,
             add_bos: add_bos && bos.is_some(),
-            eos_ids: corrected.eog,
+            eos_ids,
             chat_template,
             tokens,
             special,
