@@ -9,7 +9,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CACHE="${SWITCHYARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard}"
 OUT="$CACHE/arch-models"
 PY="$(bash "$ROOT/scripts/convenv.sh")"
-VOCAB="$(bash "$ROOT/scripts/llamacpp-sdist.sh")/models"
+VOCAB="$(bash "$ROOT/scripts/fetch-vocabs.sh")"
 key="$(cat "$ROOT/scripts/make-arch-models.py" "$ROOT/scripts/gguf-to-hf.requirements.txt" | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$OUT/.stamp" 2>/dev/null || true)" != "$key" ]; then
   echo "build-arch-models: writing the test models into $OUT" >&2

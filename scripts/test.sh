@@ -13,6 +13,7 @@ stage "models"
 bash scripts/fetch-models.sh
 # Hugging Face-format copies of the models for tests/hf.rs (converted once, cached, stamped).
 bash scripts/build-hf-test-models.sh
+bash scripts/fetch-vocabs.sh >/dev/null  # llama.cpp's test vocabularies (runtime/tests/vocab_vectors.rs)
 # Random-weight models of every architecture we claim, around real vocabularies, for tests/arch.rs.
 bash scripts/build-arch-models.sh >/dev/null
 stage "cargo test"
