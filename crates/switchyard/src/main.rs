@@ -194,6 +194,25 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
     Ok(())
 }
 
+/// The tokenizer as its file names it: GGUF model and pre-tokenizer, or Hugging Face's.
+fn tokenizer_kind(model: &switchyard_runtime::Model) -> String {
+    use switchyard_runtime::gguf::Value;
+    match &model.weights {
+        switchyard_runtime::Weights::Gguf(g) => {
+            let s = |k: &str| g.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
+            match s("tokenizer.ggml.model").as_str() {
+                "gpt2" => format!("BPE (gpt2), pre-tokenizer {}", s("tokenizer.ggml.pre")),
+                "llama" => format!(
+                    "SentencePiece (llama), add_space_prefix {}",
+                    model.tokenizer.adds_space_prefix()
+                ),
+                other => other.to_string(),
+            }
+        }
+        switchyard_runtime::Weights::Hf(_) => "Hugging Face tokenizer.json".into(),
+    }
+}
+
 fn cmd_info(a: InfoArgs) -> Result<()> {
     let threads = a
         .model
@@ -268,6 +287,7 @@ fn cmd_info(a: InfoArgs) -> Result<()> {
         );
     }
     println!("  vocab: {}", c.vocab_size);
+    println!("  tokenizer: {}", tokenizer_kind(&model));
     println!(
         "  chat template: {}",
         if model.tokenizer.chat_template.is_some() {
