@@ -10,7 +10,7 @@ CACHE="${SWITCHYARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard}"
 OUT="$CACHE/arch-models"
 PY="$(bash "$ROOT/scripts/convenv.sh")"
 VOCAB="$(bash "$ROOT/scripts/fetch-vocabs.sh")"
-key="$(cat "$ROOT/scripts/make-arch-models.py" "$ROOT/scripts/gguf-to-hf.requirements.txt" | sha256sum | cut -d' ' -f1)"
+key="$(cat "$ROOT/scripts/make-arch-models.py" "$ROOT/scripts/gguf_util.py" "$ROOT/scripts/gguf-to-hf.requirements.txt" | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$OUT/.stamp" 2>/dev/null || true)" != "$key" ]; then
   echo "build-arch-models: writing the test models into $OUT" >&2
   rm -rf "$OUT"

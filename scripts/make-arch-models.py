@@ -12,6 +12,9 @@ import numpy as np
 import gguf
 from gguf import GGMLQuantizationType as Q
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gguf_util import copy_tokenizer  # noqa: E402
+
 vocab_dir, out_dir = sys.argv[1:3]
 os.makedirs(out_dir, exist_ok=True)
 
@@ -31,23 +34,6 @@ MODELS = {
     # window on every other layer (8 tokens, so the test's positions cross it), post norms.
     "gemma2": ("gemma2", "llama-spm", dict(rope_base=10000.0, L=4, window=8, attn_cap=5.0, final_cap=30.0)),
 }
-
-def copy_vocab(w, src):
-    for name, field in src.fields.items():
-        if not name.startswith("tokenizer."):
-            continue
-        v = field.contents()
-        t = field.types[0]
-        if t == gguf.GGUFValueType.ARRAY:
-            w.add_array(name, v)
-        elif t == gguf.GGUFValueType.STRING:
-            w.add_string(name, v)
-        elif t == gguf.GGUFValueType.BOOL:
-            w.add_bool(name, v)
-        elif t == gguf.GGUFValueType.FLOAT32:
-            w.add_float32(name, v)
-        else:
-            w.add_uint32(name, int(v))
 
 # Llama 3.1's formula with a short original context (64 rather than 8192), so that the factors
 # change the angles of the test's positions (< 200) enough to be seen.
@@ -77,7 +63,7 @@ for seed, (name, (arch, vocab_name, o)) in enumerate(MODELS.items()):
     path = os.path.join(out_dir, f"{name}.gguf")
     w = gguf.GGUFWriter(path, arch)
     w.add_name(f"switchyard-test-{name}")
-    copy_vocab(w, src)
+    copy_tokenizer(w, src)
     w.add_context_length(4096); w.add_embedding_length(H); w.add_block_count(L)
     w.add_feed_forward_length(ffn); w.add_head_count(heads); w.add_head_count_kv(kv_heads)
     w.add_key_length(hd); w.add_value_length(hd); w.add_rope_dimension_count(hd)

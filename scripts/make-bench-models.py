@@ -12,6 +12,9 @@ import os, sys
 import numpy as np
 import gguf
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gguf_util import copy_tokenizer  # noqa: E402
+
 vocab_dir, out_dir = sys.argv[1:3]
 names = sys.argv[3:] or ["llama-3.2-1b", "qwen3-30b-a3b-2l"]
 os.makedirs(out_dir, exist_ok=True)
@@ -29,15 +32,7 @@ for name in names:
     path = os.path.join(out_dir, f"{name}-f16.gguf")
     w = gguf.GGUFWriter(path, arch)
     w.add_name(name)
-    for k, field in src.fields.items():
-        if not k.startswith("tokenizer."):
-            continue
-        v, t = field.contents(), field.types[0]
-        if t == gguf.GGUFValueType.ARRAY: w.add_array(k, v)
-        elif t == gguf.GGUFValueType.STRING: w.add_string(k, v)
-        elif t == gguf.GGUFValueType.BOOL: w.add_bool(k, v)
-        elif t == gguf.GGUFValueType.FLOAT32: w.add_float32(k, v)
-        else: w.add_uint32(k, int(v))
+    copy_tokenizer(w, src)
     n_vocab = len(src.fields["tokenizer.ggml.tokens"].contents())
     w.add_context_length(8192); w.add_embedding_length(H); w.add_block_count(L)
     w.add_feed_forward_length(s["ffn"]); w.add_head_count(s["heads"]); w.add_head_count_kv(s["kv"])

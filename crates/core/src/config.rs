@@ -179,6 +179,11 @@ pub struct ModelConfig {
     pub moe: Option<MoeConfig>,
 }
 
+/// `base^(-2i/d)`: the unscaled RoPE frequency of rotated pair `i` of a head of `d` dimensions.
+fn base_freq(base: f32, i: usize, d: usize) -> f32 {
+    1.0 / (base as f64).powf(2.0 * i as f64 / d as f64) as f32
+}
+
 impl ModelConfig {
     /// The configuration of `arch` with dimensions `d` and the architecture's defaults (what a
     /// file that only gives the dimensions means): every layer global, RoPE base 10000, RMSNorm
@@ -257,7 +262,7 @@ impl ModelConfig {
         let d = self.head_dim;
         (0..d / 2)
             .map(|i| {
-                let f = 1.0 / (base as f64).powf(2.0 * i as f64 / d as f64) as f32;
+                let f = base_freq(base, i, d);
                 let ff = self
                     .rope_freq_factors
                     .as_ref()
@@ -285,7 +290,7 @@ impl ModelConfig {
         let high_wavelen = original_context / high_freq_factor;
         (0..head_dim / 2)
             .map(|i| {
-                let freq = 1.0 / (base as f64).powf(2.0 * i as f64 / head_dim as f64) as f32;
+                let freq = base_freq(base, i, head_dim);
                 let wavelen = 2.0 * std::f32::consts::PI / freq;
                 if wavelen < high_wavelen {
                     1.0
