@@ -12,6 +12,8 @@ converters:
   (`AutoTokenizer.from_pretrained(dir, gguf_file=...)`). transformers refuses to read GGUF
   without torch although it needs no tensors for that (`return_tensors=False`); the check is
   patched out, nothing else is.
+- Llama (GPT-2 style BPE of Llama 3, or SentencePiece of Llama 2) and Qwen 3: the same
+  transformers GGUF conversion.
 - SentencePiece BPE (Gemma 3): transformers' GGUF conversion turns it into a Unigram model,
   which tokenizes differently (it is meant for SentencePiece Unigram files). We instead write
   the SentencePiece model proto (`tokenizer.model`) from the GGUF vocabulary and convert it
@@ -22,7 +24,14 @@ llama.cpp's conversion conventions are inverted: Gemma's RMSNorm weights lose th
 convert_hf_to_gguf adds (HF Gemma computes x * (1 + w)), Llama's Q/K rows are un-permuted
 (GGUF stores them for interleaved RoPE, HF for rotate_half).
 
-Usage: gguf-to-hf.py MODEL.gguf OUTDIR [--dtype bf16|f16|f32] [--shard-size BYTES]
+RoPE scaling: GGUF `rope.scaling.type linear` becomes `rope_scaling {"type": "linear", "factor"}`.
+Llama 3.1-style frequency factors are stored in GGUF only as the tensor `rope_freqs.weight`, not
+as the parameters that made them, so they are given with `--rope-scaling JSON` (HF's
+`rope_scaling` object, `rope_type` llama3); the factors those parameters imply under transformers'
+formula (`_compute_llama3_parameters`, re-implemented here in numpy) must equal the GGUF's tensor,
+else the conversion fails. A GGUF with `rope_freqs.weight` and no `--rope-scaling` is refused.
+
+Usage: gguf-to-hf.py MODEL.gguf OUTDIR [--dtype bf16|f16|f32] [--shard-size BYTES] [--rope-scaling JSON]
 Writes OUTDIR atomically (OUTDIR.partial, then rename).
 """
 
@@ -52,7 +61,58 @@ def layer_types(n_layers, pattern):
     return ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention" for i in range(n_layers)]
 
 
-def hf_config(arch, md, vocab_size, tied, dtype):
+def llama3_inv_freq_factors(rs, base, dim):
+    """Per-pair divisors of the RoPE frequencies that transformers' llama3 rope_type applies
+    (`modeling_rope_utils._compute_llama3_parameters`: inv_freq / new inv_freq), in float64."""
+    factor = float(rs["factor"])
+    lo, hi = float(rs["low_freq_factor"]), float(rs["high_freq_factor"])
+    orig = float(rs["original_max_position_embeddings"])
+    inv_freq = 1.0 / base ** (np.arange(0, dim, 2, dtype=np.float64) / dim)
+    low_wavelen, high_wavelen = orig / lo, orig / hi
+    wavelen = 2 * np.pi / inv_freq
+    new = np.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+    smooth = (orig / wavelen - lo) / (hi - lo)
+    smoothed = (1 - smooth) * new / factor + smooth * new
+    medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+    new = np.where(medium, smoothed, new)
+    return inv_freq / new
+
+
+def rope_scaling(arch, md, reader, given):
+    """HF `rope_scaling` from the GGUF (and --rope-scaling), checked against rope_freqs.weight."""
+    a = lambda k, d=None: md.get(f"{arch}.{k}", d)  # noqa: E731
+    kind = a("rope.scaling.type", "none")
+    freqs = next((t for t in reader.tensors if t.name == "rope_freqs.weight"), None)
+    if given is not None:
+        if given.get("rope_type", given.get("type")) != "llama3":
+            sys.exit(f"gguf-to-hf: --rope-scaling supports rope_type llama3 only, got {given}")
+        if freqs is None:
+            sys.exit("gguf-to-hf: --rope-scaling llama3 given but the GGUF has no rope_freqs.weight")
+        if kind not in ("none",):
+            sys.exit(f"gguf-to-hf: GGUF rope.scaling.type {kind!r} and rope_freqs.weight together are not supported")
+        base = float(a("rope.freq_base", 10000.0))
+        dim = int(a("rope.dimension_count", a("attention.key_length")))
+        want = np.asarray(dequantize(freqs.data, freqs.tensor_type), dtype=np.float64).reshape(-1)
+        got = llama3_inv_freq_factors(given, base, dim)
+        if want.shape != got.shape or not np.allclose(got, want, rtol=1e-5, atol=0):
+            sys.exit(
+                f"gguf-to-hf: --rope-scaling {json.dumps(given)} implies frequency factors {got.tolist()}, "
+                f"the GGUF's rope_freqs.weight is {want.tolist()}"
+            )
+        print(f"gguf-to-hf: rope_freqs.weight equals the factors of {json.dumps(given)} (max rel diff "
+              f"{float(np.max(np.abs(got / want - 1))):.2e})", file=sys.stderr)
+        return dict(given)
+    if freqs is not None:
+        sys.exit("gguf-to-hf: the GGUF has rope_freqs.weight; give its parameters with --rope-scaling "
+                 "'{\"rope_type\": \"llama3\", ...}'")
+    if kind == "none":
+        return None
+    if kind == "linear":
+        return {"type": "linear", "factor": float(a("rope.scaling.factor"))}
+    sys.exit(f"gguf-to-hf: GGUF rope.scaling.type {kind!r} is not supported (none, linear, llama3 via rope_freqs.weight)")
+
+
+def hf_config(arch, md, vocab_size, tied, dtype, rope_scaling):
     a = lambda k, d=None: md.get(f"{arch}.{k}", d)  # noqa: E731
     n_heads = a("attention.head_count")
     hidden = a("embedding_length")
@@ -67,7 +127,7 @@ def hf_config(arch, md, vocab_size, tied, dtype):
         "max_position_embeddings": a("context_length"),
         "rms_norm_eps": float(a("attention.layer_norm_rms_epsilon", 1e-6)),
         "rope_theta": float(a("rope.freq_base", 10000.0)),
-        "rope_scaling": None,
+        "rope_scaling": rope_scaling,
         "vocab_size": vocab_size,
         "tie_word_embeddings": tied,
         "torch_dtype": {"bf16": "bfloat16", "f16": "float16", "f32": "float32"}[dtype],
@@ -102,10 +162,21 @@ def hf_config(arch, md, vocab_size, tied, dtype):
             sliding_window=a("context_length"),
             max_window_layers=a("block_count"),
         )
+    elif arch == "qwen3":
+        cfg.update(
+            architectures=["Qwen3ForCausalLM"],
+            model_type="qwen3",
+            hidden_act="silu",
+            use_sliding_window=False,
+            sliding_window=None,
+            max_window_layers=a("block_count"),
+        )
     elif arch == "llama":
         cfg.update(architectures=["LlamaForCausalLM"], model_type="llama", hidden_act="silu", mlp_bias=False)
     else:
-        sys.exit(f"gguf-to-hf: unsupported architecture {arch!r} (gemma3, qwen2, llama)")
+        sys.exit(f"gguf-to-hf: unsupported architecture {arch!r} (gemma3, qwen2, qwen3, llama)")
+    if rope_scaling is not None and arch != "llama":
+        sys.exit(f"gguf-to-hf: RoPE scaling is supported for llama only, not {arch!r}")
     return cfg
 
 
@@ -168,6 +239,8 @@ def weights(reader, arch, md):
     n_head = md.get(f"{arch}.attention.head_count")
     n_kv = md.get(f"{arch}.attention.head_count_kv", n_head)
     for t in reader.tensors:
+        if t.name == "rope_freqs.weight":  # config.json's rope_scaling (checked in rope_scaling())
+            continue
         w = dequantize(t.data, t.tensor_type).astype(np.float32, copy=False)
         # numpy order is GGML's reversed: [rows, cols] = HF [out_features, in_features].
         w = w.reshape([int(d) for d in reversed(t.shape.tolist())])
@@ -264,7 +337,8 @@ def gemma_tokenizer(md, out, gguf_path):
     return tok
 
 
-def gpt2_tokenizer(md, gguf_path):
+def gguf_tokenizer(md, gguf_path):
+    """transformers' own GGUF tokenizer conversion (GPT-2 style BPE; Llama's SentencePiece)."""
     import transformers.modeling_gguf_pytorch_utils as gguf_utils
     from transformers import AutoTokenizer
 
@@ -308,6 +382,13 @@ def main():
         help="copy the tokenizer files from DIR (an earlier conversion of the same GGUF) instead of "
         "building them with transformers (for machines without the pinned transformers)",
     )
+    ap.add_argument(
+        "--rope-scaling",
+        metavar="JSON",
+        type=json.loads,
+        help="config.json's rope_scaling for a GGUF with rope_freqs.weight (rope_type llama3); "
+        "checked against that tensor",
+    )
     args = ap.parse_args()
 
     reader = GGUFReader(args.gguf)
@@ -318,10 +399,11 @@ def main():
     vocab_size = int(embd.shape[1])
     tied = "output.weight" not in names
 
+    rs = rope_scaling(arch, md, reader, args.rope_scaling)
     tmp = args.out.rstrip("/") + ".partial"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    cfg = hf_config(arch, md, vocab_size, tied, args.dtype)
+    cfg = hf_config(arch, md, vocab_size, tied, args.dtype, rs)
     with open(os.path.join(tmp, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
     gen = {"do_sample": False}
@@ -342,10 +424,10 @@ def main():
             sys.exit(f"gguf-to-hf: {args.tokenizer_from} has no tokenizer.json / tokenizer_config.json")
         for f in copied:
             shutil.copy(os.path.join(args.tokenizer_from, f), os.path.join(tmp, f))
-    elif model == "llama":
+    elif model == "llama" and arch == "gemma3":
         tok = gemma_tokenizer(md, tmp, args.gguf)
-    elif model == "gpt2":
-        tok = gpt2_tokenizer(md, args.gguf)
+    elif model in ("gpt2", "llama"):
+        tok = gguf_tokenizer(md, args.gguf)
     else:
         sys.exit(f"gguf-to-hf: unsupported tokenizer model {model!r}")
     if not args.tokenizer_from:
@@ -353,6 +435,12 @@ def main():
             tok.chat_template = md["tokenizer.chat_template"]
         # The chat template goes into tokenizer_config.json (the format most Hub repos use).
         tok.save_pretrained(tmp, save_jinja_files=False)
+        if model != "llama" or arch != "gemma3":
+            # A tokenizer converted from GGUF saves the GGUF file itself as its `vocab_file`
+            # (tokenizer.model for Llama): not a SentencePiece model, and a copy of all weights.
+            p = os.path.join(tmp, "tokenizer.model")
+            if os.path.isfile(p) and os.path.getsize(p) == os.path.getsize(args.gguf):
+                os.remove(p)
 
     files = write_safetensors(weights(reader, arch, md), tmp, args.dtype, args.shard_size)
     shutil.rmtree(args.out, ignore_errors=True)
