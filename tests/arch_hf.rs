@@ -150,7 +150,7 @@ fn check(name: &str, want_arch: &str) {
         .iter()
         .map(|v| v.as_f64().unwrap())
         .collect();
-    let got = cfg.inv_freq(cfg.rope_base);
+    let got = cfg.inv_freq_global();
     assert_eq!(got.len(), want.len(), "{name}: rotated pairs");
     for (i, (&a, &b)) in got.iter().zip(&want).enumerate() {
         assert!(
