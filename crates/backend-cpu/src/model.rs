@@ -119,12 +119,22 @@ impl Mat {
     pub(crate) fn new(t: Tensor) -> Self {
         let layouts = Isa::current().layouts;
         let packed = match t.dtype {
-            GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K
+            GgmlType::Q2_K
+            | GgmlType::Q3_K
+            | GgmlType::Q4_K
+            | GgmlType::Q5_K
+            | GgmlType::Q6_K
+            | GgmlType::IQ4_XS
                 if layouts.transposed_k && !env_off("SWITCHYARD_PACK_K") =>
             {
                 TransposedK::new(&qm(&t)).map_or(Packed::None, Packed::K)
             }
-            GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0
+            GgmlType::Q4_0
+            | GgmlType::Q5_0
+            | GgmlType::Q8_0
+            | GgmlType::Q4_1
+            | GgmlType::Q5_1
+            | GgmlType::IQ4_NL
                 if layouts.transposed_q0 && !env_off("SWITCHYARD_PACK_Q0") =>
             {
                 TransposedQ0::new(&qm(&t)).map_or(Packed::None, Packed::Q0)
@@ -391,13 +401,17 @@ impl Backend for CpuBackend {
                 GgmlType::F16,
                 GgmlType::BF16,
                 GgmlType::Q4_0,
+                GgmlType::Q4_1,
                 GgmlType::Q5_0,
+                GgmlType::Q5_1,
                 GgmlType::Q8_0,
                 GgmlType::Q2_K,
                 GgmlType::Q3_K,
                 GgmlType::Q4_K,
                 GgmlType::Q5_K,
                 GgmlType::Q6_K,
+                GgmlType::IQ4_NL,
+                GgmlType::IQ4_XS,
             ],
             shape_buckets: None,
         }
