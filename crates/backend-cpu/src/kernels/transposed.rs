@@ -1,5 +1,5 @@
 //! Weight layouts made at load for the AVX2 kernels: K-quant super-blocks with their quants
-//! transposed, and Q4_0 / Q5_0 / Q8_0 blocks decoded and transposed in groups of 8; their
+//! transposed, and 32-element blocks decoded and transposed in groups of 8; their
 //! matmuls.
 
 use super::*;
