@@ -24,6 +24,11 @@ F16_FIELDS = {
     T.Q4_K: [0, 2],
     T.Q5_K: [0, 2],
     T.Q6_K: [208],
+    # Appended after the others, so that the records above keep their random bytes.
+    T.Q4_1: [0, 2],
+    T.Q5_1: [0, 2],
+    T.IQ4_NL: [0],
+    T.IQ4_XS: [0],
 }
 BLOCKS = 12
 

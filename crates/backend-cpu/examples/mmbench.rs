@@ -59,6 +59,17 @@ fn main() {
         (GgmlType::Q3_K, 2048, 2048),
         (GgmlType::Q2_K, 2048, 2048),
         (GgmlType::Q6_K, 2048, 2048),
+        // The 32-element block types with mins or a table (Q4_1 / Q5_1 stand in for Q4_K / Q5_K
+        // in rows of 640 or 896 columns) next to Q4_0 / Q5_0, and IQ4_XS next to Q4_K above.
+        (GgmlType::IQ4_XS, 2048, 2048),
+        (GgmlType::Q4_0, 2048, 2048),
+        (GgmlType::Q4_1, 2048, 2048),
+        (GgmlType::Q5_1, 2048, 2048),
+        (GgmlType::IQ4_NL, 2048, 2048),
+        (GgmlType::Q4_0, 2048, 640),
+        (GgmlType::Q4_1, 2048, 640),
+        (GgmlType::Q5_1, 2048, 640),
+        (GgmlType::IQ4_NL, 2048, 640),
     ] {
         if want_ty.as_ref().is_some_and(|t| *t != format!("{ty:?}")) {
             continue;
@@ -69,7 +80,7 @@ fn main() {
             c.copy_from_slice(&v[..c.len()]);
         }
         let at: &[usize] = match ty {
-            GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+            GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q4_1 | GgmlType::Q5_1 => &[0, 2],
             GgmlType::Q6_K => &[208],
             GgmlType::Q3_K => &[108],
             GgmlType::Q2_K => &[80, 82],
@@ -118,7 +129,7 @@ fn main() {
                     best * 1e6 / n_tok as f64
                 );
             }
-            // Q4_0 / Q5_0 / Q8_0 in the transposed layout (AVX2 kernel).
+            // The 32-element block types in the transposed layout (AVX2 kernel).
             let t = (only != "file").then(|| TransposedQ0::new(&w)).flatten();
             if let Some(t) = t {
                 let best = best_of(&pool, 15, || {

@@ -95,9 +95,10 @@ fn pack_output(output: &Tensor) -> Option<PackedQ8> {
 }
 
 /// A layer's weight matrix: the tensor in its file encoding and, where a kernel wants another
-/// layout, a copy in that layout, which the kernels then use: K-quants at the AVX2 / AVX-512
-/// VNNI levels as [`TransposedK`] (unless `SWITCHYARD_PACK_K=0`; Gemma 3 270M: 36 tensors,
-/// 22 MiB), Q4_0 / Q5_0 / Q8_0 at the AVX2 level as [`TransposedQ0`] (unless
+/// layout, a copy in that layout, which the kernels then use: K-quants and IQ4_XS at the AVX2 /
+/// AVX-512 VNNI levels as [`TransposedK`] (unless `SWITCHYARD_PACK_K=0`; Gemma 3 270M: 36
+/// tensors, 22 MiB), Q4_0 / Q5_0 / Q8_0 / Q4_1 / Q5_1 / IQ4_NL at the AVX2 level as
+/// [`TransposedQ0`] (unless
 /// `SWITCHYARD_PACK_Q0=0`; Gemma: 90 tensors, 52 MiB with the padding of its 20-block rows). Both save the kernels their decoding
 /// or transposes per row, token group and block.
 pub(crate) struct Mat {
@@ -119,12 +120,22 @@ impl Mat {
     pub(crate) fn new(t: Tensor) -> Self {
         let layouts = Isa::current().layouts;
         let packed = match t.dtype {
-            GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K
+            GgmlType::Q2_K
+            | GgmlType::Q3_K
+            | GgmlType::Q4_K
+            | GgmlType::Q5_K
+            | GgmlType::Q6_K
+            | GgmlType::IQ4_XS
                 if layouts.transposed_k && !env_off("SWITCHYARD_PACK_K") =>
             {
                 TransposedK::new(&qm(&t)).map_or(Packed::None, Packed::K)
             }
-            GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0
+            GgmlType::Q4_0
+            | GgmlType::Q5_0
+            | GgmlType::Q8_0
+            | GgmlType::Q4_1
+            | GgmlType::Q5_1
+            | GgmlType::IQ4_NL
                 if layouts.transposed_q0 && !env_off("SWITCHYARD_PACK_Q0") =>
             {
                 TransposedQ0::new(&qm(&t)).map_or(Packed::None, Packed::Q0)
@@ -391,13 +402,17 @@ impl Backend for CpuBackend {
                 GgmlType::F16,
                 GgmlType::BF16,
                 GgmlType::Q4_0,
+                GgmlType::Q4_1,
                 GgmlType::Q5_0,
+                GgmlType::Q5_1,
                 GgmlType::Q8_0,
                 GgmlType::Q2_K,
                 GgmlType::Q3_K,
                 GgmlType::Q4_K,
                 GgmlType::Q5_K,
                 GgmlType::Q6_K,
+                GgmlType::IQ4_NL,
+                GgmlType::IQ4_XS,
             ],
             shape_buckets: None,
         }

@@ -19,8 +19,12 @@ pub enum GgmlType {
     BF16,
     /// 4-bit, blocks of 32 with an f16 scale.
     Q4_0,
+    /// 4-bit, blocks of 32 with an f16 scale and an f16 min (unsigned quants, `d q + m`).
+    Q4_1,
     /// 5-bit, blocks of 32 with an f16 scale.
     Q5_0,
+    /// 5-bit, blocks of 32 with an f16 scale and an f16 min (unsigned quants, `d q + m`).
+    Q5_1,
     /// 8-bit, blocks of 32 with an f16 scale.
     Q8_0,
     /// 2-bit k-quant, super-blocks of 256 with sixteen 4-bit scales and mins.
@@ -35,6 +39,10 @@ pub enum GgmlType {
     Q6_K,
     /// 8-bit k-quant (used for activations), super-blocks of 256.
     Q8_K,
+    /// 4-bit non-linear, blocks of 32 with an f16 scale: each quant indexes [`IQ4NL_VALUES`].
+    IQ4_NL,
+    /// 4-bit non-linear, super-blocks of 256 with eight 6-bit scales (IQ4_NL's table).
+    IQ4_XS,
 }
 
 impl GgmlType {
@@ -44,7 +52,9 @@ impl GgmlType {
             0 => Self::F32,
             1 => Self::F16,
             2 => Self::Q4_0,
+            3 => Self::Q4_1,
             6 => Self::Q5_0,
+            7 => Self::Q5_1,
             8 => Self::Q8_0,
             10 => Self::Q2_K,
             11 => Self::Q3_K,
@@ -52,6 +62,8 @@ impl GgmlType {
             13 => Self::Q5_K,
             14 => Self::Q6_K,
             15 => Self::Q8_K,
+            20 => Self::IQ4_NL,
+            23 => Self::IQ4_XS,
             30 => Self::BF16,
             _ => return None,
         })
@@ -63,7 +75,9 @@ impl GgmlType {
             Self::F32 => 0,
             Self::F16 => 1,
             Self::Q4_0 => 2,
+            Self::Q4_1 => 3,
             Self::Q5_0 => 6,
+            Self::Q5_1 => 7,
             Self::Q8_0 => 8,
             Self::Q2_K => 10,
             Self::Q3_K => 11,
@@ -71,6 +85,8 @@ impl GgmlType {
             Self::Q5_K => 13,
             Self::Q6_K => 14,
             Self::Q8_K => 15,
+            Self::IQ4_NL => 20,
+            Self::IQ4_XS => 23,
             Self::BF16 => 30,
         }
     }
@@ -121,8 +137,14 @@ impl GgmlType {
     pub fn block_size(self) -> usize {
         match self {
             Self::F32 | Self::F16 | Self::BF16 => 1,
-            Self::Q4_0 | Self::Q5_0 | Self::Q8_0 => 32,
-            Self::Q2_K | Self::Q3_K | Self::Q4_K | Self::Q5_K | Self::Q6_K | Self::Q8_K => 256,
+            Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 | Self::Q8_0 | Self::IQ4_NL => 32,
+            Self::Q2_K
+            | Self::Q3_K
+            | Self::Q4_K
+            | Self::Q5_K
+            | Self::Q6_K
+            | Self::Q8_K
+            | Self::IQ4_XS => 256,
         }
     }
 
@@ -132,7 +154,9 @@ impl GgmlType {
             Self::F32 => 4,
             Self::F16 | Self::BF16 => 2,
             Self::Q4_0 => 18,
+            Self::Q4_1 => 20,
             Self::Q5_0 => 22,
+            Self::Q5_1 => 24,
             Self::Q8_0 => 34,
             Self::Q2_K => 16 + 64 + 2 + 2,
             Self::Q3_K => 32 + 64 + 12 + 2,
@@ -140,6 +164,8 @@ impl GgmlType {
             Self::Q5_K => 2 + 2 + 12 + 32 + 128,
             Self::Q6_K => 210,
             Self::Q8_K => 4 + 256 + 32,
+            Self::IQ4_NL => 2 + 16,
+            Self::IQ4_XS => 2 + 2 + 4 + 128,
         }
     }
 
@@ -209,6 +235,23 @@ pub fn q3k_scales(s: &[u8]) -> [i8; 16] {
     })
 }
 
+/// The 16 values of the IQ4_NL / IQ4_XS quants (ggml's `kvalues_iq4nl`).
+pub const IQ4NL_VALUES: [i8; 16] = [
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+];
+
+/// The eight sub-block scales of an IQ4_XS super-block `b`, offset removed (`-32..=31`):
+/// scale `j` has its low 4 bits in nibble `j % 2` of `scales_l[j / 2]` (byte `4 + j / 2`) and
+/// its high 2 bits at bit `2 j` of the little-endian u16 `scales_h` (bytes 2..4).
+pub fn iq4xs_scales(b: &[u8]) -> [i8; 8] {
+    let h = u16::from_le_bytes([b[2], b[3]]);
+    std::array::from_fn(|j| {
+        let lo = (b[4 + j / 2] >> (4 * (j % 2))) & 0xF;
+        let hi = ((h >> (2 * j)) & 3) as u8;
+        (lo | (hi << 4)) as i8 - 32
+    })
+}
+
 fn dequantize_block(ty: GgmlType, b: &[u8], y: &mut [f32]) {
     match ty {
         GgmlType::F32 => y[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
@@ -220,6 +263,50 @@ fn dequantize_block(ty: GgmlType, b: &[u8], y: &mut [f32]) {
             for j in 0..16 {
                 y[j] = ((qs[j] & 0xF) as i32 - 8) as f32 * d;
                 y[j + 16] = ((qs[j] >> 4) as i32 - 8) as f32 * d;
+            }
+        }
+        GgmlType::Q4_1 => {
+            // Element `j` (j < 16): low nibble of `qs[j]`; element `j + 16`: its high nibble.
+            let (d, m) = (f16_at(b, 0), f16_at(b, 2));
+            let qs = &b[4..20];
+            for j in 0..16 {
+                y[j] = d * (qs[j] & 0xF) as f32 + m;
+                y[j + 16] = d * (qs[j] >> 4) as f32 + m;
+            }
+        }
+        GgmlType::Q5_1 => {
+            // As Q4_1, with bit `e` of `qh` as bit 4 of element `e`.
+            let (d, m) = (f16_at(b, 0), f16_at(b, 2));
+            let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+            let qs = &b[8..24];
+            for j in 0..16 {
+                let h0 = (((qh >> j) & 1) << 4) as u8;
+                let h1 = (((qh >> (j + 16)) & 1) << 4) as u8;
+                y[j] = d * ((qs[j] & 0xF) | h0) as f32 + m;
+                y[j + 16] = d * ((qs[j] >> 4) | h1) as f32 + m;
+            }
+        }
+        GgmlType::IQ4_NL => {
+            let d = f16_at(b, 0);
+            let qs = &b[2..18];
+            for j in 0..16 {
+                y[j] = d * IQ4NL_VALUES[(qs[j] & 0xF) as usize] as f32;
+                y[j + 16] = d * IQ4NL_VALUES[(qs[j] >> 4) as usize] as f32;
+            }
+        }
+        GgmlType::IQ4_XS => {
+            // Sub-block `s`: element `l < 16` in the low nibble of `qs[16 s + l]`, element
+            // `l + 16` in its high nibble; scale `d (ls - 32)`.
+            let d = f16_at(b, 0);
+            let sc = iq4xs_scales(b);
+            let qs = &b[8..136];
+            for s in 0..8 {
+                let dl = d * sc[s] as f32;
+                for l in 0..16 {
+                    let q = qs[16 * s + l];
+                    y[32 * s + l] = dl * IQ4NL_VALUES[(q & 0xF) as usize] as f32;
+                    y[32 * s + l + 16] = dl * IQ4NL_VALUES[(q >> 4) as usize] as f32;
+                }
             }
         }
         GgmlType::Q5_0 => {
@@ -419,6 +506,10 @@ mod tests {
             seen.push(ty);
         }
         for ty in [
+            GgmlType::Q4_1,
+            GgmlType::Q5_1,
+            GgmlType::IQ4_NL,
+            GgmlType::IQ4_XS,
             GgmlType::Q2_K,
             GgmlType::Q3_K,
             GgmlType::Q5_K,
@@ -467,10 +558,17 @@ mod tests {
             GgmlType::Q5_K,
             GgmlType::Q6_K,
             GgmlType::Q8_K,
+            GgmlType::Q4_1,
+            GgmlType::Q5_1,
+            GgmlType::IQ4_NL,
+            GgmlType::IQ4_XS,
         ] {
             assert_eq!(GgmlType::from_id(t.id()), Some(t));
         }
-        assert_eq!(GgmlType::from_id(3), None);
+        assert_eq!(GgmlType::from_id(9), None);
+        assert_eq!(GgmlType::from_id(16), None);
+        assert_eq!(GgmlType::name_of_id(7), "Q5_1");
+        assert_eq!(GgmlType::name_of_id(23), "IQ4_XS");
         assert_eq!(GgmlType::name_of_id(13), "Q5_K");
         assert_eq!(GgmlType::name_of_id(11), "Q3_K");
     }

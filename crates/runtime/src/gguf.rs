@@ -107,7 +107,7 @@ pub enum GgufError {
         hint: &'static str,
     },
     /// A tensor uses a type we do not support.
-    #[error("{path}: tensor {tensor} has unsupported type {type_name} (id {type_id}); supported: F32, F16, BF16, Q4_0, Q5_0, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K")]
+    #[error("{path}: tensor {tensor} has unsupported type {type_name} (id {type_id}); supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS")]
     UnsupportedType {
         /// File.
         path: PathBuf,
@@ -514,12 +514,12 @@ mod tests {
                 .unwrap();
             name_pos + 9 + 4 + 16
         };
-        // Q4_1 (id 3): not supported.
-        v[idx..idx + 4].copy_from_slice(&3u32.to_le_bytes());
+        // IQ2_XXS (id 16): not supported.
+        v[idx..idx + 4].copy_from_slice(&16u32.to_le_bytes());
         let e = GgufFile::from_bytes(p(), v).unwrap_err();
         let msg = e.to_string();
         assert!(
-            msg.contains("Q4_1") && msg.contains("supported: F32"),
+            msg.contains("IQ2_XXS") && msg.contains("supported: F32"),
             "{e}"
         );
         // The list names every weight type the loader accepts.

@@ -11,8 +11,10 @@
 //! The results differ from the AVX2 level in rounding (exact block sums first), within the
 //! tolerances of the tests.
 //!
-//! The K-quants (Q2_K / Q3_K / Q4_K / Q5_K / Q6_K) use the AVX2 kernel (`avx2::rows_k`: transposed
-//! super-blocks, sub-block sums in i16), so both levels give the same bits for them. (An earlier VNNI version scaled each
+//! The K-quants (Q2_K / Q3_K / Q4_K / Q5_K / Q6_K) and IQ4_XS use the AVX2 kernel
+//! (`avx2::rows_k`: transposed super-blocks, sub-block sums in i16), so both levels give the
+//! same bits for them; so do Q4_1 / Q5_1 / IQ4_NL (`avx2::rows_q0`, activations interleaved in
+//! groups of 8 for them). (An earlier VNNI version scaled each
 //! run of 32 with `vpdpwssd`: two multiply instructions per 32 weights and token, against
 //! about 1.1 / 1.5 in the transposed AVX2 kernel.)
 //!
@@ -28,9 +30,10 @@ use std::arch::x86_64::*;
 
 use switchyard_core::GgmlType;
 
+// (`q0_decode!` names the kinds and helpers it may expand to.)
 use super::avx2::{
-    bytes_from_bits, hsum_ps, q0_block_bytes, token_blocks, token_groups, transpose4x2, transpose8,
-    Q4_0, Q5_0, Q8_0,
+    bytes_from_bits, hsum_ps, iq4nl_table, q0_block_bytes, q0_header, token_blocks, token_groups,
+    transpose4x2, transpose8, IQ4_NL, Q4_0, Q4_1, Q5_0, Q8_0,
 };
 use super::quant::{Q8Acts, QK8};
 use super::{Acts, OutPtr, QMatrix};

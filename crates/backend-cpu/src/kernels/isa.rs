@@ -29,9 +29,9 @@ pub(crate) type QuantizeQ8KFn = unsafe fn(&[f32], &mut [i8], &mut [f32], &mut [i
 pub struct Layouts {
     /// The Q8_0 output projection repacked as [`super::PackedQ8`].
     pub packed_output: bool,
-    /// Q2_K / Q3_K / Q4_K / Q5_K / Q6_K matrices as [`super::TransposedK`].
+    /// Q2_K / Q3_K / Q4_K / Q5_K / Q6_K / IQ4_XS matrices as [`super::TransposedK`].
     pub transposed_k: bool,
-    /// Q4_0 / Q5_0 / Q8_0 layer matrices as [`super::TransposedQ0`].
+    /// Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / IQ4_NL layer matrices as [`super::TransposedQ0`].
     pub transposed_q0: bool,
     /// A greedy step's argmax taken inside the packed output kernel.
     pub greedy_argmax: bool,
@@ -315,23 +315,35 @@ impl Isa {
     ) -> Acts<'a> {
         use switchyard_core::GgmlType;
         match w.dtype {
-            GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => {
+            GgmlType::Q4_0
+            | GgmlType::Q5_0
+            | GgmlType::Q8_0
+            | GgmlType::Q4_1
+            | GgmlType::Q5_1
+            | GgmlType::IQ4_NL => {
                 let mut a = quant::Q8Acts::quantize(self, x, w.cols, n_tok);
                 if self.interleaved_acts {
                     // The SIMD kernels take the interleaved form, with the weights' stored
                     // offset (AVX-512 reads Q8_0 as `w + 128`; AVX2 uses it signed, with the
-                    // sign trick).
-                    let offset = match w.dtype {
-                        GgmlType::Q8_0 if self.vnni => 128,
-                        GgmlType::Q8_0 => 0,
-                        GgmlType::Q4_0 => 8,
-                        _ => 16,
+                    // sign trick). The AVX-512 VNNI kernels (wide groups) are those of Q4_0 /
+                    // Q5_0 / Q8_0; that level runs the AVX2 kernels of the others.
+                    let (offset, own) = match w.dtype {
+                        GgmlType::Q8_0 if self.vnni => (128, true),
+                        GgmlType::Q8_0 => (0, true),
+                        GgmlType::Q4_0 => (8, true),
+                        GgmlType::Q5_0 => (16, true),
+                        _ => (0, false),
                     };
-                    a.interleave(offset, self.vnni);
+                    a.interleave(offset, self.vnni && own);
                 }
                 Acts::Q8(a)
             }
-            GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
+            GgmlType::Q2_K
+            | GgmlType::Q3_K
+            | GgmlType::Q4_K
+            | GgmlType::Q5_K
+            | GgmlType::Q6_K
+            | GgmlType::IQ4_XS => {
                 let mut a = quant::Q8KActs::quantize(self, x, w.cols, n_tok);
                 if self.interleaved_acts {
                     a.interleave();

@@ -4,9 +4,11 @@
 //! rows of `cols` elements, stored row by row in its GGML encoding, and `n_tok` activation rows.
 //!
 //! The design follows ggml: for a quantized `W` the f32 activations are quantized once per call
-//! into 8-bit blocks (32-element blocks with an f32 scale for Q4_0 / Q5_0 / Q8_0, 256-element
-//! super-blocks with an f32 scale and per-16 sums for the K-quants Q2_K / Q3_K / Q4_K / Q5_K / Q6_K),
-//! and every output is a sum of exact integer block dot products times the two block scales.
+//! into 8-bit blocks (32-element blocks with an f32 scale and sum for Q4_0 / Q5_0 / Q8_0 / Q4_1 /
+//! Q5_1 / IQ4_NL, 256-element super-blocks with an f32 scale and per-16 sums for the K-quants
+//! Q2_K / Q3_K / Q4_K / Q5_K / Q6_K and IQ4_XS), and every output is a sum of exact integer
+//! block dot products times the two block scales (Q4_1 / Q5_1: plus each block's min times the
+//! activations' block sum).
 //! F16 / BF16 / F32 weights are multiplied with the f32 activations directly.
 //!
 //! Each kernel exists as a plain scalar version ([`SimdLevel::Scalar`], the specification), an
@@ -220,9 +222,9 @@ impl Isa {
 pub(crate) enum Acts<'a> {
     /// Unquantized, for F32 / F16 / BF16 weights.
     F32(&'a [f32]),
-    /// 32-element 8-bit blocks, for Q4_0 / Q5_0 / Q8_0 weights.
+    /// 32-element 8-bit blocks, for Q4_0 / Q5_0 / Q8_0 / Q4_1 / Q5_1 / IQ4_NL weights.
     Q8(Q8Acts),
-    /// 256-element 8-bit super-blocks, for Q2_K / Q3_K / Q4_K / Q5_K / Q6_K weights.
+    /// 256-element 8-bit super-blocks, for Q2_K / Q3_K / Q4_K / Q5_K / Q6_K / IQ4_XS weights.
     Q8K(Q8KActs),
 }
 

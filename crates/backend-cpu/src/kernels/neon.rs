@@ -10,12 +10,15 @@
 //! after token) and the weights in their file encoding: a weight block is decoded once into
 //! signed 8-bit vectors and multiplied with a group of up to 8 tokens, so batched decode reads
 //! each weight row once per group. Per token and block:
-//! - Q4_0 / Q5_0 / Q8_0: two 16-byte dot products give 4 exact partial sums in i32 lanes, which
-//!   are converted and accumulated with the product of the block scales (one FMA; the 4 lanes are
-//!   added at the end of the row);
-//! - the K-quants: the dot product of each 32-element (Q4_K / Q5_K) or 16-element (Q6_K / Q3_K)
-//!   sub-block is multiplied by its scale in i32 lanes, the super-block's integer sum taken once,
-//!   then the same float operations as the scalar kernel, so they give the scalar kernel's bits.
+//! - Q4_0 / Q5_0 / Q8_0 / Q4_1 / Q5_1 / IQ4_NL: two 16-byte dot products give 4 exact partial
+//!   sums in i32 lanes, which are converted and accumulated with the product of the block scales
+//!   (one FMA; the 4 lanes are added at the end of the row); Q4_1 / Q5_1 add their min times the
+//!   activations' block sum in a scalar accumulator; IQ4_NL's indices become its table values
+//!   with one `tbl` per 16;
+//! - the K-quants and IQ4_XS: the dot product of each 32-element (Q4_K / Q5_K / IQ4_XS) or
+//!   16-element (Q6_K / Q3_K / Q2_K) sub-block is multiplied by its scale in i32 lanes, the
+//!   super-block's integer sum taken once, then the same float operations as the scalar kernel,
+//!   so they give the scalar kernel's bits.
 //!
 //! Without `sdot` the 16 products are formed by `smull` and added pairwise (`sadalp`): the same
 //! integer totals, spread differently over the lanes.
@@ -116,27 +119,40 @@ fn dot16<const DOT: bool>(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4
     }
 }
 
-/// The 32 signed quants of a Q4_0 / Q5_0 / Q8_0 block (`K` as in [`q0_kind`]), as elements
-/// `0..16` and `16..32`, the offset already taken off.
+/// The 32 signed quants of a 32-element block (`K` as in [`q0_kind`]), as elements `0..16`
+/// and `16..32`: Q4_0 / Q5_0 with the offset already taken off, Q4_1 / Q5_1 unsigned as stored
+/// (their min is applied by the caller), IQ4_NL its table values.
 #[target_feature(enable = "neon")]
 #[inline]
 fn q0_decode<const K: u8>(b: &[u8]) -> (int8x16_t, int8x16_t) {
+    // Bytes before the quants: the scale, and the min of Q4_1 / Q5_1.
+    let h = if q0_has_min(K) { 4 } else { 2 };
     match K {
-        0 => {
+        Q0_Q8 => {
             let q: &[i8] = bytemuck::cast_slice(&b[2..34]);
             (ld_s8(q), ld_s8(&q[16..]))
         }
-        1 => {
-            let q = ld_u8(&b[2..18]);
-            let lo = vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0xF)));
-            let hi = vreinterpretq_s8_u8(vshrq_n_u8::<4>(q));
-            (vsubq_s8(lo, vdupq_n_s8(8)), vsubq_s8(hi, vdupq_n_s8(8)))
+        Q0_Q4 | Q0_Q41 | Q0_IQ4NL => {
+            let q = ld_u8(&b[h..h + 16]);
+            let lo = vandq_u8(q, vdupq_n_u8(0xF));
+            let hi = vshrq_n_u8::<4>(q);
+            match K {
+                Q0_Q4 => (
+                    vsubq_s8(vreinterpretq_s8_u8(lo), vdupq_n_s8(8)),
+                    vsubq_s8(vreinterpretq_s8_u8(hi), vdupq_n_s8(8)),
+                ),
+                Q0_Q41 => (vreinterpretq_s8_u8(lo), vreinterpretq_s8_u8(hi)),
+                _ => {
+                    let tbl = ld_s8(&switchyard_core::dtype::IQ4NL_VALUES);
+                    (vqtbl1q_s8(tbl, lo), vqtbl1q_s8(tbl, hi))
+                }
+            }
         }
         _ => {
             const BITS: [u8; 16] = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128];
-            let qh = [b[2], b[3], b[4], b[5]];
+            let qh = [b[h], b[h + 1], b[h + 2], b[h + 3]];
             let bits = ld_u8(&BITS);
-            let q = ld_u8(&b[6..22]);
+            let q = ld_u8(&b[h + 4..h + 20]);
             // Bit `j` of `qh` is the fifth bit of element `j`: byte `j / 8`, bit `j % 8`.
             let high = |b0: u8, b1: u8| {
                 let v = vcombine_u8(vdup_n_u8(b0), vdup_n_u8(b1));
@@ -144,20 +160,37 @@ fn q0_decode<const K: u8>(b: &[u8]) -> (int8x16_t, int8x16_t) {
             };
             let lo = vorrq_u8(vandq_u8(q, vdupq_n_u8(0xF)), high(qh[0], qh[1]));
             let hi = vorrq_u8(vshrq_n_u8::<4>(q), high(qh[2], qh[3]));
+            let off = if K == Q0_Q5 { 16 } else { 0 };
             (
-                vsubq_s8(vreinterpretq_s8_u8(lo), vdupq_n_s8(16)),
-                vsubq_s8(vreinterpretq_s8_u8(hi), vdupq_n_s8(16)),
+                vsubq_s8(vreinterpretq_s8_u8(lo), vdupq_n_s8(off)),
+                vsubq_s8(vreinterpretq_s8_u8(hi), vdupq_n_s8(off)),
             )
         }
     }
 }
 
-/// The kernel number of a Q4_0 / Q5_0 / Q8_0 type.
+/// Kinds of the 32-element block types ([`q0_decode`], [`q0_rows`]).
+const Q0_Q8: u8 = 0;
+const Q0_Q4: u8 = 1;
+const Q0_Q5: u8 = 2;
+const Q0_Q41: u8 = 3;
+const Q0_Q51: u8 = 4;
+const Q0_IQ4NL: u8 = 5;
+
+/// Whether kind `k` has a per-block min (Q4_1 / Q5_1).
+const fn q0_has_min(k: u8) -> bool {
+    k == Q0_Q41 || k == Q0_Q51
+}
+
+/// The kernel number of a 32-element block type.
 fn q0_kind(ty: GgmlType) -> u8 {
     match ty {
-        GgmlType::Q8_0 => 0,
-        GgmlType::Q4_0 => 1,
-        _ => 2,
+        GgmlType::Q8_0 => Q0_Q8,
+        GgmlType::Q4_0 => Q0_Q4,
+        GgmlType::Q5_0 => Q0_Q5,
+        GgmlType::Q4_1 => Q0_Q41,
+        GgmlType::Q5_1 => Q0_Q51,
+        _ => Q0_IQ4NL,
     }
 }
 
@@ -204,15 +237,26 @@ fn rows_impl<const DOT: bool>(
     out: &OutPtr,
 ) {
     match (w.dtype, acts) {
-        (GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0, Acts::Q8(a)) => {
+        (
+            GgmlType::Q8_0
+            | GgmlType::Q4_0
+            | GgmlType::Q5_0
+            | GgmlType::Q4_1
+            | GgmlType::Q5_1
+            | GgmlType::IQ4_NL,
+            Acts::Q8(a),
+        ) => {
             let k = q0_kind(w.dtype);
             for (t0, nt) in quant::token_groups(n_tok, NT_MAX) {
                 macro_rules! go {
                     ($($n:literal)*) => {
                         match (nt, k) {
-                            $(($n, 0) => q0_rows::<$n, 0, DOT>(w, a, t0, r0, r1, out),
-                              ($n, 1) => q0_rows::<$n, 1, DOT>(w, a, t0, r0, r1, out),
-                              ($n, _) => q0_rows::<$n, 2, DOT>(w, a, t0, r0, r1, out),)*
+                            $(($n, Q0_Q8) => q0_rows::<$n, Q0_Q8, DOT>(w, a, t0, r0, r1, out),
+                              ($n, Q0_Q4) => q0_rows::<$n, Q0_Q4, DOT>(w, a, t0, r0, r1, out),
+                              ($n, Q0_Q5) => q0_rows::<$n, Q0_Q5, DOT>(w, a, t0, r0, r1, out),
+                              ($n, Q0_Q41) => q0_rows::<$n, Q0_Q41, DOT>(w, a, t0, r0, r1, out),
+                              ($n, Q0_Q51) => q0_rows::<$n, Q0_Q51, DOT>(w, a, t0, r0, r1, out),
+                              ($n, _) => q0_rows::<$n, Q0_IQ4NL, DOT>(w, a, t0, r0, r1, out),)*
                             _ => unreachable!("token group of {nt}"),
                         }
                     };
@@ -221,7 +265,12 @@ fn rows_impl<const DOT: bool>(
             }
         }
         (
-            GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K,
+            GgmlType::Q2_K
+            | GgmlType::Q3_K
+            | GgmlType::Q4_K
+            | GgmlType::Q5_K
+            | GgmlType::Q6_K
+            | GgmlType::IQ4_XS,
             Acts::Q8K(a),
         ) => {
             let k = k_kind(w.dtype);
@@ -233,7 +282,8 @@ fn rows_impl<const DOT: bool>(
                               ($n, KQ5) => k_rows::<$n, KQ5, DOT>(w, a, t0, r0, r1, out),
                               ($n, KQ6) => k_rows::<$n, KQ6, DOT>(w, a, t0, r0, r1, out),
                               ($n, KQ3) => k_rows::<$n, KQ3, DOT>(w, a, t0, r0, r1, out),
-                              ($n, KQ2) => k_rows::<$n, KQ2, DOT>(w, a, t0, r0, r1, out),)*
+                              ($n, KQ2) => k_rows::<$n, KQ2, DOT>(w, a, t0, r0, r1, out),
+                              ($n, KIQ4) => k_rows::<$n, KIQ4, DOT>(w, a, t0, r0, r1, out),)*
                             _ => unreachable!("token group of {nt}"),
                         }
                     };
@@ -274,7 +324,9 @@ fn tiles<const N: usize>(
     }
 }
 
-/// Q4_0 / Q5_0 / Q8_0 rows `r0..r1` for tokens `t0..t0 + N`.
+/// Rows `r0..r1` of a 32-element block type for tokens `t0..t0 + N`; Q4_1 / Q5_1 add
+/// `m * sx` per block (the block's min times the activations' `d * sum(x quants)`) in a scalar
+/// accumulator per token, added to the vector one at the end of the row.
 #[target_feature(enable = "neon")]
 #[inline]
 fn q0_rows<const N: usize, const K: u8, const DOT: bool>(
@@ -289,9 +341,11 @@ fn q0_rows<const N: usize, const K: u8, const DOT: bool>(
     let nb = w.cols / QK8;
     let xq: [&[i8]; N] = std::array::from_fn(|t| a.qs(t0 + t));
     let xd: [&[f32]; N] = std::array::from_fn(|t| a.d(t0 + t));
+    let xs: [&[f32]; N] = std::array::from_fn(|t| a.s(t0 + t));
     tiles(out, t0, r0, r1, |r| {
         let row = w.row(r);
         let mut acc = [vdupq_n_f32(0.0); N];
+        let mut macc = [0f32; N];
         for b in 0..nb {
             let blk = &row[b * bb..(b + 1) * bb];
             let (w0, w1) = q0_decode::<K>(blk);
@@ -302,8 +356,14 @@ fn q0_rows<const N: usize, const K: u8, const DOT: bool>(
                 let p = dot16::<DOT>(p, w1, ld_s8(&x[16..]));
                 acc[t] = vfmaq_n_f32(acc[t], vcvtq_f32_s32(p), dw * xd[t][b]);
             }
+            if q0_has_min(K) {
+                let m = f16_le(&blk[2..4]);
+                for t in 0..N {
+                    macc[t] += m * xs[t][b];
+                }
+            }
         }
-        acc.map(|a| vaddvq_f32(a))
+        std::array::from_fn(|t| vaddvq_f32(acc[t]) + macc[t])
     });
 }
 
@@ -313,6 +373,8 @@ const KQ5: u8 = 1;
 const KQ6: u8 = 2;
 const KQ3: u8 = 3;
 const KQ2: u8 = 4;
+/// IQ4_XS (8 signed scales of 32 elements, no mins, table values).
+const KIQ4: u8 = 5;
 
 fn k_kind(ty: GgmlType) -> u8 {
     match ty {
@@ -320,23 +382,24 @@ fn k_kind(ty: GgmlType) -> u8 {
         GgmlType::Q5_K => KQ5,
         GgmlType::Q6_K => KQ6,
         GgmlType::Q3_K => KQ3,
+        GgmlType::IQ4_XS => KIQ4,
         _ => KQ2,
     }
 }
 
-/// Whether a kind has 16 scales of 16 elements (Q6_K, Q3_K, Q2_K) rather than 8 scales and
-/// mins of 32 elements (Q4_K, Q5_K).
+/// Whether a kind has 16 scales of 16 elements (Q6_K, Q3_K, Q2_K) rather than 8 scales (and
+/// mins) of 32 elements (Q4_K, Q5_K, IQ4_XS).
 const fn k16(k: u8) -> bool {
     k == KQ6 || k == KQ3 || k == KQ2
 }
 
 /// A K-quant super-block decoded: 16 vectors of 16 signed quants (elements `16 i ..`; Q6_K /
-/// Q3_K without their offsets 32 / 4, which are applied exactly here too), and the integer scale
-/// of each.
+/// Q3_K without their offsets 32 / 4, which are applied exactly here too; IQ4_XS its table
+/// values), and the integer scale of each.
 struct KBlock {
     q: [int8x16_t; 16],
-    /// Q4_K / Q5_K: the 8 sub-block scales, then the 8 mins. Q6_K / Q3_K / Q2_K: the 16
-    /// scales.
+    /// Q4_K / Q5_K: the 8 sub-block scales, then the 8 mins. IQ4_XS: the 8 sub-block scales
+    /// (mins 0). Q6_K / Q3_K / Q2_K: the 16 scales.
     sc: [i32; 16],
     /// Q2_K: the 16 mins.
     mn: [i32; 16],
@@ -413,6 +476,26 @@ fn k_decode<const K: u8>(b: &[u8]) -> KBlock {
                 mn,
                 d: f16_le(&b[80..82]),
                 dmin: f16_le(&b[82..84]),
+            }
+        }
+        KIQ4 => {
+            // Sub-block `s`: elements `0..16` in the low nibbles of `qs[16 s ..+16]`, `16..32`
+            // in the high ones.
+            let tbl = ld_s8(&switchyard_core::dtype::IQ4NL_VALUES);
+            for s in 0..8 {
+                let v = ld_u8(&b[8 + 16 * s..]);
+                q[2 * s] = vqtbl1q_s8(tbl, vandq_u8(v, m4));
+                q[2 * s + 1] = vqtbl1q_s8(tbl, vshrq_n_u8::<4>(v));
+            }
+            for (sc, s) in sc.iter_mut().zip(switchyard_core::dtype::iq4xs_scales(b)) {
+                *sc = i32::from(s);
+            }
+            KBlock {
+                q,
+                sc,
+                mn: [0; 16],
+                d: f16_le(&b[0..2]),
+                dmin: 0.0,
             }
         }
         KQ3 => {
@@ -527,6 +610,10 @@ fn k_rows<const N: usize, const K: u8, const DOT: bool>(
                         isum = vmlaq_n_s32(isum, p, kb.sc[s]);
                     }
                     let sumi = vaddvq_s32(isum);
+                    if K == KIQ4 {
+                        sum[t] += kb.d * xd[t][b] * sumi as f32;
+                        continue;
+                    }
                     let bs = &xs[t][16 * b..16 * (b + 1)];
                     let summ: i32 = (0..8)
                         .map(|s| kb.sc[8 + s] * (i32::from(bs[2 * s]) + i32::from(bs[2 * s + 1])))

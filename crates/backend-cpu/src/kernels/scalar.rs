@@ -3,6 +3,7 @@
 //! Each quantized dot product is a sum over blocks of `d_w * d_x * (exact integer block dot)`,
 //! accumulated in f32; the SIMD kernels compute the same integers.
 
+use switchyard_core::dtype::{iq4xs_scales, IQ4NL_VALUES};
 use switchyard_core::{Activation, GgmlType};
 
 use super::quant::{Q8Acts, Q8KActs, QK8, QKK};
@@ -29,6 +30,10 @@ pub(crate) fn rows(
                 (GgmlType::Q8_0, Acts::Q8(a)) => dot_q8_0(row, a, t),
                 (GgmlType::Q4_0, Acts::Q8(a)) => dot_q4_0(row, a, t),
                 (GgmlType::Q5_0, Acts::Q8(a)) => dot_q5_0(row, a, t),
+                (GgmlType::Q4_1, Acts::Q8(a)) => dot_q4_1(row, a, t),
+                (GgmlType::Q5_1, Acts::Q8(a)) => dot_q5_1(row, a, t),
+                (GgmlType::IQ4_NL, Acts::Q8(a)) => dot_iq4_nl(row, a, t),
+                (GgmlType::IQ4_XS, Acts::Q8K(a)) => dot_iq4_xs(row, a, t),
                 (GgmlType::Q4_K, Acts::Q8K(a)) => dot_q4_k(row, a, t),
                 (GgmlType::Q6_K, Acts::Q8K(a)) => dot_q6_k(row, a, t),
                 (GgmlType::Q5_K, Acts::Q8K(a)) => dot_q5_k(row, a, t),
@@ -99,6 +104,82 @@ fn dot_q5_0(row: &[u8], a: &Q8Acts, t: usize) -> f32 {
         let hi = (0..16).map(|j| ((qs[j] >> 4) as u32 | ((qh >> (j + 16)) & 1) << 4) as i32 - 16);
         let isum = block_dot(lo, &x[..16]) + block_dot(hi, &x[16..]);
         sum += f16_le(b) * dx * isum as f32;
+    }
+    sum
+}
+
+/// Q4_1: `sum_b d dx sum(q x) + m sx` over the blocks `b`, with the unsigned quants `q`
+/// (0..16), the block's min `m` and the activations' `sx = dx sum(x)` (`Q8Acts::s`).
+fn dot_q4_1(row: &[u8], a: &Q8Acts, t: usize) -> f32 {
+    let (xq, xd, xs) = (a.qs(t), a.d(t), a.s(t));
+    let mut sum = 0f32;
+    for (((b, x), &dx), &sx) in row
+        .chunks_exact(20)
+        .zip(xq.chunks_exact(QK8))
+        .zip(xd)
+        .zip(xs)
+    {
+        let qs = &b[4..20];
+        let lo = qs.iter().map(|&q| (q & 0xF) as i32);
+        let hi = qs.iter().map(|&q| (q >> 4) as i32);
+        let isum = block_dot(lo, &x[..16]) + block_dot(hi, &x[16..]);
+        sum += f16_le(b) * dx * isum as f32 + f16_le(&b[2..4]) * sx;
+    }
+    sum
+}
+
+/// Q5_1: as [`dot_q4_1`] with 5-bit quants (bit `j` of `qh` as bit 4 of element `j`).
+fn dot_q5_1(row: &[u8], a: &Q8Acts, t: usize) -> f32 {
+    let (xq, xd, xs) = (a.qs(t), a.d(t), a.s(t));
+    let mut sum = 0f32;
+    for (((b, x), &dx), &sx) in row
+        .chunks_exact(24)
+        .zip(xq.chunks_exact(QK8))
+        .zip(xd)
+        .zip(xs)
+    {
+        let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+        let qs = &b[8..24];
+        let lo = (0..16).map(|j| ((qs[j] & 0xF) as u32 | ((qh >> j) & 1) << 4) as i32);
+        let hi = (0..16).map(|j| ((qs[j] >> 4) as u32 | ((qh >> (j + 16)) & 1) << 4) as i32);
+        let isum = block_dot(lo, &x[..16]) + block_dot(hi, &x[16..]);
+        sum += f16_le(b) * dx * isum as f32 + f16_le(&b[2..4]) * sx;
+    }
+    sum
+}
+
+/// IQ4_NL: as Q4_0 with each 4-bit index mapped through `IQ4NL_VALUES` instead of `q - 8`.
+fn dot_iq4_nl(row: &[u8], a: &Q8Acts, t: usize) -> f32 {
+    let (xq, xd) = (a.qs(t), a.d(t));
+    let mut sum = 0f32;
+    for ((b, x), &dx) in row.chunks_exact(18).zip(xq.chunks_exact(QK8)).zip(xd) {
+        let qs = &b[2..18];
+        let lo = qs.iter().map(|&q| IQ4NL_VALUES[(q & 0xF) as usize] as i32);
+        let hi = qs.iter().map(|&q| IQ4NL_VALUES[(q >> 4) as usize] as i32);
+        let isum = block_dot(lo, &x[..16]) + block_dot(hi, &x[16..]);
+        sum += f16_le(b) * dx * isum as f32;
+    }
+    sum
+}
+
+/// IQ4_XS: `sum_sb d dx sum_s sc_s dot_s(v, x)` over the 8 sub-blocks `s` of 32, with the
+/// values `v = IQ4NL_VALUES[q]` (sub-block `s`: elements `l < 16` in the low nibbles of
+/// `qs[16 s + l]`, `l + 16` in the high ones) and the scales of `iq4xs_scales`.
+fn dot_iq4_xs(row: &[u8], a: &Q8KActs, t: usize) -> f32 {
+    let (xq, xd) = (a.qs(t), a.d(t));
+    let mut sum = 0f32;
+    for ((b, x), &dx) in row.chunks_exact(136).zip(xq.chunks_exact(QKK)).zip(xd) {
+        let sc = iq4xs_scales(b);
+        let qs = &b[8..136];
+        let mut sumi = 0i32;
+        for (s, &sc) in sc.iter().enumerate() {
+            let q = &qs[16 * s..16 * s + 16];
+            let x = &x[32 * s..32 * s + 32];
+            let lo = q.iter().map(|&q| IQ4NL_VALUES[(q & 0xF) as usize] as i32);
+            let hi = q.iter().map(|&q| IQ4NL_VALUES[(q >> 4) as usize] as i32);
+            sumi += sc as i32 * (block_dot(lo, &x[..16]) + block_dot(hi, &x[16..]));
+        }
+        sum += f16_le(b) * dx * sumi as f32;
     }
     sum
 }

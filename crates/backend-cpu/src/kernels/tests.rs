@@ -28,10 +28,14 @@ use super::quant::{quantize_q8_scalar, quantize_q8k_scalar, Q8Acts, Q8KActs, QK8
 use super::transposed::{k_quants, set_k_quants};
 use super::*;
 
-const TYPES: [GgmlType; 11] = [
+const TYPES: [GgmlType; 15] = [
     GgmlType::Q8_0,
     GgmlType::Q5_0,
     GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_1,
+    GgmlType::IQ4_NL,
+    GgmlType::IQ4_XS,
     GgmlType::Q4_K,
     GgmlType::Q6_K,
     GgmlType::Q5_K,
@@ -42,11 +46,29 @@ const TYPES: [GgmlType; 11] = [
     GgmlType::F32,
 ];
 
-/// The K-quants: 256-element super-blocks over Q8_K activations.
+/// The K-quants and IQ4_XS: 256-element super-blocks over Q8_K activations.
 fn is_k(ty: GgmlType) -> bool {
     matches!(
         ty,
-        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K
+        GgmlType::Q2_K
+            | GgmlType::Q3_K
+            | GgmlType::Q4_K
+            | GgmlType::Q5_K
+            | GgmlType::Q6_K
+            | GgmlType::IQ4_XS
+    )
+}
+
+/// The 32-element block types: Q8 activations.
+fn is_q8(ty: GgmlType) -> bool {
+    matches!(
+        ty,
+        GgmlType::Q4_0
+            | GgmlType::Q5_0
+            | GgmlType::Q8_0
+            | GgmlType::Q4_1
+            | GgmlType::Q5_1
+            | GgmlType::IQ4_NL
     )
 }
 
@@ -59,9 +81,14 @@ fn random_matrix(ty: GgmlType, rows: usize, cols: usize, rng: &mut StdRng) -> Ve
     let mut data: Vec<u8> = (0..rows * ty.bytes_for(cols)).map(|_| rng.gen()).collect();
     for b in data.chunks_exact_mut(ty.block_bytes()) {
         match ty {
-            GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => {
+            GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::IQ4_NL => {
                 put_f16(b, 0, rng.gen_range(-0.1..0.1))
             }
+            GgmlType::Q4_1 | GgmlType::Q5_1 => {
+                put_f16(b, 0, rng.gen_range(-0.1..0.1));
+                put_f16(b, 2, rng.gen_range(-1.0..1.0));
+            }
+            GgmlType::IQ4_XS => put_f16(b, 0, rng.gen_range(-0.01..0.01)),
             GgmlType::Q4_K | GgmlType::Q5_K => {
                 put_f16(b, 0, rng.gen_range(-0.1..0.1));
                 put_f16(b, 2, rng.gen_range(0.0..0.1));
@@ -104,7 +131,7 @@ fn random_acts(cols: usize, n_tok: usize, rng: &mut StdRng) -> Vec<f32> {
 /// scale; the activations themselves (scale 0) for float weights.
 fn seen_acts(ty: GgmlType, x: &[f32], cols: usize, n_tok: usize) -> (Vec<f32>, Vec<f32>) {
     match ty {
-        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => {
+        ty if is_q8(ty) => {
             let a = Q8Acts::quantize(Isa::get(SimdLevel::Scalar), x, cols, n_tok);
             let d: Vec<f32> = (0..x.len()).map(|i| a.d[i / QK8]).collect();
             (
@@ -330,6 +357,7 @@ fn k_quant_codec_round_trips() {
         (GgmlType::Q5_K, 32),
         (GgmlType::Q3_K, 8),
         (GgmlType::Q2_K, 4),
+        (GgmlType::IQ4_XS, 16),
     ] {
         for _ in 0..20 {
             let mut b: Vec<u8> = (0..ty.block_bytes()).map(|_| rng.gen()).collect();
@@ -407,6 +435,26 @@ fn matmul_q2_k() {
 }
 
 #[test]
+fn matmul_q4_1() {
+    grid(GgmlType::Q4_1);
+}
+
+#[test]
+fn matmul_q5_1() {
+    grid(GgmlType::Q5_1);
+}
+
+#[test]
+fn matmul_iq4_nl() {
+    grid(GgmlType::IQ4_NL);
+}
+
+#[test]
+fn matmul_iq4_xs() {
+    grid(GgmlType::IQ4_XS);
+}
+
+#[test]
 fn matmul_f16() {
     grid(GgmlType::F16);
 }
@@ -429,7 +477,8 @@ fn matmul_f32() {
 
 /// Quants at the ends of their ranges (Q8_0 -128 / 127, Q4_0 15, Q5_0 31, Q4_K 15 / Q5_K 31 with
 /// scales and mins 63, Q6_K 63 with scales 127 / -128, Q3_K 3 with scales 31 and -4 with scales
-/// -32, Q2_K 3 with scales and mins 15) against activations
+/// -32, Q2_K 3 with scales and mins 15, Q4_1 15 / Q5_1 31 with min 1, IQ4_NL -127 and 113,
+/// IQ4_XS -127 with scales -32 and 113 with scales 31) against activations
 /// whose quants are all +-127: the kernels' i16 partial sums (pairs, and for Q4_0 / Q5_0 sums of
 /// several vectors before widening) must not saturate, so every level gives the exact value.
 #[test]
@@ -443,6 +492,10 @@ fn matmul_extreme_quants_do_not_saturate() {
         GgmlType::Q5_K,
         GgmlType::Q3_K,
         GgmlType::Q2_K,
+        GgmlType::Q4_1,
+        GgmlType::Q5_1,
+        GgmlType::IQ4_NL,
+        GgmlType::IQ4_XS,
     ];
     for ty in types {
         let k = is_k(ty);
@@ -465,16 +518,21 @@ fn matmul_extreme_quants_do_not_saturate() {
                     GgmlType::Q3_K => b.fill(if bi % 2 == 0 { 0xff } else { 0 }),
                     // Every quant 3, every scale and min 15.
                     GgmlType::Q2_K => b.fill(0xff),
+                    // Alternating blocks of all index 0 (-127) and all index 15 (113).
+                    GgmlType::IQ4_NL => b[2..].fill(if bi % 2 == 0 { 0 } else { 0xff }),
+                    // Alternating super-blocks: every value -127 with scales -32 (all bits
+                    // clear), every value 113 with scales 31 (all bits set).
+                    GgmlType::IQ4_XS => b.fill(if bi % 2 == 0 { 0 } else { 0xff }),
                     // Every quant 63, scales alternating 127 / -128 per super-block, d = 1.
                     GgmlType::Q6_K => {
                         b[..192].fill(0xff);
                         b[192..208].fill(if bi % 2 == 0 { 0x7f } else { 0x80 });
                     }
-                    // Every quant 15 (Q4_0) or 31 (Q5_0: high bits all set).
+                    // Every quant 15 (Q4_0 / Q4_1) or 31 (Q5_0 / Q5_1: high bits all set).
                     _ => b[2..].fill(0xff),
                 }
                 match ty {
-                    GgmlType::Q4_K | GgmlType::Q5_K => {
+                    GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q4_1 | GgmlType::Q5_1 => {
                         put_f16(b, 0, 1.0);
                         put_f16(b, 2, 1.0);
                     }
@@ -879,8 +937,9 @@ fn matmul_is_batch_invariant() {
             for level in available_levels() {
                 let mut all = vec![f32::NAN; rows * n_tok];
                 Isa::get(level).matmul(&w, &x, n_tok, &mut all);
-                // The AVX-512 VNNI level runs the AVX2 kernels for K-quants and float weights
-                // (its Q4_0 / Q5_0 / Q8_0 kernels sum whole blocks in integers first).
+                // The AVX-512 VNNI level runs the AVX2 kernels for K-quants, IQ4_XS, Q4_1 /
+                // Q5_1 / IQ4_NL and float weights (its Q4_0 / Q5_0 / Q8_0 kernels sum whole
+                // blocks in integers first).
                 if level >= SimdLevel::Avx2
                     && !matches!(ty, GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0)
                 {

@@ -1,10 +1,10 @@
 //! Weight layouts made at load for the AVX2 kernels: K-quant super-blocks with their quants
-//! transposed, and Q4_0 / Q5_0 / Q8_0 blocks decoded and transposed in groups of 8; their
+//! transposed, and 32-element blocks decoded and transposed in groups of 8; their
 //! matmuls.
 
 use super::*;
 
-/// A K-quant (Q2_K / Q3_K / Q4_K / Q5_K / Q6_K) matrix whose super-blocks hold their quants
+/// A K-quant (Q2_K / Q3_K / Q4_K / Q5_K / Q6_K) or IQ4_XS matrix whose super-blocks hold their quants
 /// transposed, made at load for the SIMD kernels of [`matmul_transposed_k`]: quant
 /// `32 j + 4 m + b` (sub-block `j`) is stored where the GGML layout keeps quant
 /// `32 m + 4 j + b` (all its bits, wherever the format keeps them), scales and minimums
@@ -21,7 +21,8 @@ pub struct TransposedK {
 }
 
 /// The 256 quants of a K-quant super-block in element order, unsigned as the kernels decode
-/// them: Q4_K 4-bit, Q5_K 5-bit, Q6_K 6-bit (offset 32), Q3_K 3-bit (offset 4), Q2_K 2-bit.
+/// them: Q4_K 4-bit, Q5_K 5-bit, Q6_K 6-bit (offset 32), Q3_K 3-bit (offset 4), Q2_K 2-bit,
+/// IQ4_XS the 4-bit table indices.
 pub(super) fn k_quants(dtype: GgmlType, b: &[u8]) -> [u8; QKK] {
     let mut q = [0u8; QKK];
     for (e, q) in q.iter_mut().enumerate() {
@@ -38,6 +39,7 @@ pub(super) fn k_quants(dtype: GgmlType, b: &[u8]) -> [u8; QKK] {
                 lo | (((b[l] >> s) & 1) << 2)
             }
             GgmlType::Q2_K => (b[16 + 32 * (s / 4) + l] >> (2 * (s % 4))) & 3,
+            GgmlType::IQ4_XS => (b[8 + 16 * s + l % 16] >> (4 * (l / 16))) & 0xF,
             _ => {
                 let (n, m) = (e / 128, (e % 128) / 32);
                 let lo = (b[64 * n + 32 * (m % 2) + l] >> (4 * (m / 2))) & 0xF;
@@ -56,6 +58,7 @@ pub(super) fn set_k_quants(dtype: GgmlType, b: &mut [u8], q: &[u8; QKK]) {
         GgmlType::Q5_K => b[16..176].fill(0),
         GgmlType::Q3_K => b[..96].fill(0),
         GgmlType::Q2_K => b[16..80].fill(0),
+        GgmlType::IQ4_XS => b[8..136].fill(0),
         _ => b[..192].fill(0),
     }
     for (e, &q) in q.iter().enumerate() {
@@ -72,6 +75,7 @@ pub(super) fn set_k_quants(dtype: GgmlType, b: &mut [u8], q: &[u8; QKK]) {
                 b[l] |= ((q >> 2) & 1) << s;
             }
             GgmlType::Q2_K => b[16 + 32 * (s / 4) + l] |= (q & 3) << (2 * (s % 4)),
+            GgmlType::IQ4_XS => b[8 + 16 * s + l % 16] |= (q & 0xF) << (4 * (l / 16)),
             _ => {
                 let (n, m) = (e / 128, (e % 128) / 32);
                 b[64 * n + 32 * (m % 2) + l] |= (q & 0xF) << (4 * (m / 2));
@@ -82,12 +86,17 @@ pub(super) fn set_k_quants(dtype: GgmlType, b: &mut [u8], q: &[u8; QKK]) {
 }
 
 impl TransposedK {
-    /// The transposed copy of `w` if it is a K-quant (Q2_K / Q3_K / Q4_K / Q5_K / Q6_K) and the CPU
-    /// has the AVX2 kernels; `None` otherwise.
+    /// The transposed copy of `w` if it is a K-quant (Q2_K / Q3_K / Q4_K / Q5_K / Q6_K) or
+    /// IQ4_XS and the CPU has the AVX2 kernels; `None` otherwise.
     pub fn new(w: &QMatrix<'_>) -> Option<Self> {
         if !matches!(
             w.dtype,
-            GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K
+            GgmlType::Q2_K
+                | GgmlType::Q3_K
+                | GgmlType::Q4_K
+                | GgmlType::Q5_K
+                | GgmlType::Q6_K
+                | GgmlType::IQ4_XS
         ) || detected_level() < SimdLevel::Avx2
             || w.cols == 0
         {
@@ -170,11 +179,13 @@ impl Isa {
     }
 }
 
-/// A Q4_0 / Q5_0 / Q8_0 matrix stored for the AVX2 kernel of [`matmul_transposed_q0`]: per row
-/// and group of 8 blocks, the 8 block scales side by side and the group's quants already
-/// decoded to the kernel's unsigned (Q4_0 / Q5_0) or signed (Q8_0) values and transposed to a
-/// block per i32 lane (the last group of at most 4 blocks in the half-group form), packed back
-/// to 4 or 5 bits where the type has them; a last partial group is padded with zero blocks.
+/// A Q4_0 / Q5_0 / Q8_0 / Q4_1 / Q5_1 / IQ4_NL matrix stored for the AVX2 kernel of
+/// [`matmul_transposed_q0`]: per row and group of 8 blocks, the 8 block scales side by side
+/// (Q4_1 / Q5_1: then the 8 mins) and the group's quants already decoded to the kernel's
+/// unsigned (Q4_0 / Q5_0 / Q4_1 / Q5_1), signed (Q8_0) or index (IQ4_NL) values and transposed
+/// to a block per i32 lane (the last group of at most 4 blocks in the half-group form), packed
+/// back to 4 or 5 bits where the type has them; a last partial group is padded with zero
+/// blocks.
 /// The kernel then loads a group's vectors instead of decoding 8 blocks and transposing them
 /// (about 3x fewer instructions per group), which is most of its work at one token. The same
 /// size as the file encoding, up to the padding.
@@ -185,32 +196,45 @@ pub struct TransposedQ0 {
     pub(super) data: HugeBuf<u8>,
 }
 
-/// The 32 quants of a Q4_0 / Q5_0 / Q8_0 block as the AVX2 kernel decodes them (unsigned 0..16
-/// / 0..32, or the signed Q8_0 byte), and its raw f16 scale.
-pub(super) fn q0_quants(dtype: GgmlType, b: &[u8]) -> ([u8; QK8], u16) {
+/// The 32 quants of a 32-element block as the AVX2 kernel decodes them before any table
+/// lookup (unsigned 0..16 / 0..32, the signed Q8_0 byte, or the IQ4_NL index), its raw f16
+/// scale and its raw f16 min (Q4_1 / Q5_1; 0 for the others).
+pub(super) fn q0_quants(dtype: GgmlType, b: &[u8]) -> ([u8; QK8], u16, u16) {
+    let has_min = matches!(dtype, GgmlType::Q4_1 | GgmlType::Q5_1);
+    let h = if has_min { 4 } else { 2 };
     let mut q = [0u8; QK8];
     for (i, q) in q.iter_mut().enumerate() {
         *q = match dtype {
             GgmlType::Q8_0 => b[2 + i],
-            GgmlType::Q4_0 => (b[2 + i % 16] >> (4 * (i / 16))) & 0xF,
+            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::IQ4_NL => {
+                (b[h + i % 16] >> (4 * (i / 16))) & 0xF
+            }
             _ => {
-                let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
-                let lo = (b[6 + i % 16] >> (4 * (i / 16))) & 0xF;
+                let qh = u32::from_le_bytes([b[h], b[h + 1], b[h + 2], b[h + 3]]);
+                let lo = (b[h + 4 + i % 16] >> (4 * (i / 16))) & 0xF;
                 lo | ((((qh >> i) & 1) as u8) << 4)
             }
         };
     }
-    (q, u16::from_le_bytes([b[0], b[1]]))
+    let m = if has_min {
+        u16::from_le_bytes([b[2], b[3]])
+    } else {
+        0
+    };
+    (q, u16::from_le_bytes([b[0], b[1]]), m)
 }
 
 impl TransposedQ0 {
-    /// The transposed copy of `w` if it is Q4_0 / Q5_0 / Q8_0 and the CPU has the AVX2 kernels;
-    /// `None` otherwise.
+    /// The transposed copy of `w` if it is Q4_0 / Q5_0 / Q8_0 / Q4_1 / Q5_1 / IQ4_NL and the
+    /// CPU has the AVX2 kernels; `None` otherwise.
     pub fn new(w: &QMatrix<'_>) -> Option<Self> {
-        let k = match w.dtype {
-            GgmlType::Q8_0 => 0,
-            GgmlType::Q4_0 => 1,
-            GgmlType::Q5_0 => 2,
+        // (8-bit, fifth bits, mins)
+        let (q8, five, mins) = match w.dtype {
+            GgmlType::Q8_0 => (true, false, false),
+            GgmlType::Q4_0 | GgmlType::IQ4_NL => (false, false, false),
+            GgmlType::Q5_0 => (false, true, false),
+            GgmlType::Q4_1 => (false, false, true),
+            GgmlType::Q5_1 => (false, true, true),
             _ => return None,
         };
         if detected_level() < SimdLevel::Avx2 || w.cols == 0 {
@@ -235,8 +259,11 @@ impl TransposedQ0 {
                     let mut v = [[0u8; 32]; 8];
                     for kk in 0..nbg {
                         let blk = &row[(8 * g + kk) * w.dtype.block_bytes()..];
-                        let (q, d) = q0_quants(w.dtype, blk);
+                        let (q, d, m) = q0_quants(w.dtype, blk);
                         out[2 * kk..2 * kk + 2].copy_from_slice(&d.to_le_bytes());
+                        if mins {
+                            out[16 + 2 * kk..18 + 2 * kk].copy_from_slice(&m.to_le_bytes());
+                        }
                         for i in 0..QK8 {
                             let (m, lane) = if nbg <= 4 {
                                 // Half group: lanes 0..4 quants 4m.., lanes 4..8 quants 16 + 4m..
@@ -247,8 +274,8 @@ impl TransposedQ0 {
                             v[m][4 * lane + i % 4] = q[i];
                         }
                     }
-                    let body = &mut out[16..];
-                    if k == 0 {
+                    let body = &mut out[if mins { 32 } else { 16 }..];
+                    if q8 {
                         for (m, v) in v.iter().enumerate() {
                             body[32 * m..32 * m + 32].copy_from_slice(v);
                         }
@@ -258,7 +285,7 @@ impl TransposedQ0 {
                                 body[32 * m + i] = (v[m][i] & 0xF) | ((v[m + 4][i] & 0xF) << 4);
                             }
                         }
-                        if k == 2 {
+                        if five {
                             // Byte `i` holds bit 4 of byte `i` of vector `m` as its bit `m`.
                             for i in 0..32 {
                                 body[128 + i] = (0..8).fold(0u8, |a, m| a | ((v[m][i] >> 4) << m));
@@ -320,7 +347,12 @@ pub(super) fn matmul_transposed(
         return;
     }
     let acts = match view.dtype {
-        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
+        GgmlType::Q2_K
+        | GgmlType::Q3_K
+        | GgmlType::Q4_K
+        | GgmlType::Q5_K
+        | GgmlType::Q6_K
+        | GgmlType::IQ4_XS => {
             let mut a = Q8KActs::quantize(isa, x, view.cols, n_tok);
             a.interleave();
             Acts::Q8K(a)
@@ -328,9 +360,9 @@ pub(super) fn matmul_transposed(
         dtype => {
             let mut a = Q8Acts::quantize(Isa::get(SimdLevel::Avx2), x, view.cols, n_tok);
             let offset = match dtype {
-                GgmlType::Q8_0 => 0,
                 GgmlType::Q4_0 => 8,
-                _ => 16,
+                GgmlType::Q5_0 => 16,
+                _ => 0,
             };
             a.interleave(offset, false);
             Acts::Q8(a)

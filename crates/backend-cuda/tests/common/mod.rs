@@ -132,7 +132,13 @@ fn random_block(ty: GgmlType, rng: &mut impl Rng, std: f32) -> Vec<u8> {
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_K => {
             unreachable!("not a block type")
         }
-        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q5_K => {
+        GgmlType::Q2_K
+        | GgmlType::Q3_K
+        | GgmlType::Q5_K
+        | GgmlType::Q4_1
+        | GgmlType::Q5_1
+        | GgmlType::IQ4_NL
+        | GgmlType::IQ4_XS => {
             unimplemented!("no random {ty} blocks in these tests")
         }
     }

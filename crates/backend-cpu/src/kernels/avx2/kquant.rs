@@ -1,8 +1,10 @@
-//! AVX2 kernels: K-quant rows (Q2_K / Q2_K / Q3_K / Q4_K / Q5_K / Q6_K; file and transposed layouts).
+//! AVX2 kernels: K-quant rows (Q2_K / Q3_K / Q4_K / Q5_K / Q6_K, and IQ4_XS with the same
+//! super-blocks; file and transposed layouts).
 
 use super::*;
+use switchyard_core::dtype::iq4xs_scales;
 
-// --- Q2_K / Q3_K / Q4_K / Q5_K / Q6_K ----------------------------------------------------------------
+// --- Q2_K / Q3_K / Q4_K / Q5_K / Q6_K / IQ4_XS -------------------------------------------------
 
 /// Most tokens multiplied with one decoded, transposed K-quant super-block.
 pub(crate) const K_NT_MAX: usize = 16;
@@ -54,6 +56,7 @@ pub(crate) fn rows_k<const PRE: bool>(
                                 $((GgmlType::Q6_K, $n) => q6k_dot::<$n, PRE, 6>(row, a, t0, &mut res),)*
                                 $((GgmlType::Q3_K, $n) => q6k_dot::<$n, PRE, 3>(row, a, t0, &mut res),)*
                                 $((GgmlType::Q2_K, $n) => q6k_dot::<$n, PRE, 2>(row, a, t0, &mut res),)*
+                                $((GgmlType::IQ4_XS, $n) => iq4xs_dot::<$n, PRE>(row, a, t0, &mut res),)*
                                 _ => unreachable!("no K-quant kernel for {kind}"),
                             }
                         };
@@ -335,6 +338,74 @@ pub(crate) fn q6k_dot<const NT: usize, const PRE: bool, const K: u8>(
                     let dd = _mm256_set1_ps(d * dx);
                     *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dd, *acc);
                 }
+            }
+        }
+    }
+    for t in 0..NT {
+        res[t] = hsum_ps(acc[t]);
+    }
+}
+
+/// One IQ4_XS row against the `NT` tokens from `t0` on: `res[t]`, with
+/// `res = sum_sb d dx sum_j sc_j dot_j(v, x)` over the 8 sub-blocks `j` of 32, for the table
+/// values `v = IQ4NL_VALUES[q]` of the 4-bit indices (one `_mm256_shuffle_epi8` per vector).
+/// The values are signed, so each vector is multiplied with the sign trick of Q8_0
+/// (`maddubs(|v|, sign(x, v))`, pairs at most 2 * 127 * 127 = 32,258) and widened at once by
+/// `madd` with the sub-block scales: 2 multiply instructions per 32 weights and token.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) fn iq4xs_dot<const NT: usize, const PRE: bool>(
+    row: &[u8],
+    a: &Q8KActs,
+    t0: usize,
+    res: &mut [f32; K_NT_MAX],
+) {
+    let cols = a.cols;
+    let nsb = cols / QKK;
+    assert!(row.len() >= nsb * 136);
+    let (xp, dp, _) = k_ptrs::<NT>(a, t0);
+    let rp = row.as_ptr();
+    let m4 = _mm256_set1_epi8(0xF);
+    let tbl = iq4nl_table();
+    let mut acc = [_mm256_setzero_ps(); NT];
+    for sb in 0..nsb {
+        // The 8 scales as i16, each twice: lane j of `madd` takes the two pair sums of
+        // sub-block j.
+        let sc = iq4xs_scales(&row[136 * sb..136 * sb + 8]);
+        let sc16: [i16; 16] = std::array::from_fn(|i| i16::from(sc[i / 2]));
+        // SAFETY: `sb < nsb`: super-block `sb` of the row (136 bytes at `136 sb`, asserted)
+        // and, for every token `t < NT`, its quants `t cols + 256 sb ..+256` and scale
+        // `t nsb + sb`, inside the slices `k_ptrs` took; `sc16` is 32 bytes. Loads are
+        // unaligned.
+        unsafe {
+            let b = rp.add(136 * sb);
+            let d = f16_at!(b);
+            let scv = _mm256_loadu_si256(sc16.as_ptr().cast());
+            // Sub-block 2 j + h: the 16 bytes `qs[16 (2 j + h) ..]`, low nibbles then high.
+            let mut v = [_mm256_setzero_si256(); 8];
+            for j in 0..4 {
+                let q = _mm256_loadu_si256(b.add(8 + 32 * j).cast());
+                let lo = _mm256_and_si256(q, m4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
+                let s0 = _mm256_permute2x128_si256::<0x20>(lo, hi);
+                let s1 = _mm256_permute2x128_si256::<0x31>(lo, hi);
+                v[2 * j] = _mm256_shuffle_epi8(tbl, s0);
+                v[2 * j + 1] = _mm256_shuffle_epi8(tbl, s1);
+            }
+            if !PRE {
+                transpose8(&mut v);
+            }
+            let av = v.map(|x| _mm256_sign_epi8(x, x));
+            for (t, acc) in acc.iter_mut().enumerate() {
+                let x = xp.add(t * cols + QKK * sb);
+                let mut s = _mm256_setzero_si256();
+                for (m, (v, av)) in v.iter().zip(&av).enumerate() {
+                    let xm = _mm256_loadu_si256(x.add(32 * m).cast());
+                    let p = _mm256_maddubs_epi16(*av, _mm256_sign_epi8(xm, *v));
+                    s = _mm256_add_epi32(s, _mm256_madd_epi16(p, scv));
+                }
+                let dd = _mm256_set1_ps(d * *dp.add(t * nsb + sb));
+                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dd, *acc);
             }
         }
     }

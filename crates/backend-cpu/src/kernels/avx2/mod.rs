@@ -14,15 +14,19 @@
 //! float operations are the same sequence whatever the group size, so a token's outputs are
 //! bit-identical alone and in any batch (batch invariance).
 //!
-//! Q4_0 / Q5_0 / Q8_0 (`rows_q0`, groups of up to 16 tokens) take the activations interleaved
+//! Q4_0 / Q5_0 / Q8_0, Q4_1 / Q5_1 and IQ4_NL (`rows_q0`, groups of up to 16 tokens) take the
+//! activations interleaved
 //! (`Q8Acts::interleave`: lane `k` of a vector holds 4 quants of block `k` of a group of 8). A
 //! group of 8 weight blocks is decoded and transposed the same way once per token group; then
 //! per token `maddubs` + `madd` over the group's 8 vectors give the 8 exact block dot products in
 //! the 8 i32 lanes, and one conversion and one FMA with the 8 products of block scales finish
 //! the group: about 3 (Q4_0 / Q5_0) or 5 (Q8_0) instructions per token and block, against
-//! about 9 when every block is converted and scaled on its own. The K-quants Q2_K / Q3_K / Q4_K /
-//! Q5_K / Q6_K (`rows_k`) work the same way on the 8 sub-blocks of a super-block, with the activations
-//! of `Q8KActs::interleave`, for groups of up to 16 tokens.
+//! about 9 when every block is converted and scaled on its own (Q4_1 / Q5_1: one more FMA of
+//! the 8 block mins with the activations' block sums). The K-quants Q2_K / Q3_K / Q4_K / Q5_K /
+//! Q6_K and IQ4_XS (`rows_k`) work the same way on the 8 sub-blocks of a super-block, with the
+//! activations of `Q8KActs::interleave`, for groups of up to 16 tokens. IQ4_NL / IQ4_XS map
+//! their 4-bit indices to the table values with one `_mm256_shuffle_epi8` per vector and then
+//! multiply them as signed quants (the sign trick of Q8_0).
 //!
 //! Integer tricks (the block sums are exact integers, as in the scalar code):
 //! - `maddubs(u8, i8)` multiplies unsigned weight quants with signed activation quants and adds
@@ -30,7 +34,8 @@
 //!   `maddubs(|w|, sign(x, w))` with |w| <= 128); for Q4_0 / Q5_0 the i16 pairs of 8 / 4
 //!   vectors are summed before one `madd` widens them (at most 30,480 / 31,496);
 //! - Q4_0 / Q5_0 quants are used unsigned (0..16 / 0..32) and each block's sum starts from
-//!   `-offset * sum(x quants of the block)`, so the offset 8 / 16 is taken off exactly;
+//!   `-offset * sum(x quants of the block)`, so the offset 8 / 16 is taken off exactly; Q4_1 /
+//!   Q5_1 quants are unsigned as stored;
 //! - the Q4_K / Q5_K / Q2_K mins and the Q6_K / Q3_K offsets 32 / 4 are applied through the
 //!   activations' per-16 sums.
 
@@ -218,11 +223,22 @@ pub(crate) fn rows(
     out: &OutPtr,
 ) {
     match (w.dtype, acts) {
-        (GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0, Acts::Q8(a)) => {
-            rows_q0::<false>(w, a, r0, r1, n_tok, out)
-        }
         (
-            GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K,
+            GgmlType::Q8_0
+            | GgmlType::Q4_0
+            | GgmlType::Q5_0
+            | GgmlType::Q4_1
+            | GgmlType::Q5_1
+            | GgmlType::IQ4_NL,
+            Acts::Q8(a),
+        ) => rows_q0::<false>(w, a, r0, r1, n_tok, out),
+        (
+            GgmlType::Q2_K
+            | GgmlType::Q3_K
+            | GgmlType::Q4_K
+            | GgmlType::Q5_K
+            | GgmlType::Q6_K
+            | GgmlType::IQ4_XS,
             Acts::Q8K(a),
         ) => rows_k::<false>(w, a, r0, r1, n_tok, out),
         (GgmlType::F32 | GgmlType::F16 | GgmlType::BF16, Acts::F32(x)) => {

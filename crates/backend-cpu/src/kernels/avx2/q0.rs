@@ -1,8 +1,9 @@
-//! AVX2 kernels: Q8_0 / Q4_0 / Q5_0 rows (file and transposed layouts) and their decoding macros.
+//! AVX2 kernels: rows of the 32-element block types Q8_0 / Q4_0 / Q5_0 / Q4_1 / Q5_1 / IQ4_NL
+//! (file and transposed layouts) and their decoding macros.
 
 use super::*;
 
-// --- Q8_0 / Q4_0 / Q5_0 ----------------------------------------------------------------------
+// --- Q8_0 / Q4_0 / Q5_0 / Q4_1 / Q5_1 / IQ4_NL ------------------------------------------------
 
 /// Q8_0 weights (kind parameter of the kernels below).
 pub(crate) const Q8_0: u8 = 0;
@@ -10,14 +11,70 @@ pub(crate) const Q8_0: u8 = 0;
 pub(crate) const Q4_0: u8 = 1;
 /// Q5_0 weights.
 pub(crate) const Q5_0: u8 = 2;
+/// Q4_1 weights (Q4_0's quants, unsigned, plus a per-block min).
+pub(crate) const Q4_1: u8 = 3;
+/// Q5_1 weights (Q5_0's quants, unsigned, plus a per-block min).
+pub(crate) const Q5_1: u8 = 4;
+/// IQ4_NL weights (Q4_0's nibbles as indices into `IQ4NL_VALUES`).
+pub(crate) const IQ4_NL: u8 = 5;
+
+/// The kind of a 32-element block type.
+pub(crate) fn q0_kind(ty: GgmlType) -> u8 {
+    match ty {
+        GgmlType::Q8_0 => Q8_0,
+        GgmlType::Q4_0 => Q4_0,
+        GgmlType::Q5_0 => Q5_0,
+        GgmlType::Q4_1 => Q4_1,
+        GgmlType::Q5_1 => Q5_1,
+        GgmlType::IQ4_NL => IQ4_NL,
+        _ => unreachable!("{ty} is not a 32-element block type"),
+    }
+}
 
 /// Bytes of a block of kind `k`.
 pub(crate) const fn q0_block_bytes(k: u8) -> usize {
     match k {
         Q8_0 => 34,
-        Q4_0 => 18,
-        _ => 22,
+        Q4_0 | IQ4_NL => 18,
+        Q5_0 => 22,
+        Q4_1 => 20,
+        _ => 24,
     }
+}
+
+/// Bytes before the quants of a block of kind `k`: the f16 scale, and the f16 min of Q4_1 /
+/// Q5_1.
+pub(crate) const fn q0_header(k: u8) -> usize {
+    if q0_has_min(k) {
+        4
+    } else {
+        2
+    }
+}
+
+/// Whether kind `k` has a per-block min (`d q + m`).
+pub(crate) const fn q0_has_min(k: u8) -> bool {
+    k == Q4_1 || k == Q5_1
+}
+
+/// Whether kind `k` decodes to signed quants (Q8_0, IQ4_NL), multiplied with the sign trick.
+pub(crate) const fn q0_signed(k: u8) -> bool {
+    k == Q8_0 || k == IQ4_NL
+}
+
+/// Whether kind `k` has a fifth bit per quant (Q5_0, Q5_1).
+pub(crate) const fn q0_five(k: u8) -> bool {
+    k == Q5_0 || k == Q5_1
+}
+
+/// `IQ4NL_VALUES` in both 128-bit halves, for `_mm256_shuffle_epi8` lookups of 4-bit indices.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) fn iq4nl_table() -> __m256i {
+    let v = switchyard_core::dtype::IQ4NL_VALUES;
+    // SAFETY: 16 bytes read from a 16-byte array; unaligned load.
+    let h = unsafe { _mm_loadu_si128(v.as_ptr().cast()) };
+    _mm256_set_m128i(h, h)
 }
 
 /// The f16 at `p`, as f32 (F16C). Use inside `unsafe` with `p` valid for 2 bytes.
@@ -29,24 +86,30 @@ macro_rules! f16_at {
     };
 }
 
-/// The 32 quants of the block of kind `$k` at `$p`, in element order: signed for Q8_0,
-/// unsigned (0..16 or 0..32) for Q4_0 / Q5_0. Use inside `unsafe` with `$p` valid for a block.
+/// The 32 quants of the block of kind `$k` at `$p`, in element order: signed for Q8_0 and
+/// IQ4_NL (its table values), unsigned (0..16 or 0..32) for Q4_0 / Q5_0 / Q4_1 / Q5_1. Use
+/// inside `unsafe` with `$p` valid for a block.
 macro_rules! q0_decode {
     ($k:expr, $p:expr) => {{
-        let p: *const u8 = $p;
+        let p: *const u8 = $p.add(q0_header($k));
         match $k {
-            Q8_0 => _mm256_loadu_si256(p.add(2).cast()),
-            Q4_0 => {
-                let v = _mm_loadu_si128(p.add(2).cast());
+            Q8_0 => _mm256_loadu_si256(p.cast()),
+            Q4_0 | Q4_1 | IQ4_NL => {
+                let v = _mm_loadu_si128(p.cast());
                 let m4 = _mm_set1_epi8(0xF);
-                _mm256_set_m128i(
+                let q = _mm256_set_m128i(
                     _mm_and_si128(_mm_srli_epi16::<4>(v), m4),
                     _mm_and_si128(v, m4),
-                )
+                );
+                if $k == IQ4_NL {
+                    _mm256_shuffle_epi8(iq4nl_table(), q)
+                } else {
+                    q
+                }
             }
             _ => {
-                let qh = p.add(2).cast::<u32>().read_unaligned();
-                let v = _mm_loadu_si128(p.add(6).cast());
+                let qh = p.cast::<u32>().read_unaligned();
+                let v = _mm_loadu_si128(p.add(4).cast());
                 let m4 = _mm_set1_epi8(0xF);
                 let nib = _mm256_set_m128i(
                     _mm_and_si128(_mm_srli_epi16::<4>(v), m4),
@@ -74,7 +137,7 @@ pub(crate) fn bytes_from_bits(x: u32) -> __m256i {
     _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit)
 }
 
-/// Rows `r0..r1` of a Q4_0 / Q5_0 / Q8_0 matrix, in the file layout or (`PRE`) in the
+/// Rows `r0..r1` of a matrix of a 32-element block type, in the file layout or (`PRE`) in the
 /// transposed layout of `TransposedQ0` (`w.data` then holds `ceil(blocks / 8)` groups of
 /// `tq0_group_bytes` per row).
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -86,20 +149,29 @@ pub(crate) fn rows_q0<const PRE: bool>(
     n_tok: usize,
     out: &OutPtr,
 ) {
-    match w.dtype {
-        GgmlType::Q8_0 => rows_q0_k::<Q8_0, PRE>(w, a, r0, r1, n_tok, out),
-        GgmlType::Q4_0 => rows_q0_k::<Q4_0, PRE>(w, a, r0, r1, n_tok, out),
-        _ => rows_q0_k::<Q5_0, PRE>(w, a, r0, r1, n_tok, out),
+    match q0_kind(w.dtype) {
+        Q8_0 => rows_q0_k::<Q8_0, PRE>(w, a, r0, r1, n_tok, out),
+        Q4_0 => rows_q0_k::<Q4_0, PRE>(w, a, r0, r1, n_tok, out),
+        Q5_0 => rows_q0_k::<Q5_0, PRE>(w, a, r0, r1, n_tok, out),
+        Q4_1 => rows_q0_k::<Q4_1, PRE>(w, a, r0, r1, n_tok, out),
+        Q5_1 => rows_q0_k::<Q5_1, PRE>(w, a, r0, r1, n_tok, out),
+        _ => rows_q0_k::<IQ4_NL, PRE>(w, a, r0, r1, n_tok, out),
     }
 }
 
 /// Bytes of one group of 8 blocks of kind `k` in the transposed layout (`TransposedQ0`): the 8
-/// f16 scales, then the group's 8 transposed vectors (Q8_0: as they are; Q4_0 / Q5_0: vector
-/// `m` in the low nibbles of 32 bytes and vector `m + 4` in the high ones; Q5_0 then 32 bytes,
-/// bit `m` of byte `i` holding bit 4 of byte `i` of vector `m`, so each vector's fifth bits are
-/// one shift and one mask away). The same size as 8 blocks.
+/// f16 scales (Q4_1 / Q5_1: then the 8 f16 mins), then the group's 8 transposed vectors (Q8_0:
+/// as they are; the others: vector `m` in the low nibbles of 32 bytes and vector `m + 4` in the
+/// high ones, IQ4_NL as its 4-bit indices; Q5_0 / Q5_1 then 32 bytes, bit `m` of byte `i`
+/// holding bit 4 of byte `i` of vector `m`, so each vector's fifth bits are one shift and one
+/// mask away). The same size as 8 blocks.
 pub(crate) const fn tq0_group_bytes(k: u8) -> usize {
     8 * q0_block_bytes(k)
+}
+
+/// Bytes before the vectors of a transposed group of kind `k`: 8 scales (and 8 mins).
+pub(crate) const fn tq0_header(k: u8) -> usize {
+    8 * q0_header(k)
 }
 
 /// The 8 vectors of a transposed group of kind `$k` whose vectors start at `$p` (see
@@ -119,7 +191,13 @@ macro_rules! q0_decode_t {
                 v[m] = _mm256_and_si256(x, m4);
                 v[m + 4] = _mm256_and_si256(_mm256_srli_epi16::<4>(x), m4);
             }
-            if $k == Q5_0 {
+            if $k == IQ4_NL {
+                let tbl = iq4nl_table();
+                for v in v.iter_mut() {
+                    *v = _mm256_shuffle_epi8(tbl, *v);
+                }
+            }
+            if q0_five($k) {
                 // Bit `m` of each byte is bit 4 of that byte of vector `m`: shifted to bit 4
                 // (within its byte: the 16-bit shifts move at most 4 places, the mask keeps
                 // only bit 4) and or-ed in.
@@ -144,8 +222,8 @@ macro_rules! q0_decode_t {
     }};
 }
 
-/// Most tokens multiplied with one decoded, transposed group of 8 weight blocks (Q4_0 / Q5_0 /
-/// Q8_0): a token takes one accumulator across the row.
+/// Most tokens multiplied with one decoded, transposed group of 8 weight blocks: a token takes
+/// one accumulator across the row.
 pub(crate) const Q0_NT_MAX: usize = 16;
 
 /// Rows of one tile: the results of a tile are written out per token in one run.
@@ -264,22 +342,23 @@ pub(crate) fn transpose4x2(v: &[__m256i; 8]) -> [__m256i; 4] {
 }
 
 /// The exact integer dot products of `M` transposed weight vectors `v` with the interleaved
-/// activation vectors at `x`, a block per i32 lane, added to `s`. Kind `K`: Q8_0 signed (the
-/// sign trick, `av` = `|v|`, one `madd` per vector since a pair can reach 32,512), Q4_0 / Q5_0
-/// unsigned (pairs reach 2 * 15 * 127 / 2 * 31 * 127, so the i16 sums of 8 / 4 vectors are
-/// exact before one `madd`). Use inside `unsafe` with `x` valid for `32 * M` bytes.
+/// activation vectors at `x`, a block per i32 lane, added to `s`. Kind `K`: Q8_0 / IQ4_NL
+/// signed (the sign trick, `av` = `|v|`, one `madd` per vector since a pair can reach 32,512),
+/// Q4_0 / Q4_1 / Q5_0 / Q5_1 unsigned (pairs reach 2 * 15 * 127 / 2 * 31 * 127, so the i16
+/// sums of 8 / 4 vectors are exact before one `madd`). Use inside `unsafe` with `x` valid for
+/// `32 * M` bytes.
 macro_rules! q0_lanes {
     ($k:expr, $m:expr, $v:expr, $av:expr, $x:expr, $s:expr) => {{
         let ones = _mm256_set1_epi16(1);
         let mut s = $s;
-        if $k == Q8_0 {
+        if q0_signed($k) {
             for m in 0..$m {
                 let xm = _mm256_loadu_si256($x.add(32 * m).cast());
                 let p = _mm256_maddubs_epi16($av[m], _mm256_sign_epi8(xm, $v[m]));
                 s = _mm256_add_epi32(s, _mm256_madd_epi16(p, ones));
             }
         } else {
-            let per = if $k == Q4_0 { 8 } else { 4 };
+            let per = if q0_five($k) { 4 } else { 8 };
             let mut m0 = 0;
             while m0 < $m {
                 let mut p = _mm256_setzero_si256();
@@ -297,12 +376,14 @@ macro_rules! q0_lanes {
 
 /// One row of kind `K` against the `NT` tokens `t0..t0 + NT`: `res[t]`.
 ///
-/// Per group of 8 weight blocks: the blocks are decoded (Q8_0 signed, Q4_0 / Q5_0 unsigned as
-/// stored) and transposed like the interleaved activations, so that the `maddubs` / `madd` sums
-/// over the 8 vectors give each block's exact integer dot product in its own i32 lane,
-/// starting from `-offset * sum(x quants)`. Per token and group that is one conversion and one
-/// FMA with the 8 products of block scales (a lane per block); then the horizontal sum. The same
-/// operations for every `NT`, so a token gives the same bits in any group.
+/// Per group of 8 weight blocks: the blocks are decoded (Q8_0 / IQ4_NL signed, the others
+/// unsigned as stored) and transposed like the interleaved activations, so that the `maddubs` /
+/// `madd` sums over the 8 vectors give each block's exact integer dot product in its own i32
+/// lane, starting from `-offset * sum(x quants)`. Per token and group that is one conversion
+/// and one FMA with the 8 products of block scales (a lane per block), and for Q4_1 / Q5_1 one
+/// more FMA of the 8 block mins with the activations' `d * sum(x quants)` (`Q8Acts::si`); then
+/// the horizontal sum. The same operations for every `NT`, so a token gives the same bits in
+/// any group.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 pub(crate) fn q0_dot<const NT: usize, const K: u8, const PRE: bool>(
@@ -325,13 +406,16 @@ pub(crate) fn q0_dot<const NT: usize, const K: u8, const PRE: bool>(
     );
     assert!(a.qi.len() >= (t0 + NT) * ng * 256);
     assert!(a.ni.len() >= (t0 + NT) * ng * 8 && a.di.len() >= (t0 + NT) * ng * 8);
+    assert!(!q0_has_min(K) || a.si.len() >= (t0 + NT) * ng * 8);
     let rp = row.as_ptr();
-    // SAFETY: in bounds by the assertions above (offsets of token `t0`).
-    let (xp, np, dp) = unsafe {
+    // SAFETY: in bounds by the assertions above (offsets of token `t0`; `si` is read only for
+    // kinds with mins).
+    let (xp, np, dp, sp) = unsafe {
         (
             a.qi.as_ptr().add(t0 * ng * 256),
             a.ni.as_ptr().add(t0 * ng * 8),
             a.di.as_ptr().add(t0 * ng * 8),
+            a.si.as_ptr().wrapping_add(t0 * ng * 8),
         )
     };
     let mut acc = [_mm256_setzero_ps(); NT];
@@ -339,22 +423,35 @@ pub(crate) fn q0_dot<const NT: usize, const K: u8, const PRE: bool>(
         let nbg = (nb - 8 * g).min(8);
         // SAFETY: blocks `8 g + k < nb` lie inside the row (`bb` bytes each), or with `PRE`
         // group `g` (`tq0_group_bytes` each); for every token `t < NT` the group
-        // `(t0 + t) ng + g` lies inside `qi`, `ni` and `di` (assertions above): 256 bytes of
-        // quants (128 for a half group) and 8 entries. Loads are unaligned.
+        // `(t0 + t) ng + g` lies inside `qi`, `ni`, `di` and (kinds with mins) `si`
+        // (assertions above): 256 bytes of quants (128 for a half group) and 8 entries. Loads
+        // are unaligned.
         unsafe {
-            let (mut v, dwv) = if PRE {
+            let (mut v, dwv, mwv) = if PRE {
                 let p = rp.add(g * tq0_group_bytes(K));
                 let dwv = _mm256_cvtph_ps(_mm_loadu_si128(p.cast()));
-                (q0_decode_t!(K, p.add(16)), dwv)
+                let mwv = if q0_has_min(K) {
+                    _mm256_cvtph_ps(_mm_loadu_si128(p.add(16).cast()))
+                } else {
+                    _mm256_setzero_ps()
+                };
+                (q0_decode_t!(K, p.add(tq0_header(K))), dwv, mwv)
             } else {
                 let mut v = [_mm256_setzero_si256(); 8];
-                let mut dw = [0u16; 8];
-                for (k, (vk, dk)) in v.iter_mut().zip(dw.iter_mut()).enumerate().take(nbg) {
+                let (mut dw, mut mw) = ([0u16; 8], [0u16; 8]);
+                for k in 0..nbg {
                     let b = rp.add((8 * g + k) * bb);
-                    *dk = b.cast::<u16>().read_unaligned();
-                    *vk = q0_decode!(K, b);
+                    dw[k] = b.cast::<u16>().read_unaligned();
+                    if q0_has_min(K) {
+                        mw[k] = b.add(2).cast::<u16>().read_unaligned();
+                    }
+                    v[k] = q0_decode!(K, b);
                 }
-                (v, _mm256_cvtph_ps(_mm_loadu_si128(dw.as_ptr().cast())))
+                (
+                    v,
+                    _mm256_cvtph_ps(_mm_loadu_si128(dw.as_ptr().cast())),
+                    _mm256_cvtph_ps(_mm_loadu_si128(mw.as_ptr().cast())),
+                )
             };
             if nbg <= 4 {
                 let h = if PRE {
@@ -371,6 +468,10 @@ pub(crate) fn q0_dot<const NT: usize, const K: u8, const PRE: bool>(
                     let s = _mm256_add_epi32(s, _mm256_permute2x128_si256::<0x01>(s, s));
                     let dd = _mm256_mul_ps(dwv, _mm256_loadu_ps(dp.add(o)));
                     *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dd, *acc);
+                    if q0_has_min(K) {
+                        // Lanes 4..8: no block (min 0, sum 0).
+                        *acc = _mm256_fmadd_ps(mwv, _mm256_loadu_ps(sp.add(o)), *acc);
+                    }
                 }
                 continue;
             }
@@ -384,6 +485,9 @@ pub(crate) fn q0_dot<const NT: usize, const K: u8, const PRE: bool>(
                 let s = q0_lanes!(K, 8, v, av, xp.add(32 * o), s);
                 let dd = _mm256_mul_ps(dwv, _mm256_loadu_ps(dp.add(o)));
                 *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dd, *acc);
+                if q0_has_min(K) {
+                    *acc = _mm256_fmadd_ps(mwv, _mm256_loadu_ps(sp.add(o)), *acc);
+                }
             }
         }
     }

@@ -38,6 +38,9 @@ pub(crate) struct Q8Acts {
     pub ni: Vec<i32>,
     /// The block scales per token and group of 8 (0 for padding).
     pub di: Vec<f32>,
+    /// `s` (`d * sum`) per token and group of 8 (0 for padding), for the min terms of Q4_1 /
+    /// Q5_1 weights.
+    pub si: Vec<f32>,
     /// Whether the interleaved layout may use groups of 16 blocks (the AVX-512 kernels); the
     /// AVX2 kernels take groups of 8 only.
     pub wide: bool,
@@ -145,6 +148,7 @@ impl Q8Acts {
             qi: Vec::new(),
             ni: Vec::new(),
             di: Vec::new(),
+            si: Vec::new(),
             wide: false,
         };
         let one =
@@ -166,6 +170,13 @@ impl Q8Acts {
         &self.d[t * nb..(t + 1) * nb]
     }
 
+    /// `d * sum(quants)` per block of token `t`.
+    #[inline]
+    pub(crate) fn s(&self, t: usize) -> &[f32] {
+        let nb = self.cols / QK8;
+        &self.s[t * nb..(t + 1) * nb]
+    }
+
     /// The interleaved layout of a token: `(wide, groups)`, `wide` groups of 16 blocks, then
     /// `groups` groups of 8 blocks (the last one padded, or a half group).
     #[inline]
@@ -185,7 +196,7 @@ impl Q8Acts {
         16 * wide + 8 * groups
     }
 
-    /// Fills the interleaved form `qi`, `ni`, `di` from `qs` and `d`, for weights whose quants
+    /// Fills the interleaved form `qi`, `ni`, `di`, `si` from `qs`, `d` and `s`, for weights whose quants
     /// are stored with `offset` added (`ni` holds `-offset * sum`).
     ///
     /// Per token: `wide` groups of 16 blocks (512 bytes; byte `64 m + 4 k + i` is quant
@@ -204,8 +215,11 @@ impl Q8Acts {
         let mut qi = vec![0; n_tok * pb * 32];
         let mut ni = vec![0; n_tok * pb];
         let mut di = vec![0.0; n_tok * pb];
-        // One token: its quants and scales into its interleaved blocks.
-        let one = |qs: &[i8], d: &[f32], qi: &mut [i8], ni: &mut [i32], di: &mut [f32]| {
+        let mut si = vec![0.0; n_tok * pb];
+        // One token: its quants, scales and sums into its interleaved blocks.
+        let one = |(qs, d, s): (&[i8], &[f32], &[f32]),
+                   qi: &mut [i8],
+                   (ni, di, si): (&mut [i32], &mut [f32], &mut [f32])| {
             for j in 0..nb {
                 // (first block of the group in the padded layout, lanes, index in the group,
                 // half group)
@@ -229,13 +243,15 @@ impl Q8Acts {
                 }
                 ni[g0 + k] = -offset * src.iter().map(|&q| q as i32).sum::<i32>();
                 di[g0 + k] = d[j];
+                si[g0 + k] = s[j];
             }
         };
         if parallel_worth_it(n_tok, cols) {
-            let (qip, nip, dip) = (
+            let (qip, nip, dip, sip) = (
                 SharedMut::new(&mut qi),
                 SharedMut::new(&mut ni),
                 SharedMut::new(&mut di),
+                SharedMut::new(&mut si),
             );
             par_tokens(n_tok, |t0, t1| {
                 for t in t0..t1 {
@@ -243,11 +259,17 @@ impl Q8Acts {
                     // SAFETY: token `t`'s entries, disjoint from every other token's.
                     unsafe {
                         one(
-                            &self.qs[t * cols..(t + 1) * cols],
-                            &self.d[t * nb..(t + 1) * nb],
+                            (
+                                &self.qs[t * cols..(t + 1) * cols],
+                                &self.d[t * nb..(t + 1) * nb],
+                                &self.s[t * nb..(t + 1) * nb],
+                            ),
                             qip.chunk(32 * r.start, 32 * r.end),
-                            nip.chunk(r.start, r.end),
-                            dip.chunk(r.start, r.end),
+                            (
+                                nip.chunk(r.start, r.end),
+                                dip.chunk(r.start, r.end),
+                                sip.chunk(r.start, r.end),
+                            ),
                         )
                     }
                 }
@@ -256,15 +278,17 @@ impl Q8Acts {
             for t in 0..n_tok {
                 let r = t * pb..(t + 1) * pb;
                 one(
-                    &self.qs[t * cols..(t + 1) * cols],
-                    &self.d[t * nb..(t + 1) * nb],
+                    (
+                        &self.qs[t * cols..(t + 1) * cols],
+                        &self.d[t * nb..(t + 1) * nb],
+                        &self.s[t * nb..(t + 1) * nb],
+                    ),
                     &mut qi[32 * r.start..32 * r.end],
-                    &mut ni[r.clone()],
-                    &mut di[r],
+                    (&mut ni[r.clone()], &mut di[r.clone()], &mut si[r]),
                 );
             }
         }
-        (self.qi, self.ni, self.di) = (qi, ni, di);
+        (self.qi, self.ni, self.di, self.si) = (qi, ni, di, si);
     }
 }
 
