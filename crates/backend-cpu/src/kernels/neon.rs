@@ -342,7 +342,7 @@ fn q0_rows<const N: usize, const K: u8, const DOT: bool>(
     let xq: [&[i8]; N] = std::array::from_fn(|t| a.qs(t0 + t));
     let xd: [&[f32]; N] = std::array::from_fn(|t| a.d(t0 + t));
     let xs: [&[f32]; N] = std::array::from_fn(|t| a.s(t0 + t));
-    tiles(out, t0, r0, r1, |r| {
+    tiles(out, t0, r0, r1, |r| -> [f32; N] {
         let row = w.row(r);
         let mut acc = [vdupq_n_f32(0.0); N];
         let mut macc = [0f32; N];
