@@ -84,15 +84,7 @@ fn logits_vs_reference(g: &serde_json::Value, be: &mut CpuBackend) -> (f64, f64,
                 decisive += 1;
                 decisive_agree += same as usize;
             }
-            let pairs = top
-                .iter()
-                .map(|e| (e[0].as_u64().unwrap() as usize, e[1].as_f64().unwrap()))
-                .chain(
-                    probe
-                        .iter()
-                        .zip(pos[i]["probe"].as_array().unwrap())
-                        .map(|(&id, v)| (id as usize, v.as_f64().unwrap())),
-                );
+            let pairs = common::golden_pairs(&pos[i], &probe);
             for (id, want) in pairs {
                 sum_abs += (row[id] as f64 - want).abs();
                 count += 1;

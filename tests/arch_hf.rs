@@ -91,15 +91,7 @@ fn compare(g: &serde_json::Value, be: &mut CpuBackend) -> Diff {
                 d.top1_differ.push((i, gap));
             }
             let plain = pos[i]["plain"].as_array().unwrap();
-            let pairs = top
-                .iter()
-                .map(|e| (e[0].as_u64().unwrap() as usize, e[1].as_f64().unwrap()))
-                .chain(
-                    probe
-                        .iter()
-                        .zip(pos[i]["probe"].as_array().unwrap())
-                        .map(|(&id, v)| (id as usize, v.as_f64().unwrap())),
-                );
+            let pairs = common::golden_pairs(&pos[i], &probe);
             assert_eq!(plain.len(), top.len() + probe.len());
             for ((id, want), p) in pairs.zip(plain) {
                 let got = row[id] as f64;

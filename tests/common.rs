@@ -38,6 +38,25 @@ pub fn golden(alias: &str, file: &str) -> serde_json::Value {
     serde_json::from_str(&s).unwrap()
 }
 
+/// The (token id, reference logit) pairs one position of a golden logits file records: its
+/// top entries (`top`: `[id, logit]`), then the logits of the fixed `probe` ids (`probe`).
+pub fn golden_pairs<'a>(
+    p: &'a serde_json::Value,
+    probe: &'a [u32],
+) -> impl Iterator<Item = (usize, f64)> + 'a {
+    p["top"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e[0].as_u64().unwrap() as usize, e[1].as_f64().unwrap()))
+        .chain(
+            probe
+                .iter()
+                .zip(p["probe"].as_array().unwrap())
+                .map(|(&id, v)| (id as usize, v.as_f64().unwrap())),
+        )
+}
+
 /// Both models we test on.
 pub const MODELS: [&str; 2] = ["gemma-3-270m", "qwen2.5-coder-0.5b-instruct"];
 

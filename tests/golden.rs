@@ -197,15 +197,7 @@ fn check_logits(alias: &str) {
                 decisive += 1;
                 decisive_agree += same as usize;
             }
-            let pairs = top
-                .iter()
-                .map(|e| (e[0].as_u64().unwrap() as usize, e[1].as_f64().unwrap()))
-                .chain(
-                    probe
-                        .iter()
-                        .zip(p["probe"].as_array().unwrap())
-                        .map(|(&id, v)| (id as usize, v.as_f64().unwrap())),
-                );
+            let pairs = common::golden_pairs(p, &probe);
             for (id, want) in pairs {
                 let d = (row[id] as f64 - want).abs();
                 sum_abs += d;
