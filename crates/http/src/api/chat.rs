@@ -103,6 +103,8 @@ struct ChatJob {
     request: EngineRequest,
     logprobs: bool,
     stream: StreamOpts,
+    /// The output constraint, compiled by the handler.
+    constraint: Option<(&'static str, switchyard_runtime::constraint::ConstraintSpec)>,
 }
 
 /// Reads a chat body after `model` (checked by the caller): messages, options, sampling; renders
@@ -127,14 +129,7 @@ fn parse_chat(
             "`top_logprobs` requires `logprobs: true`",
         ));
     }
-    if let Some(rf) = f.take("response_format") {
-        if rf.get("type").and_then(Value::as_str) != Some("text") {
-            return Err(ApiError::unsupported(
-                "response_format",
-                " (only {\"type\": \"text\"})",
-            ));
-        }
-    }
+    let constraint = crate::structured::constraint(&mut f)?;
     if let Some(tc) = f.take("tool_choice") {
         if tc.as_str() != Some("none") {
             return Err(ApiError::unsupported("tool_choice", " (no tool calling)"));
@@ -158,6 +153,7 @@ fn parse_chat(
         request: r,
         logprobs,
         stream,
+        constraint,
     })
 }
 
@@ -186,10 +182,14 @@ pub async fn chat_completions(
     };
     let tok = state.engine.tokenizer().clone();
     let ChatJob {
-        request: r,
+        request: mut r,
         logprobs,
         stream,
+        constraint,
     } = parse_chat(f, template, ParseCtx::of(&state))?;
+    if let Some((param, spec)) = constraint {
+        r.constraint = Some(compile_constraint(&state, spec, param).await?);
+    }
     let n = r.n;
     let prompt_len = r.prompt.len();
     let sub = submit_all(&state, vec![r], "messages")?;
