@@ -243,6 +243,8 @@ impl Grammars {
         }
         let tick = c.tick;
         c.map.insert(key, (start.clone(), tick));
+        drop(c);
+        record(|t| &mut t.compile, t0.elapsed().as_secs_f32());
         Ok(Constraint {
             spec: spec.clone(),
             start,
@@ -341,12 +343,37 @@ fn mask_pool() -> &'static rayon::ThreadPool {
     })
 }
 
-/// Mask computation times (seconds), for the engine's statistics.
-static MASK_TIMES: Mutex<Vec<f32>> = Mutex::new(Vec::new());
+/// Per-token constraint timings since the last [`take_timings`] (seconds).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Timings {
+    /// Advancing the matcher and computing the mask, on a mask worker.
+    pub mask: Vec<f32>,
+    /// What sampling waited for the mask (the part the forward pass did not hide).
+    pub wait: Vec<f32>,
+    /// Compiling a constraint (cache misses only).
+    pub compile: Vec<f32>,
+}
 
-/// Takes the mask computation times (seconds) recorded since the last call.
-pub fn take_mask_times() -> Vec<f32> {
-    std::mem::take(&mut *MASK_TIMES.lock().unwrap_or_else(|e| e.into_inner()))
+/// Most samples kept between two [`take_timings`] calls.
+const MAX_SAMPLES: usize = 1 << 16;
+
+static TIMINGS: Mutex<Timings> = Mutex::new(Timings {
+    mask: Vec::new(),
+    wait: Vec::new(),
+    compile: Vec::new(),
+});
+
+fn record(f: impl FnOnce(&mut Timings) -> &mut Vec<f32>, secs: f32) {
+    let mut t = TIMINGS.lock().unwrap_or_else(|e| e.into_inner());
+    let v = f(&mut t);
+    if v.len() < MAX_SAMPLES {
+        v.push(secs);
+    }
+}
+
+/// Takes the constraint timings recorded (process-wide) since the last call.
+pub fn take_timings() -> Timings {
+    std::mem::take(&mut *TIMINGS.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 impl ConstraintState {
@@ -380,13 +407,12 @@ impl ConstraintState {
             return Err(e.clone());
         }
         let rx = self.pending.take().ok_or("constraint: no mask pending")?;
+        let t0 = Instant::now();
         let (m, r, dt) = rx
             .recv()
             .map_err(|_| "constraint: the mask worker went away".to_string())?;
-        MASK_TIMES
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(dt.as_secs_f32());
+        record(|t| &mut t.wait, t0.elapsed().as_secs_f32());
+        record(|t| &mut t.mask, dt.as_secs_f32());
         // Put the matcher back for `accept` (a receiver that is already answered).
         let (tx, again) = mpsc::sync_channel(1);
         let mask = match r {
