@@ -355,6 +355,105 @@ mod tests {
         GgufFile::from_bytes(Path::new("t.gguf"), w.to_bytes()).unwrap()
     }
 
+    /// A llama-shaped GGUF (8 wide, 2 heads: head_dim 4, 2 rotated pairs) with extra metadata
+    /// and F32 tensors.
+    fn gguf_with(arch: &str, extra: &[(&str, Value)], tensors: &[(&str, Vec<f32>)]) -> GgufFile {
+        let mut w = crate::gguf_write::GgufWriter::new();
+        w.kv("general.architecture", Value::Str(arch.into()));
+        for (k, x) in dims(2) {
+            w.kv(&format!("{arch}.{k}"), Value::U64(u64::from(x)));
+        }
+        for (k, v) in extra {
+            w.kv(&format!("{arch}.{k}"), v.clone());
+        }
+        w.tensor("token_embd.weight", 0, &[8, 4], vec![0u8; 8 * 4 * 4]);
+        for (name, v) in tensors {
+            let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            w.tensor(name, 0, &[v.len()], bytes);
+        }
+        GgufFile::from_bytes(Path::new("t.gguf"), w.to_bytes()).unwrap()
+    }
+
+    /// YaRN: llama.cpp's defaults (beta 32 / 1, attention factor 0.1 ln(factor) + 1); the
+    /// original context from its key, else the context length.
+    #[test]
+    fn reads_yarn() {
+        let yarn = |orig: Option<u64>| {
+            let mut kv = vec![
+                ("rope.scaling.type", Value::Str("yarn".into())),
+                ("rope.scaling.factor", Value::F64(4.0)),
+            ];
+            if let Some(o) = orig {
+                kv.push(("rope.scaling.original_context_length", Value::U64(o)));
+            }
+            model_config(&gguf_with("qwen3", &kv, &[])).unwrap()
+        };
+        let c = yarn(Some(16));
+        let y = c.rope_scaling.yarn.unwrap();
+        assert_eq!(
+            (y.original_context, y.beta_fast, y.beta_slow),
+            (16, 32.0, 1.0)
+        );
+        assert_eq!(c.rope_freq_scale, 0.25);
+        assert!((c.rope_scaling.attn_factor - (1.0 + 0.1 * 4f32.ln())).abs() < 1e-6);
+        assert_eq!(yarn(None).rope_scaling.yarn.unwrap().original_context, 64);
+        let e = model_config(&gguf_with(
+            "qwen3",
+            &[
+                ("rope.scaling.type", Value::Str("yarn".into())),
+                ("rope.scaling.yarn_log_multiplier", Value::F64(0.1)),
+            ],
+            &[],
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("yarn_log_multiplier = 0.1 is not supported"),
+            "{e}"
+        );
+        let e = model_config(&gguf_with(
+            "gemma2",
+            &[("rope.scaling.type", Value::Str("yarn".into()))],
+            &[],
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("sliding-window layers is not supported"), "{e}");
+    }
+
+    /// Phi-3 LongRoPE: the long factors for a context above the original one, the short ones
+    /// otherwise; the attention factor from `rope.scaling.attn_factor`; one set alone refused.
+    #[test]
+    fn reads_phi3_longrope() {
+        let (long, short) = (vec![1.0, 8.0], vec![1.0, 1.5]);
+        let file = |orig: u64, tensors: &[(&str, Vec<f32>)]| {
+            gguf_with(
+                "phi3",
+                &[
+                    ("rope.scaling.original_context_length", Value::U64(orig)),
+                    ("rope.scaling.attn_factor", Value::F64(1.25)),
+                ],
+                tensors,
+            )
+        };
+        let both = [
+            ("rope_factors_long.weight", long.clone()),
+            ("rope_factors_short.weight", short.clone()),
+        ];
+        let mut c = model_config(&file(16, &both)).unwrap();
+        assert_eq!(c.rope_freq_factors.as_deref(), Some(&long[..]));
+        assert_eq!(c.rope_scaling.attn_factor, 1.25);
+        c.select_rope_factors(16);
+        assert_eq!(c.rope_freq_factors.as_deref(), Some(&short[..]));
+        let c = model_config(&file(64, &both)).unwrap();
+        assert_eq!(c.rope_freq_factors.as_deref(), Some(&short[..]));
+        let e = model_config(&file(16, &both[..1])).unwrap_err().to_string();
+        assert!(
+            e.contains("needs both rope_factors_long.weight and rope_factors_short.weight"),
+            "{e}"
+        );
+    }
+
     fn dims(block_count: u32) -> Vec<(&'static str, u32)> {
         vec![
             ("block_count", block_count),

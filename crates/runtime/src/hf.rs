@@ -709,6 +709,85 @@ mod tests {
         assert_eq!(&f[5..], &[8.0; 3]);
     }
 
+    fn qwen3(rope_scaling: Value) -> Value {
+        json!({"architectures": ["Qwen3ForCausalLM"], "hidden_size": 64, "intermediate_size": 128,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "head_dim": 16,
+            "max_position_embeddings": 4096, "vocab_size": 100, "rope_scaling": rope_scaling})
+    }
+
+    /// transformers' yarn: `original_max_position_embeddings` (else max_position_embeddings),
+    /// beta 32 / 1 (`or`: 0 takes the default), attention factor from `attention_factor`, else
+    /// from `mscale` / `mscale_all_dim` when both are set, else `0.1 ln(factor) + 1`.
+    #[test]
+    fn rope_scaling_yarn() {
+        let m = model_config(&qwen3(json!({"rope_type": "yarn", "factor": 4.0})), p()).unwrap();
+        let y = m.rope_scaling.yarn.unwrap();
+        assert_eq!(
+            (y.original_context, y.beta_fast, y.beta_slow),
+            (4096, 32.0, 1.0)
+        );
+        assert_eq!(m.rope_freq_scale, 0.25);
+        assert!((m.rope_scaling.attn_factor - (1.0 + 0.1 * 4f32.ln())).abs() < 1e-6);
+        let m = model_config(
+            &qwen3(
+                json!({"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 1024,
+                "beta_fast": 0, "beta_slow": 2.0, "mscale": 0.5, "mscale_all_dim": 1.0}),
+            ),
+            p(),
+        )
+        .unwrap();
+        let y = m.rope_scaling.yarn.unwrap();
+        assert_eq!(
+            (y.original_context, y.beta_fast, y.beta_slow),
+            (1024, 32.0, 2.0)
+        );
+        let want = (1.0 + 0.05 * 4f32.ln()) / (1.0 + 0.1 * 4f32.ln());
+        assert!((m.rope_scaling.attn_factor - want).abs() < 1e-6);
+        let m = model_config(
+            &qwen3(json!({"rope_type": "yarn", "factor": 4.0, "attention_factor": 1.5})),
+            p(),
+        )
+        .unwrap();
+        assert_eq!(m.rope_scaling.attn_factor, 1.5);
+        let e = model_config(
+            &qwen3(json!({"rope_type": "yarn", "factor": 4.0, "truncate": false})),
+            p(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("truncate=false is not supported"), "{e}");
+    }
+
+    /// Phi-3: `su` is LongRoPE, the original context defaults to Phi3Config's 4096, the
+    /// attention factor is sqrt(1 + ln(max / orig) / ln(orig)); `sliding_window` below the
+    /// context makes every layer slide.
+    #[test]
+    fn phi3_longrope_and_sliding_window() {
+        let (long, short) = (vec![1.0, 2.0, 4.0, 8.0], vec![1.0, 1.0, 1.5, 2.0]);
+        let c = json!({"architectures": ["Phi3ForCausalLM"], "hidden_size": 32,
+            "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "max_position_embeddings": 131072, "vocab_size": 100, "sliding_window": 262144,
+            "rope_scaling": {"type": "su", "long_factor": long, "short_factor": short}});
+        let mut m = model_config(&c, p()).unwrap();
+        assert_eq!(m.layers, vec![LayerAttention::Global; 2]);
+        let lr = m.rope_scaling.longrope.clone().unwrap();
+        assert_eq!(lr.original_context, 4096);
+        assert_eq!(m.rope_freq_factors.as_deref(), Some(&long[..]));
+        let want = (1.0 + 32f32.ln() / 4096f32.ln()).sqrt();
+        assert!((m.rope_scaling.attn_factor - want).abs() < 1e-6);
+        m.select_rope_factors(4096);
+        assert_eq!(m.rope_freq_factors.as_deref(), Some(&short[..]));
+        let mut c2 = c.clone();
+        c2["sliding_window"] = json!(2047);
+        c2["original_max_position_embeddings"] = json!(8192);
+        let m = model_config(&c2, p()).unwrap();
+        assert_eq!(m.layers[1], LayerAttention::Sliding { window: 2047 });
+        assert_eq!(m.rope_scaling.longrope.unwrap().original_context, 8192);
+        c2["rope_scaling"]["long_factor"] = json!([1.0]);
+        let e = model_config(&c2, p()).unwrap_err().to_string();
+        assert!(e.contains("long_factor is not a list of 4 numbers"), "{e}");
+    }
+
     #[test]
     fn unsupported_configs_are_named() {
         let cases: Vec<(Value, &str)> = vec![
