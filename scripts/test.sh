@@ -23,6 +23,10 @@ bash scripts/check-fresh-build.sh test --workspace --release --no-run
 BIN="${CARGO_TARGET_DIR:-target}/release/switchyard"
 stage "openai client"
 "$PY" tests/openai_client.py "$BIN"
+# lm-evaluation-harness (PyPI lm_eval) with local-completions + tokenizer_backend=remote: a tiny
+# loglikelihood task and a tiny generation task over local JSONL files, checked against the server.
+stage "lm-eval remote tokenizer"
+"$PY" tests/lm_eval_remote.py "$BIN"
 # Structured outputs: 50+ JSON schemas on both models validated with PyPI jsonschema, parse(),
 # regex / choice / grammar, unconstrained neighbours unchanged, bad constraints 400.
 stage "structured outputs"

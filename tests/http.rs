@@ -581,14 +581,120 @@ fn sigterm_drains_in_flight_requests_gemma() {
     assert!(client().get(s.url("/health")).send().is_err());
 }
 
+/// vLLM's tokenizer endpoints: `/tokenizer_info` names Gemma 3's special tokens (as its
+/// Hugging Face `tokenizer_config.json` does) and its template; `/tokenize` answers `tokens`,
+/// `count`, `max_model_len` and `token_strs`; BOS follows `add_special_tokens`; `/detokenize`
+/// inverts it; the 400s name their field.
+#[test]
+fn tokenizer_endpoints_vllm_shapes_gemma() {
+    let s = Server::start(GEMMA, &["--max-model-len", "2048"]);
+    let (st, body) = s.get("/tokenizer_info");
+    assert_eq!(st, 200, "{body}");
+    let info: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(info["tokenizer_class"], "PreTrainedTokenizerFast");
+    assert_eq!(info["bos_token"], "<bos>");
+    assert_eq!(info["eos_token"], "<eos>");
+    assert_eq!(info["pad_token"], "<pad>");
+    assert_eq!(info["unk_token"], "<unk>");
+    assert_eq!(info["add_bos_token"], true);
+    assert_eq!(info["add_eos_token"], false);
+    assert_eq!(info["model_max_length"], 2048);
+    // The registry's Gemma GGUF carries no chat template: vLLM then leaves the key out.
+    assert!(info.get("chat_template").is_none(), "{info}");
+
+    let (st, with) = s.post(
+        "/tokenize",
+        &json!({"prompt": "Hello world", "return_token_strs": true}),
+    );
+    assert_eq!(st, 200, "{with}");
+    let (_, without) = s.post(
+        "/tokenize",
+        &json!({"prompt": "Hello world", "add_special_tokens": false}),
+    );
+    let ids = |v: &Value| -> Vec<u64> {
+        v["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_u64().unwrap())
+            .collect()
+    };
+    // BOS (id 2 in Gemma's vocabulary) only with special tokens.
+    assert_eq!(ids(&with)[0], 2);
+    assert_eq!(ids(&with)[1..], ids(&without)[..]);
+    assert_eq!(with["count"], ids(&with).len());
+    assert_eq!(with["max_model_len"], 2048);
+    assert_eq!(with["token_strs"][0], "<bos>");
+    assert_eq!(with["token_strs"][1], "Hello");
+    assert_eq!(with["token_strs"][2], "\u{2581}world");
+    assert!(without.get("token_strs").is_none());
+    // The EOS text tokenizes to one id, as lm-eval's remote tokenizer expects.
+    let (_, eos) = s.post(
+        "/tokenize",
+        &json!({"prompt": info["eos_token"], "add_special_tokens": false}),
+    );
+    assert_eq!(ids(&eos), [1]);
+    let (_, dt) = s.post("/detokenize", &json!({"tokens": ids(&without)}));
+    assert_eq!(dt["prompt"], "Hello world");
+
+    for (body, param) in [
+        (
+            json!({"messages": [{"role": "user", "content": "Hi"}]}),
+            "messages",
+        ),
+        (
+            json!({"prompt": "x", "add_generation_prompt": true}),
+            "add_generation_prompt",
+        ),
+        (
+            json!({"prompt": "x", "return_token_strs": 1}),
+            "return_token_strs",
+        ),
+        (json!({"prompt": "x", "frobnicate": 1}), "frobnicate"),
+        (json!({"tokens": [1, 999999999]}), "tokens"),
+    ] {
+        let path = if body.get("tokens").is_some() {
+            "/detokenize"
+        } else {
+            "/tokenize"
+        };
+        let (st, e) = s.post(path, &body);
+        assert_eq!(st, 400, "{body}: {e}");
+        assert_eq!(e["error"]["param"], param, "{body}: {e}");
+    }
+    let r = client().post(s.url("/tokenizer_info")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+}
+
 #[test]
 fn chat_qwen() {
     let s = Server::start(QWEN, &[]);
     let messages = json!([{"role": "system", "content": "You are terse."},
                           {"role": "user", "content": [{"type": "text", "text": "Write hello world in Python."}]}]);
+    // vLLM's /tokenizer_info: Qwen's special tokens and its template.
+    let (st, body) = s.get("/tokenizer_info");
+    assert_eq!(st, 200, "{body}");
+    let info: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(info["eos_token"], "<|im_end|>");
+    assert_eq!(info["pad_token"], "<|endoftext|>");
+    assert!(info["unk_token"].is_null());
+    assert_eq!(info["add_bos_token"], false);
+    assert!(info["chat_template"]
+        .as_str()
+        .unwrap()
+        .contains("<|im_start|>"));
     // The template renders as Hugging Face's ChatML does.
     let (st, tk) = s.post("/tokenize", &json!({"messages": messages}));
     assert_eq!(st, 200, "{tk}");
+    let (_, bare) = s.post(
+        "/tokenize",
+        &json!({"messages": messages, "add_generation_prompt": false}),
+    );
+    // Without the generation prompt: the same tokens less "<|im_start|>assistant\n".
+    assert_eq!(
+        bare["count"].as_u64().unwrap() + 3,
+        tk["count"].as_u64().unwrap()
+    );
     let (_, dt) = s.post("/detokenize", &json!({"tokens": tk["tokens"]}));
     assert_eq!(
         dt["prompt"],
@@ -656,10 +762,6 @@ fn chat_qwen() {
     // Errors specific to chat.
     for (body, param) in [
         (json!({"messages": messages, "tools": []}), "tools"),
-        (
-            json!({"messages": messages, "response_format": {"type": "json_object"}}),
-            "response_format",
-        ),
         (
             json!({"messages": [{"role": "tool", "content": "x"}]}),
             "messages[0].role",
@@ -1458,3 +1560,4 @@ fn request_bounds_token_admission_and_no_text_in_logs_gemma() {
         "--log-request-text did not log the prompt"
     );
 }
+

@@ -1,9 +1,11 @@
 //! Switchyard's OpenAI-compatible HTTP server.
 //!
-//! Routes: `POST /v1/completions`, `POST /v1/chat/completions`, `GET /v1/models`,
+//! Routes: `POST /v1/completions`, `POST /v1/chat/completions`,
+//! `GET /v1/models`,
 //! `GET /health`, `GET /ready`, `GET /metrics`, `POST /tokenize`, `POST /detokenize`,
-//! `GET /version`, `GET /openapi.json`. Everything reaches the model through an
-//! [`EngineHandle`]; this crate owns protocol, validation, admission, streaming and metrics.
+//! `GET /tokenizer_info`, `GET /version`, `GET /openapi.json`. Everything reaches the model
+//! through an [`EngineHandle`]; this crate owns protocol, validation, admission, streaming and
+//! metrics.
 //!
 //! # Invariants
 //! - Every request field is consumed by name ([`params::Fields`]); anything left over is a 400
@@ -394,6 +396,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(api::models))
         .route("/tokenize", post(api::tokenize))
         .route("/detokenize", post(api::detokenize))
+        .route("/tokenizer_info", get(api::tokenizer_info))
         .route("/version", get(api::version))
         .route("/openapi.json", get(api::openapi));
     let mut open = Router::new()

@@ -26,6 +26,7 @@ mod tests {
             "/metrics",
             "/tokenize",
             "/detokenize",
+            "/tokenizer_info",
             "/version",
             "/openapi.json",
         ] {
@@ -33,7 +34,7 @@ mod tests {
         }
         assert_eq!(
             paths.len(),
-            10,
+            11,
             "openapi.json lists a route the router lacks"
         );
     }

@@ -73,8 +73,10 @@ pub async fn openapi(State(state): State<Arc<AppState>>) -> Response {
     )
 }
 
-/// `POST /tokenize`: `{"prompt": "..."}` or `{"messages": [...]}`, optional
-/// `add_special_tokens` (default true) / `add_generation_prompt` (chat, default true).
+/// `POST /tokenize` (vLLM's shapes): `{"prompt": "..."}` or `{"messages": [...]}`, optional
+/// `add_special_tokens` (default true for a prompt, false for messages, whose template writes
+/// them), `add_generation_prompt` (chat, default true), `return_token_strs`; answers `tokens`,
+/// `count`, `max_model_len` (and `token_strs`, each token's vocabulary entry, when asked).
 pub async fn tokenize(
     State(state): State<Arc<AppState>>,
     b: Result<Bytes, BytesRejection>,
@@ -83,10 +85,18 @@ pub async fn tokenize(
     check_model(&state, &mut f)?;
     let tok = state.engine.tokenizer().clone();
     let add_special = f.bool("add_special_tokens")?;
-    let add_gen = f.bool("add_generation_prompt")?.unwrap_or(true);
+    let add_gen = f.bool("add_generation_prompt")?;
+    let token_strs = f.bool("return_token_strs")?.unwrap_or(false);
     let prompt = f.string("prompt")?;
     let messages = f.take("messages");
     f.finish()?;
+    if add_gen.is_some() && prompt.is_some() {
+        return Err(ApiError::invalid(
+            "add_generation_prompt",
+            "`add_generation_prompt` applies to `messages` only",
+        ));
+    }
+    let add_gen = add_gen.unwrap_or(true);
     let tokens = match (prompt, messages) {
         (Some(p), None) => tok
             .encode(&p, add_special.unwrap_or(true))
@@ -110,14 +120,45 @@ pub async fn tokenize(
             ))
         }
     };
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({
-            "count": tokens.len(),
-            "max_model_len": state.engine.info().max_model_len,
-            "tokens": tokens,
-        }),
-    ))
+    let mut out = json!({
+        "count": tokens.len(),
+        "max_model_len": state.engine.info().max_model_len,
+        "tokens": tokens,
+    });
+    if token_strs {
+        let strs: Vec<&str> = tokens
+            .iter()
+            .map(|&t| tok.token_text(t).unwrap_or_default())
+            .collect();
+        out["token_strs"] = json!(strs);
+    }
+    Ok(json_response(StatusCode::OK, &out))
+}
+
+/// `GET /tokenizer_info`: the tokenizer's configuration as vLLM answers it (the fields of a
+/// Hugging Face `tokenizer_config.json` plus `tokenizer_class`), which lm-evaluation-harness's
+/// remote tokenizer reads: special tokens as text, whether BOS / EOS are added, the chat
+/// template, the longest sequence served. Special tokens the model lacks are `null`.
+pub async fn tokenizer_info(State(state): State<Arc<AppState>>) -> Response {
+    let tok = state.engine.tokenizer();
+    let text = |id: Option<u32>| id.and_then(|i| tok.token_text(i)).map(str::to_string);
+    let mut out = json!({
+        // Our tokenizers are `tokenizers`-library pipelines, as Hugging Face's generic fast
+        // tokenizer class is.
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": text(tok.bos),
+        "eos_token": text(tok.eos_ids.first().copied()),
+        "pad_token": text(tok.pad),
+        "unk_token": text(tok.unk),
+        "add_bos_token": tok.add_bos,
+        "add_eos_token": tok.adds_eos(),
+        "model_max_length": state.engine.info().max_model_len,
+        "clean_up_tokenization_spaces": false,
+    });
+    if let Some(t) = &tok.chat_template {
+        out["chat_template"] = json!(t);
+    }
+    json_response(StatusCode::OK, &out)
 }
 
 /// `POST /detokenize`: `{"tokens": [ids]}` → `{"prompt": text}`.

@@ -9,7 +9,9 @@ mod endpoints;
 
 pub use chat::{chat_completions, validate_chat_body};
 pub use completions::{completions, validate_completion_body};
-pub use endpoints::{detokenize, health, metrics, models, openapi, ready, tokenize, version};
+pub use endpoints::{
+    detokenize, health, metrics, models, openapi, ready, tokenize, tokenizer_info, version,
+};
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

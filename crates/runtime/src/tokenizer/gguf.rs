@@ -288,6 +288,8 @@ impl Tokenizer {
             bos,
             add_bos: add_bos && bos.is_some(),
             eos_ids,
+            pad: id_key("tokenizer.ggml.padding_token_id"),
+            unk: id_key("tokenizer.ggml.unknown_token_id"),
             chat_template,
             tokens,
             special,

@@ -211,6 +211,11 @@ impl Tokenizer {
             bos,
             add_bos: add_bos && bos.is_some(),
             eos_ids,
+            pad: tok_of(tc.get("pad_token"))
+                .or_else(|| ids_of(gc.get("pad_token_id")).first().copied())
+                .or_else(|| ids_of(cc.get("pad_token_id")).first().copied())
+                .filter(valid),
+            unk: tok_of(tc.get("unk_token")).filter(valid),
             chat_template,
             tokens,
             special,

@@ -68,8 +68,12 @@ pub struct Tokenizer {
     pub bos: Option<u32>,
     /// Whether BOS is prepended to prompts.
     pub add_bos: bool,
-    /// Ids that end generation (EOS, end-of-turn, ...).
+    /// Ids that end generation (EOS, end-of-turn, ...); the model's own EOS first.
     pub eos_ids: Vec<u32>,
+    /// The padding token's id, if the model names one.
+    pub pad: Option<u32>,
+    /// The unknown token's id, if the model names one.
+    pub unk: Option<u32>,
     /// The Jinja chat template, if the model has one.
     pub chat_template: Option<String>,
     /// Text of each token id (for chat template `bos_token`/`eos_token` and diagnostics).
@@ -248,6 +252,12 @@ impl Tokenizer {
             Some(tokenizers::decoders::DecoderWrapper::ByteLevel(_)) => gguf::byte_level_piece(t),
             _ => t.replace('\u{2581}', " ").into_bytes(),
         }
+    }
+
+    /// Whether EOS is appended to prompts encoded with `add_special` (some SentencePiece
+    /// models ask for it).
+    pub fn adds_eos(&self) -> bool {
+        self.eos_append.is_some()
     }
 
     /// Id of a token by its exact text.
