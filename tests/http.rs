@@ -1561,3 +1561,114 @@ fn request_bounds_token_admission_and_no_text_in_logs_gemma() {
     );
 }
 
+/// Runs, under `--max-num-seqs 1`, a long request A and then B and C (each a completion or a
+/// chat per `chat`) queued behind it in that order, with the given `priority` fields (`None`:
+/// left out); returns the finish order of B and C.
+fn queued_order(s: &Server, chat: bool, b: Option<i64>, c: Option<i64>) -> Vec<&'static str> {
+    let a_tokens = if chat { 60 } else { 200 };
+    let body = |max: u32, p: Option<i64>| {
+        let mut v = if chat {
+            json!({"messages": [{"role": "user", "content": "Count to ten."}]})
+        } else {
+            json!({"prompt": "Once upon a time"})
+        };
+        v["max_tokens"] = json!(max);
+        v["ignore_eos"] = json!(true);
+        v["temperature"] = json!(0);
+        if let Some(p) = p {
+            v["priority"] = json!(p);
+        }
+        v
+    };
+    let path = if chat {
+        "/v1/chat/completions"
+    } else {
+        "/v1/completions"
+    };
+    let done = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let send = |name: &'static str, v: Value| {
+        let (url, done) = (s.url(path), done.clone());
+        std::thread::spawn(move || {
+            let r = client().post(url).json(&v).send().unwrap();
+            assert_eq!(r.status().as_u16(), 200, "{name}: {}", r.text().unwrap());
+            done.lock().unwrap().push(name);
+        })
+    };
+    let waiting = |n: f64| {
+        let t0 = Instant::now();
+        while s.metric("switchyard:num_requests_waiting") < n {
+            assert!(t0.elapsed() < Duration::from_secs(30), "request not queued");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let a = send("A", body(a_tokens, None));
+    let t0 = Instant::now();
+    while s.metric("switchyard:num_requests_running") < 1.0 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "A never ran");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let hb = send("B", body(4, b));
+    waiting(1.0);
+    let hc = send("C", body(4, c));
+    waiting(2.0);
+    for h in [a, hb, hc] {
+        h.join().unwrap();
+    }
+    let order = done.lock().unwrap().clone();
+    assert_eq!(order[0], "A", "A was not running first: {order:?}");
+    order[1..].to_vec()
+}
+
+/// `priority` (vLLM's meaning: lower runs first) on completions and chat under a full batch
+/// (`--max-num-seqs 1`): C, queued after B with a better priority, finishes first (its lower
+/// value), equal priorities keep arrival order; FCFS (the
+/// default) keeps arrival order, and there a non-zero `priority` is a 400 naming it.
+#[test]
+fn priority_scheduling_gemma() {
+    let s = Server::start(
+        GEMMA,
+        &["--max-num-seqs", "1", "--scheduling-policy", "priority"],
+    );
+    assert_eq!(queued_order(&s, false, Some(10), Some(-10)), ["C", "B"]);
+    // Equal priorities: arrival order.
+    assert_eq!(queued_order(&s, false, Some(3), Some(3)), ["B", "C"]);
+    let (st, e) = s.post(
+        "/v1/completions",
+        &json!({"prompt": "x", "max_tokens": 1, "priority": 1.5}),
+    );
+    assert_eq!(
+        (st, e["error"]["param"].as_str()),
+        (400, Some("priority")),
+        "{e}"
+    );
+    drop(s);
+    // Chat (Qwen: Gemma's GGUF has no chat template).
+    let s = Server::start(
+        QWEN,
+        &["--max-num-seqs", "1", "--scheduling-policy", "priority"],
+    );
+    assert_eq!(queued_order(&s, true, Some(5), Some(1)), ["C", "B"]);
+    let (st, e) = s.post(
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "x"}], "priority": "high"}),
+    );
+    assert_eq!(
+        (st, e["error"]["param"].as_str()),
+        (400, Some("priority")),
+        "{e}"
+    );
+    drop(s);
+
+    let s = Server::start(GEMMA, &["--max-num-seqs", "1"]);
+    assert_eq!(queued_order(&s, false, None, Some(0)), ["B", "C"]);
+    let (st, e) = s.post(
+        "/v1/completions",
+        &json!({"prompt": "x", "max_tokens": 1, "priority": -1}),
+    );
+    assert_eq!(st, 400, "{e}");
+    assert_eq!(e["error"]["param"], "priority", "{e}");
+    assert!(e["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("--scheduling-policy priority"));
+}

@@ -71,6 +71,7 @@ fn run(data: &[u8]) {
             vocab: tok.vocab_size,
             max_model_len: MAX_MODEL_LEN,
             defaults: &defaults,
+            priority_scheduling: true,
         };
         if let Ok(reqs) = validate_completion_body(data, &served, ctx) {
             for r in &reqs {

@@ -92,6 +92,10 @@ pub struct ServerConfig {
     /// The sampling a request starts from before its own fields: the model's generation
     /// defaults (`--generation-config auto`) over OpenAI's (temperature 1, top_p 1).
     pub sampling_defaults: SamplingParams,
+    /// `--scheduling-policy priority`: requests' `priority` field orders the queue (lower
+    /// first) and preemption (the largest value first). Off (`fcfs`), a non-zero `priority` is
+    /// a 400, as in vLLM.
+    pub priority_scheduling: bool,
 }
 
 impl Default for ServerConfig {
@@ -114,6 +118,7 @@ impl Default for ServerConfig {
             body_read_timeout: Duration::from_secs(30),
             max_connections: 1024,
             sampling_defaults: switchyard_runtime::GenerationDefaults::default().base_params(),
+            priority_scheduling: false,
         }
     }
 }

@@ -313,6 +313,24 @@ pub fn sampling(
     Ok(())
 }
 
+/// Reads `priority` (vLLM's: an integer, lower runs first, default 0). Without priority
+/// scheduling (`--scheduling-policy fcfs`) only 0 is accepted.
+pub fn priority(f: &mut Fields, enabled: bool) -> Result<i32, ApiError> {
+    let p = f
+        .int("priority", i64::from(i32::MIN), i64::from(i32::MAX))?
+        .unwrap_or(0) as i32;
+    if p != 0 && !enabled {
+        return Err(ApiError::invalid(
+            "priority",
+            format!(
+                "got priority {p} but priority scheduling is not enabled (start the server \
+                 with --scheduling-policy priority)"
+            ),
+        ));
+    }
+    Ok(p)
+}
+
 /// An array of token ids below `vocab`.
 pub fn token_ids(v: &Value, key: &str, vocab: usize) -> Result<Vec<u32>, ApiError> {
     let Value::Array(a) = v else {
@@ -425,6 +443,27 @@ mod tests {
         let mut r = EngineRequest::default();
         sampling(&mut fields(r#"{"temperature": null}"#), &mut r, 10, &model).unwrap();
         assert_eq!(r.sampling.temperature, 0.7);
+    }
+
+    #[test]
+    fn priority_needs_the_priority_policy() {
+        assert_eq!(
+            priority(&mut fields(r#"{"priority": -5}"#), true).unwrap(),
+            -5
+        );
+        assert_eq!(
+            priority(&mut fields(r#"{"priority": 0}"#), false).unwrap(),
+            0
+        );
+        assert_eq!(priority(&mut fields("{}"), false).unwrap(), 0);
+        for (body, enabled) in [
+            (r#"{"priority": 3}"#, false),
+            (r#"{"priority": 1.5}"#, true),
+            (r#"{"priority": 3000000000}"#, true),
+        ] {
+            let e = priority(&mut fields(body), enabled).unwrap_err();
+            assert_eq!(e.param.as_deref(), Some("priority"), "{body}");
+        }
     }
 
     #[test]

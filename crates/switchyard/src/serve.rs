@@ -97,6 +97,11 @@ pub(crate) struct ServeArgs {
     /// models with sliding-window layers (Gemma 3), whose older blocks are otherwise freed.
     #[arg(long, env = "SWITCHYARD_DISABLE_SLIDING_WINDOW_KV")]
     disable_sliding_window_kv: bool,
+    /// `fcfs`: requests run in arrival order (a non-zero `priority` is a 400); `priority`:
+    /// the request field `priority` orders the queue (lower runs first, arrival breaks ties)
+    /// and, when KV blocks run out, the largest value is preempted first (vLLM's meaning).
+    #[arg(long, env = "SWITCHYARD_SCHEDULING_POLICY", default_value = "fcfs", value_parser = ["fcfs", "priority"])]
+    scheduling_policy: String,
 }
 
 /// Parses `--kv-cache-memory`.
@@ -212,6 +217,7 @@ pub(crate) fn run(a: ServeArgs) -> Result<()> {
         body_read_timeout: Duration::from_secs_f64(a.body_read_timeout.max(0.1)),
         max_connections: a.max_connections.max(1),
         sampling_defaults: generation.base_params(),
+        priority_scheduling: a.scheduling_policy == "priority",
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

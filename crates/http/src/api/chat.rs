@@ -139,6 +139,7 @@ fn parse_chat(
     let stream = params::stream_opts(&mut f)?;
     let mut r = EngineRequest::default();
     params::sampling(&mut f, &mut r, vocab, ctx.defaults)?;
+    r.priority = params::priority(&mut f, ctx.priority_scheduling)?;
     f.finish()?;
     let text = template
         .render(&messages, add_generation_prompt)

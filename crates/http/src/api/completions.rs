@@ -72,6 +72,7 @@ fn parse_completion_with(
     let constraint = crate::structured::constraint(&mut f)?;
     let mut base = EngineRequest::default();
     params::sampling(&mut f, &mut base, vocab, ctx.defaults)?;
+    base.priority = params::priority(&mut f, ctx.priority_scheduling)?;
     if let Some(b) = f.int("best_of", 1, i64::from(u32::MAX))? {
         if b as usize != base.n {
             return Err(ApiError::unsupported(

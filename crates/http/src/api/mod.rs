@@ -107,6 +107,8 @@ pub struct ParseCtx<'a> {
     pub max_model_len: usize,
     /// The sampling a request starts from (the model's generation defaults or OpenAI's).
     pub defaults: &'a SamplingParams,
+    /// Whether `priority` may be set (`--scheduling-policy priority`).
+    pub priority_scheduling: bool,
 }
 
 impl<'a> ParseCtx<'a> {
@@ -117,6 +119,7 @@ impl<'a> ParseCtx<'a> {
             vocab: info.vocab_size,
             max_model_len: info.max_model_len,
             defaults: &state.config.sampling_defaults,
+            priority_scheduling: state.config.priority_scheduling,
         }
     }
 }
