@@ -153,10 +153,63 @@ def chat(s):
     print("chat: ok")
 
 
+def embeddings(s):
+    """`embeddings.create` as float and as base64 (the client's default, decoded by it): the same
+    unit vectors; a sentence's vector is the same (cosine 1 within float error) whatever it is
+    batched with; errors as the client's exception classes."""
+    import base64
+    import math
+    import struct
+
+    c = s.client()
+    text = "Switchyard serves embeddings beside generations."
+
+    def cos(a, b):
+        dot = sum(x * y for x, y in zip(a, b, strict=True))
+        return dot / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+
+    f = c.embeddings.create(model=GEMMA, input=text, encoding_format="float")
+    assert f.object == "list" and f.data[0].object == "embedding", f
+    v = f.data[0].embedding
+    assert len(v) == 640 and abs(sum(x * x for x in v) - 1) < 1e-4, len(v)
+    assert f.usage.prompt_tokens == f.usage.total_tokens > 0, f.usage
+    # The client asks for base64 when no format is given and decodes it itself.
+    # JSON floats are the shortest decimals that give the f32 back; base64 carries the f32 bits.
+    def same(a, b):
+        return len(a) == len(b) and all(abs(x - y) <= 1e-7 * max(1.0, abs(y)) for x, y in zip(a, b))
+
+    d = c.embeddings.create(model=GEMMA, input=text)
+    assert same(d.data[0].embedding, v), "base64 differs from float"
+    raw = c.embeddings.with_raw_response.create(model=GEMMA, input=text, encoding_format="base64")
+    b64 = raw.http_response.json()["data"][0]["embedding"]
+    unpacked = struct.unpack(f"<{len(v)}f", base64.b64decode(b64))
+    assert same(list(unpacked), v)
+    assert list(unpacked) == [struct.unpack("<f", struct.pack("<f", x))[0] for x in v]
+    companions = [
+        [text],
+        [text, "Short."],
+        ["A much longer companion input, long enough to take several steps. " * 8, text],
+        ["x", "y", text, "Another sentence entirely."],
+    ]
+    for batch in companions:
+        r = c.embeddings.create(model=GEMMA, input=batch, encoding_format="float")
+        got = r.data[batch.index(text)].embedding
+        cc = cos(got, v)
+        assert abs(cc - 1) < 1e-6, (batch, cc)
+        assert [e.index for e in r.data] == list(range(len(batch)))
+    other = c.embeddings.create(model=GEMMA, input="Completely unrelated: stock prices fell.")
+    assert cos(other.data[0].embedding, v) < 0.999
+    expect(openai.BadRequestError, lambda: c.embeddings.create(model=GEMMA, input=""))
+    expect(openai.BadRequestError, lambda: c.embeddings.create(model=GEMMA, input="x", dimensions=8))
+    expect(openai.NotFoundError, lambda: c.embeddings.create(model="nope", input="x"))
+    print("embeddings: ok")
+
+
 def main():
     s = Server(GEMMA)
     try:
         completions(s)
+        embeddings(s)
     finally:
         s.stop()
     s = Server(GEMMA, "--api-key", "key-1")

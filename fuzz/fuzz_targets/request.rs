@@ -43,6 +43,8 @@ fn info(tok: &Tokenizer) -> EngineInfo {
         max_num_batched_tokens: 2048,
         max_num_seqs: 64,
         enable_prefix_caching: true,
+        embeddings: true,
+        hidden_size: 640,
     }
 }
 

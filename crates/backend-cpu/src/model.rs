@@ -507,6 +507,22 @@ impl Backend for CpuBackend {
         }
         Some(self.in_pool(|be| be.greedy_in_pool(batch, vocab_limit)))
     }
+
+    fn forward_hidden(
+        &mut self,
+        batch: &ForwardBatch,
+        hidden_indices: &[usize],
+    ) -> Option<Result<(Logits, Vec<f32>), BackendError>> {
+        Some(self.in_pool(|be| {
+            let mut sel = be.hidden_in_pool(batch, hidden_indices)?;
+            let hidden = sel.split_off(batch.logits_indices.len() * be.cfg.hidden);
+            Ok((be.logits_of(&sel), hidden))
+        }))
+    }
+
+    fn supports_hidden(&self) -> bool {
+        true
+    }
 }
 
 impl CpuBackend {
@@ -559,17 +575,22 @@ impl CpuBackend {
     }
 
     fn forward_in_pool(&mut self, batch: &ForwardBatch) -> Result<Logits, BackendError> {
-        let sel = self.hidden_in_pool(batch)?;
+        let sel = self.hidden_in_pool(batch, &[])?;
+        Ok(self.logits_of(&sel))
+    }
+
+    /// The output projection (and final soft-cap) of final-normed rows `sel`.
+    fn logits_of(&mut self, sel: &[f32]) -> Logits {
         let c = &self.cfg;
-        let m = batch.logits_indices.len();
+        let m = sel.len() / c.hidden;
         // Every entry is written by the matmul: a recycled buffer is only resized (new entries
         // zeroed), not cleared.
         let mut logits = std::mem::take(&mut self.spare_logits);
         logits.resize(m * c.vocab_size, 0.0);
         if m > 0 {
             match &self.output_packed {
-                Some(p) => matmul_packed(p, &sel, m, &mut logits),
-                None => matmul(&qm(&self.output), &sel, m, &mut logits),
+                Some(p) => matmul_packed(p, sel, m, &mut logits),
+                None => matmul(&qm(&self.output), sel, m, &mut logits),
             }
         }
         if let Some(cap) = c.final_logit_softcap {
@@ -577,10 +598,10 @@ impl CpuBackend {
                 *v = cap * (*v / cap).tanh();
             }
         }
-        Ok(Logits {
+        Logits {
             vocab: c.vocab_size,
             data: logits,
-        })
+        }
     }
 
     /// Whether [`Backend::forward_greedy`] has a path here: the packed output projection at
@@ -598,7 +619,7 @@ impl CpuBackend {
         batch: &ForwardBatch,
         vocab_limit: usize,
     ) -> Result<Vec<u32>, BackendError> {
-        let sel = self.hidden_in_pool(batch)?;
+        let sel = self.hidden_in_pool(batch, &[])?;
         let m = batch.logits_indices.len();
         let p = self
             .output_packed
@@ -608,12 +629,22 @@ impl CpuBackend {
     }
 
     /// The layers over the whole batch (K/V written to the cache), then the final norm of the
-    /// rows that want logits: `logits_indices.len() x hidden`.
-    fn hidden_in_pool(&mut self, batch: &ForwardBatch) -> Result<Vec<f32>, BackendError> {
+    /// rows that want logits followed by the rows of `extra`:
+    /// `(logits_indices.len() + extra.len()) x hidden`.
+    fn hidden_in_pool(
+        &mut self,
+        batch: &ForwardBatch,
+        extra: &[usize],
+    ) -> Result<Vec<f32>, BackendError> {
         let kv = self.kv.as_mut().ok_or(BackendError::NoKvCache)?;
         batch
             .validate(kv.block_size)
             .map_err(BackendError::InvalidBatch)?;
+        if let Some(&bad) = extra.iter().find(|&&i| i >= batch.num_tokens()) {
+            return Err(BackendError::InvalidBatch(format!(
+                "hidden-state index {bad} out of range"
+            )));
+        }
         // Every block a step writes or reads must be a block of the pool: in a sliding
         // group, the blocks from the one holding the first key the step's first query sees
         // (entries before it may be NULL: those blocks went back to the pool).
@@ -834,9 +865,10 @@ impl CpuBackend {
             }
         }
         // Final norm and logits only for the rows asked for.
-        let m = batch.logits_indices.len();
+        let m = batch.logits_indices.len() + extra.len();
         let mut sel = vec![0f32; m * c.hidden];
-        for (dst, &i) in sel.chunks_exact_mut(c.hidden).zip(&batch.logits_indices) {
+        let rows = batch.logits_indices.iter().chain(extra);
+        for (dst, &i) in sel.chunks_exact_mut(c.hidden).zip(rows) {
             dst.copy_from_slice(&x[i * c.hidden..(i + 1) * c.hidden]);
         }
         ops::rmsnorm_rows(&mut sel, &self.output_norm, c.rms_eps);

@@ -136,6 +136,26 @@ pub trait Backend: Send {
         None
     }
 
+    /// Runs the batch like [`forward`](Self::forward) and also returns the final hidden state
+    /// (after the output norm: what the output projection reads) of each token at
+    /// `hidden_indices` (indices into `batch.token_ids`), row-major
+    /// `[hidden_indices.len(), hidden size]`: the input of embedding pooling. `None` when the
+    /// backend has no such path (the default; see [`supports_hidden`](Self::supports_hidden)).
+    fn forward_hidden(
+        &mut self,
+        batch: &ForwardBatch,
+        hidden_indices: &[usize],
+    ) -> Option<Result<(Logits, Vec<f32>), BackendError>> {
+        let _ = (batch, hidden_indices);
+        None
+    }
+
+    /// Whether [`forward_hidden`](Self::forward_hidden) is implemented (the engine refuses
+    /// embedding requests otherwise).
+    fn supports_hidden(&self) -> bool {
+        false
+    }
+
     /// Hands back the logits of an earlier [`forward`](Self::forward) once they are used, so
     /// that a backend may reuse the allocation for the next step instead of zero-filling a new
     /// one (16 rows of Gemma's vocabulary are 16 MiB). The default drops them.

@@ -179,6 +179,7 @@ impl ApiError {
             SubmitError::TooManyLogprobs { field, .. } => Self::invalid(field, msg),
             SubmitError::BadSampling { param, .. } => Self::invalid(param, msg),
             SubmitError::EmptyStop => Self::invalid("stop", msg),
+            SubmitError::BadEmbedding(_) => Self::invalid(prompt_field, msg),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Switchyard's OpenAI-compatible HTTP server.
 //!
-//! Routes: `POST /v1/completions`, `POST /v1/chat/completions`,
+//! Routes: `POST /v1/completions`, `POST /v1/chat/completions`, `POST /v1/embeddings`,
 //! `GET /v1/models`,
 //! `GET /health`, `GET /ready`, `GET /metrics`, `POST /tokenize`, `POST /detokenize`,
 //! `GET /tokenizer_info`, `GET /version`, `GET /openapi.json`. Everything reaches the model
@@ -96,6 +96,11 @@ pub struct ServerConfig {
     /// first) and preemption (the largest value first). Off (`fcfs`), a non-zero `priority` is
     /// a 400, as in vLLM.
     pub priority_scheduling: bool,
+    /// How `/v1/embeddings` pools token states (`--pooling`, else the model's own, else mean).
+    pub pooling: switchyard_runtime::pooling::Pooling,
+    /// Which `dimensions` `/v1/embeddings` accepts (the model's Matryoshka declaration, or
+    /// `--matryoshka-dimensions`).
+    pub matryoshka: switchyard_runtime::pooling::Matryoshka,
 }
 
 impl Default for ServerConfig {
@@ -119,6 +124,8 @@ impl Default for ServerConfig {
             max_connections: 1024,
             sampling_defaults: switchyard_runtime::GenerationDefaults::default().base_params(),
             priority_scheduling: false,
+            pooling: switchyard_runtime::pooling::Pooling::Mean,
+            matryoshka: switchyard_runtime::pooling::Matryoshka::No,
         }
     }
 }
@@ -398,6 +405,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let mut protected = Router::new()
         .route("/v1/completions", post(api::completions))
         .route("/v1/chat/completions", post(api::chat_completions))
+        .route("/v1/embeddings", post(api::embeddings))
         .route("/v1/models", get(api::models))
         .route("/tokenize", post(api::tokenize))
         .route("/detokenize", post(api::detokenize))

@@ -20,6 +20,7 @@ mod tests {
         for p in [
             "/v1/completions",
             "/v1/chat/completions",
+            "/v1/embeddings",
             "/v1/models",
             "/health",
             "/ready",
@@ -34,7 +35,7 @@ mod tests {
         }
         assert_eq!(
             paths.len(),
-            11,
+            12,
             "openapi.json lists a route the router lacks"
         );
     }

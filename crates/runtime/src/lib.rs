@@ -14,6 +14,7 @@ pub mod hf;
 pub mod hub;
 mod mmap;
 pub mod model;
+pub mod pooling;
 pub mod registry;
 pub mod safetensors;
 pub mod sampling;

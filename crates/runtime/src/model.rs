@@ -68,6 +68,8 @@ pub struct Model {
     pub tokenizer: Tokenizer,
     /// The model's own sampling defaults (`generation_config.json`, GGUF `general.sampling.*`).
     pub generation: GenerationDefaults,
+    /// What the model declares about embeddings (pooling, Matryoshka truncation).
+    pub embedding: crate::pooling::EmbeddingDefaults,
 }
 
 impl std::fmt::Debug for Model {
@@ -93,7 +95,9 @@ impl Model {
             "model opened"
         );
         let generation = GenerationDefaults::from_gguf(&gguf);
+        let embedding = crate::pooling::EmbeddingDefaults::from_gguf(&gguf);
         Ok(Self {
+            embedding,
             path: path.to_path_buf(),
             weights: Weights::Gguf(Arc::new(gguf)),
             config,
@@ -123,6 +127,7 @@ impl Model {
             config,
             tokenizer,
             generation: GenerationDefaults::from_hf_dir(dir),
+            embedding: crate::pooling::EmbeddingDefaults::from_hf_dir(dir),
         })
     }
 

@@ -20,6 +20,10 @@ pub struct Request {
     /// Compute every prompt position even when a prefix is cached (for prompt logprobs,
     /// which need the logits of every position). Its blocks are still offered to the cache.
     pub skip_prefix_lookup: bool,
+    /// Never offer this request's blocks to the prefix cache, and never look its prefix up
+    /// (prefill-only work such as embeddings, whose KV nobody reads again): its blocks go
+    /// back to the free queue when it finishes.
+    pub no_cache: bool,
 }
 
 impl Request {
@@ -32,6 +36,7 @@ impl Request {
             priority: 0,
             arrival: 0,
             skip_prefix_lookup: false,
+            no_cache: false,
         }
     }
 
@@ -44,6 +49,12 @@ impl Request {
     /// Computes the whole prompt, never reusing cached blocks (see `skip_prefix_lookup`).
     pub fn with_skip_prefix_lookup(mut self, skip: bool) -> Self {
         self.skip_prefix_lookup = skip;
+        self
+    }
+
+    /// Keeps the request out of the prefix cache entirely (see `no_cache`).
+    pub fn with_no_cache(mut self, no_cache: bool) -> Self {
+        self.no_cache = no_cache;
         self
     }
 

@@ -185,6 +185,8 @@ struct Seq {
     running: bool,
     /// Never reuse cached blocks for this sequence.
     skip_prefix_lookup: bool,
+    /// Never offer this sequence's blocks to the prefix cache.
+    no_cache: bool,
 }
 
 impl Seq {
@@ -303,6 +305,7 @@ impl Scheduler {
             priority,
             arrival,
             skip_prefix_lookup,
+            no_cache,
         } = request;
         if self.seqs.contains_key(&id) {
             return Err(AddRequestError::DuplicateId { id });
@@ -339,7 +342,8 @@ impl Scheduler {
                 hashes: Vec::new(),
                 num_cached_blocks: 0,
                 running: false,
-                skip_prefix_lookup,
+                skip_prefix_lookup: skip_prefix_lookup || no_cache,
+                no_cache,
             },
         );
         Ok(())
@@ -677,6 +681,7 @@ impl Scheduler {
         if self.config.enable_prefix_caching {
             let computed: Vec<(RequestId, usize)> = live
                 .iter()
+                .filter(|s| !self.seqs[&s.id].no_cache)
                 .map(|s| (s.id, s.context_before + s.tokens.len()))
                 .collect();
             for (id, upto) in computed {

@@ -32,7 +32,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Serve the model over an OpenAI-compatible HTTP API (default http://127.0.0.1:8080).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Generate a completion for one prompt; streams only the text to stdout.
     Generate(GenerateArgs),
     /// Print CPU features, backends available, and facts about a model.
@@ -346,7 +346,7 @@ fn main() -> ExitCode {
     }
     registry::set_fetch_progress(Box::new(progress::Bar::new()));
     let r = match cli.cmd {
-        Cmd::Serve(a) => serve::run(a),
+        Cmd::Serve(a) => serve::run(*a),
         Cmd::Generate(a) => cmd_generate(a),
         Cmd::Info(a) => cmd_info(a),
         Cmd::Bench(BenchCmd::Engine(a)) => bench_engine::run(a),

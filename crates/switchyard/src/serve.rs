@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use switchyard_http::{AppState, ServerConfig};
 use switchyard_runtime::engine::{EngineConfig, EngineHandle, KvCacheSize};
+use switchyard_runtime::pooling::{Matryoshka, Pooling};
 
 #[derive(Args)]
 pub(crate) struct ServeArgs {
@@ -102,6 +103,32 @@ pub(crate) struct ServeArgs {
     /// and, when KV blocks run out, the largest value is preempted first (vLLM's meaning).
     #[arg(long, env = "SWITCHYARD_SCHEDULING_POLICY", default_value = "fcfs", value_parser = ["fcfs", "priority"])]
     scheduling_policy: String,
+    /// How `/v1/embeddings` pools the tokens' final hidden states: `mean`, `last` (decoder
+    /// embedding models such as Qwen3-Embedding) or `cls` (the first token). Default: what
+    /// the model declares (GGUF `{arch}.pooling_type`, sentence-transformers'
+    /// `1_Pooling/config.json`), else `mean`.
+    #[arg(long, env = "SWITCHYARD_POOLING", value_parser = ["mean", "last", "cls"])]
+    pooling: Option<String>,
+    /// Sizes `/v1/embeddings` may truncate to (`dimensions`): `any` (up to the hidden size)
+    /// or a comma-separated list. Default: what the model declares (`config.json`'s
+    /// `is_matryoshka` / `matryoshka_dimensions`), else none (`dimensions` is a 400).
+    #[arg(long, env = "SWITCHYARD_MATRYOSHKA_DIMENSIONS")]
+    matryoshka_dimensions: Option<String>,
+}
+
+/// Parses `--matryoshka-dimensions`.
+pub(crate) fn parse_matryoshka(s: &str) -> Result<Matryoshka> {
+    if s.trim() == "any" {
+        return Ok(Matryoshka::Any);
+    }
+    let dims = s
+        .split(',')
+        .map(|d| d.trim().parse::<usize>().ok().filter(|&d| d > 0))
+        .collect::<Option<Vec<_>>>()
+        .with_context(|| {
+            format!("--matryoshka-dimensions {s:?}: expected `any` or sizes like 64,128,256")
+        })?;
+    Ok(Matryoshka::Dims(dims))
 }
 
 /// Parses `--kv-cache-memory`.
@@ -192,6 +219,14 @@ pub(crate) fn run(a: ServeArgs) -> Result<()> {
         generation.describe(),
         a.generation_config
     );
+    let pooling = match &a.pooling {
+        Some(p) => Pooling::parse(p).context("--pooling")?,
+        None => model.embedding.pooling.unwrap_or(Pooling::Mean),
+    };
+    let matryoshka = match &a.matryoshka_dimensions {
+        Some(s) => parse_matryoshka(s)?,
+        None => model.embedding.matryoshka.clone(),
+    };
     let tokenizer = Arc::new(model.tokenizer);
     let engine = EngineHandle::start(backend, tokenizer, &model.config, config)
         .context("starting the engine")?;
@@ -218,6 +253,8 @@ pub(crate) fn run(a: ServeArgs) -> Result<()> {
         max_connections: a.max_connections.max(1),
         sampling_defaults: generation.base_params(),
         priority_scheduling: a.scheduling_policy == "priority",
+        pooling,
+        matryoshka,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -262,5 +299,16 @@ mod tests {
         assert_eq!(parse_kv("1gb").unwrap(), KvCacheSize::Bytes(1_000_000_000));
         assert!(parse_kv("lots").is_err());
         assert!(parse_kv("-1GiB").is_err());
+    }
+
+    #[test]
+    fn matryoshka_sizes() {
+        assert_eq!(parse_matryoshka("any").unwrap(), Matryoshka::Any);
+        assert_eq!(
+            parse_matryoshka("64, 128").unwrap(),
+            Matryoshka::Dims(vec![64, 128])
+        );
+        assert!(parse_matryoshka("0").is_err());
+        assert!(parse_matryoshka("big").is_err());
     }
 }

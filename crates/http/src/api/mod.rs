@@ -1,14 +1,17 @@
 //! The handlers: `completions.rs` (`/v1/completions`), `chat.rs` (`/v1/chat/completions`),
+//! `embeddings.rs` (`/v1/embeddings`),
 //! `endpoints.rs` (models, health, metrics, tokenizer and other small routes); this module holds
 //! what they share: parsing context, per-request bounds and admission, submission, latency
 //! tracking, collecting a whole answer and streaming one as SSE.
 
 mod chat;
 mod completions;
+mod embeddings;
 mod endpoints;
 
 pub use chat::{chat_completions, validate_chat_body};
 pub use completions::{completions, validate_completion_body};
+pub use embeddings::embeddings;
 pub use endpoints::{
     detokenize, health, metrics, models, openapi, ready, tokenize, tokenizer_info, version,
 };
@@ -400,6 +403,7 @@ struct ChoiceAcc {
     completion_tokens: usize,
     prompt_tokens: usize,
     cached_tokens: usize,
+    embedding: Option<Vec<f32>>,
 }
 
 /// Runs `merged` to the end, collecting each (prompt, choice).
@@ -435,6 +439,9 @@ async fn collect(
         c.cached_tokens = out.usage.cached_tokens;
         if out.finish.is_some() {
             c.finish = out.finish;
+        }
+        if out.embedding.is_some() {
+            c.embedding = out.embedding;
         }
     }
     let reason = acc

@@ -254,6 +254,23 @@ pub fn validate_request(r: &EngineRequest, info: &EngineInfo) -> Result<(), Subm
     if r.stop.iter().any(String::is_empty) {
         return Err(SubmitError::EmptyStop);
     }
+    if r.embed.is_some() {
+        if !info.embeddings {
+            return Err(SubmitError::BadEmbedding(
+                "this backend does not compute embeddings",
+            ));
+        }
+        if r.n != 1
+            || r.max_tokens != 1
+            || r.logprobs.is_some()
+            || r.prompt_logprobs.is_some()
+            || r.constraint.is_some()
+        {
+            return Err(SubmitError::BadEmbedding(
+                "an embedding request takes n = 1, max_tokens = 1 and no logprobs or constraint",
+            ));
+        }
+    }
     Ok(())
 }
 

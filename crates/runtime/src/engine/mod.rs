@@ -33,6 +33,7 @@
 //! println!("{}", choices[0].text);
 //! ```
 
+mod embed;
 mod handle;
 pub mod stop;
 mod types;
@@ -132,6 +133,10 @@ pub struct EngineInfo {
     pub max_num_seqs: usize,
     /// Whether prefix caching is on.
     pub enable_prefix_caching: bool,
+    /// Whether the backend computes embeddings ([`Backend::supports_hidden`]).
+    pub embeddings: bool,
+    /// Length of an embedding (the model's hidden size).
+    pub hidden_size: usize,
 }
 
 impl EngineInfo {
@@ -361,6 +366,8 @@ impl EngineHandle {
             max_num_batched_tokens: config.max_num_batched_tokens,
             max_num_seqs: config.max_num_seqs,
             enable_prefix_caching: config.enable_prefix_caching,
+            embeddings: backend.supports_hidden(),
+            hidden_size: model.hidden,
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let worker = worker::Worker::new(scheduler, backend, tokenizer.clone(), info.clone(), rx);

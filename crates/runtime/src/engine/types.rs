@@ -47,6 +47,11 @@ pub struct EngineRequest {
     /// What the output must match (JSON schema, regex, choice, grammar), compiled by
     /// [`Grammars`](crate::constraint::Grammars); each choice gets its own matcher.
     pub constraint: Option<crate::constraint::Constraint>,
+    /// An embedding instead of a generation: the prompt is computed (in the same steps as
+    /// generations, never through or into the prefix cache), its tokens' final hidden states
+    /// are pooled so, and one output carries the vector ([`EngineOutput::embedding`], not
+    /// normalized) with no tokens. Needs `n` 1, `max_tokens` 1 and no logprobs or constraint.
+    pub embed: Option<crate::pooling::Pooling>,
 }
 
 impl Default for EngineRequest {
@@ -65,6 +70,7 @@ impl Default for EngineRequest {
             skip_special_tokens: true,
             priority: 0,
             constraint: None,
+            embed: None,
         }
     }
 }
@@ -158,6 +164,9 @@ pub struct EngineOutput {
     pub finish: Option<FinishReason>,
     /// Counts for this choice so far (a request's prompt counts once, not once per choice).
     pub usage: Usage,
+    /// The pooled final hidden state of an embedding request (in its one output, which
+    /// finishes it with [`FinishReason::Length`]).
+    pub embedding: Option<Vec<f32>>,
 }
 
 /// One finished choice, gathered from a stream by
@@ -301,6 +310,9 @@ pub enum SubmitError {
     /// An empty stop string.
     #[error("stop strings must not be empty")]
     EmptyStop,
+    /// An embedding request the engine cannot serve as asked.
+    #[error("{0}")]
+    BadEmbedding(&'static str),
     /// The engine is not running.
     #[error("the engine is not running")]
     Stopped,

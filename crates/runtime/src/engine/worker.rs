@@ -62,6 +62,8 @@ struct Seq {
     submitted: std::time::Instant,
     /// From `submitted` to the first step that scheduled this sequence.
     queue_time: Option<std::time::Duration>,
+    /// An embedding request's pooling (it samples nothing).
+    embed: Option<super::embed::Embedding>,
 }
 
 impl Seq {
@@ -93,6 +95,10 @@ struct Rows {
     prompt: Range<usize>,
     /// Whether the last row is for sampling.
     samples: bool,
+    /// Rows of the step's hidden states (embedding requests) that are this sequence's.
+    hidden: Range<usize>,
+    /// An embedding request whose prompt this step completes.
+    embed_done: bool,
 }
 
 /// What sampling one sequence produced.
@@ -248,6 +254,7 @@ impl Worker {
             skip_special_tokens,
             priority,
             constraint,
+            embed,
         } = request;
         if self.groups.contains_key(&id) {
             let _ = tx.send(Err(EngineError::Rejected(format!(
@@ -291,6 +298,7 @@ impl Worker {
                 submitted: std::time::Instant::now(),
                 queue_time: None,
                 constraint: constraint.as_ref().map(|c| c.start()),
+                embed: embed.map(super::embed::Embedding::new),
                 prompt_logprobs: prompt_logprobs
                     .filter(|_| index == 0)
                     .map(|top| PromptLogprobs {
@@ -303,7 +311,8 @@ impl Worker {
             let req = Request::new(sid, spec.prompt.clone(), max_tokens)
                 .with_priority(priority)
                 .with_arrival(arrival)
-                .with_skip_prefix_lookup(index == 0 && prompt_logprobs.is_some());
+                .with_skip_prefix_lookup(index == 0 && prompt_logprobs.is_some())
+                .with_no_cache(embed.is_some());
             if index == 0 {
                 first = Some((req, seq));
             } else {
@@ -368,6 +377,7 @@ impl Worker {
                 prompt_logprobs: None,
                 finish: Some(FinishReason::Cancelled),
                 usage: s.usage(),
+                embedding: None,
             }));
         }
     }
@@ -403,13 +413,14 @@ impl Worker {
                 "engine: preempted sequences"
             );
         }
-        let (batch, rows) = self.build_batch(&plan);
+        let (batch, rows, hidden_idx) = self.build_batch(&plan);
         let vocab_limit = self.tok.vocab_size.min(self.info.vocab_size);
-        let greedy = if self.all_plain_greedy(&plan, &rows) {
+        let greedy = if hidden_idx.is_empty() && self.all_plain_greedy(&plan, &rows) {
             self.backend.forward_greedy(&batch, vocab_limit)
         } else {
             None
         };
+        let mut hidden = Vec::new();
         let out = match greedy {
             Some(ids) => ids.and_then(|ids| {
                 if ids.len() != batch.logits_indices.len() {
@@ -426,19 +437,29 @@ impl Worker {
                     Ok(StepOut::Tokens(ids))
                 }
             }),
-            None => self.backend.forward(&batch).and_then(|l| {
-                if l.vocab != self.info.vocab_size || l.rows() != batch.logits_indices.len() {
-                    Err(switchyard_core::BackendError::Device(format!(
-                        "backend returned {} rows of {} logits for {} rows of {}",
-                        l.rows(),
-                        l.vocab,
-                        batch.logits_indices.len(),
-                        self.info.vocab_size
-                    )))
+            None => {
+                let logits = if hidden_idx.is_empty() {
+                    self.backend.forward(&batch)
                 } else {
-                    Ok(StepOut::Logits(l))
-                }
-            }),
+                    self.forward_hidden(&batch, &hidden_idx).map(|(l, h)| {
+                        hidden = h;
+                        l
+                    })
+                };
+                logits.and_then(|l| {
+                    if l.vocab != self.info.vocab_size || l.rows() != batch.logits_indices.len() {
+                        Err(switchyard_core::BackendError::Device(format!(
+                            "backend returned {} rows of {} logits for {} rows of {}",
+                            l.rows(),
+                            l.vocab,
+                            batch.logits_indices.len(),
+                            self.info.vocab_size
+                        )))
+                    } else {
+                        Ok(StepOut::Logits(l))
+                    }
+                })
+            }
         };
         let out = match out {
             Ok(l) => l,
@@ -457,8 +478,28 @@ impl Worker {
                 return true;
             }
         };
-        self.finish_step(&plan, &rows, out);
+        self.finish_step(&plan, &rows, out, &hidden);
         true
+    }
+
+    /// The backend's forward pass with the hidden states of `idx` (embedding requests),
+    /// checked for size.
+    fn forward_hidden(
+        &mut self,
+        batch: &ForwardBatch,
+        idx: &[usize],
+    ) -> Result<(Logits, Vec<f32>), switchyard_core::BackendError> {
+        let want = idx.len() * self.info.hidden_size;
+        match self.backend.forward_hidden(batch, idx) {
+            None => Err(switchyard_core::BackendError::Unavailable {
+                backend: self.backend.capabilities().kind,
+                reason: "this backend does not compute hidden states (embeddings)".into(),
+            }),
+            Some(Ok((_, h))) if h.len() != want => Err(switchyard_core::BackendError::Device(
+                format!("backend returned {} hidden floats for {want}", h.len()),
+            )),
+            Some(r) => r,
+        }
     }
 
     /// Whether every row of the step is a plain greedy choice that the backend may make itself
@@ -493,13 +534,27 @@ impl Worker {
             })
     }
 
-    /// The plan's batch, with extra logits rows for prompt logprobs.
-    fn build_batch(&self, plan: &StepPlan) -> (ForwardBatch, Vec<Rows>) {
+    /// The plan's batch, with extra logits rows for prompt logprobs; and the tokens whose
+    /// hidden states embedding requests pool (no logits rows for those).
+    fn build_batch(&self, plan: &StepPlan) -> (ForwardBatch, Vec<Rows>, Vec<usize>) {
         let mut batch = plan.to_forward_batch();
         batch.logits_indices.clear();
         let mut rows = Vec::with_capacity(plan.seqs.len());
+        let mut hidden_idx = Vec::new();
         for (s, b) in plan.seqs.iter().zip(&batch.seqs) {
             let first = batch.logits_indices.len();
+            if let Some(e) = self.seqs.get(&s.id).and_then(|q| q.embed.as_ref()) {
+                let h0 = hidden_idx.len();
+                hidden_idx.extend(e.rows(b.start, b.len, s.context_before, s.samples));
+                rows.push(Rows {
+                    first,
+                    prompt: 0..0,
+                    samples: false,
+                    hidden: h0..hidden_idx.len(),
+                    embed_done: s.samples,
+                });
+                continue;
+            }
             let end = s.context_before + s.tokens.len();
             let prompt = match self
                 .seqs
@@ -522,13 +577,17 @@ impl Worker {
                 first,
                 prompt,
                 samples: s.samples,
+                hidden: 0..0,
+                embed_done: false,
             });
         }
-        (batch, rows)
+        (batch, rows, hidden_idx)
     }
 
-    /// Samples, checks stops, detokenizes, updates the scheduler and sends the outputs.
-    fn finish_step(&mut self, plan: &StepPlan, rows: &[Rows], out: StepOut) {
+    /// Samples, checks stops, detokenizes, updates the scheduler and sends the outputs;
+    /// pools the embedding requests' `hidden` states and finishes those whose prompt is done.
+    fn finish_step(&mut self, plan: &StepPlan, rows: &[Rows], out: StepOut, hidden: &[f32]) {
+        let mut embedded = self.pool_embeddings(plan, rows, hidden);
         let (mut logits, tokens) = match out {
             StepOut::Logits(l) => (Some(l), None),
             StepOut::Tokens(t) => (None, Some(t)),
@@ -582,6 +641,8 @@ impl Worker {
             .collect();
         drop(by_id);
         let mut sampled: Vec<(RequestId, Sampled)> = Vec::new();
+        let num_embedded = embedded.len();
+        sampled.append(&mut embedded);
         let mut failed: Vec<(RequestId, String)> = Vec::new();
         for (id, request, result) in results {
             match result {
@@ -617,7 +678,7 @@ impl Worker {
                 return;
             }
         };
-        self.totals.generation_tokens += tokens.len() as u64;
+        self.totals.generation_tokens += tokens.len().saturating_sub(num_embedded) as u64;
         let mut release = Vec::new();
         for (sid, x) in sampled {
             let Some(seq) = self.seqs.get(&sid) else {
@@ -664,6 +725,7 @@ impl Worker {
                         prompt_logprobs: None,
                         finish: Some(FinishReason::Length),
                         usage: seq.usage(),
+                        embedding: None,
                     }));
                     if g.seqs.is_empty() && g.deferred.is_empty() {
                         self.groups.remove(&seq.request);
@@ -674,6 +736,58 @@ impl Worker {
         for rid in release {
             self.release_deferred(rid);
         }
+    }
+}
+
+impl Worker {
+    /// Adds this step's hidden states to each embedding request's pooling; for each one
+    /// whose prompt is now computed, its output (the vector) and the placeholder token that
+    /// ends it in the scheduler.
+    fn pool_embeddings(
+        &mut self,
+        plan: &StepPlan,
+        rows: &[Rows],
+        hidden: &[f32],
+    ) -> Vec<(RequestId, Sampled)> {
+        let h = self.info.hidden_size;
+        let mut done = Vec::new();
+        for (s, r) in plan.seqs.iter().zip(rows) {
+            if r.hidden.is_empty() && !r.embed_done {
+                continue;
+            }
+            let Some(seq) = self.seqs.get_mut(&s.id) else {
+                continue;
+            };
+            let Some(e) = seq.embed.as_mut() else {
+                continue;
+            };
+            e.add(
+                s.context_before,
+                &hidden[r.hidden.start * h..r.hidden.end * h],
+                h,
+            );
+            if r.embed_done {
+                let v = e.finish();
+                done.push((
+                    s.id,
+                    Sampled {
+                        // Any id: the request ends here and the token is never computed.
+                        token: SampledToken::stop(0),
+                        output: EngineOutput {
+                            index: seq.index,
+                            token_ids: Vec::new(),
+                            text: String::new(),
+                            logprobs: None,
+                            prompt_logprobs: None,
+                            finish: Some(FinishReason::Length),
+                            usage: seq.usage(),
+                            embedding: Some(v),
+                        },
+                    },
+                ));
+            }
+        }
+        done
     }
 }
 
@@ -837,6 +951,7 @@ fn emit(seq: &mut Seq, tok: &Tokenizer, token: u32, lp: Option<TokenLogprob>) ->
             prompt_logprobs: seq.prompt_logprobs.take().map(|p| p.values),
             finish,
             usage: seq.usage(),
+            embedding: None,
         },
     })
 }
