@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use switchyard_http::tools::{Choice, ParserKind, ReasoningKind};
 use switchyard_http::{AppState, ServerConfig};
 use switchyard_runtime::engine::{EngineConfig, EngineHandle, KvCacheSize};
 
@@ -90,6 +91,19 @@ pub(crate) struct ServeArgs {
     /// defaults (temperature 1, top_p 1); `none` uses OpenAI's only.
     #[arg(long, env = "SWITCHYARD_GENERATION_CONFIG", default_value = "auto", value_parser = ["auto", "none"])]
     generation_config: String,
+    /// Tool-call parser for chat requests with `tools`: `auto` picks the family from the chat
+    /// template (`<tool_call>` JSON: hermes; `<function=`/`<parameter=`: qwen3_coder;
+    /// `[TOOL_CALLS]`: mistral; `<|python_tag|>` / ipython: llama3_json), `none` parses no
+    /// calls.
+    #[arg(long, env = "SWITCHYARD_TOOL_CALL_PARSER", default_value = "auto",
+          value_parser = ["auto", "none", "hermes", "llama3_json", "mistral", "qwen3_coder"])]
+    tool_call_parser: String,
+    /// Reasoning parser: `auto` splits `<think>…</think>` into `reasoning_content` when the
+    /// chat template uses it; `none` leaves it in `content`; `deepseek_r1`, `qwen3` (the same
+    /// `<think>` syntax) force it.
+    #[arg(long, env = "SWITCHYARD_REASONING_PARSER", default_value = "auto",
+          value_parser = ["auto", "none", "deepseek_r1", "qwen3", "think"])]
+    reasoning_parser: String,
     /// Turn off prefix caching.
     #[arg(long, env = "SWITCHYARD_NO_PREFIX_CACHING")]
     no_prefix_caching: bool,
@@ -207,6 +221,16 @@ pub(crate) fn run(a: ServeArgs) -> Result<()> {
         body_read_timeout: Duration::from_secs_f64(a.body_read_timeout.max(0.1)),
         max_connections: a.max_connections.max(1),
         sampling_defaults: generation.base_params(),
+        tool_call_parser: match a.tool_call_parser.as_str() {
+            "auto" => Choice::Auto,
+            "none" => Choice::Off,
+            p => Choice::Use(ParserKind::from_name(p).context("--tool-call-parser")?),
+        },
+        reasoning_parser: match a.reasoning_parser.as_str() {
+            "auto" => Choice::Auto,
+            "none" => Choice::Off,
+            p => Choice::Use(ReasoningKind::from_name(p).context("--reasoning-parser")?),
+        },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
