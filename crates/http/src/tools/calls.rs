@@ -10,7 +10,9 @@
 //! Call positions:
 //! - `hermes`, `qwen3_coder`: the start of a line (only spaces or tabs before it on its line),
 //!   outside a Markdown code fence (a line starting with three backticks opens or closes one),
-//!   or right after another call.
+//!   or right after another call. Before any text, `hermes` also takes a bare
+//!   `{"name": …, "arguments": …}` object, or one alone in a fenced block (```` ```json ````),
+//!   as small Qwen2.5 models write their calls (llama.cpp's Hermes parser does the same).
 //! - `mistral`: anywhere (`[TOOL_CALLS]` is a special token, not something prose contains).
 //! - `llama3_json`: before any text, i.e. at the start of the answer (after whitespace), or
 //!   after another call and an optional `;`.
@@ -159,7 +161,8 @@ impl CallParser {
 
     fn at_call_position(&self) -> bool {
         match self.kind {
-            ParserKind::Hermes | ParserKind::Qwen3Coder => self.line_blank && !self.in_fence,
+            ParserKind::Hermes => (self.line_blank && !self.in_fence) || !self.text_seen,
+            ParserKind::Qwen3Coder => self.line_blank && !self.in_fence,
             ParserKind::Mistral => true,
             ParserKind::Llama3Json => !self.text_seen,
         }
@@ -167,6 +170,9 @@ impl CallParser {
 
     fn markers(&self) -> &'static [&'static str] {
         match self.kind {
+            // Before any text, also a bare JSON call or one alone in a ```json fence (small
+            // Qwen2.5 models answer so; llama.cpp's Hermes parser reads them the same way).
+            ParserKind::Hermes if !self.text_seen => &["<tool_call>", "{", "```json", "```\n"],
             ParserKind::Hermes | ParserKind::Qwen3Coder => &["<tool_call>"],
             ParserKind::Mistral => &["[TOOL_CALLS]"],
             ParserKind::Llama3Json => &["<|python_tag|>", "{"],
@@ -347,6 +353,30 @@ impl CallParser {
     }
 
     fn parse_hermes(&self, s: &str, eof: bool) -> Parsed {
+        if s.starts_with('{') || s.starts_with("```") {
+            // The bare forms, before any text: `{…}`, or `{…}` alone in a ```json fence.
+            let fenced = s.starts_with("```");
+            let p = if s.starts_with("```json") {
+                7
+            } else if fenced {
+                3
+            } else {
+                0
+            };
+            let (v, n) = match json_value(&s[p..]) {
+                Ok(x) => x,
+                Err(true) => return more(eof),
+                Err(false) => return Parsed::Invalid,
+            };
+            let Some(call) = self.call_from_json(&v, &["arguments", "parameters"]) else {
+                return Parsed::Invalid;
+            };
+            return if fenced {
+                Self::close(s, p + n, "```", vec![call], eof)
+            } else {
+                Parsed::Calls(vec![call], p + n)
+            };
+        }
         let p = "<tool_call>".len();
         let (v, n) = match json_value(&s[p..]) {
             Ok(x) => x,

@@ -138,6 +138,35 @@ fn hermes_calls() {
     );
 }
 
+/// Small Qwen2.5 models (the test suite's 0.5B coder) answer a call as bare JSON or in a
+/// ```json fence: read as a call only before any text.
+#[test]
+fn hermes_bare_json_at_the_start() {
+    let k = ParserKind::Hermes;
+    let a = parse_all_ways(
+        k,
+        None,
+        "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}",
+    );
+    expect(&a, "", &[call("get_weather", r#"{"city":"Paris"}"#)]);
+    let a = parse_all_ways(
+        k,
+        None,
+        "```json\n{\n  \"name\": \"get_weather\",\n  \"arguments\": {\n    \"city\": \"Paris\"\n  }\n}\n```\nDone.",
+    );
+    expect(&a, "Done.", &[call("get_weather", r#"{"city":"Paris"}"#)]);
+    for text in [
+        "Here:\n{\"name\": \"search\", \"arguments\": {}}",
+        "```json\n{\"a\": 1}\n```",
+        "```python\nprint(1)\n```",
+        "```json\n{\"name\": \"search\", \"arguments\": {}}\nmore\n```",
+        "{\"name\": \"unknown\", \"arguments\": {}}",
+    ] {
+        let a = parse_all_ways(k, None, text);
+        expect(&a, text, &[]);
+    }
+}
+
 #[test]
 fn hermes_lookalikes_stay_text() {
     let k = ParserKind::Hermes;
