@@ -433,3 +433,104 @@ fn chat_logprobs(tok: &Tokenizer, lps: &[TokenLogprob]) -> Value {
             .collect(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(s: &str) -> Fields {
+        Fields::parse(s.as_bytes()).unwrap()
+    }
+
+    const TOOLS: &str = r#""tools": [{"type": "function", "function": {"name": "f"}}]"#;
+
+    /// `tools` for a template that does not render them, or with no parser for its calls: a
+    /// 400 saying so; `tool_choice: none` needs no parser.
+    #[test]
+    fn tools_need_template_support_and_a_parser() {
+        let hermes = ChatCaps {
+            tools: true,
+            parser: Some(ParserKind::Hermes),
+            reasoning: None,
+        };
+        let no_tools = ChatCaps::default();
+        let e = tool_fields(&mut fields(&format!("{{{TOOLS}}}")), no_tools)
+            .err()
+            .unwrap();
+        assert_eq!(e.param.as_deref(), Some("tools"));
+        assert!(e.message.contains("does not render tools"), "{}", e.message);
+        let no_parser = ChatCaps {
+            parser: None,
+            ..hermes
+        };
+        let e = tool_fields(&mut fields(&format!("{{{TOOLS}}}")), no_parser)
+            .err()
+            .unwrap();
+        assert!(
+            e.message.contains("--tool-call-parser") && e.message.contains("qwen3_coder"),
+            "{}",
+            e.message
+        );
+        let t = tool_fields(
+            &mut fields(&format!("{{{TOOLS}, \"tool_choice\": \"none\"}}")),
+            no_parser,
+        )
+        .ok()
+        .unwrap();
+        assert_eq!(t.choice, ToolChoice::None);
+        assert!(t.raw.is_some(), "tools still reach the template");
+        let t = tool_fields(
+            &mut fields(&format!(
+                "{{{TOOLS}, \"parallel_tool_calls\": false, \"chat_template_kwargs\": {{\"enable_thinking\": false}}}}"
+            )),
+            hermes,
+        )
+        .ok()
+        .unwrap();
+        assert_eq!(
+            (t.choice, t.parallel, t.kwargs["enable_thinking"].clone()),
+            (ToolChoice::Auto, false, json!(false))
+        );
+        // An empty list is no tools (nothing to support or parse).
+        let t = tool_fields(&mut fields(r#"{"tools": []}"#), no_tools)
+            .ok()
+            .unwrap();
+        assert_eq!((t.choice, t.raw), (ToolChoice::None, None));
+    }
+
+    /// Streaming deltas: text and reasoning together, each call as a name delta then an
+    /// arguments delta, indices counting across outputs.
+    #[test]
+    fn deltas_of_pieces() {
+        let call = |n: &str| {
+            Piece::Call(tools::ToolCall {
+                id: format!("call_{n}"),
+                name: n.into(),
+                arguments: "{\"a\":1}".into(),
+            })
+        };
+        let mut next = 0;
+        let d = piece_deltas(
+            &[
+                Piece::Reasoning("r".into()),
+                Piece::Content("c".into()),
+                call("f"),
+            ],
+            &mut next,
+        );
+        assert_eq!(
+            d,
+            vec![
+                json!({"reasoning_content": "r", "reasoning": "r", "content": "c"}),
+                json!({"tool_calls": [{"index": 0, "id": "call_f", "type": "function",
+                    "function": {"name": "f", "arguments": ""}}]}),
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\":1}"}}]}),
+            ]
+        );
+        let d = piece_deltas(&[call("g")], &mut next);
+        assert_eq!(d[0]["tool_calls"][0]["index"], 1);
+        assert_eq!(finish_reason(None, 2), "tool_calls");
+        assert_eq!(finish_reason(Some(&FinishReason::Length), 1), "length");
+        assert_eq!(finish_reason(None, 0), "stop");
+    }
+}

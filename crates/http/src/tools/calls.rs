@@ -400,7 +400,7 @@ impl CallParser {
         // `NAME>` / `KEY>`: up to `>` on the same line.
         let word = |p: usize| -> Result<(String, usize), Parsed> {
             match s[p..].find(['>', '\n', '<']) {
-                Some(k) if s[p..].as_bytes()[k] == b'>' => {
+                Some(k) if s.as_bytes()[p + k] == b'>' => {
                     Ok((s[p..p + k].trim().to_string(), p + k + 1))
                 }
                 Some(_) => Err(Parsed::Invalid),
@@ -457,7 +457,7 @@ impl CallParser {
         let mut p = "[TOOL_CALLS]".len();
         p += ws(&s[p..]);
         match s[p..].chars().next() {
-            None => return more(eof),
+            None => more(eof),
             Some('[') if !s[p..].starts_with("[CALL_ID]") && !s[p..].starts_with("[ARGS]") => {
                 let (v, n) = match json_value(&s[p..]) {
                     Ok(x) => x,
