@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the random-weight architecture test models of tests/arch.rs (scripts/make-arch-models.py:
-# llama3, llama2-linear, qwen3, qwen3moe, phi3, gemma2, around real vocabularies from llama.cpp's sdist)
+# llama3, llama2-linear, qwen3, qwen3moe, phi3, gemma2, qwen3-yarn, phi3-longrope, around real vocabularies from llama.cpp's sdist)
 # into $CACHE/arch-models (~100 MB), rebuilt when the script or the pinned tools change. The
 # golden files (tests/golden/arch/*.json, scripts/gen-arch-golden.sh) name each model's sha256,
 # which the test checks. Prints the directory.

@@ -2,7 +2,8 @@
 # Build the Hugging Face-format test models from the cached GGUFs (after scripts/fetch-models.sh)
 # with scripts/gguf-to-hf.py, an implementation independent of Switchyard's loader, into
 # $CACHE/hf/<alias>-<variant>/ (git-ignored, outside the repository); and, in f32, the
-# random-weight architecture models of tests/arch.rs (llama3, llama2-linear, qwen3: built here
+# random-weight architecture models of tests/arch.rs (llama3, llama2-linear, qwen3, qwen3-yarn, phi3,
+# phi3-longrope: built here
 # first by scripts/build-arch-models.sh) into $CACHE/hf/arch-<name>-f32/. A directory is rebuilt
 # only when its stamp (script + pinned requirements + GGUF sha256 + options + output file sizes)
 # does not match. tests/hf.rs and tests/arch_hf.rs use these directories.
@@ -63,7 +64,7 @@ done
 # converter checks that they reproduce the tensor.
 ARCH="$(bash "$ROOT/scripts/build-arch-models.sh")"
 LLAMA3_ROPE='{"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64}'
-for name in llama3 llama2-linear qwen3; do
+for name in llama3 llama2-linear qwen3 qwen3-yarn phi3 phi3-longrope; do
   gguf="$ARCH/$name.gguf"
   opts=()
   [ "$name" = llama3 ] && opts=(--rope-scaling "$LLAMA3_ROPE")

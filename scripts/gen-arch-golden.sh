@@ -4,7 +4,7 @@
 # teacher-forced logits over a 400-token id sequence (top-20 + 16 probe ids per position, and the
 # same with llama.cpp's flash-attention path as its self-noise), and 4 greedy continuations of 32
 # steps. Token ids, not text, so the check is of the architecture alone (the tokenizers have their
-# own tests). Usage: scripts/gen-arch-golden.sh
+# own tests). Usage: scripts/gen-arch-golden.sh [name...]   (every model by default)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CACHE="${SWITCHYARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard}"
@@ -15,9 +15,10 @@ g++ -O2 -std=c++17 -I"$SRC/include" -I"$SRC/ggml/include" "$ROOT/scripts/refdump
   -L"$BIN" -lllama -lggml -lggml-base -Wl,-rpath,"$BIN" -o "$REFDUMP"
 MODELS="$(bash "$ROOT/scripts/build-arch-models.sh")"
 mkdir -p "$ROOT/tests/golden/arch"
-python3 - "$REFDUMP" "$MODELS" "$ROOT/tests/golden/arch" <<'PYEOF'
+python3 - "$REFDUMP" "$MODELS" "$ROOT/tests/golden/arch" "$@" <<'PYEOF'
 import hashlib, json, os, random, subprocess, sys, tempfile
 refdump, models, out_dir = sys.argv[1:4]
+only = set(sys.argv[4:])
 
 def run(model, *args, env_add=None):
     env = dict(os.environ)
@@ -41,6 +42,8 @@ def parse_logits(lines):
     return out
 
 for name in sorted(f[:-5] for f in os.listdir(models) if f.endswith(".gguf")):
+    if only and name not in only:
+        continue
     model = os.path.join(models, name + ".gguf")
     sha = hashlib.sha256(open(model, "rb").read()).hexdigest()
     rng = random.Random(name)

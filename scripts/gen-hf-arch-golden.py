@@ -44,7 +44,7 @@ from transformers import AttentionInterface, AutoModelForCausalLM
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NAMES = ["llama3", "llama2-linear", "qwen3"]
+NAMES = ["llama3", "llama2-linear", "qwen3", "qwen3-yarn", "phi3", "phi3-longrope"]
 TOP = 20
 
 

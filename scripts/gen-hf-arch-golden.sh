@@ -4,7 +4,7 @@
 # transformers + PyTorch environment (scripts/gen-hf-arch-golden.requirements.txt) into its own venv
 # in the cache ($CACHE/hf-ref/venv, ~5 GB, rebuilt when the requirements change), and runs
 # scripts/gen-hf-arch-golden.py with it.
-# Usage: scripts/gen-hf-arch-golden.sh [name...]   (llama3 llama2-linear qwen3 by default)
+# Usage: scripts/gen-hf-arch-golden.sh [name...]   (every model of scripts/gen-hf-arch-golden.py by default)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CACHE="${SWITCHYARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard}"

@@ -48,6 +48,7 @@ json.dump([{"text": t, "ids": ids(l)} for t, l in zip(texts, lines)],
 chat = {
     "gemma-3-270m": "<start_of_turn>user\nName three colors.<end_of_turn>\n<start_of_turn>model\n",
     "qwen2.5-coder-0.5b-instruct": "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nWrite a Python function that reverses a string.<|im_end|>\n<|im_start|>assistant\n",
+    "smollm2-135m-instruct": "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nName three colors.<|im_end|>\n<|im_start|>assistant\n",
 }[alias]
 prompts = [
     "The capital of France is",
@@ -72,7 +73,7 @@ json.dump(out, open(os.path.join(out_dir, "greedy.json"), "w"), ensure_ascii=Fal
 
 # 3. Teacher-forced logits over a >= 512-token text: top-20 and 16 fixed probe ids per position.
 text_file = os.path.join(root, "tests/data/long_text.txt")
-vocab_n = {"gemma-3-270m": 262144, "qwen2.5-coder-0.5b-instruct": 151936}[alias]
+vocab_n = {"gemma-3-270m": 262144, "qwen2.5-coder-0.5b-instruct": 151936, "smollm2-135m-instruct": 49152}[alias]
 probes = [i * (vocab_n // 16) + 7 for i in range(16)]
 lines = run("logits", text_file, *map(str, probes))
 toks = ids(lines[0])

@@ -24,7 +24,11 @@ llama.cpp's conversion conventions are inverted: Gemma's RMSNorm weights lose th
 convert_hf_to_gguf adds (HF Gemma computes x * (1 + w)), Llama's Q/K rows are un-permuted
 (GGUF stores them for interleaved RoPE, HF for rotate_half).
 
-RoPE scaling: GGUF `rope.scaling.type linear` becomes `rope_scaling {"type": "linear", "factor"}`.
+RoPE scaling: GGUF `rope.scaling.type linear` becomes `rope_scaling {"type": "linear", "factor"}`;
+`yarn` (Qwen 3) `{"rope_type": "yarn", "factor", "original_max_position_embeddings"}` (other
+`yarn_*` keys are refused); Phi-3's `rope_factors_long/short.weight` `{"type": "longrope",
+"long_factor", "short_factor"}` with `original_max_position_embeddings` at the top level (its
+`rope.scaling.attn_factor` must be transformers' default for those, else the conversion fails).
 Llama 3.1-style frequency factors are stored in GGUF only as the tensor `rope_freqs.weight`, not
 as the parameters that made them, so they are given with `--rope-scaling JSON` (HF's
 `rope_scaling` object, `rope_type` llama3); the factors those parameters imply under transformers'
@@ -105,11 +109,38 @@ def rope_scaling(arch, md, reader, given):
     if freqs is not None:
         sys.exit("gguf-to-hf: the GGUF has rope_freqs.weight; give its parameters with --rope-scaling "
                  "'{\"rope_type\": \"llama3\", ...}'")
+    long = next((t for t in reader.tensors if t.name == "rope_factors_long.weight"), None)
+    short = next((t for t in reader.tensors if t.name == "rope_factors_short.weight"), None)
+    if long is not None or short is not None:
+        # Phi-3 LongRoPE: config.json's rope_scaling holds the two factor lists (Phi3Config allows
+        # no other key), the attention factor is transformers' default from max_position_embeddings
+        # / original_max_position_embeddings, which must be the GGUF's rope.scaling.attn_factor.
+        if arch != "phi3" or long is None or short is None or kind not in ("none", "longrope"):
+            sys.exit("gguf-to-hf: rope_factors_long/short are supported for phi3, both present, only")
+        ctx, orig = int(a("context_length")), int(a("rope.scaling.original_context_length", a("context_length")))
+        factor = ctx / orig
+        want = np.sqrt(1 + np.log(factor) / np.log(orig)) if factor > 1 else 1.0
+        got = float(a("rope.scaling.attn_factor", 1.0))
+        if abs(got - want) > 1e-6 * want:
+            sys.exit(f"gguf-to-hf: rope.scaling.attn_factor {got} is not transformers' LongRoPE default {want}")
+        vals = lambda t: [float(x) for x in np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32).reshape(-1)]  # noqa: E731
+        return {"type": "longrope", "long_factor": vals(long), "short_factor": vals(short)}
+    if f"{arch}.rope.scaling.attn_factor" in md:
+        sys.exit("gguf-to-hf: rope.scaling.attn_factor is supported with LongRoPE factors only")
     if kind == "none":
         return None
     if kind == "linear":
         return {"type": "linear", "factor": float(a("rope.scaling.factor"))}
-    sys.exit(f"gguf-to-hf: GGUF rope.scaling.type {kind!r} is not supported (none, linear, llama3 via rope_freqs.weight)")
+    if kind == "yarn":
+        # transformers' yarn: beta_fast 32, beta_slow 1, attention factor 0.1 ln(factor) + 1, as
+        # llama.cpp's defaults; a GGUF that sets other values is refused.
+        extra = [k for k in md if k.startswith(f"{arch}.rope.scaling.yarn_")]
+        if extra:
+            sys.exit(f"gguf-to-hf: yarn with {extra} is not supported (factor and original_context_length only)")
+        return {"rope_type": "yarn", "factor": float(a("rope.scaling.factor")),
+                "original_max_position_embeddings": int(a("rope.scaling.original_context_length", a("context_length")))}
+    sys.exit(f"gguf-to-hf: GGUF rope.scaling.type {kind!r} is not supported (none, linear, yarn, llama3 via "
+             "rope_freqs.weight, Phi-3 LongRoPE via rope_factors_long/short)")
 
 
 def hf_config(arch, md, vocab_size, tied, dtype, rope_scaling):
@@ -173,10 +204,27 @@ def hf_config(arch, md, vocab_size, tied, dtype, rope_scaling):
         )
     elif arch == "llama":
         cfg.update(architectures=["LlamaForCausalLM"], model_type="llama", hidden_act="silu", mlp_bias=False)
+    elif arch == "phi3":
+        # Phi3Config: its sliding_window is applied by transformers (the GGUF's, which llama.cpp
+        # ignores); original_max_position_embeddings defaults to 4096 there, so it is always written.
+        cfg.update(
+            architectures=["Phi3ForCausalLM"],
+            model_type="phi3",
+            hidden_act="silu",
+            original_max_position_embeddings=int(a("rope.scaling.original_context_length", a("context_length"))),
+            sliding_window=a("attention.sliding_window"),
+            partial_rotary_factor=1.0,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+        )
+        del cfg["attention_bias"]
     else:
-        sys.exit(f"gguf-to-hf: unsupported architecture {arch!r} (gemma3, qwen2, qwen3, llama)")
-    if rope_scaling is not None and arch != "llama":
-        sys.exit(f"gguf-to-hf: RoPE scaling is supported for llama only, not {arch!r}")
+        sys.exit(f"gguf-to-hf: unsupported architecture {arch!r} (gemma3, qwen2, qwen3, llama, phi3)")
+    kind = (rope_scaling or {}).get("rope_type", (rope_scaling or {}).get("type"))
+    if rope_scaling is not None and (arch, kind) not in (("llama", "llama3"), ("llama", "linear"), ("qwen3", "yarn"),
+                                                         ("phi3", "longrope")):
+        sys.exit(f"gguf-to-hf: RoPE scaling {kind!r} is supported for llama (llama3, linear), qwen3 (yarn) and "
+                 f"phi3 (longrope), not {arch!r}")
     return cfg
 
 
@@ -207,6 +255,9 @@ def hf_name(arch, name):
         "ffn_up.weight": "mlp.up_proj.weight",
         "ffn_down.weight": "mlp.down_proj.weight",
     }
+    if arch == "phi3":  # fused, the same rows: q, k, v; gate, up
+        common["attn_qkv.weight"] = "self_attn.qkv_proj.weight"
+        common["ffn_up.weight"] = "mlp.gate_up_proj.weight"
     if arch == "gemma3":
         common.update(
             {
@@ -239,8 +290,8 @@ def weights(reader, arch, md):
     n_head = md.get(f"{arch}.attention.head_count")
     n_kv = md.get(f"{arch}.attention.head_count_kv", n_head)
     for t in reader.tensors:
-        if t.name == "rope_freqs.weight":  # config.json's rope_scaling (checked in rope_scaling())
-            continue
+        if t.name in ("rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight"):
+            continue  # config.json's rope_scaling (checked in rope_scaling())
         w = dequantize(t.data, t.tensor_type).astype(np.float32, copy=False)
         # numpy order is GGML's reversed: [rows, cols] = HF [out_features, in_features].
         w = w.reshape([int(d) for d in reversed(t.shape.tolist())])

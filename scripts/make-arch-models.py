@@ -33,7 +33,28 @@ MODELS = {
     # Gemma 2: attention and final soft-capping (caps small enough to matter here), a sliding
     # window on every other layer (8 tokens, so the test's positions cross it), post norms.
     "gemma2": ("gemma2", "llama-spm", dict(rope_base=10000.0, L=4, window=8, attn_cap=5.0, final_cap=30.0)),
+    # Qwen 3 with YaRN (convert_hf_to_gguf's keys for rope_scaling {rope_type: yarn, factor 4,
+    # original_max_position_embeddings}): an original context of 64 rather than 32k, so that
+    # the ramp splits the pairs (pairs 0..5 ramp, the rest are interpolated) and the positions
+    # of the test (< 400) see it.
+    "qwen3-yarn": ("qwen3", "qwen2", dict(rope_base=10000.0, head_dim=32, heads=4, kv_heads=2, hidden=96,
+                                          yarn=4.0, orig_ctx=64)),
+    # Phi-3 LongRoPE (as convert_hf_to_gguf writes Phi-3-mini-128k): rope_factors_long/short,
+    # original_context_length, and attn_factor sqrt(1 + ln(ctx / orig) / ln(orig)); original
+    # context 64, so llama.cpp (context > 64) and we (context 4096) use the long factors. A
+    # sliding window of 256 that llama.cpp and our GGUF reader ignore (as in Phi-3's own GGUFs),
+    # and that transformers applies to the Hugging Face copy (tests/arch_hf.rs).
+    "phi3-longrope": ("phi3", "phi-3", dict(rope_base=10000.0, fused=True, longrope=True, orig_ctx=64,
+                                            window=256)),
 }
+
+def longrope_factors(n):
+    """Made-up LongRoPE factors of the shape of Phi-3's: ~1 for fast pairs, growing for slow ones;
+    the short set much smaller than the long one."""
+    x = np.arange(n, dtype=np.float64) / (n - 1)
+    long = 1.0 + 23.0 * x ** 2
+    short = 1.0 + 1.5 * x ** 3
+    return long.astype(np.float32), short.astype(np.float32)
 
 # Llama 3.1's formula with a short original context (64 rather than 8192), so that the factors
 # change the angles of the test's positions (< 200) enough to be seen.
@@ -70,8 +91,15 @@ for seed, (name, (arch, vocab_name, o)) in enumerate(MODELS.items()):
     w.add_layer_norm_rms_eps(1e-5); w.add_rope_freq_base(o["rope_base"])
     if "linear" in o:
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR); w.add_rope_scaling_factor(o["linear"])
+    if "yarn" in o:
+        w.add_rope_scaling_type(gguf.RopeScalingType.YARN); w.add_rope_scaling_factor(o["yarn"])
+        w.add_rope_scaling_orig_ctx_len(o["orig_ctx"])
+    if o.get("longrope"):
+        w.add_rope_scaling_orig_ctx_len(o["orig_ctx"])
+        w.add_rope_scaling_attn_factors(float(np.sqrt(1 + np.log(4096 / o["orig_ctx"]) / np.log(o["orig_ctx"]))))
     if "window" in o:
         w.add_sliding_window(o["window"])
+    if "attn_cap" in o:
         w.add_float32(f"{arch}.attn_logit_softcapping", o["attn_cap"])
         w.add_float32(f"{arch}.final_logit_softcapping", o["final_cap"])
     if "experts" in o:
@@ -101,6 +129,10 @@ for seed, (name, (arch, vocab_name, o)) in enumerate(MODELS.items()):
         mat("output.weight", n_vocab, H, 6.0, Q.Q8_0)
     if o.get("llama3_rope"):
         w.add_tensor("rope_freqs.weight", llama3_factors(o["rope_base"], hd))
+    if o.get("longrope"):
+        long, short = longrope_factors(hd // 2)
+        w.add_tensor("rope_factors_long.weight", long)
+        w.add_tensor("rope_factors_short.weight", short)
     for i in range(L):
         p = f"blk.{i}."
         vec(p + "attn_norm.weight", H)

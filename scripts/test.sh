@@ -23,6 +23,10 @@ bash scripts/check-fresh-build.sh test --workspace --release --no-run
 BIN="${CARGO_TARGET_DIR:-target}/release/switchyard"
 stage "openai client"
 "$PY" tests/openai_client.py "$BIN"
+# Structured outputs: 50+ JSON schemas on both models validated with PyPI jsonschema, parse(),
+# regex / choice / grammar, unconstrained neighbours unchanged, bad constraints 400.
+stage "structured outputs"
+"$PY" tests/structured_outputs.py "$BIN"
 # API property tests against the server's own OpenAPI document (schemathesis, seeded).
 stage "schemathesis"
 PYTHON="$PY" bash scripts/schemathesis.sh "$BIN"

@@ -1,6 +1,7 @@
 //! Every architecture we claim, against llama.cpp (the independent reference): small
 //! random-weight models around real vocabularies (`scripts/build-arch-models.sh`: Llama 3 with
-//! `rope_freqs`, Llama 2 style with linear RoPE scaling, Qwen 3, Qwen 3 MoE, Phi-3, Gemma 2), compared
+//! `rope_freqs`, Llama 2 style with linear RoPE scaling, Qwen 3, Qwen 3 MoE, Phi-3, Gemma 2, Qwen 3
+//! with YaRN, Phi-3 with LongRoPE), compared
 //! with llama.cpp's teacher-forced logits and greedy choices (`tests/golden/arch/*.json`, from
 //! `scripts/gen-arch-golden.sh`). Bounds as in tests/golden.rs, scaled by llama.cpp's own
 //! disagreement with itself on the same model. Also: the MoE model's outputs do not depend on
@@ -223,6 +224,33 @@ fn gemma2_softcaps_and_sliding_window_match_llamacpp() {
 #[test]
 fn phi3_fused_projections_match_llamacpp() {
     check("phi3");
+}
+
+/// YaRN (`rope.scaling.type yarn`, factor 4, original context 64): the ramp between original and
+/// interpolated frequencies, and the magnitude `0.1 ln 4 + 1` on cos/sin, each seen.
+#[test]
+fn qwen3_yarn_matches_llamacpp() {
+    check("qwen3-yarn");
+    check_sees("qwen3-yarn", "the YaRN ramp (plain linear scaling)", |c| {
+        c.rope_scaling.yarn = None
+    });
+    check_sees("qwen3-yarn", "YaRN's attention factor", |c| {
+        c.rope_scaling.attn_factor = 1.0
+    });
+}
+
+/// Phi-3 LongRoPE (`rope_factors_long/short`, original context 64, attention factor sqrt(2)):
+/// llama.cpp runs a context above 64, so the long factors; the short ones, or no attention
+/// factor, are seen.
+#[test]
+fn phi3_longrope_matches_llamacpp() {
+    check("phi3-longrope");
+    check_sees("phi3-longrope", "the long factors (the short ones)", |c| {
+        c.select_rope_factors(64)
+    });
+    check_sees("phi3-longrope", "LongRoPE's attention factor", |c| {
+        c.rope_scaling.attn_factor = 1.0
+    });
 }
 
 /// One forward call over sequences of different lengths gives each the logits it gets alone,

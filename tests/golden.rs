@@ -238,3 +238,20 @@ fn logits_match_llamacpp_gemma() {
 fn logits_match_llamacpp_qwen() {
     check_logits("qwen2.5-coder-0.5b-instruct");
 }
+
+// SmolLM2-135M-Instruct (Q4_1 weights, `smollm` pre-tokenizer): the registry's third model.
+
+#[test]
+fn tokenize_matches_llamacpp_smollm2() {
+    check_tokenize("smollm2-135m-instruct");
+}
+
+#[test]
+fn greedy_matches_llamacpp_smollm2() {
+    check_greedy("smollm2-135m-instruct");
+}
+
+#[test]
+fn logits_match_llamacpp_smollm2() {
+    check_logits("smollm2-135m-instruct");
+}

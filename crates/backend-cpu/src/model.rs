@@ -652,7 +652,7 @@ impl CpuBackend {
         let angles = |inv: &[f32]| {
             let mut cs = Vec::with_capacity(n * half);
             for &pos in &batch.positions {
-                ops::rope_angles(pos, inv, &mut cs);
+                ops::rope_angles(pos, inv, c.rope_scaling.attn_factor, &mut cs);
             }
             cs
         };

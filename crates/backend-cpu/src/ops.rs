@@ -58,11 +58,20 @@ pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }
 
-/// Appends `(sin, cos)` of `pos * inv_freq[i]` for every `i` to `cs` (what [`rope_with`] takes),
-/// `inv_freq` from `ModelConfig::inv_freq`: computed once per token and step, then used by every head of
-/// every layer.
-pub fn rope_angles(pos: u32, inv_freq: &[f32], cs: &mut Vec<(f32, f32)>) {
-    cs.extend(inv_freq.iter().map(|f| (pos as f32 * f).sin_cos()));
+/// Appends `(sin, cos)` of `pos * inv_freq[i]` for every `i`, times `mscale`, to `cs` (what
+/// [`rope_with`] takes), `inv_freq` from `ModelConfig::inv_freq`: computed once per token and
+/// step, then used by every head of every layer. `mscale` is RoPE scaling's attention factor
+/// (`RopeScaling::attn_factor`, YaRN / LongRoPE; 1 otherwise), as llama.cpp's `rope_yarn` and
+/// transformers' `attention_scaling` put it on cos and sin.
+pub fn rope_angles(pos: u32, inv_freq: &[f32], mscale: f32, cs: &mut Vec<(f32, f32)>) {
+    if mscale == 1.0 {
+        cs.extend(inv_freq.iter().map(|f| (pos as f32 * f).sin_cos()));
+    } else {
+        cs.extend(inv_freq.iter().map(|f| {
+            let (s, c) = (pos as f32 * f).sin_cos();
+            (s * mscale, c * mscale)
+        }));
+    }
 }
 
 /// Rotary embedding of one head in place, with the angles of its position from [`rope_angles`].
@@ -119,7 +128,7 @@ mod tests {
         let orig: Vec<f32> = (0..8).map(|i| i as f32 - 3.5).collect();
         let rope = |h: &mut [f32], pos: u32| {
             let mut cs = Vec::new();
-            rope_angles(pos, &f, &mut cs);
+            rope_angles(pos, &f, 1.0, &mut cs);
             rope_with(h, &cs, true);
         };
         let mut h = orig.clone();

@@ -68,6 +68,7 @@ fn gemma3_270m() -> ModelConfig {
         rope_freq_scale: 1.0,
         rope_freq_scale_local: 1.0,
         moe: None,
+        rope_scaling: Default::default(),
     }
 }
 
@@ -98,6 +99,7 @@ fn qwen25_05b() -> ModelConfig {
         rope_freq_scale: 1.0,
         rope_freq_scale_local: 1.0,
         moe: None,
+        rope_scaling: Default::default(),
     }
 }
 

@@ -179,5 +179,22 @@ pub(crate) fn check_config(c: &ModelConfig) -> Result<(), BackendError> {
             c.arch.gguf_name()
         ));
     }
+    // YaRN's and LongRoPE's frequencies are in `inv_freq_*` (shared with the CPU backend); their
+    // magnitude on cos/sin is not applied by the CUDA RoPE kernel.
+    if c.rope_scaling.attn_factor != 1.0 {
+        let kind = if c.rope_scaling.yarn.is_some() {
+            "YaRN"
+        } else if c.rope_scaling.longrope.is_some() {
+            "LongRoPE"
+        } else {
+            "rope.scaling.attn_factor"
+        };
+        return bad(format!(
+            "RoPE scaling with an attention factor ({kind}, {}) is not supported on the CUDA \
+             backend yet (CUDA runs RoPE without scaling, linear and Llama 3.1 factors; the CPU \
+             backend runs it)",
+            c.rope_scaling.attn_factor
+        ));
+    }
     Ok(())
 }

@@ -472,6 +472,7 @@ fn model_config() -> ModelConfig {
         rope_freq_scale: 1.0,
         rope_freq_scale_local: 1.0,
         moe: None,
+        rope_scaling: Default::default(),
     }
 }
 

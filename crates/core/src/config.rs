@@ -167,7 +167,8 @@ pub struct ModelConfig {
     /// Whether the output projection reuses the token embedding.
     pub tied_embeddings: bool,
     /// RoPE frequency divisors per rotated pair (`head_dim / 2`): Llama 3.1+ frequency scaling
-    /// (GGUF `rope_freqs.weight`, or computed from Hugging Face's `rope_scaling`).
+    /// (GGUF `rope_freqs.weight`, or computed from Hugging Face's `rope_scaling`), or LongRoPE's
+    /// set in use ([`RopeScaling::longrope`]).
     pub rope_freq_factors: Option<Vec<f32>>,
     /// Linear RoPE scaling of global layers: positions are multiplied by this (1 / the scaling
     /// factor).
@@ -177,6 +178,89 @@ pub struct ModelConfig {
     pub rope_freq_scale_local: f32,
     /// The routed expert MLP, for mixture-of-experts models.
     pub moe: Option<MoeConfig>,
+    /// YaRN and LongRoPE: what RoPE scaling adds beyond factors and a linear scale.
+    pub rope_scaling: RopeScaling,
+}
+
+/// RoPE scaling beyond per-pair factors ([`ModelConfig::rope_freq_factors`]) and a linear
+/// position scale ([`ModelConfig::rope_freq_scale`]): YaRN's ramp between interpolated and
+/// original frequencies, LongRoPE's two factor sets, and the magnitude both put on cos/sin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RopeScaling {
+    /// YaRN: per pair, a mix of the interpolated frequency (`rope_freq_scale` applied) and the
+    /// original one (global layers only; the readers refuse YaRN on models with sliding layers).
+    pub yarn: Option<YarnRamp>,
+    /// LongRoPE (Phi-3 `su` / `longrope`): both factor sets; [`ModelConfig::rope_freq_factors`]
+    /// holds the one in use ([`ModelConfig::select_rope_factors`]).
+    pub longrope: Option<LongRope>,
+    /// Factor on cos and sin (so `q . k` scales by its square): YaRN's mscale / attention factor,
+    /// LongRoPE's attention factor, GGUF `rope.scaling.attn_factor`; 1 otherwise.
+    pub attn_factor: f32,
+}
+
+impl Default for RopeScaling {
+    fn default() -> Self {
+        Self {
+            yarn: None,
+            longrope: None,
+            attn_factor: 1.0,
+        }
+    }
+}
+
+/// YaRN's frequency ramp (llama.cpp `ggml_rope_yarn_corr_dims` / `rope_yarn_ramp`,
+/// transformers `_compute_yarn_parameters`), with the extrapolation factor 1 both use.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct YarnRamp {
+    /// Context length the model was pre-trained for (`n_ctx_orig`).
+    pub original_context: usize,
+    /// Rotations at which the ramp starts (pairs rotating more keep their frequency): 32.
+    pub beta_fast: f32,
+    /// Rotations at which it ends (pairs rotating less are fully interpolated): 1.
+    pub beta_slow: f32,
+}
+
+/// LongRoPE's frequency divisors (Phi-3 128k, Phi-3.5, Phi-4-mini).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LongRope {
+    /// Divisors for contexts longer than `original_context`.
+    pub long: Vec<f32>,
+    /// Divisors otherwise.
+    pub short: Vec<f32>,
+    /// Context length the model was pre-trained for.
+    pub original_context: usize,
+}
+
+impl YarnRamp {
+    /// Pairs `[low, high]` between which YaRN ramps from the original frequency (below `low`)
+    /// to the interpolated one (above `high`), for a head of `dims` rotated dimensions and RoPE
+    /// base `base`: llama.cpp's `ggml_rope_yarn_corr_dims` (f32, floor / ceil, clamped).
+    pub fn corr_dims(&self, dims: usize, base: f32) -> (f32, f32) {
+        let corr = |rot: f32| {
+            dims as f32 * (self.original_context as f32 / (rot * 2.0 * std::f32::consts::PI)).ln()
+                / (2.0 * base.ln())
+        };
+        let lo = corr(self.beta_fast).floor().max(0.0);
+        let hi = corr(self.beta_slow).ceil().min(dims as f32 - 1.0);
+        (lo, hi)
+    }
+
+    /// The share of the original (extrapolated) frequency in pair `i`: 1 below `low`, 0 above
+    /// `high`, linear between (llama.cpp `rope_yarn_ramp` with ext_factor 1).
+    pub fn extrapolation(lo: f32, hi: f32, i: usize) -> f32 {
+        let y = (i as f32 - lo) / (hi - lo).max(0.001);
+        1.0 - y.clamp(0.0, 1.0)
+    }
+}
+
+/// YaRN's magnitude correction `0.1 * mscale * ln(scale) + 1` (1 for `scale <= 1`), as
+/// transformers' and llama.cpp's `get_mscale`.
+pub fn yarn_get_mscale(scale: f32, mscale: f32) -> f32 {
+    if scale <= 1.0 {
+        1.0
+    } else {
+        0.1 * mscale * scale.ln() + 1.0
+    }
 }
 
 /// `base^(-2i/d)`: the unscaled RoPE frequency of rotated pair `i` of a head of `d` dimensions.
@@ -243,23 +327,27 @@ impl ModelConfig {
             rope_freq_scale: 1.0,
             rope_freq_scale_local: 1.0,
             moe: None,
+            rope_scaling: RopeScaling::default(),
         }
     }
 
     /// The RoPE angle per position of each rotated pair of global layers.
     pub fn inv_freq_global(&self) -> Vec<f32> {
-        self.inv_freq(self.rope_base, self.rope_freq_scale)
+        self.inv_freq(self.rope_base, self.rope_freq_scale, self.rope_scaling.yarn)
     }
 
     /// The RoPE angle per position of each rotated pair of sliding-window layers.
     pub fn inv_freq_local(&self) -> Vec<f32> {
-        self.inv_freq(self.rope_base_local, self.rope_freq_scale_local)
+        self.inv_freq(self.rope_base_local, self.rope_freq_scale_local, None)
     }
 
     /// The RoPE angle per position of each rotated pair `i < head_dim / 2` for RoPE base
-    /// `base`: `freq_scale * base^(-2i/d) / freq_factor[i]` (as llama.cpp's `ggml_rope_ext`).
-    fn inv_freq(&self, base: f32, freq_scale: f32) -> Vec<f32> {
+    /// `base`: `freq_scale * base^(-2i/d) / freq_factor[i]` (as llama.cpp's `ggml_rope_ext`);
+    /// with YaRN, pair `i` takes `freq_scale` only in the share `1 - extrapolation(i)` (llama.cpp
+    /// `rope_yarn`: `theta_interp * (1 - mix) + theta_extrap * mix`).
+    fn inv_freq(&self, base: f32, freq_scale: f32, yarn: Option<YarnRamp>) -> Vec<f32> {
         let d = self.head_dim;
+        let corr = yarn.map(|y| y.corr_dims(d, base));
         (0..d / 2)
             .map(|i| {
                 let f = base_freq(base, i, d);
@@ -268,9 +356,31 @@ impl ModelConfig {
                     .as_ref()
                     .and_then(|v| v.get(i).copied())
                     .unwrap_or(1.0);
-                freq_scale * f / ff
+                let extrap = f / ff;
+                match corr {
+                    None => freq_scale * extrap,
+                    Some((lo, hi)) => {
+                        let mix = YarnRamp::extrapolation(lo, hi, i);
+                        freq_scale * extrap * (1.0 - mix) + extrap * mix
+                    }
+                }
             })
             .collect()
+    }
+
+    /// LongRoPE: uses the long factors when sequences may be longer than the pre-training
+    /// context (`max_context > original_context`), else the short ones; as llama.cpp does with
+    /// its context size (`llama_model::get_rope_factors`: `n_ctx_seq > n_ctx_orig_yarn`). The
+    /// readers call it with the model's context length; a server with a shorter
+    /// `--max-model-len` calls it again. No effect without LongRoPE.
+    pub fn select_rope_factors(&mut self, max_context: usize) {
+        if let Some(lr) = &self.rope_scaling.longrope {
+            self.rope_freq_factors = Some(if max_context > lr.original_context {
+                lr.long.clone()
+            } else {
+                lr.short.clone()
+            });
+        }
     }
 
     /// Llama 3.1's RoPE frequency divisors (`rope_type: llama3` in Hugging Face configs; what

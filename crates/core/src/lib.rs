@@ -18,7 +18,8 @@ pub mod weights;
 pub use backend::{Backend, BackendCapabilities, BackendError, KvCacheConfig, KvCacheInfo};
 pub use batch::{ForwardBatch, Logits, SeqInBatch};
 pub use config::{
-    Activation, Architecture, Dims, LayerAttention, ModelConfig, MoeConfig, MAX_LAYERS,
+    Activation, Architecture, Dims, LayerAttention, LongRope, ModelConfig, MoeConfig, RopeScaling,
+    YarnRamp, MAX_LAYERS,
 };
 pub use dtype::GgmlType;
 pub use kv::{kv_groups_for, KvGroupKind, KvGroupSpec};

@@ -25,6 +25,7 @@ pub mod error;
 pub mod metrics;
 pub mod openapi;
 pub mod params;
+pub mod structured;
 pub mod template;
 pub mod tools;
 
@@ -191,6 +192,9 @@ pub struct AppState {
     last_stats: Mutex<Option<EngineStats>>,
     /// Process start.
     pub started: Instant,
+    /// The constraint compiler for structured outputs, built on first use (the token trie).
+    pub grammars:
+        std::sync::OnceLock<Result<Arc<switchyard_runtime::constraint::Grammars>, String>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -258,6 +262,7 @@ impl AppState {
             last_engine_answer_ms: AtomicU64::new(0),
             last_stats: Mutex::new(None),
             started: Instant::now(),
+            grammars: std::sync::OnceLock::new(),
         })
     }
 

@@ -21,6 +21,12 @@ const ITL_BUCKETS: &[f64] = &[
     0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
     40.0, 80.0,
 ];
+/// Buckets of the constraint timing histograms (mask computation, sampling's wait for it,
+/// grammar compilation).
+const MASK_BUCKETS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
 /// Buckets of the end-to-end latency histogram (vLLM's request latency buckets).
 const E2E_BUCKETS: &[f64] = &[
     0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0,
@@ -72,6 +78,9 @@ struct Inner {
     itl: Histogram,
     e2e: Histogram,
     queue: Histogram,
+    mask: Histogram,
+    mask_wait: Histogram,
+    compile: Histogram,
     by_finish: BTreeMap<&'static str, u64>,
     by_status: BTreeMap<u16, u64>,
     rejected_overload: u64,
@@ -95,6 +104,9 @@ impl Metrics {
                 itl: Histogram::new(ITL_BUCKETS),
                 e2e: Histogram::new(E2E_BUCKETS),
                 queue: Histogram::new(E2E_BUCKETS),
+                mask: Histogram::new(MASK_BUCKETS),
+                mask_wait: Histogram::new(MASK_BUCKETS),
+                compile: Histogram::new(MASK_BUCKETS),
                 by_finish: BTreeMap::new(),
                 by_status: BTreeMap::new(),
                 rejected_overload: 0,
@@ -228,7 +240,7 @@ impl Metrics {
                 s.num_steps as f64,
             );
         }
-        let i = self.lock();
+        let mut i = self.lock();
         i.ttft.render(
             &mut o,
             "switchyard:time_to_first_token_seconds",
@@ -251,6 +263,35 @@ impl Metrics {
             &mut o,
             "switchyard:request_queue_time_seconds",
             "Time a request waited in the engine before its first step.",
+            &l,
+        );
+        let t = switchyard_runtime::constraint::take_timings();
+        let inner = &mut *i;
+        for (h, v) in [
+            (&mut inner.mask, t.mask),
+            (&mut inner.mask_wait, t.wait),
+            (&mut inner.compile, t.compile),
+        ] {
+            for x in v {
+                h.observe(f64::from(x));
+            }
+        }
+        i.mask.render(
+            &mut o,
+            "switchyard:constraint_mask_seconds",
+            "Time to advance a structured-output matcher and compute its next token mask (on a mask worker, beside the forward pass).",
+            &l,
+        );
+        i.mask_wait.render(
+            &mut o,
+            "switchyard:constraint_mask_wait_seconds",
+            "Time sampling waited for a structured-output mask (the part the forward pass did not hide).",
+            &l,
+        );
+        i.compile.render(
+            &mut o,
+            "switchyard:constraint_compile_seconds",
+            "Time to compile a structured-output constraint (cache misses).",
             &l,
         );
         let _ = writeln!(

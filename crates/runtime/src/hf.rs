@@ -11,9 +11,10 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
+use switchyard_core::config::yarn_get_mscale;
 use switchyard_core::{
-    Architecture, Dims, GgmlType, LayerAttention, ModelConfig, Tensor, WeightBytes, WeightSource,
-    MAX_LAYERS,
+    Architecture, Dims, GgmlType, LayerAttention, LongRope, ModelConfig, Tensor, WeightBytes,
+    WeightSource, YarnRamp, MAX_LAYERS,
 };
 
 use crate::config::ConfigError;
@@ -44,6 +45,7 @@ fn architecture(c: &Value, path: &str) -> Result<Architecture, ConfigError> {
         "Qwen2ForCausalLM" => Some(Architecture::Qwen2),
         "LlamaForCausalLM" | "MistralForCausalLM" => Some(Architecture::Llama),
         "Qwen3ForCausalLM" => Some(Architecture::Qwen3),
+        "Phi3ForCausalLM" => Some(Architecture::Phi3),
         _ => None,
     });
     let by_type = match model_type {
@@ -51,6 +53,7 @@ fn architecture(c: &Value, path: &str) -> Result<Architecture, ConfigError> {
         "qwen2" => Some(Architecture::Qwen2),
         "llama" | "mistral" => Some(Architecture::Llama),
         "qwen3" => Some(Architecture::Qwen3),
+        "phi3" => Some(Architecture::Phi3),
         _ => None,
     };
     by_arch.or(by_type).ok_or_else(|| {
@@ -67,7 +70,7 @@ fn architecture(c: &Value, path: &str) -> Result<Architecture, ConfigError> {
         ConfigError::UnsupportedArchitecture {
             path: path.to_string(),
             arch: format!(
-                "{found}; supported: Gemma3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, LlamaForCausalLM, MistralForCausalLM{hint}"
+                "{found}; supported: Gemma3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, LlamaForCausalLM, MistralForCausalLM, Phi3ForCausalLM{hint}"
             ),
         }
     })
@@ -125,12 +128,14 @@ pub fn model_config(c: &Value, path: &Path) -> Result<ModelConfig, ConfigError> 
         Architecture::Qwen2 => (None, 10_000.0, false),
         Architecture::Llama => (None, 10_000.0, false),
         Architecture::Qwen3 => (None, 1_000_000.0, false),
-        Architecture::Qwen3Moe | Architecture::Phi3 | Architecture::Gemma2 => {
+        Architecture::Phi3 => (None, 10_000.0, false),
+        Architecture::Qwen3Moe | Architecture::Gemma2 => {
             return Err(ConfigError::UnsupportedArchitecture {
                 path: ps.clone(),
                 arch: format!(
                     "{} in Hugging Face format (use its GGUF; Hugging Face format supports \
-                     Gemma3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, LlamaForCausalLM)",
+                     Gemma3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, LlamaForCausalLM, \
+                     Phi3ForCausalLM)",
                     arch.gguf_name()
                 ),
             })
@@ -181,39 +186,15 @@ pub fn model_config(c: &Value, path: &Path) -> Result<ModelConfig, ConfigError> 
     cfg.rope_base = rope_base;
     cfg.rope_base_local = rope_base;
     cfg.tied_embeddings = tied_embeddings;
-    if let Some(rs) = present("rope_scaling") {
-        let t = rs
-            .get("rope_type")
-            .or_else(|| rs.get("type"))
-            .and_then(Value::as_str)
-            .unwrap_or("?");
-        let f = |k: &str, def: f64| rs.get(k).and_then(Value::as_f64).unwrap_or(def) as f32;
-        let factor = f("factor", 1.0);
-        match t {
-            "default" => {}
-            "linear" | "llama3" if !(factor.is_finite() && factor > 0.0) => {
-                return Err(invalid(format!("rope_scaling factor {factor}")));
-            }
-            "linear" => cfg.rope_freq_scale = 1.0 / factor,
-            "llama3" => {
-                let (lo, hi) = (f("low_freq_factor", 1.0), f("high_freq_factor", 4.0));
-                let orig = f("original_max_position_embeddings", 8192.0);
-                if !(lo > 0.0 && hi > lo && orig > 0.0) {
-                    return Err(invalid(format!(
-                        "rope_scaling llama3: low_freq_factor {lo}, high_freq_factor {hi}, \
-                         original_max_position_embeddings {orig}"
-                    )));
-                }
-                cfg.rope_freq_factors = Some(ModelConfig::llama3_freq_factors(
-                    rope_base, head_dim, factor, lo, hi, orig,
-                ));
-            }
-            _ => {
-                return Err(invalid(format!(
-                    "RoPE scaling '{t}' is not supported (supported: default, linear, llama3)"
-                )))
-            }
+    if let Some(p) = opt_f("partial_rotary_factor")? {
+        if p != 1.0 {
+            return Err(invalid(format!(
+                "partial_rotary_factor {p} (partial RoPE) is not supported"
+            )));
         }
+    }
+    if let Some(rs) = present("rope_scaling") {
+        rope_scaling(c, rs, &mut cfg).map_err(invalid)?;
     }
     let act = opt_s("hidden_activation").or(opt_s("hidden_act"));
     match arch {
@@ -274,14 +255,25 @@ pub fn model_config(c: &Value, path: &Path) -> Result<ModelConfig, ConfigError> 
             cfg.query_scale = 1.0 / qpas.sqrt();
             cfg.final_logit_softcap = opt_f("final_logit_softcapping")?;
         }
-        Architecture::Qwen3Moe | Architecture::Phi3 | Architecture::Gemma2 => {} // refused above
-        Architecture::Qwen2 | Architecture::Llama | Architecture::Qwen3 => {
+        Architecture::Qwen3Moe | Architecture::Gemma2 => {} // refused above
+        Architecture::Qwen2 | Architecture::Llama | Architecture::Qwen3 | Architecture::Phi3 => {
             if let Some(a) = act {
                 if a != "silu" {
                     return Err(invalid(format!("activation '{a}' is not supported (silu)")));
                 }
             }
-            if present("use_sliding_window").and_then(Value::as_bool) == Some(true) {
+            if arch == Architecture::Phi3 {
+                // transformers masks every layer to `sliding_window` keys when it is set (llama.cpp
+                // ignores Phi-3's; a GGUF of it runs without): so do we, here.
+                if let Some(window) = opt_u("sliding_window")? {
+                    if window == 0 {
+                        return Err(invalid("sliding_window is 0".into()));
+                    }
+                    if window < context_length {
+                        cfg.layers = vec![LayerAttention::Sliding { window }; n_layers];
+                    }
+                }
+            } else if present("use_sliding_window").and_then(Value::as_bool) == Some(true) {
                 return Err(invalid(
                     "use_sliding_window=true is not supported for Qwen2".into(),
                 ));
@@ -292,6 +284,169 @@ pub fn model_config(c: &Value, path: &Path) -> Result<ModelConfig, ConfigError> 
         }
     }
     Ok(cfg)
+}
+
+/// Applies a `config.json` `rope_scaling` object (`rs`) to `cfg`, as transformers 4.57
+/// (`modeling_rope_utils`) reads it: `default`, `linear`, `llama3` (frequency factors), `yarn`
+/// (a ramp between interpolated and original frequencies, and an attention factor on cos/sin)
+/// and `longrope` (Phi-3's `su` / `yarn` / `longrope`: two factor sets and an attention factor).
+///
+/// LongRoPE's factor set: transformers picks it per forward call by the longest position seen
+/// (`seq_len > original_max_position_embeddings`: long), so a sequence starts with the short
+/// factors and switches when it grows (the keys already cached keep their old rotation);
+/// llama.cpp picks once by its context size. We pick once, as llama.cpp, by the context we serve
+/// ([`ModelConfig::select_rope_factors`]): both agree for any sequence longer than the original
+/// context when serving a longer context, and for every sequence otherwise.
+fn rope_scaling(c: &Value, rs: &Value, cfg: &mut ModelConfig) -> Result<(), String> {
+    let mut t = rs
+        .get("rope_type")
+        .or_else(|| rs.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("?");
+    // Phi3Config renames its legacy `su` / `yarn` types to `longrope`.
+    if cfg.arch == Architecture::Phi3 && matches!(t, "su" | "yarn") {
+        t = "longrope";
+    }
+    let num = |k: &str| -> Result<Option<f32>, String> {
+        match rs.get(k).filter(|v| !v.is_null()) {
+            None => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(|v| Some(v as f32))
+                .ok_or_else(|| format!("rope_scaling {k} is not a number")),
+        }
+    };
+    let f = |k: &str, def: f32| -> Result<f32, String> { Ok(num(k)?.unwrap_or(def)) };
+    let positive = |k: &str, v: f32| {
+        if v.is_finite() && v > 0.0 {
+            Ok(v)
+        } else {
+            Err(format!("rope_scaling {t}: {k} {v}"))
+        }
+    };
+    let sliding = cfg
+        .layers
+        .iter()
+        .any(|l| matches!(l, LayerAttention::Sliding { .. }));
+    let max_pos = cfg.context_length;
+    match t {
+        "default" => {}
+        "linear" => cfg.rope_freq_scale = 1.0 / positive("factor", f("factor", 1.0)?)?,
+        "llama3" => {
+            let factor = positive("factor", f("factor", 1.0)?)?;
+            let (lo, hi) = (f("low_freq_factor", 1.0)?, f("high_freq_factor", 4.0)?);
+            let orig = f("original_max_position_embeddings", 8192.0)?;
+            if !(lo > 0.0 && hi > lo && orig > 0.0) {
+                return Err(format!(
+                    "rope_scaling llama3: low_freq_factor {lo}, high_freq_factor {hi}, \
+                     original_max_position_embeddings {orig}"
+                ));
+            }
+            cfg.rope_freq_factors = Some(ModelConfig::llama3_freq_factors(
+                cfg.rope_base,
+                cfg.head_dim,
+                factor,
+                lo,
+                hi,
+                orig,
+            ));
+        }
+        "yarn" => {
+            if sliding {
+                return Err("rope_scaling yarn on sliding-window layers is not supported".into());
+            }
+            let factor = positive(
+                "factor",
+                num("factor")?.ok_or("rope_scaling yarn: no factor")?,
+            )?;
+            if rs.get("truncate").and_then(Value::as_bool) == Some(false) {
+                return Err("rope_scaling yarn with truncate=false is not supported".into());
+            }
+            // transformers: `x or default`, so 0 / null take the default.
+            let or = |k: &str, def: f32| -> Result<f32, String> {
+                Ok(num(k)?.filter(|v| *v != 0.0).unwrap_or(def))
+            };
+            let original_context = match num("original_max_position_embeddings")? {
+                Some(v) if v > 0.0 => v as usize,
+                _ => max_pos,
+            };
+            let y = YarnRamp {
+                original_context,
+                beta_fast: positive("beta_fast", or("beta_fast", 32.0)?)?,
+                beta_slow: positive("beta_slow", or("beta_slow", 1.0)?)?,
+            };
+            let (mscale, mscale_all) = (or("mscale", 0.0)?, or("mscale_all_dim", 0.0)?);
+            let attn = match num("attention_factor")? {
+                Some(a) => positive("attention_factor", a)?,
+                None if mscale != 0.0 && mscale_all != 0.0 => {
+                    yarn_get_mscale(factor, mscale) / yarn_get_mscale(factor, mscale_all)
+                }
+                None => yarn_get_mscale(factor, 1.0),
+            };
+            cfg.rope_freq_scale = 1.0 / factor;
+            cfg.rope_scaling.yarn = Some(y);
+            cfg.rope_scaling.attn_factor = attn;
+        }
+        "longrope" => {
+            let list = |k: &str| -> Result<Vec<f32>, String> {
+                let a = rs
+                    .get(k)
+                    .and_then(Value::as_array)
+                    .filter(|a| a.len() == cfg.head_dim / 2)
+                    .ok_or_else(|| {
+                        format!(
+                            "rope_scaling longrope: {k} is not a list of {} numbers",
+                            cfg.head_dim / 2
+                        )
+                    })?;
+                a.iter()
+                    .map(|v| {
+                        v.as_f64()
+                            .map(|v| v as f32)
+                            .filter(|v| v.is_finite() && *v > 0.0)
+                            .ok_or_else(|| format!("rope_scaling longrope: {k} has {v}"))
+                    })
+                    .collect()
+            };
+            // transformers: the top-level original_max_position_embeddings (Phi3Config's
+            // default 4096) makes factor = max_position_embeddings / it.
+            let orig = match c
+                .get("original_max_position_embeddings")
+                .filter(|v| !v.is_null())
+            {
+                Some(v) => Some(
+                    v.as_u64()
+                        .filter(|v| *v > 0)
+                        .ok_or("original_max_position_embeddings is not a positive integer")?
+                        as usize,
+                ),
+                None => (cfg.arch == Architecture::Phi3).then_some(4096),
+            };
+            let (original_context, factor) = match orig {
+                Some(o) => (o, max_pos as f32 / o as f32),
+                None => (max_pos, f("factor", 1.0)?),
+            };
+            let attn = match num("attention_factor")? {
+                Some(a) => positive("attention_factor", a)?,
+                None if factor <= 1.0 => 1.0,
+                None => (1.0 + factor.ln() / (original_context as f32).ln()).sqrt(),
+            };
+            cfg.rope_scaling.longrope = Some(LongRope {
+                long: list("long_factor")?,
+                short: list("short_factor")?,
+                original_context,
+            });
+            cfg.rope_scaling.attn_factor = attn;
+            cfg.select_rope_factors(max_pos);
+        }
+        _ => {
+            return Err(format!(
+                "RoPE scaling '{t}' is not supported (supported: default, linear, llama3, yarn, \
+                 longrope)"
+            ))
+        }
+    }
+    Ok(())
 }
 
 /// How a GGUF-named tensor is derived from a checkpoint tensor.
@@ -336,7 +491,13 @@ fn hf_source(cfg: &ModelConfig, gguf: &str) -> Option<(String, Transform)> {
     } else {
         (Transform::None, Transform::None)
     };
+    let phi3 = cfg.arch == Architecture::Phi3;
     let (name, t) = match rest {
+        "attn_qkv.weight" if phi3 => ("self_attn.qkv_proj.weight", Transform::None),
+        "ffn_up.weight" if phi3 => ("mlp.gate_up_proj.weight", Transform::None),
+        "attn_q.weight" | "attn_k.weight" | "attn_v.weight" | "ffn_gate.weight" if phi3 => {
+            return None
+        }
         "attn_norm.weight" => ("input_layernorm.weight", norm),
         "attn_q.weight" => ("self_attn.q_proj.weight", q),
         "attn_k.weight" => ("self_attn.k_proj.weight", k),
@@ -548,6 +709,85 @@ mod tests {
         assert_eq!(&f[5..], &[8.0; 3]);
     }
 
+    fn qwen3(rope_scaling: Value) -> Value {
+        json!({"architectures": ["Qwen3ForCausalLM"], "hidden_size": 64, "intermediate_size": 128,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "head_dim": 16,
+            "max_position_embeddings": 4096, "vocab_size": 100, "rope_scaling": rope_scaling})
+    }
+
+    /// transformers' yarn: `original_max_position_embeddings` (else max_position_embeddings),
+    /// beta 32 / 1 (`or`: 0 takes the default), attention factor from `attention_factor`, else
+    /// from `mscale` / `mscale_all_dim` when both are set, else `0.1 ln(factor) + 1`.
+    #[test]
+    fn rope_scaling_yarn() {
+        let m = model_config(&qwen3(json!({"rope_type": "yarn", "factor": 4.0})), p()).unwrap();
+        let y = m.rope_scaling.yarn.unwrap();
+        assert_eq!(
+            (y.original_context, y.beta_fast, y.beta_slow),
+            (4096, 32.0, 1.0)
+        );
+        assert_eq!(m.rope_freq_scale, 0.25);
+        assert!((m.rope_scaling.attn_factor - (1.0 + 0.1 * 4f32.ln())).abs() < 1e-6);
+        let m = model_config(
+            &qwen3(
+                json!({"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 1024,
+                "beta_fast": 0, "beta_slow": 2.0, "mscale": 0.5, "mscale_all_dim": 1.0}),
+            ),
+            p(),
+        )
+        .unwrap();
+        let y = m.rope_scaling.yarn.unwrap();
+        assert_eq!(
+            (y.original_context, y.beta_fast, y.beta_slow),
+            (1024, 32.0, 2.0)
+        );
+        let want = (1.0 + 0.05 * 4f32.ln()) / (1.0 + 0.1 * 4f32.ln());
+        assert!((m.rope_scaling.attn_factor - want).abs() < 1e-6);
+        let m = model_config(
+            &qwen3(json!({"rope_type": "yarn", "factor": 4.0, "attention_factor": 1.5})),
+            p(),
+        )
+        .unwrap();
+        assert_eq!(m.rope_scaling.attn_factor, 1.5);
+        let e = model_config(
+            &qwen3(json!({"rope_type": "yarn", "factor": 4.0, "truncate": false})),
+            p(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("truncate=false is not supported"), "{e}");
+    }
+
+    /// Phi-3: `su` is LongRoPE, the original context defaults to Phi3Config's 4096, the
+    /// attention factor is sqrt(1 + ln(max / orig) / ln(orig)); `sliding_window` below the
+    /// context makes every layer slide.
+    #[test]
+    fn phi3_longrope_and_sliding_window() {
+        let (long, short) = (vec![1.0, 2.0, 4.0, 8.0], vec![1.0, 1.0, 1.5, 2.0]);
+        let c = json!({"architectures": ["Phi3ForCausalLM"], "hidden_size": 32,
+            "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "max_position_embeddings": 131072, "vocab_size": 100, "sliding_window": 262144,
+            "rope_scaling": {"type": "su", "long_factor": long, "short_factor": short}});
+        let mut m = model_config(&c, p()).unwrap();
+        assert_eq!(m.layers, vec![LayerAttention::Global; 2]);
+        let lr = m.rope_scaling.longrope.clone().unwrap();
+        assert_eq!(lr.original_context, 4096);
+        assert_eq!(m.rope_freq_factors.as_deref(), Some(&long[..]));
+        let want = (1.0 + 32f32.ln() / 4096f32.ln()).sqrt();
+        assert!((m.rope_scaling.attn_factor - want).abs() < 1e-6);
+        m.select_rope_factors(4096);
+        assert_eq!(m.rope_freq_factors.as_deref(), Some(&short[..]));
+        let mut c2 = c.clone();
+        c2["sliding_window"] = json!(2047);
+        c2["original_max_position_embeddings"] = json!(8192);
+        let m = model_config(&c2, p()).unwrap();
+        assert_eq!(m.layers[1], LayerAttention::Sliding { window: 2047 });
+        assert_eq!(m.rope_scaling.longrope.unwrap().original_context, 8192);
+        c2["rope_scaling"]["long_factor"] = json!([1.0]);
+        let e = model_config(&c2, p()).unwrap_err().to_string();
+        assert!(e.contains("long_factor is not a list of 4 numbers"), "{e}");
+    }
+
     #[test]
     fn unsupported_configs_are_named() {
         let cases: Vec<(Value, &str)> = vec![
@@ -562,10 +802,10 @@ mod tests {
             (
                 {
                     let mut c = gemma();
-                    c["rope_scaling"] = json!({"rope_type": "yarn", "factor": 4.0});
+                    c["rope_scaling"] = json!({"rope_type": "dynamic", "factor": 4.0});
                     c
                 },
-                "RoPE scaling 'yarn' is not supported (supported: default, linear, llama3)",
+                "RoPE scaling 'dynamic' is not supported (supported: default, linear, llama3, yarn, longrope)",
             ),
             (
                 {

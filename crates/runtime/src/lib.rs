@@ -4,6 +4,7 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod constraint;
 pub mod engine;
 pub mod generate;
 pub mod generation;

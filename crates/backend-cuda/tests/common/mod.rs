@@ -235,6 +235,7 @@ pub fn gemma_like() -> ModelConfig {
         rope_freq_scale: 1.0,
         rope_freq_scale_local: 1.0,
         moe: None,
+        rope_scaling: Default::default(),
     }
 }
 
@@ -266,6 +267,7 @@ pub fn qwen_like() -> ModelConfig {
         rope_freq_scale: 1.0,
         rope_freq_scale_local: 1.0,
         moe: None,
+        rope_scaling: Default::default(),
     }
 }
 
@@ -297,6 +299,7 @@ pub fn llama_like() -> ModelConfig {
         rope_freq_scale: 1.0,
         rope_freq_scale_local: 1.0,
         moe: None,
+        rope_scaling: Default::default(),
     }
 }
 

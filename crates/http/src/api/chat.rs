@@ -5,6 +5,7 @@ use crate::tools::{
     self, Assembled, CallParser, Output, ParserKind, Piece, ThinkSplitter, ToolChoice, ToolSpec,
 };
 use crate::ChatCaps;
+use switchyard_runtime::constraint::ConstraintSpec;
 
 /// A `POST /v1/chat/completions` body as the handler reads it: the engine request (template
 /// rendered, prompt tokenized), or the error the handler answers. Needs no engine.
@@ -30,6 +31,9 @@ struct ChatJob {
     logprobs: bool,
     stream: StreamOpts,
     parse: OutputSpec,
+    /// The output constraint (`response_format` and friends, or the grammar forcing a tool call),
+    /// compiled by the handler.
+    constraint: Option<(&'static str, switchyard_runtime::constraint::ConstraintSpec)>,
 }
 
 /// How each choice's text is parsed: reasoning and tool calls.
@@ -138,14 +142,7 @@ fn parse_chat(
             "`top_logprobs` requires `logprobs: true`",
         ));
     }
-    if let Some(rf) = f.take("response_format") {
-        if rf.get("type").and_then(Value::as_str) != Some("text") {
-            return Err(ApiError::unsupported(
-                "response_format",
-                " (only {\"type\": \"text\"})",
-            ));
-        }
-    }
+    let mut constraint = crate::structured::constraint(&mut f)?;
     let add_generation_prompt = f.bool("add_generation_prompt")?.unwrap_or(true);
     let stream = params::stream_opts(&mut f)?;
     let special_set = f.has("skip_special_tokens");
@@ -181,25 +178,37 @@ fn parse_chat(
         _ => None,
     };
     if let Some((kind, specs, parallel)) = &calls {
-        // The hook for constrained decoding: the grammar forcing a call for `required` or a
-        // named function. The engine request has no constraint field yet, so it is not applied:
-        // the answer is parsed as for `auto`.
-        let _grammar = tools::tool_call_grammar(
+        // `required` or a named function: the grammar of the family's call syntax, with each
+        // tool's `parameters` as the arguments' JSON schema, constrains the answer.
+        let grammar = tools::tool_call_grammar(
             specs,
             &tf.choice,
             *kind,
             tools::GrammarOpts {
                 parallel: *parallel,
                 reasoning,
-                mistral_tool_calls_token: None,
+                mistral_tool_calls_token: tok.token_id("[TOOL_CALLS]"),
             },
         );
+        if let Some(g) = grammar {
+            if let Some((param, _)) = &constraint {
+                return Err(ApiError::invalid(
+                    param,
+                    format!(
+                        "`{param}` cannot be combined with tool_choice \"required\" or a named \
+                         function (the tool call's grammar constrains the answer)"
+                    ),
+                ));
+            }
+            constraint = Some(("tool_choice", ConstraintSpec::Lark(g)));
+        }
     }
     Ok(ChatJob {
         request: r,
         logprobs,
         stream,
         parse: OutputSpec { reasoning, calls },
+        constraint,
     })
 }
 
@@ -305,11 +314,15 @@ pub async fn chat_completions(
     };
     let tok = state.engine.tokenizer().clone();
     let ChatJob {
-        request: r,
+        request: mut r,
         logprobs,
         stream,
         parse,
+        constraint,
     } = parse_chat(f, template, state.chat_caps, ParseCtx::of(&state))?;
+    if let Some((param, spec)) = constraint {
+        r.constraint = Some(compile_constraint(&state, spec, param).await?);
+    }
     let n = r.n;
     let prompt_len = r.prompt.len();
     let sub = submit_all(&state, vec![r], "messages")?;

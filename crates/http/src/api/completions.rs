@@ -12,6 +12,8 @@ struct CompletionJob {
     logprobs: Option<usize>,
     n: usize,
     stream: StreamOpts,
+    /// The output constraint, compiled by the handler.
+    constraint: Option<(&'static str, switchyard_runtime::constraint::ConstraintSpec)>,
 }
 
 fn parse_prompts(v: Value, tok: &Tokenizer, vocab: usize) -> Result<Vec<Vec<u32>>, ApiError> {
@@ -67,6 +69,7 @@ fn parse_completion_with(
     let echo = f.bool("echo")?.unwrap_or(false);
     let logprobs = params::completion_logprobs(&mut f)?;
     let stream = params::stream_opts(&mut f)?;
+    let constraint = crate::structured::constraint(&mut f)?;
     let mut base = EngineRequest::default();
     params::sampling(&mut f, &mut base, vocab, ctx.defaults)?;
     if let Some(b) = f.int("best_of", 1, i64::from(u32::MAX))? {
@@ -127,6 +130,7 @@ fn parse_completion_with(
         echo_only,
         logprobs,
         stream,
+        constraint,
     })
 }
 
@@ -172,7 +176,13 @@ pub async fn completions(
 ) -> AppResult {
     let t0 = Instant::now();
     check_draining(&state)?;
-    let job = parse_completion(&state, body(&state, b)?)?;
+    let mut job = parse_completion(&state, body(&state, b)?)?;
+    if let Some((param, spec)) = job.constraint.take() {
+        let c = compile_constraint(&state, spec, param).await?;
+        for r in &mut job.reqs {
+            r.constraint = Some(c.clone());
+        }
+    }
     let prompt_lens: Vec<usize> = job.reqs.iter().map(|r| r.prompt.len()).collect();
     let prompt_ids: Vec<Vec<u32>> = job.reqs.iter().map(|r| r.prompt.clone()).collect();
     let sub = submit_all(&state, job.reqs, "prompt")?;

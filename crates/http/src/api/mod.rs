@@ -36,6 +36,58 @@ use crate::params::{self, type_error, Fields, StreamOpts};
 use crate::template::ChatTemplate;
 use crate::{json_response, AppState};
 
+/// Longest a structured-output constraint may take to compile before the request is refused.
+const COMPILE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Compiles a request's output constraint on a blocking thread (grammars are cached by the
+/// engine's [`Grammars`](switchyard_runtime::constraint::Grammars)): an invalid, unsupported,
+/// empty or too-slow constraint is a 400 on `param`.
+async fn compile_constraint(
+    state: &Arc<AppState>,
+    spec: switchyard_runtime::constraint::ConstraintSpec,
+    param: &'static str,
+) -> Result<switchyard_runtime::constraint::Constraint, ApiError> {
+    let st = state.clone();
+    let kind = spec.kind();
+    let job = tokio::task::spawn_blocking(move || {
+        let g = st
+            .grammars
+            .get_or_init(|| {
+                switchyard_runtime::constraint::Grammars::new(st.engine.tokenizer())
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        g.compile(&spec).map_err(|e| {
+            ApiError::invalid(param, format!("cannot use this {kind} constraint: {e}"))
+        })
+    });
+    match tokio::time::timeout(COMPILE_TIMEOUT, job).await {
+        Ok(Ok(r)) => {
+            if let Ok(c) = &r {
+                tracing::debug!(
+                    kind,
+                    compile_ms = c.compile_time().as_secs_f64() * 1e3,
+                    "constraint compiled"
+                );
+            }
+            r
+        }
+        Ok(Err(e)) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("constraint compilation failed: {e}"),
+        )),
+        Err(_) => Err(ApiError::invalid(
+            param,
+            format!(
+                "the {kind} constraint took longer than {} s to compile; simplify it",
+                COMPILE_TIMEOUT.as_secs()
+            ),
+        )),
+    }
+}
+
 /// The request id (`X-Request-Id`), set by the middleware.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);

@@ -44,6 +44,9 @@ pub struct EngineRequest {
     pub skip_special_tokens: bool,
     /// Scheduling priority: lower runs first and is preempted last. Default 0.
     pub priority: i32,
+    /// What the output must match (JSON schema, regex, choice, grammar), compiled by
+    /// [`Grammars`](crate::constraint::Grammars); each choice gets its own matcher.
+    pub constraint: Option<crate::constraint::Constraint>,
 }
 
 impl Default for EngineRequest {
@@ -61,6 +64,7 @@ impl Default for EngineRequest {
             prompt_logprobs: None,
             skip_special_tokens: true,
             priority: 0,
+            constraint: None,
         }
     }
 }

@@ -56,6 +56,8 @@ struct Seq {
     admitted: bool,
     cached_tokens: usize,
     prompt_logprobs: Option<PromptLogprobs>,
+    /// The output constraint's matcher, if the request has one.
+    constraint: Option<crate::constraint::ConstraintState>,
     /// When the engine received the request.
     submitted: std::time::Instant,
     /// From `submitted` to the first step that scheduled this sequence.
@@ -245,6 +247,7 @@ impl Worker {
             prompt_logprobs,
             skip_special_tokens,
             priority,
+            constraint,
         } = request;
         if self.groups.contains_key(&id) {
             let _ = tx.send(Err(EngineError::Rejected(format!(
@@ -287,6 +290,7 @@ impl Worker {
                 cached_tokens: 0,
                 submitted: std::time::Instant::now(),
                 queue_time: None,
+                constraint: constraint.as_ref().map(|c| c.start()),
                 prompt_logprobs: prompt_logprobs
                     .filter(|_| index == 0)
                     .map(|top| PromptLogprobs {
@@ -484,6 +488,7 @@ impl Worker {
                     && p.frequency_penalty == 0.0
                     && q.spec.logprobs.is_none()
                     && q.prompt_logprobs.is_none()
+                    && q.constraint.is_none()
                     && !masks
             })
     }
@@ -562,7 +567,16 @@ impl Worker {
             .map(|(id, seq, choice, r)| {
                 let result = catch_unwind(AssertUnwindSafe(|| {
                     process_seq(seq, tok, r.prompt.clone(), choice)
-                }));
+                }))
+                .map_err(|panic| {
+                    let msg = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "panic".into());
+                    format!("request processing panicked: {msg}")
+                })
+                .and_then(|r| r);
                 (id, seq.request, result)
             })
             .collect();
@@ -573,13 +587,8 @@ impl Worker {
             match result {
                 Ok(Some(x)) => sampled.push((id, x)),
                 Ok(None) => {}
-                Err(panic) => {
-                    let msg = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "panic".into());
-                    tracing::error!(request = request.0, %msg, "engine: request processing panicked");
+                Err(msg) => {
+                    tracing::error!(request = request.0, %msg, "engine: request failed");
                     failed.push((request, msg));
                 }
             }
@@ -696,13 +705,13 @@ enum Choice<'a, 'b> {
 
 /// Prompt logprobs for the rows of `prompt`, then (if the sequence samples) the next token
 /// with its stop checks and text. Runs under `catch_unwind`: a panic here fails only this
-/// request.
+/// request, as does an error (the constraint's grammar engine failed).
 fn process_seq(
     seq: &mut Seq,
     tok: &Tokenizer,
     prompt: Range<usize>,
     choice: Choice<'_, '_>,
-) -> Option<Sampled> {
+) -> Result<Option<Sampled>, String> {
     #[cfg(test)]
     if seq
         .sampler
@@ -714,8 +723,8 @@ fn process_seq(
         panic!("injected test panic");
     }
     let rows = match choice {
-        Choice::Token(None) => return None,
-        Choice::Token(Some(token)) => return emit(seq, tok, token, None),
+        Choice::Token(None) => return Ok(None),
+        Choice::Token(Some(token)) => return Ok(emit(seq, tok, token, None)),
         Choice::Rows(rows) => rows,
     };
     let samples = rows.len() > prompt.len();
@@ -732,7 +741,7 @@ fn process_seq(
         p.next = p.next.max(prompt.end);
     }
     if !samples {
-        return None;
+        return Ok(None);
     }
     let row: &mut [f32] = rows.last_mut().expect("a sampling row");
     let spec = seq.spec.clone();
@@ -748,6 +757,9 @@ fn process_seq(
     if let Some(pad) = row.get_mut(tok.vocab_size..) {
         pad.fill(f32::NEG_INFINITY);
     }
+    if let Some(c) = seq.constraint.as_mut() {
+        c.apply(row)?;
+    }
     seq.sampler.process(row);
     let token = seq.sampler.sample(row);
     let lp = spec.logprobs.map(|n| {
@@ -758,7 +770,7 @@ fn process_seq(
             top,
         }
     });
-    emit(seq, tok, token, lp)
+    Ok(emit(seq, tok, token, lp))
 }
 
 /// Accepts the chosen `token`: stop checks, text, the output.
@@ -768,6 +780,9 @@ fn emit(seq: &mut Seq, tok: &Tokenizer, token: u32, lp: Option<TokenLogprob>) ->
     }
     let spec = seq.spec.clone();
     seq.sampler.accept(token);
+    if let Some(c) = seq.constraint.as_mut() {
+        c.accept(token);
+    }
     seq.generated += 1;
     let allow = seq.generated >= spec.min_tokens;
     let stop_token = if !spec.ignore_eos && tok.eos_ids.contains(&token) {

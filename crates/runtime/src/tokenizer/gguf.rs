@@ -338,7 +338,7 @@ const UNMAPPED: [u8; 68] = {
 
 /// The bytes of a byte-level BPE token: GPT-2's byte-to-character map reversed (a character
 /// outside the map stands for itself).
-fn byte_level_piece(t: &str) -> Vec<u8> {
+pub(super) fn byte_level_piece(t: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(t.len());
     for c in t.chars() {
         let u = c as u32;

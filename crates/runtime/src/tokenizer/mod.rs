@@ -223,6 +223,33 @@ impl Tokenizer {
         self.special.get(id as usize).copied().unwrap_or(false)
     }
 
+    /// The bytes token `id` stands for in generated text, as a grammar engine needs them:
+    /// what decoding it alone yields (byte tokens `<0xXX>` their byte, SentencePiece's `▁` a
+    /// space, GPT-2 byte-level characters their bytes). Control tokens give their text.
+    pub fn token_bytes(&self, id: u32) -> Vec<u8> {
+        if let Some(p) = self.pieces.as_ref().and_then(|p| p.get(id as usize)) {
+            return p.to_vec();
+        }
+        let Some(t) = self.token_text(id) else {
+            return Vec::new();
+        };
+        if self.is_special(id) {
+            return t.as_bytes().to_vec();
+        }
+        if let Some(b) = t
+            .strip_prefix("<0x")
+            .and_then(|h| h.strip_suffix('>'))
+            .filter(|h| h.len() == 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            return vec![b];
+        }
+        match self.inner.get_decoder() {
+            Some(tokenizers::decoders::DecoderWrapper::ByteLevel(_)) => gguf::byte_level_piece(t),
+            _ => t.replace('\u{2581}', " ").into_bytes(),
+        }
+    }
+
     /// Id of a token by its exact text.
     pub fn token_id(&self, text: &str) -> Option<u32> {
         self.inner.token_to_id(text)
