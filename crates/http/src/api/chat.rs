@@ -34,6 +34,9 @@ struct ChatJob {
     /// The output constraint (`response_format` and friends, or the grammar forcing a tool call),
     /// compiled by the handler.
     constraint: Option<(&'static str, switchyard_runtime::constraint::ConstraintSpec)>,
+    /// Trigger tokens that make `constraint` lazy (`tool_choice: "auto"`: free text until the
+    /// model opens a call, then the call grammar); empty for an eager constraint.
+    lazy: Vec<u32>,
 }
 
 /// How each choice's text is parsed: reasoning and tool calls.
@@ -143,6 +146,7 @@ fn parse_chat(
         ));
     }
     let mut constraint = crate::structured::constraint(&mut f)?;
+    let mut lazy = Vec::new();
     let add_generation_prompt = f.bool("add_generation_prompt")?.unwrap_or(true);
     let stream = params::stream_opts(&mut f)?;
     let special_set = f.has("skip_special_tokens");
@@ -193,7 +197,7 @@ fn parse_chat(
         if let Some(g) = grammar {
             if let Some((param, _)) = &constraint {
                 return Err(ApiError::invalid(
-                    param,
+                    *param,
                     format!(
                         "`{param}` cannot be combined with tool_choice \"required\" or a named \
                          function (the tool call's grammar constrains the answer)"
@@ -201,6 +205,25 @@ fn parse_chat(
                 ));
             }
             constraint = Some(("tool_choice", ConstraintSpec::Lark(g)));
+        } else if tf.choice == ToolChoice::Auto && constraint.is_none() {
+            // `auto`: once the model opens a call with the family's marker token, the rest of
+            // the answer follows the call grammar (any of the tools), so a started call parses.
+            if let Some(t) = kind.trigger().and_then(|m| tok.token_id(m)) {
+                let g = tools::tool_call_grammar(
+                    specs,
+                    &ToolChoice::Required,
+                    *kind,
+                    tools::GrammarOpts {
+                        parallel: *parallel,
+                        reasoning: None,
+                        mistral_tool_calls_token: tok.token_id("[TOOL_CALLS]"),
+                    },
+                );
+                if let Some(g) = g {
+                    constraint = Some(("tools", ConstraintSpec::Lark(g)));
+                    lazy = vec![t];
+                }
+            }
         }
     }
     Ok(ChatJob {
@@ -209,6 +232,7 @@ fn parse_chat(
         stream,
         parse: OutputSpec { reasoning, calls },
         constraint,
+        lazy,
     })
 }
 
@@ -319,9 +343,10 @@ pub async fn chat_completions(
         stream,
         parse,
         constraint,
+        lazy,
     } = parse_chat(f, template, state.chat_caps, ParseCtx::of(&state))?;
     if let Some((param, spec)) = constraint {
-        r.constraint = Some(compile_constraint(&state, spec, param).await?);
+        r.constraint = Some(compile_constraint(&state, spec, param).await?.lazy(lazy));
     }
     let n = r.n;
     let prompt_len = r.prompt.len();

@@ -95,6 +95,17 @@ impl ParserKind {
     pub fn needs_special_tokens(self) -> bool {
         matches!(self, Self::Mistral | Self::Llama3Json)
     }
+
+    /// The marker that opens the family's calls and is the first thing its call grammar
+    /// matches: when the vocabulary has it as one token, `tool_choice: "auto"` constrains the
+    /// call lazily from that token on. Llama 3's JSON calls open with plain `{`: none.
+    pub fn trigger(self) -> Option<&'static str> {
+        match self {
+            Self::Hermes | Self::Qwen3Coder => Some("<tool_call>"),
+            Self::Mistral => Some("[TOOL_CALLS]"),
+            Self::Llama3Json => None,
+        }
+    }
 }
 
 /// A reasoning syntax.
