@@ -2,7 +2,8 @@
 //!
 //! Routes: `POST /v1/completions`, `POST /v1/chat/completions`, `GET /v1/models`,
 //! `GET /health`, `GET /ready`, `GET /metrics`, `POST /tokenize`, `POST /detokenize`,
-//! `GET /version`, `GET /openapi.json`. Everything reaches the model through an
+//! `GET /version`, `GET /openapi.json`, and the web UI (`GET /`, `/dashboard`, `/ui/*`,
+//! [`webui`]) unless turned off. Everything reaches the model through an
 //! [`EngineHandle`]; this crate owns protocol, validation, admission, streaming and metrics.
 //!
 //! # Invariants
@@ -27,6 +28,7 @@ pub mod openapi;
 pub mod params;
 pub mod structured;
 pub mod template;
+pub mod webui;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -90,6 +92,12 @@ pub struct ServerConfig {
     /// The sampling a request starts from before its own fields: the model's generation
     /// defaults (`--generation-config auto`) over OpenAI's (temperature 1, top_p 1).
     pub sampling_defaults: SamplingParams,
+    /// Serve the chat page (`/`) and the dashboard (`/dashboard`); `--no-webui` turns both off.
+    pub webui: bool,
+    /// Facts about the server the dashboard shows (device, SIMD level, ...), as label / value.
+    pub server_facts: Vec<(String, String)>,
+    /// The flags the server runs with (effective values, never the API key), for the dashboard.
+    pub server_flags: Vec<(String, String)>,
 }
 
 impl Default for ServerConfig {
@@ -112,6 +120,9 @@ impl Default for ServerConfig {
             body_read_timeout: Duration::from_secs(30),
             max_connections: 1024,
             sampling_defaults: switchyard_runtime::GenerationDefaults::default().base_params(),
+            webui: true,
+            server_facts: Vec::new(),
+            server_flags: Vec::new(),
         }
     }
 }
@@ -399,6 +410,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     let mut open = Router::new()
         .route("/health", get(api::health))
         .route("/ready", get(api::ready));
+    if state.config.webui {
+        protected = protected.route("/ui/info", get(webui::info));
+        open = open.merge(webui::routes());
+    }
     if state.config.public_metrics {
         open = open.route("/metrics", get(api::metrics));
     } else {
