@@ -481,7 +481,7 @@ def dashboard(s, d):
         seen["gen"] = max(seen["gen"], num("v-gen-tps"))
         seen["kv"] = max(seen["kv"], num("v-kv"))
         seen["4xx"] = max(seen["4xx"], num("v-4xx"))
-        seen["ttft"] = seen.get("ttft") or by_id(d, "v-ttft-p50").text.endswith("s")
+        seen["ttft"] = seen.get("ttft") or by_id(d, "v-ttft-p50").text.replace(".", "").isdigit()
 
     t0 = time.time()
     while time.time() - t0 < 30 and not (seen["running"] and seen["gen"] and seen.get("ttft") and time.time() - t0 > 8):

@@ -12,6 +12,8 @@ const POLL_MS = 1000;
 
 const ms = (s) => (s === null ? "–" : s < 1 ? `${Math.round(s * 1000)} ms` : `${s.toFixed(2)} s`);
 const pct = (v) => (v === null ? "–" : `${v.toFixed(v < 10 ? 1 : 0)}%`);
+// Milliseconds without the unit (the card's title carries it), so three readouts fit a card.
+const msNum = (s) => (s === null ? "–" : s < 0.01 ? (s * 1000).toFixed(1) : String(Math.round(s * 1000)));
 const int = (v) => (v === null ? "–" : String(Math.round(v)));
 const rate = (v) => (v === null ? "–" : v >= 100 ? String(Math.round(v)) : v.toFixed(1));
 
@@ -29,16 +31,16 @@ const CARDS = [
   { id: "tps", title: "Tokens per second", series: [["prompt", "v-prompt-tps"], ["generation", "v-gen-tps"]], fmt: rate },
   {
     id: "ttft",
-    title: "Time to first token",
+    title: "Time to first token, ms",
     series: [["p50", "v-ttft-p50"], ["p90", "v-ttft-p90"], ["p99", "v-ttft-p99"]],
-    fmt: ms,
+    fmt: msNum,
     tick: ms,
   },
   {
     id: "itl",
-    title: "Inter-token latency",
+    title: "Inter-token latency, ms",
     series: [["p50", "v-itl-p50"], ["p90", "v-itl-p90"], ["p99", "v-itl-p99"]],
-    fmt: ms,
+    fmt: msNum,
     tick: ms,
   },
   { id: "preempt", title: "Preemptions", series: [["per second", "v-preempt"]], fmt: rate },
