@@ -26,6 +26,7 @@ llama.cpp's `scripts/get_chat_template.py` saved them from the models' Hugging F
 """
 
 import calendar
+import copy
 import datetime
 import json
 import os
@@ -103,6 +104,8 @@ TEMPLATES = {
                  "<seed:eos>"),
     "command-r7b": ("CohereForAI-c4ai-command-r7b-12-2024-tool_use.jinja",
                     "CohereForAI/c4ai-command-r7b-12-2024", "<BOS_TOKEN>", "<|END_OF_TURN_TOKEN|>"),
+    "hermes-3": ("NousResearch-Hermes-3-Llama-3.1-8B-tool_use.jinja",
+                 "NousResearch/Hermes-3-Llama-3.1-8B", "<|begin_of_text|>", "<|im_end|>"),
 }
 
 SYS = {"role": "system", "content": "You are a helpful assistant."}
@@ -130,6 +133,50 @@ CONVERSATIONS = {
     # Two user turns in a row: templates that check alternation raise.
     "two_users": [USER, USER2],
 }
+
+# Tool conversations, in the form the server passes them to the template (OpenAI messages after
+# its normalization, crates/http/src/tools/messages.rs: `arguments` parsed from their JSON
+# string into objects, absent content as "", `tools` as the request gave them). Ids are 9
+# letters and digits because Mistral's templates insist on it. Rendered over TOOL_TEMPLATES into
+# each golden's "tool_cases" (name -> messages, tools, chat_template_kwargs).
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather",
+    "description": "Get the current weather in a city.",
+    "parameters": {"type": "object",
+                   "properties": {"city": {"type": "string", "description": "The city, e.g. Paris"},
+                                  "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+                   "required": ["city"]}}}
+SEARCH = {"type": "function", "function": {
+    "name": "search", "description": "Search the web.",
+    "parameters": {"type": "object", "properties": {"query": {"type": "string"},
+                                                    "max_results": {"type": "integer"}},
+                   "required": ["query"]}}}
+USER_W = {"role": "user", "content": "What's the weather in Paris?"}
+CALL_W = {"id": "a1B2c3D4e", "type": "function",
+          "function": {"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}}
+CALL_S = {"id": "Z9y8X7w6v", "type": "function",
+          "function": {"name": "search", "arguments": {"query": "Paris events", "max_results": 3}}}
+ASSISTANT_CALL = {"role": "assistant", "content": "", "tool_calls": [CALL_W]}
+TOOL_W = {"role": "tool", "content": "{\"temperature\": 18, \"sky\": \"clear\"}",
+          "tool_call_id": "a1B2c3D4e"}
+TOOL_S = {"role": "tool", "content": "1. Jazz festival", "tool_call_id": "Z9y8X7w6v"}
+ANSWER_W = {"role": "assistant", "content": "It is 18 °C and clear in Paris."}
+TOOL_CONVERSATIONS = {
+    "tools_user": ([USER_W], [WEATHER, SEARCH], {}),
+    "tools_system_user": ([SYS, USER_W], [WEATHER, SEARCH], {}),
+    "tool_round_trip": ([USER_W, ASSISTANT_CALL, TOOL_W], [WEATHER], {}),
+    "tool_round_trip_answered": ([SYS, USER_W, ASSISTANT_CALL, TOOL_W, ANSWER_W,
+                                  {"role": "user", "content": "Thanks!"}], [WEATHER], {}),
+    "parallel_calls": ([USER_W, {"role": "assistant", "content": "Let me check both.",
+                                 "tool_calls": [CALL_W, CALL_S]}, TOOL_W, TOOL_S],
+                       [WEATHER, SEARCH], {}),
+    "no_thinking": ([USER_W], [WEATHER], {"enable_thinking": False}),
+}
+TOOL_ONLY = ["hermes-3"]
+# Templates whose tool rendering is checked: the families the tool-call parsers cover.
+TOOL_TEMPLATES = ["qwen2.5", "qwen3", "qwq", "qwen3-coder", "qwen3.5", "hermes-3", "llama-3.1",
+                  "llama-3.2", "llama-3.3", "mistral-nemo", "mistral-small-3.2", "devstral-small",
+                  "granite-4.0", "nemotron-3-nano"]
 
 # Small templates of the constructs chat templates use (tests, filters, Python methods, printing
 # of non-strings, whitespace control), rendered over CONSTRUCTS_MESSAGES into constructs.json.
@@ -228,12 +275,13 @@ def environment():
     return env
 
 
-def render(template, messages, add_generation_prompt, bos, eos):
-    kwargs = {"eos_token": eos}
+def render(template, messages, add_generation_prompt, bos, eos, tools=None, extra=None):
+    kwargs = dict(extra or {})
+    kwargs["eos_token"] = eos
     if bos is not None:
         kwargs["bos_token"] = bos
     try:
-        out = template.render(messages=messages, tools=None, documents=None,
+        out = template.render(messages=messages, tools=tools, documents=None,
                               add_generation_prompt=add_generation_prompt, **kwargs)
         return {"output": out}
     except jinja2.exceptions.TemplateError as e:
@@ -260,11 +308,23 @@ def main():
         source = (TEMPLATE_DIR / file).read_text(encoding="utf-8")
         template = env.from_string(source)
         cases = []
-        for conv, messages in CONVERSATIONS.items():
+        # A `tool_use` template (Hermes 3's) is only ever used with tools: without them it
+        # iterates `none`, where jinja2 raises and minijinja iterates nothing.
+        for conv, messages in ({} if name in TOOL_ONLY else CONVERSATIONS).items():
             for agp in (True, False):
                 case = {"conversation": conv, "add_generation_prompt": agp, "messages": messages}
                 case.update(render(template, messages, agp, bos, eos))
                 cases.append(case)
+        tool_cases = []
+        if name in TOOL_TEMPLATES:
+            for conv, (messages, tools, extra) in TOOL_CONVERSATIONS.items():
+                for agp in (True, False):
+                    case = {"conversation": conv, "add_generation_prompt": agp,
+                            "messages": messages, "tools": tools, "chat_template_kwargs": extra}
+                    # copy.deepcopy: a template must not see another case's mutations.
+                    case.update(render(template, copy.deepcopy(messages), agp, bos, eos,
+                                       copy.deepcopy(tools), extra))
+                    tool_cases.append(case)
         golden = {
             "template": f"tests/data/templates/{file}",
             "hf_repo": repo,
@@ -275,10 +335,14 @@ def main():
             "unix_time": calendar.timegm(DATE.timetuple()),
             "cases": cases,
         }
+        if tool_cases:
+            golden["tool_cases"] = tool_cases
         out = GOLDEN_DIR / f"{name}.json"
         out.write_text(json.dumps(golden, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
         errs = sum("error" in c for c in cases)
-        print(f"{out.relative_to(ROOT)}: {len(cases)} cases, {errs} errors")
+        terrs = sum("error" in c for c in tool_cases)
+        print(f"{out.relative_to(ROOT)}: {len(cases)} cases, {errs} errors; "
+              f"{len(tool_cases)} tool cases, {terrs} errors")
     cases = []
     for source in CONSTRUCTS:
         case = {"source": source}

@@ -132,6 +132,59 @@ fn mask_admits_the_grammar_and_eos_only_at_the_end_qwen() {
 }
 
 #[test]
+fn a_lazy_constraint_is_free_until_its_trigger_token_qwen() {
+    let e = engine("qwen2.5-coder-0.5b-instruct", 64);
+    let tok = e.tokenizer().clone();
+    let n = e.info().vocab_size;
+    let trigger = tok
+        .token_id("<tool_call>")
+        .expect("Qwen has <tool_call> as one token");
+    let grammar = r#"start: "<tool_call>\n" %json {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]} "\n</tool_call>""#;
+    let c = compile(&e, ConstraintSpec::Lark(grammar.into())).lazy(vec![trigger]);
+    assert!(c.is_lazy());
+    let mut st = c.start();
+    // Before the trigger: nothing masked, whatever is accepted.
+    for text in ["Let me check", " the weather."] {
+        for id in tok.encode(text, false).unwrap() {
+            let mut logits = vec![0f32; n];
+            st.apply(&mut logits).unwrap();
+            assert!(
+                logits.iter().all(|v| v.is_finite()),
+                "masked before the trigger"
+            );
+            st.accept(id);
+        }
+    }
+    // The trigger starts the grammar: then only "\n" (the grammar's next text) may follow.
+    let mut logits = vec![0f32; n];
+    st.apply(&mut logits).unwrap();
+    st.accept(trigger);
+    let mut logits = vec![0f32; n];
+    st.apply(&mut logits).unwrap();
+    let ok: Vec<String> = (0..n)
+        .filter(|&i| logits[i].is_finite())
+        .map(|i| tok.decode(&[i as u32], false).unwrap())
+        .collect();
+    assert!(!ok.is_empty() && ok.len() < 50, "{ok:?}");
+    assert!(ok.iter().all(|t| t.starts_with('\n')), "{ok:?}");
+    // Following the grammar to its end allows EOS; a stray token before is masked.
+    for id in tok.encode("\n{\"a\": 12}\n</tool_call>", false).unwrap() {
+        let mut logits = vec![0f32; n];
+        st.apply(&mut logits).unwrap();
+        assert!(
+            logits[id as usize].is_finite(),
+            "{:?} masked",
+            tok.decode(&[id], false)
+        );
+        assert!(logits[tok.encode("hello", false).unwrap()[0] as usize].is_infinite());
+        st.accept(id);
+    }
+    let mut logits = vec![0f32; n];
+    st.apply(&mut logits).unwrap();
+    assert!(logits[tok.eos_ids[0] as usize].is_finite());
+}
+
+#[test]
 fn bad_constraints_are_errors_naming_the_problem_qwen() {
     let e = engine("qwen2.5-coder-0.5b-instruct", 16);
     let g = Grammars::new(e.tokenizer()).unwrap();

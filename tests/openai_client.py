@@ -1,12 +1,13 @@
 """Drive `switchyard serve` with the official `openai` Python package.
 
 Starts the release binary on free loopback ports (Gemma for completions, Qwen for chat) and
-checks completions, chat, streaming, n > 1, logprobs, and that the client raises the right
+checks completions, chat, streaming, n > 1, logprobs, a tool-call round trip, and that the client raises the right
 error classes. Run by scripts/test.sh after `cargo test` (which builds the binary):
 
     python3 tests/openai_client.py [path/to/switchyard]
 """
 
+import json
 import os
 import re
 import subprocess
@@ -148,9 +149,70 @@ def chat(s):
     lp = r.choices[0].logprobs.content
     assert lp and len(lp[0].top_logprobs) == 3, r
     expect(openai.BadRequestError, lambda: c.chat.completions.create(
-        model=QWEN, messages=msgs, tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}]))
+        model=QWEN, messages=msgs, tools=[{"type": "function", "function": {"name": "f", "parameters": []}}]))
     expect(openai.BadRequestError, lambda: c.chat.completions.create(model=QWEN, messages=[]))
     print("chat: ok")
+
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Get the current weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "City name"}},
+                   "required": ["city"]}}}
+
+
+def tools(s):
+    """A tool round trip as an agent framework runs it: the model calls get_weather (the 0.5B
+    model does so on its own for this question), the client sends the call back with the tool's
+    result, and the model answers. At temperature 0; the final step adds a user turn asking for
+    the answer, without which this small model repeats the call."""
+    c = s.client()
+    msgs = [{"role": "user", "content": "What is the weather in Paris?"}]
+    r = c.chat.completions.create(model=QWEN, messages=msgs, tools=[WEATHER], temperature=0, max_tokens=100)
+    ch = r.choices[0]
+    assert ch.finish_reason == "tool_calls" and ch.message.content is None, r
+    (call,) = ch.message.tool_calls
+    assert call.type == "function" and call.id.startswith("call_") and call.function.name == "get_weather", r
+    assert json.loads(call.function.arguments) == {"city": "Paris"}, call
+    # Streamed, reassembled by index as clients do: the same call.
+    calls = {}
+    content = ""
+    finish = None
+    for chunk in c.chat.completions.create(model=QWEN, messages=msgs, tools=[WEATHER], temperature=0,
+                                           max_tokens=100, stream=True):
+        if not chunk.choices:
+            continue
+        d = chunk.choices[0].delta
+        content += d.content or ""
+        for tc in d.tool_calls or []:
+            e = calls.setdefault(tc.index, {"id": None, "name": None, "arguments": ""})
+            e["id"] = tc.id or e["id"]
+            if tc.function:
+                e["name"] = tc.function.name or e["name"]
+                e["arguments"] += tc.function.arguments or ""
+        finish = chunk.choices[0].finish_reason or finish
+    assert content == "" and finish == "tool_calls", (content, finish)
+    assert list(calls) == [0] and calls[0]["name"] == "get_weather", calls
+    assert calls[0]["arguments"] == call.function.arguments and calls[0]["id"].startswith("call_"), calls
+    # The call and its result go back; the model answers from the result.
+    msgs.append(ch.message.model_dump(exclude_none=True))
+    msgs.append({"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temperature_c": 18, "sky": "sunny"})})
+    msgs.append({"role": "user", "content": "Now answer my question in one sentence."})
+    r = c.chat.completions.create(model=QWEN, messages=msgs, tools=[WEATHER], temperature=0, max_tokens=60)
+    ch = r.choices[0]
+    assert ch.finish_reason == "stop" and not ch.message.tool_calls, r
+    assert "18" in ch.message.content and "sunny" in ch.message.content.lower(), r
+    streamed = "".join(
+        x.choices[0].delta.content or ""
+        for x in c.chat.completions.create(model=QWEN, messages=msgs, tools=[WEATHER], temperature=0,
+                                           max_tokens=60, stream=True)
+        if x.choices)
+    assert streamed == ch.message.content, (streamed, ch.message.content)
+    # A tool result that answers no call, and a tool_choice naming an unknown function: 400.
+    expect(openai.BadRequestError, lambda: c.chat.completions.create(
+        model=QWEN, messages=[msgs[0], {"role": "tool", "tool_call_id": "call_x", "content": "1"}], tools=[WEATHER]))
+    expect(openai.BadRequestError, lambda: c.chat.completions.create(
+        model=QWEN, messages=msgs[:1], tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "nope"}}))
+    print("tools: ok")
 
 
 def main():
@@ -172,6 +234,7 @@ def main():
     s = Server(QWEN)
     try:
         chat(s)
+        tools(s)
     finally:
         s.stop()
     print("openai client tests: all passed")

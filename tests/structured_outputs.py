@@ -7,7 +7,10 @@ schemas (nested objects, arrays with min/max items, enums, `pattern`, `anyOf`, `
 with bounds, ...) parses and validates, at temperature 0 and 1. Also: the client's
 `chat.completions.parse` with a Pydantic model, regex / choice / Lark grammar constraints, a
 greedy unconstrained request whose text does not change when constrained requests share its
-batch, and bad constraints answered 400. Run by scripts/test.sh:
+batch, bad constraints answered 400, and tool calls: `tool_choice: "required"` or a named function
+always yields calls whose arguments validate under the tool's schema (even for prompts that
+ask for no tool), and `auto` calls, constrained from the opening `<tool_call>` on, always parse.
+Run by scripts/test.sh:
 
     python3 tests/structured_outputs.py [path/to/switchyard]
 """
@@ -194,6 +197,67 @@ def check_parse_and_others(srv):
     print("bad constraints: 400s with the field named")
 
 
+TOOLS = [
+    {"type": "function", "function": {
+        "name": "get_weather", "description": "Get the current weather in a city",
+        "parameters": {"type": "object", "properties": {
+            "city": {"type": "string", "maxLength": 40},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+            "required": ["city", "unit"], "additionalProperties": False}}},
+    {"type": "function", "function": {
+        "name": "book_table", "description": "Book a restaurant table",
+        "parameters": {"type": "object", "properties": {
+            "restaurant": {"type": "string", "maxLength": 40},
+            "people": {"type": "integer", "minimum": 1, "maximum": 20},
+            "time": {"type": "string", "pattern": "^[0-2][0-9]:[0-5][0-9]$"}},
+            "required": ["restaurant", "people", "time"], "additionalProperties": False}}},
+]
+TOOL_SCHEMA = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
+TOOL_PROMPTS = ["Tell me a joke about cats.", "What is the weather in Oslo?", "Book a table for 4 at Luigi's at 19:30.",
+                "Write a haiku.", "What is 2 + 2?", "Is it raining in Lima? Use fahrenheit."]
+
+
+def check_tool_calls(srv):
+    """`required` and a named function: every answer is calls, each validating; `auto`: every
+    call the model starts is completed under the grammar, so it parses."""
+    c = srv.client()
+
+    def run(job):
+        prompt, temp, seed, choice = job
+        r = c.chat.completions.create(model=QWEN, temperature=temp, seed=seed, max_tokens=150,
+                                      messages=[{"role": "user", "content": prompt}], tools=TOOLS,
+                                      tool_choice=choice)
+        return job, r.choices[0]
+
+    jobs = [(p, t, i, ch) for i, p in enumerate(TOOL_PROMPTS) for t in (0, 1)
+            for ch in ("required", {"type": "function", "function": {"name": "book_table"}}, "auto")]
+    forced = auto_calls = 0
+    with cf.ThreadPoolExecutor(8) as ex:
+        for (prompt, temp, seed, choice), ch in ex.map(run, jobs):
+            calls = ch.message.tool_calls or []
+            if choice != "auto":
+                forced += 1
+                assert ch.finish_reason == "tool_calls" and calls, (prompt, choice, ch)
+            else:
+                if ch.finish_reason == "length":
+                    continue
+                # Text that opens a call but does not parse would be left in content.
+                assert "<tool_call>" not in (ch.message.content or ""), (prompt, ch)
+                auto_calls += len(calls)
+            for call in calls:
+                if isinstance(choice, dict):
+                    assert call.function.name == "book_table", (prompt, call)
+                args = json.loads(call.function.arguments)
+                jsonschema.validate(args, TOOL_SCHEMA[call.function.name])
+    assert auto_calls > 0, "no auto call at all: the auto half of the check tested nothing"
+    print(f"tool calls: {forced} forced answers all valid calls; {auto_calls} auto calls all parsed and valid")
+    # Combining a forced call with response_format, or naming an unknown tool: 400.
+    e = expect(openai.BadRequestError, lambda: c.chat.completions.create(
+        model=QWEN, max_tokens=5, messages=[{"role": "user", "content": "hi"}], tools=TOOLS, tool_choice="required",
+        response_format={"type": "json_object"}))
+    assert e.body.get("param") == "response_format", e.body
+
+
 def check_neighbours(srv):
     """A greedy unconstrained request gives the same text alone and beside constrained ones."""
     c = srv.client()
@@ -219,6 +283,7 @@ def main():
     try:
         check_parse_and_others(srv)
         check_neighbours(srv)
+        check_tool_calls(srv)
         check_schemas(srv, QWEN, chat=True)
     finally:
         srv.stop()

@@ -29,6 +29,7 @@ pub mod params;
 pub mod structured;
 pub mod template;
 pub mod webui;
+pub mod tools;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -98,6 +99,11 @@ pub struct ServerConfig {
     pub server_facts: Vec<(String, String)>,
     /// The flags the server runs with (effective values, never the API key), for the dashboard.
     pub server_flags: Vec<(String, String)>,
+    /// Tool-call parser: from the chat template, none, or this family
+    /// (`--tool-call-parser`).
+    pub tool_call_parser: tools::Choice<tools::ParserKind>,
+    /// Reasoning parser: from the chat template, none, or this one (`--reasoning-parser`).
+    pub reasoning_parser: tools::Choice<tools::ReasoningKind>,
 }
 
 impl Default for ServerConfig {
@@ -123,6 +129,48 @@ impl Default for ServerConfig {
             webui: true,
             server_facts: Vec::new(),
             server_flags: Vec::new(),
+            tool_call_parser: tools::Choice::Auto,
+            reasoning_parser: tools::Choice::Auto,
+        }
+    }
+}
+
+/// What the model's chat template supports, and the parsers its answers go through.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChatCaps {
+    /// The template renders `tools` ([`ChatTemplate::supports_tools`]).
+    pub tools: bool,
+    /// The tool-call parser (detected or `--tool-call-parser`).
+    pub parser: Option<tools::ParserKind>,
+    /// The reasoning parser (detected or `--reasoning-parser`).
+    pub reasoning: Option<tools::ReasoningKind>,
+}
+
+impl ChatCaps {
+    /// The capabilities of the template `source` (compiled: `template`) under the server's
+    /// parser settings.
+    pub fn new(
+        source: Option<&str>,
+        template: Option<&ChatTemplate>,
+        config: &ServerConfig,
+    ) -> Self {
+        let (Some(source), Some(template)) = (source, template) else {
+            return Self::default();
+        };
+        let parser = match config.tool_call_parser {
+            tools::Choice::Auto => tools::ParserKind::detect(source),
+            tools::Choice::Off => None,
+            tools::Choice::Use(k) => Some(k),
+        };
+        let reasoning = match config.reasoning_parser {
+            tools::Choice::Auto => tools::ReasoningKind::detect(source),
+            tools::Choice::Off => None,
+            tools::Choice::Use(k) => Some(k),
+        };
+        Self {
+            tools: template.supports_tools(),
+            parser,
+            reasoning,
         }
     }
 }
@@ -137,6 +185,8 @@ pub struct AppState {
     pub chat_template: Option<ChatTemplate>,
     /// Why the template is unusable, if it failed to compile.
     pub chat_template_error: Option<String>,
+    /// What the template does with tools and reasoning.
+    pub chat_caps: ChatCaps,
     /// Metrics.
     pub metrics: Metrics,
     /// Sequences of unfinished requests (admission).
@@ -187,12 +237,34 @@ impl AppState {
                 }
             }
         };
+        let chat_caps = ChatCaps::new(
+            tok.chat_template.as_deref(),
+            chat_template.as_ref(),
+            &config,
+        );
+        if chat_template.is_some() {
+            tracing::info!(
+                "chat: tools {}, tool-call parser {}, reasoning parser {}",
+                if chat_caps.tools {
+                    "rendered by the template"
+                } else {
+                    "not in the template"
+                },
+                chat_caps.parser.map_or("none", tools::ParserKind::name),
+                if chat_caps.reasoning.is_some() {
+                    "<think>"
+                } else {
+                    "none"
+                },
+            );
+        }
         let metrics = Metrics::new(&config.served_model_names[0]);
         Arc::new(Self {
             engine,
             config,
             chat_template,
             chat_template_error,
+            chat_caps,
             metrics,
             in_flight: AtomicUsize::new(0),
             queued_tokens: AtomicUsize::new(0),

@@ -14,7 +14,7 @@ fn root() -> PathBuf {
 }
 
 /// Goldens that must be there: the model families of the issue, and the constructs.
-const REQUIRED: [&str; 18] = [
+const REQUIRED: [&str; 19] = [
     "llama-3.1",
     "llama-3.2",
     "llama-3.3",
@@ -33,6 +33,7 @@ const REQUIRED: [&str; 18] = [
     "granite-4.0",
     "qwen3-coder",
     "constructs",
+    "hermes-3",
 ];
 
 /// The golden files, sorted; fails when they are missing.
@@ -242,4 +243,91 @@ fn raising_template_is_a_clear_error() {
     assert!(!line.contains('\n'), "one line: {line:?}");
     // Without the system message it renders.
     assert!(t.render(&[user], true).is_ok());
+}
+
+/// Goldens that must carry tool conversations: the families the tool-call parsers cover.
+const REQUIRED_TOOLS: [&str; 9] = [
+    "qwen2.5",
+    "qwen3",
+    "qwen3-coder",
+    "hermes-3",
+    "llama-3.1",
+    "llama-3.2",
+    "mistral-nemo",
+    "mistral-small-3.2",
+    "devstral-small",
+];
+
+/// Tool conversations (tools in the prompt, assistant tool calls with parsed arguments, tool
+/// results, parallel calls, `chat_template_kwargs`) render byte for byte as jinja2 renders them
+/// with the same `tools` and variables.
+#[test]
+fn tool_conversations_render_as_the_reference_does() {
+    let goldens = goldens();
+    for name in REQUIRED_TOOLS {
+        let g = &goldens
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("{name}.json is missing"))
+            .1;
+        assert!(
+            g["tool_cases"].as_array().is_some_and(|c| !c.is_empty()),
+            "{name}.json has no tool_cases (regenerate with scripts/gen-template-golden.py)"
+        );
+    }
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for (name, g) in &goldens {
+        let Some(cases) = g["tool_cases"].as_array() else {
+            continue;
+        };
+        let t = compile(name, g);
+        for case in cases {
+            let conv = case["conversation"].as_str().unwrap();
+            let agp = case["add_generation_prompt"].as_bool().unwrap();
+            let what = format!("{name} / {conv} / add_generation_prompt={agp}");
+            let msgs = case["messages"].as_array().unwrap();
+            let kwargs = case["chat_template_kwargs"].as_object().unwrap();
+            let got = t.render_json(msgs, agp, Some(&case["tools"]), kwargs);
+            checked += 1;
+            match (case.get("output").and_then(Value::as_str), got) {
+                (Some(want), Ok(got)) if want == got => {}
+                (Some(want), Ok(got)) => {
+                    failures.push(format!("{what}: {}", first_difference(want, &got)))
+                }
+                (Some(_), Err(e)) => {
+                    failures.push(format!("{what}: reference renders, we fail: {e:#}"))
+                }
+                (None, Ok(_)) => failures.push(format!(
+                    "{what}: reference fails ({}), we render",
+                    case["error"]
+                )),
+                (None, Err(e)) => {
+                    let want = case["error"].as_str().unwrap();
+                    if case["error_kind"] == "raise_exception" && !e.to_string().contains(want) {
+                        failures.push(format!("{what}: error {e} lacks the template's {want:?}"));
+                    }
+                }
+            }
+        }
+        // The server finds this template's tool support by rendering a probe.
+        assert!(t.supports_tools(), "{name}: tools not detected");
+    }
+    assert!(checked >= 100, "only {checked} tool renderings");
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} tool renderings differ from the reference:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// Templates without tool support are found out by the probe (the server's 400 for `tools`).
+#[test]
+fn templates_without_tools_are_detected() {
+    for (name, g) in goldens() {
+        if ["gemma-2", "phi-3.5", "deepseek-r1-distill-qwen", "smollm3"].contains(&name.as_str()) {
+            assert!(!compile(&name, &g).supports_tools(), "{name}");
+        }
+    }
 }

@@ -207,6 +207,7 @@ impl Grammars {
                     eos_ids: self.eos_ids.clone(),
                     trie_eos: self.trie_eos,
                     compile_time: Duration::ZERO,
+                    triggers: Vec::new(),
                 });
             }
         }
@@ -251,6 +252,7 @@ impl Grammars {
             eos_ids: self.eos_ids.clone(),
             trie_eos: self.trie_eos,
             compile_time: t0.elapsed(),
+            triggers: Vec::new(),
         })
     }
 }
@@ -272,6 +274,8 @@ pub struct Constraint {
     eos_ids: Vec<u32>,
     trie_eos: u32,
     compile_time: Duration,
+    /// Lazy constraint: dormant until one of these tokens is sampled (see [`Constraint::lazy`]).
+    triggers: Vec<u32>,
 }
 
 impl std::fmt::Debug for Constraint {
@@ -299,16 +303,35 @@ impl Constraint {
         self.compile_time
     }
 
-    /// A fresh matcher for one sequence, its first mask already being computed.
+    /// The same grammar, applied lazily (as llama.cpp's lazy grammars): output is free until one
+    /// of `triggers` is sampled; that token is the grammar's first and everything after it is
+    /// constrained. An empty list keeps the constraint eager.
+    pub fn lazy(mut self, triggers: Vec<u32>) -> Self {
+        self.triggers = triggers;
+        self
+    }
+
+    /// Whether the constraint waits for a trigger token.
+    pub fn is_lazy(&self) -> bool {
+        !self.triggers.is_empty()
+    }
+
+    /// A fresh matcher for one sequence, its first mask already being computed (a lazy one
+    /// waits, dormant, for its trigger).
     pub fn start(&self) -> ConstraintState {
-        let m = self.start.deep_clone();
         let mut s = ConstraintState {
             pending: None,
             eos_ids: self.eos_ids.clone(),
             trie_eos: self.trie_eos,
             failed: None,
+            dormant: None,
+            triggers: self.triggers.clone(),
         };
-        s.schedule(m, None);
+        if self.triggers.is_empty() {
+            s.schedule(self.start.deep_clone(), None);
+        } else {
+            s.dormant = Some(self.start.clone());
+        }
         s
     }
 }
@@ -322,6 +345,9 @@ pub struct ConstraintState {
     eos_ids: Vec<u32>,
     trie_eos: u32,
     failed: Option<String>,
+    /// A lazy constraint before its trigger: the start matcher, not yet cloned.
+    dormant: Option<Arc<Matcher>>,
+    triggers: Vec<u32>,
 }
 
 impl std::fmt::Debug for ConstraintState {
@@ -406,6 +432,9 @@ impl ConstraintState {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
+        if self.dormant.is_some() {
+            return Ok(());
+        }
         let rx = self.pending.take().ok_or("constraint: no mask pending")?;
         let t0 = Instant::now();
         let (m, r, dt) = rx
@@ -458,6 +487,15 @@ impl ConstraintState {
     /// tokenizer's end ids end the sequence and are not fed to the grammar.
     pub fn accept(&mut self, token: u32) {
         if self.eos_ids.contains(&token) || self.failed.is_some() {
+            return;
+        }
+        if let Some(start) = &self.dormant {
+            if self.triggers.contains(&token) {
+                // The trigger is the grammar's first token: from here on, constrained.
+                let m = start.deep_clone();
+                self.dormant = None;
+                self.schedule(m, Some(token));
+            }
             return;
         }
         let Some(rx) = self.pending.take() else {

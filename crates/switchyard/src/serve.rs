@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use switchyard_http::tools::{Choice, ParserKind, ReasoningKind};
 use switchyard_http::{AppState, ServerConfig};
 use switchyard_runtime::engine::{EngineConfig, EngineHandle, KvCacheSize};
 
@@ -90,6 +91,27 @@ pub(crate) struct ServeArgs {
     /// defaults (temperature 1, top_p 1); `none` uses OpenAI's only.
     #[arg(long, env = "SWITCHYARD_GENERATION_CONFIG", default_value = "auto", value_parser = ["auto", "none"])]
     generation_config: String,
+    /// Tool-call parser for chat requests with `tools`: `auto` picks the family from the chat
+    /// template (`<tool_call>` JSON: hermes; `<function=`/`<parameter=`: qwen3_coder;
+    /// `[TOOL_CALLS]`: mistral; `<|python_tag|>` / ipython: llama3_json), `none` parses no
+    /// calls.
+    #[arg(
+        long,
+        env = "SWITCHYARD_TOOL_CALL_PARSER",
+        value_enum,
+        default_value = "auto"
+    )]
+    tool_call_parser: ToolParserArg,
+    /// Reasoning parser: `auto` splits `<think>…</think>` into `reasoning_content` when the
+    /// chat template uses it; `none` leaves it in `content`; `deepseek_r1`, `qwen3` (the same
+    /// `<think>` syntax) force it.
+    #[arg(
+        long,
+        env = "SWITCHYARD_REASONING_PARSER",
+        value_enum,
+        default_value = "auto"
+    )]
+    reasoning_parser: ReasoningArg,
     /// Turn off prefix caching.
     #[arg(long, env = "SWITCHYARD_NO_PREFIX_CACHING")]
     no_prefix_caching: bool,
@@ -100,6 +122,30 @@ pub(crate) struct ServeArgs {
     /// Turn off the built-in chat page (`/`) and dashboard (`/dashboard`): their routes 404.
     #[arg(long, env = "SWITCHYARD_NO_WEBUI")]
     no_webui: bool,
+}
+
+/// `--tool-call-parser`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub(crate) enum ToolParserArg {
+    Auto,
+    None,
+    Hermes,
+    #[value(name = "llama3_json")]
+    Llama3Json,
+    Mistral,
+    #[value(name = "qwen3_coder")]
+    Qwen3Coder,
+}
+
+/// `--reasoning-parser` (`deepseek_r1`, `qwen3` and `think` are the same `<think>` syntax).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub(crate) enum ReasoningArg {
+    Auto,
+    None,
+    #[value(name = "deepseek_r1")]
+    DeepseekR1,
+    Qwen3,
+    Think,
 }
 
 /// Parses `--kv-cache-memory`.
@@ -248,6 +294,21 @@ pub(crate) fn run(a: ServeArgs) -> Result<()> {
         webui: !a.no_webui,
         server_facts: facts,
         server_flags: flags,
+        tool_call_parser: match a.tool_call_parser {
+            ToolParserArg::Auto => Choice::Auto,
+            ToolParserArg::None => Choice::Off,
+            ToolParserArg::Hermes => Choice::Use(ParserKind::Hermes),
+            ToolParserArg::Llama3Json => Choice::Use(ParserKind::Llama3Json),
+            ToolParserArg::Mistral => Choice::Use(ParserKind::Mistral),
+            ToolParserArg::Qwen3Coder => Choice::Use(ParserKind::Qwen3Coder),
+        },
+        reasoning_parser: match a.reasoning_parser {
+            ReasoningArg::Auto => Choice::Auto,
+            ReasoningArg::None => Choice::Off,
+            ReasoningArg::DeepseekR1 | ReasoningArg::Qwen3 | ReasoningArg::Think => {
+                Choice::Use(ReasoningKind::Think)
+            }
+        },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -332,6 +393,8 @@ fn flag_values(a: &ServeArgs, threads: usize) -> Vec<(String, String)> {
             a.disable_sliding_window_kv.to_string(),
         ),
         f("generation-config", a.generation_config.clone()),
+        f("tool-call-parser", format!("{:?}", a.tool_call_parser).to_lowercase()),
+        f("reasoning-parser", format!("{:?}", a.reasoning_parser).to_lowercase()),
         f("max-queued-requests", a.max_queued_requests.to_string()),
         f("max-queued-tokens", a.max_queued_tokens.to_string()),
         f("max-seqs-per-request", a.max_seqs_per_request.to_string()),

@@ -1,6 +1,11 @@
 //! `POST /v1/chat/completions`.
 
 use super::*;
+use crate::tools::{
+    self, Assembled, CallParser, Output, ParserKind, Piece, ThinkSplitter, ToolChoice, ToolSpec,
+};
+use crate::ChatCaps;
+use switchyard_runtime::constraint::ConstraintSpec;
 
 /// A `POST /v1/chat/completions` body as the handler reads it: the engine request (template
 /// rendered, prompt tokenized), or the error the handler answers. Needs no engine.
@@ -10,115 +15,126 @@ pub fn validate_chat_body(
     template: &ChatTemplate,
     ctx: ParseCtx<'_>,
 ) -> Result<EngineRequest, ApiError> {
+    let caps = ChatCaps {
+        tools: template.supports_tools(),
+        ..ChatCaps::default()
+    };
     let mut f = Fields::parse(body)?;
     check_model_names(served, &mut f)?;
-    Ok(parse_chat(f, template, ctx)?.request)
+    Ok(parse_chat(f, template, caps, ctx)?.request)
 }
 
-pub(super) fn parse_messages(v: Value) -> Result<Vec<Message>, ApiError> {
-    let Value::Array(a) = v else {
-        return Err(type_error("messages", "an array of messages", &v));
-    };
-    if a.is_empty() {
-        return Err(ApiError::invalid(
-            "messages",
-            "`messages` must not be empty",
-        ));
-    }
-    let mut out = Vec::with_capacity(a.len());
-    for (i, m) in a.into_iter().enumerate() {
-        let at = format!("messages[{i}]");
-        let Value::Object(mut m) = m else {
-            return Err(type_error(&at, "an object", &m));
-        };
-        let role = match m.remove("role") {
-            Some(Value::String(r)) => r,
-            Some(v) => return Err(type_error(&format!("{at}.role"), "a string", &v)),
-            None => {
-                return Err(ApiError::invalid(
-                    format!("{at}.role"),
-                    "`role` is required",
-                ))
-            }
-        };
-        let role = match role.as_str() {
-            "system" | "user" | "assistant" => role,
-            "developer" => "system".to_string(),
-            "tool" | "function" => {
-                return Err(ApiError::unsupported(
-                    &format!("{at}.role"),
-                    &format!(" (role `{role}`: no tool calling)"),
-                ))
-            }
-            _ => {
-                return Err(ApiError::invalid(
-                    format!("{at}.role"),
-                    format!("unknown role `{role}` (expected system, user or assistant)"),
-                ))
-            }
-        };
-        let content = match m.remove("content") {
-            None | Some(Value::Null) => String::new(),
-            Some(Value::String(s)) => s,
-            Some(Value::Array(parts)) => {
-                let mut texts = Vec::new();
-                for (j, p) in parts.into_iter().enumerate() {
-                    let pat = format!("{at}.content[{j}]");
-                    let ty = p.get("type").and_then(Value::as_str).unwrap_or("");
-                    if ty != "text" {
-                        return Err(ApiError::unsupported(
-                            &pat,
-                            &format!(" (content part type `{ty}`: text only)"),
-                        ));
-                    }
-                    match p.get("text") {
-                        Some(Value::String(t)) => texts.push(t.clone()),
-                        _ => {
-                            return Err(ApiError::invalid(pat, "a text part needs a string `text`"))
-                        }
-                    }
-                }
-                texts.join("\n")
-            }
-            Some(v) => {
-                return Err(type_error(
-                    &format!("{at}.content"),
-                    "a string or an array of content parts",
-                    &v,
-                ))
-            }
-        };
-        m.remove("name");
-        if let Some(k) = m.keys().next() {
-            return Err(ApiError::unsupported(&format!("{at}.{k}"), ""));
-        }
-        out.push(Message { role, content });
-    }
-    Ok(out)
-}
-
-/// A parsed chat request: the engine request (prompt rendered and tokenized) and the
-/// response options.
+/// A parsed chat request: the engine request (prompt rendered and tokenized), the response
+/// options, and how the answer is parsed.
 struct ChatJob {
     request: EngineRequest,
     logprobs: bool,
     stream: StreamOpts,
-    /// The output constraint, compiled by the handler.
+    parse: OutputSpec,
+    /// The output constraint (`response_format` and friends, or the grammar forcing a tool call),
+    /// compiled by the handler.
     constraint: Option<(&'static str, switchyard_runtime::constraint::ConstraintSpec)>,
+    /// Trigger tokens that make `constraint` lazy (`tool_choice: "auto"`: free text until the
+    /// model opens a call, then the call grammar); empty for an eager constraint.
+    lazy: Vec<u32>,
 }
 
-/// Reads a chat body after `model` (checked by the caller): messages, options, sampling; renders
-/// the template and tokenizes.
+/// How each choice's text is parsed: reasoning and tool calls.
+#[derive(Debug, Clone)]
+struct OutputSpec {
+    /// `Some(starts_inside)` when reasoning is parsed.
+    reasoning: Option<bool>,
+    /// The call parser, with the tools and `parallel_tool_calls`, when calls are parsed.
+    calls: Option<(ParserKind, Vec<ToolSpec>, bool)>,
+}
+
+impl OutputSpec {
+    fn output(&self) -> Output {
+        Output::new(
+            self.reasoning.map(ThinkSplitter::new),
+            self.calls
+                .as_ref()
+                .map(|(k, t, par)| CallParser::new(*k, t.clone(), *par)),
+        )
+    }
+}
+
+/// The tool fields of a chat body: tools (specs and as given), choice, parallel calls,
+/// template variables.
+struct ToolFields {
+    specs: Vec<ToolSpec>,
+    raw: Option<Value>,
+    choice: ToolChoice,
+    parallel: bool,
+    kwargs: Map<String, Value>,
+}
+
+fn tool_fields(f: &mut Fields, caps: ChatCaps) -> Result<ToolFields, ApiError> {
+    let (specs, raw) = match f.take("tools") {
+        None => (Vec::new(), None),
+        Some(v) => {
+            let (s, raw) = tools::parse_tools(v)?;
+            (s, Some(raw))
+        }
+    };
+    let choice = tools::parse_tool_choice(f.take("tool_choice"), &specs)?;
+    let parallel = f.bool("parallel_tool_calls")?.unwrap_or(true);
+    let kwargs = match f.take("chat_template_kwargs") {
+        None => Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(v) => return Err(type_error("chat_template_kwargs", "an object", &v)),
+    };
+    if let Some(k) = kwargs
+        .keys()
+        .find(|k| crate::template::RESERVED_VARIABLES.contains(&k.as_str()))
+    {
+        return Err(ApiError::invalid(
+            "chat_template_kwargs",
+            format!("`chat_template_kwargs` cannot set `{k}` (the request's own fields do)"),
+        ));
+    }
+    if !specs.is_empty() && !caps.tools {
+        return Err(ApiError::invalid(
+            "tools",
+            "this model's chat template does not render tools (no tool calling with this \
+             model); send the request without `tools`",
+        ));
+    }
+    if choice != ToolChoice::None && caps.parser.is_none() {
+        return Err(ApiError::invalid(
+            "tools",
+            format!(
+                "no tool-call parser is known for this model's chat template; start the server \
+                 with --tool-call-parser NAME ({}), or send tool_choice \"none\"",
+                ParserKind::NAMES.join(", ")
+            ),
+        ));
+    }
+    // An empty list renders as no tools.
+    let raw = raw.filter(|_| !specs.is_empty());
+    Ok(ToolFields {
+        specs,
+        raw,
+        choice,
+        parallel,
+        kwargs,
+    })
+}
+
+/// Reads a chat body after `model` (checked by the caller): messages, tools, options, sampling;
+/// renders the template and tokenizes.
 fn parse_chat(
     mut f: Fields,
     template: &ChatTemplate,
+    caps: ChatCaps,
     ctx: ParseCtx<'_>,
 ) -> Result<ChatJob, ApiError> {
     let (tok, vocab, max_model_len) = (ctx.tok, ctx.vocab, ctx.max_model_len);
-    let messages = parse_messages(
+    let messages = tools::messages::parse_messages(
         f.take("messages")
             .ok_or_else(|| ApiError::invalid("messages", "`messages` is required"))?,
     )?;
+    let tf = tool_fields(&mut f, caps)?;
     let max_tokens = f.int("max_tokens", 1, i64::from(u32::MAX))?;
     let max_completion = f.int("max_completion_tokens", 1, i64::from(u32::MAX))?;
     let logprobs = f.bool("logprobs")?.unwrap_or(false);
@@ -129,19 +145,21 @@ fn parse_chat(
             "`top_logprobs` requires `logprobs: true`",
         ));
     }
-    let constraint = crate::structured::constraint(&mut f)?;
-    if let Some(tc) = f.take("tool_choice") {
-        if tc.as_str() != Some("none") {
-            return Err(ApiError::unsupported("tool_choice", " (no tool calling)"));
-        }
-    }
+    let mut constraint = crate::structured::constraint(&mut f)?;
+    let mut lazy = Vec::new();
     let add_generation_prompt = f.bool("add_generation_prompt")?.unwrap_or(true);
     let stream = params::stream_opts(&mut f)?;
+    let special_set = f.has("skip_special_tokens");
     let mut r = EngineRequest::default();
     params::sampling(&mut f, &mut r, vocab, ctx.defaults)?;
     f.finish()?;
     let text = template
-        .render(&messages, add_generation_prompt)
+        .render_json(
+            &messages,
+            add_generation_prompt,
+            tf.raw.as_ref(),
+            &tf.kwargs,
+        )
         .map_err(|e| ApiError::invalid("messages", format!("chat template: {e}")))?;
     r.prompt = tok
         .encode(&text, false)
@@ -149,12 +167,150 @@ fn parse_chat(
     let room = max_model_len.saturating_sub(r.prompt.len()).max(1);
     r.max_tokens = max_completion.or(max_tokens).map_or(room, |m| m as usize);
     r.logprobs = logprobs.then(|| top.unwrap_or(0) as usize);
+    let reasoning = caps
+        .reasoning
+        .map(|_| ThinkSplitter::prompt_ends_inside(&text));
+    let calls = match (tf.choice != ToolChoice::None, caps.parser) {
+        (true, Some(kind)) => {
+            // The family's markers are special tokens: keep them in the text unless the client
+            // chose otherwise.
+            if kind.needs_special_tokens() && !special_set {
+                r.skip_special_tokens = false;
+            }
+            Some((kind, tf.specs.clone(), tf.parallel))
+        }
+        _ => None,
+    };
+    if let Some((kind, specs, parallel)) = &calls {
+        // `required` or a named function: the grammar of the family's call syntax, with each
+        // tool's `parameters` as the arguments' JSON schema, constrains the answer.
+        let grammar = tools::tool_call_grammar(
+            specs,
+            &tf.choice,
+            *kind,
+            tools::GrammarOpts {
+                parallel: *parallel,
+                reasoning,
+                mistral_tool_calls_token: tok.token_id("[TOOL_CALLS]"),
+            },
+        );
+        if let Some(g) = grammar {
+            if let Some((param, _)) = &constraint {
+                return Err(ApiError::invalid(
+                    *param,
+                    format!(
+                        "`{param}` cannot be combined with tool_choice \"required\" or a named \
+                         function (the tool call's grammar constrains the answer)"
+                    ),
+                ));
+            }
+            constraint = Some(("tool_choice", ConstraintSpec::Lark(g)));
+        } else if tf.choice == ToolChoice::Auto && constraint.is_none() {
+            // `auto`: once the model opens a call with the family's marker token, the rest of
+            // the answer follows the call grammar (any of the tools), so a started call parses.
+            if let Some(t) = kind.trigger().and_then(|m| tok.token_id(m)) {
+                let g = tools::tool_call_grammar(
+                    specs,
+                    &ToolChoice::Required,
+                    *kind,
+                    tools::GrammarOpts {
+                        parallel: *parallel,
+                        reasoning: None,
+                        mistral_tool_calls_token: tok.token_id("[TOOL_CALLS]"),
+                    },
+                );
+                if let Some(g) = g {
+                    constraint = Some(("tools", ConstraintSpec::Lark(g)));
+                    lazy = vec![t];
+                }
+            }
+        }
+    }
     Ok(ChatJob {
         request: r,
         logprobs,
         stream,
+        parse: OutputSpec { reasoning, calls },
         constraint,
+        lazy,
     })
+}
+
+/// The message fields of a parsed answer: `content` (null when empty and there are calls),
+/// `reasoning_content` and `reasoning` (when any), `tool_calls` (when any).
+fn message_fields(a: &Assembled, m: &mut Map<String, Value>) {
+    let content = if a.content.is_empty() && !a.calls.is_empty() {
+        Value::Null
+    } else {
+        Value::String(a.content.clone())
+    };
+    m.insert("content".into(), content);
+    if !a.reasoning.is_empty() {
+        m.insert("reasoning_content".into(), json!(a.reasoning));
+        m.insert("reasoning".into(), json!(a.reasoning));
+    }
+    if !a.calls.is_empty() {
+        let calls: Vec<Value> = a
+            .calls
+            .iter()
+            .map(|c| {
+                json!({"id": c.id, "type": "function",
+                       "function": {"name": c.name, "arguments": c.arguments}})
+            })
+            .collect();
+        m.insert("tool_calls".into(), Value::Array(calls));
+    }
+}
+
+/// `finish_reason`: `tool_calls` when the answer ended on its own after calls.
+fn finish_reason(f: Option<&FinishReason>, calls: usize) -> &'static str {
+    let r = f.map_or("stop", FinishReason::as_openai);
+    if calls > 0 && r == "stop" {
+        "tool_calls"
+    } else {
+        r
+    }
+}
+
+/// The stream deltas of `pieces`: reasoning and content together, then each call as OpenAI
+/// streams it: a delta with its index, id, type and name (arguments ""), then one with the
+/// arguments.
+fn piece_deltas(pieces: &[Piece], next_call: &mut usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    let (mut reasoning, mut content) = (String::new(), String::new());
+    let flush = |out: &mut Vec<Value>, reasoning: &mut String, content: &mut String| {
+        if reasoning.is_empty() && content.is_empty() {
+            return;
+        }
+        let mut d = Map::new();
+        if !reasoning.is_empty() {
+            d.insert("reasoning_content".into(), json!(reasoning));
+            d.insert("reasoning".into(), json!(std::mem::take(reasoning)));
+        }
+        if !content.is_empty() {
+            d.insert("content".into(), json!(std::mem::take(content)));
+        }
+        out.push(Value::Object(d));
+    };
+    for p in pieces {
+        match p {
+            Piece::Reasoning(s) => reasoning.push_str(s),
+            Piece::Content(s) => content.push_str(s),
+            Piece::Call(c) => {
+                flush(&mut out, &mut reasoning, &mut content);
+                let i = *next_call;
+                *next_call += 1;
+                out.push(
+                    json!({"tool_calls": [{"index": i, "id": c.id, "type": "function",
+                    "function": {"name": c.name, "arguments": ""}}]}),
+                );
+                out.push(json!({"tool_calls": [{"index": i,
+                    "function": {"arguments": c.arguments}}]}));
+            }
+        }
+    }
+    flush(&mut out, &mut reasoning, &mut content);
+    out
 }
 
 /// `POST /v1/chat/completions`.
@@ -185,10 +341,12 @@ pub async fn chat_completions(
         request: mut r,
         logprobs,
         stream,
+        parse,
         constraint,
-    } = parse_chat(f, template, ParseCtx::of(&state))?;
+        lazy,
+    } = parse_chat(f, template, state.chat_caps, ParseCtx::of(&state))?;
     if let Some((param, spec)) = constraint {
-        r.constraint = Some(compile_constraint(&state, spec, param).await?);
+        r.constraint = Some(compile_constraint(&state, spec, param).await?.lazy(lazy));
     }
     let n = r.n;
     let prompt_len = r.prompt.len();
@@ -208,6 +366,8 @@ pub async fn chat_completions(
         // Each choice's `role` goes with its first generated output (as OpenAI and vLLM send
         // it), not at once: a chunk before the prefill ends would read as a token.
         let mut role_sent = vec![false; n];
+        let mut outputs: Vec<Output> = (0..n).map(|_| parse.output()).collect();
+        let mut next_call = vec![0usize; n];
         let choices = move |_p: usize, out: &EngineOutput| {
             let mut v = Vec::new();
             let lp = if logprobs {
@@ -217,19 +377,38 @@ pub async fn chat_completions(
             };
             let has_lp = logprobs && out.logprobs.as_ref().is_some_and(|l| !l.is_empty());
             let first = !role_sent[out.index];
-            if !out.text.is_empty() || has_lp || (first && out.finish.is_some()) {
-                role_sent[out.index] = true;
-                let delta = if first {
-                    json!({"role": "assistant", "content": out.text})
-                } else {
-                    json!({"content": out.text})
-                };
-                v.push(json!({"index": out.index, "delta": delta, "logprobs": lp,
-                    "finish_reason": null}));
+            let o = &mut outputs[out.index];
+            let mut deltas: Vec<Value> = if o.active() {
+                let mut pieces = o.push(&out.text);
+                if out.finish.is_some() {
+                    pieces.extend(o.finish());
+                }
+                piece_deltas(&pieces, &mut next_call[out.index])
+            } else if !out.text.is_empty() {
+                vec![json!({"content": out.text})]
+            } else {
+                Vec::new()
+            };
+            if deltas.is_empty() && (has_lp || (first && out.finish.is_some())) {
+                deltas.push(json!({"content": ""}));
+            }
+            let mut lp = Some(lp);
+            for mut delta in deltas {
+                if !role_sent[out.index] {
+                    role_sent[out.index] = true;
+                    let mut d = Map::new();
+                    d.insert("role".into(), json!("assistant"));
+                    if let Value::Object(m) = delta {
+                        d.extend(m);
+                    }
+                    delta = Value::Object(d);
+                }
+                v.push(json!({"index": out.index, "delta": delta,
+                    "logprobs": lp.take().unwrap_or(Value::Null), "finish_reason": null}));
             }
             if let Some(f) = &out.finish {
                 v.push(json!({"index": out.index, "delta": {}, "logprobs": null,
-                    "finish_reason": f.as_openai()}));
+                    "finish_reason": finish_reason(Some(f), outputs[out.index].n_calls)}));
             }
             v
         };
@@ -243,11 +422,24 @@ pub async fn chat_completions(
         if *i == 0 {
             cached = c.cached_tokens;
         }
+        let mut message = Map::new();
+        message.insert("role".into(), json!("assistant"));
+        let mut o = parse.output();
+        let calls = if o.active() {
+            let mut a = Assembled::default();
+            a.add(&o.push(&c.text));
+            a.add(&o.finish());
+            message_fields(&a, &mut message);
+            a.calls.len()
+        } else {
+            message.insert("content".into(), json!(c.text));
+            0
+        };
         choices.push(json!({
             "index": i,
-            "message": {"role": "assistant", "content": c.text},
+            "message": message,
             "logprobs": if logprobs { json!({"content": chat_logprobs(&tok, &c.logprobs)}) } else { Value::Null },
-            "finish_reason": c.finish.as_ref().map_or("stop", FinishReason::as_openai),
+            "finish_reason": finish_reason(c.finish.as_ref(), calls),
         }));
     }
     Ok(json_response(
@@ -278,4 +470,105 @@ fn chat_logprobs(tok: &Tokenizer, lps: &[TokenLogprob]) -> Value {
             })
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(s: &str) -> Fields {
+        Fields::parse(s.as_bytes()).unwrap()
+    }
+
+    const TOOLS: &str = r#""tools": [{"type": "function", "function": {"name": "f"}}]"#;
+
+    /// `tools` for a template that does not render them, or with no parser for its calls: a
+    /// 400 saying so; `tool_choice: none` needs no parser.
+    #[test]
+    fn tools_need_template_support_and_a_parser() {
+        let hermes = ChatCaps {
+            tools: true,
+            parser: Some(ParserKind::Hermes),
+            reasoning: None,
+        };
+        let no_tools = ChatCaps::default();
+        let e = tool_fields(&mut fields(&format!("{{{TOOLS}}}")), no_tools)
+            .err()
+            .unwrap();
+        assert_eq!(e.param.as_deref(), Some("tools"));
+        assert!(e.message.contains("does not render tools"), "{}", e.message);
+        let no_parser = ChatCaps {
+            parser: None,
+            ..hermes
+        };
+        let e = tool_fields(&mut fields(&format!("{{{TOOLS}}}")), no_parser)
+            .err()
+            .unwrap();
+        assert!(
+            e.message.contains("--tool-call-parser") && e.message.contains("qwen3_coder"),
+            "{}",
+            e.message
+        );
+        let t = tool_fields(
+            &mut fields(&format!("{{{TOOLS}, \"tool_choice\": \"none\"}}")),
+            no_parser,
+        )
+        .ok()
+        .unwrap();
+        assert_eq!(t.choice, ToolChoice::None);
+        assert!(t.raw.is_some(), "tools still reach the template");
+        let t = tool_fields(
+            &mut fields(&format!(
+                "{{{TOOLS}, \"parallel_tool_calls\": false, \"chat_template_kwargs\": {{\"enable_thinking\": false}}}}"
+            )),
+            hermes,
+        )
+        .ok()
+        .unwrap();
+        assert_eq!(
+            (t.choice, t.parallel, t.kwargs["enable_thinking"].clone()),
+            (ToolChoice::Auto, false, json!(false))
+        );
+        // An empty list is no tools (nothing to support or parse).
+        let t = tool_fields(&mut fields(r#"{"tools": []}"#), no_tools)
+            .ok()
+            .unwrap();
+        assert_eq!((t.choice, t.raw), (ToolChoice::None, None));
+    }
+
+    /// Streaming deltas: text and reasoning together, each call as a name delta then an
+    /// arguments delta, indices counting across outputs.
+    #[test]
+    fn deltas_of_pieces() {
+        let call = |n: &str| {
+            Piece::Call(tools::ToolCall {
+                id: format!("call_{n}"),
+                name: n.into(),
+                arguments: "{\"a\":1}".into(),
+            })
+        };
+        let mut next = 0;
+        let d = piece_deltas(
+            &[
+                Piece::Reasoning("r".into()),
+                Piece::Content("c".into()),
+                call("f"),
+            ],
+            &mut next,
+        );
+        assert_eq!(
+            d,
+            vec![
+                json!({"reasoning_content": "r", "reasoning": "r", "content": "c"}),
+                json!({"tool_calls": [{"index": 0, "id": "call_f", "type": "function",
+                    "function": {"name": "f", "arguments": ""}}]}),
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\":1}"}}]}),
+            ]
+        );
+        let d = piece_deltas(&[call("g")], &mut next);
+        assert_eq!(d[0]["tool_calls"][0]["index"], 1);
+        assert_eq!(finish_reason(None, 2), "tool_calls");
+        assert_eq!(finish_reason(Some(&FinishReason::Length), 1), "length");
+        assert_eq!(finish_reason(None, 0), "stop");
+    }
 }

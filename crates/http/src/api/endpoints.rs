@@ -86,6 +86,16 @@ pub async fn tokenize(
     let add_gen = f.bool("add_generation_prompt")?.unwrap_or(true);
     let prompt = f.string("prompt")?;
     let messages = f.take("messages");
+    // As vLLM's /tokenize: the chat request's tools and template variables render too.
+    let tools = match f.take("tools") {
+        None => None,
+        Some(v) => Some(crate::tools::parse_tools(v)?.1),
+    };
+    let kwargs = match f.take("chat_template_kwargs") {
+        None => serde_json::Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(v) => return Err(params::type_error("chat_template_kwargs", "an object", &v)),
+    };
     f.finish()?;
     let tokens = match (prompt, messages) {
         (Some(p), None) => tok
@@ -99,7 +109,14 @@ pub async fn tokenize(
                 ));
             };
             let text = t
-                .render(&chat::parse_messages(m)?, add_gen)
+                .render_json(
+                    &crate::tools::messages::parse_messages(m)?,
+                    add_gen,
+                    tools
+                        .as_ref()
+                        .filter(|t| t.as_array().is_some_and(|a| !a.is_empty())),
+                    &kwargs,
+                )
                 .map_err(|e| ApiError::invalid("messages", format!("chat template: {e}")))?;
             tok.encode(&text, add_special.unwrap_or(false))
                 .map_err(|e| ApiError::invalid("messages", e.to_string()))?

@@ -33,7 +33,7 @@ use switchyard_runtime::tokenizer::Tokenizer;
 
 use crate::error::ApiError;
 use crate::params::{self, type_error, Fields, StreamOpts};
-use crate::template::{ChatTemplate, Message};
+use crate::template::ChatTemplate;
 use crate::{json_response, AppState};
 
 /// Longest a structured-output constraint may take to compile before the request is refused.

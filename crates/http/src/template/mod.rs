@@ -1,6 +1,7 @@
 //! Chat templates: the model's own Jinja template from the GGUF, rendered with `minijinja`
 //! under Hugging Face's conventions (`messages`, `add_generation_prompt`, `bos_token`,
-//! `eos_token`, `raise_exception`, `strftime_now`, `tools` / `documents` none, `trim_blocks` +
+//! `eos_token`, `raise_exception`, `strftime_now`, `tools` (the request's, else none),
+//! `documents` none, extra variables from `chat_template_kwargs`, `trim_blocks` +
 //! `lstrip_blocks`), with Python's semantics where jinja2's differ from minijinja's ([`py`]): how
 //! values print, transformers' `tojson`, Python string methods, jinja2's tests. Checked byte for
 //! byte against jinja2 on real models' templates by `tests/chat_templates.rs`.
@@ -199,28 +200,85 @@ impl ChatTemplate {
         messages: &[Message],
         add_generation_prompt: bool,
     ) -> Result<String, Error> {
+        let messages: Vec<serde_json::Value> = messages
+            .iter()
+            .map(|m| serde_json::json!({"role": m.role, "content": m.content}))
+            .collect();
+        self.render_json(
+            &messages,
+            add_generation_prompt,
+            None,
+            &serde_json::Map::new(),
+        )
+    }
+
+    /// Renders `messages` (JSON objects as the template reads them: `role`, `content`,
+    /// `tool_calls`, `tool_call_id`, ...) with `tools` (the request's list as given, or none)
+    /// and the extra variables `kwargs` (`chat_template_kwargs`, e.g. `enable_thinking`), ending
+    /// with the assistant's turn header when `add_generation_prompt`. As transformers'
+    /// `apply_chat_template(messages, tools=tools, add_generation_prompt=..., **kwargs)`: the
+    /// kwargs cannot replace `messages`, `tools`, `documents`, `add_generation_prompt` or the
+    /// special tokens.
+    pub fn render_json(
+        &self,
+        messages: &[serde_json::Value],
+        add_generation_prompt: bool,
+        tools: Option<&serde_json::Value>,
+        kwargs: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String, Error> {
         let t = self.env.get_template("chat")?;
+        let mut ctx = kwargs.clone();
+        ctx.insert(
+            "messages".into(),
+            serde_json::Value::from(messages.to_vec()),
+        );
+        ctx.insert(
+            "add_generation_prompt".into(),
+            serde_json::Value::Bool(add_generation_prompt),
+        );
+        // As transformers' apply_chat_template: defined, and none without tools.
+        ctx.insert(
+            "tools".into(),
+            tools.cloned().unwrap_or(serde_json::Value::Null),
+        );
+        ctx.insert("documents".into(), serde_json::Value::Null);
+        ctx.insert("bos_token".into(), self.bos.clone().into());
+        ctx.insert("eos_token".into(), self.eos.clone().into());
+        let ctx = Value::from_serialize(&ctx);
         // A panic inside minijinja (found by fuzzing: `''[::-1]` indexes an empty string, and
         // `s[:4:-1]` overflows) is this request's error, not a crashed handler.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            t.render(minijinja::context! {
-                messages => messages,
-                add_generation_prompt => add_generation_prompt,
-                // As transformers' apply_chat_template: defined, and none without tools.
-                tools => Value::from(()),
-                documents => Value::from(()),
-                bos_token => self.bos,
-                eos_token => self.eos,
-            })
-        }))
-        .unwrap_or_else(|_| {
-            Err(Error::new(
-                ErrorKind::InvalidOperation,
-                "the template engine failed on this template",
-            ))
-        })
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.render(ctx))).unwrap_or_else(
+            |_| {
+                Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    "the template engine failed on this template",
+                ))
+            },
+        )
+    }
+
+    /// Whether the template renders tools: a conversation with one probe tool renders and
+    /// shows the tool's name (llama.cpp finds a template's tool support the same way).
+    pub fn supports_tools(&self) -> bool {
+        const PROBE: &str = "switchyard_probe_tool";
+        let tools = serde_json::json!([{"type": "function", "function": {
+            "name": PROBE, "description": "probe",
+            "parameters": {"type": "object", "properties": {"x": {"type": "string"}}, "required": ["x"]}}}]);
+        let msgs = [serde_json::json!({"role": "user", "content": "hi"})];
+        self.render_json(&msgs, true, Some(&tools), &serde_json::Map::new())
+            .is_ok_and(|s| s.contains(PROBE))
     }
 }
+
+/// Names a request's `chat_template_kwargs` may not set (the server sets them).
+pub const RESERVED_VARIABLES: [&str; 6] = [
+    "messages",
+    "tools",
+    "documents",
+    "add_generation_prompt",
+    "bos_token",
+    "eos_token",
+];
 
 #[cfg(test)]
 mod tests {
