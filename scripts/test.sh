@@ -31,6 +31,10 @@ stage "lm-eval remote tokenizer"
 # regex / choice / grammar, unconstrained neighbours unchanged, bad constraints 400.
 stage "structured outputs"
 "$PY" tests/structured_outputs.py "$BIN"
+# The built-in chat page and dashboard in headless Chromium (Debian's chromium + chromium-driver,
+# driven by PyPI selenium): streaming, Stop, untrusted output as text, API key, --no-webui.
+stage "web UI (headless chromium)"
+"$PY" tests/webui.py "$BIN"
 # API property tests against the server's own OpenAPI document (schemathesis, seeded).
 stage "schemathesis"
 PYTHON="$PY" bash scripts/schemathesis.sh "$BIN"

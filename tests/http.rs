@@ -421,9 +421,44 @@ fn api_key_cors_names_and_json_logs_gemma() {
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(s.get("/health").0, 200);
     assert_eq!(s.get("/ready").0, 200);
-    for path in ["/v1/models", "/metrics", "/version", "/openapi.json"] {
+    for path in [
+        "/v1/models",
+        "/metrics",
+        "/version",
+        "/openapi.json",
+        "/ui/info",
+    ] {
         assert_eq!(s.get(path).0, 401, "{path}");
     }
+    // The web UI's pages and assets are open (they hold no data), each with a strict CSP.
+    for (path, ct) in [
+        ("/", "text/html"),
+        ("/dashboard", "text/html"),
+        ("/ui/chat.js", "text/javascript"),
+        ("/ui/style.css", "text/css"),
+    ] {
+        let r = client().get(s.url(path)).send().unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with(ct));
+        let csp = r.headers()["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"));
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    }
+    assert_eq!(s.get("/ui/nope.js").0, 404);
+    let info: Value = client()
+        .get(s.url("/ui/info"))
+        .bearer_auth("sekrit")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(info["models"], json!(["house-model", "gemma"]));
+    assert!(info["chat"].is_boolean() && info["facts"]["device"].is_string());
+    assert_eq!(info["flags"]["--api-key"], "(set)");
+    assert!(!info.to_string().contains("sekrit"), "{info}");
     // Served model names: the first is reported, any may be asked for, others are 404.
     let r = client()
         .get(s.url("/v1/models"))
@@ -480,6 +515,16 @@ fn api_key_cors_names_and_json_logs_gemma() {
                 .is_ok_and(|v| v["fields"]["message"] == "listening")),
         "no JSON log line: {logs:?}"
     );
+}
+
+#[test]
+fn no_webui_turns_the_pages_off_gemma() {
+    let s = Server::start(GEMMA, &["--no-webui"]);
+    for path in ["/", "/dashboard", "/ui/chat.js", "/ui/info"] {
+        let (st, body) = s.get(path);
+        assert_eq!(st, 404, "{path}: {body}");
+    }
+    assert_eq!(s.get("/v1/models").0, 200);
 }
 
 #[test]

@@ -3,9 +3,9 @@
 //! Routes: `POST /v1/completions`, `POST /v1/chat/completions`, `POST /v1/embeddings`,
 //! `GET /v1/models`,
 //! `GET /health`, `GET /ready`, `GET /metrics`, `POST /tokenize`, `POST /detokenize`,
-//! `GET /tokenizer_info`, `GET /version`, `GET /openapi.json`. Everything reaches the model
-//! through an [`EngineHandle`]; this crate owns protocol, validation, admission, streaming and
-//! metrics.
+//! `GET /tokenizer_info`, `GET /version`, `GET /openapi.json`, and the web UI (`GET /`,
+//! `/dashboard`, `/ui/*`, [`webui`]) unless turned off. Everything reaches the model through an
+//! [`EngineHandle`]; this crate owns protocol, validation, admission, streaming and metrics.
 //!
 //! # Invariants
 //! - Every request field is consumed by name ([`params::Fields`]); anything left over is a 400
@@ -29,6 +29,7 @@ pub mod openapi;
 pub mod params;
 pub mod structured;
 pub mod template;
+pub mod webui;
 pub mod tools;
 
 use std::net::SocketAddr;
@@ -102,6 +103,12 @@ pub struct ServerConfig {
     /// Which `dimensions` `/v1/embeddings` accepts (the model's Matryoshka declaration, or
     /// `--matryoshka-dimensions`).
     pub matryoshka: switchyard_runtime::pooling::Matryoshka,
+    /// Serve the chat page (`/`) and the dashboard (`/dashboard`); `--no-webui` turns both off.
+    pub webui: bool,
+    /// Facts about the server the dashboard shows (device, SIMD level, ...), as label / value.
+    pub server_facts: Vec<(String, String)>,
+    /// The flags the server runs with (effective values, never the API key), for the dashboard.
+    pub server_flags: Vec<(String, String)>,
     /// Tool-call parser: from the chat template, none, or this family
     /// (`--tool-call-parser`).
     pub tool_call_parser: tools::Choice<tools::ParserKind>,
@@ -132,6 +139,9 @@ impl Default for ServerConfig {
             priority_scheduling: false,
             pooling: switchyard_runtime::pooling::Pooling::Mean,
             matryoshka: switchyard_runtime::pooling::Matryoshka::No,
+            webui: true,
+            server_facts: Vec::new(),
+            server_flags: Vec::new(),
             tool_call_parser: tools::Choice::Auto,
             reasoning_parser: tools::Choice::Auto,
         }
@@ -487,6 +497,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     let mut open = Router::new()
         .route("/health", get(api::health))
         .route("/ready", get(api::ready));
+    if state.config.webui {
+        protected = protected.route("/ui/info", get(webui::info));
+        open = open.merge(webui::routes());
+    }
     if state.config.public_metrics {
         open = open.route("/metrics", get(api::metrics));
     } else {

@@ -136,6 +136,9 @@ pub(crate) struct ServeArgs {
     /// `is_matryoshka` / `matryoshka_dimensions`), else none (`dimensions` is a 400).
     #[arg(long, env = "SWITCHYARD_MATRYOSHKA_DIMENSIONS")]
     matryoshka_dimensions: Option<String>,
+    /// Turn off the built-in chat page (`/`) and dashboard (`/dashboard`): their routes 404.
+    #[arg(long, env = "SWITCHYARD_NO_WEBUI")]
+    no_webui: bool,
 }
 
 /// Parses `--matryoshka-dimensions`.
@@ -211,7 +214,7 @@ pub(crate) fn parse_kv(s: &str) -> Result<KvCacheSize> {
 }
 
 pub(crate) fn run(a: ServeArgs) -> Result<()> {
-    crate::init_threads(a.model.threads)?;
+    let threads = crate::init_threads(a.model.threads)?;
     let t0 = Instant::now();
     let mut model = crate::load_model(&a.model)?;
     if let Some(n) = a.max_model_len {
@@ -221,6 +224,7 @@ pub(crate) fn run(a: ServeArgs) -> Result<()> {
     }
     let backend = crate::device::create_backend(a.model.device, &model)?;
     let backend_name = backend.capabilities().device_name.clone();
+    let backend_kind = backend.capabilities().kind;
     let kv_cache = match &a.kv_cache_memory {
         Some(s) => parse_kv(s)?,
         None => KvCacheSize::Auto,
@@ -277,6 +281,35 @@ pub(crate) fn run(a: ServeArgs) -> Result<()> {
     let engine = EngineHandle::start(backend, tokenizer, &model.config, config)
         .context("starting the engine")?;
     let info = engine.info().clone();
+    let mut facts = vec![
+        ("device".to_string(), backend_name.clone()),
+        ("backend".to_string(), backend_kind.to_string()),
+    ];
+    if backend_kind == "cpu" {
+        facts.push((
+            "SIMD level".into(),
+            switchyard_backend_cpu::kernels::simd_level().to_string(),
+        ));
+    }
+    facts.extend([
+        ("threads".to_string(), threads.to_string()),
+        (
+            "architecture".to_string(),
+            format!("{:?}", model.config.arch),
+        ),
+        ("model file".to_string(), model.path.display().to_string()),
+        (
+            "KV cache".to_string(),
+            format!(
+                "{} blocks x {} tokens ({:.0} MiB)",
+                info.num_blocks,
+                info.block_size,
+                (info.num_blocks * info.bytes_per_block) as f64 / (1u64 << 20) as f64
+            ),
+        ),
+        ("default sampling".to_string(), generation.describe()),
+    ]);
+    let flags = flag_values(&a, threads);
     let server = ServerConfig {
         served_model_names: names,
         api_key: a.api_key.filter(|k| !k.is_empty()),
@@ -301,6 +334,9 @@ pub(crate) fn run(a: ServeArgs) -> Result<()> {
         priority_scheduling: a.scheduling_policy == "priority",
         pooling,
         matryoshka,
+        webui: !a.no_webui,
+        server_facts: facts,
+        server_flags: flags,
         tool_call_parser: match a.tool_call_parser {
             ToolParserArg::Auto => Choice::Auto,
             ToolParserArg::None => Choice::Off,
@@ -345,6 +381,83 @@ pub(crate) fn run(a: ServeArgs) -> Result<()> {
     });
     rt.shutdown_timeout(Duration::from_secs(1));
     r
+}
+
+/// The effective value of every `serve` flag for the dashboard (whether given on the command
+/// line, by environment or by default); the API key only as set / not set.
+fn flag_values(a: &ServeArgs, threads: usize) -> Vec<(String, String)> {
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "auto".into());
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.join(",")
+        }
+    };
+    let f = |k: &str, v: String| (format!("--{k}"), v);
+    vec![
+        f("model", a.model.model.clone()),
+        f(
+            "device",
+            match a.model.device {
+                crate::device::Device::Auto => "auto".into(),
+                crate::device::Device::Cpu => "cpu".into(),
+                crate::device::Device::Cuda(n) => format!("cuda:{n}"),
+                crate::device::Device::Neuron => "neuron".into(),
+            },
+        ),
+        f("threads", threads.to_string()),
+        f("host", a.host.clone()),
+        f("port", a.port.to_string()),
+        f("served-model-name", list(&a.served_model_name)),
+        f(
+            "api-key",
+            if a.api_key.as_deref().is_some_and(|k| !k.is_empty()) {
+                "(set)".into()
+            } else {
+                "-".into()
+            },
+        ),
+        f("public-metrics", a.public_metrics.to_string()),
+        f("max-num-seqs", a.max_num_seqs.to_string()),
+        f(
+            "max-num-batched-tokens",
+            a.max_num_batched_tokens.to_string(),
+        ),
+        f(
+            "max-model-len",
+            opt(&a.max_model_len.map(|n| n.to_string())),
+        ),
+        f("kv-cache-memory", opt(&a.kv_cache_memory)),
+        f("block-size", a.block_size.to_string()),
+        f("no-prefix-caching", a.no_prefix_caching.to_string()),
+        f(
+            "disable-sliding-window-kv",
+            a.disable_sliding_window_kv.to_string(),
+        ),
+        f("generation-config", a.generation_config.clone()),
+        f("tool-call-parser", format!("{:?}", a.tool_call_parser).to_lowercase()),
+        f("reasoning-parser", format!("{:?}", a.reasoning_parser).to_lowercase()),
+        f("max-queued-requests", a.max_queued_requests.to_string()),
+        f("max-queued-tokens", a.max_queued_tokens.to_string()),
+        f("max-seqs-per-request", a.max_seqs_per_request.to_string()),
+        f(
+            "max-tokens-per-request",
+            opt(&a.max_tokens_per_request.map(|n| n.to_string())),
+        ),
+        f("max-body-bytes", a.max_body_bytes.to_string()),
+        f("max-connections", a.max_connections.to_string()),
+        f("allowed-origins", list(&a.allowed_origins)),
+        f(
+            "header-read-timeout",
+            format!("{} s", a.header_read_timeout),
+        ),
+        f("body-read-timeout", format!("{} s", a.body_read_timeout)),
+        f("drain-timeout", format!("{} s", a.drain_timeout)),
+        f("watchdog-timeout", format!("{} s", a.watchdog_timeout)),
+        f("log-request-text", a.log_request_text.to_string()),
+        f("no-mmap", a.model.no_mmap.to_string()),
+    ]
 }
 
 #[cfg(test)]
