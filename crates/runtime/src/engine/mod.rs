@@ -34,6 +34,7 @@
 //! ```
 
 mod handle;
+pub mod speculative;
 pub mod stop;
 mod types;
 mod worker;
@@ -47,6 +48,7 @@ use switchyard_core::{Backend, BackendError, KvCacheConfig, KvGroupKind, ModelCo
 use switchyard_scheduler::{ConfigError, Scheduler, SchedulerConfig};
 
 pub use handle::{validate_request, EngineHandle, RequestStream, StreamItem};
+pub use speculative::SpeculativeConfig;
 pub use types::{
     Completion, EngineError, EngineOutput, EngineRequest, EngineStats, FinishReason, StopReason,
     SubmitError, TokenLogprob, Usage, MAX_LOGPROBS, MAX_N,
@@ -90,6 +92,8 @@ pub struct EngineConfig {
     /// sliding-window layers (Gemma 3) keep only their window's blocks. Off, or on a backend
     /// without groups: one group, every block holding every layer.
     pub sliding_window_kv: bool,
+    /// Speculative decoding (n-gram drafts verified in the decode step); `None`: off.
+    pub speculative: Option<SpeculativeConfig>,
 }
 
 impl Default for EngineConfig {
@@ -105,6 +109,7 @@ impl Default for EngineConfig {
             enable_prefix_caching: true,
             max_model_len: None,
             sliding_window_kv: true,
+            speculative: None,
         }
     }
 }
@@ -132,6 +137,8 @@ pub struct EngineInfo {
     pub max_num_seqs: usize,
     /// Whether prefix caching is on.
     pub enable_prefix_caching: bool,
+    /// Speculative decoding, if on.
+    pub speculative: Option<SpeculativeConfig>,
 }
 
 impl EngineInfo {
@@ -361,6 +368,7 @@ impl EngineHandle {
             max_num_batched_tokens: config.max_num_batched_tokens,
             max_num_seqs: config.max_num_seqs,
             enable_prefix_caching: config.enable_prefix_caching,
+            speculative: config.speculative.clone(),
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let worker = worker::Worker::new(scheduler, backend, tokenizer.clone(), info.clone(), rx);

@@ -47,6 +47,9 @@ pub struct EngineRequest {
     /// What the output must match (JSON schema, regex, choice, grammar), compiled by
     /// [`Grammars`](crate::constraint::Grammars); each choice gets its own matcher.
     pub constraint: Option<crate::constraint::Constraint>,
+    /// Let speculative decoding draft for this request when the engine has it on (the output
+    /// is the same either way); `false` opts out.
+    pub speculative: bool,
 }
 
 impl Default for EngineRequest {
@@ -65,6 +68,7 @@ impl Default for EngineRequest {
             skip_special_tokens: true,
             priority: 0,
             constraint: None,
+            speculative: true,
         }
     }
 }
@@ -211,6 +215,12 @@ pub struct EngineStats {
     pub num_steps: u64,
     /// Token slots of padding the backend added to fit static shapes (Neuron buckets).
     pub padding_tokens_total: u64,
+    /// Speculative decoding: drafts verified so far.
+    pub spec_num_drafts: u64,
+    /// Draft tokens verified so far.
+    pub spec_num_draft_tokens: u64,
+    /// Of those, accepted (each saved a step).
+    pub spec_num_accepted_tokens: u64,
 }
 
 /// Why a request failed after it was accepted; the stream ends after this item.
