@@ -30,6 +30,11 @@ pub enum DatasetName {
     Jsonl,
     /// The bundled prompt set (benches/prompts/switchyard-tasks.jsonl).
     Bundled,
+    /// Code editing: a source file in the prompt, returned with a small change
+    /// (benches/prompts/code-edit.jsonl; the speculative-decoding workload).
+    CodeEdit,
+    /// Summaries quoting a passage's exact sentences (benches/prompts/summarize-quotes.jsonl).
+    SummarizeQuotes,
 }
 
 /// `switchyard bench serve`.
@@ -298,8 +303,16 @@ async fn serve(a: ServeArgs) -> Result<BenchResult> {
                 .into_owned(),
         },
         DatasetName::Bundled => Dataset::Bundled,
+        DatasetName::CodeEdit => Dataset::CodeEdit,
+        DatasetName::SummarizeQuotes => Dataset::SummarizeQuotes,
     };
-    let from_file = matches!(a.dataset, DatasetName::Jsonl | DatasetName::Bundled);
+    let from_file = matches!(
+        a.dataset,
+        DatasetName::Jsonl
+            | DatasetName::Bundled
+            | DatasetName::CodeEdit
+            | DatasetName::SummarizeQuotes
+    );
     if from_file && a.input_len.is_some() {
         bail!(
             "--input-len does not apply to --dataset {}: its prompts have their own lengths \

@@ -171,6 +171,8 @@ fn describe(r: &BenchResult) -> String {
         } => format!("shared prefix ({num_groups} groups x {prefix_len}-token prefix)"),
         Dataset::Jsonl { path } => format!("prompts from {path}"),
         Dataset::Bundled => "bundled prompt set".to_string(),
+        Dataset::CodeEdit => "code-edit prompt set".to_string(),
+        Dataset::SummarizeQuotes => "summarize-quotes prompt set".to_string(),
     };
     let amount = match (w.num_prompts, w.duration_s) {
         (Some(n), _) => format!("{n} requests per point"),

@@ -13,6 +13,11 @@ use switchyard_runtime::tokenizer::Tokenizer;
 
 /// The bundled prompt set (see benches/prompts/README.md for its source and license).
 pub const BUNDLED_PROMPTS: &str = include_str!("../../../benches/prompts/switchyard-tasks.jsonl");
+/// The code-editing workload (scripts/gen-spec-prompts.py wrote it).
+pub const CODE_EDIT_PROMPTS: &str = include_str!("../../../benches/prompts/code-edit.jsonl");
+/// The summarise-with-quotes workload (scripts/gen-spec-prompts.py wrote it).
+pub const SUMMARIZE_QUOTES_PROMPTS: &str =
+    include_str!("../../../benches/prompts/summarize-quotes.jsonl");
 
 /// A length distribution: `128` (fixed) or `64:256` (uniform, inclusive).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +111,10 @@ pub enum Dataset {
     },
     /// The bundled prompt set (benches/prompts/switchyard-tasks.jsonl), cycled.
     Bundled,
+    /// Code editing (benches/prompts/code-edit.jsonl), cycled.
+    CodeEdit,
+    /// Summaries with quotes (benches/prompts/summarize-quotes.jsonl), cycled.
+    SummarizeQuotes,
 }
 
 /// Where random text comes from.
@@ -277,6 +286,10 @@ impl Workload {
                 parse_jsonl(&text, path)?
             }
             Dataset::Bundled => parse_jsonl(BUNDLED_PROMPTS, "bundled prompts")?,
+            Dataset::CodeEdit => parse_jsonl(CODE_EDIT_PROMPTS, "code-edit prompts")?,
+            Dataset::SummarizeQuotes => {
+                parse_jsonl(SUMMARIZE_QUOTES_PROMPTS, "summarize-quotes prompts")?
+            }
             _ => Vec::new(),
         };
         let prompts = lines
@@ -361,7 +374,10 @@ impl Workload {
                     output_len,
                 }
             }
-            Dataset::Jsonl { .. } | Dataset::Bundled => {
+            Dataset::Jsonl { .. }
+            | Dataset::Bundled
+            | Dataset::CodeEdit
+            | Dataset::SummarizeQuotes => {
                 let (p, n, o) = &self.prompts[(index % self.prompts.len() as u64) as usize];
                 BenchRequest {
                     index,

@@ -228,6 +228,24 @@ impl Metrics {
                 s.num_preemptions as f64,
             );
             one(
+                "spec_decode_num_drafts_total",
+                "counter",
+                "Speculative decoding: drafts verified.",
+                s.spec_num_drafts as f64,
+            );
+            one(
+                "spec_decode_num_draft_tokens_total",
+                "counter",
+                "Speculative decoding: draft tokens verified.",
+                s.spec_num_draft_tokens as f64,
+            );
+            one(
+                "spec_decode_num_accepted_tokens_total",
+                "counter",
+                "Speculative decoding: draft tokens accepted.",
+                s.spec_num_accepted_tokens as f64,
+            );
+            one(
                 "padding_tokens_total",
                 "counter",
                 "Token slots of padding added to fit static shapes (Neuron buckets).",

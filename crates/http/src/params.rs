@@ -295,6 +295,8 @@ pub fn sampling(
         }
     }
     r.ignore_eos = f.bool("ignore_eos")?.unwrap_or(false);
+    // Opting out of the server's speculative decoding (the output is the same either way).
+    r.speculative = f.bool("speculative_decoding")?.unwrap_or(true);
     if let Some(m) = f.int("min_tokens", 0, i64::from(u32::MAX))? {
         r.min_tokens = m as usize;
     }

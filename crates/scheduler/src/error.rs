@@ -84,8 +84,9 @@ pub enum UpdateError {
         /// The id.
         id: RequestId,
     },
-    /// Two outputs for one request.
-    #[error("request {} has more than one output in this step", .id.0)]
+    /// Two outputs for one request that ran no draft, more than its draft allows, or outputs
+    /// before the last that are not its draft's tokens in order.
+    #[error("request {} has more outputs in this step than its draft allows", .id.0)]
     DuplicateOutput {
         /// The id.
         id: RequestId,

@@ -26,6 +26,10 @@ pub struct ScheduledSeq {
     /// Prompt tokens found in the prefix cache when the request was admitted in this step
     /// (0 for a request that was already running).
     pub num_cached_tokens: usize,
+    /// Draft tokens at the end of `tokens` (speculative decoding): the step verifies them, and
+    /// the engine samples from each of the last `num_draft + 1` positions in turn, reporting the
+    /// accepted draft tokens and the token after them.
+    pub num_draft: usize,
 }
 
 /// Counters describing a step, taken when it was planned.
@@ -79,7 +83,7 @@ impl StepPlan {
 
     /// The packed batch for the backend: tokens flattened in plan order, positions
     /// `context_before..`, and one logits row (the sequence's last token) for each sequence that
-    /// samples.
+    /// samples, plus one per draft token before it.
     ///
     /// # Panics
     /// If a position does not fit in a `u32`.
@@ -106,7 +110,8 @@ impl StepPlan {
                 group_tables: s.group_tables.clone(),
             });
             if s.samples {
-                batch.logits_indices.push(start + s.tokens.len() - 1);
+                let end = start + s.tokens.len();
+                batch.logits_indices.extend(end - 1 - s.num_draft..end);
             }
         }
         batch
@@ -129,6 +134,7 @@ mod tests {
                     group_tables: Vec::new(),
                     samples: true,
                     num_cached_tokens: 0,
+                    num_draft: 0,
                 },
                 ScheduledSeq {
                     id: RequestId(2),
@@ -138,6 +144,7 @@ mod tests {
                     group_tables: Vec::new(),
                     samples: false,
                     num_cached_tokens: 0,
+                    num_draft: 0,
                 },
                 ScheduledSeq {
                     id: RequestId(3),
@@ -147,6 +154,7 @@ mod tests {
                     group_tables: Vec::new(),
                     samples: true,
                     num_cached_tokens: 4,
+                    num_draft: 0,
                 },
             ],
             ..StepPlan::default()

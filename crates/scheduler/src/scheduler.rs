@@ -159,6 +159,10 @@ pub struct SchedulerStats {
     pub prefix_cache_hits: u64,
     /// Times a running request was preempted.
     pub num_preemptions: u64,
+    /// Draft tokens run for verification ([`Scheduler::set_draft`]).
+    pub num_draft_tokens: u64,
+    /// Of those, tokens accepted.
+    pub num_accepted_tokens: u64,
 }
 
 /// Queue order: priority, then arrival, then id.
@@ -187,6 +191,11 @@ struct Seq {
     skip_prefix_lookup: bool,
     /// Never offer this sequence's blocks to the prefix cache.
     no_cache: bool,
+    /// Draft tokens proposed for the next decode step ([`Scheduler::set_draft`]).
+    draft: Vec<u32>,
+    /// Draft tokens at the end of the planned step (counted in `num_computed` until the
+    /// step's update keeps the accepted ones).
+    pending_draft: Vec<u32>,
 }
 
 impl Seq {
@@ -211,15 +220,20 @@ impl Seq {
     }
 
     /// The step's share for the plan: `tokens[context_before..num_computed]` and the tables.
+    /// With a pending draft, its tokens follow the sequence's own.
     fn scheduled(&self, context_before: usize, num_cached_tokens: usize) -> ScheduledSeq {
+        let known = self.num_computed - self.pending_draft.len();
+        let mut tokens = self.tokens[context_before..known].to_vec();
+        tokens.extend_from_slice(&self.pending_draft);
         ScheduledSeq {
             id: self.id(),
-            tokens: self.tokens[context_before..self.num_computed].to_vec(),
+            tokens,
             context_before,
             block_table: self.tables[0].clone(),
             group_tables: self.tables[1..].to_vec(),
-            samples: self.num_computed == self.tokens.len(),
+            samples: known == self.tokens.len(),
             num_cached_tokens,
+            num_draft: self.pending_draft.len(),
         }
     }
 
@@ -344,6 +358,8 @@ impl Scheduler {
                 running: false,
                 skip_prefix_lookup: skip_prefix_lookup || no_cache,
                 no_cache,
+                draft: Vec::new(),
+                pending_draft: Vec::new(),
             },
         );
         Ok(())
@@ -395,6 +411,21 @@ impl Scheduler {
             }
             let target = seq.num_computed + n;
             self.release_skipped(id);
+            if let Some(k) = self.draft_room(id, n, budget) {
+                // A decode with a draft: verified in this step if its blocks are free now
+                // (a draft never preempts anything).
+                if self.try_grow(id, target + k) {
+                    budget -= n + k;
+                    let seq = self.seqs.get_mut(&id).expect("running");
+                    let context_before = seq.num_computed;
+                    seq.pending_draft = std::mem::take(&mut seq.draft);
+                    seq.pending_draft.truncate(k);
+                    seq.num_computed = target + k;
+                    self.stats.num_draft_tokens += k as u64;
+                    out.push(seq.scheduled(context_before, 0));
+                    continue;
+                }
+            }
             let scheduled = loop {
                 if self.try_grow(id, target) {
                     break true;
@@ -613,6 +644,41 @@ impl Scheduler {
         }
     }
 
+    /// Proposes `draft` as the tokens following request `id`'s known ones: its next decode
+    /// step (if it is one, in the next plan) runs them too, as many as the step's token budget,
+    /// `max_tokens` and free blocks allow, and [`update`](Self::update) keeps the accepted
+    /// ones. Replaces an earlier proposal; ignored for a request that is not running.
+    pub fn set_draft(&mut self, id: RequestId, draft: Vec<u32>) {
+        if let Some(seq) = self.seqs.get_mut(&id).filter(|s| s.running) {
+            seq.draft = draft;
+        }
+    }
+
+    /// Draft tokens the next step can take for running request `id` about to run `n` tokens
+    /// with `budget` left: `None` unless it is a decode (`n == 1`) with a draft.
+    fn draft_room(&mut self, id: RequestId, n: usize, budget: usize) -> Option<usize> {
+        let seq = self.seqs.get_mut(&id)?;
+        if seq.draft.is_empty() {
+            return None;
+        }
+        if n != 1 {
+            seq.draft.clear();
+            return None;
+        }
+        // After the step, up to k + 1 tokens join the output: never more than `max_tokens`.
+        let generated = seq.tokens.len() - seq.prompt_len;
+        let k = seq
+            .draft
+            .len()
+            .min(budget.saturating_sub(1))
+            .min(seq.max_tokens.saturating_sub(generated + 1));
+        if k == 0 {
+            seq.draft.clear();
+            return None;
+        }
+        Some(k)
+    }
+
     fn lowest_priority_running(&self) -> Option<RequestId> {
         self.running
             .iter()
@@ -634,6 +700,8 @@ impl Scheduler {
         seq.num_computed = 0;
         seq.num_cached_blocks = 0;
         seq.running = false;
+        seq.draft.clear();
+        seq.pending_draft.clear();
         self.waiting.insert(seq.key);
         self.running.retain(|&r| r != id);
         self.stats.num_preemptions += 1;
@@ -641,7 +709,10 @@ impl Scheduler {
     }
 
     /// Takes the results of running `plan`: one sampled token for each live sequence of the
-    /// plan that [`samples`](ScheduledSeq::samples) (outputs for aborted requests are ignored).
+    /// plan that [`samples`](ScheduledSeq::samples) (outputs for aborted requests are ignored);
+    /// for a sequence that ran `k` draft tokens, 1 to `k + 1` tokens in order: the accepted
+    /// draft tokens (equal to the draft's first ones), then the token sampled after them. The
+    /// KV of rejected draft tokens is dropped (their positions are computed again later).
     /// Newly full blocks become findable in the prefix cache; a request finishes when its token
     /// says [`stop`](SampledToken::stop) or it has `max_tokens` tokens. Call once per plan, in
     /// order. On error nothing changes.
@@ -664,10 +735,30 @@ impl Scheduler {
             .filter(|s| s.samples)
             .map(|s| (s.id, false))
             .collect();
+        let drafts: BTreeMap<RequestId, &[u32]> = live
+            .iter()
+            .filter(|s| s.num_draft > 0)
+            .map(|s| (s.id, &s.tokens[s.tokens.len() - s.num_draft..]))
+            .collect();
+        let mut counts: BTreeMap<RequestId, usize> = BTreeMap::new();
         for &(id, _) in outputs {
             match wanted.get_mut(&id) {
-                Some(true) => return Err(UpdateError::DuplicateOutput { id }),
-                Some(seen) => *seen = true,
+                Some(seen) => {
+                    // The i-th output of a drafted sequence: outputs before the last must be
+                    // the draft's tokens, in order, none of them a stop.
+                    let i = counts.entry(id).or_default();
+                    if *i > 0 {
+                        let draft = drafts.get(&id).copied().unwrap_or(&[]);
+                        let prev = outputs.iter().filter(|(o, _)| *o == id).nth(*i - 1);
+                        let fits = *i <= draft.len()
+                            && prev.is_some_and(|(_, p)| !p.stop && p.token == draft[*i - 1]);
+                        if !fits {
+                            return Err(UpdateError::DuplicateOutput { id });
+                        }
+                    }
+                    *i += 1;
+                    *seen = true;
+                }
                 None if self.seqs.contains_key(&id) => {
                     return Err(UpdateError::UnexpectedOutput { id })
                 }
@@ -677,7 +768,44 @@ impl Scheduler {
         if let Some((&id, _)) = wanted.iter().find(|(_, seen)| !**seen) {
             return Err(UpdateError::MissingOutput { id });
         }
+        // Drafted sequences: keep the accepted draft tokens' KV, drop the rest.
+        for (&id, draft) in &drafts {
+            let accepted = counts.get(&id).copied().unwrap_or(1).saturating_sub(1);
+            let bs = self.config.block_size;
+            let seq = self.seqs.get_mut(&id).expect("live");
+            seq.num_computed -= draft.len() - accepted;
+            seq.pending_draft.clear();
+            let nb = seq.num_computed.div_ceil(bs);
+            let mut dropped = Vec::new();
+            for t in &mut seq.tables {
+                dropped.extend(t.drain(nb.min(t.len())..).filter(|b| !b.is_null()));
+            }
+            self.pool.release(&dropped);
+            self.stats.num_accepted_tokens += accepted as u64;
+        }
 
+        let mut ending = Vec::new();
+        for &(id, sampled) in outputs {
+            let Some(seq) = self.seqs.get_mut(&id) else {
+                continue;
+            };
+            if ending.iter().any(|&(e, _)| e == id) {
+                continue;
+            }
+            seq.tokens.push(sampled.token);
+            let reason = if sampled.stop {
+                Some(FinishReason::Stop)
+            } else if seq.tokens.len() - seq.prompt_len >= seq.max_tokens {
+                Some(FinishReason::Length)
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                ending.push((id, reason));
+            }
+        }
+
+        // After the tokens are in: a drafted sequence's accepted draft tokens are computed.
         if self.config.enable_prefix_caching {
             let computed: Vec<(RequestId, usize)> = live
                 .iter()
@@ -689,23 +817,10 @@ impl Scheduler {
             }
         }
 
-        let mut finished = Vec::new();
-        for &(id, sampled) in outputs {
-            let Some(seq) = self.seqs.get_mut(&id) else {
-                continue;
-            };
-            seq.tokens.push(sampled.token);
-            let reason = if sampled.stop {
-                Some(FinishReason::Stop)
-            } else if seq.tokens.len() - seq.prompt_len >= seq.max_tokens {
-                Some(FinishReason::Length)
-            } else {
-                None
-            };
-            if let Some(reason) = reason {
-                finished.push(self.finish(id, reason));
-            }
-        }
+        let finished = ending
+            .into_iter()
+            .map(|(id, reason)| self.finish(id, reason))
+            .collect();
         Ok(finished)
     }
 
@@ -764,6 +879,11 @@ impl Scheduler {
     /// Tokens generated so far by an unfinished request.
     pub fn output_tokens(&self, id: RequestId) -> Option<&[u32]> {
         self.seqs.get(&id).map(|s| &s.tokens[s.prompt_len..])
+    }
+
+    /// A request's known tokens: its prompt, then every token generated so far.
+    pub fn tokens(&self, id: RequestId) -> Option<&[u32]> {
+        self.seqs.get(&id).map(|s| s.tokens.as_slice())
     }
 
     /// Free blocks (including cached ones that may be evicted).
@@ -842,7 +962,9 @@ impl Scheduler {
             if self.waiting.contains(&seq.key) || !self.running.contains(id) {
                 return fail(format!("running request {} is queued wrongly", id.0));
             }
-            if seq.num_computed > seq.tokens.len() || seq.num_computed == 0 {
+            if seq.num_computed > seq.tokens.len() + seq.pending_draft.len()
+                || seq.num_computed == 0
+            {
                 return fail(format!(
                     "request {}: {} computed of {}",
                     id.0,

@@ -40,6 +40,9 @@ pub(crate) struct BenchEngineArgs {
     /// One block table of all layers even for sliding-window models (to compare).
     #[arg(long)]
     disable_sliding_window_kv: bool,
+    /// Speculative decoding config (vLLM's JSON shape; see `serve --speculative-config`).
+    #[arg(long)]
+    speculative_config: Option<String>,
     /// Seed of the random prompts.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -194,6 +197,12 @@ pub(crate) fn run(a: BenchEngineArgs) -> Result<()> {
         max_num_seqs: max_c,
         max_model_len: Some(max_len),
         sliding_window_kv: !a.disable_sliding_window_kv,
+        speculative: a
+            .speculative_config
+            .as_deref()
+            .map(switchyard_runtime::engine::SpeculativeConfig::from_json)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!(e))?,
         ..EngineConfig::default()
     };
     let tokenizer = Arc::new(model.tokenizer);

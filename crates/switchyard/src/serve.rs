@@ -139,6 +139,12 @@ pub(crate) struct ServeArgs {
     /// Turn off the built-in chat page (`/`) and dashboard (`/dashboard`): their routes 404.
     #[arg(long, env = "SWITCHYARD_NO_WEBUI")]
     no_webui: bool,
+    /// Speculative decoding, in vLLM's JSON shape: `{"method": "ngram",
+    /// "num_speculative_tokens": K, "prompt_lookup_min": A, "prompt_lookup_max": B,
+    /// "disable_by_batch_size": N}` (drafts from the request's own prompt and output, verified
+    /// in the decode step; greedy output is unchanged). Off by default.
+    #[arg(long, env = "SWITCHYARD_SPECULATIVE_CONFIG")]
+    speculative_config: Option<String>,
 }
 
 /// Parses `--matryoshka-dimensions`.
@@ -258,6 +264,12 @@ pub(crate) fn run(a: ServeArgs) -> Result<()> {
         enable_prefix_caching: !a.no_prefix_caching,
         max_model_len: a.max_model_len,
         sliding_window_kv: !a.disable_sliding_window_kv,
+        speculative: a
+            .speculative_config
+            .as_deref()
+            .map(switchyard_runtime::engine::SpeculativeConfig::from_json)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!(e))?,
     };
     let generation = if a.generation_config == "auto" {
         model.generation.clone()

@@ -35,6 +35,7 @@
 
 mod embed;
 mod handle;
+pub mod speculative;
 pub mod stop;
 mod types;
 mod worker;
@@ -48,6 +49,7 @@ use switchyard_core::{Backend, BackendError, KvCacheConfig, KvGroupKind, ModelCo
 use switchyard_scheduler::{ConfigError, Scheduler, SchedulerConfig};
 
 pub use handle::{validate_request, EngineHandle, RequestStream, StreamItem};
+pub use speculative::SpeculativeConfig;
 pub use types::{
     Completion, EngineError, EngineOutput, EngineRequest, EngineStats, FinishReason, StopReason,
     SubmitError, TokenLogprob, Usage, MAX_LOGPROBS, MAX_N,
@@ -91,6 +93,8 @@ pub struct EngineConfig {
     /// sliding-window layers (Gemma 3) keep only their window's blocks. Off, or on a backend
     /// without groups: one group, every block holding every layer.
     pub sliding_window_kv: bool,
+    /// Speculative decoding (n-gram drafts verified in the decode step); `None`: off.
+    pub speculative: Option<SpeculativeConfig>,
 }
 
 impl Default for EngineConfig {
@@ -106,6 +110,7 @@ impl Default for EngineConfig {
             enable_prefix_caching: true,
             max_model_len: None,
             sliding_window_kv: true,
+            speculative: None,
         }
     }
 }
@@ -137,6 +142,8 @@ pub struct EngineInfo {
     pub embeddings: bool,
     /// Length of an embedding (the model's hidden size).
     pub hidden_size: usize,
+    /// Speculative decoding, if on.
+    pub speculative: Option<SpeculativeConfig>,
 }
 
 impl EngineInfo {
@@ -368,6 +375,7 @@ impl EngineHandle {
             enable_prefix_caching: config.enable_prefix_caching,
             embeddings: backend.supports_hidden(),
             hidden_size: model.hidden,
+            speculative: config.speculative.clone(),
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let worker = worker::Worker::new(scheduler, backend, tokenizer.clone(), info.clone(), rx);

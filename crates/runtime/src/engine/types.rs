@@ -52,6 +52,9 @@ pub struct EngineRequest {
     /// are pooled so, and one output carries the vector ([`EngineOutput::embedding`], not
     /// normalized) with no tokens. Needs `n` 1, `max_tokens` 1 and no logprobs or constraint.
     pub embed: Option<crate::pooling::Pooling>,
+    /// Let speculative decoding draft for this request when the engine has it on (the output
+    /// is the same either way); `false` opts out.
+    pub speculative: bool,
 }
 
 impl Default for EngineRequest {
@@ -71,6 +74,7 @@ impl Default for EngineRequest {
             priority: 0,
             constraint: None,
             embed: None,
+            speculative: true,
         }
     }
 }
@@ -220,6 +224,12 @@ pub struct EngineStats {
     pub num_steps: u64,
     /// Token slots of padding the backend added to fit static shapes (Neuron buckets).
     pub padding_tokens_total: u64,
+    /// Speculative decoding: drafts verified so far.
+    pub spec_num_drafts: u64,
+    /// Draft tokens verified so far.
+    pub spec_num_draft_tokens: u64,
+    /// Of those, accepted (each saved a step).
+    pub spec_num_accepted_tokens: u64,
 }
 
 /// Why a request failed after it was accepted; the stream ends after this item.

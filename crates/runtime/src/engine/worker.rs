@@ -15,6 +15,7 @@ use switchyard_scheduler::{Request, SampledToken, Scheduler, StepPlan};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::handle::{Command, StreamItem, Submission};
+use super::speculative::{ngram_draft, Acceptance};
 use super::stop::{Matched, StopMatcher};
 use super::types::{
     EngineError, EngineOutput, EngineRequest, EngineStats, FinishReason, StopReason, TokenLogprob,
@@ -58,6 +59,10 @@ struct Seq {
     prompt_logprobs: Option<PromptLogprobs>,
     /// The output constraint's matcher, if the request has one.
     constraint: Option<crate::constraint::ConstraintState>,
+    /// Speculative decoding may draft for this sequence.
+    speculate: bool,
+    /// How well its drafts are accepted (backs drafting off).
+    acceptance: Acceptance,
     /// When the engine received the request.
     submitted: std::time::Instant,
     /// From `submitted` to the first step that scheduled this sequence.
@@ -93,18 +98,39 @@ struct Rows {
     first: usize,
     /// Prompt positions whose next-token logprobs are computed in this step.
     prompt: Range<usize>,
-    /// Whether the last row is for sampling.
+    /// Whether the last rows are for sampling: one, plus one per draft token before it.
     samples: bool,
     /// Rows of the step's hidden states (embedding requests) that are this sequence's.
     hidden: Range<usize>,
     /// An embedding request whose prompt this step completes.
     embed_done: bool,
+    /// Draft tokens verified in this step (speculative decoding), in order.
+    draft: Vec<u32>,
 }
 
-/// What sampling one sequence produced.
+/// What sampling one sequence produced: one token, or with a draft, the accepted draft tokens
+/// and the token after them (one output holding them all).
 struct Sampled {
-    token: SampledToken,
+    tokens: Vec<SampledToken>,
     output: EngineOutput,
+}
+
+impl Sampled {
+    /// Appends a later token's result.
+    fn join(&mut self, next: Sampled) {
+        self.tokens.extend(next.tokens);
+        let (a, b) = (&mut self.output, next.output);
+        a.token_ids.extend(b.token_ids);
+        a.text.push_str(&b.text);
+        if let (Some(x), Some(y)) = (a.logprobs.as_mut(), b.logprobs) {
+            x.extend(y);
+        }
+        if a.prompt_logprobs.is_none() {
+            a.prompt_logprobs = b.prompt_logprobs;
+        }
+        a.finish = b.finish;
+        a.usage = b.usage;
+    }
 }
 
 #[derive(Default)]
@@ -113,6 +139,9 @@ struct Totals {
     generation_tokens: u64,
     steps: u64,
     peak_running: usize,
+    spec_drafts: u64,
+    spec_draft_tokens: u64,
+    spec_accepted_tokens: u64,
 }
 
 pub(crate) struct Worker {
@@ -235,6 +264,9 @@ impl Worker {
             generation_tokens_total: self.totals.generation_tokens,
             num_steps: self.totals.steps,
             padding_tokens_total: self.backend.padding_tokens(),
+            spec_num_drafts: self.totals.spec_drafts,
+            spec_num_draft_tokens: self.totals.spec_draft_tokens,
+            spec_num_accepted_tokens: self.totals.spec_accepted_tokens,
         }
     }
 
@@ -255,6 +287,7 @@ impl Worker {
             priority,
             constraint,
             embed,
+            speculative,
         } = request;
         if self.groups.contains_key(&id) {
             let _ = tx.send(Err(EngineError::Rejected(format!(
@@ -299,6 +332,8 @@ impl Worker {
                 queue_time: None,
                 constraint: constraint.as_ref().map(|c| c.start()),
                 embed: embed.map(super::embed::Embedding::new),
+                speculate: speculative,
+                acceptance: Acceptance::default(),
                 prompt_logprobs: prompt_logprobs
                     .filter(|_| index == 0)
                     .map(|top| PromptLogprobs {
@@ -391,6 +426,7 @@ impl Worker {
 
     /// Runs one step; `false` if the plan was empty.
     fn step(&mut self) -> bool {
+        self.propose_drafts();
         let plan = self.sched.schedule();
         if plan.is_empty() {
             return false;
@@ -502,6 +538,31 @@ impl Worker {
         }
     }
 
+    /// Speculative decoding: an n-gram draft for each decoding sequence (the scheduler runs it
+    /// with the sequence's next token if it is a decode step), unless more sequences run than
+    /// the configuration's `disable_by_batch_size`.
+    fn propose_drafts(&mut self) {
+        let Some(cfg) = self.info.speculative.as_ref() else {
+            return;
+        };
+        if self.sched.num_running() > cfg.disable_by_batch_size {
+            return;
+        }
+        for (&sid, q) in &self.seqs {
+            if !q.speculate || !q.admitted || q.generated == 0 {
+                continue;
+            }
+            let Some(tokens) = self.sched.tokens(sid) else {
+                continue;
+            };
+            let k = q.acceptance.draft_len(cfg.num_speculative_tokens);
+            let draft = ngram_draft(tokens, cfg.prompt_lookup_min, cfg.prompt_lookup_max, k);
+            if !draft.is_empty() {
+                self.sched.set_draft(sid, draft);
+            }
+        }
+    }
+
     /// Whether every row of the step is a plain greedy choice that the backend may make itself
     /// ([`Backend::forward_greedy`]): no prompt logprobs, and every sampling sequence greedy
     /// with no logit processing (bias, penalties), no logprobs and no EOS / stop-token masking
@@ -571,7 +632,8 @@ impl Worker {
                 .logits_indices
                 .extend(prompt.clone().map(|pos| b.start + pos - s.context_before));
             if s.samples {
-                batch.logits_indices.push(b.start + b.len - 1);
+                let end = b.start + b.len;
+                batch.logits_indices.extend(end - 1 - s.num_draft..end);
             }
             rows.push(Rows {
                 first,
@@ -579,6 +641,7 @@ impl Worker {
                 samples: s.samples,
                 hidden: 0..0,
                 embed_done: false,
+                draft: s.tokens[s.tokens.len() - s.num_draft..].to_vec(),
             });
         }
         (batch, rows, hidden_idx)
@@ -606,10 +669,11 @@ impl Worker {
         let mut jobs = Vec::with_capacity(plan.seqs.len());
         let mut offset = 0;
         for (s, r) in plan.seqs.iter().zip(rows) {
-            let count = r.prompt.len() + usize::from(r.samples);
+            let sampling = if r.samples { 1 + r.draft.len() } else { 0 };
+            let count = r.prompt.len() + sampling;
             assert_eq!(r.first, offset, "engine: logits rows out of plan order");
             let choice = match &tokens {
-                Some(t) => Choice::Token(r.samples.then(|| t[offset + count - 1])),
+                Some(t) => Choice::Tokens(&t[offset + count - sampling..offset + count]),
                 None => {
                     let (seq_rows, tail) = std::mem::take(&mut rest).split_at_mut(count);
                     rest = tail;
@@ -625,7 +689,7 @@ impl Worker {
             .into_par_iter()
             .map(|(id, seq, choice, r)| {
                 let result = catch_unwind(AssertUnwindSafe(|| {
-                    process_seq(seq, tok, r.prompt.clone(), choice)
+                    process_seq(seq, tok, r.prompt.clone(), &r.draft, choice)
                 }))
                 .map_err(|panic| {
                     let msg = panic
@@ -664,8 +728,23 @@ impl Worker {
         let tokens: Vec<(RequestId, SampledToken)> = sampled
             .iter()
             .filter(|(sid, _)| self.seqs.contains_key(sid))
-            .map(|(sid, x)| (*sid, x.token))
+            .flat_map(|(sid, x)| x.tokens.iter().map(move |t| (*sid, *t)))
             .collect();
+        for (s, r) in plan.seqs.iter().zip(rows) {
+            if r.draft.is_empty() {
+                continue;
+            }
+            let Some((_, x)) = sampled.iter().find(|(sid, _)| *sid == s.id) else {
+                continue;
+            };
+            let accepted = x.tokens.len() - 1;
+            self.totals.spec_drafts += 1;
+            self.totals.spec_draft_tokens += r.draft.len() as u64;
+            self.totals.spec_accepted_tokens += accepted as u64;
+            if let Some(q) = self.seqs.get_mut(&s.id) {
+                q.acceptance.record(r.draft.len(), accepted);
+            }
+        }
         let finished = match self.sched.update(plan, &tokens) {
             Ok(f) => f,
             Err(e) => {
@@ -685,7 +764,8 @@ impl Worker {
                 continue;
             };
             let rid = seq.request;
-            if seq.index == 0 && seq.generated == 1 {
+            if seq.index == 0 && seq.generated == x.tokens.len() {
+                // Its first output: the prompt's blocks are computed and cached.
                 release.push(rid);
             }
             let done = x.output.finish.is_some();
@@ -814,16 +894,21 @@ enum StepOut {
 /// it samples), or the token the backend chose (`None`: the sequence does not sample).
 enum Choice<'a, 'b> {
     Rows(&'a mut [&'b mut [f32]]),
-    Token(Option<u32>),
+    /// The backend's greedy choice for each sampling row (empty: the sequence does not sample).
+    Tokens(&'a [u32]),
 }
 
 /// Prompt logprobs for the rows of `prompt`, then (if the sequence samples) the next token
-/// with its stop checks and text. Runs under `catch_unwind`: a panic here fails only this
-/// request, as does an error (the constraint's grammar engine failed).
+/// with its stop checks and text; with a `draft`, one sampling row per draft token and one
+/// after: each row is sampled as a plain decode step would be, and the next row is used only
+/// while the token sampled equals the draft's (the KV of later rows then holds exactly the
+/// sequence's tokens). Runs under `catch_unwind`: a panic here fails only this request, as
+/// does an error (the constraint's grammar engine failed).
 fn process_seq(
     seq: &mut Seq,
     tok: &Tokenizer,
     prompt: Range<usize>,
+    draft: &[u32],
     choice: Choice<'_, '_>,
 ) -> Result<Option<Sampled>, String> {
     #[cfg(test)]
@@ -837,8 +922,18 @@ fn process_seq(
         panic!("injected test panic");
     }
     let rows = match choice {
-        Choice::Token(None) => return Ok(None),
-        Choice::Token(Some(token)) => return Ok(emit(seq, tok, token, None)),
+        Choice::Tokens(ids) => {
+            let mut out: Option<Sampled> = None;
+            for (i, &token) in ids.iter().enumerate() {
+                let x = emit(seq, tok, token, None);
+                let go_on = !x.tokens[0].stop && draft.get(i) == Some(&token);
+                join(&mut out, x);
+                if !go_on {
+                    break;
+                }
+            }
+            return Ok(out);
+        }
         Choice::Rows(rows) => rows,
     };
     let samples = rows.len() > prompt.len();
@@ -857,7 +952,29 @@ fn process_seq(
     if !samples {
         return Ok(None);
     }
-    let row: &mut [f32] = rows.last_mut().expect("a sampling row");
+    let mut out: Option<Sampled> = None;
+    for (i, row) in rows[prompt.len()..].iter_mut().enumerate() {
+        let x = sample_row(seq, tok, row)?;
+        let go_on = !x.tokens[0].stop && draft.get(i) == Some(&x.tokens[0].token);
+        join(&mut out, x);
+        if !go_on {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Adds one token's result to a step's.
+fn join(out: &mut Option<Sampled>, x: Sampled) {
+    match out {
+        Some(o) => o.join(x),
+        None => *out = Some(x),
+    }
+}
+
+/// Samples the next token from `row` (masks for `min_tokens`, the vocabulary's padding and
+/// the constraint, then the sampler's processing) and accepts it.
+fn sample_row(seq: &mut Seq, tok: &Tokenizer, row: &mut [f32]) -> Result<Sampled, String> {
     let spec = seq.spec.clone();
     if seq.generated < spec.min_tokens {
         let eos: &[u32] = if spec.ignore_eos { &[] } else { &tok.eos_ids };
@@ -888,7 +1005,7 @@ fn process_seq(
 }
 
 /// Accepts the chosen `token`: stop checks, text, the output.
-fn emit(seq: &mut Seq, tok: &Tokenizer, token: u32, lp: Option<TokenLogprob>) -> Option<Sampled> {
+fn emit(seq: &mut Seq, tok: &Tokenizer, token: u32, lp: Option<TokenLogprob>) -> Sampled {
     if Some(token) == injected_panic_token() {
         panic!("injected fault: sampled token {token} (SWITCHYARD_TEST_PANIC_ON_TOKEN)");
     }
@@ -941,8 +1058,8 @@ fn emit(seq: &mut Seq, tok: &Tokenizer, token: u32, lp: Option<TokenLogprob>) ->
     } else {
         SampledToken::token(token)
     };
-    Some(Sampled {
-        token: token_state,
+    Sampled {
+        tokens: vec![token_state],
         output: EngineOutput {
             index: seq.index,
             token_ids: vec![token],
@@ -953,7 +1070,7 @@ fn emit(seq: &mut Seq, tok: &Tokenizer, token: u32, lp: Option<TokenLogprob>) ->
             usage: seq.usage(),
             embedding: None,
         },
-    })
+    }
 }
 
 /// Turns a matcher result into (text, finish): a stop string found overrides `otherwise`.

@@ -5,4 +5,5 @@ mod api;
 mod groups;
 mod harness;
 mod properties;
+mod speculative;
 mod traces;

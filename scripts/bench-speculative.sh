@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Speculative decoding beside plain decoding and beside llama-server's own n-gram speculation,
+# same GGUF, same threads, one run: the code-edit and summarize-quotes workloads (bench serve
+# datasets) through /v1/chat/completions, greedy, each server alone on the machine while it is
+# measured; one stream, then 16 streams. Prints one line per server/workload/concurrency with
+# output tokens/s; the acceptance rate from /metrics.
+# Usage: scripts/bench-speculative.sh [MODEL_ALIAS]   env: THREADS (2), K (5: draft tokens),
+#        NUM_PROMPTS (8 per point), OUT (results dir), SERVERS ("sy sy-ngram llama llama-ngram")
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ALIAS="${1:-qwen2.5-coder-0.5b-instruct}"
+THREADS="${THREADS:-2}"; K="${K:-5}"; NP="${NUM_PROMPTS:-8}"
+OUT="${OUT:-benches/results/speculative-$(date -u +%Y-%m-%d)-$ALIAS}"
+mkdir -p "$OUT"
+cargo build --release -p switchyard >&2
+BIN=target/release/switchyard
+LB="$(bash scripts/build-llamacpp.sh)"
+GGUF="$("$BIN" fetch "$ALIAS" | sed 's/^[^:]*: //')"
+PORT=18097
+wait_ready() { for _ in $(seq 1 240); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.5; done; echo "server at $1 did not start" >&2; return 1; }
+SPEC="{\"method\": \"ngram\", \"num_speculative_tokens\": $K, \"prompt_lookup_min\": 1, \"prompt_lookup_max\": 4}"
+start() { # name
+  case "$1" in
+    sy) "$BIN" serve --no-fetch -m "$ALIAS" --port $PORT --threads "$THREADS" --max-num-seqs 16 ;;
+    sy-ngram) "$BIN" serve --no-fetch -m "$ALIAS" --port $PORT --threads "$THREADS" --max-num-seqs 16 \
+                --speculative-config "$SPEC" ;;
+    llama) "$LB/llama-server" -m "$GGUF" --port $PORT -t "$THREADS" -np 16 -c $((16 * 4096)) --alias "$ALIAS" ;;
+    llama-ngram) "$LB/llama-server" -m "$GGUF" --port $PORT -t "$THREADS" -np 16 -c $((16 * 4096)) --alias "$ALIAS" \
+                --spec-type ngram-simple ;;
+  esac > "$OUT/$1.log" 2>&1 &
+  PID=$!
+  trap 'kill $PID 2>/dev/null || true' EXIT
+  wait_ready "http://127.0.0.1:$PORT/v1/models"
+}
+{
+echo "# Speculative decoding run $(date -u +%FT%TZ)"
+echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-) | threads $THREADS | K $K | git $(git rev-parse --short HEAD) | load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "| server | workload | streams | output tok/s | mean TPOT ms | requests |"
+echo "|---|---|---|---|---|---|"
+} | tee "$OUT/summary.md"
+for s in ${SERVERS:-sy sy-ngram llama llama-ngram}; do
+  start "$s"
+  for ds in code-edit summarize-quotes; do
+    for c in 1 16; do
+      n=$NP; [ "$c" = 16 ] && n=$((NP * 2))
+      "$BIN" bench serve --base-url "http://127.0.0.1:$PORT" --model "$ALIAS" --tokenizer "$ALIAS" \
+        --endpoint /v1/chat/completions --dataset "$ds" --concurrency "$c" --num-prompts "$n" \
+        --warmup 1 --temperature 0 --ignore-eos false --label "$s-$ds-$c" --no-progress \
+        --result-file "$OUT/$s-$ds-$c.json" > "$OUT/$s-$ds-$c.txt" 2>&1
+      python3 - "$OUT/$s-$ds-$c.json" "$s" "$ds" "$c" <<'PY' | tee -a "$OUT/summary.md"
+import json, sys
+r = json.load(open(sys.argv[1]))
+p = r["points"][0]["metrics"]
+print(f"| {sys.argv[2]} | {sys.argv[3]} | {sys.argv[4]} | {p['output_throughput']:.1f} | {p['tpot_ms']['mean']:.1f} | {p['completed']} |")
+PY
+    done
+  done
+  if [ "$s" = sy-ngram ]; then
+    curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^switchyard:spec_decode' | tee -a "$OUT/summary.md"
+  fi
+  kill $PID; wait $PID 2>/dev/null || true
+done
+echo "summary: $OUT/summary.md"
