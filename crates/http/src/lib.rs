@@ -29,8 +29,8 @@ pub mod openapi;
 pub mod params;
 pub mod structured;
 pub mod template;
-pub mod webui;
 pub mod tools;
+pub mod webui;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

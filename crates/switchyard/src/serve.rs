@@ -448,8 +448,14 @@ fn flag_values(a: &ServeArgs, threads: usize) -> Vec<(String, String)> {
             a.disable_sliding_window_kv.to_string(),
         ),
         f("generation-config", a.generation_config.clone()),
-        f("tool-call-parser", format!("{:?}", a.tool_call_parser).to_lowercase()),
-        f("reasoning-parser", format!("{:?}", a.reasoning_parser).to_lowercase()),
+        f(
+            "tool-call-parser",
+            format!("{:?}", a.tool_call_parser).to_lowercase(),
+        ),
+        f(
+            "reasoning-parser",
+            format!("{:?}", a.reasoning_parser).to_lowercase(),
+        ),
         f("max-queued-requests", a.max_queued_requests.to_string()),
         f("max-queued-tokens", a.max_queued_tokens.to_string()),
         f("max-seqs-per-request", a.max_seqs_per_request.to_string()),

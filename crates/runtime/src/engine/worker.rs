@@ -613,6 +613,7 @@ impl Worker {
                     samples: false,
                     hidden: h0..hidden_idx.len(),
                     embed_done: s.samples,
+                    draft: Vec::new(),
                 });
                 continue;
             }
@@ -852,7 +853,7 @@ impl Worker {
                     s.id,
                     Sampled {
                         // Any id: the request ends here and the token is never computed.
-                        token: SampledToken::stop(0),
+                        tokens: vec![SampledToken::stop(0)],
                         output: EngineOutput {
                             index: seq.index,
                             token_ids: Vec::new(),
