@@ -5,16 +5,38 @@ use switchyard_backend_cpu::kernels::{
 };
 use switchyard_core::GgmlType;
 
-/// Best of 15 runs of 5 calls of `f` on `pool`, in seconds per call (`reps` = 0: not run).
+/// Seconds on the clock `MMBENCH_CLOCK` names: `cpu`, the process's CPU time (on a loaded
+/// machine, one thread: time spent waiting for a core does not count), else wall-clock.
+fn now(start: Instant) -> f64 {
+    #[cfg(target_os = "linux")]
+    if std::env::var("MMBENCH_CLOCK").is_ok_and(|c| c == "cpu") {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec for the call's duration.
+        unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+        return ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9;
+    }
+    start.elapsed().as_secs_f64()
+}
+
+/// Best of 15 runs of 5 calls of `f` on `pool`, in seconds per call (`reps` = 0: not run;
+/// `MMBENCH_REPS=1`: one run, for instruction counts under callgrind).
 fn best_of(pool: &rayon::ThreadPool, reps: usize, mut f: impl FnMut() + Send) -> f64 {
+    let reps = std::env::var("MMBENCH_REPS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .map_or(reps, |r: usize| r.min(reps));
+    let start = Instant::now();
     pool.install(|| {
         let mut best = f64::MAX;
         for _ in 0..reps {
-            let s = Instant::now();
+            let s = now(start);
             for _ in 0..5 {
                 f();
             }
-            best = best.min(s.elapsed().as_secs_f64() / 5.0);
+            best = best.min((now(start) - s) / 5.0);
         }
         best
     })
@@ -41,6 +63,8 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let want_ty = args.first().cloned();
     let want_nt: Option<usize> = args.get(1).and_then(|a| a.parse().ok());
+    // `MMBENCH_SHAPE=2048x8192`: only matrices of that shape (rows x columns).
+    let want_shape = std::env::var("MMBENCH_SHAPE").ok();
     // `MMBENCH_Q8_ROWS=512`: a Q8_0 matrix that stays in L2, to tell compute from memory.
     let q8_rows = std::env::var("MMBENCH_Q8_ROWS")
         .ok()
@@ -56,6 +80,9 @@ fn main() {
         // Q5_K_M / Q3_K_M / Q2_K files: the K-quants side by side at one size.
         (GgmlType::Q4_K, 2048, 2048),
         (GgmlType::Q5_K, 2048, 2048),
+        // Llama 3.2 1B's FFN shapes: gate / up, and down (8,192 columns: column chunks).
+        (GgmlType::Q5_K, 8192, 2048),
+        (GgmlType::Q5_K, 2048, 8192),
         (GgmlType::Q3_K, 2048, 2048),
         (GgmlType::Q2_K, 2048, 2048),
         (GgmlType::Q6_K, 2048, 2048),
@@ -71,7 +98,11 @@ fn main() {
         (GgmlType::Q5_1, 2048, 640),
         (GgmlType::IQ4_NL, 2048, 640),
     ] {
-        if want_ty.as_ref().is_some_and(|t| *t != format!("{ty:?}")) {
+        if want_ty.as_ref().is_some_and(|t| *t != format!("{ty:?}"))
+            || want_shape
+                .as_ref()
+                .is_some_and(|s| *s != format!("{rows}x{cols}"))
+        {
             continue;
         }
         let mut data = vec![0u8; rows * ty.bytes_for(cols)];

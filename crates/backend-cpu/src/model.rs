@@ -76,6 +76,9 @@ pub struct CpuBackend {
     kv: Option<KvCache>,
     /// Logits handed back by the engine (`recycle_logits`), reused by the next step.
     spare_logits: Vec<f32>,
+    /// The expert outputs of a mixture-of-experts layer (`Moe::forward`), reused by every
+    /// layer and step (dropped when over `SPARE_LOGITS_MAX`).
+    moe_scratch: Vec<f32>,
 }
 
 /// Largest logits buffer kept for reuse (floats): 64 MiB, 64 rows of Gemma's vocabulary.
@@ -375,6 +378,7 @@ impl CpuBackend {
             layers,
             kv: None,
             spare_logits: Vec::new(),
+            moe_scratch: Vec::new(),
         })
     }
 
@@ -678,6 +682,7 @@ impl CpuBackend {
         let bs = kv.block_size;
 
         let mut x = Self::embed_rows_static(&self.embed, c, &batch.token_ids)?;
+        let mut moe_scratch = std::mem::take(&mut self.moe_scratch);
         // RoPE angles of each token, once per step for all layers: global, then local.
         let half = hd / 2;
         let angles = |inv: &[f32]| {
@@ -848,7 +853,7 @@ impl CpuBackend {
                     });
                     down.matmul(&g, n, &mut o);
                 }
-                Ffn::Moe(m) => m.forward(&h, n, &mut o),
+                Ffn::Moe(m) => m.forward(&h, n, &mut o, &mut moe_scratch),
             }
             {
                 let (xr, or) = (Rows::new(&mut x, c.hidden), Rows::new(&mut o, c.hidden));
@@ -872,6 +877,9 @@ impl CpuBackend {
             dst.copy_from_slice(&x[i * c.hidden..(i + 1) * c.hidden]);
         }
         ops::rmsnorm_rows(&mut sel, &self.output_norm, c.rms_eps);
+        if moe_scratch.capacity() <= SPARE_LOGITS_MAX {
+            self.moe_scratch = moe_scratch;
+        }
         Ok(sel)
     }
 }

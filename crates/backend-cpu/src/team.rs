@@ -41,7 +41,10 @@ impl Job<'_> {
             if i >= self.n {
                 return;
             }
-            if let Err(p) = catch_unwind(AssertUnwindSafe(|| (self.f)(i))) {
+            IN_CHUNK.with(|c| c.set(true));
+            let r = catch_unwind(AssertUnwindSafe(|| (self.f)(i)));
+            IN_CHUNK.with(|c| c.set(false));
+            if let Err(p) = r {
                 self.panic
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -67,6 +70,15 @@ pub(crate) struct Team {
 thread_local! {
     /// The team of the pass this thread runs, if any.
     static CURRENT: Cell<*const Team> = const { Cell::new(std::ptr::null()) };
+    /// Whether this thread is running a chunk of a team's loop.
+    static IN_CHUNK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether this thread runs a chunk of a team's loop ([`for_each_index`] on a team): loops
+/// inside it run serially on this thread (the team's other threads are busy with the outer
+/// loop's other chunks), and the matmul kernels split no rows.
+pub(crate) fn in_chunk() -> bool {
+    IN_CHUNK.with(|c| c.get())
 }
 
 impl Team {
@@ -189,19 +201,20 @@ pub(crate) fn with_team<R: Send>(pass: impl FnOnce() -> R + Send) -> R {
 }
 
 /// `f(i)` for every `i < n`, in parallel: on the current team if this thread runs a pass of
-/// [`with_team`], else on rayon.
+/// [`with_team`], else on rayon; serially inside a chunk of a team's loop ([`in_chunk`]).
 pub(crate) fn for_each_index(n: usize, f: impl Fn(usize) + Sync) {
     match n {
         0 => {}
         1 => f(0),
+        _ if in_chunk() => (0..n).for_each(f),
         _ => {
             let team = CURRENT.with(|c| c.get());
             if team.is_null() {
                 use rayon::prelude::*;
                 (0..n).into_par_iter().with_max_len(1).for_each(&f);
             } else {
-                // A loop inside one of this loop's chunks (none does so today) goes to rayon:
-                // the team has one job at a time.
+                // The team has one job at a time (a loop inside one of this loop's chunks runs
+                // serially, `in_chunk`).
                 CURRENT.with(|c| c.set(std::ptr::null()));
                 // SAFETY: `CURRENT` holds a team only while `with_team`'s pass runs on this
                 // thread, and the team outlives that pass (it is dropped after the broadcast).

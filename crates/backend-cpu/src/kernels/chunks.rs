@@ -38,14 +38,15 @@ pub(super) fn map_chunks<R: Send>(
 /// not hold the others up, more for large work (a chunk covers at most ~512 KiB of weight bytes
 /// times tokens: a prompt's matmuls split into many chunks, so that the thread finishing its
 /// last chunk first waits a small part of the loop for the other; at most 64 per 1,024 rows),
-/// never a chunk below 16 rows, and one (no rayon at all) for tiny matrices.
+/// never a chunk below 16 rows, and one (no rayon at all) for tiny matrices and inside a chunk
+/// of a team's loop (a matmul per task of a parallel loop, as the experts of `moe.rs`).
 pub(super) fn chunk_count(rows: usize, cost_per_row: usize) -> usize {
     const MIN_ROWS: usize = 16;
     const MIN_TOTAL: usize = 16 << 10;
     const MAX_CHUNK: usize = 512 << 10;
     let threads = rayon::current_num_threads();
     let total = rows.saturating_mul(cost_per_row);
-    if threads <= 1 || total < MIN_TOTAL {
+    if threads <= 1 || total < MIN_TOTAL || crate::team::in_chunk() {
         return 1;
     }
     let want = (4 * threads).max(total / MAX_CHUNK);

@@ -915,10 +915,12 @@ proptest! {
 fn matmul_is_batch_invariant() {
     let mut rng = StdRng::seed_from_u64(77);
     // 640 and 1312 columns: groups of 8 blocks and a half group; wide groups of 16 blocks, a
-    // group of 8 and a half group (the AVX-512 Q4_0 / Q5_0 / Q8_0 layouts).
+    // group of 8 and a half group (the AVX-512 Q4_0 / Q5_0 / Q8_0 layouts). K-quants: 4608
+    // columns, which the AVX2 kernel takes in column chunks once a token group's activations
+    // pass 16 KiB (18 super-blocks: four chunks of 4 and one of 2; 19 rows: two sub-tiles).
     for (ty, cols) in TYPES.into_iter().flat_map(|ty| {
         if is_k(ty) {
-            vec![(ty, 512)]
+            vec![(ty, 512), (ty, 4608)]
         } else {
             vec![(ty, 640), (ty, 1312)]
         }

@@ -9,6 +9,16 @@ use switchyard_core::dtype::iq4xs_scales;
 /// Most tokens multiplied with one decoded, transposed K-quant super-block.
 pub(crate) const K_NT_MAX: usize = 16;
 
+/// Activation bytes of a token group above which `rows_k` splits the rows into column chunks
+/// of `CHUNK_SB` super-blocks (8 tokens of an 8,192-column down projection are 64 KiB: twice
+/// L1, so every row re-read them from L2; mmbench Q5_K 2048 x 8192 at 64 tokens, one thread,
+/// CPU time on a loaded Zen 3: 420-455 -> 390-417 us per token).
+const K_CHUNK_BYTES: usize = 16 << 10;
+/// Super-blocks per column chunk: 8 tokens' chunk is 8 KiB.
+const CHUNK_SB: usize = 4;
+/// Rows whose accumulators are kept (in memory) across the column chunks.
+const SUB: usize = 16;
+
 /// Rows `r0..r1` of a K-quant matrix, with the activations interleaved
 /// (`Q8KActs::interleave`): per tile of `TILE` rows and group of up to `K_NT_MAX` tokens, each
 /// super-block of a row is decoded to its 8 sub-blocks of 32 unsigned quants and transposed
@@ -17,7 +27,14 @@ pub(crate) const K_NT_MAX: usize = 16;
 /// twice 4 vectors, at most 4 * 2 * 31 * 127 = 31,496; Q6_K: 2 vectors, at most 32,004; Q3_K /
 /// Q2_K: 4 vectors, at most 7,112) before `madd` with the sub-block scales widens them. That is
 /// about 1.25 (Q4_K) / 1.4 (Q5_K, Q3_K, Q2_K) / 1.6 (Q6_K) multiply instructions per 32 weights
-/// and token, against 2 when each run of 32 is scaled on its own. Each token's results of a tile are written in one run.
+/// and token, against 2 when each run of 32 is scaled on its own. Each token's results of a tile
+/// are written in one run.
+///
+/// When a token group's activations exceed `K_CHUNK_BYTES`, the rows of a tile go `SUB` at a
+/// time through column chunks of `CHUNK_SB` super-blocks, their per-token vector accumulators
+/// kept in memory between chunks: each accumulator sees the same operations in the same order
+/// as without chunks (a store and a load change no bits), so the results are the same whatever
+/// the group size or chunking.
 /// `PRE`: the super-blocks are stored transposed already (`TransposedK`), so the transposes are
 /// skipped; the rest is the same, and so are the results.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -31,8 +48,11 @@ pub(crate) fn rows_k<const PRE: bool>(
 ) {
     assert!(!a.qi.is_empty(), "rows_k: activations not interleaved");
     let kind = w.dtype;
+    let nsb = w.cols / QKK;
+    let bb = kind.block_bytes();
     // Every entry of a tile that is read was written for that tile: zeroed once per call.
     let mut tile = [[0f32; TILE]; K_NT_MAX];
+    let mut accs = [[_mm256_setzero_ps(); K_NT_MAX]; SUB];
     // 8 tokens per pass for rows of more than 4 super-blocks, as in `rows_q0_k` (mmbench Q4_K
     // 640 x 2048 at 16 tokens: 20.0 -> 18.5 us per token).
     let nt_max = if w.cols > 4 * QKK { 8 } else { K_NT_MAX };
@@ -41,30 +61,63 @@ pub(crate) fn rows_k<const PRE: bool>(
         while r < r1 {
             let re = (r + TILE).min(r1);
             token_groups(tb0, tbn, nt_max, |t0, nt| {
-                for rr in r..re {
-                    let mut res = [0f32; K_NT_MAX];
-                    let row = w.row(rr);
-                    let ahead = rr + ROW_PREFETCH_AHEAD;
-                    if t0 == tb0 && ahead < r1 {
-                        prefetch_bytes(w.row(ahead));
+                let chunk = if nt * w.cols > K_CHUNK_BYTES {
+                    CHUNK_SB
+                } else {
+                    nsb
+                };
+                let mut s0 = r;
+                while s0 < re {
+                    let s1 = (s0 + SUB).min(re);
+                    for acc in &mut accs[..s1 - s0] {
+                        acc[..nt].fill(_mm256_setzero_ps());
                     }
-                    macro_rules! go {
-                        ($($n:literal)*) => {
-                            match (kind, nt) {
-                                $((GgmlType::Q4_K, $n) => q4k_dot::<$n, PRE, false>(row, a, t0, &mut res),)*
-                                $((GgmlType::Q5_K, $n) => q4k_dot::<$n, PRE, true>(row, a, t0, &mut res),)*
-                                $((GgmlType::Q6_K, $n) => q6k_dot::<$n, PRE, 6>(row, a, t0, &mut res),)*
-                                $((GgmlType::Q3_K, $n) => q6k_dot::<$n, PRE, 3>(row, a, t0, &mut res),)*
-                                $((GgmlType::Q2_K, $n) => q6k_dot::<$n, PRE, 2>(row, a, t0, &mut res),)*
-                                $((GgmlType::IQ4_XS, $n) => iq4xs_dot::<$n, PRE>(row, a, t0, &mut res),)*
-                                _ => unreachable!("no K-quant kernel for {kind}"),
+                    let mut sb0 = 0;
+                    while sb0 < nsb {
+                        let sb1 = (sb0 + chunk).min(nsb);
+                        for rr in s0..s1 {
+                            let row = w.row(rr);
+                            if t0 == tb0 {
+                                // The piece of a row read two rows later: in this chunk, else
+                                // the next chunk of the sub-tile's rows, else the first chunk
+                                // of the next sub-tile.
+                                let ahead = rr + ROW_PREFETCH_AHEAD;
+                                let next = if ahead < s1 {
+                                    Some((ahead, sb0, sb1))
+                                } else if sb1 < nsb {
+                                    let pr = s0 + ahead - s1;
+                                    (pr < s1).then_some((pr, sb1, (sb1 + chunk).min(nsb)))
+                                } else {
+                                    (ahead < r1).then_some((ahead, 0, chunk.min(nsb)))
+                                };
+                                if let Some((pr, p0, p1)) = next {
+                                    prefetch_bytes(&w.row(pr)[bb * p0..bb * p1]);
+                                }
                             }
-                        };
+                            let acc = &mut accs[rr - s0];
+                            macro_rules! go {
+                                ($($n:literal)*) => {
+                                    match (kind, nt) {
+                                        $((GgmlType::Q4_K, $n) => q4k_dot::<$n, PRE, false>(row, a, t0, sb0..sb1, acc),)*
+                                        $((GgmlType::Q5_K, $n) => q4k_dot::<$n, PRE, true>(row, a, t0, sb0..sb1, acc),)*
+                                        $((GgmlType::Q6_K, $n) => q6k_dot::<$n, PRE, 6>(row, a, t0, sb0..sb1, acc),)*
+                                        $((GgmlType::Q3_K, $n) => q6k_dot::<$n, PRE, 3>(row, a, t0, sb0..sb1, acc),)*
+                                        $((GgmlType::Q2_K, $n) => q6k_dot::<$n, PRE, 2>(row, a, t0, sb0..sb1, acc),)*
+                                        $((GgmlType::IQ4_XS, $n) => iq4xs_dot::<$n, PRE>(row, a, t0, sb0..sb1, acc),)*
+                                        _ => unreachable!("no K-quant kernel for {kind}"),
+                                    }
+                                };
+                            }
+                            go!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
+                        }
+                        sb0 = sb1;
                     }
-                    go!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
-                    for (tl, &v) in tile.iter_mut().zip(&res).take(nt) {
-                        tl[rr - r] = v;
+                    for rr in s0..s1 {
+                        for (tl, acc) in tile.iter_mut().zip(&accs[rr - s0]).take(nt) {
+                            tl[rr - r] = hsum_ps(*acc);
+                        }
                     }
+                    s0 = s1;
                 }
                 for (i, tl) in tile.iter().enumerate().take(nt) {
                     // SAFETY: this chunk owns rows `r0..r1` (see `OutPtr`).
@@ -92,7 +145,8 @@ pub(crate) fn k_ptrs<const NT: usize>(
     )
 }
 
-/// One Q4_K (`Q5`: Q5_K) row against the `NT` tokens from `t0` on: `res[t]`, with
+/// One Q4_K (`Q5`: Q5_K) row against the `NT` tokens from `t0` on, over the super-blocks `sbs`: adds to the
+/// accumulator `io[t]` (8 lanes, summed at the end) the lanes of `res[t]`, with
 /// `res = sum_sb d dx sum_j sc_j dot_j - dmin dx sum_j m_j bsum_j` over the sub-blocks `j`.
 /// The same operations for every `NT`, so a token gives the same bits in any group.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -101,18 +155,20 @@ pub(crate) fn q4k_dot<const NT: usize, const PRE: bool, const Q5: bool>(
     row: &[u8],
     a: &Q8KActs,
     t0: usize,
-    res: &mut [f32; K_NT_MAX],
+    sbs: std::ops::Range<usize>,
+    io: &mut [__m256; K_NT_MAX],
 ) {
     let cols = a.cols;
     let nsb = cols / QKK;
+    assert!(sbs.end <= nsb);
     let bb = if Q5 { 176 } else { 144 };
     assert!(row.len() >= nsb * bb);
     let (xp, dp, bp) = k_ptrs::<NT>(a, t0);
     let rp = row.as_ptr();
     let m4 = _mm256_set1_epi8(0xF);
     let dup_mins = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
-    let mut acc = [_mm256_setzero_ps(); NT];
-    for sb in 0..nsb {
+    let mut acc: [__m256; NT] = std::array::from_fn(|t| io[t]);
+    for sb in sbs {
         // SAFETY: `sb < nsb`: super-block `sb` of the row (`bb` bytes at `bb sb`, asserted) and,
         // for every token `t < NT`, its quants `t cols + 256 sb ..+256`, scale `t nsb + sb` and
         // sums `t cols / 16 + 16 sb ..+16`, inside the slices `k_ptrs` took. Loads are unaligned.
@@ -176,31 +232,33 @@ pub(crate) fn q4k_dot<const NT: usize, const PRE: bool, const Q5: bool>(
                 let bsums = _mm256_loadu_si256(bp.add(t * cols / 16 + 16 * sb).cast());
                 let mn = _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, mins));
                 let mn = _mm256_mul_ps(mn, _mm256_set1_ps(dmin * dx));
-                // One add on the accumulator's chain per super-block, not two FMAs.
+                // One add on the accumulator's chain per super-block, not two FMAs (in the
+                // accumulators' registers this keeps the 8 decoded vectors in registers too).
                 *acc = _mm256_add_ps(*acc, _mm256_fmsub_ps(s, _mm256_set1_ps(d * dx), mn));
             }
         }
     }
-    for t in 0..NT {
-        res[t] = hsum_ps(acc[t]);
-    }
+    io[..NT].copy_from_slice(&acc);
 }
 
 /// One row of a K-quant with 16 scales per super-block, `K` = 6 (Q6_K), 3 (Q3_K) or 2 (Q2_K),
-/// against the `NT` tokens from `t0` on: `res[t]`, with
+/// against the `NT` tokens from `t0` on, over the super-blocks `sbs`: adds to the
+/// accumulator `io[t]` (8 lanes, summed at the end) the lanes of `res[t]`, with
 /// `res = sum_sb d dx sum_k sc_k (dot_k(q, x) - o bsum_k)` over the runs `k` of 16, for the
 /// unsigned quants `q` and their offset `o` (Q6_K: 32, Q3_K: 4), and for Q2_K (no offset, but
-/// a min per run) `res = sum_sb d dx sum_k sc_k dot_k(q, x) - dmin dx sum_k m_k bsum_k`.
+/// a min per run) `res = sum_sb dx (d sum_k sc_k dot_k(q, x) - dmin sum_k m_k bsum_k)`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 pub(crate) fn q6k_dot<const NT: usize, const PRE: bool, const K: u8>(
     row: &[u8],
     a: &Q8KActs,
     t0: usize,
-    res: &mut [f32; K_NT_MAX],
+    sbs: std::ops::Range<usize>,
+    io: &mut [__m256; K_NT_MAX],
 ) {
     let cols = a.cols;
     let nsb = cols / QKK;
+    assert!(sbs.end <= nsb);
     let bb = match K {
         2 => 84,
         3 => 110,
@@ -210,8 +268,8 @@ pub(crate) fn q6k_dot<const NT: usize, const PRE: bool, const K: u8>(
     let (xp, dp, bp) = k_ptrs::<NT>(a, t0);
     let rp = row.as_ptr();
     let three = _mm256_set1_epi8(3);
-    let mut acc = [_mm256_setzero_ps(); NT];
-    for sb in 0..nsb {
+    let mut acc: [__m256; NT] = std::array::from_fn(|t| io[t]);
+    for sb in sbs {
         // SAFETY: `sb < nsb`: super-block `sb` of the row (`bb` bytes at `bb sb`, asserted) and,
         // for every token `t < NT`, its quants `t cols + 256 sb ..+256`, scale `t nsb + sb` and
         // sums `t cols / 16 + 16 sb ..+16`, inside the slices `k_ptrs` took. Loads are unaligned.
@@ -341,12 +399,11 @@ pub(crate) fn q6k_dot<const NT: usize, const PRE: bool, const K: u8>(
             }
         }
     }
-    for t in 0..NT {
-        res[t] = hsum_ps(acc[t]);
-    }
+    io[..NT].copy_from_slice(&acc);
 }
 
-/// One IQ4_XS row against the `NT` tokens from `t0` on: `res[t]`, with
+/// One IQ4_XS row against the `NT` tokens from `t0` on, over the super-blocks `sbs`: adds to the
+/// accumulator `io[t]` (8 lanes, summed at the end) the lanes of `res[t]`, with
 /// `res = sum_sb d dx sum_j sc_j dot_j(v, x)` over the 8 sub-blocks `j` of 32, for the table
 /// values `v = IQ4NL_VALUES[q]` of the 4-bit indices (one `_mm256_shuffle_epi8` per vector).
 /// The values are signed, so each vector is multiplied with the sign trick of Q8_0
@@ -358,17 +415,19 @@ pub(crate) fn iq4xs_dot<const NT: usize, const PRE: bool>(
     row: &[u8],
     a: &Q8KActs,
     t0: usize,
-    res: &mut [f32; K_NT_MAX],
+    sbs: std::ops::Range<usize>,
+    io: &mut [__m256; K_NT_MAX],
 ) {
     let cols = a.cols;
     let nsb = cols / QKK;
+    assert!(sbs.end <= nsb);
     assert!(row.len() >= nsb * 136);
     let (xp, dp, _) = k_ptrs::<NT>(a, t0);
     let rp = row.as_ptr();
     let m4 = _mm256_set1_epi8(0xF);
     let tbl = iq4nl_table();
-    let mut acc = [_mm256_setzero_ps(); NT];
-    for sb in 0..nsb {
+    let mut acc: [__m256; NT] = std::array::from_fn(|t| io[t]);
+    for sb in sbs {
         // The 8 scales as i16, each twice: lane j of `madd` takes the two pair sums of
         // sub-block j.
         let sc = iq4xs_scales(&row[136 * sb..136 * sb + 8]);
@@ -409,9 +468,7 @@ pub(crate) fn iq4xs_dot<const NT: usize, const PRE: bool>(
             }
         }
     }
-    for t in 0..NT {
-        res[t] = hsum_ps(acc[t]);
-    }
+    io[..NT].copy_from_slice(&acc);
 }
 
 /// The four runs of 32 unsigned Q6_K quants (0..64) of one half of a super-block, from its low
