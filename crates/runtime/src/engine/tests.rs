@@ -320,6 +320,7 @@ fn config(num_blocks: usize, budget: usize) -> EngineConfig {
         enable_prefix_caching: true,
         max_model_len: None,
         sliding_window_kv: true,
+        speculative: None,
     }
 }
 
