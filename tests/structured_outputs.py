@@ -226,7 +226,10 @@ def check_tool_calls(srv):
         prompt, temp, seed, choice = job
         r = c.chat.completions.create(model=QWEN, temperature=temp, seed=seed, max_tokens=150,
                                       messages=[{"role": "user", "content": prompt}], tools=TOOLS,
-                                      tool_choice=choice)
+                                      tool_choice=choice,
+                                      # Forced: exactly one call, then the grammar ends (with
+                                      # parallel calls a small model may call until max_tokens).
+                                      parallel_tool_calls=choice == "auto")
         return job, r.choices[0]
 
     jobs = [(p, t, i, ch) for i, p in enumerate(TOOL_PROMPTS) for t in (0, 1)
@@ -237,7 +240,7 @@ def check_tool_calls(srv):
             calls = ch.message.tool_calls or []
             if choice != "auto":
                 forced += 1
-                assert ch.finish_reason == "tool_calls" and calls, (prompt, choice, ch)
+                assert ch.finish_reason == "tool_calls" and len(calls) == 1, (prompt, choice, ch)
             else:
                 if ch.finish_reason == "length":
                     continue
