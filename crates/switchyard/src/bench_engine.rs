@@ -197,12 +197,7 @@ pub(crate) fn run(a: BenchEngineArgs) -> Result<()> {
         max_num_seqs: max_c,
         max_model_len: Some(max_len),
         sliding_window_kv: !a.disable_sliding_window_kv,
-        speculative: a
-            .speculative_config
-            .as_deref()
-            .map(switchyard_runtime::engine::SpeculativeConfig::from_json)
-            .transpose()
-            .map_err(|e| anyhow::anyhow!(e))?,
+        speculative: crate::serve::parse_speculative(a.speculative_config.as_deref())?,
         ..EngineConfig::default()
     };
     let tokenizer = Arc::new(model.tokenizer);

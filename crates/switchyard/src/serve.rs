@@ -147,6 +147,15 @@ pub(crate) struct ServeArgs {
     speculative_config: Option<String>,
 }
 
+/// Parses `--speculative-config` (vLLM's JSON shape), if given.
+pub(crate) fn parse_speculative(
+    json: Option<&str>,
+) -> Result<Option<switchyard_runtime::engine::SpeculativeConfig>> {
+    json.map(switchyard_runtime::engine::SpeculativeConfig::from_json)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
 /// Parses `--matryoshka-dimensions`.
 pub(crate) fn parse_matryoshka(s: &str) -> Result<Matryoshka> {
     if s.trim() == "any" {
@@ -264,12 +273,7 @@ pub(crate) fn run(a: ServeArgs) -> Result<()> {
         enable_prefix_caching: !a.no_prefix_caching,
         max_model_len: a.max_model_len,
         sliding_window_kv: !a.disable_sliding_window_kv,
-        speculative: a
-            .speculative_config
-            .as_deref()
-            .map(switchyard_runtime::engine::SpeculativeConfig::from_json)
-            .transpose()
-            .map_err(|e| anyhow::anyhow!(e))?,
+        speculative: parse_speculative(a.speculative_config.as_deref())?,
     };
     let generation = if a.generation_config == "auto" {
         model.generation.clone()

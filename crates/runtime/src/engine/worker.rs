@@ -75,6 +75,21 @@ struct Seq {
 }
 
 impl Seq {
+    /// A last output with no tokens (finish `length`): an embedding's vector, or a sequence the
+    /// scheduler ended on its own.
+    fn ended(&self, embedding: Option<Vec<f32>>) -> EngineOutput {
+        EngineOutput {
+            index: self.index,
+            token_ids: Vec::new(),
+            text: String::new(),
+            logprobs: None,
+            prompt_logprobs: None,
+            finish: Some(FinishReason::Length),
+            usage: self.usage(),
+            embedding,
+        }
+    }
+
     fn usage(&self) -> Usage {
         Usage {
             prompt_tokens: self.spec.prompt.len(),
@@ -801,16 +816,7 @@ impl Worker {
                 );
                 if let Some(g) = self.groups.get_mut(&seq.request) {
                     g.seqs.retain(|&q| q != f.id);
-                    let _ = g.tx.send(Ok(EngineOutput {
-                        index: seq.index,
-                        token_ids: Vec::new(),
-                        text: String::new(),
-                        logprobs: None,
-                        prompt_logprobs: None,
-                        finish: Some(FinishReason::Length),
-                        usage: seq.usage(),
-                        embedding: None,
-                    }));
+                    let _ = g.tx.send(Ok(seq.ended(None)));
                     if g.seqs.is_empty() && g.deferred.is_empty() {
                         self.groups.remove(&seq.request);
                     }
@@ -857,16 +863,7 @@ impl Worker {
                     Sampled {
                         // Any id: the request ends here and the token is never computed.
                         tokens: vec![SampledToken::stop(0)],
-                        output: EngineOutput {
-                            index: seq.index,
-                            token_ids: Vec::new(),
-                            text: String::new(),
-                            logprobs: None,
-                            prompt_logprobs: None,
-                            finish: Some(FinishReason::Length),
-                            usage: seq.usage(),
-                            embedding: Some(v),
-                        },
+                        output: seq.ended(Some(v)),
                     },
                 ));
             }
