@@ -45,6 +45,7 @@ fn info(tok: &Tokenizer) -> EngineInfo {
         enable_prefix_caching: true,
         embeddings: true,
         hidden_size: 640,
+        speculative: None,
     }
 }
 
