@@ -160,14 +160,17 @@ fn main() {
                     best * 1e6 / n_tok as f64
                 );
             }
-            // The 32-element block types in the transposed layout (AVX2 kernel).
+            // The 32-element block types in the transposed layout, at each level that has it.
             let t = (only != "file").then(|| TransposedQ0::new(&w)).flatten();
-            if let Some(t) = t {
+            for level in [SimdLevel::Avx2, SimdLevel::Avx512Vnni] {
+                let Some(t) = t.as_ref().filter(|_| level <= detected_level()) else {
+                    continue;
+                };
                 let best = best_of(&pool, 15, || {
-                    Isa::get(SimdLevel::Avx2).matmul_transposed_q0(&t, &x, n_tok, &mut out)
+                    Isa::get(level).matmul_transposed_q0(t, &x, n_tok, &mut out)
                 });
                 println!(
-                    "{ty:?} {rows}x{cols} n_tok={n_tok:2} transposed-q0: {:8.1} us  {:6.2} us/tok",
+                    "{ty:?} {rows}x{cols} n_tok={n_tok:2} transposed-q0 {level}: {:8.1} us  {:6.2} us/tok",
                     best * 1e6,
                     best * 1e6 / n_tok as f64
                 );

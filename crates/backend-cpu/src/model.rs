@@ -506,7 +506,9 @@ impl Backend for CpuBackend {
         batch: &ForwardBatch,
         vocab_limit: usize,
     ) -> Option<Result<Vec<u32>, BackendError>> {
-        if !self.greedy_path() {
+        // At the AVX-512 VNNI level, 8 rows or more: its logits kernel beats the AVX2 argmax
+        // (the same values, so the same choice either way).
+        if !self.greedy_path() || Isa::current().packed_vnni(batch.logits_indices.len()) {
             return None;
         }
         Some(self.in_pool(|be| be.greedy_in_pool(batch, vocab_limit)))
@@ -608,10 +610,9 @@ impl CpuBackend {
         }
     }
 
-    /// Whether [`Backend::forward_greedy`] has a path here: the packed output projection at
-    /// the AVX2 level (whose argmax kernel compares the AVX2 packed kernel's values; at the
-    /// AVX-512 level the VNNI logits kernel is faster than the saving) and no final soft-cap
-    /// (a `tanh` after the matmul could make new ties).
+    /// Whether [`Backend::forward_greedy`] has a path here: the packed output projection (whose
+    /// argmax kernel compares the AVX2 packed kernel's values, the same bits as the VNNI one)
+    /// and no final soft-cap (a `tanh` after the matmul could make new ties).
     fn greedy_path(&self) -> bool {
         self.output_packed.is_some()
             && self.cfg.final_logit_softcap.is_none()

@@ -100,9 +100,9 @@ static AVX2: Isa = Isa {
     ..AVX2_BASE
 };
 
-/// AVX-512 VNNI: the AVX2 kernels but for the Q4_0 / Q5_0 / Q8_0 rows (and the packed output,
-/// `packed.rs`); the transposed Q0 layout and the in-kernel argmax are AVX2 designs (at this
-/// level the VNNI logits kernel is faster than the argmax saving).
+/// AVX-512 VNNI: the AVX2 kernels but for the Q4_0 / Q5_0 / Q8_0 rows in both layouts and the
+/// packed output for 8 tokens or more (`packed.rs`); below that the packed output, and the
+/// greedy argmax inside it, are the AVX2 kernels (the same bits).
 #[cfg(target_arch = "x86_64")]
 static AVX512_VNNI: Isa = Isa {
     level: SimdLevel::Avx512Vnni,
@@ -111,8 +111,8 @@ static AVX512_VNNI: Isa = Isa {
     layouts: Layouts {
         packed_output: true,
         transposed_k: true,
-        transposed_q0: false,
-        greedy_argmax: false,
+        transposed_q0: true,
+        greedy_argmax: true,
     },
     ..AVX2_BASE
 };
@@ -189,6 +189,12 @@ impl Isa {
     /// The level of this table.
     pub fn level(&self) -> SimdLevel {
         self.level
+    }
+
+    /// Whether this is the AVX-512 VNNI table (its Q4_0 / Q5_0 / Q8_0 kernels take their own
+    /// activation form).
+    pub fn vnni(&self) -> bool {
+        self.vnni
     }
 
     /// `sum_i a[i] * b[i]` in f32.

@@ -76,6 +76,10 @@ impl PackedQ8 {
     }
 }
 
+/// Fewest tokens for which the AVX-512 VNNI level runs its own packed kernel
+/// ([`Isa::packed_vnni`]).
+const PACKED_VNNI_MIN: usize = 8;
+
 /// [`matmul`] for a [`PackedQ8`] matrix at the level of [`simd_level`] (AVX2 or AVX-512 VNNI;
 /// see [`Isa::matmul_packed`]).
 pub fn matmul_packed(w: &PackedQ8, x: &[f32], n_tok: usize, out: &mut [f32]) {
@@ -83,10 +87,20 @@ pub fn matmul_packed(w: &PackedQ8, x: &[f32], n_tok: usize, out: &mut [f32]) {
 }
 
 impl Isa {
+    /// Whether [`Isa::matmul_packed`] runs the VNNI kernel for `n_tok` tokens: at the AVX-512
+    /// VNNI level from `PACKED_VNNI_MIN` tokens on. Below that the AVX2 kernel is faster there
+    /// (bound by memory, it keeps more loads in flight; whole Gemma lm_head, 2 threads, Intel
+    /// Xeon with AMX, ms per call AVX2 / VNNI: 1 token 6.2 / 7.0, 4 tokens 7.8 / 8.5, 8 tokens
+    /// 12.6 / 9.2, 16 tokens 24.9 / 14.0), and both give the same bits.
+    pub fn packed_vnni(&self, n_tok: usize) -> bool {
+        self.vnni() && n_tok >= PACKED_VNNI_MIN
+    }
+
     /// [`matmul`] for a [`PackedQ8`] matrix with this level's kernels (at least AVX2): the same
     /// integer block sums as [`Isa::matmul`], accumulated per row in block order (so the f32
     /// rounding differs from the unpacked kernels), and the same bits at the AVX2 and AVX-512
-    /// VNNI levels. Batch invariant like [`matmul`].
+    /// VNNI levels (the latter runs the AVX2 kernel for fewer than `PACKED_VNNI_MIN` tokens,
+    /// [`Isa::packed_vnni`]). Batch invariant like [`matmul`].
     pub fn matmul_packed(&self, w: &PackedQ8, x: &[f32], n_tok: usize, out: &mut [f32]) {
         assert_eq!(
             x.len(),
@@ -107,11 +121,12 @@ impl Isa {
             return;
         }
         let a = Q8Acts::quantize(Isa::get(SimdLevel::Avx2), x, w.cols, n_tok);
+        let vnni = self.packed_vnni(n_tok);
         // The AVX2 kernel's token groups (`avx2::PackedActs`).
         #[cfg(target_arch = "x86_64")]
-        let pa = (level == SimdLevel::Avx2).then(|| avx2::PackedActs::new(&a, n_tok));
+        let pa = (!vnni).then(|| avx2::PackedActs::new(&a, n_tok));
         // `-128 * sum(quants)` per token and block, for the VNNI kernel's unsigned weights.
-        let corr: Vec<i32> = if level == SimdLevel::Avx512Vnni {
+        let corr: Vec<i32> = if vnni {
             a.qs.chunks_exact(QK8)
                 .map(|b| -128 * b.iter().map(|&v| i32::from(v)).sum::<i32>())
                 .collect()
@@ -125,15 +140,16 @@ impl Isa {
         };
         let groups = w.rows.div_ceil(8);
         #[cfg(target_arch = "x86_64")]
-        let run = |g0: usize, g1: usize| match level {
-            // SAFETY: the AVX-512 F/BW/VL/VNNI features (and AVX2, FMA, F16C) were detected
-            // (`level` is at most `detected_level()`). `dst` is written only at the rows of groups
-            // `g0..g1`, which no other chunk touches (see `OutPtr`).
-            SimdLevel::Avx512Vnni => unsafe {
-                avx512::rows_packed_q8(w, &a, &corr, g0, g1, n_tok, &dst)
-            },
-            // SAFETY: AVX2, FMA and F16C were detected (asserted above). `dst` as above.
-            _ => unsafe { avx2::rows_packed_q8(w, pa.as_ref().unwrap(), g0, g1, n_tok, &dst) },
+        let run = |g0: usize, g1: usize| {
+            if vnni {
+                // SAFETY: `vnni` holds only in the AVX-512 VNNI table, whose features (and
+                // AVX2, FMA, F16C) were detected (`Isa`'s invariant). `dst` is written only at
+                // the rows of groups `g0..g1`, which no other chunk touches (see `OutPtr`).
+                unsafe { avx512::rows_packed_q8(w, &a, &corr, g0, g1, n_tok, &dst) }
+            } else {
+                // SAFETY: AVX2, FMA and F16C were detected (asserted above). `dst` as above.
+                unsafe { avx2::rows_packed_q8(w, pa.as_ref().unwrap(), g0, g1, n_tok, &dst) }
+            }
         };
         #[cfg(not(target_arch = "x86_64"))]
         let run = |_: usize, _: usize| {

@@ -165,9 +165,10 @@ impl Isa {
     }
 
     /// [`Isa::matmul`] at the AVX2 level for a [`TransposedQ0`] matrix (this level must be at
-    /// least AVX2; the AVX-512 VNNI level has its own layout, so this runs the AVX2 kernel
-    /// there too): the same operations as that kernel on the file layout without its decoding
-    /// and transposes, so the same bits as [`Isa::matmul`] at [`SimdLevel::Avx2`].
+    /// least AVX2): the same operations as that kernel on the file layout without its decoding
+    /// and transposes, so the same bits as [`Isa::matmul`] at [`SimdLevel::Avx2`]. The AVX-512
+    /// VNNI level runs its own kernel for Q4_0 / Q5_0 / Q8_0 (`vpdpbusd`, the same integers and
+    /// float operations, so the same bits) and the AVX2 one for the other types.
     pub fn matmul_transposed_q0(&self, w: &TransposedQ0, x: &[f32], n_tok: usize, out: &mut [f32]) {
         let view = QMatrix {
             dtype: w.dtype,
@@ -346,6 +347,9 @@ pub(super) fn matmul_transposed(
     if n_tok == 0 || view.rows == 0 {
         return;
     }
+    // Q4_0 / Q5_0 / Q8_0 at the AVX-512 VNNI level: its kernel on this layout (the same bits
+    // as the AVX2 one, `avx512::rows_transposed_q0`).
+    let vnni = isa.vnni() && matches!(view.dtype, GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0);
     let acts = match view.dtype {
         GgmlType::Q2_K
         | GgmlType::Q3_K
@@ -359,9 +363,11 @@ pub(super) fn matmul_transposed(
         }
         dtype => {
             let mut a = Q8Acts::quantize(Isa::get(SimdLevel::Avx2), x, view.cols, n_tok);
+            // The VNNI kernel reads Q8_0 as `w + 128`; Q4_0 / Q5_0 are stored unsigned.
             let offset = match dtype {
                 GgmlType::Q4_0 => 8,
                 GgmlType::Q5_0 => 16,
+                GgmlType::Q8_0 if vnni => 128,
                 _ => 0,
             };
             a.interleave(offset, false);
@@ -374,10 +380,14 @@ pub(super) fn matmul_transposed(
         rows: view.rows,
     };
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX2, FMA and F16C were detected (asserted above). `dst` is written only at rows
-    // `r0..r1`, which no other chunk touches (see `OutPtr`).
-    let run =
-        |r0: usize, r1: usize| unsafe { avx2::rows_transposed(view, &acts, r0, r1, n_tok, &dst) };
+    let run = |r0: usize, r1: usize| match &acts {
+        // SAFETY: `isa` is the table of a level this CPU supports (`Isa`'s invariant) and
+        // `vnni` is set only in the AVX-512 VNNI one, so those features were detected. `dst`
+        // is written only at rows `r0..r1`, which no other chunk touches (see `OutPtr`).
+        Acts::Q8(a) if vnni => unsafe { avx512::rows_transposed_q0(view, a, r0, r1, n_tok, &dst) },
+        // SAFETY: AVX2, FMA and F16C were detected (asserted above). `dst` as above.
+        _ => unsafe { avx2::rows_transposed(view, &acts, r0, r1, n_tok, &dst) },
+    };
     #[cfg(not(target_arch = "x86_64"))]
     let run = |_: usize, _: usize| {
         let _ = (&acts, &dst);
