@@ -26,11 +26,11 @@ pub fn validate_chat_body(
 
 /// A parsed chat request: the engine request (prompt rendered and tokenized), the response
 /// options, and how the answer is parsed.
-struct ChatJob {
-    request: EngineRequest,
+pub(super) struct ChatJob {
+    pub(super) request: EngineRequest,
     logprobs: bool,
     stream: StreamOpts,
-    parse: OutputSpec,
+    pub(super) parse: OutputSpec,
     /// The output constraint (`response_format` and friends, or the grammar forcing a tool call),
     /// compiled by the handler.
     constraint: Option<(&'static str, switchyard_runtime::constraint::ConstraintSpec)>,
@@ -41,7 +41,7 @@ struct ChatJob {
 
 /// How each choice's text is parsed: reasoning and tool calls.
 #[derive(Debug, Clone)]
-struct OutputSpec {
+pub(super) struct OutputSpec {
     /// `Some(starts_inside)` when reasoning is parsed.
     reasoning: Option<bool>,
     /// The call parser, with the tools and `parallel_tool_calls`, when calls are parsed.
@@ -49,7 +49,8 @@ struct OutputSpec {
 }
 
 impl OutputSpec {
-    fn output(&self) -> Output {
+    /// Fresh parsers for one choice's text.
+    pub(super) fn output(&self) -> Output {
         Output::new(
             self.reasoning.map(ThinkSplitter::new),
             self.calls
@@ -314,6 +315,56 @@ fn piece_deltas(pieces: &[Piece], next_call: &mut usize) -> Vec<Value> {
     out
 }
 
+/// The model's chat template, or the 400 saying why there is none (`field`: the request's
+/// conversation field).
+fn chat_template<'a>(state: &'a AppState, field: &str) -> Result<&'a ChatTemplate, ApiError> {
+    state.chat_template.as_ref().ok_or_else(|| {
+        let why = state
+            .chat_template_error
+            .as_deref()
+            .map(|e| format!(" (its template does not compile: {e})"))
+            .unwrap_or_default();
+        ApiError::invalid(
+            field,
+            format!(
+                "model `{}` has no chat template{why}; use /v1/completions",
+                state.model_name()
+            ),
+        )
+    })
+}
+
+/// Reads a chat body whose `model` was checked: renders and tokenizes the conversation and
+/// compiles the output constraint into the engine request. `/v1/responses` and `/v1/messages`
+/// run through here with their bodies converted to a chat body (`field` names their
+/// conversation field in a missing-template error).
+pub(super) async fn prepare_chat(
+    state: &Arc<AppState>,
+    f: Fields,
+    field: &str,
+) -> Result<ChatJob, ApiError> {
+    let template = chat_template(state, field)?;
+    let mut job = parse_chat(f, template, state.chat_caps, ParseCtx::of(state))?;
+    if let Some((param, spec)) = job.constraint.take() {
+        let lazy = std::mem::take(&mut job.lazy);
+        job.request.constraint = Some(compile_constraint(state, spec, param).await?.lazy(lazy));
+    }
+    Ok(job)
+}
+
+/// The prompt tokens a chat body renders to, without compiling its constraint or running it
+/// (`/v1/messages/count_tokens`).
+pub(super) fn chat_prompt(
+    state: &AppState,
+    f: Fields,
+    field: &str,
+) -> Result<Vec<u32>, ApiError> {
+    let template = chat_template(state, field)?;
+    Ok(parse_chat(f, template, state.chat_caps, ParseCtx::of(state))?
+        .request
+        .prompt)
+}
+
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
@@ -323,32 +374,14 @@ pub async fn chat_completions(
     check_draining(&state)?;
     let mut f = body(&state, b)?;
     check_model(&state, &mut f)?;
-    let Some(template) = &state.chat_template else {
-        let why = state
-            .chat_template_error
-            .as_deref()
-            .map(|e| format!(" (its template does not compile: {e})"))
-            .unwrap_or_default();
-        return Err(ApiError::invalid(
-            "messages",
-            format!(
-                "model `{}` has no chat template{why}; use /v1/completions",
-                state.model_name()
-            ),
-        ));
-    };
     let tok = state.engine.tokenizer().clone();
     let ChatJob {
-        request: mut r,
+        request: r,
         logprobs,
         stream,
         parse,
-        constraint,
-        lazy,
-    } = parse_chat(f, template, state.chat_caps, ParseCtx::of(&state))?;
-    if let Some((param, spec)) = constraint {
-        r.constraint = Some(compile_constraint(&state, spec, param).await?.lazy(lazy));
-    }
+        ..
+    } = prepare_chat(&state, f, "messages").await?;
     let n = r.n;
     let prompt_len = r.prompt.len();
     let sub = submit_all(&state, vec![r], "messages")?;
