@@ -37,6 +37,9 @@ WEATHER_SCHEMA = {
 }
 WEATHER_RESULT = '{"temperature_c": 18, "sky": "sunny"}'
 FOLLOW_UP = "Now answer my question in one sentence."
+# anthropic 2.x's `messages.create` has no sampling arguments (older clients and raw requests
+# send them; the server takes `temperature`, `top_p`, `top_k`): greedy through the body.
+GREEDY = {"temperature": 0}
 
 
 class Server:
@@ -127,10 +130,14 @@ def responses_plain_and_stream(s):
     assert "Paris" in r.output_text, r.output_text
     u = r.usage
     assert u.input_tokens > 10 and 0 < u.output_tokens <= 16 and u.total_tokens == u.input_tokens + u.output_tokens, u
-    # `instructions` become a system message: more prompt tokens, and they are echoed.
-    ri = c.responses.create(model=QWEN, input=q, instructions="You are a geography teacher who answers tersely.",
-                            max_output_tokens=16, temperature=0)
-    assert ri.instructions.startswith("You are a geography") and ri.usage.input_tokens > u.input_tokens, (ri.usage, u)
+    # The prompt is the chat template's rendering of the user message; `instructions` become
+    # the system message (in place of Qwen's default one), and are echoed.
+    assert s.post("/tokenize", {"messages": [{"role": "user", "content": q}]})[1]["count"] == u.input_tokens
+    sys_msg = "You are a geography teacher who answers tersely."
+    ri = c.responses.create(model=QWEN, input=q, instructions=sys_msg, max_output_tokens=16, temperature=0)
+    assert ri.instructions == sys_msg, ri
+    n = s.post("/tokenize", {"messages": [{"role": "system", "content": sys_msg}, {"role": "user", "content": q}]})[1]["count"]
+    assert ri.usage.input_tokens == n != u.input_tokens, (ri.usage, n, u)
     # Cut at max_output_tokens: incomplete, with the reason.
     ri = c.responses.create(model=QWEN, input="Write a long poem about the sea.", max_output_tokens=3, temperature=0)
     assert ri.status == "incomplete" and ri.incomplete_details.reason == "max_output_tokens", ri
@@ -286,7 +293,7 @@ def responses_store_eviction(s):
 
 def messages_plain_and_stream(s):
     c = s.anthropic("sekret")
-    kw = dict(model=QWEN, system="You answer with one word.", temperature=0,
+    kw = dict(model=QWEN, system="You answer with one word.", extra_body=GREEDY,
               messages=[{"role": "user", "content": "What is the capital of France?"}])
     m = c.messages.create(max_tokens=16, **kw)
     assert m.id.startswith("msg_") and m.type == "message" and m.role == "assistant" and m.model == QWEN, m
@@ -295,17 +302,23 @@ def messages_plain_and_stream(s):
     n_in = m.usage.input_tokens + (m.usage.cache_read_input_tokens or 0)
     assert n_in > 10 and 0 < m.usage.output_tokens <= 16, m.usage
     # count_tokens counts the same prompt; more with a longer system prompt.
-    ct = c.messages.count_tokens(**{k: v for k, v in kw.items() if k != "temperature"})
+    ct = c.messages.count_tokens(**{k: v for k, v in kw.items() if k != "extra_body"})
     assert ct.input_tokens == n_in, (ct, m.usage)
     ct2 = c.messages.count_tokens(model=QWEN, system="You answer with one word, always in capitals.", messages=kw["messages"])
     assert ct2.input_tokens > ct.input_tokens, (ct, ct2)
     # max_tokens and stop sequences.
-    m3 = c.messages.create(max_tokens=3, model=QWEN, temperature=0, messages=[{"role": "user", "content": "Write a poem."}])
+    m3 = c.messages.create(max_tokens=3, model=QWEN, extra_body=GREEDY, messages=[{"role": "user", "content": "Write a poem."}])
     assert m3.stop_reason == "max_tokens" and m3.usage.output_tokens == 3, m3
-    m4 = c.messages.create(max_tokens=60, model=QWEN, temperature=0, stop_sequences=["4"],
+    m4 = c.messages.create(max_tokens=60, model=QWEN, extra_body=GREEDY, stop_sequences=["4"],
                            messages=[{"role": "user", "content": "Count from 1 to 10, separated by commas."}])
     assert m4.stop_reason == "stop_sequence" and m4.stop_sequence == "4", m4
     assert "3" in m4.content[0].text and "4" not in m4.content[0].text, m4
+    # Structured output (output_config.format): the text is JSON valid under the schema.
+    schema = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+              "required": ["name", "age"], "additionalProperties": False}
+    j = c.messages.create(max_tokens=60, model=QWEN, extra_body=GREEDY, messages=[{"role": "user", "content": "Invent a person."}],
+                          output_config={"format": {"type": "json_schema", "schema": schema}})
+    jsonschema.validate(json.loads(j.content[0].text), schema)
     # Raw stream: Anthropic's event order (the SDK drops `ping`).
     events = list(c.messages.create(max_tokens=16, stream=True, **kw))
     types = [e.type for e in events]
@@ -323,26 +336,27 @@ def messages_plain_and_stream(s):
         final = st.get_final_message()
     assert streamed == m.content[0].text and final.content[0].text == streamed and final.stop_reason == "end_turn", final
     # The ping event is on the wire.
-    raw = urllib.request.Request(s.base + "/v1/messages", data=json.dumps({**kw, "max_tokens": 4, "stream": True}).encode(),
+    raw = urllib.request.Request(s.base + "/v1/messages", data=json.dumps({**{k: v for k, v in kw.items() if k != "extra_body"}, **GREEDY,
+                                                  "max_tokens": 4, "stream": True}).encode(),
                                  headers={"content-type": "application/json", "x-api-key": "sekret"})
     wire = urllib.request.urlopen(raw, timeout=300).read().decode()
     names = re.findall(r"^event: (\S+)", wire, re.M)
     assert names[:3] == ["message_start", "ping", "content_block_start"] and names[-1] == "message_stop", names
-    print(f"messages: create, count_tokens, max_tokens, stop_sequences, stream ({len(events)} events), stream helper ok")
+    print(f"messages: create, count_tokens, max_tokens, stop_sequences, output_config, stream ({len(events)} events), stream helper ok")
 
 
 def messages_tools(s):
     c = s.anthropic("sekret")
     tools = [{"name": "get_weather", "description": "Get the current weather in a city", "input_schema": WEATHER_SCHEMA}]
     q = {"role": "user", "content": "What is the weather in Paris?"}
-    m = c.messages.create(model=QWEN, max_tokens=100, temperature=0, tools=tools, messages=[q])
+    m = c.messages.create(model=QWEN, max_tokens=100, extra_body=GREEDY, tools=tools, messages=[q])
     assert m.stop_reason == "tool_use", m
     uses = [b for b in m.content if b.type == "tool_use"]
     assert len(uses) == 1 and uses[0].name == "get_weather" and uses[0].id.startswith("toolu_"), m.content
     jsonschema.validate(uses[0].input, WEATHER_SCHEMA)
     assert uses[0].input["city"] == "Paris", uses[0].input
     # Streamed: the input arrives as input_json_delta, the helper assembles the same input.
-    with c.messages.stream(model=QWEN, max_tokens=100, temperature=0, tools=tools, messages=[q]) as st:
+    with c.messages.stream(model=QWEN, max_tokens=100, extra_body=GREEDY, tools=tools, messages=[q]) as st:
         evs = [e.type for e in st]
         final = st.get_final_message()
     assert "input_json" in evs or "content_block_delta" in evs, evs
@@ -352,21 +366,21 @@ def messages_tools(s):
     msgs = [q, {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in m.content]},
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": uses[0].id, "content": WEATHER_RESULT},
                                          {"type": "text", "text": FOLLOW_UP}]}]
-    a = c.messages.create(model=QWEN, max_tokens=60, temperature=0, tools=tools, messages=msgs)
+    a = c.messages.create(model=QWEN, max_tokens=60, extra_body=GREEDY, tools=tools, messages=msgs)
     text = "".join(b.text for b in a.content if b.type == "text")
     assert a.stop_reason == "end_turn" and "18" in text and "sunny" in text.lower(), a
-    with c.messages.stream(model=QWEN, max_tokens=60, temperature=0, tools=tools, messages=msgs) as st:
+    with c.messages.stream(model=QWEN, max_tokens=60, extra_body=GREEDY, tools=tools, messages=msgs) as st:
         assert "".join(st.text_stream) == text
     # The history's tool blocks are in the prompt: count_tokens grows with them.
     n1 = c.messages.count_tokens(model=QWEN, tools=tools, messages=[q]).input_tokens
     n2 = c.messages.count_tokens(model=QWEN, tools=tools, messages=msgs).input_tokens
     assert n2 > n1 + 20, (n1, n2)
     # tool_choice tool: a call even when none is needed; any; none: no parsing.
-    f = c.messages.create(model=QWEN, max_tokens=60, temperature=0, tools=tools, messages=[{"role": "user", "content": "Say hello."}],
+    f = c.messages.create(model=QWEN, max_tokens=60, extra_body=GREEDY, tools=tools, messages=[{"role": "user", "content": "Say hello."}],
                           tool_choice={"type": "tool", "name": "get_weather"})
     assert f.stop_reason == "tool_use" and f.content[-1].type == "tool_use", f
     jsonschema.validate(f.content[-1].input, WEATHER_SCHEMA)
-    nn = c.messages.create(model=QWEN, max_tokens=100, temperature=0, tools=tools, messages=[q], tool_choice={"type": "none"})
+    nn = c.messages.create(model=QWEN, max_tokens=100, extra_body=GREEDY, tools=tools, messages=[q], tool_choice={"type": "none"})
     assert nn.stop_reason == "end_turn" and all(b.type == "text" for b in nn.content), nn
     print("messages: tool_use, streamed tool_use, tool_result round trip, tool_choice tool/none ok")
 

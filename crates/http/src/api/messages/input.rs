@@ -208,6 +208,24 @@ fn tools(v: Value) -> Result<Value, ApiError> {
                 ))
             }
         }
+        match t.remove("strict") {
+            None | Some(Value::Null) => {}
+            Some(Value::Bool(b)) => {
+                f.insert("strict".into(), json!(b));
+            }
+            Some(v) => return Err(type_error(&format!("{at}.strict"), "a boolean", &v)),
+        }
+        // A call's input is sent whole, in one `input_json_delta`, either way.
+        match t.remove("eager_input_streaming") {
+            None | Some(Value::Null | Value::Bool(_)) => {}
+            Some(v) => {
+                return Err(type_error(
+                    &format!("{at}.eager_input_streaming"),
+                    "a boolean",
+                    &v,
+                ))
+            }
+        }
         no_more(&mut t, &at)?;
         out.push(json!({"type": "function", "function": f}));
     }
@@ -251,6 +269,43 @@ fn tool_choice(v: Value, chat: &mut Map<String, Value>) -> Result<(), ApiError> 
     Ok(())
 }
 
+/// `output_config`: `format` (`{type: "json_schema", schema}`) as the chat `response_format`;
+/// `effort` is a 400.
+fn output_config(v: Value) -> Result<Option<Value>, ApiError> {
+    let mut m = object("output_config", v)?;
+    if m.get("effort").is_some_and(|v| !v.is_null()) {
+        return Err(ApiError::unsupported(
+            "output_config.effort",
+            " (the model's chat template decides how it reasons)",
+        ));
+    }
+    m.remove("effort");
+    let rf = match m.remove("format") {
+        None | Some(Value::Null) => None,
+        Some(f) => {
+            let mut f = object("output_config.format", f)?;
+            let ty = req_str(&mut f, "type", "output_config.format")?;
+            if ty != "json_schema" {
+                return Err(ApiError::invalid(
+                    "output_config.format.type",
+                    format!("unknown output format `{ty}` (json_schema)"),
+                ));
+            }
+            let schema = f.remove("schema").ok_or_else(|| {
+                ApiError::invalid(
+                    "output_config.format.schema",
+                    "`output_config.format.schema` is required",
+                )
+            })?;
+            no_more(&mut f, "output_config.format")?;
+            Some(json!({"type": "json_schema",
+                        "json_schema": {"name": "output", "schema": schema}}))
+        }
+    };
+    no_more(&mut m, "output_config")?;
+    Ok(rf)
+}
+
 /// Reads a Messages body (`model` already taken) into a chat body; with `count_only`
 /// (`/v1/messages/count_tokens`) there is no `max_tokens`, sampling or `stream`. Returns the
 /// chat body and `stream`.
@@ -279,6 +334,21 @@ pub(super) fn convert(f: &mut Fields, count_only: bool) -> Result<(Map<String, V
     }
     if let Some(c) = f.take("tool_choice") {
         tool_choice(c, &mut chat)?;
+    }
+    // Prompt caching is automatic (the prefix cache): a cache breakpoint changes nothing.
+    match f.take("cache_control") {
+        None | Some(Value::Object(_)) => {}
+        Some(v) => return Err(type_error("cache_control", "an object", &v)),
+    }
+    match f.take("speed") {
+        None => {}
+        Some(v) if v == "standard" => {}
+        Some(_) => return Err(ApiError::unsupported("speed", " (only `standard`)")),
+    }
+    if let Some(oc) = f.take("output_config") {
+        if let Some(rf) = output_config(oc)? {
+            chat.insert("response_format".into(), rf);
+        }
     }
     match f.take("thinking") {
         None => {}
@@ -327,7 +397,11 @@ pub(super) fn convert(f: &mut Fields, count_only: bool) -> Result<(Map<String, V
 /// An error about the chat body, renamed to the Messages field it came from.
 pub(super) fn rename(mut e: ApiError) -> ApiError {
     if let Some(p) = &e.param {
-        let r = if let Some(rest) = p.strip_prefix("stop") {
+        let r = if let Some(rest) = p.strip_prefix("response_format.json_schema") {
+            Some(format!("output_config.format{rest}"))
+        } else if let Some(rest) = p.strip_prefix("response_format") {
+            Some(format!("output_config.format{rest}"))
+        } else if let Some(rest) = p.strip_prefix("stop") {
             Some(format!("stop_sequences{rest}"))
         } else if p.starts_with("tools[") {
             Some(p.replacen(".function.parameters", ".input_schema", 1).replacen(".function.", ".", 1))
@@ -369,7 +443,8 @@ mod tests {
                 ],
                 "tools": [{"name": "w", "description": "d", "input_schema": {"type": "object"}}],
                 "tool_choice": {"type": "any", "disable_parallel_tool_use": true},
-                "metadata": {"user_id": "u"},
+                "metadata": {"user_id": "u"}, "cache_control": {"type": "ephemeral"},
+                "output_config": {"format": {"type": "json_schema", "schema": {"type": "object"}}},
             }),
             false,
         )
@@ -393,6 +468,10 @@ mod tests {
         assert_eq!((c["tool_choice"].clone(), c["parallel_tool_calls"].clone()), (json!("required"), json!(false)));
         assert_eq!(c["stop"], json!(["END"]));
         assert_eq!(c["max_tokens"], 5);
+        assert_eq!(
+            c["response_format"],
+            json!({"type": "json_schema", "json_schema": {"name": "output", "schema": {"type": "object"}}})
+        );
     }
 
     #[test]
@@ -409,6 +488,8 @@ mod tests {
             (json!({"messages": [user], "max_tokens": 1, "tools": [{"name": "f"}]}), false, "tools[0].input_schema"),
             (json!({"messages": [user], "max_tokens": 1, "tool_choice": {"type": "maybe"}}), false, "tool_choice.type"),
             (json!({"messages": [user], "max_tokens": 1, "thinking": {"type": "enabled", "budget_tokens": 1024}}), false, "thinking"),
+            (json!({"messages": [user], "max_tokens": 1, "output_config": {"effort": "high"}}), false, "output_config.effort"),
+            (json!({"messages": [user], "max_tokens": 1, "output_config": {"format": {"type": "xml"}}}), false, "output_config.format.type"),
         ] {
             let e = conv(body.clone(), count_only).err().unwrap_or_else(|| panic!("{body}"));
             assert_eq!(e.param.as_deref(), Some(param), "{body}: {e}");
