@@ -551,7 +551,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(open)
         .fallback(not_found)
         .method_not_allowed_fallback(|req: Request| async move {
-            ApiError::method_not_allowed(req.method().as_str(), req.uri().path())
+            let path = req.uri().path();
+            early_error(path, ApiError::method_not_allowed(req.method().as_str(), path))
         })
         .layer(axum::extract::DefaultBodyLimit::max(
             state.config.max_body_bytes,
