@@ -552,7 +552,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(|req: Request| async move {
             let path = req.uri().path();
-            early_error(path, ApiError::method_not_allowed(req.method().as_str(), path))
+            early_error(
+                path,
+                ApiError::method_not_allowed(req.method().as_str(), path),
+            )
         })
         .layer(axum::extract::DefaultBodyLimit::max(
             state.config.max_body_bytes,

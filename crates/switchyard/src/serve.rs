@@ -490,7 +490,10 @@ fn flag_values(a: &ServeArgs, threads: usize) -> Vec<(String, String)> {
         f("log-request-text", a.log_request_text.to_string()),
         f("no-mmap", a.model.no_mmap.to_string()),
         f("responses-store-size", a.responses_store_size.to_string()),
-        f("responses-store-ttl", format!("{} s", a.responses_store_ttl)),
+        f(
+            "responses-store-ttl",
+            format!("{} s", a.responses_store_ttl),
+        ),
     ]
 }
 

@@ -354,15 +354,13 @@ pub(super) async fn prepare_chat(
 
 /// The prompt tokens a chat body renders to, without compiling its constraint or running it
 /// (`/v1/messages/count_tokens`).
-pub(super) fn chat_prompt(
-    state: &AppState,
-    f: Fields,
-    field: &str,
-) -> Result<Vec<u32>, ApiError> {
+pub(super) fn chat_prompt(state: &AppState, f: Fields, field: &str) -> Result<Vec<u32>, ApiError> {
     let template = chat_template(state, field)?;
-    Ok(parse_chat(f, template, state.chat_caps, ParseCtx::of(state))?
-        .request
-        .prompt)
+    Ok(
+        parse_chat(f, template, state.chat_caps, ParseCtx::of(state))?
+            .request
+            .prompt,
+    )
 }
 
 /// `POST /v1/chat/completions`.

@@ -16,11 +16,11 @@ mod responses;
 pub use chat::{chat_completions, validate_chat_body};
 pub use completions::{completions, validate_completion_body};
 pub use embeddings::embeddings;
-pub use messages::{anthropic_error, count_tokens, messages};
-pub use responses::{create_response, delete_response, get_response, ResponseStore};
 pub use endpoints::{
     detokenize, health, metrics, models, openapi, ready, tokenize, tokenizer_info, version,
 };
+pub use messages::{anthropic_error, count_tokens, messages};
+pub use responses::{create_response, delete_response, get_response, ResponseStore};
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

@@ -92,7 +92,10 @@ fn message(
         ));
     }
     let content = m.remove("content").ok_or_else(|| {
-        ApiError::invalid(format!("{at}.content"), format!("`{at}.content` is required"))
+        ApiError::invalid(
+            format!("{at}.content"),
+            format!("`{at}.content` is required"),
+        )
     })?;
     no_more(&mut m, &at)?;
     let (mut texts, mut tool_calls, mut reasoning) = (Vec::new(), Vec::new(), Vec::new());
@@ -146,13 +149,22 @@ fn message(
             ("tool_use" | "thinking", _) | ("tool_result", _) => {
                 return Err(ApiError::invalid(
                     format!("{bat}.type"),
-                    format!("a `{ty}` block belongs in a{} message", if ty == "tool_result" { " user" } else { "n assistant" }),
+                    format!(
+                        "a `{ty}` block belongs in a{} message",
+                        if ty == "tool_result" {
+                            " user"
+                        } else {
+                            "n assistant"
+                        }
+                    ),
                 ))
             }
             _ => {
                 return Err(ApiError::unsupported(
                     &format!("{bat}.type"),
-                    &format!(" (content block `{ty}`: text, tool_use, tool_result and thinking are)"),
+                    &format!(
+                        " (content block `{ty}`: text, tool_use, tool_result and thinking are)"
+                    ),
                 ))
             }
         }
@@ -200,7 +212,13 @@ fn tools(v: Value) -> Result<Value, ApiError> {
             Some(s @ Value::Object(_)) => {
                 f.insert("parameters".into(), s);
             }
-            Some(v) => return Err(type_error(&format!("{at}.input_schema"), "a JSON schema object", &v)),
+            Some(v) => {
+                return Err(type_error(
+                    &format!("{at}.input_schema"),
+                    "a JSON schema object",
+                    &v,
+                ))
+            }
             None => {
                 return Err(ApiError::invalid(
                     format!("{at}.input_schema"),
@@ -309,7 +327,10 @@ fn output_config(v: Value) -> Result<Option<Value>, ApiError> {
 /// Reads a Messages body (`model` already taken) into a chat body; with `count_only`
 /// (`/v1/messages/count_tokens`) there is no `max_tokens`, sampling or `stream`. Returns the
 /// chat body and `stream`.
-pub(super) fn convert(f: &mut Fields, count_only: bool) -> Result<(Map<String, Value>, bool), ApiError> {
+pub(super) fn convert(
+    f: &mut Fields,
+    count_only: bool,
+) -> Result<(Map<String, Value>, bool), ApiError> {
     let mut chat = Map::new();
     let mut msgs = Vec::new();
     if let Some(s) = f.take("system") {
@@ -322,7 +343,10 @@ pub(super) fn convert(f: &mut Fields, count_only: bool) -> Result<(Map<String, V
         return Err(type_error("messages", "an array of messages", &messages));
     };
     if messages.is_empty() {
-        return Err(ApiError::invalid("messages", "`messages` must not be empty"));
+        return Err(ApiError::invalid(
+            "messages",
+            "`messages` must not be empty",
+        ));
     }
     let mut calls = HashSet::new();
     for (i, m) in messages.into_iter().enumerate() {
@@ -404,7 +428,10 @@ pub(super) fn rename(mut e: ApiError) -> ApiError {
         } else if let Some(rest) = p.strip_prefix("stop") {
             Some(format!("stop_sequences{rest}"))
         } else if p.starts_with("tools[") {
-            Some(p.replacen(".function.parameters", ".input_schema", 1).replacen(".function.", ".", 1))
+            Some(
+                p.replacen(".function.parameters", ".input_schema", 1)
+                    .replacen(".function.", ".", 1),
+            )
         } else {
             None
         };
@@ -465,7 +492,10 @@ mod tests {
             c["tools"],
             json!([{"type": "function", "function": {"name": "w", "description": "d", "parameters": {"type": "object"}}}])
         );
-        assert_eq!((c["tool_choice"].clone(), c["parallel_tool_calls"].clone()), (json!("required"), json!(false)));
+        assert_eq!(
+            (c["tool_choice"].clone(), c["parallel_tool_calls"].clone()),
+            (json!("required"), json!(false))
+        );
         assert_eq!(c["stop"], json!(["END"]));
         assert_eq!(c["max_tokens"], 5);
         assert_eq!(
@@ -480,18 +510,60 @@ mod tests {
         for (body, count_only, param) in [
             (json!({"messages": [user]}), false, "max_tokens"),
             (json!({"messages": [], "max_tokens": 1}), false, "messages"),
-            (json!({"messages": [user], "max_tokens": 1}), true, "max_tokens"),
-            (json!({"messages": [{"role": "system", "content": "x"}], "max_tokens": 1}), false, "messages[0].role"),
-            (json!({"messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}], "max_tokens": 1}), false, "messages[0].content[0].type"),
-            (json!({"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "x"}]}], "max_tokens": 1}), false, "messages[0].content[0].tool_use_id"),
-            (json!({"messages": [user], "max_tokens": 1, "tools": [{"type": "web_search_20250305", "name": "web_search"}]}), false, "tools[0].type"),
-            (json!({"messages": [user], "max_tokens": 1, "tools": [{"name": "f"}]}), false, "tools[0].input_schema"),
-            (json!({"messages": [user], "max_tokens": 1, "tool_choice": {"type": "maybe"}}), false, "tool_choice.type"),
-            (json!({"messages": [user], "max_tokens": 1, "thinking": {"type": "enabled", "budget_tokens": 1024}}), false, "thinking"),
-            (json!({"messages": [user], "max_tokens": 1, "output_config": {"effort": "high"}}), false, "output_config.effort"),
-            (json!({"messages": [user], "max_tokens": 1, "output_config": {"format": {"type": "xml"}}}), false, "output_config.format.type"),
+            (
+                json!({"messages": [user], "max_tokens": 1}),
+                true,
+                "max_tokens",
+            ),
+            (
+                json!({"messages": [{"role": "system", "content": "x"}], "max_tokens": 1}),
+                false,
+                "messages[0].role",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}], "max_tokens": 1}),
+                false,
+                "messages[0].content[0].type",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "x"}]}], "max_tokens": 1}),
+                false,
+                "messages[0].content[0].tool_use_id",
+            ),
+            (
+                json!({"messages": [user], "max_tokens": 1, "tools": [{"type": "web_search_20250305", "name": "web_search"}]}),
+                false,
+                "tools[0].type",
+            ),
+            (
+                json!({"messages": [user], "max_tokens": 1, "tools": [{"name": "f"}]}),
+                false,
+                "tools[0].input_schema",
+            ),
+            (
+                json!({"messages": [user], "max_tokens": 1, "tool_choice": {"type": "maybe"}}),
+                false,
+                "tool_choice.type",
+            ),
+            (
+                json!({"messages": [user], "max_tokens": 1, "thinking": {"type": "enabled", "budget_tokens": 1024}}),
+                false,
+                "thinking",
+            ),
+            (
+                json!({"messages": [user], "max_tokens": 1, "output_config": {"effort": "high"}}),
+                false,
+                "output_config.effort",
+            ),
+            (
+                json!({"messages": [user], "max_tokens": 1, "output_config": {"format": {"type": "xml"}}}),
+                false,
+                "output_config.format.type",
+            ),
         ] {
-            let e = conv(body.clone(), count_only).err().unwrap_or_else(|| panic!("{body}"));
+            let e = conv(body.clone(), count_only)
+                .err()
+                .unwrap_or_else(|| panic!("{body}"));
             assert_eq!(e.param.as_deref(), Some(param), "{body}: {e}");
             assert_eq!(e.status.as_u16(), 400);
         }

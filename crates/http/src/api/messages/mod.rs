@@ -261,7 +261,8 @@ pub async fn count_tokens(
         check_model(&state, &mut f)?;
         let (chat, _) = input::convert(&mut f, true)?;
         f.finish()?;
-        let prompt = chat_prompt(&state, Fields::from_map(chat), "messages").map_err(input::rename)?;
+        let prompt =
+            chat_prompt(&state, Fields::from_map(chat), "messages").map_err(input::rename)?;
         Ok(json_response(
             StatusCode::OK,
             &json!({"input_tokens": prompt.len()}),
@@ -278,7 +279,10 @@ mod tests {
     #[test]
     fn blocks_and_events() {
         let mut b = Blocks::default();
-        let mut evs = b.push(vec![Piece::Reasoning("hm".into()), Piece::Content("A".into())]);
+        let mut evs = b.push(vec![
+            Piece::Reasoning("hm".into()),
+            Piece::Content("A".into()),
+        ]);
         evs.extend(b.push(vec![
             Piece::Content("B".into()),
             Piece::Call(ToolCall {
@@ -304,7 +308,10 @@ mod tests {
                 "content_block_stop",
             ]
         );
-        assert_eq!(evs[4].1["delta"], json!({"type": "text_delta", "text": "A"}));
+        assert_eq!(
+            evs[4].1["delta"],
+            json!({"type": "text_delta", "text": "A"})
+        );
         assert_eq!(evs[8].1["delta"]["partial_json"], "{\"a\":1}");
         assert_eq!(
             b.blocks,
@@ -316,8 +323,13 @@ mod tests {
         );
         assert!(b.has_tool_use());
         assert_eq!(stop_reason(None, true).0, "tool_use");
-        assert_eq!(stop_reason(Some(&FinishReason::Length), true).0, "max_tokens");
-        let s = FinishReason::Stop(switchyard_runtime::engine::StopReason::StopString("X".into()));
+        assert_eq!(
+            stop_reason(Some(&FinishReason::Length), true).0,
+            "max_tokens"
+        );
+        let s = FinishReason::Stop(switchyard_runtime::engine::StopReason::StopString(
+            "X".into(),
+        ));
         assert_eq!(stop_reason(Some(&s), false), ("stop_sequence", json!("X")));
         assert_eq!(usage(10, 4, 2)["input_tokens"], 6);
     }

@@ -120,7 +120,13 @@ fn input_items(v: Value, msgs: &mut Vec<Value>) -> Result<(), ApiError> {
             return Ok(());
         }
         Value::Array(a) => a,
-        v => return Err(type_error("input", "a string or an array of input items", &v)),
+        v => {
+            return Err(type_error(
+                "input",
+                "a string or an array of input items",
+                &v,
+            ))
+        }
     };
     let mut calls = call_ids(msgs);
     let mut reasoning: Option<String> = None;
@@ -174,7 +180,10 @@ fn input_items(v: Value, msgs: &mut Vec<Value>) -> Result<(), ApiError> {
                 let call_id = req_str(&mut m, "call_id", &at)?;
                 let name = req_str(&mut m, "name", &at)?;
                 let arguments = req_str(&mut m, "arguments", &at)?;
-                if !matches!(serde_json::from_str::<Value>(&arguments), Ok(Value::Object(_))) {
+                if !matches!(
+                    serde_json::from_str::<Value>(&arguments),
+                    Ok(Value::Object(_))
+                ) {
                     return Err(ApiError::invalid(
                         format!("{at}.arguments"),
                         format!("`{at}.arguments` must be a JSON object in a string"),
@@ -376,7 +385,12 @@ fn metadata(v: Value) -> Result<Value, ApiError> {
 }
 
 /// Fields accepted when they ask for the only behaviour there is.
-fn only(f: &mut Fields, key: &str, allowed: &[Value], why: &str) -> Result<Option<Value>, ApiError> {
+fn only(
+    f: &mut Fields,
+    key: &str,
+    allowed: &[Value],
+    why: &str,
+) -> Result<Option<Value>, ApiError> {
     match f.take(key) {
         None => Ok(None),
         Some(v) if allowed.contains(&v) => Ok(Some(v)),
@@ -389,9 +403,24 @@ pub(super) fn convert(f: &mut Fields, store: &ResponseStore) -> Result<Converted
     let mut chat = Map::new();
     let mut echo = Map::new();
     // Refused first: fields that change what the request means.
-    only(f, "background", &[json!(false)], " (no background responses)")?;
-    only(f, "truncation", &[json!("disabled")], " (`auto`: the input is never truncated)")?;
-    only(f, "include", &[json!([])], " (no extra output data to include)")?;
+    only(
+        f,
+        "background",
+        &[json!(false)],
+        " (no background responses)",
+    )?;
+    only(
+        f,
+        "truncation",
+        &[json!("disabled")],
+        " (`auto`: the input is never truncated)",
+    )?;
+    only(
+        f,
+        "include",
+        &[json!([])],
+        " (no extra output data to include)",
+    )?;
     only(f, "service_tier", &[json!("auto"), json!("default")], "")?;
     only(f, "stream_options", &[], "")?;
     for k in ["top_logprobs", "max_tool_calls", "prompt", "conversation"] {
@@ -417,18 +446,16 @@ pub(super) fn convert(f: &mut Fields, store: &ResponseStore) -> Result<Converted
         Some(id) => {
             store
                 .get(id)
-                .ok_or_else(|| {
-                    ApiError {
-                        code: Some("previous_response_not_found"),
-                        ..ApiError::not_found(
-                            "previous_response_id",
-                            format!(
-                                "previous response `{id}` not found: unknown, not stored \
+                .ok_or_else(|| ApiError {
+                    code: Some("previous_response_not_found"),
+                    ..ApiError::not_found(
+                        "previous_response_id",
+                        format!(
+                            "previous response `{id}` not found: unknown, not stored \
                                  (`store: false`), or evicted from this server's store \
                                  (--responses-store-size, --responses-store-ttl)"
-                            ),
-                        )
-                    }
+                        ),
+                    )
                 })?
                 .conversation
         }
@@ -482,9 +509,15 @@ pub(super) fn convert(f: &mut Fields, store: &ResponseStore) -> Result<Converted
     let stream = f.bool("stream")?.unwrap_or(false);
     let store = f.bool("store")?.unwrap_or(true);
     echo.insert("instructions".into(), json!(instructions));
-    echo.insert("max_output_tokens".into(), max_output.unwrap_or(Value::Null));
+    echo.insert(
+        "max_output_tokens".into(),
+        max_output.unwrap_or(Value::Null),
+    );
     echo.insert("metadata".into(), metadata);
-    echo.insert("parallel_tool_calls".into(), json!(parallel.unwrap_or(true)));
+    echo.insert(
+        "parallel_tool_calls".into(),
+        json!(parallel.unwrap_or(true)),
+    );
     echo.insert("previous_response_id".into(), json!(previous));
     echo.insert("text".into(), text_echo);
     echo.insert(
@@ -603,15 +636,51 @@ mod tests {
     fn unsupported_and_bad_fields_name_themselves() {
         for (body, param, status) in [
             (json!({"input": "x", "background": true}), "background", 400),
-            (json!({"input": "x", "reasoning": {"effort": "high"}}), "reasoning.effort", 400),
-            (json!({"input": "x", "tools": [{"type": "web_search"}]}), "tools[0].type", 400),
-            (json!({"input": "x", "include": ["reasoning.encrypted_content"]}), "include", 400),
-            (json!({"input": [{"type": "function_call_output", "call_id": "c9", "output": "1"}]}), "input[0].call_id", 400),
-            (json!({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}), "input[0].content[0].type", 400),
-            (json!({"input": [{"type": "item_reference", "id": "x"}]}), "input[0].type", 400),
-            (json!({"input": "x", "previous_response_id": "resp_nope"}), "previous_response_id", 404),
-            (json!({"input": "x", "text": {"format": {"type": "xml"}}}), "text.format.type", 400),
-            (json!({"input": "x", "frequency_penalty": 1}), "frequency_penalty", 400),
+            (
+                json!({"input": "x", "reasoning": {"effort": "high"}}),
+                "reasoning.effort",
+                400,
+            ),
+            (
+                json!({"input": "x", "tools": [{"type": "web_search"}]}),
+                "tools[0].type",
+                400,
+            ),
+            (
+                json!({"input": "x", "include": ["reasoning.encrypted_content"]}),
+                "include",
+                400,
+            ),
+            (
+                json!({"input": [{"type": "function_call_output", "call_id": "c9", "output": "1"}]}),
+                "input[0].call_id",
+                400,
+            ),
+            (
+                json!({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}),
+                "input[0].content[0].type",
+                400,
+            ),
+            (
+                json!({"input": [{"type": "item_reference", "id": "x"}]}),
+                "input[0].type",
+                400,
+            ),
+            (
+                json!({"input": "x", "previous_response_id": "resp_nope"}),
+                "previous_response_id",
+                404,
+            ),
+            (
+                json!({"input": "x", "text": {"format": {"type": "xml"}}}),
+                "text.format.type",
+                400,
+            ),
+            (
+                json!({"input": "x", "frequency_penalty": 1}),
+                "frequency_penalty",
+                400,
+            ),
             (json!({}), "input", 400),
         ] {
             let e = conv(body.clone()).err().unwrap_or_else(|| panic!("{body}"));

@@ -189,11 +189,11 @@ fn unknown_response(id: &str) -> ApiError {
 }
 
 /// `GET /v1/responses/{id}`: a stored response.
-pub async fn get_response(
-    State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
-) -> AppResult {
-    let s = state.responses.get(&id).ok_or_else(|| unknown_response(&id))?;
+pub async fn get_response(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> AppResult {
+    let s = state
+        .responses
+        .get(&id)
+        .ok_or_else(|| unknown_response(&id))?;
     Ok(json_response(StatusCode::OK, &s.response))
 }
 

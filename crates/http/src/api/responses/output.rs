@@ -264,7 +264,10 @@ mod tests {
             ]
         );
         for (i, (t, e)) in evs.iter().enumerate() {
-            assert_eq!((e["type"].as_str(), e["sequence_number"].as_u64()), (Some(t.as_str()), Some(i as u64)));
+            assert_eq!(
+                (e["type"].as_str(), e["sequence_number"].as_u64()),
+                (Some(t.as_str()), Some(i as u64))
+            );
         }
         assert_eq!(evs[4].1["text"], "Hello");
         let items = b.items();
@@ -290,7 +293,10 @@ mod tests {
         assert_eq!(b.items()[0]["status"], "incomplete");
         assert_eq!(b.items()[0]["content"][0]["text"], "");
         let mut b = Builder::default();
-        b.push(vec![Piece::Reasoning("think".into()), Piece::Content("ok".into())]);
+        b.push(vec![
+            Piece::Reasoning("think".into()),
+            Piece::Content("ok".into()),
+        ]);
         b.finish("completed");
         assert_eq!(b.items()[0]["type"], "reasoning");
         assert_eq!(b.items()[1]["type"], "message");
