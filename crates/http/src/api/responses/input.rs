@@ -374,7 +374,7 @@ fn metadata(v: Value) -> Result<Value, ApiError> {
         ));
     }
     for (k, v) in &m {
-        if k.len() > 64 || !v.as_str().is_some_and(|s| s.len() <= 512) {
+        if k.len() > 64 || v.as_str().is_none_or(|s| s.len() > 512) {
             return Err(ApiError::invalid(
                 "metadata",
                 "`metadata` keys are at most 64 characters and values strings of at most 512",
