@@ -423,7 +423,8 @@ pub(super) fn convert(f: &mut Fields, store: &ResponseStore) -> Result<Converted
     )?;
     only(f, "service_tier", &[json!("auto"), json!("default")], "")?;
     only(f, "stream_options", &[], "")?;
-    for k in ["top_logprobs", "max_tool_calls", "prompt", "conversation"] {
+    only(f, "top_logprobs", &[json!(0)], " (no logprobs in responses)")?;
+    for k in ["max_tool_calls", "prompt", "conversation"] {
         if f.take(k).is_some() {
             return Err(unsupported(k, ""));
         }
