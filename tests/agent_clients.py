@@ -263,6 +263,8 @@ def responses_errors(s):
         ({"max_output_tokens": 0}, "max_output_tokens"),
         ({"tool_choice": "required"}, "tool_choice"),
         ({"extra_body": {"frequency_penalty": 1}}, "frequency_penalty"),
+        ({"extra_body": {"priority": 1}}, "priority"),  # a non-zero priority under fcfs, as in vLLM
+        ({"extra_body": {"top_logprobs": 3}}, "top_logprobs"),
     ]:
         e = expect(openai.BadRequestError, lambda: c.responses.create(model=QWEN, input="hi", **kwargs))
         err = openai_error(e, 400, param)
@@ -398,6 +400,8 @@ def messages_errors(s):
          "tools[0].type"),
         ({"model": QWEN, "max_tokens": 5, "messages": user, "bogus": 1}, "bogus"),
         ({"model": QWEN, "max_tokens": 5, "messages": user, "temperature": -1}, "temperature"),
+        ({"model": QWEN, "max_tokens": 5, "messages": user, "priority": 1}, "priority"),
+        ({"model": QWEN, "max_tokens": 5, "messages": user, "output_config": {"effort": "high"}}, "output_config.effort"),
         ("not json", "JSON"),
     ]:
         st, b = s.post("/v1/messages", body, key)

@@ -396,7 +396,8 @@ pub(super) fn convert(
     if let Some(s) = f.take("stop_sequences") {
         chat.insert("stop".into(), s);
     }
-    for k in ["temperature", "top_p", "top_k"] {
+    // `priority` as on the other generation routes (vLLM's extension).
+    for k in ["temperature", "top_p", "top_k", "priority"] {
         if let Some(v) = f.take(k) {
             chat.insert(k.into(), v);
         }
@@ -458,7 +459,7 @@ mod tests {
         let (c, stream) = conv(
             json!({
                 "system": [{"type": "text", "text": "Sys.", "cache_control": {"type": "ephemeral"}}],
-                "max_tokens": 5, "stream": true, "stop_sequences": ["END"], "top_k": 3,
+                "max_tokens": 5, "stream": true, "stop_sequences": ["END"], "top_k": 3, "priority": 2,
                 "messages": [
                     {"role": "user", "content": "Weather?"},
                     {"role": "assistant", "content": [
@@ -497,7 +498,10 @@ mod tests {
             (json!("required"), json!(false))
         );
         assert_eq!(c["stop"], json!(["END"]));
-        assert_eq!(c["max_tokens"], 5);
+        assert_eq!(
+            (c["max_tokens"].clone(), c["priority"].clone()),
+            (json!(5), json!(2))
+        );
         assert_eq!(
             c["response_format"],
             json!({"type": "json_schema", "json_schema": {"name": "output", "schema": {"type": "object"}}})

@@ -423,7 +423,12 @@ pub(super) fn convert(f: &mut Fields, store: &ResponseStore) -> Result<Converted
     )?;
     only(f, "service_tier", &[json!("auto"), json!("default")], "")?;
     only(f, "stream_options", &[], "")?;
-    only(f, "top_logprobs", &[json!(0)], " (no logprobs in responses)")?;
+    only(
+        f,
+        "top_logprobs",
+        &[json!(0)],
+        " (no logprobs in responses)",
+    )?;
     for k in ["max_tool_calls", "prompt", "conversation"] {
         if f.take(k).is_some() {
             return Err(unsupported(k, ""));
@@ -498,7 +503,8 @@ pub(super) fn convert(f: &mut Fields, store: &ResponseStore) -> Result<Converted
     if let Some(m) = &max_output {
         chat.insert("max_tokens".into(), m.clone());
     }
-    for k in ["temperature", "top_p"] {
+    // `priority` as on the other generation routes (vLLM's extension).
+    for k in ["temperature", "top_p", "priority"] {
         if let Some(v) = f.take(k) {
             chat.insert(k.into(), v);
         }
@@ -599,6 +605,7 @@ mod tests {
             "text": {"format": {"type": "json_schema", "name": "n", "schema": {"type": "object"}, "strict": true}},
             "max_output_tokens": 7,
             "metadata": {"k": "v"},
+            "priority": -1,
         }))
         .unwrap();
         let m = &c.chat["messages"];
@@ -628,7 +635,10 @@ mod tests {
             c.chat["response_format"],
             json!({"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "object"}, "strict": true}})
         );
-        assert_eq!(c.chat["max_tokens"], 7);
+        assert_eq!(
+            (c.chat["max_tokens"].clone(), c.chat["priority"].clone()),
+            (json!(7), json!(-1))
+        );
         assert_eq!(c.echo["metadata"], json!({"k": "v"}));
         assert!(c.store && !c.stream);
     }
