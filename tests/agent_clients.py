@@ -161,7 +161,12 @@ def responses_plain_and_stream(s):
     item_id = events[2].item.id
     assert all(e.item_id == item_id for e in events if hasattr(e, "item_id")), events
     assert final.output[0].id == item_id, final
-    print(f"responses: plain, instructions, incomplete, stream ({len(events)} events) ok")
+    # The SDK's stream helper accumulates the events into the same response.
+    with c.responses.stream(model=QWEN, input=q, max_output_tokens=16, temperature=0) as st:
+        text = "".join(e.delta for e in st if e.type == "response.output_text.delta")
+        acc = st.get_final_response()
+    assert text == acc.output_text == r.output_text and acc.status == "completed" and acc.id.startswith("resp_"), acc
+    print(f"responses: plain, instructions, incomplete, stream ({len(events)} events), stream helper ok")
 
 
 def responses_conversation(s):
@@ -213,6 +218,10 @@ def responses_tools(s):
     assert types[i + 1: i + 3] == ["response.function_call_arguments.done", "response.output_item.done"], types
     assert json.loads(events[i + 1].arguments) == args and events[i + 2].item.name == "get_weather"
     assert types[-1] == "response.completed", types
+    with c.responses.stream(model=QWEN, input=[q], tools=tools, temperature=0, max_output_tokens=100) as st:
+        acc = st.get_final_response()
+    sc = [o for o in acc.output if o.type == "function_call"]
+    assert len(sc) == 1 and json.loads(sc[0].arguments) == args, acc.output
     # The round trip by resending the items: the model answers from the tool's result.
     output = {"type": "function_call_output", "call_id": call.call_id, "output": WEATHER_RESULT}
     items = [q] + [o.model_dump(exclude_none=True) for o in r.output] + [output, {"role": "user", "content": FOLLOW_UP}]
