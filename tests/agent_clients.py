@@ -324,6 +324,16 @@ def messages_plain_and_stream(s):
                            messages=[{"role": "user", "content": "Count from 1 to 10, separated by commas."}])
     assert m4.stop_reason == "stop_sequence" and m4.stop_sequence == "4", m4
     assert "3" in m4.content[0].text and "4" not in m4.content[0].text, m4
+    # A final assistant message is a prefill: the answer continues it.
+    pre = c.messages.create(max_tokens=10, model=QWEN, extra_body=GREEDY, messages=[
+        {"role": "user", "content": "What is the capital of France?"},
+        {"role": "assistant", "content": "The capital of France is"}])
+    cont = pre.content[0].text
+    assert "Paris" in cont and "capital" not in cont, cont
+    n_pre = c.messages.count_tokens(model=QWEN, messages=[
+        {"role": "user", "content": "What is the capital of France?"},
+        {"role": "assistant", "content": "The capital of France is"}]).input_tokens
+    assert n_pre == pre.usage.input_tokens + (pre.usage.cache_read_input_tokens or 0), (n_pre, pre.usage)
     # Structured output (output_config.format): the text is JSON valid under the schema.
     schema = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
               "required": ["name", "age"], "additionalProperties": False}
@@ -353,7 +363,7 @@ def messages_plain_and_stream(s):
     wire = urllib.request.urlopen(raw, timeout=300).read().decode()
     names = re.findall(r"^event: (\S+)", wire, re.M)
     assert names[:3] == ["message_start", "ping", "content_block_start"] and names[-1] == "message_stop", names
-    print(f"messages: create, count_tokens, max_tokens, stop_sequences, output_config, stream ({len(events)} events), stream helper ok")
+    print(f"messages: create, count_tokens, max_tokens, stop_sequences, prefill, output_config, stream ({len(events)} events), stream helper ok")
 
 
 def messages_tools(s):

@@ -1056,6 +1056,30 @@ fn responses_and_messages_qwen() {
     assert_eq!(st, 200, "{chat}");
     let answer = chat["choices"][0]["message"]["content"].as_str().unwrap();
     let prompt_tokens = chat["usage"]["prompt_tokens"].as_u64().unwrap();
+    // continue_final_message (vLLM's; what Anthropic's prefill uses): the model goes on with
+    // the final assistant message.
+    let pre = json!([{"role": "user", "content": q}, {"role": "assistant", "content": "The capital of France is"}]);
+    let (st, c) = post(
+        "/v1/chat/completions",
+        &json!({"messages": pre, "continue_final_message": true, "temperature": 0, "max_tokens": 8}),
+        &bearer,
+    );
+    assert_eq!(st, 200, "{c}");
+    let cont = c["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(
+        cont.contains("Paris") && !cont.contains("capital"),
+        "{cont}"
+    );
+    let (st, e) = post(
+        "/v1/chat/completions",
+        &json!({"messages": pre, "continue_final_message": true, "add_generation_prompt": true}),
+        &bearer,
+    );
+    assert_eq!(
+        (st, e["error"]["param"].as_str()),
+        (400, Some("continue_final_message")),
+        "{e}"
+    );
     // Responses: the same answer and prompt.
     let rq = json!({"input": q, "temperature": 0, "max_output_tokens": 16});
     let (st, r) = post("/v1/responses", &rq, &bearer);

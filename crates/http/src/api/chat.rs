@@ -148,7 +148,15 @@ fn parse_chat(
     }
     let mut constraint = crate::structured::constraint(&mut f)?;
     let mut lazy = Vec::new();
-    let add_generation_prompt = f.bool("add_generation_prompt")?.unwrap_or(true);
+    let add_generation_prompt = f.bool("add_generation_prompt")?;
+    let continue_final = f.bool("continue_final_message")?.unwrap_or(false);
+    if continue_final && add_generation_prompt == Some(true) {
+        return Err(ApiError::invalid(
+            "continue_final_message",
+            "`continue_final_message` cannot be combined with `add_generation_prompt: true`",
+        ));
+    }
+    let add_generation_prompt = !continue_final && add_generation_prompt.unwrap_or(true);
     let stream = params::stream_opts(&mut f)?;
     let special_set = f.has("skip_special_tokens");
     let mut r = EngineRequest::default();
@@ -163,6 +171,11 @@ fn parse_chat(
             &tf.kwargs,
         )
         .map_err(|e| ApiError::invalid("messages", format!("chat template: {e}")))?;
+    let text = if continue_final {
+        open_final_message(text, &messages)?
+    } else {
+        text
+    };
     r.prompt = tok
         .encode(&text, false)
         .map_err(|e| ApiError::invalid("messages", format!("cannot tokenize: {e}")))?;
@@ -236,6 +249,31 @@ fn parse_chat(
         constraint,
         lazy,
     })
+}
+
+/// `continue_final_message` (vLLM's; Anthropic's prefill): the rendered conversation cut right
+/// after the final assistant message's text, so that the model goes on with that message
+/// instead of closing it.
+fn open_final_message(text: String, messages: &[Value]) -> Result<String, ApiError> {
+    let bad = |m: &str| ApiError::invalid("continue_final_message", m.to_string());
+    let last = messages
+        .last()
+        .filter(|m| m["role"] == "assistant")
+        .ok_or_else(|| {
+            bad("`continue_final_message` needs the last message to be the assistant's")
+        })?;
+    let content = last["content"].as_str().unwrap_or("");
+    if content.trim().is_empty() {
+        return Err(bad("the final assistant message to continue has no text"));
+    }
+    // Templates may strip the message's surrounding whitespace.
+    let end = [content, content.trim_end(), content.trim()]
+        .iter()
+        .find_map(|c| text.rfind(c).map(|i| i + c.len()))
+        .ok_or_else(|| bad("the chat template does not write the final message's text as given"))?;
+    let mut text = text;
+    text.truncate(end);
+    Ok(text)
 }
 
 /// The message fields of a parsed answer: `content` (null when empty and there are calls),
@@ -566,6 +604,25 @@ mod tests {
             .ok()
             .unwrap();
         assert_eq!((t.choice, t.raw), (ToolChoice::None, None));
+    }
+
+    /// `continue_final_message`: the prompt ends with the final assistant text, open.
+    #[test]
+    fn final_message_left_open() {
+        let msgs = [
+            json!({"role": "user", "content": "Hi"}),
+            json!({"role": "assistant", "content": "Hello "}),
+        ];
+        let text = "<u>Hi</u><a>Hello</a>\n".to_string();
+        assert_eq!(
+            open_final_message(text.clone(), &msgs).unwrap(),
+            "<u>Hi</u><a>Hello"
+        );
+        let e = open_final_message(text.clone(), &msgs[..1]).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("continue_final_message"));
+        let e = open_final_message(text, &[json!({"role": "assistant", "content": "Bye"})])
+            .unwrap_err();
+        assert!(e.message.contains("as given"), "{}", e.message);
     }
 
     /// Streaming deltas: text and reasoning together, each call as a name delta then an

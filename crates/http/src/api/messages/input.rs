@@ -3,7 +3,8 @@
 //! `tool_result` as `tool` messages before the user's text; `thinking` as the assistant's
 //! reasoning), `tools` (`input_schema` as `parameters`), `tool_choice` (`auto`, `any` as
 //! `required`, `tool` as a named function, `none`; `disable_parallel_tool_use`),
-//! `stop_sequences` as `stop`, `max_tokens`, `temperature` / `top_p` / `top_k`.
+//! `stop_sequences` as `stop`, `max_tokens`, `temperature` / `top_p` / `top_k`. A final
+//! assistant message is a prefill: chat's `continue_final_message` leaves it open.
 
 use std::collections::HashSet;
 
@@ -352,6 +353,10 @@ pub(super) fn convert(
     for (i, m) in messages.into_iter().enumerate() {
         message(i, m, &mut msgs, &mut calls)?;
     }
+    // Anthropic's prefill: a final assistant message is continued, not closed.
+    if msgs.last().is_some_and(|m| m["role"] == "assistant") {
+        chat.insert("continue_final_message".into(), json!(true));
+    }
     chat.insert("messages".into(), Value::Array(msgs));
     if let Some(t) = f.take("tools") {
         chat.insert("tools".into(), tools(t)?);
@@ -422,7 +427,9 @@ pub(super) fn convert(
 /// An error about the chat body, renamed to the Messages field it came from.
 pub(super) fn rename(mut e: ApiError) -> ApiError {
     if let Some(p) = &e.param {
-        let r = if let Some(rest) = p.strip_prefix("response_format.json_schema") {
+        let r = if p == "continue_final_message" {
+            Some("messages".to_string())
+        } else if let Some(rest) = p.strip_prefix("response_format.json_schema") {
             Some(format!("output_config.format{rest}"))
         } else if let Some(rest) = p.strip_prefix("response_format") {
             Some(format!("output_config.format{rest}"))
@@ -573,6 +580,7 @@ mod tests {
         }
         let r = |p: &str| rename(ApiError::invalid(p, "x")).param.unwrap();
         assert_eq!(r("stop"), "stop_sequences");
+        assert_eq!(r("continue_final_message"), "messages");
         assert_eq!(r("tools[0].function.parameters"), "tools[0].input_schema");
         assert_eq!(r("tools[0].function.name"), "tools[0].name");
     }
