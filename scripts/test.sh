@@ -25,6 +25,11 @@ stage "openai client"
 "$PY" tests/openai_client.py "$BIN"
 # lm-evaluation-harness (PyPI lm_eval) with local-completions + tokenizer_backend=remote: a tiny
 # loglikelihood task and a tiny generation task over local JSONL files, checked against the server.
+# Agent-facing APIs with their own PyPI clients: openai `responses.create` (plain, streaming,
+# function-tool round trip, previous_response_id, text.format) and anthropic `messages.create` /
+# `.stream` / `.count_tokens` (text and a tool round trip), bad input in each API's error shape.
+stage "agent clients (responses, messages)"
+"$PY" tests/agent_clients.py "$BIN"
 stage "lm-eval remote tokenizer"
 "$PY" tests/lm_eval_remote.py "$BIN"
 # Structured outputs: 50+ JSON schemas on both models validated with PyPI jsonschema, parse(),

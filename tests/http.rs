@@ -1000,6 +1000,293 @@ fn tool_round_trip_qwen() {
     }
 }
 
+/// Named SSE events (`event: NAME` then `data: JSON`), as `/v1/responses` and `/v1/messages`
+/// send them: (name, data) in order; each data's `type` is its name.
+fn named_events(
+    server: &Server,
+    path: &str,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> Vec<(String, Value)> {
+    let mut rb = client().post(server.url(path)).json(body);
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    let r = rb.send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let text = r.text().unwrap();
+    let mut out = Vec::new();
+    let mut name = None;
+    for l in text.lines() {
+        if let Some(n) = l.strip_prefix("event: ") {
+            name = Some(n.to_string());
+        } else if let Some(d) = l.strip_prefix("data: ") {
+            let v: Value = serde_json::from_str(d).unwrap();
+            let n = name.take().expect("every data line has an event name");
+            assert_eq!(v["type"], n.as_str(), "{v}");
+            out.push((n, v));
+        }
+    }
+    out
+}
+
+/// `/v1/responses` and `/v1/messages` over plain HTTP with the real Qwen at temperature 0: the
+/// same greedy answer as chat, the answer shapes, the streamed event order, a tool call in each
+/// API's form, `previous_response_id` (its 404 too), `count_tokens` equal to chat's prompt
+/// tokens, each API's error shape, and `x-api-key`.
+#[test]
+fn responses_and_messages_qwen() {
+    let s = Server::start(QWEN, &["--api-key", "k"]);
+    let post = |path: &str, body: &Value, headers: &[(&str, &str)]| {
+        let mut rb = client().post(s.url(path)).json(body);
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        let r = rb.send().unwrap();
+        (r.status().as_u16(), r.json::<Value>().unwrap())
+    };
+    let bearer = [("authorization", "Bearer k")];
+    let xkey = [("x-api-key", "k")];
+    let q = "What is the capital of France? Answer with one word.";
+    let (st, chat) = post(
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": q}], "temperature": 0, "max_tokens": 16}),
+        &bearer,
+    );
+    assert_eq!(st, 200, "{chat}");
+    let answer = chat["choices"][0]["message"]["content"].as_str().unwrap();
+    let prompt_tokens = chat["usage"]["prompt_tokens"].as_u64().unwrap();
+    // continue_final_message (vLLM's; what Anthropic's prefill uses): the model goes on with
+    // the final assistant message.
+    let pre = json!([{"role": "user", "content": q}, {"role": "assistant", "content": "The capital of France is"}]);
+    let (st, c) = post(
+        "/v1/chat/completions",
+        &json!({"messages": pre, "continue_final_message": true, "temperature": 0, "max_tokens": 8}),
+        &bearer,
+    );
+    assert_eq!(st, 200, "{c}");
+    let cont = c["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(
+        cont.contains("Paris") && !cont.contains("capital"),
+        "{cont}"
+    );
+    let (st, e) = post(
+        "/v1/chat/completions",
+        &json!({"messages": pre, "continue_final_message": true, "add_generation_prompt": true}),
+        &bearer,
+    );
+    assert_eq!(
+        (st, e["error"]["param"].as_str()),
+        (400, Some("continue_final_message")),
+        "{e}"
+    );
+    // Responses: the same answer and prompt.
+    let rq = json!({"input": q, "temperature": 0, "max_output_tokens": 16});
+    let (st, r) = post("/v1/responses", &rq, &bearer);
+    assert_eq!(st, 200, "{r}");
+    assert!(r["id"].as_str().unwrap().starts_with("resp_"), "{r}");
+    assert_eq!(
+        (r["object"].as_str(), r["status"].as_str()),
+        (Some("response"), Some("completed"))
+    );
+    assert_eq!(r["output"][0]["type"], "message");
+    assert_eq!(r["output"][0]["content"][0]["text"], answer, "{r}");
+    assert_eq!(r["usage"]["input_tokens"], prompt_tokens);
+    assert_eq!(
+        r["usage"]["output_tokens"],
+        chat["usage"]["completion_tokens"]
+    );
+    let mut sq = rq.clone();
+    sq["stream"] = json!(true);
+    let evs = named_events(&s, "/v1/responses", &sq, &bearer);
+    let names: Vec<&str> = evs.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names[..4],
+        [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added"
+        ]
+    );
+    assert_eq!(
+        names[names.len() - 4..],
+        [
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.completed"
+        ]
+    );
+    for (i, (_, v)) in evs.iter().enumerate() {
+        assert_eq!(v["sequence_number"], i as u64);
+    }
+    let deltas: String = evs
+        .iter()
+        .filter(|(n, _)| n == "response.output_text.delta")
+        .map(|(_, v)| v["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(deltas, answer);
+    // previous_response_id: the earlier turn is in the prompt; unknown ids are a 404.
+    let (_, r2) = post(
+        "/v1/responses",
+        &json!({"input": "And of Italy?", "previous_response_id": r["id"], "temperature": 0, "max_output_tokens": 16}),
+        &bearer,
+    );
+    assert!(
+        r2["usage"]["input_tokens"].as_u64().unwrap()
+            > prompt_tokens + r["usage"]["output_tokens"].as_u64().unwrap(),
+        "{r2}"
+    );
+    assert!(
+        r2["output"][0]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Rome"),
+        "{r2}"
+    );
+    let (st, e) = post(
+        "/v1/responses",
+        &json!({"input": "x", "previous_response_id": "resp_0"}),
+        &bearer,
+    );
+    assert_eq!(
+        (st, e["error"]["param"].as_str()),
+        (404, Some("previous_response_id")),
+        "{e}"
+    );
+    let (st, got) = {
+        let r = client()
+            .get(s.url(&format!("/v1/responses/{}", r["id"].as_str().unwrap())))
+            .header("x-api-key", "k")
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().unwrap())
+    };
+    assert_eq!((st, &got["output"]), (200, &r["output"]));
+    // Messages: the same answer; count_tokens is the same prompt.
+    let mq = json!({"model": QWEN, "max_tokens": 16, "temperature": 0, "messages": [{"role": "user", "content": q}]});
+    let (st, m) = post("/v1/messages", &mq, &xkey);
+    assert_eq!(st, 200, "{m}");
+    assert!(m["id"].as_str().unwrap().starts_with("msg_"), "{m}");
+    assert_eq!(
+        (
+            m["type"].as_str(),
+            m["role"].as_str(),
+            m["stop_reason"].as_str()
+        ),
+        (Some("message"), Some("assistant"), Some("end_turn"))
+    );
+    assert_eq!(m["content"], json!([{"type": "text", "text": answer}]));
+    let u = &m["usage"];
+    assert_eq!(
+        u["input_tokens"].as_u64().unwrap() + u["cache_read_input_tokens"].as_u64().unwrap(),
+        prompt_tokens
+    );
+    let (st, ct) = post(
+        "/v1/messages/count_tokens",
+        &json!({"model": QWEN, "messages": mq["messages"]}),
+        &xkey,
+    );
+    assert_eq!((st, ct), (200, json!({"input_tokens": prompt_tokens})));
+    let mut sm = mq.clone();
+    sm["stream"] = json!(true);
+    let evs = named_events(&s, "/v1/messages", &sm, &xkey);
+    let names: Vec<&str> = evs.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names[..3], ["message_start", "ping", "content_block_start"]);
+    assert_eq!(
+        names[names.len() - 3..],
+        ["content_block_stop", "message_delta", "message_stop"]
+    );
+    let text: String = evs
+        .iter()
+        .filter(|(n, _)| n == "content_block_delta")
+        .map(|(_, v)| v["delta"]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(text, answer);
+    assert_eq!(evs[evs.len() - 2].1["delta"]["stop_reason"], "end_turn");
+    // A tool call in each API's form.
+    let schema =
+        json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]});
+    let weather = "What is the weather in Paris?";
+    let (_, r) = post(
+        "/v1/responses",
+        &json!({"input": weather, "temperature": 0, "max_output_tokens": 100,
+        "tools": [{"type": "function", "name": "get_weather", "parameters": schema}]}),
+        &bearer,
+    );
+    let call = &r["output"][0];
+    assert_eq!(
+        (call["type"].as_str(), call["name"].as_str()),
+        (Some("function_call"), Some("get_weather")),
+        "{r}"
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(call["arguments"].as_str().unwrap()).unwrap(),
+        json!({"city": "Paris"})
+    );
+    let (_, m) = post(
+        "/v1/messages",
+        &json!({"model": QWEN, "max_tokens": 100, "temperature": 0,
+        "messages": [{"role": "user", "content": weather}],
+        "tools": [{"name": "get_weather", "input_schema": schema}]}),
+        &xkey,
+    );
+    assert_eq!(m["stop_reason"], "tool_use", "{m}");
+    let tu = m["content"].as_array().unwrap().last().unwrap();
+    assert_eq!(
+        (tu["type"].as_str(), &tu["input"]),
+        (Some("tool_use"), &json!({"city": "Paris"})),
+        "{m}"
+    );
+    assert!(tu["id"].as_str().unwrap().starts_with("toolu_"));
+    // Errors: OpenAI's shape on /v1/responses, Anthropic's on /v1/messages.
+    let (st, e) = post(
+        "/v1/responses",
+        &json!({"input": "x", "background": true}),
+        &bearer,
+    );
+    assert_eq!(
+        (
+            st,
+            e["error"]["param"].as_str(),
+            e["error"]["type"].as_str()
+        ),
+        (400, Some("background"), Some("invalid_request_error")),
+        "{e}"
+    );
+    let (st, e) = post(
+        "/v1/messages",
+        &json!({"messages": [{"role": "user", "content": "x"}]}),
+        &xkey,
+    );
+    assert_eq!(st, 400);
+    assert_eq!(
+        (e["type"].as_str(), e["error"]["type"].as_str()),
+        (Some("error"), Some("invalid_request_error")),
+        "{e}"
+    );
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_tokens"),
+        "{e}"
+    );
+    let (st, e) = post("/v1/messages", &mq, &[("x-api-key", "wrong")]);
+    assert_eq!(
+        (st, e["error"]["type"].as_str()),
+        (401, Some("authentication_error")),
+        "{e}"
+    );
+    let (st, e) = post("/v1/responses", &rq, &[]);
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (401, Some("invalid_api_key")),
+        "{e}"
+    );
+}
+
 /// `switchyard bench serve` against the real server: a short sweep, then the JSON result is
 /// checked (counts, no failures, token counts as asked, sane and ordered timings).
 #[test]

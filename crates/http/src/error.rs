@@ -61,7 +61,7 @@ impl ApiError {
             code: Some("invalid_api_key"),
             ..Self::new(
                 StatusCode::UNAUTHORIZED,
-                "incorrect or missing API key: send `Authorization: Bearer <key>`",
+                "incorrect or missing API key: send `Authorization: Bearer <key>` (or `x-api-key: <key>`)",
             )
         }
     }
@@ -75,6 +75,15 @@ impl ApiError {
                 StatusCode::NOT_FOUND,
                 format!("the model `{model}` does not exist"),
             )
+        }
+    }
+
+    /// 404: `param` names nothing this server has (a stored response's id).
+    pub fn not_found(param: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            param: Some(param.into()),
+            code: Some("not_found"),
+            ..Self::new(StatusCode::NOT_FOUND, message)
         }
     }
 

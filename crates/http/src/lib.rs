@@ -1,7 +1,8 @@
 //! Switchyard's OpenAI-compatible HTTP server.
 //!
 //! Routes: `POST /v1/completions`, `POST /v1/chat/completions`, `POST /v1/embeddings`,
-//! `GET /v1/models`,
+//! `POST /v1/responses` (with `GET` / `DELETE /v1/responses/{id}`), Anthropic's
+//! `POST /v1/messages` and `POST /v1/messages/count_tokens`, `GET /v1/models`,
 //! `GET /health`, `GET /ready`, `GET /metrics`, `POST /tokenize`, `POST /detokenize`,
 //! `GET /tokenizer_info`, `GET /version`, `GET /openapi.json`, and the web UI (`GET /`,
 //! `/dashboard`, `/ui/*`, [`webui`]) unless turned off. Everything reaches the model through an
@@ -9,12 +10,12 @@
 //!
 //! # Invariants
 //! - Every request field is consumed by name ([`params::Fields`]); anything left over is a 400
-//!   naming it. Errors always have OpenAI's shape ([`ApiError`]).
+//!   naming it. Errors have OpenAI's shape ([`ApiError`]), Anthropic's on `/v1/messages*`.
 //! - A request's engine streams live inside the response (future or SSE body): when the client
 //!   goes away the body is dropped, the streams are dropped, and the engine cancels the request
 //!   and frees its blocks before its next step.
 //! - With an API key, every route but `/health` and `/ready` needs it (`/metrics` too, unless
-//!   `public_metrics`).
+//!   `public_metrics`), as `Authorization: Bearer KEY` or Anthropic's `x-api-key: KEY`.
 //! - Admission counts sequences (`n` per prompt) of unfinished requests and prompt tokens not yet
 //!   prefilled; above `max_num_seqs + max_queued_requests` sequences or `max_queued_tokens`
 //!   tokens new requests get 429 with `Retry-After`. One request is bounded by
@@ -114,6 +115,11 @@ pub struct ServerConfig {
     pub tool_call_parser: tools::Choice<tools::ParserKind>,
     /// Reasoning parser: from the chat template, none, or this one (`--reasoning-parser`).
     pub reasoning_parser: tools::Choice<tools::ReasoningKind>,
+    /// Most `/v1/responses` answers kept for `previous_response_id` and `GET /v1/responses/{id}`
+    /// (`--responses-store-size`; 0 keeps none).
+    pub responses_store_size: usize,
+    /// How long a stored response is kept (`--responses-store-ttl`).
+    pub responses_store_ttl: Duration,
 }
 
 impl Default for ServerConfig {
@@ -144,6 +150,8 @@ impl Default for ServerConfig {
             server_flags: Vec::new(),
             tool_call_parser: tools::Choice::Auto,
             reasoning_parser: tools::Choice::Auto,
+            responses_store_size: 1024,
+            responses_store_ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -219,6 +227,8 @@ pub struct AppState {
     /// The constraint compiler for structured outputs, built on first use (the token trie).
     pub grammars:
         std::sync::OnceLock<Result<Arc<switchyard_runtime::constraint::Grammars>, String>>,
+    /// Stored `/v1/responses` answers.
+    pub responses: api::ResponseStore,
 }
 
 impl std::fmt::Debug for AppState {
@@ -272,7 +282,10 @@ impl AppState {
             );
         }
         let metrics = Metrics::new(&config.served_model_names[0]);
+        let responses =
+            api::ResponseStore::new(config.responses_store_size, config.responses_store_ttl);
         Arc::new(Self {
+            responses,
             engine,
             config,
             chat_template,
@@ -401,17 +414,29 @@ impl Drop for RequestLog {
     }
 }
 
-/// Requires the API key (constant-time compare) when one is configured.
+/// An error answered before a handler runs, in the shape of the route's API: Anthropic's on
+/// `/v1/messages*`, OpenAI's elsewhere.
+fn early_error(path: &str, e: ApiError) -> Response {
+    if path.starts_with("/v1/messages") {
+        api::anthropic_error(e)
+    } else {
+        e.into_response()
+    }
+}
+
+/// Requires the API key (constant-time compare) when one is configured: `Authorization: Bearer
+/// KEY`, or Anthropic's `x-api-key: KEY`.
 async fn auth(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     if let Some(key) = &state.config.api_key {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
+        let header_str = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        let bearer = header_str(header::AUTHORIZATION.as_str())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        if !constant_time_eq(given.as_bytes(), key.as_bytes()) {
-            return ApiError::unauthorized().into_response();
+        let x_api_key = header_str("x-api-key").unwrap_or("");
+        let ok = constant_time_eq(bearer.as_bytes(), key.as_bytes())
+            | constant_time_eq(x_api_key.as_bytes(), key.as_bytes());
+        if !ok {
+            return early_error(req.uri().path(), ApiError::unauthorized());
         }
     }
     next.run(req).await
@@ -428,8 +453,9 @@ async fn read_body(State(state): State<Arc<AppState>>, req: Request, next: Next)
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
+    let path = req.uri().path().to_string();
     if announced.is_some_and(|n| n > limit as u64) {
-        return ApiError::too_large(limit).into_response();
+        return early_error(&path, ApiError::too_large(limit));
     }
     let (parts, body) = req.into_parts();
     let timeout = state.config.body_read_timeout;
@@ -441,14 +467,15 @@ async fn read_body(State(state): State<Arc<AppState>>, req: Request, next: Next)
     match collected {
         Err(_) => {
             tracing::warn!(?timeout, "request body not received in time");
-            ApiError::body_timeout(timeout).into_response()
+            early_error(&path, ApiError::body_timeout(timeout))
         }
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            ApiError::too_large(limit).into_response()
+            early_error(&path, ApiError::too_large(limit))
         }
-        Ok(Err(e)) => {
-            ApiError::bad_request(format!("could not read the request body: {e}")).into_response()
-        }
+        Ok(Err(e)) => early_error(
+            &path,
+            ApiError::bad_request(format!("could not read the request body: {e}")),
+        ),
         Ok(Ok(c)) => {
             let bytes = c.to_bytes();
             if state.config.log_request_text {
@@ -488,6 +515,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/completions", post(api::completions))
         .route("/v1/chat/completions", post(api::chat_completions))
         .route("/v1/embeddings", post(api::embeddings))
+        .route("/v1/responses", post(api::create_response))
+        .route(
+            "/v1/responses/{id}",
+            get(api::get_response).delete(api::delete_response),
+        )
+        .route("/v1/messages", post(api::messages))
+        .route("/v1/messages/count_tokens", post(api::count_tokens))
         .route("/v1/models", get(api::models))
         .route("/tokenize", post(api::tokenize))
         .route("/detokenize", post(api::detokenize))
@@ -517,7 +551,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(open)
         .fallback(not_found)
         .method_not_allowed_fallback(|req: Request| async move {
-            ApiError::method_not_allowed(req.method().as_str(), req.uri().path())
+            let path = req.uri().path();
+            early_error(
+                path,
+                ApiError::method_not_allowed(req.method().as_str(), path),
+            )
         })
         .layer(axum::extract::DefaultBodyLimit::max(
             state.config.max_body_bytes,
@@ -541,11 +579,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         app = app.layer(
             CorsLayer::new()
                 .allow_origin(origin)
-                .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+                .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
                 .allow_headers([
                     header::AUTHORIZATION,
                     header::CONTENT_TYPE,
                     HeaderName::from_static("x-request-id"),
+                    HeaderName::from_static("x-api-key"),
+                    HeaderName::from_static("anthropic-version"),
                 ])
                 .expose_headers([HeaderName::from_static("x-request-id")]),
         );

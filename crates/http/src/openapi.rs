@@ -21,6 +21,10 @@ mod tests {
             "/v1/completions",
             "/v1/chat/completions",
             "/v1/embeddings",
+            "/v1/responses",
+            "/v1/responses/{id}",
+            "/v1/messages",
+            "/v1/messages/count_tokens",
             "/v1/models",
             "/health",
             "/ready",
@@ -35,7 +39,7 @@ mod tests {
         }
         assert_eq!(
             paths.len(),
-            12,
+            16,
             "openapi.json lists a route the router lacks"
         );
     }

@@ -51,6 +51,12 @@ impl Fields {
         }
     }
 
+    /// The fields of an object built by the server (another API's body converted to this
+    /// one's form).
+    pub fn from_map(map: Map<String, Value>) -> Self {
+        Self { map }
+    }
+
     /// Removes `key`; JSON `null` counts as absent.
     pub fn take(&mut self, key: &str) -> Option<Value> {
         self.map.remove(key).filter(|v| !v.is_null())

@@ -145,6 +145,14 @@ pub(crate) struct ServeArgs {
     /// in the decode step; greedy output is unchanged). Off by default.
     #[arg(long, env = "SWITCHYARD_SPECULATIVE_CONFIG")]
     speculative_config: Option<String>,
+    /// `/v1/responses`: most answers kept in memory for `previous_response_id` and
+    /// `GET /v1/responses/{id}` (the oldest leave first; 0 keeps none). Requests with
+    /// `store: false` are never kept.
+    #[arg(long, env = "SWITCHYARD_RESPONSES_STORE_SIZE", default_value_t = 1024)]
+    responses_store_size: usize,
+    /// Seconds a stored `/v1/responses` answer is kept.
+    #[arg(long, env = "SWITCHYARD_RESPONSES_STORE_TTL", default_value_t = 3600.0)]
+    responses_store_ttl: f64,
 }
 
 /// Parses `--speculative-config` (vLLM's JSON shape), if given.
@@ -368,6 +376,8 @@ pub(crate) fn run(a: ServeArgs) -> Result<()> {
                 Choice::Use(ReasoningKind::Think)
             }
         },
+        responses_store_size: a.responses_store_size,
+        responses_store_ttl: Duration::from_secs_f64(a.responses_store_ttl.clamp(0.0, 1e9)),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -479,6 +489,11 @@ fn flag_values(a: &ServeArgs, threads: usize) -> Vec<(String, String)> {
         f("watchdog-timeout", format!("{} s", a.watchdog_timeout)),
         f("log-request-text", a.log_request_text.to_string()),
         f("no-mmap", a.model.no_mmap.to_string()),
+        f("responses-store-size", a.responses_store_size.to_string()),
+        f(
+            "responses-store-ttl",
+            format!("{} s", a.responses_store_ttl),
+        ),
     ]
 }
 

@@ -26,11 +26,11 @@ pub fn validate_chat_body(
 
 /// A parsed chat request: the engine request (prompt rendered and tokenized), the response
 /// options, and how the answer is parsed.
-struct ChatJob {
-    request: EngineRequest,
+pub(super) struct ChatJob {
+    pub(super) request: EngineRequest,
     logprobs: bool,
     stream: StreamOpts,
-    parse: OutputSpec,
+    pub(super) parse: OutputSpec,
     /// The output constraint (`response_format` and friends, or the grammar forcing a tool call),
     /// compiled by the handler.
     constraint: Option<(&'static str, switchyard_runtime::constraint::ConstraintSpec)>,
@@ -41,7 +41,7 @@ struct ChatJob {
 
 /// How each choice's text is parsed: reasoning and tool calls.
 #[derive(Debug, Clone)]
-struct OutputSpec {
+pub(super) struct OutputSpec {
     /// `Some(starts_inside)` when reasoning is parsed.
     reasoning: Option<bool>,
     /// The call parser, with the tools and `parallel_tool_calls`, when calls are parsed.
@@ -49,7 +49,8 @@ struct OutputSpec {
 }
 
 impl OutputSpec {
-    fn output(&self) -> Output {
+    /// Fresh parsers for one choice's text.
+    pub(super) fn output(&self) -> Output {
         Output::new(
             self.reasoning.map(ThinkSplitter::new),
             self.calls
@@ -147,7 +148,15 @@ fn parse_chat(
     }
     let mut constraint = crate::structured::constraint(&mut f)?;
     let mut lazy = Vec::new();
-    let add_generation_prompt = f.bool("add_generation_prompt")?.unwrap_or(true);
+    let add_generation_prompt = f.bool("add_generation_prompt")?;
+    let continue_final = f.bool("continue_final_message")?.unwrap_or(false);
+    if continue_final && add_generation_prompt == Some(true) {
+        return Err(ApiError::invalid(
+            "continue_final_message",
+            "`continue_final_message` cannot be combined with `add_generation_prompt: true`",
+        ));
+    }
+    let add_generation_prompt = !continue_final && add_generation_prompt.unwrap_or(true);
     let stream = params::stream_opts(&mut f)?;
     let special_set = f.has("skip_special_tokens");
     let mut r = EngineRequest::default();
@@ -162,6 +171,11 @@ fn parse_chat(
             &tf.kwargs,
         )
         .map_err(|e| ApiError::invalid("messages", format!("chat template: {e}")))?;
+    let text = if continue_final {
+        open_final_message(text, &messages)?
+    } else {
+        text
+    };
     r.prompt = tok
         .encode(&text, false)
         .map_err(|e| ApiError::invalid("messages", format!("cannot tokenize: {e}")))?;
@@ -235,6 +249,31 @@ fn parse_chat(
         constraint,
         lazy,
     })
+}
+
+/// `continue_final_message` (vLLM's; Anthropic's prefill): the rendered conversation cut right
+/// after the final assistant message's text, so that the model goes on with that message
+/// instead of closing it.
+fn open_final_message(text: String, messages: &[Value]) -> Result<String, ApiError> {
+    let bad = |m: &str| ApiError::invalid("continue_final_message", m.to_string());
+    let last = messages
+        .last()
+        .filter(|m| m["role"] == "assistant")
+        .ok_or_else(|| {
+            bad("`continue_final_message` needs the last message to be the assistant's")
+        })?;
+    let content = last["content"].as_str().unwrap_or("");
+    if content.trim().is_empty() {
+        return Err(bad("the final assistant message to continue has no text"));
+    }
+    // Templates may strip the message's surrounding whitespace.
+    let end = [content, content.trim_end(), content.trim()]
+        .iter()
+        .find_map(|c| text.rfind(c).map(|i| i + c.len()))
+        .ok_or_else(|| bad("the chat template does not write the final message's text as given"))?;
+    let mut text = text;
+    text.truncate(end);
+    Ok(text)
 }
 
 /// The message fields of a parsed answer: `content` (null when empty and there are calls),
@@ -314,6 +353,54 @@ fn piece_deltas(pieces: &[Piece], next_call: &mut usize) -> Vec<Value> {
     out
 }
 
+/// The model's chat template, or the 400 saying why there is none (`field`: the request's
+/// conversation field).
+fn chat_template<'a>(state: &'a AppState, field: &str) -> Result<&'a ChatTemplate, ApiError> {
+    state.chat_template.as_ref().ok_or_else(|| {
+        let why = state
+            .chat_template_error
+            .as_deref()
+            .map(|e| format!(" (its template does not compile: {e})"))
+            .unwrap_or_default();
+        ApiError::invalid(
+            field,
+            format!(
+                "model `{}` has no chat template{why}; use /v1/completions",
+                state.model_name()
+            ),
+        )
+    })
+}
+
+/// Reads a chat body whose `model` was checked: renders and tokenizes the conversation and
+/// compiles the output constraint into the engine request. `/v1/responses` and `/v1/messages`
+/// run through here with their bodies converted to a chat body (`field` names their
+/// conversation field in a missing-template error).
+pub(super) async fn prepare_chat(
+    state: &Arc<AppState>,
+    f: Fields,
+    field: &str,
+) -> Result<ChatJob, ApiError> {
+    let template = chat_template(state, field)?;
+    let mut job = parse_chat(f, template, state.chat_caps, ParseCtx::of(state))?;
+    if let Some((param, spec)) = job.constraint.take() {
+        let lazy = std::mem::take(&mut job.lazy);
+        job.request.constraint = Some(compile_constraint(state, spec, param).await?.lazy(lazy));
+    }
+    Ok(job)
+}
+
+/// The prompt tokens a chat body renders to, without compiling its constraint or running it
+/// (`/v1/messages/count_tokens`).
+pub(super) fn chat_prompt(state: &AppState, f: Fields, field: &str) -> Result<Vec<u32>, ApiError> {
+    let template = chat_template(state, field)?;
+    Ok(
+        parse_chat(f, template, state.chat_caps, ParseCtx::of(state))?
+            .request
+            .prompt,
+    )
+}
+
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
@@ -323,32 +410,14 @@ pub async fn chat_completions(
     check_draining(&state)?;
     let mut f = body(&state, b)?;
     check_model(&state, &mut f)?;
-    let Some(template) = &state.chat_template else {
-        let why = state
-            .chat_template_error
-            .as_deref()
-            .map(|e| format!(" (its template does not compile: {e})"))
-            .unwrap_or_default();
-        return Err(ApiError::invalid(
-            "messages",
-            format!(
-                "model `{}` has no chat template{why}; use /v1/completions",
-                state.model_name()
-            ),
-        ));
-    };
     let tok = state.engine.tokenizer().clone();
     let ChatJob {
-        request: mut r,
+        request: r,
         logprobs,
         stream,
         parse,
-        constraint,
-        lazy,
-    } = parse_chat(f, template, state.chat_caps, ParseCtx::of(&state))?;
-    if let Some((param, spec)) = constraint {
-        r.constraint = Some(compile_constraint(&state, spec, param).await?.lazy(lazy));
-    }
+        ..
+    } = prepare_chat(&state, f, "messages").await?;
     let n = r.n;
     let prompt_len = r.prompt.len();
     let sub = submit_all(&state, vec![r], "messages")?;
@@ -535,6 +604,25 @@ mod tests {
             .ok()
             .unwrap();
         assert_eq!((t.choice, t.raw), (ToolChoice::None, None));
+    }
+
+    /// `continue_final_message`: the prompt ends with the final assistant text, open.
+    #[test]
+    fn final_message_left_open() {
+        let msgs = [
+            json!({"role": "user", "content": "Hi"}),
+            json!({"role": "assistant", "content": "Hello "}),
+        ];
+        let text = "<u>Hi</u><a>Hello</a>\n".to_string();
+        assert_eq!(
+            open_final_message(text.clone(), &msgs).unwrap(),
+            "<u>Hi</u><a>Hello"
+        );
+        let e = open_final_message(text.clone(), &msgs[..1]).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("continue_final_message"));
+        let e = open_final_message(text, &[json!({"role": "assistant", "content": "Bye"})])
+            .unwrap_err();
+        assert!(e.message.contains("as given"), "{}", e.message);
     }
 
     /// Streaming deltas: text and reasoning together, each call as a name delta then an

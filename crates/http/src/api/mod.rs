@@ -1,5 +1,7 @@
 //! The handlers: `completions.rs` (`/v1/completions`), `chat.rs` (`/v1/chat/completions`),
-//! `embeddings.rs` (`/v1/embeddings`),
+//! `embeddings.rs` (`/v1/embeddings`), `responses/` (OpenAI's `/v1/responses`), `messages/`
+//! (Anthropic's `/v1/messages`; both convert their bodies to a chat body and run through
+//! `chat.rs`),
 //! `endpoints.rs` (models, health, metrics, tokenizer and other small routes); this module holds
 //! what they share: parsing context, per-request bounds and admission, submission, latency
 //! tracking, collecting a whole answer and streaming one as SSE.
@@ -8,6 +10,8 @@ mod chat;
 mod completions;
 mod embeddings;
 mod endpoints;
+mod messages;
+mod responses;
 
 pub use chat::{chat_completions, validate_chat_body};
 pub use completions::{completions, validate_completion_body};
@@ -15,6 +19,8 @@ pub use embeddings::embeddings;
 pub use endpoints::{
     detokenize, health, metrics, models, openapi, ready, tokenize, tokenizer_info, version,
 };
+pub use messages::{anthropic_error, count_tokens, messages};
+pub use responses::{create_response, delete_response, get_response, ResponseStore};
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -521,6 +527,68 @@ fn sse_response(
             yield Ok(Event::default().data(c.to_string()));
         }
         yield Ok(Event::default().data("[DONE]"));
+    };
+    Sse::new(s).keep_alive(KeepAlive::default()).into_response()
+}
+
+/// What [`event_sse`]'s callback sees, in order: the start, each engine output, then the end
+/// or an engine error.
+enum Step<'a> {
+    /// Before any output (the prompt is submitted).
+    Start,
+    /// One engine output.
+    Output(&'a EngineOutput),
+    /// The engine failed; nothing follows.
+    Failed(ApiError),
+    /// The request ended.
+    End,
+}
+
+/// Streams one submitted request as server-sent events of another API's shape (`/v1/responses`,
+/// `/v1/messages`): `on` turns each [`Step`] into named events (`(event name, data)`). No
+/// `[DONE]`. Like [`sse_response`], the body owns the engine stream and the admission.
+fn event_sse(
+    sub: Submitted,
+    mut tracker: Tracker,
+    mut on: impl FnMut(Step<'_>) -> Vec<(String, Value)> + Send + 'static,
+) -> Response {
+    let ev = |(name, data): (String, Value)| {
+        Ok::<Event, Infallible>(Event::default().event(name).data(data.to_string()))
+    };
+    let s = async_stream::stream! {
+        let Submitted { mut merged, admission } = sub;
+        let _admission = admission;
+        for e in on(Step::Start) {
+            yield ev(e);
+        }
+        let mut reason = "stop";
+        let mut failed = false;
+        while let Some((p, item)) = merged.next().await {
+            let out = match item {
+                Ok(o) => o,
+                Err(e) => {
+                    tracker.finish("error");
+                    for e in on(Step::Failed(engine_error(e))) {
+                        yield ev(e);
+                    }
+                    failed = true;
+                    break;
+                }
+            };
+            tracker.on_output(p, &out);
+            if let Some(f) = &out.finish {
+                reason = f.as_openai();
+            }
+            for e in on(Step::Output(&out)) {
+                yield ev(e);
+            }
+        }
+        if !failed {
+            tracker.finish(reason);
+            for e in on(Step::End) {
+                yield ev(e);
+            }
+        }
     };
     Sse::new(s).keep_alive(KeepAlive::default()).into_response()
 }
