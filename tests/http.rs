@@ -582,7 +582,10 @@ fn api_key_cors_names_and_json_logs_gemma() {
         .filter(|v| v["fields"]["message"] == "request")
         .map(|v| {
             let f = &v["fields"];
-            (f["path"].as_str().unwrap().to_string(), f["status"].as_u64().unwrap())
+            (
+                f["path"].as_str().unwrap().to_string(),
+                f["status"].as_u64().unwrap(),
+            )
         })
         .collect();
     for (path, status) in [("/v1/models", 200), ("/ui/info", 200), ("/metrics", 401)] {
@@ -617,7 +620,10 @@ fn no_webui_turns_the_pages_off_gemma() {
     assert_eq!(st, 200);
     let spec: Value = serde_json::from_str(&spec).unwrap();
     assert!(spec["paths"]["/v1/models"].is_object());
-    assert!(spec["paths"].get("/ui/info").is_none(), "/ui/info in the spec");
+    assert!(
+        spec["paths"].get("/ui/info").is_none(),
+        "/ui/info in the spec"
+    );
     assert!(spec["components"]["schemas"].get("UiInfo").is_none());
     assert_eq!(s.get("/metrics").0, 200);
     assert_eq!(s.get("/health").0, 200);

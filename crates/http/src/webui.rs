@@ -91,12 +91,7 @@ fn not_modified(req: &HeaderMap, tag: &HeaderValue) -> bool {
 
 /// A static response with the security headers and the file's ETag (`name`: its key in
 /// [`etag`]); 304 with an empty body when the request's `If-None-Match` holds that tag.
-fn page(
-    req: &HeaderMap,
-    name: &str,
-    content_type: &'static str,
-    body: &'static str,
-) -> Response {
+fn page(req: &HeaderMap, name: &str, content_type: &'static str, body: &'static str) -> Response {
     let tag = etag(name);
     let mut r = if not_modified(req, tag) {
         StatusCode::NOT_MODIFIED.into_response()
@@ -248,7 +243,13 @@ mod tests {
         assert!(not_modified(&with(t), tag));
         assert!(not_modified(&with(&format!("\"x\", W/{t}")), tag));
         assert!(not_modified(&with("*"), tag));
-        assert!(!not_modified(&with(etag("chat.js").to_str().unwrap().trim_matches('"')), tag));
-        assert!(!not_modified(&with(etag("style.css").to_str().unwrap()), tag));
+        assert!(!not_modified(
+            &with(etag("chat.js").to_str().unwrap().trim_matches('"')),
+            tag
+        ));
+        assert!(!not_modified(
+            &with(etag("style.css").to_str().unwrap()),
+            tag
+        ));
     }
 }
