@@ -30,10 +30,13 @@ impl Server {
         Self::spawn(cmd)
     }
 
-    /// Spawns `cmd` (a `serve` command) with INFO logs captured, and waits until it listens.
+    /// Spawns `cmd` (a `serve` command) with INFO logs captured (unless `cmd` sets
+    /// `SWITCHYARD_LOG`), and waits until it listens.
     fn spawn(mut cmd: Command) -> Server {
+        if !cmd.get_envs().any(|(k, _)| k == "SWITCHYARD_LOG") {
+            cmd.env("SWITCHYARD_LOG", "info");
+        }
         let mut child = cmd
-            .env("SWITCHYARD_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -142,6 +145,7 @@ fn completions_endpoints_and_errors_gemma() {
     assert_eq!(st, 200);
     let spec: Value = serde_json::from_str(&spec).unwrap();
     assert!(spec["paths"]["/v1/completions"].is_object());
+    assert!(spec["paths"]["/ui/info"].is_object());
     let (st, models) = s.get("/v1/models");
     assert_eq!(st, 200);
     let models: Value = serde_json::from_str(&models).unwrap();
@@ -448,6 +452,51 @@ fn api_key_cors_names_and_json_logs_gemma() {
         assert_eq!(r.headers()["x-content-type-options"], "nosniff");
     }
     assert_eq!(s.get("/ui/nope.js").0, 404);
+    // Each page and asset has a strong ETag; If-None-Match with it is an empty 304 that keeps
+    // the cache and security headers, and a stale tag gets the file again.
+    let mut tags = Vec::new();
+    for path in ["/", "/dashboard", "/ui/chat.js", "/ui/style.css"] {
+        let r = client().get(s.url(path)).send().unwrap();
+        let tag = r.headers()["etag"].to_str().unwrap().to_string();
+        assert!(
+            tag.len() == 34 && tag.starts_with('"') && tag.ends_with('"'),
+            "{path}: etag {tag}"
+        );
+        let body = r.text().unwrap();
+        assert!(!body.is_empty());
+        let r = client()
+            .get(s.url(path))
+            .header("if-none-match", &tag)
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 304, "{path}");
+        assert_eq!(r.headers()["etag"].to_str().unwrap(), tag);
+        assert_eq!(r.headers()["cache-control"], "no-cache");
+        assert!(r.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'"));
+        assert_eq!(r.text().unwrap(), "", "{path}: 304 with a body");
+        // A list holding the tag (weak or not) matches too; another tag does not.
+        let r = client()
+            .get(s.url(path))
+            .header("if-none-match", format!("\"0000\", W/{tag}"))
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 304, "{path}");
+        let r = client()
+            .get(s.url(path))
+            .header("if-none-match", "\"0123456789abcdef0123456789abcdef\"")
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        assert_eq!(r.headers()["etag"].to_str().unwrap(), tag);
+        assert_eq!(r.text().unwrap(), body, "{path}");
+        tags.push(tag);
+    }
+    tags.sort();
+    tags.dedup();
+    assert_eq!(tags.len(), 4, "files share an ETag: {tags:?}");
     let info: Value = client()
         .get(s.url("/ui/info"))
         .bearer_auth("sekrit")
@@ -515,16 +564,78 @@ fn api_key_cors_names_and_json_logs_gemma() {
                 .is_ok_and(|v| v["fields"]["message"] == "listening")),
         "no JSON log line: {logs:?}"
     );
+    // Request lines: successful polls of /metrics, /health and /ready are DEBUG (not in this
+    // INFO log); other routes, and a refused /metrics, are INFO.
+    for _ in 0..3 {
+        let r = client()
+            .get(s.url("/metrics"))
+            .bearer_auth("sekrit")
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let requests: Vec<(String, u64)> = s
+        .logs()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "request")
+        .map(|v| {
+            let f = &v["fields"];
+            (
+                f["path"].as_str().unwrap().to_string(),
+                f["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    for (path, status) in [("/v1/models", 200), ("/ui/info", 200), ("/metrics", 401)] {
+        assert!(
+            requests.iter().any(|r| r.0 == path && r.1 == status),
+            "no INFO line for {path} {status}: {requests:?}"
+        );
+    }
+    for path in ["/metrics", "/health", "/ready"] {
+        assert!(
+            !requests.iter().any(|r| r.0 == path && r.1 == 200),
+            "{path} 200 logged at INFO: {requests:?}"
+        );
+    }
 }
 
 #[test]
 fn no_webui_turns_the_pages_off_gemma() {
-    let s = Server::start(GEMMA, &["--no-webui"]);
+    // At DEBUG (this crate's), the quiet polls are logged after all.
+    let s = Server::start_with_env(
+        GEMMA,
+        &["--no-webui"],
+        &[("SWITCHYARD_LOG", "info,switchyard_http=debug")],
+    );
     for path in ["/", "/dashboard", "/ui/chat.js", "/ui/info"] {
         let (st, body) = s.get(path);
         assert_eq!(st, 404, "{path}: {body}");
     }
     assert_eq!(s.get("/v1/models").0, 200);
+    // The served OpenAPI document leaves /ui/info out with the route.
+    let (st, spec) = s.get("/openapi.json");
+    assert_eq!(st, 200);
+    let spec: Value = serde_json::from_str(&spec).unwrap();
+    assert!(spec["paths"]["/v1/models"].is_object());
+    assert!(
+        spec["paths"].get("/ui/info").is_none(),
+        "/ui/info in the spec"
+    );
+    assert!(spec["components"]["schemas"].get("UiInfo").is_none());
+    assert_eq!(s.get("/metrics").0, 200);
+    assert_eq!(s.get("/health").0, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    let logs = s.logs();
+    for path in ["/metrics", "/health", "/v1/models"] {
+        assert!(
+            logs.iter()
+                .any(|l| l.contains("request") && l.contains(&format!("path={path} "))),
+            "no request line for {path}: {logs:?}"
+        );
+    }
 }
 
 #[test]

@@ -401,16 +401,20 @@ struct RequestLog {
     t0: Instant,
 }
 
+/// Paths polled by dashboards, probes and scrapers (the web UI's dashboard asks for `/metrics`
+/// every second): their successful request lines go at DEBUG so they do not flood the INFO log;
+/// a failure (401, a 503 from `/ready`) stays at INFO.
+const QUIET_PATHS: &[&str] = &["/metrics", "/health", "/ready"];
+
 impl Drop for RequestLog {
     fn drop(&mut self) {
-        tracing::info!(
-            request_id = %self.id,
-            method = %self.method,
-            path = %self.path,
-            status = self.status,
-            ms = self.t0.elapsed().as_millis() as u64,
-            "request"
-        );
+        let ms = self.t0.elapsed().as_millis() as u64;
+        let (id, method, path, status) = (&self.id, &self.method, &self.path, self.status);
+        if status < 400 && QUIET_PATHS.contains(&path.as_str()) {
+            tracing::debug!(request_id = %id, %method, %path, status, ms, "request");
+        } else {
+            tracing::info!(request_id = %id, %method, %path, status, ms, "request");
+        }
     }
 }
 

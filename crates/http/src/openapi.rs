@@ -11,6 +11,16 @@ pub fn for_model(vocab_size: usize) -> serde_json::Value {
     v
 }
 
+/// Drops what only the web UI serves (`/ui/info` and its schema), for `--no-webui`.
+pub fn without_webui(v: &mut serde_json::Value) {
+    if let Some(p) = v["paths"].as_object_mut() {
+        p.remove("/ui/info");
+    }
+    if let Some(s) = v["components"]["schemas"].as_object_mut() {
+        s.remove("UiInfo");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -34,13 +44,21 @@ mod tests {
             "/tokenizer_info",
             "/version",
             "/openapi.json",
+            "/ui/info",
         ] {
             assert!(paths.contains_key(p), "{p} missing from openapi.json");
         }
         assert_eq!(
             paths.len(),
-            16,
+            17,
             "openapi.json lists a route the router lacks"
         );
+        // Without the web UI, its route and schema leave the document, nothing else does.
+        let mut w = v.clone();
+        super::without_webui(&mut w);
+        assert_eq!(w["paths"].as_object().unwrap().len(), 16);
+        assert!(w["paths"].get("/ui/info").is_none());
+        assert!(w["components"]["schemas"].get("UiInfo").is_none());
+        assert!(!w.to_string().contains("UiInfo"), "a dangling $ref");
     }
 }

@@ -11,14 +11,16 @@
 //! template, the device, the SIMD level, the flags), all behind the API key when one is set.
 //! `serve --no-webui` leaves every route of this module out (404).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
 
 use crate::{json_response, ApiError, AppState};
 
@@ -53,11 +55,54 @@ pub fn embedded_bytes() -> usize {
     ASSETS.iter().map(|a| a.2.len()).sum::<usize>() + INDEX.len() + DASHBOARD.len()
 }
 
-/// A static response with the security headers.
-fn page(content_type: &'static str, body: &'static str) -> Response {
-    let mut r = body.into_response();
+/// The strong ETag of an embedded file: the first 128 bits of the SHA-256 of its bytes, in hex
+/// and quotes; computed once per file, at its first request.
+fn etag(name: &str) -> &'static HeaderValue {
+    static TAGS: OnceLock<HashMap<&'static str, HeaderValue>> = OnceLock::new();
+    let tags = TAGS.get_or_init(|| {
+        let files = [("", INDEX), ("dashboard", DASHBOARD)];
+        files
+            .into_iter()
+            .chain(ASSETS.iter().map(|&(n, _, b)| (n, b)))
+            .map(|(n, b)| {
+                let hex: String = Sha256::digest(b.as_bytes())[..16]
+                    .iter()
+                    .map(|x| format!("{x:02x}"))
+                    .collect();
+                let v = HeaderValue::from_str(&format!("\"{hex}\"")).expect("hex is ASCII");
+                (n, v)
+            })
+            .collect()
+    });
+    &tags[name]
+}
+
+/// Whether `If-None-Match` names `tag` (or is `*`): the client's copy is current. Weak
+/// comparison, as RFC 9110 asks for this header (`W/"x"` matches `"x"`).
+fn not_modified(req: &HeaderMap, tag: &HeaderValue) -> bool {
+    let tag = tag.as_bytes();
+    req.get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t).as_bytes() == tag)
+}
+
+/// A static response with the security headers and the file's ETag (`name`: its key in
+/// [`etag`]); 304 with an empty body when the request's `If-None-Match` holds that tag.
+fn page(req: &HeaderMap, name: &str, content_type: &'static str, body: &'static str) -> Response {
+    let tag = etag(name);
+    let mut r = if not_modified(req, tag) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mut r = body.into_response();
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        r
+    };
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::ETAG, tag.clone());
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CSP),
@@ -71,22 +116,22 @@ fn page(content_type: &'static str, body: &'static str) -> Response {
         HeaderValue::from_static("no-referrer"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    // Revalidated each load; they are small and change with the binary.
+    // Revalidated each load (the ETag makes that a 304); they change with the binary.
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r
 }
 
-async fn index() -> Response {
-    page("text/html; charset=utf-8", INDEX)
+async fn index(h: HeaderMap) -> Response {
+    page(&h, "", "text/html; charset=utf-8", INDEX)
 }
 
-async fn dashboard() -> Response {
-    page("text/html; charset=utf-8", DASHBOARD)
+async fn dashboard(h: HeaderMap) -> Response {
+    page(&h, "dashboard", "text/html; charset=utf-8", DASHBOARD)
 }
 
-async fn asset(Path(name): Path<String>) -> Response {
+async fn asset(h: HeaderMap, Path(name): Path<String>) -> Response {
     match ASSETS.iter().find(|a| a.0 == name) {
-        Some(&(_, ct, body)) => page(ct, body),
+        Some(&(n, ct, body)) => page(&h, n, ct, body),
         None => ApiError::route_not_found("GET", &format!("/ui/{name}")).into_response(),
     }
 }
@@ -174,5 +219,37 @@ mod tests {
             }
         }
         assert!(embedded_bytes() < 1 << 20);
+    }
+
+    #[test]
+    fn etags_differ_per_file_and_if_none_match_compares_weakly() {
+        let names = ["", "dashboard"]
+            .into_iter()
+            .chain(ASSETS.iter().map(|a| a.0));
+        let mut tags: Vec<&HeaderValue> = names.map(etag).collect();
+        assert!(tags.iter().all(|t| t.len() == 34));
+        let n = tags.len();
+        tags.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        tags.dedup();
+        assert_eq!(tags.len(), n);
+        let tag = etag("chat.js");
+        let t = tag.to_str().unwrap();
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::IF_NONE_MATCH, HeaderValue::from_str(v).unwrap());
+            h
+        };
+        assert!(!not_modified(&HeaderMap::new(), tag));
+        assert!(not_modified(&with(t), tag));
+        assert!(not_modified(&with(&format!("\"x\", W/{t}")), tag));
+        assert!(not_modified(&with("*"), tag));
+        assert!(!not_modified(
+            &with(etag("chat.js").to_str().unwrap().trim_matches('"')),
+            tag
+        ));
+        assert!(!not_modified(
+            &with(etag("style.css").to_str().unwrap()),
+            tag
+        ));
     }
 }

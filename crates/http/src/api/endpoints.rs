@@ -65,12 +65,13 @@ pub async fn version(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// `GET /openapi.json`: the static document with this model's limits filled in (token ids below
-/// the vocabulary size).
+/// the vocabulary size), without `/ui/info` when the server runs with `--no-webui`.
 pub async fn openapi(State(state): State<Arc<AppState>>) -> Response {
-    json_response(
-        StatusCode::OK,
-        &crate::openapi::for_model(state.engine.info().vocab_size),
-    )
+    let mut v = crate::openapi::for_model(state.engine.info().vocab_size);
+    if !state.config.webui {
+        crate::openapi::without_webui(&mut v);
+    }
+    json_response(StatusCode::OK, &v)
 }
 
 /// `POST /tokenize` (vLLM's shapes): `{"prompt": "..."}` or `{"messages": [...]}`, optional
