@@ -151,6 +151,8 @@ pub struct GgufFile {
     metadata_order: Vec<String>,
     index: HashMap<String, usize>,
     data: Arc<dyn AsRef<[u8]> + Send + Sync>,
+    /// `data` is a map of the file (tensors are `WeightBytes::in_file_map` views).
+    file_map: bool,
 }
 
 impl std::fmt::Debug for GgufFile {
@@ -251,7 +253,11 @@ impl GgufFile {
             source,
         };
         let file = std::fs::File::open(path).map_err(io)?;
-        Self::parse(path, crate::mmap::map_file(&file).map_err(io)?)
+        let (data, file_map) = crate::mmap::map_file(&file).map_err(io)?;
+        Ok(Self {
+            file_map,
+            ..Self::parse(path, data)?
+        })
     }
 
     /// Parses GGUF from bytes already in memory (tests, fuzzing).
@@ -365,6 +371,7 @@ impl GgufFile {
             metadata_order,
             index,
             data,
+            file_map: false,
         })
     }
 
@@ -381,6 +388,16 @@ impl GgufFile {
     /// Size of the mapped file in bytes.
     pub fn file_size(&self) -> usize {
         (*self.data).as_ref().len()
+    }
+
+    /// Drops the tokenizer's tables from the metadata (`tokenizer.ggml.tokens`, `.scores`,
+    /// `.token_type`, `.merges`), once the tokenizer is built from them: one [`Value`] per
+    /// token is most of the metadata's memory (Gemma 3: 262,144 tokens, about 34 MB as
+    /// values). Afterwards [`GgufFile::get`] and [`GgufFile::metadata_entries`] lack them.
+    pub fn drop_tokenizer_tables(&mut self) {
+        for k in ["tokens", "scores", "token_type", "merges"] {
+            self.metadata.remove(&format!("tokenizer.ggml.{k}"));
+        }
     }
 
     /// Every metadata entry, in file order.
@@ -403,7 +420,11 @@ impl WeightSource for GgufFile {
             name: t.name.clone(),
             dtype: t.dtype,
             shape: t.shape.clone(),
-            data: WeightBytes::new(self.data.clone(), t.offset, t.len),
+            data: if self.file_map {
+                WeightBytes::in_file_map(self.data.clone(), t.offset, t.len)
+            } else {
+                WeightBytes::new(self.data.clone(), t.offset, t.len)
+            },
         })
     }
 }

@@ -70,6 +70,30 @@ impl PackedQ8 {
         self.cols
     }
 
+    /// Row `r` as f32: the values `switchyard_core::dtype::dequantize` gives for the same row
+    /// of the file's matrix, bit for bit (`quant * scale`, the scale's f16 widened). For the
+    /// embedding lookup of a tied embedding, so that the file's table is never read again
+    /// after load (its pages then leave our resident memory; see `CpuBackend::load`).
+    ///
+    /// # Panics
+    /// If `r` is not a row or `out` is not a row long.
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        assert!(
+            r < self.rows && out.len() == self.cols,
+            "PackedQ8::dequantize_row: bad row or length"
+        );
+        let nb = self.cols / QK8;
+        let (g, i) = (r / 8, r % 8);
+        let q = &self.q[g * nb * 256..(g + 1) * nb * 256];
+        let d = &self.d[g * nb * 8..(g + 1) * nb * 8];
+        for (b, o) in out.chunks_exact_mut(QK8).enumerate() {
+            let scale = half::f16::from_bits(d[8 * b + i]).to_f32();
+            for (j, v) in o.iter_mut().enumerate() {
+                *v = f32::from(q[256 * b + 32 * (j / 4) + 4 * i + j % 4]) * scale;
+            }
+        }
+    }
+
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         self.q.len() + 2 * self.d.len()
