@@ -97,7 +97,15 @@ fn pack_output(output: &Tensor) -> Option<PackedQ8> {
     {
         return None;
     }
-    PackedQ8::new(&qm(output))
+    PackedQ8::new_releasing(&qm(output), |done| release_pages(output, done))
+}
+
+/// Drops `part` of `t`'s bytes from our resident memory where `t` is a view of the file map
+/// (see `hugebuf::release_file_map`; what is read again is mapped again from the file).
+fn release_pages(t: &Tensor, part: &[u8]) {
+    if t.data.file_map().is_some() {
+        crate::hugebuf::release_file_map(part);
+    }
 }
 
 /// A layer's weight matrix: the tensor in its file encoding and, where a kernel wants another
@@ -148,6 +156,11 @@ impl Mat {
             }
             _ => Packed::None,
         };
+        // The kernels read the copy from now on: the file's pages go as each copy is made, so
+        // that the load never holds the file and all the copies at once.
+        if !matches!(packed, Packed::None) {
+            release_pages(&t, t.data.as_slice());
+        }
         Mat { t, packed }
     }
 

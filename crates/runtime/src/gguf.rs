@@ -487,6 +487,42 @@ mod tests {
     }
 
     #[test]
+    fn tensors_of_a_mapped_file_are_file_map_views_and_in_memory_ones_are_not() {
+        let path = std::env::temp_dir().join(format!("sy-file-map-{}.gguf", std::process::id()));
+        std::fs::write(&path, tiny()).unwrap();
+        let mapped = GgufFile::open(&path).unwrap();
+        let t = mapped.tensor("w").unwrap();
+        let map = t
+            .data
+            .file_map()
+            .expect("a mapped file's tensor is a file map view");
+        assert_eq!(map.len(), tiny().len());
+        assert_eq!(t.to_f32(), (0..8).map(|i| i as f32).collect::<Vec<_>>());
+        let sliced = t.data.slice(4, 8);
+        assert!(sliced.file_map().is_some());
+        crate::mmap::set_read_into_memory(true);
+        let read = GgufFile::open(&path);
+        crate::mmap::set_read_into_memory(false);
+        assert!(read.unwrap().tensor("w").unwrap().data.file_map().is_none());
+        let in_memory = GgufFile::from_bytes(p(), tiny()).unwrap();
+        assert!(in_memory.tensor("w").unwrap().data.file_map().is_none());
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn tokenizer_tables_are_dropped_and_the_rest_kept() {
+        let mut g = GgufFile::from_bytes(p(), tiny()).unwrap();
+        g.metadata.insert(
+            "tokenizer.ggml.tokens".into(),
+            Value::Array(vec![Value::Str("a".into())]),
+        );
+        g.drop_tokenizer_tables();
+        assert!(g.get("tokenizer.ggml.tokens").is_none());
+        assert_eq!(g.architecture(), Some("llama"));
+        assert!(g.get("some.array").is_some());
+    }
+
+    #[test]
     fn every_truncation_is_an_error_not_a_panic() {
         let full = tiny();
         for n in 0..full.len() {
