@@ -20,7 +20,8 @@
 #        built if missing), LABEL (a name for BIN in the table: "switchyard"), THREADS (2),
 #        SLOTS (16), INPUT_LEN (128), OUTPUT_LEN (128), NUM_PROMPTS (32), WARMUP (1), CTX (per-slot context,
 #        512), SERVERS ("llama-server switchyard"), MACHINE (a name for the results folder: the
-#        CPU model), OUT (results folder), NICE (a prefix for every process, e.g. "nice -n 19")
+#        CPU model), OUT (results folder), NICE (a prefix for every process, e.g. "nice -n 19"),
+#        PORT_L / PORT_S (18093 / 18094)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODELS=("$@")
@@ -40,7 +41,7 @@ MACHINE="${MACHINE:-$(echo "${CPU:-unknown}" | tr -cs 'A-Za-z0-9' '-' | sed 's/^
 OUT="${OUT:-benches/results/memory-$(date -u +%Y-%m-%d)-$MACHINE}"
 mkdir -p "$OUT"
 LB="$(bash scripts/build-llamacpp.sh)"
-PORT_L=18093; PORT_S=18094
+PORT_L="${PORT_L:-18093}"; PORT_S="${PORT_S:-18094}"
 
 wait_ready() { # url pid
   for _ in $(seq 1 600); do
