@@ -1,4 +1,5 @@
-//! Large weight copies in memory backed by transparent huge pages where the kernel allows.
+//! Large weight copies in memory backed by transparent huge pages where the kernel allows, and
+//! the release of the model file's pages once the copies are made.
 //!
 //! The repacked matrices (`PackedQ8`, `TransposedQ0`, `TransposedK`) are read end to end on
 //! every decoding step; the output projection alone is ~180 MB for Gemma 3 270M. With 4 KiB
@@ -86,6 +87,45 @@ fn advise_huge(p: *mut u8, len: usize) {
 
 #[cfg(not(target_os = "linux"))]
 fn advise_huge(_: *mut u8, _: usize) {}
+
+/// Drops the pages of `bytes`, a part of a read-only shared map of a model file (of what
+/// `WeightBytes::file_map` returns), from this process's resident memory, with the rest of
+/// their first and last pages. After load, the matrices the kernels use are copies in other
+/// layouts, and what was read to make them (and the header, the norms) would otherwise stay
+/// resident for the life of the process; an embedding lookup maps whole page-cache folios
+/// (hundreds of KiB) around each row it reads. A page read again afterwards is mapped again
+/// from the file, with the same bytes. Does nothing on other systems.
+#[cfg(target_os = "linux")]
+pub(crate) fn release_file_map(bytes: &[u8]) {
+    // SAFETY: `sysconf` has no preconditions.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let start = bytes.as_ptr() as usize / page * page;
+    let end = (bytes.as_ptr() as usize + bytes.len()).next_multiple_of(page);
+    if !bytes.is_empty() {
+        // SAFETY: `start..end` are the pages of `bytes`, inside a read-only MAP_SHARED map of a
+        // file that nothing writes while it is mapped (`WeightBytes::in_file_map`'s contract;
+        // the map starts on a page and covers its last page whole). For such a map
+        // MADV_DONTNEED only unmaps the pages: the next read of any byte faults the file's page
+        // in again, so every reference into the map keeps reading the same bytes. A failure
+        // leaves the pages as they were.
+        let _ =
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn release_file_map(_: &[u8]) {}
+
+/// Returns the allocator's free memory to the system (glibc's `malloc_trim`): what the load
+/// freed (the model's parse, the tokenizer's construction) would otherwise stay in the heap.
+/// Does nothing with other C libraries.
+pub(crate) fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` has no preconditions; it only returns free heap pages.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
 
 impl<T: bytemuck::Pod> Drop for HugeBuf<T> {
     fn drop(&mut self) {

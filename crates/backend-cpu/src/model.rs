@@ -66,6 +66,9 @@ struct KvCache {
 pub struct CpuBackend {
     cfg: ModelConfig,
     embed: Tensor,
+    /// `embed` is `output` (tied): its rows are then read from `output_packed` where there is
+    /// one, so the file's table is not touched after load.
+    tied: bool,
     output: Tensor,
     output_norm: Vec<f32>,
     /// `output` repacked for `matmul_packed` (Q8_0 at the AVX2 / AVX-512 levels; see `pack_output`).
@@ -119,7 +122,15 @@ fn pack_output(output: &Tensor) -> Option<PackedQ8> {
     {
         return None;
     }
-    PackedQ8::new(&qm(output))
+    PackedQ8::new_releasing(&qm(output), |done| release_pages(output, done))
+}
+
+/// Drops `part` of `t`'s bytes from our resident memory where `t` is a view of the file map
+/// (see `hugebuf::release_file_map`; what is read again is mapped again from the file).
+fn release_pages(t: &Tensor, part: &[u8]) {
+    if t.data.file_map().is_some() {
+        crate::hugebuf::release_file_map(part);
+    }
 }
 
 /// A layer's weight matrix: the tensor in its file encoding and, where a kernel wants another
@@ -170,6 +181,11 @@ impl Mat {
             }
             _ => Packed::None,
         };
+        // The kernels read the copy from now on: the file's pages go as each copy is made, so
+        // that the load never holds the file and all the copies at once.
+        if !matches!(packed, Packed::None) {
+            release_pages(&t, t.data.as_slice());
+        }
         Mat { t, packed }
     }
 
@@ -392,13 +408,36 @@ impl CpuBackend {
                 attention: c.layers[i],
             });
         }
+        let output_packed = pack_output(&output);
+        // The model file's pages leave our resident memory: what the kernels read from now on
+        // are the copies made above, the vectors converted to f32, and (read again, page by
+        // page, from the file) the matrices without a copy and, unless the embedding is the
+        // packed output projection, the embedding rows looked up.
+        let mut maps: Vec<&[u8]> = Vec::new();
+        let mats = layers.iter().flat_map(|l: &Layer| {
+            let ffn: Vec<&Mat> = match &l.ffn {
+                Ffn::Dense { gate, up, down } => vec![gate, up, down],
+                Ffn::Moe(_) => Vec::new(),
+            };
+            [&l.wq, &l.wk, &l.wv, &l.wo].into_iter().chain(ffn)
+        });
+        for t in [&embed, &output].into_iter().chain(mats.map(|m| &m.t)) {
+            if let Some(m) = t.data.file_map() {
+                if !maps.iter().any(|o| std::ptr::eq(*o, m)) {
+                    maps.push(m);
+                }
+            }
+        }
+        maps.into_iter().for_each(crate::hugebuf::release_file_map);
+        crate::hugebuf::trim_heap();
         Ok(Self {
             inv_freq_global: c.inv_freq_global(),
             inv_freq_local: c.inv_freq_local(),
+            tied: c.tied_embeddings,
             cfg: c.clone(),
             embed,
             output_norm,
-            output_packed: pack_output(&output),
+            output_packed,
             output,
             layers,
             kv: None,
@@ -708,7 +747,14 @@ impl CpuBackend {
         let neox = c.arch.rope_neox();
         let bs = kv.block_size;
 
-        let mut x = Self::embed_rows_static(&self.embed, c, &batch.token_ids)?;
+        // A tied table is read from the packed output projection where there is one, else it
+        // is the file's output projection, which every step reads whole anyway.
+        let embed = match (&self.output_packed, self.tied) {
+            (Some(p), true) => EmbedFrom::Packed(p),
+            (None, true) => EmbedFrom::File { release: false },
+            (_, false) => EmbedFrom::File { release: true },
+        };
+        let mut x = Self::embed_rows_static(&self.embed, embed, c, &batch.token_ids)?;
         let mut moe_scratch = std::mem::take(&mut self.moe_scratch);
         // RoPE angles of each token, once per step for all layers: global, then local.
         let half = hd / 2;
@@ -923,29 +969,59 @@ impl CpuBackend {
 }
 
 impl CpuBackend {
+    /// The scaled embedding rows of `ids`, from `embed` or its packed copy (the same bits).
     fn embed_rows_static(
         embed: &Tensor,
+        from: EmbedFrom<'_>,
         c: &ModelConfig,
         ids: &[u32],
     ) -> Result<Vec<f32>, BackendError> {
         let h = c.hidden;
         let m = qm(embed);
         let mut x = vec![0f32; ids.len() * h];
-        for (row, &id) in x.chunks_exact_mut(h).zip(ids) {
+        // Rows read through the file map (an untied embedding) leave our resident memory again
+        // every `RELEASE_ROWS` rows: each read maps the page-cache folio around it.
+        let (packed, release) = match from {
+            EmbedFrom::Packed(p) => (Some(p), false),
+            EmbedFrom::File { release } => (None, release && embed.data.file_map().is_some()),
+        };
+        for (i, (row, &id)) in x.chunks_exact_mut(h).zip(ids).enumerate() {
+            if release && i % RELEASE_ROWS == 0 && i > 0 {
+                crate::hugebuf::release_file_map(embed.data.as_slice());
+            }
             if id as usize >= c.vocab_size {
                 return Err(BackendError::InvalidBatch(format!(
                     "token id {id} out of range (vocab {})",
                     c.vocab_size
                 )));
             }
-            switchyard_core::dtype::dequantize(m.dtype, m.row(id as usize), row);
+            match packed {
+                Some(p) => p.dequantize_row(id as usize, row),
+                None => switchyard_core::dtype::dequantize(m.dtype, m.row(id as usize), row),
+            }
             for v in row.iter_mut() {
                 *v *= c.embed_scale;
             }
         }
+        if release && !ids.is_empty() {
+            crate::hugebuf::release_file_map(embed.data.as_slice());
+        }
         Ok(x)
     }
 }
+
+/// Where the embedding lookup reads rows.
+#[derive(Clone, Copy)]
+enum EmbedFrom<'a> {
+    /// The packed output projection (a tied table).
+    Packed(&'a PackedQ8),
+    /// The file's table; `release`: its pages leave our resident memory after the lookup (no
+    /// matmul reads it).
+    File { release: bool },
+}
+
+/// Embedding rows read through the file map between two releases of its pages.
+const RELEASE_ROWS: usize = 16;
 
 /// `n` zero f16s from a zeroed allocation.
 fn zeroed_f16(n: usize) -> Result<Vec<f16>, BackendError> {

@@ -10,6 +10,8 @@ pub struct WeightBytes {
     owner: Arc<dyn AsRef<[u8]> + Send + Sync>,
     offset: usize,
     len: usize,
+    /// `owner` is a read-only shared memory map of a file ([`WeightBytes::in_file_map`]).
+    file_map: bool,
 }
 
 impl WeightBytes {
@@ -23,7 +25,37 @@ impl WeightBytes {
             offset.checked_add(len).is_some_and(|end| end <= total),
             "WeightBytes out of range"
         );
-        Self { owner, offset, len }
+        Self {
+            owner,
+            offset,
+            len,
+            file_map: false,
+        }
+    }
+
+    /// [`WeightBytes::new`] for an `owner` that is a read-only, shared memory map of a whole
+    /// file, which nothing writes while it is mapped: its pages always read as the file's
+    /// bytes, so a backend that copied what it needs may drop them from its resident memory
+    /// (`madvise(MADV_DONTNEED)`), and any later read maps them again from the file (see
+    /// [`WeightBytes::file_map`]).
+    ///
+    /// # Panics
+    /// If the range is out of bounds.
+    pub fn in_file_map(
+        owner: Arc<dyn AsRef<[u8]> + Send + Sync>,
+        offset: usize,
+        len: usize,
+    ) -> Self {
+        Self {
+            file_map: true,
+            ..Self::new(owner, offset, len)
+        }
+    }
+
+    /// The whole file map these bytes are a view of, where they were made by
+    /// [`WeightBytes::in_file_map`] (whose contract says what a backend may do with it).
+    pub fn file_map(&self) -> Option<&[u8]> {
+        self.file_map.then(|| (*self.owner).as_ref())
     }
 
     /// Owned bytes (used for weights built in memory, e.g. by tests).
@@ -33,6 +65,7 @@ impl WeightBytes {
             owner: Arc::new(v),
             offset: 0,
             len,
+            file_map: false,
         }
     }
 
@@ -49,6 +82,7 @@ impl WeightBytes {
             owner: self.owner.clone(),
             offset: self.offset + offset,
             len,
+            file_map: self.file_map,
         }
     }
 

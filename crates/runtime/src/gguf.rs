@@ -151,6 +151,8 @@ pub struct GgufFile {
     metadata_order: Vec<String>,
     index: HashMap<String, usize>,
     data: Arc<dyn AsRef<[u8]> + Send + Sync>,
+    /// `data` is a map of the file (tensors are `WeightBytes::in_file_map` views).
+    file_map: bool,
 }
 
 impl std::fmt::Debug for GgufFile {
@@ -251,7 +253,11 @@ impl GgufFile {
             source,
         };
         let file = std::fs::File::open(path).map_err(io)?;
-        Self::parse(path, crate::mmap::map_file(&file).map_err(io)?)
+        let (data, file_map) = crate::mmap::map_file(&file).map_err(io)?;
+        Ok(Self {
+            file_map,
+            ..Self::parse(path, data)?
+        })
     }
 
     /// Parses GGUF from bytes already in memory (tests, fuzzing).
@@ -365,6 +371,7 @@ impl GgufFile {
             metadata_order,
             index,
             data,
+            file_map: false,
         })
     }
 
@@ -381,6 +388,16 @@ impl GgufFile {
     /// Size of the mapped file in bytes.
     pub fn file_size(&self) -> usize {
         (*self.data).as_ref().len()
+    }
+
+    /// Drops the tokenizer's tables from the metadata (`tokenizer.ggml.tokens`, `.scores`,
+    /// `.token_type`, `.merges`), once the tokenizer is built from them: one [`Value`] per
+    /// token is most of the metadata's memory (Gemma 3: 262,144 tokens, about 34 MB as
+    /// values). Afterwards [`GgufFile::get`] and [`GgufFile::metadata_entries`] lack them.
+    pub fn drop_tokenizer_tables(&mut self) {
+        for k in ["tokens", "scores", "token_type", "merges"] {
+            self.metadata.remove(&format!("tokenizer.ggml.{k}"));
+        }
     }
 
     /// Every metadata entry, in file order.
@@ -403,7 +420,11 @@ impl WeightSource for GgufFile {
             name: t.name.clone(),
             dtype: t.dtype,
             shape: t.shape.clone(),
-            data: WeightBytes::new(self.data.clone(), t.offset, t.len),
+            data: if self.file_map {
+                WeightBytes::in_file_map(self.data.clone(), t.offset, t.len)
+            } else {
+                WeightBytes::new(self.data.clone(), t.offset, t.len)
+            },
         })
     }
 }
@@ -463,6 +484,42 @@ mod tests {
         let t = g.tensor("w").unwrap();
         assert_eq!(t.shape, vec![4, 2]);
         assert_eq!(t.to_f32(), (0..8).map(|i| i as f32).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn tensors_of_a_mapped_file_are_file_map_views_and_in_memory_ones_are_not() {
+        let path = std::env::temp_dir().join(format!("sy-file-map-{}.gguf", std::process::id()));
+        std::fs::write(&path, tiny()).unwrap();
+        let mapped = GgufFile::open(&path).unwrap();
+        let t = mapped.tensor("w").unwrap();
+        let map = t
+            .data
+            .file_map()
+            .expect("a mapped file's tensor is a file map view");
+        assert_eq!(map.len(), tiny().len());
+        assert_eq!(t.to_f32(), (0..8).map(|i| i as f32).collect::<Vec<_>>());
+        let sliced = t.data.slice(4, 8);
+        assert!(sliced.file_map().is_some());
+        crate::mmap::set_read_into_memory(true);
+        let read = GgufFile::open(&path);
+        crate::mmap::set_read_into_memory(false);
+        assert!(read.unwrap().tensor("w").unwrap().data.file_map().is_none());
+        let in_memory = GgufFile::from_bytes(p(), tiny()).unwrap();
+        assert!(in_memory.tensor("w").unwrap().data.file_map().is_none());
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn tokenizer_tables_are_dropped_and_the_rest_kept() {
+        let mut g = GgufFile::from_bytes(p(), tiny()).unwrap();
+        g.metadata.insert(
+            "tokenizer.ggml.tokens".into(),
+            Value::Array(vec![Value::Str("a".into())]),
+        );
+        g.drop_tokenizer_tables();
+        assert!(g.get("tokenizer.ggml.tokens").is_none());
+        assert_eq!(g.architecture(), Some("llama"));
+        assert!(g.get("some.array").is_some());
     }
 
     #[test]

@@ -26,18 +26,18 @@ pub fn set_read_into_memory(on: bool) {
 }
 
 /// Maps `file` read-only (or, after `set_read_into_memory(true)`, reads it into page-aligned
-/// anonymous memory).
-pub(crate) fn map_file(file: &std::fs::File) -> std::io::Result<SharedBytes> {
+/// anonymous memory); `true` with a map of the file (`WeightBytes::in_file_map` views).
+pub(crate) fn map_file(file: &std::fs::File) -> std::io::Result<(SharedBytes, bool)> {
     if READ_INTO_MEMORY.load(Ordering::Relaxed) {
         let len = usize::try_from(file.metadata()?.len())
             .map_err(|_| std::io::Error::other("file too large for this address space"))?;
         if len == 0 {
-            return Ok(Arc::new(Vec::<u8>::new()));
+            return Ok((Arc::new(Vec::<u8>::new()), false));
         }
         let mut anon = memmap2::MmapMut::map_anon(len)?;
         let mut f = file;
         f.read_exact(&mut anon)?;
-        return Ok(Arc::new(MmapBytes(anon.make_read_only()?)));
+        return Ok((Arc::new(MmapBytes(anon.make_read_only()?)), false));
     }
     #[expect(
         unsafe_code,
@@ -48,5 +48,5 @@ pub(crate) fn map_file(file: &std::fs::File) -> std::io::Result<SharedBytes> {
     // snapshots content-addressed); modifying or truncating one while it is served is documented
     // as unsupported (it faults the process).
     let mmap = unsafe { memmap2::Mmap::map(file) }?;
-    Ok(Arc::new(MmapBytes(mmap)))
+    Ok((Arc::new(MmapBytes(mmap)), true))
 }

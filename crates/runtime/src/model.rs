@@ -60,7 +60,8 @@ pub enum Weights {
 pub struct Model {
     /// Where it was loaded from (the GGUF file or the model directory).
     pub path: PathBuf,
-    /// The weights, served under GGUF tensor names.
+    /// The weights, served under GGUF tensor names (a GGUF file's metadata without the
+    /// tokenizer's tables, which `tokenizer` holds: `GgufFile::drop_tokenizer_tables`).
     pub weights: Weights,
     /// Hyperparameters.
     pub config: ModelConfig,
@@ -85,7 +86,7 @@ impl Model {
     /// Opens a GGUF file and builds the configuration and tokenizer.
     pub fn open(path: &Path) -> Result<Self, LoadError> {
         let t0 = std::time::Instant::now();
-        let gguf = GgufFile::open(path)?;
+        let mut gguf = GgufFile::open(path)?;
         let config = model_config(&gguf)?;
         let t1 = std::time::Instant::now();
         let tokenizer = Tokenizer::from_gguf(&gguf)?;
@@ -96,6 +97,7 @@ impl Model {
         );
         let generation = GenerationDefaults::from_gguf(&gguf);
         let embedding = crate::pooling::EmbeddingDefaults::from_gguf(&gguf);
+        gguf.drop_tokenizer_tables();
         Ok(Self {
             embedding,
             path: path.to_path_buf(),

@@ -94,6 +94,8 @@ pub struct SafetensorsFile {
     pub tensors: Vec<StTensorInfo>,
     index: HashMap<String, usize>,
     data: SharedBytes,
+    /// `data` is a map of the file (tensors are `WeightBytes::in_file_map` views).
+    file_map: bool,
 }
 
 impl std::fmt::Debug for SafetensorsFile {
@@ -121,7 +123,11 @@ impl SafetensorsFile {
             source,
         };
         let file = std::fs::File::open(path).map_err(io)?;
-        Self::parse(path, crate::mmap::map_file(&file).map_err(io)?)
+        let (data, file_map) = crate::mmap::map_file(&file).map_err(io)?;
+        Ok(Self {
+            file_map,
+            ..Self::parse(path, data)?
+        })
     }
 
     /// Parses safetensors from bytes already in memory (tests, fuzzing).
@@ -236,6 +242,7 @@ impl SafetensorsFile {
             tensors,
             index,
             data,
+            file_map: false,
         })
     }
 
@@ -257,7 +264,11 @@ impl SafetensorsFile {
             name: as_name.to_string(),
             dtype: t.dtype,
             shape: t.ggml_shape(),
-            data: WeightBytes::new(self.data.clone(), t.offset, t.len),
+            data: if self.file_map {
+                WeightBytes::in_file_map(self.data.clone(), t.offset, t.len)
+            } else {
+                WeightBytes::new(self.data.clone(), t.offset, t.len)
+            },
         })
     }
 }

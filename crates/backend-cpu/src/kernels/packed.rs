@@ -26,6 +26,13 @@ pub struct PackedQ8 {
 impl PackedQ8 {
     /// Repacks `w` if it is Q8_0 and the CPU has the AVX2 kernels; `None` otherwise.
     pub fn new(w: &QMatrix<'_>) -> Option<Self> {
+        Self::new_releasing(w, |_| {})
+    }
+
+    /// [`PackedQ8::new`], handing `done` each slab of `w.data` once it is packed (to drop the
+    /// source's pages from memory as the copy grows, so that the two are never both resident
+    /// whole: Gemma's is 170 MiB).
+    pub fn new_releasing(w: &QMatrix<'_>, done: impl Fn(&[u8])) -> Option<Self> {
         if w.dtype != GgmlType::Q8_0 || detected_level() < SimdLevel::Avx2 || w.cols == 0 {
             return None;
         }
@@ -38,20 +45,34 @@ impl PackedQ8 {
         let mut q = HugeBuf::<i8>::zeroed(groups * nb * 256);
         let mut d = HugeBuf::<u16>::zeroed(groups * nb * 8);
         use rayon::prelude::*;
-        q.par_chunks_mut(nb * 256)
-            .zip(d.par_chunks_mut(nb * 8))
+        // Slabs of `SLAB` groups, each packed in parallel and then handed to `done`.
+        const SLAB: usize = 1024;
+        let row_bytes = w.row_bytes();
+        for (s, (qs, ds)) in q
+            .chunks_mut(SLAB * nb * 256)
+            .zip(d.chunks_mut(SLAB * nb * 8))
             .enumerate()
-            .for_each(|(g, (q, d))| {
-                for i in 0..8.min(w.rows - 8 * g) {
-                    let row = w.row(8 * g + i);
-                    for (b, blk) in row.chunks_exact(w.dtype.block_bytes()).enumerate() {
-                        d[8 * b + i] = u16::from_le_bytes([blk[0], blk[1]]);
-                        for (j, &v) in blk[2..].iter().enumerate() {
-                            q[256 * b + 32 * (j / 4) + 4 * i + j % 4] = v as i8;
+        {
+            let g0 = s * SLAB;
+            qs.par_chunks_mut(nb * 256)
+                .zip(ds.par_chunks_mut(nb * 8))
+                .enumerate()
+                .for_each(|(k, (q, d))| {
+                    let g = g0 + k;
+                    for i in 0..8.min(w.rows - 8 * g) {
+                        let row = w.row(8 * g + i);
+                        for (b, blk) in row.chunks_exact(w.dtype.block_bytes()).enumerate() {
+                            d[8 * b + i] = u16::from_le_bytes([blk[0], blk[1]]);
+                            for (j, &v) in blk[2..].iter().enumerate() {
+                                q[256 * b + 32 * (j / 4) + 4 * i + j % 4] = v as i8;
+                            }
                         }
                     }
-                }
-            });
+                });
+            let r0 = 8 * g0;
+            let r1 = (8 * (g0 + SLAB)).min(w.rows);
+            done(&w.data[r0 * row_bytes..r1 * row_bytes]);
+        }
         Some(Self {
             rows: w.rows,
             cols: w.cols,
@@ -68,6 +89,30 @@ impl PackedQ8 {
     /// Columns (input features).
     pub fn cols(&self) -> usize {
         self.cols
+    }
+
+    /// Row `r` as f32: the values `switchyard_core::dtype::dequantize` gives for the same row
+    /// of the file's matrix, bit for bit (`quant * scale`, the scale's f16 widened). For the
+    /// embedding lookup of a tied embedding, so that the file's table is never read again
+    /// after load (its pages then leave our resident memory; see `CpuBackend::load`).
+    ///
+    /// # Panics
+    /// If `r` is not a row or `out` is not a row long.
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        assert!(
+            r < self.rows && out.len() == self.cols,
+            "PackedQ8::dequantize_row: bad row or length"
+        );
+        let nb = self.cols / QK8;
+        let (g, i) = (r / 8, r % 8);
+        let q = &self.q[g * nb * 256..(g + 1) * nb * 256];
+        let d = &self.d[g * nb * 8..(g + 1) * nb * 8];
+        for (b, o) in out.chunks_exact_mut(QK8).enumerate() {
+            let scale = half::f16::from_bits(d[8 * b + i]).to_f32();
+            for (j, v) in o.iter_mut().enumerate() {
+                *v = f32::from(q[256 * b + 32 * (j / 4) + 4 * i + j % 4]) * scale;
+            }
+        }
     }
 
     /// Bytes held.

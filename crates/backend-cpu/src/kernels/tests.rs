@@ -323,6 +323,35 @@ fn packed(w: &QMatrix<'_>, x: &[f32], n_tok: usize) -> Vec<(String, Vec<f32>)> {
 }
 
 #[test]
+fn packed_q8_rows_dequantize_as_the_file_rows() {
+    let mut rng = StdRng::seed_from_u64(39);
+    // 21 rows: two full groups of 8 and a padded one; 3 blocks per row.
+    let (rows, cols) = (21, 96);
+    let data = random_matrix(GgmlType::Q8_0, rows, cols, &mut rng);
+    let w = QMatrix {
+        dtype: GgmlType::Q8_0,
+        rows,
+        cols,
+        data: &data,
+    };
+    let Some(p) = PackedQ8::new(&w) else {
+        assert!(detected_level() < SimdLevel::Avx2, "AVX2 packs Q8_0");
+        return;
+    };
+    let (mut want, mut got) = (vec![0f32; cols], vec![f32::NAN; cols]);
+    for r in 0..rows {
+        switchyard_core::dtype::dequantize(GgmlType::Q8_0, w.row(r), &mut want);
+        p.dequantize_row(r, &mut got);
+        assert!(
+            want.iter()
+                .zip(&got)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "row {r} differs"
+        );
+    }
+}
+
+#[test]
 fn packed_q8_is_made_for_q8_0_with_avx2_only() {
     let data = vec![0u8; 3 * 34];
     let mut w = QMatrix {
