@@ -8,6 +8,7 @@ pub mod kernels;
 mod model;
 mod moe;
 pub mod ops;
+mod step;
 mod team;
 
 pub use model::CpuBackend;
