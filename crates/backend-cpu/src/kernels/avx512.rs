@@ -77,8 +77,14 @@ fn rows_q0<const K: u8>(
     out: &OutPtr,
 ) {
     let wide = a.layout().0 > 0;
-    row_tiles::<Q0_NT_MAX>(w, r0, r1, n_tok, out, |row, t0, nt, res| {
-        macro_rules! go {
+    row_tiles::<Q0_NT_MAX>(
+        w,
+        w.row_bytes(),
+        false,
+        (r0, r1, n_tok),
+        out,
+        |row, t0, nt, res| {
+            macro_rules! go {
             ($($n:literal)*) => {
                 match nt {
                     $($n => q0_dot::<$n, K, false>(row, a, t0, res),)*
@@ -86,7 +92,7 @@ fn rows_q0<const K: u8>(
                 }
             };
         }
-        macro_rules! go_wide {
+            macro_rules! go_wide {
             ($($n:literal)*) => {
                 match nt {
                     $($n => q0_dot_wide::<$n, K>(row, a, t0, res),)*
@@ -94,12 +100,13 @@ fn rows_q0<const K: u8>(
                 }
             };
         }
-        if wide {
-            go_wide!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
-        } else {
-            go!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
-        }
-    });
+            if wide {
+                go_wide!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
+            } else {
+                go!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
+            }
+        },
+    );
 }
 
 /// Rows `r0..r1` of a Q4_0 / Q5_0 / Q8_0 matrix in the transposed layout
@@ -141,60 +148,39 @@ fn rows_pre<const K: u8>(
     );
     let rb = (w.cols / QK8).div_ceil(8) * tq0_group_bytes(K);
     assert!(w.data.len() >= w.rows * rb && r1 <= w.rows);
-    let mut tile = [[0f32; TILE]; Q0_NT_MAX];
     // 32 vector registers at this level: 16 tokens' accumulators fit beside a group's weights.
-    let nt_max = Q0_NT_MAX;
-    token_blocks(n_tok, w.cols, |tb0, tbn| {
-        let mut r = r0;
-        while r < r1 {
-            let re = (r + TILE).min(r1);
-            token_groups(tb0, tbn, nt_max, |t0, nt| {
-                for rr in r..re {
-                    let mut res = [0f32; Q0_NT_MAX];
-                    let row = &w.data[rr * rb..(rr + 1) * rb];
-                    let ahead = rr + ROW_PREFETCH_AHEAD;
-                    if t0 == tb0 && ahead < r1 {
-                        prefetch_bytes(&w.data[ahead * rb..(ahead + 1) * rb]);
-                    }
-                    macro_rules! go {
-                        ($($n:literal)*) => {
-                            match nt {
-                                $($n => q0_dot::<$n, K, true>(row, a, t0, &mut res),)*
-                                _ => unreachable!(),
-                            }
-                        };
-                    }
-                    go!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
-                    for (tl, &v) in tile.iter_mut().zip(&res).take(nt) {
-                        tl[rr - r] = v;
-                    }
+    row_tiles::<Q0_NT_MAX>(w, rb, true, (r0, r1, n_tok), out, |row, t0, nt, res| {
+        macro_rules! go {
+            ($($n:literal)*) => {
+                match nt {
+                    $($n => q0_dot::<$n, K, true>(row, a, t0, res),)*
+                    _ => unreachable!(),
                 }
-                for (i, tl) in tile.iter().enumerate().take(nt) {
-                    // SAFETY: this chunk owns rows `r0..r1` (see `OutPtr`).
-                    unsafe { out.write_run(t0 + i, r, &tl[..re - r]) };
-                }
-            });
-            r = re;
+            };
         }
+        go!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
     });
 }
 
 /// Rows of one tile: the results of a tile are written out per token in one run.
 const TILE: usize = 64;
 
-/// Runs `dot(row, t0, nt, res)` for rows `r0..r1` and all `n_tok` tokens, in blocks of tokens
-/// (`token_blocks`), tiles of `TILE` rows and groups of up to `N` tokens, each group over
-/// the rows of the tile, and writes each token's results of a tile at once.
+/// Runs `dot(row, t0, nt, res)` for rows `r0..r1` of `rb` bytes each and all `n_tok` tokens,
+/// in blocks of tokens (`token_blocks`), tiles of `TILE` rows and groups of up to `N` tokens,
+/// each group over the rows of the tile, and writes each token's results of a tile at once.
+/// `prefetch`: the first group of a token block fetches the row `ROW_PREFETCH_AHEAD` on, as
+/// `avx2::rows_q0_k` does.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 fn row_tiles<const N: usize>(
     w: &QMatrix<'_>,
-    r0: usize,
-    r1: usize,
-    n_tok: usize,
+    rb: usize,
+    prefetch: bool,
+    (r0, r1, n_tok): (usize, usize, usize),
     out: &OutPtr,
     mut dot: impl FnMut(&[u8], usize, usize, &mut [f32; N]),
 ) {
+    assert!(w.data.len() >= r1 * rb);
     token_blocks(n_tok, w.cols, |tb0, tbn| {
         let mut r = r0;
         while r < r1 {
@@ -203,7 +189,11 @@ fn row_tiles<const N: usize>(
                 let mut tile = [[0f32; TILE]; N];
                 for rr in r..re {
                     let mut res = [0f32; N];
-                    dot(w.row(rr), t0, nt, &mut res);
+                    let ahead = rr + ROW_PREFETCH_AHEAD;
+                    if prefetch && t0 == tb0 && ahead < r1 {
+                        prefetch_bytes(&w.data[ahead * rb..(ahead + 1) * rb]);
+                    }
+                    dot(&w.data[rr * rb..(rr + 1) * rb], t0, nt, &mut res);
                     for (tl, &v) in tile.iter_mut().zip(&res).take(nt) {
                         tl[rr - r] = v;
                     }
