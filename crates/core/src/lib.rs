@@ -10,6 +10,7 @@ pub mod backend;
 pub mod batch;
 pub mod config;
 pub mod dtype;
+pub mod finish;
 pub mod host;
 pub mod kv;
 pub mod sampling;
@@ -22,6 +23,7 @@ pub use config::{
     YarnRamp, MAX_LAYERS,
 };
 pub use dtype::GgmlType;
+pub use finish::{FinishReason, StopReason};
 pub use kv::{kv_groups_for, KvGroupKind, KvGroupSpec};
 pub use sampling::SamplingParams;
 pub use weights::{Tensor, WeightBytes, WeightSource};

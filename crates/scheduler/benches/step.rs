@@ -11,7 +11,7 @@ fn step(s: &mut Scheduler, token: u32) {
         .seqs
         .iter()
         .filter(|q| q.samples)
-        .map(|q| (q.id, SampledToken { token, stop: false }))
+        .map(|q| (q.id, SampledToken::token(token)))
         .collect();
     s.update(&plan, &out).unwrap();
 }

@@ -12,7 +12,8 @@
 //!    come in plan order) and decide EOS / stop strings;
 //! 4. [`Scheduler::update`] with those tokens; it returns the requests that finished. The
 //!    scheduler itself finishes a request at `max_tokens` ([`FinishReason::Length`]); the engine
-//!    reports EOS and stop strings with [`SampledToken::stop`] ([`FinishReason::Stop`]).
+//!    reports EOS and stop strings with [`SampledToken::stop`] and their [`StopReason`]
+//!    ([`FinishReason::Stop`]).
 //!
 //! Prefill and decode are one code path: each running request, then each waiting one, gets
 //! `min(tokens still to compute, budget left)` tokens, so long prompts are chunked and never
@@ -20,6 +21,10 @@
 //! blocks run out, the lowest-priority, latest-arrived running request is preempted: its blocks
 //! are freed and it is later recomputed from its prompt and generated tokens, so its output is
 //! the same as without preemption (sampling state, e.g. RNG, lives in the engine).
+//!
+//! [`FinishReason::Length`]: switchyard_core::FinishReason::Length
+//! [`FinishReason::Stop`]: switchyard_core::FinishReason::Stop
+//! [`StopReason`]: switchyard_core::StopReason
 //!
 //! # Example
 //! ```
@@ -60,5 +65,5 @@ pub use block_pool::BlockPool;
 pub use error::{AddRequestError, ConfigError, InvariantViolation, UpdateError};
 pub use hash::{hash_block, hash_full_blocks, BlockHash};
 pub use plan::{ScheduledSeq, StepCounters, StepPlan};
-pub use request::{FinishReason, FinishedRequest, Request, SampledToken};
+pub use request::{FinishedRequest, Request, SampledToken};
 pub use scheduler::{Scheduler, SchedulerConfig, SchedulerStats};

@@ -14,13 +14,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use switchyard_core::{BlockId, KvGroupKind, RequestId};
+use switchyard_core::{BlockId, FinishReason, KvGroupKind, RequestId};
 
 use crate::block_pool::BlockPool;
 use crate::error::{AddRequestError, ConfigError, InvariantViolation, UpdateError};
 use crate::hash::{hash_block, BlockHash};
 use crate::plan::{ScheduledSeq, StepCounters, StepPlan};
-use crate::request::{FinishReason, FinishedRequest, Request, SampledToken};
+use crate::request::{FinishedRequest, Request, SampledToken};
 
 mod invariants;
 
@@ -753,7 +753,8 @@ impl Scheduler {
                         let draft = drafts.get(&id).copied().unwrap_or(&[]);
                         let prev = outputs.iter().filter(|(o, _)| *o == id).nth(*i - 1);
                         let fits = *i <= draft.len()
-                            && prev.is_some_and(|(_, p)| !p.stop && p.token == draft[*i - 1]);
+                            && prev
+                                .is_some_and(|(_, p)| p.stop.is_none() && p.token == draft[*i - 1]);
                         if !fits {
                             return Err(UpdateError::DuplicateOutput { id });
                         }
@@ -787,16 +788,17 @@ impl Scheduler {
         }
 
         let mut ending = Vec::new();
-        for &(id, sampled) in outputs {
+        for (id, sampled) in outputs {
+            let id = *id;
             let Some(seq) = self.seqs.get_mut(&id) else {
                 continue;
             };
-            if ending.iter().any(|&(e, _)| e == id) {
+            if ending.iter().any(|(e, _)| *e == id) {
                 continue;
             }
             seq.tokens.push(sampled.token);
-            let reason = if sampled.stop {
-                Some(FinishReason::Stop)
+            let reason = if let Some(stop) = &sampled.stop {
+                Some(FinishReason::Stop(stop.clone()))
             } else if seq.tokens.len() - seq.prompt_len >= seq.max_tokens {
                 Some(FinishReason::Length)
             } else {

@@ -10,17 +10,14 @@ use std::time::Duration;
 
 use rayon::prelude::*;
 
-use switchyard_core::{Backend, ForwardBatch, Logits, RequestId};
+use switchyard_core::{Backend, FinishReason, ForwardBatch, Logits, RequestId, StopReason};
 use switchyard_scheduler::{Request, SampledToken, Scheduler, StepPlan};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::handle::{Command, StreamItem, Submission};
 use super::speculative::{ngram_draft, Acceptance};
 use super::stop::{Matched, StopMatcher};
-use super::types::{
-    EngineError, EngineOutput, EngineRequest, EngineStats, FinishReason, StopReason, TokenLogprob,
-    Usage,
-};
+use super::types::{EngineError, EngineOutput, EngineRequest, EngineStats, TokenLogprob, Usage};
 use super::EngineInfo;
 use crate::sampling::{logprobs, Sampler};
 use crate::tokenizer::{IncrementalDecoder, Tokenizer};
@@ -747,7 +744,7 @@ impl Worker {
         let tokens: Vec<(RequestId, SampledToken)> = sampled
             .iter()
             .filter(|(sid, _)| self.seqs.contains_key(sid))
-            .flat_map(|(sid, x)| x.tokens.iter().map(move |t| (*sid, *t)))
+            .flat_map(|(sid, x)| x.tokens.iter().map(move |t| (*sid, t.clone())))
             .collect();
         for (s, r) in plan.seqs.iter().zip(rows) {
             if r.draft.is_empty() {
@@ -861,8 +858,8 @@ impl Worker {
                 done.push((
                     s.id,
                     Sampled {
-                        // Any id: the request ends here and the token is never computed.
-                        tokens: vec![SampledToken::stop(0)],
+                        // Any id, never computed: `max_tokens` (1) ends the request here.
+                        tokens: vec![SampledToken::token(0)],
                         output: seq.ended(Some(v)),
                     },
                 ));

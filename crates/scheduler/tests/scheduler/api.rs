@@ -1,9 +1,8 @@
 //! API contract tests: configuration and request validation, and `update` misuse.
 
-use switchyard_core::RequestId;
+use switchyard_core::{FinishReason, RequestId, StopReason};
 use switchyard_scheduler::{
-    AddRequestError, ConfigError, FinishReason, Request, SampledToken, Scheduler, SchedulerConfig,
-    UpdateError,
+    AddRequestError, ConfigError, Request, SampledToken, Scheduler, SchedulerConfig, UpdateError,
 };
 
 fn small() -> Scheduler {
@@ -99,8 +98,10 @@ fn update_rejects_mismatched_outputs_without_changing_anything() {
         Err(UpdateError::DuplicateOutput { id: a })
     );
     assert_eq!(s.output_tokens(a), Some(&[][..]), "nothing applied");
-    let done = s.update(&plan, &[(a, SampledToken::stop(9))]).unwrap();
-    assert_eq!(done[0].reason, FinishReason::Stop);
+    let done = s
+        .update(&plan, &[(a, SampledToken::stop(9, StopReason::Eos(9)))])
+        .unwrap();
+    assert_eq!(done[0].reason, FinishReason::Stop(StopReason::Eos(9)));
 
     let plan = s.schedule();
     assert_eq!(plan.finished, [a], "finished ids reach the next plan");
@@ -128,18 +129,25 @@ fn scheduler_finishes_at_max_tokens_and_engine_at_stop() {
     let done = s
         .update(
             &plan,
-            &[(a, SampledToken::token(7)), (b, SampledToken::stop(8))],
+            &[
+                (a, SampledToken::token(7)),
+                (b, SampledToken::stop(8, StopReason::StopString("x".into()))),
+            ],
         )
         .unwrap();
     let reasons: Vec<_> = done
         .iter()
-        .map(|f| (f.id, f.reason, f.output.clone()))
+        .map(|f| (f.id, f.reason.clone(), f.output.clone()))
         .collect();
     assert_eq!(
         reasons,
         [
             (a, FinishReason::Length, vec![7]),
-            (b, FinishReason::Stop, vec![8])
+            (
+                b,
+                FinishReason::Stop(StopReason::StopString("x".into())),
+                vec![8]
+            )
         ]
     );
     assert!(!s.has_unfinished());

@@ -8,9 +8,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use switchyard_core::RequestId;
+use switchyard_core::{FinishReason, RequestId, StopReason};
 use switchyard_scheduler::{
-    AddRequestError, FinishReason, FinishedRequest, Request, SampledToken, ScheduledSeq, Scheduler,
+    AddRequestError, FinishedRequest, Request, SampledToken, ScheduledSeq, Scheduler,
     SchedulerConfig, StepPlan,
 };
 
@@ -59,7 +59,7 @@ impl FakeModel {
             let t = self.next(h);
             out.push(t);
             if self.eos == Some(t) {
-                return (out, FinishReason::Stop);
+                return (out, FinishReason::Stop(StopReason::Eos(t)));
             }
             if out.len() == max_tokens {
                 return (out, FinishReason::Length);
@@ -222,14 +222,15 @@ impl Driver {
             let req = &self.accepted[&f.id];
             let (expected, reason) = self.model.reference(&req.prompt, req.max_tokens);
             assert_eq!(
-                (&f.output, f.reason),
-                (&expected, reason),
+                (&f.output, &f.reason),
+                (&expected, &reason),
                 "{:?} differs from an unbatched run",
                 f.id
             );
             match f.reason {
-                FinishReason::Stop => self.coverage.finished_stop += 1,
+                FinishReason::Stop(_) => self.coverage.finished_stop += 1,
                 FinishReason::Length => self.coverage.finished_length += 1,
+                FinishReason::Cancelled => panic!("{:?}: the scheduler reported Cancelled", f.id),
             }
             self.finished.insert(f.id, f.clone());
         }
@@ -416,7 +417,7 @@ impl Driver {
             if s.samples {
                 let token = self.model.next(context);
                 let sampled = if self.model.eos == Some(token) {
-                    SampledToken::stop(token)
+                    SampledToken::stop(token, StopReason::Eos(token))
                 } else {
                     SampledToken::token(token)
                 };

@@ -1,7 +1,7 @@
 //! Draft tokens (speculative decoding): planned after a decode's token, rolled back on
 //! rejection, bounded by the budget, `max_tokens` and free blocks, and checked in `update`.
 
-use switchyard_core::RequestId;
+use switchyard_core::{RequestId, StopReason};
 use switchyard_scheduler::{SampledToken, Scheduler, SchedulerConfig, StepPlan, UpdateError};
 
 fn sched(num_blocks: usize, budget: usize) -> Scheduler {
@@ -72,7 +72,8 @@ fn a_draft_runs_after_the_decode_token_and_rejected_tokens_roll_back() {
     );
     assert_eq!(q.block_table.len(), 3);
     assert!(s.num_free_blocks() <= free_before);
-    s.update(&p, &[(id, SampledToken::stop(56))]).unwrap();
+    s.update(&p, &[(id, SampledToken::stop(56, StopReason::Eos(56)))])
+        .unwrap();
     s.check_invariants().unwrap();
     assert!(!s.contains(id));
     assert_eq!(s.num_free_blocks(), 8);
@@ -166,7 +167,10 @@ fn update_checks_drafted_outputs() {
     assert_eq!(
         s.update(
             &p,
-            &[(id, SampledToken::stop(7)), (id, SampledToken::token(8))]
+            &[
+                (id, SampledToken::stop(7, StopReason::StopToken(7))),
+                (id, SampledToken::token(8))
+            ]
         ),
         Err(UpdateError::DuplicateOutput { id })
     );
