@@ -28,12 +28,12 @@
 //!
 //! # Example
 //! ```
-//! use switchyard_core::RequestId;
+//! use switchyard_core::SeqId;
 //! use switchyard_scheduler::{Request, SampledToken, Scheduler, SchedulerConfig};
 //!
 //! let config = SchedulerConfig { block_size: 4, num_blocks: 8, max_num_batched_tokens: 6, ..Default::default() };
 //! let mut sched = Scheduler::new(config).unwrap();
-//! sched.add_request(Request::new(RequestId(1), vec![10, 11, 12, 13, 14, 15, 16, 17], 2)).unwrap();
+//! sched.add_request(Request::new(SeqId(1), vec![10, 11, 12, 13, 14, 15, 16, 17], 2)).unwrap();
 //!
 //! let plan = sched.schedule(); // first chunk of the prompt: 6 tokens, nothing to sample
 //! assert_eq!((plan.seqs[0].tokens.len(), plan.seqs[0].samples), (6, false));
@@ -43,11 +43,11 @@
 //! let batch = plan.to_forward_batch();
 //! assert_eq!(batch.positions, [6, 7]);
 //! assert_eq!(batch.logits_indices, [1]);
-//! sched.update(&plan, &[(RequestId(1), SampledToken::token(99))]).unwrap();
+//! sched.update(&plan, &[(SeqId(1), SampledToken::token(99))]).unwrap();
 //!
 //! let plan = sched.schedule(); // decode the sampled token; max_tokens = 2 ends it
 //! assert_eq!(plan.seqs[0].tokens, [99]);
-//! let done = sched.update(&plan, &[(RequestId(1), SampledToken::token(5))]).unwrap();
+//! let done = sched.update(&plan, &[(SeqId(1), SampledToken::token(5))]).unwrap();
 //! assert_eq!(done[0].output, [99, 5]);
 //! assert_eq!(sched.num_free_blocks(), 8);
 //! ```

@@ -1,13 +1,14 @@
 //! Requests as the scheduler receives them, the token the engine reports back for each step,
 //! and what the scheduler returns when a request finishes.
 
-use switchyard_core::{FinishReason, RequestId, StopReason};
+use switchyard_core::{FinishReason, SeqId, StopReason};
 
-/// A generation request: a tokenized prompt and how many tokens to generate at most.
+/// A generation request: a tokenized prompt and how many tokens to generate at most. To the
+/// scheduler a request is one sequence (the engine adds one per choice of a client's request).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     /// Unique among unfinished requests.
-    pub id: RequestId,
+    pub id: SeqId,
     /// Prompt token ids; must not be empty.
     pub prompt: Vec<u32>,
     /// Upper bound on generated tokens (at least 1); the scheduler finishes the request with
@@ -28,7 +29,7 @@ pub struct Request {
 
 impl Request {
     /// A request with priority 0 and arrival 0 (so FCFS falls back to id order).
-    pub fn new(id: RequestId, prompt: Vec<u32>, max_tokens: usize) -> Self {
+    pub fn new(id: SeqId, prompt: Vec<u32>, max_tokens: usize) -> Self {
         Self {
             id,
             prompt,
@@ -95,7 +96,7 @@ impl SampledToken {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FinishedRequest {
     /// The request.
-    pub id: RequestId,
+    pub id: SeqId,
     /// Why it finished: [`FinishReason::Stop`] with the reason of its last
     /// [`SampledToken::stop`], or [`FinishReason::Length`] (never `Cancelled`: an aborted
     /// request is not reported).

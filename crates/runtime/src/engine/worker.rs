@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rayon::prelude::*;
 
-use switchyard_core::{Backend, FinishReason, ForwardBatch, Logits, RequestId, StopReason};
+use switchyard_core::{Backend, FinishReason, ForwardBatch, Logits, RequestId, SeqId, StopReason};
 use switchyard_scheduler::{Request, SampledToken, Scheduler, StepPlan};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -101,7 +101,7 @@ impl Seq {
 struct Group {
     tx: UnboundedSender<StreamItem>,
     /// Sequences in the scheduler.
-    seqs: Vec<RequestId>,
+    seqs: Vec<SeqId>,
     /// Choices 1.. held back until choice 0 has computed the prompt, so that they find its
     /// full blocks in the prefix cache instead of computing them again.
     deferred: Vec<(Request, Seq)>,
@@ -166,7 +166,7 @@ pub(crate) struct Worker {
     info: EngineInfo,
     rx: Receiver<Command>,
     groups: HashMap<RequestId, Group>,
-    seqs: HashMap<RequestId, Seq>,
+    seqs: HashMap<SeqId, Seq>,
     next_seq: u64,
     next_arrival: u64,
     totals: Totals,
@@ -330,7 +330,7 @@ impl Worker {
         };
         let mut first = None;
         for index in 0..n {
-            let sid = RequestId(self.next_seq);
+            let sid = SeqId(self.next_seq);
             self.next_seq += 1;
             let mut params = sampling.clone();
             params.seed = Some(base_seed.wrapping_add(index as u64));
@@ -679,7 +679,7 @@ impl Worker {
         // Each sequence of the plan with its rows (consecutive, in plan order; see
         // `build_batch`), processed in parallel: a greedy choice scans the whole vocabulary
         // (262,144 logits for Gemma), and the sequences are independent.
-        let mut by_id: HashMap<RequestId, &mut Seq> =
+        let mut by_id: HashMap<SeqId, &mut Seq> =
             self.seqs.iter_mut().map(|(&id, q)| (id, q)).collect();
         let mut rest: &mut [&mut [f32]] = &mut all_rows;
         let mut jobs = Vec::with_capacity(plan.seqs.len());
@@ -720,7 +720,7 @@ impl Worker {
             })
             .collect();
         drop(by_id);
-        let mut sampled: Vec<(RequestId, Sampled)> = Vec::new();
+        let mut sampled: Vec<(SeqId, Sampled)> = Vec::new();
         let num_embedded = embedded.len();
         sampled.append(&mut embedded);
         let mut failed: Vec<(RequestId, String)> = Vec::new();
@@ -741,7 +741,7 @@ impl Worker {
         for (rid, msg) in failed {
             self.fail_group(rid, EngineError::Internal(msg));
         }
-        let tokens: Vec<(RequestId, SampledToken)> = sampled
+        let tokens: Vec<(SeqId, SampledToken)> = sampled
             .iter()
             .filter(|(sid, _)| self.seqs.contains_key(sid))
             .flat_map(|(sid, x)| x.tokens.iter().map(move |t| (*sid, t.clone())))
@@ -835,7 +835,7 @@ impl Worker {
         plan: &StepPlan,
         rows: &[Rows],
         hidden: &[f32],
-    ) -> Vec<(RequestId, Sampled)> {
+    ) -> Vec<(SeqId, Sampled)> {
         let h = self.info.hidden_size;
         let mut done = Vec::new();
         for (s, r) in plan.seqs.iter().zip(rows) {

@@ -1,6 +1,6 @@
 //! API contract tests: configuration and request validation, and `update` misuse.
 
-use switchyard_core::{FinishReason, RequestId, StopReason};
+use switchyard_core::{FinishReason, SeqId, StopReason};
 use switchyard_scheduler::{
     AddRequestError, ConfigError, Request, SampledToken, Scheduler, SchedulerConfig, UpdateError,
 };
@@ -39,7 +39,7 @@ fn config_rejects_zero_sizes() {
 #[test]
 fn add_request_rejects_with_typed_errors_and_keeps_state() {
     let mut s = small();
-    let id = RequestId(1);
+    let id = SeqId(1);
     assert_eq!(
         s.add_request(Request::new(id, vec![], 1)),
         Err(AddRequestError::EmptyPrompt { id })
@@ -78,7 +78,7 @@ fn update_rejects_mismatched_outputs_without_changing_anything() {
         ..small().config().clone()
     })
     .unwrap();
-    let (a, b) = (RequestId(1), RequestId(2));
+    let (a, b) = (SeqId(1), SeqId(2));
     s.add_request(Request::new(a, vec![1, 2], 3)).unwrap();
     s.add_request(Request::new(b, vec![3, 4, 5, 6, 7], 3))
         .unwrap();
@@ -122,7 +122,7 @@ fn update_rejects_mismatched_outputs_without_changing_anything() {
 #[test]
 fn scheduler_finishes_at_max_tokens_and_engine_at_stop() {
     let mut s = small();
-    let (a, b) = (RequestId(1), RequestId(2));
+    let (a, b) = (SeqId(1), SeqId(2));
     s.add_request(Request::new(a, vec![1], 1)).unwrap();
     s.add_request(Request::new(b, vec![2], 5)).unwrap();
     let plan = s.schedule();
