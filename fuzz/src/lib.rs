@@ -1,110 +1,13 @@
-//! Helpers shared by the fuzz targets: a minimal GGUF writer and two tiny tokenizers built
-//! through the real GGUF-vocabulary path ([`Tokenizer::from_gguf`]), so no model file is needed.
+//! Helpers shared by the fuzz targets: two tiny tokenizers written with the runtime's GGUF writer
+//! ([`GgufWriter`]) and built through the real GGUF-vocabulary path ([`Tokenizer::from_gguf`]),
+//! so no model file is needed.
 
 use std::path::Path;
 use std::sync::{Once, OnceLock};
 
-use switchyard_runtime::gguf::GgufFile;
+use switchyard_runtime::gguf::{GgufFile, Value};
+use switchyard_runtime::gguf_write::GgufWriter;
 use switchyard_runtime::tokenizer::Tokenizer;
-
-/// A GGUF metadata value to write.
-pub enum Kv {
-    /// Type 4.
-    U32(u32),
-    /// Type 6.
-    F32(f32),
-    /// Type 7.
-    Bool(bool),
-    /// Type 8.
-    Str(String),
-    /// Array of strings.
-    Strs(Vec<String>),
-    /// Array of f32.
-    F32s(Vec<f32>),
-    /// Array of i32.
-    I32s(Vec<i32>),
-}
-
-fn put_str(v: &mut Vec<u8>, s: &str) {
-    v.extend((s.len() as u64).to_le_bytes());
-    v.extend(s.as_bytes());
-}
-
-/// GGUF v3 bytes: metadata, then tensors `(name, ggml dims, type id, data)` laid out in order
-/// after the 32-byte-aligned header.
-pub fn gguf_bytes(kvs: &[(&str, Kv)], tensors: &[(&str, &[u64], u32, &[u8])]) -> Vec<u8> {
-    let mut v = b"GGUF".to_vec();
-    v.extend(3u32.to_le_bytes());
-    v.extend((tensors.len() as u64).to_le_bytes());
-    v.extend((kvs.len() as u64).to_le_bytes());
-    for (k, val) in kvs {
-        put_str(&mut v, k);
-        match val {
-            Kv::U32(x) => {
-                v.extend(4u32.to_le_bytes());
-                v.extend(x.to_le_bytes());
-            }
-            Kv::F32(x) => {
-                v.extend(6u32.to_le_bytes());
-                v.extend(x.to_le_bytes());
-            }
-            Kv::Bool(b) => {
-                v.extend(7u32.to_le_bytes());
-                v.push(*b as u8);
-            }
-            Kv::Str(s) => {
-                v.extend(8u32.to_le_bytes());
-                put_str(&mut v, s);
-            }
-            Kv::Strs(a) => {
-                v.extend(9u32.to_le_bytes());
-                v.extend(8u32.to_le_bytes());
-                v.extend((a.len() as u64).to_le_bytes());
-                for s in a {
-                    put_str(&mut v, s);
-                }
-            }
-            Kv::F32s(a) => {
-                v.extend(9u32.to_le_bytes());
-                v.extend(6u32.to_le_bytes());
-                v.extend((a.len() as u64).to_le_bytes());
-                for x in a {
-                    v.extend(x.to_le_bytes());
-                }
-            }
-            Kv::I32s(a) => {
-                v.extend(9u32.to_le_bytes());
-                v.extend(5u32.to_le_bytes());
-                v.extend((a.len() as u64).to_le_bytes());
-                for x in a {
-                    v.extend(x.to_le_bytes());
-                }
-            }
-        }
-    }
-    let mut off = 0u64;
-    for (name, dims, ty, data) in tensors {
-        put_str(&mut v, name);
-        v.extend((dims.len() as u32).to_le_bytes());
-        for d in *dims {
-            v.extend(d.to_le_bytes());
-        }
-        v.extend(ty.to_le_bytes());
-        v.extend(off.to_le_bytes());
-        off += data.len() as u64;
-        off = off.div_ceil(32) * 32;
-    }
-    while !v.len().is_multiple_of(32) {
-        v.push(0);
-    }
-    for (_, _, _, data) in tensors {
-        v.extend_from_slice(data);
-        while !v.len().is_multiple_of(32) {
-            v.push(0);
-        }
-    }
-    v
-}
 
 const NORMAL: i32 = 1;
 const UNKNOWN: i32 = 2;
@@ -112,9 +15,9 @@ const CONTROL: i32 = 3;
 const USER_DEFINED: i32 = 4;
 const BYTE: i32 = 6;
 
-/// The metadata of a small Gemma-like SentencePiece vocabulary (byte fallback, control and
+/// A GGUF holding only a small Gemma-like SentencePiece vocabulary (byte fallback, control and
 /// user-defined tokens, multi-byte pieces).
-pub fn llama_vocab_kvs() -> Vec<(&'static str, Kv)> {
+pub fn llama_vocab() -> GgufWriter {
     let mut toks: Vec<(String, i32)> = vec![
         ("<pad>".into(), CONTROL),
         ("<eos>".into(), CONTROL),
@@ -138,28 +41,19 @@ pub fn llama_vocab_kvs() -> Vec<(&'static str, Kv)> {
         toks.push((t.to_string(), NORMAL));
     }
     let n = toks.len();
-    vec![
-        ("general.architecture", Kv::Str("gemma3".into())),
-        ("tokenizer.ggml.model", Kv::Str("llama".into())),
-        (
-            "tokenizer.ggml.tokens",
-            Kv::Strs(toks.iter().map(|t| t.0.clone()).collect()),
-        ),
-        (
-            "tokenizer.ggml.scores",
-            Kv::F32s((0..n).map(|i| -(i as f32)).collect()),
-        ),
-        (
-            "tokenizer.ggml.token_type",
-            Kv::I32s(toks.iter().map(|t| t.1).collect()),
-        ),
-        ("tokenizer.ggml.bos_token_id", Kv::U32(2)),
-        ("tokenizer.ggml.eos_token_id", Kv::U32(1)),
-        ("tokenizer.ggml.unknown_token_id", Kv::U32(3)),
-        ("tokenizer.ggml.add_bos_token", Kv::Bool(true)),
-        ("tokenizer.ggml.add_space_prefix", Kv::Bool(false)),
-        ("tokenizer.chat_template", Kv::Str(GEMMA_TEMPLATE.into())),
-    ]
+    let mut w = GgufWriter::new();
+    w.kv("general.architecture", Value::Str("gemma3".into()))
+        .kv("tokenizer.ggml.model", Value::Str("llama".into()))
+        .kv_strs("tokenizer.ggml.tokens", toks.iter().map(|t| t.0.as_str()))
+        .kv_f32s("tokenizer.ggml.scores", (0..n).map(|i| -(i as f32)))
+        .kv_i32s("tokenizer.ggml.token_type", toks.iter().map(|t| t.1))
+        .kv("tokenizer.ggml.bos_token_id", Value::U64(2))
+        .kv("tokenizer.ggml.eos_token_id", Value::U64(1))
+        .kv("tokenizer.ggml.unknown_token_id", Value::U64(3))
+        .kv("tokenizer.ggml.add_bos_token", Value::Bool(true))
+        .kv("tokenizer.ggml.add_space_prefix", Value::Bool(false))
+        .kv("tokenizer.chat_template", Value::Str(GEMMA_TEMPLATE.into()));
+    w
 }
 
 /// GPT-2's byte → printable character map.
@@ -184,8 +78,8 @@ pub fn byte_chars() -> Vec<char> {
     out
 }
 
-/// The metadata of a small Qwen2-like byte-level BPE vocabulary.
-pub fn gpt2_vocab_kvs() -> Vec<(&'static str, Kv)> {
+/// A GGUF holding only a small Qwen2-like byte-level BPE vocabulary.
+pub fn gpt2_vocab() -> GgufWriter {
     let bc = byte_chars();
     let enc = |s: &str| s.bytes().map(|b| bc[b as usize]).collect::<String>();
     let mut toks: Vec<(String, i32)> = bc.iter().map(|c| (c.to_string(), NORMAL)).collect();
@@ -218,23 +112,17 @@ pub fn gpt2_vocab_kvs() -> Vec<(&'static str, Kv)> {
         toks.push((s.into(), CONTROL));
     }
     let n = toks.len();
-    vec![
-        ("general.architecture", Kv::Str("qwen2".into())),
-        ("tokenizer.ggml.model", Kv::Str("gpt2".into())),
-        ("tokenizer.ggml.pre", Kv::Str("qwen2".into())),
-        (
-            "tokenizer.ggml.tokens",
-            Kv::Strs(toks.iter().map(|t| t.0.clone()).collect()),
-        ),
-        (
-            "tokenizer.ggml.token_type",
-            Kv::I32s(toks.iter().map(|t| t.1).collect()),
-        ),
-        ("tokenizer.ggml.merges", Kv::Strs(merges)),
-        ("tokenizer.ggml.eos_token_id", Kv::U32(n as u32 - 1)),
-        ("tokenizer.ggml.add_bos_token", Kv::Bool(false)),
-        ("tokenizer.chat_template", Kv::Str(CHATML_TEMPLATE.into())),
-    ]
+    let mut w = GgufWriter::new();
+    w.kv("general.architecture", Value::Str("qwen2".into()))
+        .kv("tokenizer.ggml.model", Value::Str("gpt2".into()))
+        .kv("tokenizer.ggml.pre", Value::Str("qwen2".into()))
+        .kv_strs("tokenizer.ggml.tokens", toks.iter().map(|t| t.0.as_str()))
+        .kv_i32s("tokenizer.ggml.token_type", toks.iter().map(|t| t.1))
+        .kv_strs("tokenizer.ggml.merges", merges)
+        .kv("tokenizer.ggml.eos_token_id", Value::U64(n as u64 - 1))
+        .kv("tokenizer.ggml.add_bos_token", Value::Bool(false))
+        .kv("tokenizer.chat_template", Value::Str(CHATML_TEMPLATE.into()));
+    w
 }
 
 /// Qwen-style ChatML template.
@@ -243,8 +131,8 @@ pub const CHATML_TEMPLATE: &str = "{%- for message in messages %}{%- if loop.fir
 /// Gemma-style template.
 pub const GEMMA_TEMPLATE: &str = "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{% set first_user_prefix = messages[0]['content'] + '\n\n' %}{% set loop_messages = messages[1:] %}{% else %}{% set first_user_prefix = '' %}{% set loop_messages = messages %}{% endif %}{% for message in loop_messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}{{ message['content'] | trim }}{{ '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}";
 
-fn build(kvs: &[(&str, Kv)]) -> Tokenizer {
-    let g = GgufFile::from_bytes(Path::new("fuzz-vocab.gguf"), gguf_bytes(kvs, &[]))
+fn build(w: &GgufWriter) -> Tokenizer {
+    let g = GgufFile::from_bytes(Path::new("fuzz-vocab.gguf"), w.to_bytes())
         .expect("fuzz vocabulary GGUF parses");
     Tokenizer::from_gguf(&g).expect("fuzz vocabulary builds")
 }
@@ -252,7 +140,7 @@ fn build(kvs: &[(&str, Kv)]) -> Tokenizer {
 /// The two tokenizers, built once: `[llama (SentencePiece), gpt2 (byte-level BPE)]`.
 pub fn tokenizers() -> &'static [Tokenizer; 2] {
     static T: OnceLock<[Tokenizer; 2]> = OnceLock::new();
-    T.get_or_init(|| [build(&llama_vocab_kvs()), build(&gpt2_vocab_kvs())])
+    T.get_or_init(|| [build(&llama_vocab()), build(&gpt2_vocab())])
 }
 
 /// Lets panics that project code catches on purpose pass: `ChatTemplate::render` turns a panic
@@ -266,3 +154,4 @@ pub fn allow_caught_panics() {
         std::panic::set_hook(Box::new(|info| eprintln!("panic: {info}")));
     });
 }
+

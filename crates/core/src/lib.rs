@@ -10,6 +10,7 @@ pub mod backend;
 pub mod batch;
 pub mod config;
 pub mod dtype;
+pub mod finish;
 pub mod host;
 pub mod kv;
 pub mod sampling;
@@ -22,13 +23,20 @@ pub use config::{
     YarnRamp, MAX_LAYERS,
 };
 pub use dtype::GgmlType;
+pub use finish::{FinishReason, StopReason};
 pub use kv::{kv_groups_for, KvGroupKind, KvGroupSpec};
 pub use sampling::SamplingParams;
 pub use weights::{Tensor, WeightBytes, WeightSource};
 
-/// Identifier of one request (one sequence of the batch) for its whole life.
+/// Identifier of one client request for its whole life (all its `n` choices; an engine
+/// handle's id for cancelling).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RequestId(pub u64);
+
+/// Identifier of one sequence: one choice of a request as the scheduler plans it and the
+/// engine thread samples it (a request of `n` choices has `n` sequences).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeqId(pub u64);
 
 /// Index of one block of the paged KV cache owned by a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

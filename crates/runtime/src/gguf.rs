@@ -437,43 +437,21 @@ mod tests {
         Path::new("test.gguf")
     }
 
-    fn header(n_tensors: u64, n_kv: u64) -> Vec<u8> {
-        let mut v = b"GGUF".to_vec();
-        v.extend(3u32.to_le_bytes());
-        v.extend(n_tensors.to_le_bytes());
-        v.extend(n_kv.to_le_bytes());
-        v
-    }
-
-    fn push_str(v: &mut Vec<u8>, s: &str) {
-        v.extend((s.len() as u64).to_le_bytes());
-        v.extend(s.as_bytes());
-    }
-
+    /// A llama file with a string, an array of two u32 and one 4x2 F32 tensor `w` (0..8).
     fn tiny() -> Vec<u8> {
-        let mut v = header(1, 2);
-        push_str(&mut v, "general.architecture");
-        v.extend(8u32.to_le_bytes());
-        push_str(&mut v, "llama");
-        push_str(&mut v, "some.array");
-        v.extend(9u32.to_le_bytes());
-        v.extend(4u32.to_le_bytes());
-        v.extend(2u64.to_le_bytes());
-        v.extend(7u32.to_le_bytes());
-        v.extend(9u32.to_le_bytes());
-        push_str(&mut v, "w");
-        v.extend(2u32.to_le_bytes());
-        v.extend(4u64.to_le_bytes());
-        v.extend(2u64.to_le_bytes());
-        v.extend(0u32.to_le_bytes()); // F32
-        v.extend(0u64.to_le_bytes());
-        while !v.len().is_multiple_of(32) {
-            v.push(0);
-        }
-        for i in 0..8 {
-            v.extend((i as f32).to_le_bytes());
-        }
-        v
+        let mut w = crate::gguf_write::GgufWriter::new();
+        w.kv("general.architecture", Value::Str("llama".into()))
+            .kv(
+                "some.array",
+                Value::Array(vec![Value::U64(7), Value::U64(9)]),
+            )
+            .tensor(
+                "w",
+                0,
+                &[4, 2],
+                (0..8).flat_map(|i| (i as f32).to_le_bytes()).collect(),
+            );
+        w.to_bytes()
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! A GGUF (version 3) writer: metadata as [`Value`]s, tensors as raw bytes in their encoding.
-//! The one writer the tests and fuzz seeds use to build files, and the way to rewrite a file
+//! The one writer the tests (of every crate: backends may use it as a dev-dependency) and the
+//! fuzz targets' vocabularies use to build files, and the way to rewrite a file
 //! ([`GgufWriter::from_file`]: all of its metadata and tensors, to change before writing).
 
 use crate::gguf::{GgufFile, Value};
@@ -40,6 +41,38 @@ impl GgufWriter {
             None => self.kv.push((key.to_string(), v)),
         }
         self
+    }
+
+    /// Sets metadata `key` to an array of strings.
+    pub fn kv_strs<S: Into<String>>(
+        &mut self,
+        key: &str,
+        items: impl IntoIterator<Item = S>,
+    ) -> &mut Self {
+        let a = items.into_iter().map(|s| Value::Str(s.into())).collect();
+        self.kv(key, Value::Array(a))
+    }
+
+    /// Sets metadata `key` to an array of f32 (GGUF type 6).
+    pub fn kv_f32s(&mut self, key: &str, items: impl IntoIterator<Item = f32>) -> &mut Self {
+        let a = items.into_iter().map(|x| Value::F64(x.into())).collect();
+        self.kv(key, Value::Array(a))
+    }
+
+    /// Sets metadata `key` to an array of i32 (GGUF type 5).
+    pub fn kv_i32s(&mut self, key: &str, items: impl IntoIterator<Item = i32>) -> &mut Self {
+        let a = items.into_iter().map(|x| Value::I64(x.into())).collect();
+        self.kv(key, Value::Array(a))
+    }
+
+    /// A SentencePiece vocabulary as llama.cpp stores it: `tokenizer.ggml.model` `llama`, the
+    /// `tokens`, their `scores` (all 0) and `token_type`s (llama.cpp's: 1 normal, 2 unknown,
+    /// 3 control, 4 user-defined, 6 byte). Ids are positions in `tokens`.
+    pub fn sentencepiece_vocab(&mut self, tokens: &[(String, i32)]) -> &mut Self {
+        self.kv("tokenizer.ggml.model", Value::Str("llama".into()))
+            .kv_strs("tokenizer.ggml.tokens", tokens.iter().map(|t| t.0.as_str()))
+            .kv_f32s("tokenizer.ggml.scores", tokens.iter().map(|_| 0.0))
+            .kv_i32s("tokenizer.ggml.token_type", tokens.iter().map(|t| t.1))
     }
 
     /// Removes metadata `key`.
@@ -204,5 +237,54 @@ mod tests {
         // A rewrite is the same file.
         let again = GgufWriter::from_file(&g).to_bytes();
         assert_eq!(again, w.to_bytes());
+    }
+
+    #[test]
+    fn typed_arrays_and_a_sentencepiece_vocabulary() {
+        let toks = vec![("<unk>".to_string(), 2), ("a".to_string(), 1)];
+        let mut w = GgufWriter::new();
+        w.sentencepiece_vocab(&toks)
+            .kv_i32s("x.i", [-3, 4])
+            .kv_f32s("x.f", [0.25, -1.0])
+            .kv_strs("x.s", ["p", "q"]);
+        let bytes = w.to_bytes();
+        let g = GgufFile::from_bytes(Path::new("v.gguf"), bytes.clone()).unwrap();
+        let arr = |v: Vec<Value>| Some(Value::Array(v));
+        let str = |s: &str| Value::Str(s.into());
+        assert_eq!(g.get("tokenizer.ggml.model"), Some(&str("llama")));
+        assert_eq!(
+            g.get("tokenizer.ggml.tokens").cloned(),
+            arr(vec![str("<unk>"), str("a")])
+        );
+        assert_eq!(
+            g.get("tokenizer.ggml.scores").cloned(),
+            arr(vec![Value::F64(0.0), Value::F64(0.0)])
+        );
+        assert_eq!(
+            g.get("tokenizer.ggml.token_type").cloned(),
+            arr(vec![Value::I64(2), Value::I64(1)])
+        );
+        assert_eq!(
+            g.get("x.i").cloned(),
+            arr(vec![Value::I64(-3), Value::I64(4)])
+        );
+        assert_eq!(
+            g.get("x.f").cloned(),
+            arr(vec![Value::F64(0.25), Value::F64(-1.0)])
+        );
+        assert_eq!(g.get("x.s").cloned(), arr(vec![str("p"), str("q")]));
+        // The element types llama.cpp writes: i32 token types, f32 scores, strings.
+        let types_after = |key: &str| {
+            let at = bytes
+                .windows(key.len())
+                .position(|w| w == key.as_bytes())
+                .unwrap();
+            let u32_at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().unwrap());
+            (u32_at(at + key.len()), u32_at(at + key.len() + 4))
+        };
+        assert_eq!(types_after("tokenizer.ggml.token_type"), (9, 5));
+        assert_eq!(types_after("tokenizer.ggml.scores"), (9, 6));
+        assert_eq!(types_after("tokenizer.ggml.tokens"), (9, 8));
+        assert_eq!(types_after("x.i"), (9, 5));
     }
 }

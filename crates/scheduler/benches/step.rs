@@ -1,7 +1,7 @@
 //! One scheduler step (schedule + update) with many running sequences: the engine's
 //! per-step bookkeeping cost outside the model.
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
-use switchyard_core::RequestId;
+use switchyard_core::SeqId;
 use switchyard_scheduler::{Request, SampledToken, Scheduler, SchedulerConfig};
 
 /// One step: schedule, then every sampling sequence gets `token`.
@@ -11,7 +11,7 @@ fn step(s: &mut Scheduler, token: u32) {
         .seqs
         .iter()
         .filter(|q| q.samples)
-        .map(|q| (q.id, SampledToken { token, stop: false }))
+        .map(|q| (q.id, SampledToken::token(token)))
         .collect();
     s.update(&plan, &out).unwrap();
 }
@@ -28,7 +28,7 @@ fn running(n: usize) -> Scheduler {
     .unwrap();
     for i in 0..n {
         let prompt: Vec<u32> = (0..128).map(|t| (t * 7 + i as u32 * 13) % 50_000).collect();
-        s.add_request(Request::new(RequestId(i as u64), prompt, 1024))
+        s.add_request(Request::new(SeqId(i as u64), prompt, 1024))
             .unwrap();
     }
     // Prefill everything once so that the measured steps are pure decode steps.

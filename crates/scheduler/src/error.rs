@@ -1,7 +1,7 @@
 //! Typed errors of the scheduler: bad configuration, rejected requests, protocol misuse in
 //! `update`, and internal invariant violations found by `check_invariants`.
 
-use switchyard_core::RequestId;
+use switchyard_core::SeqId;
 use thiserror::Error;
 
 /// A [`SchedulerConfig`](crate::SchedulerConfig) that cannot work.
@@ -32,19 +32,19 @@ pub enum AddRequestError {
     #[error("request {} is already queued or running", .id.0)]
     DuplicateId {
         /// The id.
-        id: RequestId,
+        id: SeqId,
     },
     /// The prompt has no tokens (there would be nothing to compute logits from).
     #[error("request {}: the prompt is empty", .id.0)]
     EmptyPrompt {
         /// The id.
-        id: RequestId,
+        id: SeqId,
     },
     /// `max_tokens` was 0.
     #[error("request {}: max_tokens must be at least 1", .id.0)]
     ZeroMaxTokens {
         /// The id.
-        id: RequestId,
+        id: SeqId,
     },
     /// Even alone, the request could outgrow the whole KV pool (so it could never finish).
     #[error(
@@ -55,7 +55,7 @@ pub enum AddRequestError {
     )]
     TooLong {
         /// The id.
-        id: RequestId,
+        id: SeqId,
         /// Prompt length in tokens.
         prompt_len: usize,
         /// Requested `max_tokens`.
@@ -76,20 +76,20 @@ pub enum UpdateError {
     #[error("request {} did not sample in this step but an output was given for it", .id.0)]
     UnexpectedOutput {
         /// The id.
-        id: RequestId,
+        id: SeqId,
     },
     /// A live request sampled in this plan but no output was given for it.
     #[error("request {} sampled in this step but no output was given for it", .id.0)]
     MissingOutput {
         /// The id.
-        id: RequestId,
+        id: SeqId,
     },
     /// Two outputs for one request that ran no draft, more than its draft allows, or outputs
     /// before the last that are not its draft's tokens in order.
     #[error("request {} has more outputs in this step than its draft allows", .id.0)]
     DuplicateOutput {
         /// The id.
-        id: RequestId,
+        id: SeqId,
     },
 }
 

@@ -1,13 +1,13 @@
 //! The scheduler's output for one step: plain data the engine turns into a
 //! [`ForwardBatch`] without asking the scheduler anything.
 
-use switchyard_core::{BlockId, ForwardBatch, RequestId, SeqInBatch};
+use switchyard_core::{BlockId, ForwardBatch, SeqId, SeqInBatch};
 
 /// One sequence's share of a step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScheduledSeq {
-    /// The request.
-    pub id: RequestId,
+    /// The sequence.
+    pub id: SeqId,
     /// Token ids to run this step, at positions `context_before..context_before + len`.
     /// A decode is one token; a prefill chunk (or a recompute after preemption) is more.
     pub tokens: Vec<u32>,
@@ -56,11 +56,11 @@ pub struct StepPlan {
     pub seqs: Vec<ScheduledSeq>,
     /// Requests preempted while planning this step: their blocks are freed and they wait to be
     /// recomputed. Drop any per-sequence state kept for them.
-    pub preempted: Vec<RequestId>,
+    pub preempted: Vec<SeqId>,
     /// Requests that finished in the `update` calls since the previous plan.
-    pub finished: Vec<RequestId>,
+    pub finished: Vec<SeqId>,
     /// Requests aborted since the previous plan.
-    pub aborted: Vec<RequestId>,
+    pub aborted: Vec<SeqId>,
     /// Counters.
     pub counters: StepCounters,
 }
@@ -77,7 +77,7 @@ impl StepPlan {
     }
 
     /// The requests that sample in this step, in output-row order.
-    pub fn sampling_ids(&self) -> impl Iterator<Item = RequestId> + '_ {
+    pub fn sampling_ids(&self) -> impl Iterator<Item = SeqId> + '_ {
         self.seqs.iter().filter(|s| s.samples).map(|s| s.id)
     }
 
@@ -127,7 +127,7 @@ mod tests {
         let plan = StepPlan {
             seqs: vec![
                 ScheduledSeq {
-                    id: RequestId(1),
+                    id: SeqId(1),
                     tokens: vec![9],
                     context_before: 5,
                     block_table: vec![BlockId(0), BlockId(1)],
@@ -137,7 +137,7 @@ mod tests {
                     num_draft: 0,
                 },
                 ScheduledSeq {
-                    id: RequestId(2),
+                    id: SeqId(2),
                     tokens: vec![1, 2, 3],
                     context_before: 0,
                     block_table: vec![BlockId(2)],
@@ -147,7 +147,7 @@ mod tests {
                     num_draft: 0,
                 },
                 ScheduledSeq {
-                    id: RequestId(3),
+                    id: SeqId(3),
                     tokens: vec![4, 5],
                     context_before: 4,
                     block_table: vec![BlockId(3), BlockId(4)],
@@ -167,7 +167,7 @@ mod tests {
         b.validate(4).unwrap();
         assert_eq!(
             plan.sampling_ids().collect::<Vec<_>>(),
-            [RequestId(1), RequestId(3)]
+            [SeqId(1), SeqId(3)]
         );
     }
 }

@@ -1,13 +1,14 @@
 //! Requests as the scheduler receives them, the token the engine reports back for each step,
 //! and what the scheduler returns when a request finishes.
 
-use switchyard_core::RequestId;
+use switchyard_core::{FinishReason, SeqId, StopReason};
 
-/// A generation request: a tokenized prompt and how many tokens to generate at most.
+/// A generation request: a tokenized prompt and how many tokens to generate at most. To the
+/// scheduler a request is one sequence (the engine adds one per choice of a client's request).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     /// Unique among unfinished requests.
-    pub id: RequestId,
+    pub id: SeqId,
     /// Prompt token ids; must not be empty.
     pub prompt: Vec<u32>,
     /// Upper bound on generated tokens (at least 1); the scheduler finishes the request with
@@ -28,7 +29,7 @@ pub struct Request {
 
 impl Request {
     /// A request with priority 0 and arrival 0 (so FCFS falls back to id order).
-    pub fn new(id: RequestId, prompt: Vec<u32>, max_tokens: usize) -> Self {
+    pub fn new(id: SeqId, prompt: Vec<u32>, max_tokens: usize) -> Self {
         Self {
             id,
             prompt,
@@ -67,42 +68,38 @@ impl Request {
 
 /// The token the engine sampled for one sequence, reported through
 /// [`Scheduler::update`](crate::Scheduler::update).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SampledToken {
     /// The sampled token id (it becomes part of the sequence).
     pub token: u32,
-    /// The engine decided the request is done after this token (EOS, stop string, ...).
-    /// `max_tokens` is enforced by the scheduler itself, so this may stay `false` for it.
-    pub stop: bool,
+    /// Why the engine ends the request after this token (EOS, a stop token or string), if it
+    /// does. `max_tokens` is enforced by the scheduler itself, so it needs no reason here.
+    pub stop: Option<StopReason>,
 }
 
 impl SampledToken {
     /// A token after which generation continues (unless `max_tokens` is reached).
     pub fn token(token: u32) -> Self {
-        Self { token, stop: false }
+        Self { token, stop: None }
     }
 
-    /// A token that ends the request (EOS or a stop condition).
-    pub fn stop(token: u32) -> Self {
-        Self { token, stop: true }
+    /// A token that ends the request for `reason` (EOS or a stop condition).
+    pub fn stop(token: u32, reason: StopReason) -> Self {
+        Self {
+            token,
+            stop: Some(reason),
+        }
     }
-}
-
-/// Why a request finished.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FinishReason {
-    /// The engine reported [`SampledToken::stop`].
-    Stop,
-    /// `max_tokens` tokens were generated.
-    Length,
 }
 
 /// A request that finished in an [`update`](crate::Scheduler::update); its blocks are freed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FinishedRequest {
     /// The request.
-    pub id: RequestId,
-    /// Why it finished.
+    pub id: SeqId,
+    /// Why it finished: [`FinishReason::Stop`] with the reason of its last
+    /// [`SampledToken::stop`], or [`FinishReason::Length`] (never `Cancelled`: an aborted
+    /// request is not reported).
     pub reason: FinishReason,
     /// Every generated token, in order (including the final one).
     pub output: Vec<u32>,

@@ -14,13 +14,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use switchyard_core::{BlockId, KvGroupKind, RequestId};
+use switchyard_core::{BlockId, FinishReason, KvGroupKind, SeqId};
 
 use crate::block_pool::BlockPool;
 use crate::error::{AddRequestError, ConfigError, InvariantViolation, UpdateError};
 use crate::hash::{hash_block, BlockHash};
 use crate::plan::{ScheduledSeq, StepCounters, StepPlan};
-use crate::request::{FinishReason, FinishedRequest, Request, SampledToken};
+use crate::request::{FinishedRequest, Request, SampledToken};
 
 mod invariants;
 
@@ -168,7 +168,7 @@ pub struct SchedulerStats {
 }
 
 /// Queue order: priority, then arrival, then id.
-type Key = (i32, u64, RequestId);
+type Key = (i32, u64, SeqId);
 
 #[derive(Debug)]
 struct Seq {
@@ -201,7 +201,7 @@ struct Seq {
 }
 
 impl Seq {
-    fn id(&self) -> RequestId {
+    fn id(&self) -> SeqId {
         self.key.2
     }
 
@@ -274,12 +274,12 @@ struct Admission {
 pub struct Scheduler {
     config: SchedulerConfig,
     pool: BlockPool,
-    seqs: BTreeMap<RequestId, Seq>,
+    seqs: BTreeMap<SeqId, Seq>,
     waiting: BTreeSet<Key>,
     /// Running requests in admission order.
-    running: Vec<RequestId>,
-    finished_since_plan: Vec<RequestId>,
-    aborted_since_plan: Vec<RequestId>,
+    running: Vec<SeqId>,
+    finished_since_plan: Vec<SeqId>,
+    aborted_since_plan: Vec<SeqId>,
     stats: SchedulerStats,
 }
 
@@ -369,7 +369,7 @@ impl Scheduler {
 
     /// Removes a waiting or running request and frees its blocks at once. Returns whether it
     /// was known. An output later given for it to [`update`](Self::update) is ignored.
-    pub fn abort(&mut self, id: RequestId) -> bool {
+    pub fn abort(&mut self, id: SeqId) -> bool {
         let Some(seq) = self.seqs.remove(&id) else {
             return false;
         };
@@ -398,7 +398,7 @@ impl Scheduler {
     pub fn schedule(&mut self) -> StepPlan {
         let mut budget = self.config.max_num_batched_tokens;
         let mut out: Vec<ScheduledSeq> = Vec::new();
-        let mut preempted: Vec<RequestId> = Vec::new();
+        let mut preempted: Vec<SeqId> = Vec::new();
 
         for id in self.running.clone() {
             if budget == 0 {
@@ -471,7 +471,7 @@ impl Scheduler {
         &mut self,
         budget: &mut usize,
         out: &mut Vec<ScheduledSeq>,
-        preempted: &mut Vec<RequestId>,
+        preempted: &mut Vec<SeqId>,
     ) {
         while *budget > 0 && self.running.len() < self.config.max_num_seqs {
             let Some(&key) = self.waiting.first() else {
@@ -531,7 +531,7 @@ impl Scheduler {
     /// every sliding group has the blocks its window needs for queries from `k * block_size`
     /// on: first the longest run over the full groups, then, from there down, the first `k`
     /// that every sliding group's cached blocks cover.
-    fn plan_admission(&mut self, id: RequestId, budget: usize) -> Admission {
+    fn plan_admission(&mut self, id: SeqId, budget: usize) -> Admission {
         let bs = self.config.block_size;
         let groups = &self.config.kv_groups;
         let seq = self.seqs.get_mut(&id).expect("waiting");
@@ -608,7 +608,7 @@ impl Scheduler {
 
     /// Gives back the blocks of a running request's sliding-window groups that no query at a
     /// position `>= num_computed` reads; their entries become [`BlockId::NULL`].
-    fn release_skipped(&mut self, id: RequestId) {
+    fn release_skipped(&mut self, id: SeqId) {
         let bs = self.config.block_size;
         let seq = self.seqs.get_mut(&id).expect("running");
         for (g, &kind) in self.config.kv_groups.iter().enumerate() {
@@ -626,7 +626,7 @@ impl Scheduler {
 
     /// Grows a running request's tables to cover `target` tokens; `false`, with nothing
     /// changed, if the pool is short.
-    fn try_grow(&mut self, id: RequestId, target: usize) -> bool {
+    fn try_grow(&mut self, id: SeqId, target: usize) -> bool {
         let seq = self.seqs.get_mut(&id).expect("running");
         let nb = target.div_ceil(self.config.block_size);
         let needed: usize = seq.tables.iter().map(|t| nb.saturating_sub(t.len())).sum();
@@ -650,7 +650,7 @@ impl Scheduler {
     /// step (if it is one, in the next plan) runs them too, as many as the step's token budget,
     /// `max_tokens` and free blocks allow, and [`update`](Self::update) keeps the accepted
     /// ones. Replaces an earlier proposal; ignored for a request that is not running.
-    pub fn set_draft(&mut self, id: RequestId, draft: Vec<u32>) {
+    pub fn set_draft(&mut self, id: SeqId, draft: Vec<u32>) {
         if let Some(seq) = self.seqs.get_mut(&id).filter(|s| s.running) {
             seq.draft = draft;
         }
@@ -658,7 +658,7 @@ impl Scheduler {
 
     /// Draft tokens the next step can take for running request `id` about to run `n` tokens
     /// with `budget` left: `None` unless it is a decode (`n == 1`) with a draft.
-    fn draft_room(&mut self, id: RequestId, n: usize, budget: usize) -> Option<usize> {
+    fn draft_room(&mut self, id: SeqId, n: usize, budget: usize) -> Option<usize> {
         let seq = self.seqs.get_mut(&id)?;
         if seq.draft.is_empty() {
             return None;
@@ -681,7 +681,7 @@ impl Scheduler {
         Some(k)
     }
 
-    fn lowest_priority_running(&self) -> Option<RequestId> {
+    fn lowest_priority_running(&self) -> Option<SeqId> {
         self.running
             .iter()
             .copied()
@@ -691,7 +691,7 @@ impl Scheduler {
     /// Frees a running request's blocks and queues it for recomputation (prompt and generated
     /// tokens alike). Removes it from `out` if it was planned already; returns the tokens that
     /// gives back to the budget.
-    fn preempt(&mut self, id: RequestId, out: &mut Vec<ScheduledSeq>) -> usize {
+    fn preempt(&mut self, id: SeqId, out: &mut Vec<ScheduledSeq>) -> usize {
         let returned = match out.iter().position(|s| s.id == id) {
             Some(i) => out.remove(i).tokens.len(),
             None => 0,
@@ -721,7 +721,7 @@ impl Scheduler {
     pub fn update(
         &mut self,
         plan: &StepPlan,
-        outputs: &[(RequestId, SampledToken)],
+        outputs: &[(SeqId, SampledToken)],
     ) -> Result<Vec<FinishedRequest>, UpdateError> {
         let live: Vec<&ScheduledSeq> = plan
             .seqs
@@ -732,17 +732,17 @@ impl Scheduler {
                 })
             })
             .collect();
-        let mut wanted: BTreeMap<RequestId, bool> = live
+        let mut wanted: BTreeMap<SeqId, bool> = live
             .iter()
             .filter(|s| s.samples)
             .map(|s| (s.id, false))
             .collect();
-        let drafts: BTreeMap<RequestId, &[u32]> = live
+        let drafts: BTreeMap<SeqId, &[u32]> = live
             .iter()
             .filter(|s| s.num_draft > 0)
             .map(|s| (s.id, &s.tokens[s.tokens.len() - s.num_draft..]))
             .collect();
-        let mut counts: BTreeMap<RequestId, usize> = BTreeMap::new();
+        let mut counts: BTreeMap<SeqId, usize> = BTreeMap::new();
         for &(id, _) in outputs {
             match wanted.get_mut(&id) {
                 Some(seen) => {
@@ -753,7 +753,8 @@ impl Scheduler {
                         let draft = drafts.get(&id).copied().unwrap_or(&[]);
                         let prev = outputs.iter().filter(|(o, _)| *o == id).nth(*i - 1);
                         let fits = *i <= draft.len()
-                            && prev.is_some_and(|(_, p)| !p.stop && p.token == draft[*i - 1]);
+                            && prev
+                                .is_some_and(|(_, p)| p.stop.is_none() && p.token == draft[*i - 1]);
                         if !fits {
                             return Err(UpdateError::DuplicateOutput { id });
                         }
@@ -787,16 +788,17 @@ impl Scheduler {
         }
 
         let mut ending = Vec::new();
-        for &(id, sampled) in outputs {
+        for (id, sampled) in outputs {
+            let id = *id;
             let Some(seq) = self.seqs.get_mut(&id) else {
                 continue;
             };
-            if ending.iter().any(|&(e, _)| e == id) {
+            if ending.iter().any(|(e, _)| *e == id) {
                 continue;
             }
             seq.tokens.push(sampled.token);
-            let reason = if sampled.stop {
-                Some(FinishReason::Stop)
+            let reason = if let Some(stop) = &sampled.stop {
+                Some(FinishReason::Stop(stop.clone()))
             } else if seq.tokens.len() - seq.prompt_len >= seq.max_tokens {
                 Some(FinishReason::Length)
             } else {
@@ -809,7 +811,7 @@ impl Scheduler {
 
         // After the tokens are in: a drafted sequence's accepted draft tokens are computed.
         if self.config.enable_prefix_caching {
-            let computed: Vec<(RequestId, usize)> = live
+            let computed: Vec<(SeqId, usize)> = live
                 .iter()
                 .filter(|s| !self.seqs[&s.id].no_cache)
                 .map(|s| (s.id, s.context_before + s.tokens.len()))
@@ -828,7 +830,7 @@ impl Scheduler {
 
     /// Offers the full blocks among the first `upto` computed tokens to the prefix cache of
     /// each KV group.
-    fn cache_computed_blocks(&mut self, id: RequestId, upto: usize) {
+    fn cache_computed_blocks(&mut self, id: SeqId, upto: usize) {
         let bs = self.config.block_size;
         let seq = self.seqs.get_mut(&id).expect("live");
         let full = upto.min(seq.num_computed) / bs;
@@ -846,7 +848,7 @@ impl Scheduler {
         seq.num_cached_blocks = seq.num_cached_blocks.max(full);
     }
 
-    fn finish(&mut self, id: RequestId, reason: FinishReason) -> FinishedRequest {
+    fn finish(&mut self, id: SeqId, reason: FinishReason) -> FinishedRequest {
         let seq = self.seqs.remove(&id).expect("live");
         self.pool.release(&seq.held_blocks());
         self.running.retain(|&r| r != id);
@@ -874,17 +876,17 @@ impl Scheduler {
     }
 
     /// Whether `id` is waiting or running.
-    pub fn contains(&self, id: RequestId) -> bool {
+    pub fn contains(&self, id: SeqId) -> bool {
         self.seqs.contains_key(&id)
     }
 
     /// Tokens generated so far by an unfinished request.
-    pub fn output_tokens(&self, id: RequestId) -> Option<&[u32]> {
+    pub fn output_tokens(&self, id: SeqId) -> Option<&[u32]> {
         self.seqs.get(&id).map(|s| &s.tokens[s.prompt_len..])
     }
 
     /// A request's known tokens: its prompt, then every token generated so far.
-    pub fn tokens(&self, id: RequestId) -> Option<&[u32]> {
+    pub fn tokens(&self, id: SeqId) -> Option<&[u32]> {
         self.seqs.get(&id).map(|s| s.tokens.as_slice())
     }
 

@@ -304,7 +304,7 @@ fn message_fields(a: &Assembled, m: &mut Map<String, Value>) {
 
 /// `finish_reason`: `tool_calls` when the answer ended on its own after calls.
 fn finish_reason(f: Option<&FinishReason>, calls: usize) -> &'static str {
-    let r = f.map_or("stop", FinishReason::as_openai);
+    let r = f.map_or("stop", openai_finish_reason);
     if calls > 0 && r == "stop" {
         "tool_calls"
     } else {
@@ -659,5 +659,18 @@ mod tests {
         assert_eq!(finish_reason(None, 2), "tool_calls");
         assert_eq!(finish_reason(Some(&FinishReason::Length), 1), "length");
         assert_eq!(finish_reason(None, 0), "stop");
+    }
+
+    #[test]
+    fn finish_reasons_in_openai_spelling() {
+        use switchyard_core::StopReason;
+        let stop = FinishReason::Stop(StopReason::Eos(2));
+        assert_eq!(finish_reason(Some(&stop), 0), "stop");
+        assert_eq!(finish_reason(Some(&stop), 1), "tool_calls");
+        let s = FinishReason::Stop(StopReason::StopString("x".into()));
+        assert_eq!(finish_reason(Some(&s), 0), "stop");
+        assert_eq!(finish_reason(Some(&FinishReason::Length), 0), "length");
+        assert_eq!(finish_reason(Some(&FinishReason::Cancelled), 0), "abort");
+        assert_eq!(finish_reason(Some(&FinishReason::Cancelled), 1), "abort");
     }
 }

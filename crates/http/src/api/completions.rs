@@ -233,7 +233,7 @@ pub async fn completions(
             *off += text.chars().count();
             vec![json!({
                 "index": index, "text": text, "logprobs": lp_json,
-                "finish_reason": out.finish.as_ref().map(FinishReason::as_openai),
+                "finish_reason": out.finish.as_ref().map(openai_finish_reason),
             })]
         };
         let prompt_tokens = prompt_lens.iter().sum();
@@ -266,7 +266,7 @@ pub async fn completions(
         let finish = if job.echo_only {
             "length"
         } else {
-            c.finish.as_ref().map_or("stop", FinishReason::as_openai)
+            c.finish.as_ref().map_or("stop", openai_finish_reason)
         };
         choices.push(json!({
             "index": index,

@@ -36,9 +36,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::stream::{self, BoxStream, StreamExt};
 use serde_json::{json, Map, Value};
-use switchyard_core::SamplingParams;
+use switchyard_core::{FinishReason, SamplingParams};
 use switchyard_runtime::engine::{
-    EngineError, EngineOutput, EngineRequest, FinishReason, StreamItem, TokenLogprob, MAX_LOGPROBS,
+    EngineError, EngineOutput, EngineRequest, StreamItem, TokenLogprob, MAX_LOGPROBS,
 };
 use switchyard_runtime::tokenizer::Tokenizer;
 
@@ -398,6 +398,17 @@ fn engine_error(e: EngineError) -> ApiError {
     }
 }
 
+/// OpenAI's (and vLLM's) `finish_reason` for how a choice ended: `stop`, `length`, or `abort`
+/// for a cancelled one (chat answers that end on their own after tool calls say `tool_calls`,
+/// see `chat::finish_reason`). Also the `finished_reason` label of the request metrics.
+fn openai_finish_reason(f: &FinishReason) -> &'static str {
+    match f {
+        FinishReason::Stop(_) => "stop",
+        FinishReason::Length => "length",
+        FinishReason::Cancelled => "abort",
+    }
+}
+
 /// One choice being assembled.
 #[derive(Default)]
 struct ChoiceAcc {
@@ -453,7 +464,7 @@ async fn collect(
     let reason = acc
         .values()
         .filter_map(|c| c.finish.as_ref())
-        .map(FinishReason::as_openai)
+        .map(openai_finish_reason)
         .next()
         .unwrap_or("stop");
     tracker.finish(reason);
@@ -514,7 +525,7 @@ fn sse_response(
             tracker.on_output(p, &out);
             usage.observe(p, &out);
             if let Some(f) = &out.finish {
-                reason = f.as_openai();
+                reason = openai_finish_reason(f);
             }
             for c in choices(p, &out) {
                 yield Ok(Event::default().data(head.chunk(Value::Array(vec![c])).to_string()));
@@ -577,7 +588,7 @@ fn event_sse(
             };
             tracker.on_output(p, &out);
             if let Some(f) = &out.finish {
-                reason = f.as_openai();
+                reason = openai_finish_reason(f);
             }
             for e in on(Step::Output(&out)) {
                 yield ev(e);

@@ -50,9 +50,10 @@ use switchyard_scheduler::{ConfigError, Scheduler, SchedulerConfig};
 
 pub use handle::{validate_request, EngineHandle, RequestStream, StreamItem};
 pub use speculative::SpeculativeConfig;
+pub use switchyard_core::{FinishReason, StopReason};
 pub use types::{
-    Completion, EngineError, EngineOutput, EngineRequest, EngineStats, FinishReason, StopReason,
-    SubmitError, TokenLogprob, Usage, MAX_LOGPROBS, MAX_N,
+    Completion, EngineError, EngineOutput, EngineRequest, EngineStats, SubmitError, TokenLogprob,
+    Usage, MAX_LOGPROBS, MAX_N,
 };
 
 use crate::tokenizer::Tokenizer;

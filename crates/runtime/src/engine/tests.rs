@@ -11,7 +11,8 @@ use switchyard_core::{
 };
 
 use super::*;
-use crate::gguf::GgufFile;
+use crate::gguf::{GgufFile, Value};
+use crate::gguf_write::GgufWriter;
 
 /// Model vocabulary: larger than the tokenizer's, like Qwen's padded embedding.
 const VOCAB: usize = 64;
@@ -44,51 +45,13 @@ fn id_of(t: &str) -> u32 {
 }
 
 fn tiny_tokenizer() -> Arc<Tokenizer> {
-    fn s(v: &mut Vec<u8>, x: &str) {
-        v.extend((x.len() as u64).to_le_bytes());
-        v.extend(x.as_bytes());
-    }
     let toks = vocab_tokens();
-    let mut v = b"GGUF".to_vec();
-    v.extend(3u32.to_le_bytes());
-    v.extend(0u64.to_le_bytes());
-    v.extend(7u64.to_le_bytes());
-    s(&mut v, "tokenizer.ggml.model");
-    v.extend(8u32.to_le_bytes());
-    s(&mut v, "llama");
-    s(&mut v, "tokenizer.ggml.tokens");
-    v.extend(9u32.to_le_bytes());
-    v.extend(8u32.to_le_bytes());
-    v.extend((toks.len() as u64).to_le_bytes());
-    for (t, _) in &toks {
-        s(&mut v, t);
-    }
-    s(&mut v, "tokenizer.ggml.scores");
-    v.extend(9u32.to_le_bytes());
-    v.extend(6u32.to_le_bytes());
-    v.extend((toks.len() as u64).to_le_bytes());
-    for _ in &toks {
-        v.extend(0f32.to_le_bytes());
-    }
-    s(&mut v, "tokenizer.ggml.token_type");
-    v.extend(9u32.to_le_bytes());
-    v.extend(5u32.to_le_bytes());
-    v.extend((toks.len() as u64).to_le_bytes());
-    for (_, ty) in &toks {
-        v.extend(ty.to_le_bytes());
-    }
-    for (key, val) in [
-        ("tokenizer.ggml.bos_token_id", BOS),
-        ("tokenizer.ggml.eos_token_id", EOS),
-    ] {
-        s(&mut v, key);
-        v.extend(4u32.to_le_bytes());
-        v.extend(val.to_le_bytes());
-    }
-    s(&mut v, "tokenizer.ggml.add_bos_token");
-    v.extend(7u32.to_le_bytes());
-    v.push(1);
-    let g = GgufFile::from_bytes(Path::new("tiny.gguf"), v).unwrap();
+    let mut w = GgufWriter::new();
+    w.sentencepiece_vocab(&toks)
+        .kv("tokenizer.ggml.bos_token_id", Value::U64(BOS.into()))
+        .kv("tokenizer.ggml.eos_token_id", Value::U64(EOS.into()))
+        .kv("tokenizer.ggml.add_bos_token", Value::Bool(true));
+    let g = GgufFile::from_bytes(Path::new("tiny.gguf"), w.to_bytes()).unwrap();
     let t = Tokenizer::from_gguf(&g).unwrap();
     assert_eq!(t.vocab_size, toks.len());
     Arc::new(t)

@@ -1,6 +1,6 @@
 //! What goes into the engine (requests), what comes out (outputs, stats) and what can go wrong.
 
-use switchyard_core::SamplingParams;
+use switchyard_core::{FinishReason, SamplingParams};
 
 /// Most choices (`n`) one request may ask for.
 pub const MAX_N: usize = 128;
@@ -100,39 +100,6 @@ pub struct TokenLogprob {
     pub logprob: f32,
     /// The top alternatives as (id, logprob), most likely first.
     pub top: Vec<(u32, f32)>,
-}
-
-/// What ended a choice with [`FinishReason::Stop`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StopReason {
-    /// The tokenizer's end-of-sequence token with this id.
-    Eos(u32),
-    /// One of the request's `stop_token_ids`.
-    StopToken(u32),
-    /// One of the request's `stop` strings (not included in the text).
-    StopString(String),
-}
-
-/// Why a choice ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FinishReason {
-    /// EOS, a stop token or a stop string.
-    Stop(StopReason),
-    /// `max_tokens` were generated.
-    Length,
-    /// The request was cancelled ([`EngineHandle::cancel`](super::EngineHandle::cancel)).
-    Cancelled,
-}
-
-impl FinishReason {
-    /// The OpenAI `finish_reason` string: `stop`, `length` or `abort`.
-    pub fn as_openai(&self) -> &'static str {
-        match self {
-            Self::Stop(_) => "stop",
-            Self::Length => "length",
-            Self::Cancelled => "abort",
-        }
-    }
 }
 
 /// Token counts of one choice so far.

@@ -10,17 +10,14 @@ use std::time::Duration;
 
 use rayon::prelude::*;
 
-use switchyard_core::{Backend, ForwardBatch, Logits, RequestId};
+use switchyard_core::{Backend, FinishReason, ForwardBatch, Logits, RequestId, SeqId, StopReason};
 use switchyard_scheduler::{Request, SampledToken, Scheduler, StepPlan};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::handle::{Command, StreamItem, Submission};
 use super::speculative::{ngram_draft, Acceptance};
 use super::stop::{Matched, StopMatcher};
-use super::types::{
-    EngineError, EngineOutput, EngineRequest, EngineStats, FinishReason, StopReason, TokenLogprob,
-    Usage,
-};
+use super::types::{EngineError, EngineOutput, EngineRequest, EngineStats, TokenLogprob, Usage};
 use super::EngineInfo;
 use crate::sampling::{logprobs, Sampler};
 use crate::tokenizer::{IncrementalDecoder, Tokenizer};
@@ -104,7 +101,7 @@ impl Seq {
 struct Group {
     tx: UnboundedSender<StreamItem>,
     /// Sequences in the scheduler.
-    seqs: Vec<RequestId>,
+    seqs: Vec<SeqId>,
     /// Choices 1.. held back until choice 0 has computed the prompt, so that they find its
     /// full blocks in the prefix cache instead of computing them again.
     deferred: Vec<(Request, Seq)>,
@@ -169,7 +166,7 @@ pub(crate) struct Worker {
     info: EngineInfo,
     rx: Receiver<Command>,
     groups: HashMap<RequestId, Group>,
-    seqs: HashMap<RequestId, Seq>,
+    seqs: HashMap<SeqId, Seq>,
     next_seq: u64,
     next_arrival: u64,
     totals: Totals,
@@ -333,7 +330,7 @@ impl Worker {
         };
         let mut first = None;
         for index in 0..n {
-            let sid = RequestId(self.next_seq);
+            let sid = SeqId(self.next_seq);
             self.next_seq += 1;
             let mut params = sampling.clone();
             params.seed = Some(base_seed.wrapping_add(index as u64));
@@ -682,7 +679,7 @@ impl Worker {
         // Each sequence of the plan with its rows (consecutive, in plan order; see
         // `build_batch`), processed in parallel: a greedy choice scans the whole vocabulary
         // (262,144 logits for Gemma), and the sequences are independent.
-        let mut by_id: HashMap<RequestId, &mut Seq> =
+        let mut by_id: HashMap<SeqId, &mut Seq> =
             self.seqs.iter_mut().map(|(&id, q)| (id, q)).collect();
         let mut rest: &mut [&mut [f32]] = &mut all_rows;
         let mut jobs = Vec::with_capacity(plan.seqs.len());
@@ -723,7 +720,7 @@ impl Worker {
             })
             .collect();
         drop(by_id);
-        let mut sampled: Vec<(RequestId, Sampled)> = Vec::new();
+        let mut sampled: Vec<(SeqId, Sampled)> = Vec::new();
         let num_embedded = embedded.len();
         sampled.append(&mut embedded);
         let mut failed: Vec<(RequestId, String)> = Vec::new();
@@ -744,10 +741,10 @@ impl Worker {
         for (rid, msg) in failed {
             self.fail_group(rid, EngineError::Internal(msg));
         }
-        let tokens: Vec<(RequestId, SampledToken)> = sampled
+        let tokens: Vec<(SeqId, SampledToken)> = sampled
             .iter()
             .filter(|(sid, _)| self.seqs.contains_key(sid))
-            .flat_map(|(sid, x)| x.tokens.iter().map(move |t| (*sid, *t)))
+            .flat_map(|(sid, x)| x.tokens.iter().map(move |t| (*sid, t.clone())))
             .collect();
         for (s, r) in plan.seqs.iter().zip(rows) {
             if r.draft.is_empty() {
@@ -838,7 +835,7 @@ impl Worker {
         plan: &StepPlan,
         rows: &[Rows],
         hidden: &[f32],
-    ) -> Vec<(RequestId, Sampled)> {
+    ) -> Vec<(SeqId, Sampled)> {
         let h = self.info.hidden_size;
         let mut done = Vec::new();
         for (s, r) in plan.seqs.iter().zip(rows) {
@@ -861,8 +858,8 @@ impl Worker {
                 done.push((
                     s.id,
                     Sampled {
-                        // Any id: the request ends here and the token is never computed.
-                        tokens: vec![SampledToken::stop(0)],
+                        // Any id, never computed: `max_tokens` (1) ends the request here.
+                        tokens: vec![SampledToken::token(0)],
                         output: seq.ended(Some(v)),
                     },
                 ));

@@ -343,47 +343,18 @@ mod tests {
 
     use super::*;
     use crate::gguf::GgufFile;
+    use crate::gguf_write::GgufWriter;
 
     /// A SentencePiece vocabulary with byte-fallback tokens: `<unk>`, `<0x00>`..`<0xFF>` (ids
     /// 1..=256), then `▁hello`, `a`.
     fn byte_fallback_tokenizer() -> Tokenizer {
-        fn s(v: &mut Vec<u8>, x: &str) {
-            v.extend((x.len() as u64).to_le_bytes());
-            v.extend(x.as_bytes());
-        }
         let mut toks = vec![("<unk>".to_string(), 2i32)];
         toks.extend((0..=255u8).map(|b| (format!("<0x{b:02X}>"), 6)));
         toks.push(("▁hello".into(), 1));
         toks.push(("a".into(), 1));
-        let mut v = b"GGUF".to_vec();
-        v.extend(3u32.to_le_bytes());
-        v.extend(0u64.to_le_bytes());
-        v.extend(4u64.to_le_bytes());
-        s(&mut v, "tokenizer.ggml.model");
-        v.extend(8u32.to_le_bytes());
-        s(&mut v, "llama");
-        s(&mut v, "tokenizer.ggml.tokens");
-        v.extend(9u32.to_le_bytes());
-        v.extend(8u32.to_le_bytes());
-        v.extend((toks.len() as u64).to_le_bytes());
-        for (t, _) in &toks {
-            s(&mut v, t);
-        }
-        s(&mut v, "tokenizer.ggml.scores");
-        v.extend(9u32.to_le_bytes());
-        v.extend(6u32.to_le_bytes());
-        v.extend((toks.len() as u64).to_le_bytes());
-        for _ in &toks {
-            v.extend(0f32.to_le_bytes());
-        }
-        s(&mut v, "tokenizer.ggml.token_type");
-        v.extend(9u32.to_le_bytes());
-        v.extend(5u32.to_le_bytes());
-        v.extend((toks.len() as u64).to_le_bytes());
-        for (_, ty) in &toks {
-            v.extend(ty.to_le_bytes());
-        }
-        let g = GgufFile::from_bytes(Path::new("bytes.gguf"), v).unwrap();
+        let mut w = GgufWriter::new();
+        w.sentencepiece_vocab(&toks);
+        let g = GgufFile::from_bytes(Path::new("bytes.gguf"), w.to_bytes()).unwrap();
         Tokenizer::from_gguf(&g).unwrap()
     }
 

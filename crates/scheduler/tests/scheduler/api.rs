@@ -1,9 +1,8 @@
 //! API contract tests: configuration and request validation, and `update` misuse.
 
-use switchyard_core::RequestId;
+use switchyard_core::{FinishReason, SeqId, StopReason};
 use switchyard_scheduler::{
-    AddRequestError, ConfigError, FinishReason, Request, SampledToken, Scheduler, SchedulerConfig,
-    UpdateError,
+    AddRequestError, ConfigError, Request, SampledToken, Scheduler, SchedulerConfig, UpdateError,
 };
 
 fn small() -> Scheduler {
@@ -40,7 +39,7 @@ fn config_rejects_zero_sizes() {
 #[test]
 fn add_request_rejects_with_typed_errors_and_keeps_state() {
     let mut s = small();
-    let id = RequestId(1);
+    let id = SeqId(1);
     assert_eq!(
         s.add_request(Request::new(id, vec![], 1)),
         Err(AddRequestError::EmptyPrompt { id })
@@ -79,7 +78,7 @@ fn update_rejects_mismatched_outputs_without_changing_anything() {
         ..small().config().clone()
     })
     .unwrap();
-    let (a, b) = (RequestId(1), RequestId(2));
+    let (a, b) = (SeqId(1), SeqId(2));
     s.add_request(Request::new(a, vec![1, 2], 3)).unwrap();
     s.add_request(Request::new(b, vec![3, 4, 5, 6, 7], 3))
         .unwrap();
@@ -99,8 +98,10 @@ fn update_rejects_mismatched_outputs_without_changing_anything() {
         Err(UpdateError::DuplicateOutput { id: a })
     );
     assert_eq!(s.output_tokens(a), Some(&[][..]), "nothing applied");
-    let done = s.update(&plan, &[(a, SampledToken::stop(9))]).unwrap();
-    assert_eq!(done[0].reason, FinishReason::Stop);
+    let done = s
+        .update(&plan, &[(a, SampledToken::stop(9, StopReason::Eos(9)))])
+        .unwrap();
+    assert_eq!(done[0].reason, FinishReason::Stop(StopReason::Eos(9)));
 
     let plan = s.schedule();
     assert_eq!(plan.finished, [a], "finished ids reach the next plan");
@@ -121,25 +122,32 @@ fn update_rejects_mismatched_outputs_without_changing_anything() {
 #[test]
 fn scheduler_finishes_at_max_tokens_and_engine_at_stop() {
     let mut s = small();
-    let (a, b) = (RequestId(1), RequestId(2));
+    let (a, b) = (SeqId(1), SeqId(2));
     s.add_request(Request::new(a, vec![1], 1)).unwrap();
     s.add_request(Request::new(b, vec![2], 5)).unwrap();
     let plan = s.schedule();
     let done = s
         .update(
             &plan,
-            &[(a, SampledToken::token(7)), (b, SampledToken::stop(8))],
+            &[
+                (a, SampledToken::token(7)),
+                (b, SampledToken::stop(8, StopReason::StopString("x".into()))),
+            ],
         )
         .unwrap();
     let reasons: Vec<_> = done
         .iter()
-        .map(|f| (f.id, f.reason, f.output.clone()))
+        .map(|f| (f.id, f.reason.clone(), f.output.clone()))
         .collect();
     assert_eq!(
         reasons,
         [
             (a, FinishReason::Length, vec![7]),
-            (b, FinishReason::Stop, vec![8])
+            (
+                b,
+                FinishReason::Stop(StopReason::StopString("x".into())),
+                vec![8]
+            )
         ]
     );
     assert!(!s.has_unfinished());

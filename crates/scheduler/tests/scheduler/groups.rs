@@ -3,7 +3,7 @@
 //! and capacity account for every group. Every step also goes through the driver's checks
 //! (reads only through live blocks, outputs equal to an unbatched run, nothing leaks).
 
-use switchyard_core::{BlockId, KvGroupKind, RequestId};
+use switchyard_core::{BlockId, KvGroupKind, SeqId};
 use switchyard_scheduler::{hash_full_blocks, AddRequestError, Request, SchedulerConfig};
 
 use crate::harness::{table_of, Driver, FakeModel};
@@ -38,7 +38,7 @@ fn sliding_group_gives_back_blocks_that_left_the_window() {
     // full group but never more than ceil((4 - 1 + 4) / 2) + 1 = 5 in the sliding one.
     let mut d = Driver::new(cfg(40, 4, vec![KvGroupKind::Full, sliding(4)]), MODEL);
     let prompt: Vec<u32> = (100..120).collect();
-    d.add(Request::new(RequestId(1), prompt, 11)).unwrap();
+    d.add(Request::new(SeqId(1), prompt, 11)).unwrap();
     let mut max_sliding = 0;
     let mut last = None;
     while d.sched.has_unfinished() {
@@ -78,7 +78,7 @@ fn prefix_hit_needs_the_window_blocks_of_every_sliding_group() {
     // Window 2: a hit of k blocks of 2 needs, in the sliding group, only block k - 1.
     let mut d = Driver::new(cfg(8, 2, vec![KvGroupKind::Full, sliding(2)]), MODEL);
     let a: Vec<u32> = (200..208).collect();
-    d.add(Request::new(RequestId(1), a.clone(), 1)).unwrap();
+    d.add(Request::new(SeqId(1), a.clone(), 1)).unwrap();
     d.finish_all(100);
     // A computed 8 tokens in chunks of 2; its sliding blocks 0 and 1 went back to the pool
     // (cached, so evicted first among cached blocks) while it ran.
@@ -87,7 +87,7 @@ fn prefix_hit_needs_the_window_blocks_of_every_sliding_group() {
     assert_eq!(pool.find_cached_prefix(0, &a, &hashes).len(), 4);
     assert_eq!(pool.find_cached_prefix(1, &a, &hashes).len(), 4);
     // A request of unique tokens takes two free blocks: A's sliding blocks 0 and 1.
-    d.add(Request::new(RequestId(2), vec![1, 2], 1)).unwrap();
+    d.add(Request::new(SeqId(2), vec![1, 2], 1)).unwrap();
     d.finish_all(100);
     let pool = d.sched.block_pool();
     assert!(pool.find_cached_block(1, 0, &a, &hashes).is_none());
@@ -98,7 +98,7 @@ fn prefix_hit_needs_the_window_blocks_of_every_sliding_group() {
     // the last one, block 3: a hit of 8 tokens although sliding blocks 0, 1 are gone.
     let mut b = a.clone();
     b.push(7);
-    d.add(Request::new(RequestId(3), b, 2)).unwrap();
+    d.add(Request::new(SeqId(3), b, 2)).unwrap();
     let rec = d.step();
     assert_eq!(rec.plan.seqs[0].num_cached_tokens, 8, "{:?}", rec.plan);
     assert_eq!(table_of(&rec.plan.seqs[0], 1)[..3], [BlockId::NULL; 3]);
@@ -111,7 +111,7 @@ fn prefix_hit_needs_the_window_blocks_of_every_sliding_group() {
     let mut e = a[..4].to_vec();
     e.extend([9, 9, 9]);
     let queries = d.sched.prefix_cache_hits();
-    d.add(Request::new(RequestId(4), e, 2)).unwrap();
+    d.add(Request::new(SeqId(4), e, 2)).unwrap();
     let rec = d.step();
     assert_eq!(rec.plan.seqs[0].num_cached_tokens, 0, "{:?}", rec.plan);
     d.finish_all(100);
@@ -126,7 +126,7 @@ fn preemption_with_sliding_groups_recomputes_to_the_same_output() {
     let mut d = Driver::new(cfg(30, 6, groups), MODEL);
     for i in 0..3u64 {
         let prompt: Vec<u32> = (0..12).map(|t| 300 + 20 * i as u32 + t).collect();
-        d.add(Request::new(RequestId(i), prompt, 13).with_arrival(i))
+        d.add(Request::new(SeqId(i), prompt, 13).with_arrival(i))
             .unwrap();
     }
     d.finish_all(1000);
@@ -147,9 +147,9 @@ fn capacity_counts_only_the_window_of_sliding_groups() {
     assert_eq!(two_full.blocks_per_seq(10), 10);
     assert_eq!(cfg(10, 4, vec![KvGroupKind::Full]).capacity_tokens(), 20);
     let mut d = Driver::new(c, MODEL);
-    d.add(Request::new(RequestId(1), vec![1; 8], 3)).unwrap();
+    d.add(Request::new(SeqId(1), vec![1; 8], 3)).unwrap();
     assert!(matches!(
-        d.add(Request::new(RequestId(2), vec![1; 8], 4)),
+        d.add(Request::new(SeqId(2), vec![1; 8], 4)),
         Err(AddRequestError::TooLong {
             capacity_tokens: 10,
             needed_tokens: 11,
@@ -163,7 +163,7 @@ fn capacity_counts_only_the_window_of_sliding_groups() {
     let c = cfg(10, 4, vec![sliding(4)]);
     assert_eq!(c.capacity_tokens(), usize::MAX);
     let mut d = Driver::new(c, MODEL);
-    d.add(Request::new(RequestId(1), (0..40).collect(), 30))
+    d.add(Request::new(SeqId(1), (0..40).collect(), 30))
         .unwrap();
     d.finish_all(1000);
     assert_eq!(d.sched.num_preemptions(), 0);

@@ -8,9 +8,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use switchyard_core::RequestId;
+use switchyard_core::{FinishReason, SeqId, StopReason};
 use switchyard_scheduler::{
-    AddRequestError, FinishReason, FinishedRequest, Request, SampledToken, ScheduledSeq, Scheduler,
+    AddRequestError, FinishedRequest, Request, SampledToken, ScheduledSeq, Scheduler,
     SchedulerConfig, StepPlan,
 };
 
@@ -59,7 +59,7 @@ impl FakeModel {
             let t = self.next(h);
             out.push(t);
             if self.eos == Some(t) {
-                return (out, FinishReason::Stop);
+                return (out, FinishReason::Stop(StopReason::Eos(t)));
             }
             if out.len() == max_tokens {
                 return (out, FinishReason::Length);
@@ -114,10 +114,10 @@ pub struct Driver {
     pub sched: Scheduler,
     model: FakeModel,
     slots: Vec<Option<Slot>>,
-    live: BTreeMap<RequestId, Live>,
-    accepted: BTreeMap<RequestId, Request>,
-    pub finished: BTreeMap<RequestId, FinishedRequest>,
-    pub aborted: BTreeSet<RequestId>,
+    live: BTreeMap<SeqId, Live>,
+    accepted: BTreeMap<SeqId, Request>,
+    pub finished: BTreeMap<SeqId, FinishedRequest>,
+    pub aborted: BTreeSet<SeqId>,
     pub coverage: Coverage,
 }
 
@@ -164,12 +164,12 @@ impl Driver {
     }
 
     /// Requests added and not yet finished or aborted, in id order.
-    pub fn live_ids(&self) -> Vec<RequestId> {
+    pub fn live_ids(&self) -> Vec<SeqId> {
         self.live.keys().copied().collect()
     }
 
     /// Aborts `id`; checks the scheduler knew it exactly when it was unfinished.
-    pub fn abort(&mut self, id: RequestId) {
+    pub fn abort(&mut self, id: SeqId) {
         let running_before = self.sched.num_running();
         let known = self.sched.abort(id);
         assert_eq!(known, self.live.remove(&id).is_some(), "abort of {id:?}");
@@ -222,14 +222,15 @@ impl Driver {
             let req = &self.accepted[&f.id];
             let (expected, reason) = self.model.reference(&req.prompt, req.max_tokens);
             assert_eq!(
-                (&f.output, f.reason),
-                (&expected, reason),
+                (&f.output, &f.reason),
+                (&expected, &reason),
                 "{:?} differs from an unbatched run",
                 f.id
             );
             match f.reason {
-                FinishReason::Stop => self.coverage.finished_stop += 1,
+                FinishReason::Stop(_) => self.coverage.finished_stop += 1,
                 FinishReason::Length => self.coverage.finished_length += 1,
+                FinishReason::Cancelled => panic!("{:?}: the scheduler reported Cancelled", f.id),
             }
             self.finished.insert(f.id, f.clone());
         }
@@ -266,7 +267,7 @@ impl Driver {
         );
         assert_eq!(plan.counters.num_scheduled_tokens, plan.num_tokens());
         assert_eq!(plan.counters.num_free_blocks, self.sched.num_free_blocks());
-        let ids: BTreeSet<RequestId> = plan.seqs.iter().map(|s| s.id).collect();
+        let ids: BTreeSet<SeqId> = plan.seqs.iter().map(|s| s.id).collect();
         assert_eq!(ids.len(), plan.seqs.len(), "a request scheduled twice");
         assert!(
             plan.preempted.iter().all(|p| !ids.contains(p)),
@@ -348,7 +349,7 @@ impl Driver {
     /// Runs the plan: reads each sequence's context from the cache (before any write of this
     /// step) through each KV group's table (a sliding group only its window), writes the
     /// step's tokens in every group, samples where asked.
-    fn execute(&mut self, plan: &StepPlan) -> Vec<(RequestId, SampledToken)> {
+    fn execute(&mut self, plan: &StepPlan) -> Vec<(SeqId, SampledToken)> {
         let bs = self.sched.config().block_size;
         let groups = self.sched.config().kv_groups.clone();
         let slot_of = |table: &[switchyard_core::BlockId], p: usize| {
@@ -416,7 +417,7 @@ impl Driver {
             if s.samples {
                 let token = self.model.next(context);
                 let sampled = if self.model.eos == Some(token) {
-                    SampledToken::stop(token)
+                    SampledToken::stop(token, StopReason::Eos(token))
                 } else {
                     SampledToken::token(token)
                 };

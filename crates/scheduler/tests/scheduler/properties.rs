@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use switchyard_core::{KvGroupKind, RequestId};
+use switchyard_core::{KvGroupKind, SeqId};
 use switchyard_scheduler::{Request, SchedulerConfig, SchedulerStats};
 
 use crate::harness::{Coverage, Driver, FakeModel};
@@ -87,11 +87,11 @@ proptest! {
         for op in ops {
             match op {
                 Op::Add { prompt, max_tokens, priority } => {
-                    let r = Request::new(RequestId(next_id), prompt, max_tokens).with_priority(priority).with_arrival(next_id);
+                    let r = Request::new(SeqId(next_id), prompt, max_tokens).with_priority(priority).with_arrival(next_id);
                     let _ = d.add(r);
                     next_id += 1;
                 }
-                Op::Abort(ix) if next_id > 0 => d.abort(RequestId(ix.index(next_id as usize) as u64)),
+                Op::Abort(ix) if next_id > 0 => d.abort(SeqId(ix.index(next_id as usize) as u64)),
                 Op::Abort(_) => {}
                 Op::Step(n) => {
                     for _ in 0..n {
@@ -142,7 +142,7 @@ fn random_run(seed: u64, rounds: usize) -> (Coverage, SchedulerStats, u64) {
             0..=11 => {
                 let len = rng.gen_range(1..=16);
                 let prompt = (0..len).map(|_| rng.gen_range(0..vocab)).collect();
-                let r = Request::new(RequestId(next_id), prompt, rng.gen_range(1..=12))
+                let r = Request::new(SeqId(next_id), prompt, rng.gen_range(1..=12))
                     .with_priority(rng.gen_range(0..3))
                     .with_arrival(next_id);
                 let _ = d.add(r);
@@ -154,7 +154,7 @@ fn random_run(seed: u64, rounds: usize) -> (Coverage, SchedulerStats, u64) {
                 if !live.is_empty() && rng.gen_bool(0.8) {
                     d.abort(live[rng.gen_range(0..live.len())]);
                 } else if next_id > 0 {
-                    d.abort(RequestId(rng.gen_range(0..next_id)));
+                    d.abort(SeqId(rng.gen_range(0..next_id)));
                 }
             }
             _ => {

@@ -1,7 +1,7 @@
 //! Draft tokens (speculative decoding): planned after a decode's token, rolled back on
 //! rejection, bounded by the budget, `max_tokens` and free blocks, and checked in `update`.
 
-use switchyard_core::RequestId;
+use switchyard_core::{SeqId, StopReason};
 use switchyard_scheduler::{SampledToken, Scheduler, SchedulerConfig, StepPlan, UpdateError};
 
 fn sched(num_blocks: usize, budget: usize) -> Scheduler {
@@ -17,7 +17,7 @@ fn sched(num_blocks: usize, budget: usize) -> Scheduler {
 }
 
 /// Admits a 6-token prompt and runs its prefill, sampling token 100.
-fn started(s: &mut Scheduler, id: RequestId, max_tokens: usize) {
+fn started(s: &mut Scheduler, id: SeqId, max_tokens: usize) {
     s.add_request(switchyard_scheduler::Request::new(
         id,
         (0..6).collect(),
@@ -38,7 +38,7 @@ fn only(p: &StepPlan) -> &switchyard_scheduler::ScheduledSeq {
 #[test]
 fn a_draft_runs_after_the_decode_token_and_rejected_tokens_roll_back() {
     let mut s = sched(8, 64);
-    let id = RequestId(1);
+    let id = SeqId(1);
     started(&mut s, id, 20);
     let free_before = s.num_free_blocks();
     s.set_draft(id, vec![7, 8, 9, 10]);
@@ -72,7 +72,8 @@ fn a_draft_runs_after_the_decode_token_and_rejected_tokens_roll_back() {
     );
     assert_eq!(q.block_table.len(), 3);
     assert!(s.num_free_blocks() <= free_before);
-    s.update(&p, &[(id, SampledToken::stop(56))]).unwrap();
+    s.update(&p, &[(id, SampledToken::stop(56, StopReason::Eos(56)))])
+        .unwrap();
     s.check_invariants().unwrap();
     assert!(!s.contains(id));
     assert_eq!(s.num_free_blocks(), 8);
@@ -81,7 +82,7 @@ fn a_draft_runs_after_the_decode_token_and_rejected_tokens_roll_back() {
 #[test]
 fn a_rejected_draft_gives_its_blocks_back() {
     let mut s = sched(8, 64);
-    let id = RequestId(1);
+    let id = SeqId(1);
     started(&mut s, id, 20);
     // 6 computed + 1 token + 9 draft = 16 positions = 4 blocks; only 2 are needed after.
     s.set_draft(id, (200..209).collect());
@@ -97,7 +98,7 @@ fn a_rejected_draft_gives_its_blocks_back() {
 fn drafts_are_bounded_by_max_tokens_budget_and_free_blocks() {
     // max_tokens 4: one token generated, so at most 4 - 1 - 1 = 2 draft tokens.
     let mut s = sched(8, 64);
-    let id = RequestId(1);
+    let id = SeqId(1);
     started(&mut s, id, 4);
     s.set_draft(id, vec![1, 2, 3, 4, 5]);
     let p = s.schedule();
@@ -115,15 +116,15 @@ fn drafts_are_bounded_by_max_tokens_budget_and_free_blocks() {
 
     // A budget of 3 tokens: the decode token and 2 draft tokens.
     let mut s = sched(8, 3);
-    started_chunked(&mut s, RequestId(2));
-    s.set_draft(RequestId(2), vec![1, 2, 3, 4, 5]);
+    started_chunked(&mut s, SeqId(2));
+    s.set_draft(SeqId(2), vec![1, 2, 3, 4, 5]);
     let p = s.schedule();
     assert_eq!(only(&p).num_draft, 2);
 
     // Blocks: 2 blocks in all; the prompt and token fill 7 of 8 slots, so a draft of 3 does
     // not fit and the step runs without it (nothing is preempted for a draft).
     let mut s = sched(2, 64);
-    let id = RequestId(3);
+    let id = SeqId(3);
     started(&mut s, id, 2);
     s.set_draft(id, vec![1, 2, 3]);
     let p = s.schedule();
@@ -133,7 +134,7 @@ fn drafts_are_bounded_by_max_tokens_budget_and_free_blocks() {
 }
 
 /// Like `started`, for a budget smaller than the prompt (prefill in chunks).
-fn started_chunked(s: &mut Scheduler, id: RequestId) {
+fn started_chunked(s: &mut Scheduler, id: SeqId) {
     s.add_request(switchyard_scheduler::Request::new(id, (0..6).collect(), 20))
         .unwrap();
     loop {
@@ -150,7 +151,7 @@ fn started_chunked(s: &mut Scheduler, id: RequestId) {
 #[test]
 fn update_checks_drafted_outputs() {
     let mut s = sched(8, 64);
-    let id = RequestId(1);
+    let id = SeqId(1);
     started(&mut s, id, 20);
     s.set_draft(id, vec![7, 8]);
     let p = s.schedule();
@@ -166,7 +167,10 @@ fn update_checks_drafted_outputs() {
     assert_eq!(
         s.update(
             &p,
-            &[(id, SampledToken::stop(7)), (id, SampledToken::token(8))]
+            &[
+                (id, SampledToken::stop(7, StopReason::StopToken(7))),
+                (id, SampledToken::token(8))
+            ]
         ),
         Err(UpdateError::DuplicateOutput { id })
     );
@@ -193,7 +197,7 @@ fn update_checks_drafted_outputs() {
 #[test]
 fn a_draft_for_a_prefill_or_a_waiting_request_is_dropped() {
     let mut s = sched(8, 4);
-    let id = RequestId(1);
+    let id = SeqId(1);
     s.add_request(switchyard_scheduler::Request::new(id, (0..6).collect(), 20))
         .unwrap();
     s.set_draft(id, vec![1, 2]); // waiting: ignored

@@ -9,7 +9,7 @@
 
 use std::fmt::Write;
 
-use switchyard_core::RequestId;
+use switchyard_core::SeqId;
 use switchyard_scheduler::{Request, SchedulerConfig};
 
 use crate::harness::{Driver, FakeModel};
@@ -37,7 +37,7 @@ fn add(id: u64, prompt_len: usize, max_tokens: usize) -> Ev {
 }
 
 fn add_prompt(id: u64, prompt: Vec<u32>, max_tokens: usize) -> Ev {
-    Ev::Add(Request::new(RequestId(id), prompt, max_tokens))
+    Ev::Add(Request::new(SeqId(id), prompt, max_tokens))
 }
 
 fn abort(id: u64) -> Ev {
@@ -55,7 +55,7 @@ fn cfg(block_size: usize, num_blocks: usize, budget: usize, max_seqs: usize) -> 
     }
 }
 
-fn ids(list: impl IntoIterator<Item = RequestId>) -> String {
+fn ids(list: impl IntoIterator<Item = SeqId>) -> String {
     list.into_iter().map(|id| format!(" r{}", id.0)).collect()
 }
 
@@ -75,7 +75,7 @@ fn check(config: SchedulerConfig, events: &[(usize, Ev)], expected: &str) {
                 Ev::Add(r) => d
                     .add(r.clone().with_arrival(next as u64))
                     .expect("accepted"),
-                Ev::Abort(id) => d.abort(RequestId(*id)),
+                Ev::Abort(id) => d.abort(SeqId(*id)),
             }
             next += 1;
         }

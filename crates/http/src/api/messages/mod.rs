@@ -9,6 +9,7 @@ mod input;
 use super::chat::{chat_prompt, prepare_chat};
 use super::*;
 use crate::tools::Piece;
+use switchyard_core::StopReason;
 
 /// An error in Anthropic's shape, with the same status (and `Retry-After`).
 pub fn anthropic_error(e: ApiError) -> Response {
@@ -147,7 +148,6 @@ impl Blocks {
 
 /// `stop_reason` and `stop_sequence`.
 fn stop_reason(f: Option<&FinishReason>, tool_use: bool) -> (&'static str, Value) {
-    use switchyard_runtime::engine::StopReason;
     match f {
         Some(FinishReason::Length) => ("max_tokens", Value::Null),
         _ if tool_use => ("tool_use", Value::Null),
@@ -327,9 +327,7 @@ mod tests {
             stop_reason(Some(&FinishReason::Length), true).0,
             "max_tokens"
         );
-        let s = FinishReason::Stop(switchyard_runtime::engine::StopReason::StopString(
-            "X".into(),
-        ));
+        let s = FinishReason::Stop(StopReason::StopString("X".into()));
         assert_eq!(stop_reason(Some(&s), false), ("stop_sequence", json!("X")));
         assert_eq!(usage(10, 4, 2)["input_tokens"], 6);
     }

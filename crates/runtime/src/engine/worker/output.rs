@@ -31,7 +31,7 @@ pub(super) fn process_seq(
             let mut out: Option<Sampled> = None;
             for (i, &token) in ids.iter().enumerate() {
                 let x = emit(seq, tok, token, None);
-                let go_on = !x.tokens[0].stop && draft.get(i) == Some(&token);
+                let go_on = x.output.finish.is_none() && draft.get(i) == Some(&token);
                 join(&mut out, x);
                 if !go_on {
                     break;
@@ -60,7 +60,7 @@ pub(super) fn process_seq(
     let mut out: Option<Sampled> = None;
     for (i, row) in rows[prompt.len()..].iter_mut().enumerate() {
         let x = sample_row(seq, tok, row)?;
-        let go_on = !x.tokens[0].stop && draft.get(i) == Some(&x.tokens[0].token);
+        let go_on = x.output.finish.is_none() && draft.get(i) == Some(&x.tokens[0].token);
         join(&mut out, x);
         if !go_on {
             break;
@@ -158,10 +158,11 @@ fn emit(seq: &mut Seq, tok: &Tokenizer, token: u32, lp: Option<TokenLogprob>) ->
             m => resolve(m, None, &spec),
         }
     };
-    let token_state = if finish.is_some() {
-        SampledToken::stop(token)
-    } else {
-        SampledToken::token(token)
+    // The scheduler ends the sequence at the same token: for a stop, told why; at
+    // `max_tokens` (`Length`), by its own count.
+    let token_state = match &finish {
+        Some(FinishReason::Stop(reason)) => SampledToken::stop(token, reason.clone()),
+        _ => SampledToken::token(token),
     };
     Sampled {
         tokens: vec![token_state],
