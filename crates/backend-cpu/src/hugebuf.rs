@@ -5,10 +5,11 @@
 //! every decoding step; the output projection alone is ~180 MB for Gemma 3 270M. With 4 KiB
 //! pages such a scan needs a TLB entry per 4 KiB; with 2 MiB pages one per 2 MiB. Linux gives
 //! huge pages to an anonymous range when THP is `always`, or when it is `madvise` (the common
-//! default) and the range was `madvise(MADV_HUGEPAGE)`d before it was first touched. So
-//! [`HugeBuf`] allocates with 2 MiB alignment, advises, and only then writes (zeros). Where THP
-//! is off, or on other systems, it is an ordinary aligned allocation: same contents, same code.
-//! `SWITCHYARD_HUGEPAGES=0` skips the advice (for measuring it).
+//! default) and the range was `madvise(MADV_HUGEPAGE)`d before it was first touched. So on
+//! Linux a [`HugeBuf`] of at least 2 MiB is its own anonymous map, 2 MiB aligned, whose whole
+//! huge pages are advised before the first write (`map_huge`). Where THP is off it is still
+//! such a map (4 KiB pages); on other systems, and for small buffers, an ordinary allocation:
+//! same contents, same code. `SWITCHYARD_HUGEPAGES=0` skips the advice (for measuring it).
 
 use std::alloc::{self, Layout};
 use std::ops::{Deref, DerefMut};
@@ -16,13 +17,26 @@ use std::ptr::NonNull;
 
 /// Size of a huge page on x86-64 and (4 KiB-granule) aarch64 Linux.
 const HUGE: usize = 2 << 20;
+/// Size of a base page there.
+const PAGE: usize = 4 << 10;
 
 /// A fixed-length, zero-initialised buffer of plain-old-data elements; at least 2 MiB large
 /// ones are 2 MiB aligned and advised for huge pages (see the module docs).
 pub struct HugeBuf<T: bytemuck::Pod> {
     ptr: NonNull<T>,
     len: usize,
-    layout: Layout,
+    alloc: Alloc,
+}
+
+/// How a [`HugeBuf`]'s memory was obtained.
+enum Alloc {
+    /// Nothing (zero bytes).
+    None,
+    /// The global allocator, with this layout.
+    Heap(Layout),
+    /// Its own anonymous map of this many bytes (Linux, huge buffers).
+    #[cfg_attr(not(target_os = "linux"), expect(dead_code, reason = "Linux only"))]
+    Map(usize),
 }
 
 // SAFETY: `HugeBuf` owns its allocation exclusively, like a `Vec<T>`; `T: Pod` has no
@@ -48,34 +62,84 @@ impl<T: bytemuck::Pod> HugeBuf<T> {
             return Self {
                 ptr: NonNull::dangling(),
                 len,
-                layout: Layout::new::<()>(),
+                alloc: Alloc::None,
             };
         }
-        let huge = bytes >= HUGE;
-        let layout = if huge {
-            // Whole huge pages, so the last one is not shared with another allocation.
-            Layout::from_size_align(bytes.next_multiple_of(HUGE), HUGE)
-        } else {
-            Layout::from_size_align(bytes, std::mem::align_of::<T>())
+        if bytes >= HUGE {
+            if let Some(p) = map_huge(bytes) {
+                return Self {
+                    ptr: p.cast(),
+                    len,
+                    alloc: Alloc::Map(bytes.next_multiple_of(PAGE)),
+                };
+            }
         }
-        .expect("HugeBuf: bad layout");
+        let layout = Layout::from_size_align(bytes, std::mem::align_of::<T>().max(64))
+            .expect("HugeBuf: bad layout");
         // SAFETY: `layout` has a non-zero size.
-        let raw = unsafe { alloc::alloc(layout) };
+        let raw = unsafe { alloc::alloc_zeroed(layout) };
         let Some(raw) = NonNull::new(raw) else {
             alloc::handle_alloc_error(layout)
         };
-        if huge && advise_enabled() {
-            advise_huge(raw.as_ptr(), layout.size());
-        }
-        // SAFETY: `raw` is valid for `layout.size() >= bytes` bytes of writes; the zeros are
-        // the first touch of these pages (after the advice).
-        unsafe { std::ptr::write_bytes(raw.as_ptr(), 0, layout.size()) };
         Self {
             ptr: raw.cast(),
             len,
-            layout,
+            alloc: Alloc::Heap(layout),
         }
     }
+}
+
+/// A fresh anonymous map of `bytes` (rounded up to whole base pages) starting on a huge-page
+/// boundary, its whole huge pages advised for THP before anything touches them: a buffer from
+/// the heap may reuse pages the load already touched, which stay 4 KiB pages, and rounding the
+/// buffer up to whole huge pages would make the rounded-up tail resident too (a huge page is
+/// backed whole at its first touch: for Qwen2.5 0.5B's 72 matrices of 3 MB, 86 MB). So: only
+/// the buffer's own whole huge pages are huge, the rest of its last one stays in 4 KiB pages,
+/// and nothing past its end is touched. A new map reads as zeros. `None` where this is not
+/// Linux or the map fails (the caller then uses the allocator).
+#[cfg(target_os = "linux")]
+fn map_huge(bytes: usize) -> Option<NonNull<u8>> {
+    let len = bytes.next_multiple_of(PAGE);
+    let total = len.checked_add(HUGE)?;
+    // SAFETY: a new private anonymous map; no existing memory is affected.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            total,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return None;
+    }
+    let base = p as usize;
+    let start = base.next_multiple_of(HUGE);
+    // SAFETY: `base..start` and `start + len..base + total` are the parts of the map just made
+    // that lie outside the buffer (`start - base <= HUGE - PAGE`, so `start + len <= base +
+    // total`); nothing refers to them.
+    unsafe {
+        if start > base {
+            libc::munmap(p, start - base);
+        }
+        if base + total > start + len {
+            libc::munmap(
+                (start + len) as *mut libc::c_void,
+                base + total - start - len,
+            );
+        }
+    }
+    if advise_enabled() {
+        advise_huge(start as *mut u8, bytes / HUGE * HUGE);
+    }
+    NonNull::new(start as *mut u8)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn map_huge(_: usize) -> Option<NonNull<u8>> {
+    None
 }
 
 #[cfg(target_os = "linux")]
@@ -129,9 +193,18 @@ pub(crate) fn trim_heap() {
 
 impl<T: bytemuck::Pod> Drop for HugeBuf<T> {
     fn drop(&mut self) {
-        if self.layout.size() != 0 {
+        match self.alloc {
+            Alloc::None => {}
             // SAFETY: allocated in `zeroed` with exactly this layout.
-            unsafe { alloc::dealloc(self.ptr.as_ptr().cast(), self.layout) };
+            Alloc::Heap(layout) => unsafe { alloc::dealloc(self.ptr.as_ptr().cast(), layout) },
+            #[cfg(target_os = "linux")]
+            // SAFETY: the map `map_huge` made for this buffer, `len` bytes from `ptr`; no
+            // reference into it outlives `self`.
+            Alloc::Map(len) => unsafe {
+                libc::munmap(self.ptr.as_ptr().cast(), len);
+            },
+            #[cfg(not(target_os = "linux"))]
+            Alloc::Map(_) => unreachable!("maps are made only on Linux"),
         }
     }
 }
@@ -158,7 +231,15 @@ mod tests {
 
     #[test]
     fn buffers_are_zeroed_writable_and_aligned_when_large() {
-        for len in [0usize, 1, 7, 1000, (HUGE / 4) + 3, 3 * HUGE / 4] {
+        for len in [
+            0usize,
+            1,
+            7,
+            1000,
+            (HUGE / 4) + 3,
+            3 * HUGE / 4,
+            5 * HUGE / 8 + 1,
+        ] {
             let mut b = HugeBuf::<u32>::zeroed(len);
             assert_eq!(b.len(), len);
             assert!(b.iter().all(|&v| v == 0));
@@ -166,7 +247,7 @@ mod tests {
                 *v = i as u32;
             }
             assert!(b.iter().enumerate().all(|(i, &v)| v == i as u32));
-            if len * 4 >= HUGE {
+            if cfg!(target_os = "linux") && len * 4 >= HUGE {
                 assert_eq!(b.as_ptr() as usize % HUGE, 0);
             }
         }

@@ -12,7 +12,7 @@
 //! tolerances of the tests.
 //!
 //! The same matrices in the transposed layout made at load (`TransposedQ0`, the model's layer
-//! matrices; `rows_transposed_q0`) skip the decoding and transposes and use groups of 8 only:
+//! matrices; `rows_transposed`) skip the decoding and transposes and use groups of 8 only:
 //! the AVX2 kernel's integers and float operations, so the AVX2 level's bits. That is most of a
 //! one-token step (Qwen2.5-Coder 0.5B decode, TPOT 32 -> 22 ms on an Intel Xeon with AMX).
 //!
@@ -37,174 +37,71 @@ use switchyard_core::GgmlType;
 
 // (`q0_decode!` names the kinds and helpers it may expand to.)
 use super::avx2::{
-    bytes_from_bits, hsum_ps, iq4nl_table, prefetch_bytes, q0_block_bytes, q0_five, q0_header,
-    token_blocks, token_groups, tq0_group_bytes, tq0_header, transpose4x2, transpose8, IQ4_NL,
-    Q4_0, Q4_1, Q5_0, Q8_0, ROW_PREFETCH_AHEAD,
+    bytes_from_bits, hsum_ps, iq4nl_table, packed_groups, q0_block_bytes, q0_five, q0_header,
+    row_tiles, tq0_group_bytes, tq0_header, transpose4x2, transpose8, Group, PackedJob, IQ4_NL,
+    Q4_0, Q4_1, Q5_0, Q8_0,
 };
 use super::quant::{Q8Acts, QK8};
-use super::{Acts, OutPtr, QMatrix};
+use super::{Family, OutPtr, RowJob};
 /// Most tokens multiplied with one decoded group of 8 weight blocks (Q4_0 / Q5_0 / Q8_0): a
 /// token takes one register across the row.
 const Q0_NT_MAX: usize = 16;
 
 /// Computes rows `r0..r1` of the output for all `n_tok` tokens (see `scalar::rows`).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(crate) fn rows(
-    w: &QMatrix<'_>,
-    acts: &Acts<'_>,
-    r0: usize,
-    r1: usize,
-    n_tok: usize,
-    out: &OutPtr,
-) {
-    match (w.dtype, acts) {
-        (GgmlType::Q8_0, Acts::Q8(a)) => rows_q0::<Q8_0>(w, a, r0, r1, n_tok, out),
-        (GgmlType::Q4_0, Acts::Q8(a)) => rows_q0::<Q4_0>(w, a, r0, r1, n_tok, out),
-        (GgmlType::Q5_0, Acts::Q8(a)) => rows_q0::<Q5_0>(w, a, r0, r1, n_tok, out),
-        _ => super::avx2::rows(w, acts, r0, r1, n_tok, out),
+pub(crate) fn rows(job: &RowJob<'_>) {
+    match (job.w.dtype, job.family()) {
+        (GgmlType::Q8_0, Family::Q8(j)) => rows_q0::<Q8_0>(&j),
+        (GgmlType::Q4_0, Family::Q8(j)) => rows_q0::<Q4_0>(&j),
+        (GgmlType::Q5_0, Family::Q8(j)) => rows_q0::<Q5_0>(&j),
+        _ => super::avx2::rows(job),
     }
 }
 
-/// Rows `r0..r1` for weights of kind `K`, groups of up to 8 tokens, with the activations in
+/// Rows `r0..r1` for weights of kind `K`, groups of up to 16 tokens, with the activations in
 /// their interleaved form (`Q8Acts::interleave`).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn rows_q0<const K: u8>(
-    w: &QMatrix<'_>,
-    a: &Q8Acts,
-    r0: usize,
-    r1: usize,
-    n_tok: usize,
-    out: &OutPtr,
-) {
+fn rows_q0<const K: u8>(job: &RowJob<'_, Q8Acts>) {
+    let a = job.a;
     let wide = a.layout().0 > 0;
-    row_tiles::<Q0_NT_MAX>(
-        w,
-        w.row_bytes(),
-        false,
-        (r0, r1, n_tok),
-        out,
-        |row, t0, nt, res| {
-            macro_rules! go {
-            ($($n:literal)*) => {
-                match nt {
-                    $($n => q0_dot::<$n, K, false>(row, a, t0, res),)*
-                    _ => unreachable!(),
-                }
-            };
+    let rb = job.w.row_bytes();
+    row_tiles::<_, Q0_NT_MAX>(job, (rb, Q0_NT_MAX, false), |row, t0, nt, res| {
+        if wide {
+            by_nt!(nt, q0_dot_wide::<_, K>(row, a, t0, res))
+        } else {
+            by_nt!(nt, q0_dot::<_, K, false>(row, a, t0, res))
         }
-            macro_rules! go_wide {
-            ($($n:literal)*) => {
-                match nt {
-                    $($n => q0_dot_wide::<$n, K>(row, a, t0, res),)*
-                    _ => unreachable!(),
-                }
-            };
-        }
-            if wide {
-                go_wide!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
-            } else {
-                go!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
-            }
-        },
-    );
-}
-
-/// Rows `r0..r1` of a Q4_0 / Q5_0 / Q8_0 matrix in the transposed layout
-/// ([`super::TransposedQ0`]), with the activations interleaved in groups of 8 blocks (no wide
-/// groups; Q8_0 with offset 128): `q0_dot` without its decoding and transposes, so the same
-/// integers and float operations as on the file layout in groups of 8, which are the AVX2
-/// kernel's: the same bits as the AVX2 level. Tiles, token groups and the prefetch of rows
-/// ahead are those of `avx2::rows_q0_k`.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(crate) fn rows_transposed_q0(
-    w: &QMatrix<'_>,
-    a: &Q8Acts,
-    r0: usize,
-    r1: usize,
-    n_tok: usize,
-    out: &OutPtr,
-) {
-    match w.dtype {
-        GgmlType::Q8_0 => rows_pre::<Q8_0>(w, a, r0, r1, n_tok, out),
-        GgmlType::Q4_0 => rows_pre::<Q4_0>(w, a, r0, r1, n_tok, out),
-        GgmlType::Q5_0 => rows_pre::<Q5_0>(w, a, r0, r1, n_tok, out),
-        t => unreachable!("rows_transposed_q0: {t} has no VNNI kernel"),
-    }
-}
-
-/// [`rows_transposed_q0`] for kind `K`.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn rows_pre<const K: u8>(
-    w: &QMatrix<'_>,
-    a: &Q8Acts,
-    r0: usize,
-    r1: usize,
-    n_tok: usize,
-    out: &OutPtr,
-) {
-    assert!(
-        !a.qi.is_empty() && a.layout().0 == 0,
-        "rows_transposed_q0: activations not interleaved in groups of 8"
-    );
-    let rb = (w.cols / QK8).div_ceil(8) * tq0_group_bytes(K);
-    assert!(w.data.len() >= w.rows * rb && r1 <= w.rows);
-    // 32 vector registers at this level: 16 tokens' accumulators fit beside a group's weights.
-    row_tiles::<Q0_NT_MAX>(w, rb, true, (r0, r1, n_tok), out, |row, t0, nt, res| {
-        macro_rules! go {
-            ($($n:literal)*) => {
-                match nt {
-                    $($n => q0_dot::<$n, K, true>(row, a, t0, res),)*
-                    _ => unreachable!(),
-                }
-            };
-        }
-        go!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
     });
 }
 
-/// Rows of one tile: the results of a tile are written out per token in one run.
-const TILE: usize = 64;
-
-/// Runs `dot(row, t0, nt, res)` for rows `r0..r1` of `rb` bytes each and all `n_tok` tokens,
-/// in blocks of tokens (`token_blocks`), tiles of `TILE` rows and groups of up to `N` tokens,
-/// each group over the rows of the tile, and writes each token's results of a tile at once.
-/// `prefetch`: the first group of a token block fetches the row `ROW_PREFETCH_AHEAD` on, as
-/// `avx2::rows_q0_k` does.
+/// Rows `r0..r1` of a matrix in a transposed layout ([`super::TransposedQ0`],
+/// [`super::TransposedK`]). Q4_0 / Q5_0 / Q8_0 take the activations interleaved in groups of 8
+/// blocks (no wide groups; Q8_0 with offset 128) and run `q0_dot` without its decoding and
+/// transposes, so the same integers and float operations as on the file layout in groups of 8,
+/// which are the AVX2 kernel's: the same bits as the AVX2 level. Tiles, token groups and the
+/// prefetch of rows ahead are those of `avx2::rows_q0_k`. The other types run the AVX2 kernels.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-#[inline]
-fn row_tiles<const N: usize>(
-    w: &QMatrix<'_>,
-    rb: usize,
-    prefetch: bool,
-    (r0, r1, n_tok): (usize, usize, usize),
-    out: &OutPtr,
-    mut dot: impl FnMut(&[u8], usize, usize, &mut [f32; N]),
-) {
-    assert!(w.data.len() >= r1 * rb);
-    token_blocks(n_tok, w.cols, |tb0, tbn| {
-        let mut r = r0;
-        while r < r1 {
-            let re = (r + TILE).min(r1);
-            token_groups(tb0, tbn, N, |t0, nt| {
-                let mut tile = [[0f32; TILE]; N];
-                for rr in r..re {
-                    let mut res = [0f32; N];
-                    let ahead = rr + ROW_PREFETCH_AHEAD;
-                    if prefetch && t0 == tb0 && ahead < r1 {
-                        prefetch_bytes(&w.data[ahead * rb..(ahead + 1) * rb]);
-                    }
-                    dot(&w.data[rr * rb..(rr + 1) * rb], t0, nt, &mut res);
-                    for (tl, &v) in tile.iter_mut().zip(&res).take(nt) {
-                        tl[rr - r] = v;
-                    }
-                }
-                for (i, tl) in tile.iter().enumerate().take(nt) {
-                    // SAFETY: this chunk owns rows `r0..r1` (see `OutPtr`).
-                    unsafe { out.write_run(t0 + i, r, &tl[..re - r]) };
-                }
-            });
-            r = re;
-        }
+pub(crate) fn rows_transposed(job: &RowJob<'_>) {
+    match (job.w.dtype, job.family()) {
+        (GgmlType::Q8_0, Family::Q8(j)) => rows_pre::<Q8_0>(&j),
+        (GgmlType::Q4_0, Family::Q8(j)) => rows_pre::<Q4_0>(&j),
+        (GgmlType::Q5_0, Family::Q8(j)) => rows_pre::<Q5_0>(&j),
+        _ => super::avx2::rows_transposed(job),
+    }
+}
+
+/// [`rows_transposed`] for Q4_0 / Q5_0 / Q8_0 (kind `K`).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn rows_pre<const K: u8>(job: &RowJob<'_, Q8Acts>) {
+    let (w, a) = (job.w, job.a);
+    assert!(
+        !a.qi.is_empty() && a.layout().0 == 0,
+        "rows_transposed: activations not interleaved in groups of 8"
+    );
+    let rb = (w.cols / QK8).div_ceil(8) * tq0_group_bytes(K);
+    // 32 vector registers at this level: 16 tokens' accumulators fit beside a group's weights.
+    row_tiles::<_, Q0_NT_MAX>(job, (rb, Q0_NT_MAX, true), |row, t0, nt, res| {
+        by_nt!(nt, q0_dot::<_, K, true>(row, a, t0, res))
     });
 }
 
@@ -475,51 +372,20 @@ const PACKED_NT: usize = 16;
 /// row's exact integer block sum in its own lane with one instruction per vector and token.
 /// The same integers as the AVX2 kernel, accumulated in the same order: bit-identical results.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(crate) fn rows_packed_q8(
-    w: &super::PackedQ8,
-    a: &Q8Acts,
-    corr: &[i32],
-    g0: usize,
-    g1: usize,
-    n_tok: usize,
-    out: &OutPtr,
-) {
-    let nb = w.cols / QK8;
-    assert!(w.q.len() >= g1 * nb * 256 && w.d.len() >= g1 * nb * 8);
-    assert!(a.qs.len() >= n_tok * w.cols && a.d.len() >= n_tok * nb);
+pub(crate) fn rows_packed_q8(job: &PackedJob<'_>, (a, corr): (&Q8Acts, &[i32]), out: &OutPtr) {
+    let (nb, n_tok) = (job.w.cols / QK8, job.n_tok);
+    assert!(a.qs.len() >= n_tok * job.w.cols && a.d.len() >= n_tok * nb);
     assert!(corr.len() >= n_tok * nb);
-    let groups = w.rows.div_ceil(8);
-    for g in g0..g1 {
-        let q = &w.q[g * nb * 256..(g + 1) * nb * 256];
-        let d = &w.d[g * nb * 8..(g + 1) * nb * 8];
-        let nr = (w.rows - 8 * g).min(8);
-        // The quants of the group `ahead` groups on are prefetched during the first pass over
-        // this one, as in `avx2::packed_groups` (one token computes little per group, so it
-        // fetches further ahead). Whole Gemma lm_head (262,144 x 640), 2 threads, 16 tokens:
-        // 17.1 -> 14.0 ms (`mmbench`, Intel Xeon with AMX).
-        let ahead = if n_tok == 1 { 4 } else { 1 };
-        let mut pf =
-            (g + ahead < groups).then(|| &w.q[(g + ahead) * nb * 256..(g + ahead + 1) * nb * 256]);
-        let mut t = 0;
-        while t < n_tok {
-            let mut res = [[0f32; 8]; PACKED_NT];
-            let pf_now = pf.take();
-            macro_rules! go {
-                ($($n:literal)*) => {
-                    match (n_tok - t).min(PACKED_NT) {
-                        $($n => packed_dot::<$n>(q, d, a, corr, t, pf_now, &mut res),)*
-                        _ => unreachable!(),
-                    }
-                };
-            }
-            let nt = go!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
-            for (i, r) in res.iter().enumerate().take(nt) {
-                // SAFETY: this chunk owns the rows of groups `g0..g1` (see `OutPtr`).
-                unsafe { out.write_run(t + i, 8 * g, &r[..nr]) };
-            }
-            t += nt;
-        }
-    }
+    let dot = |group: &Group<'_>, t: usize, res: &mut [[f32; 8]; PACKED_NT]| {
+        by_nt!(
+            (n_tok - t).min(PACKED_NT),
+            packed_dot::<_>(group, (a, corr), t, res)
+        )
+    };
+    packed_groups(job, dot, |t, g, r, nr| {
+        // SAFETY: this chunk owns the rows of groups `g0..g1` (see `OutPtr`).
+        unsafe { out.write_run(t, 8 * g, &r[..nr]) };
+    });
 }
 
 /// One packed row group (quants `q`, scales `d`) against the `NT` tokens from `t0` on:
@@ -529,14 +395,12 @@ pub(crate) fn rows_packed_q8(
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 fn packed_dot<const NT: usize>(
-    q: &[i8],
-    d: &[u16],
-    a: &Q8Acts,
-    corr: &[i32],
+    group: &Group<'_>,
+    (a, corr): (&Q8Acts, &[i32]),
     t0: usize,
-    prefetch: Option<&[i8]>,
     res: &mut [[f32; 8]; PACKED_NT],
 ) -> usize {
+    let Group { q, d, prefetch } = *group;
     let cols = a.cols;
     let nb = cols / QK8;
     assert!(q.len() >= nb * 256 && d.len() >= nb * 8);

@@ -13,10 +13,10 @@ use switchyard_core::Activation;
 use super::neon;
 #[cfg(target_arch = "x86_64")]
 use super::{avx2, avx512};
-use super::{quant, scalar, simd_level, Acts, Attend, OutPtr, QMatrix, SimdLevel};
+use super::{quant, scalar, simd_level, Acts, Attend, Form, QMatrix, RowJob, SimdLevel};
 
-/// The rows kernel of a level: rows `r0..r1` of the output for all tokens.
-pub(crate) type RowsFn = unsafe fn(&QMatrix<'_>, &Acts<'_>, usize, usize, usize, &OutPtr);
+/// The rows kernel of a level: one chunk of a matmul's output rows for all its tokens.
+pub(crate) type RowsFn = unsafe fn(&RowJob<'_>);
 
 /// Quantizes one row into Q8 blocks: quants, scales, sums.
 pub(crate) type QuantizeQ8Fn = unsafe fn(&[f32], &mut [i8], &mut [f32], &mut [f32]);
@@ -55,6 +55,8 @@ pub struct Isa {
     attend_hd_multiple: usize,
     glu: unsafe fn(Activation, &mut [f32], &[f32]),
     rows: RowsFn,
+    /// The rows kernel of the transposed layouts, where the level has them.
+    rows_transposed: Option<RowsFn>,
     quantize_q8: QuantizeQ8Fn,
     quantize_q8k: QuantizeQ8KFn,
     /// The rows kernel takes the activations interleaved (`Q8Acts::interleave`,
@@ -82,6 +84,7 @@ static SCALAR: Isa = Isa {
     attend_hd_multiple: 1,
     glu: scalar::glu,
     rows: scalar::rows,
+    rows_transposed: None,
     quantize_q8: quant::quantize_q8_scalar,
     quantize_q8k: quant::quantize_q8k_scalar,
     interleaved_acts: false,
@@ -107,6 +110,7 @@ static AVX2: Isa = Isa {
 static AVX512_VNNI: Isa = Isa {
     level: SimdLevel::Avx512Vnni,
     rows: avx512::rows,
+    rows_transposed: Some(avx512::rows_transposed),
     vnni: true,
     layouts: Layouts {
         packed_output: true,
@@ -128,6 +132,7 @@ const AVX2_BASE: Isa = Isa {
     attend_hd_multiple: 16,
     glu: avx2::glu,
     rows: avx2::rows,
+    rows_transposed: Some(avx2::rows_transposed),
     quantize_q8: quant::avx2::quantize_q8,
     quantize_q8k: quant::avx2::quantize_q8k,
     interleaved_acts: true,
@@ -156,6 +161,7 @@ const NEON_BASE: Isa = Isa {
     attend_hd_multiple: 1,
     glu: neon::glu,
     rows: neon::rows,
+    rows_transposed: None,
     quantize_q8: quant::quantize_q8_scalar,
     quantize_q8k: quant::quantize_q8k_scalar,
     interleaved_acts: false,
@@ -275,23 +281,38 @@ impl Isa {
         unsafe { f(a, scratch, out) }
     }
 
-    /// Rows `r0..r1` of a matmul's output for all `n_tok` tokens.
+    /// Rows `job.r0..job.r1` of a matmul's output for all `job.n_tok` tokens.
     ///
     /// # Safety
-    /// `out` must be written only at rows `r0..r1` by this call, rows no other chunk touches
-    /// (see [`OutPtr`]); `acts` must be in the form this level's kernel takes
+    /// `job.out` must be written only at rows `r0..r1` by this call, rows no other chunk
+    /// touches (see [`super::OutPtr`]); `job.a` must be in the form this level's kernel takes
     /// ([`Isa::quantize_acts`]).
-    pub(crate) unsafe fn rows(
-        &self,
-        w: &QMatrix<'_>,
-        acts: &Acts<'_>,
-        rows: std::ops::Range<usize>,
-        n_tok: usize,
-        out: &OutPtr,
-    ) {
+    pub(crate) unsafe fn rows(&self, job: &RowJob<'_>) {
         // SAFETY: a table of a supported level (the type's invariant); the caller owns the
         // rows and gave the activations in this level's form.
-        unsafe { (self.rows)(w, acts, rows.start, rows.end, n_tok, out) }
+        unsafe { (self.rows)(job) }
+    }
+
+    /// [`Isa::rows`] for a matrix in a transposed layout ([`super::TransposedK`],
+    /// [`super::TransposedQ0`]).
+    ///
+    /// # Safety
+    /// As [`Isa::rows`], with the activations in the form `matmul_transposed` makes.
+    ///
+    /// # Panics
+    /// If this level has no kernels for the transposed layouts ([`Isa::has_transposed`]).
+    pub(crate) unsafe fn rows_transposed(&self, job: &RowJob<'_>) {
+        let f = self
+            .rows_transposed
+            .expect("the transposed layouts need AVX2");
+        // SAFETY: a table of a supported level (the type's invariant); the caller owns the
+        // rows and gave the activations in this layout's form.
+        unsafe { f(job) }
+    }
+
+    /// Whether this level has kernels for the transposed layouts.
+    pub fn has_transposed(&self) -> bool {
+        self.rows_transposed.is_some()
     }
 
     /// Quantizes one row of activations into Q8 blocks (32 quants, scale, sum per block).
@@ -320,13 +341,8 @@ impl Isa {
         n_tok: usize,
     ) -> Acts<'a> {
         use switchyard_core::GgmlType;
-        match w.dtype {
-            GgmlType::Q4_0
-            | GgmlType::Q5_0
-            | GgmlType::Q8_0
-            | GgmlType::Q4_1
-            | GgmlType::Q5_1
-            | GgmlType::IQ4_NL => {
+        match Form::of(w.dtype) {
+            Some(Form::Q8) => {
                 let mut a = quant::Q8Acts::quantize(self, x, w.cols, n_tok);
                 if self.interleaved_acts {
                     // The SIMD kernels take the interleaved form, with the weights' stored
@@ -344,20 +360,15 @@ impl Isa {
                 }
                 Acts::Q8(a)
             }
-            GgmlType::Q2_K
-            | GgmlType::Q3_K
-            | GgmlType::Q4_K
-            | GgmlType::Q5_K
-            | GgmlType::Q6_K
-            | GgmlType::IQ4_XS => {
+            Some(Form::Q8K) => {
                 let mut a = quant::Q8KActs::quantize(self, x, w.cols, n_tok);
                 if self.interleaved_acts {
                     a.interleave();
                 }
                 Acts::Q8K(a)
             }
-            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => Acts::F32(x),
-            GgmlType::Q8_K => panic!("matmul: Q8_K weights are not supported"),
+            Some(Form::F32) => Acts::F32(x),
+            None => panic!("matmul: {} weights are not supported", w.dtype),
         }
     }
 }

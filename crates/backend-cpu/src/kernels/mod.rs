@@ -41,6 +41,7 @@ mod avx2;
 mod avx512;
 mod chunks;
 mod isa;
+mod job;
 mod level;
 #[cfg(target_arch = "aarch64")]
 mod neon;
@@ -57,6 +58,7 @@ mod x86;
 use crate::hugebuf::HugeBuf;
 use chunks::{for_chunks, map_chunks};
 pub use isa::{Isa, Layouts};
+pub(crate) use job::{Family, Form, RowJob};
 pub use level::{available_levels, detected_features, detected_level, simd_level, SimdLevel};
 pub(crate) use outptr::OutPtr;
 pub use packed::{matmul_packed, matmul_packed_argmax, PackedQ8};
@@ -213,7 +215,16 @@ impl Isa {
         };
         // SAFETY: `dst` is written only at rows `r0..r1`, which no other chunk touches (see
         // `OutPtr`); `acts` is in this level's form (`quantize_acts`).
-        let run = |r0: usize, r1: usize| unsafe { self.rows(w, &acts, r0..r1, n_tok, &dst) };
+        let run = |r0: usize, r1: usize| unsafe {
+            self.rows(&RowJob {
+                w,
+                a: &acts,
+                r0,
+                r1,
+                n_tok,
+                out: &dst,
+            })
+        };
         for_chunks(w.rows, w.row_bytes() * n_tok, run);
     }
 }

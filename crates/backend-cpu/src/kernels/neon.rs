@@ -35,7 +35,7 @@ use std::arch::asm;
 use switchyard_core::GgmlType;
 
 use super::quant::{self, Q8Acts, Q8KActs, QK8, QKK};
-use super::{f16_le, unpack_q3k_scales, unpack_q4k_scales, Acts, OutPtr, QMatrix};
+use super::{f16_le, unpack_q3k_scales, unpack_q4k_scales, Family, RowJob};
 
 /// Most tokens multiplied with one weight row at a time.
 const NT_MAX: usize = 8;
@@ -199,15 +199,8 @@ fn q0_kind(ty: GgmlType) -> u8 {
 
 /// Computes rows `r0..r1` of the output for all `n_tok` tokens (base NEON).
 #[target_feature(enable = "neon")]
-pub(crate) fn rows(
-    w: &QMatrix<'_>,
-    acts: &Acts<'_>,
-    r0: usize,
-    r1: usize,
-    n_tok: usize,
-    out: &OutPtr,
-) {
-    rows_impl::<false>(w, acts, r0, r1, n_tok, out)
+pub(crate) fn rows(job: &RowJob<'_>) {
+    rows_impl::<false>(job)
 }
 
 /// [`rows`] with `sdot`.
@@ -215,48 +208,26 @@ pub(crate) fn rows(
 /// # Safety
 /// The CPU must have the dot-product extension (`dotprod`).
 #[target_feature(enable = "neon,dotprod")]
-pub(crate) unsafe fn rows_dot(
-    w: &QMatrix<'_>,
-    acts: &Acts<'_>,
-    r0: usize,
-    r1: usize,
-    n_tok: usize,
-    out: &OutPtr,
-) {
-    rows_impl::<true>(w, acts, r0, r1, n_tok, out)
+pub(crate) unsafe fn rows_dot(job: &RowJob<'_>) {
+    rows_impl::<true>(job)
 }
 
 #[target_feature(enable = "neon")]
 #[inline]
-fn rows_impl<const DOT: bool>(
-    w: &QMatrix<'_>,
-    acts: &Acts<'_>,
-    r0: usize,
-    r1: usize,
-    n_tok: usize,
-    out: &OutPtr,
-) {
-    match (w.dtype, acts) {
-        (
-            GgmlType::Q8_0
-            | GgmlType::Q4_0
-            | GgmlType::Q5_0
-            | GgmlType::Q4_1
-            | GgmlType::Q5_1
-            | GgmlType::IQ4_NL,
-            Acts::Q8(a),
-        ) => {
-            let k = q0_kind(w.dtype);
-            for (t0, nt) in quant::token_groups(n_tok, NT_MAX) {
+fn rows_impl<const DOT: bool>(job: &RowJob<'_>) {
+    match job.family() {
+        Family::Q8(j) => {
+            let k = q0_kind(j.w.dtype);
+            for (t0, nt) in quant::token_groups(j.n_tok, NT_MAX) {
                 macro_rules! go {
                     ($($n:literal)*) => {
                         match (nt, k) {
-                            $(($n, Q0_Q8) => q0_rows::<$n, Q0_Q8, DOT>(w, a, t0, r0, r1, out),
-                              ($n, Q0_Q4) => q0_rows::<$n, Q0_Q4, DOT>(w, a, t0, r0, r1, out),
-                              ($n, Q0_Q5) => q0_rows::<$n, Q0_Q5, DOT>(w, a, t0, r0, r1, out),
-                              ($n, Q0_Q41) => q0_rows::<$n, Q0_Q41, DOT>(w, a, t0, r0, r1, out),
-                              ($n, Q0_Q51) => q0_rows::<$n, Q0_Q51, DOT>(w, a, t0, r0, r1, out),
-                              ($n, _) => q0_rows::<$n, Q0_IQ4NL, DOT>(w, a, t0, r0, r1, out),)*
+                            $(($n, Q0_Q8) => q0_rows::<$n, Q0_Q8, DOT>(&j, t0),
+                              ($n, Q0_Q4) => q0_rows::<$n, Q0_Q4, DOT>(&j, t0),
+                              ($n, Q0_Q5) => q0_rows::<$n, Q0_Q5, DOT>(&j, t0),
+                              ($n, Q0_Q41) => q0_rows::<$n, Q0_Q41, DOT>(&j, t0),
+                              ($n, Q0_Q51) => q0_rows::<$n, Q0_Q51, DOT>(&j, t0),
+                              ($n, _) => q0_rows::<$n, Q0_IQ4NL, DOT>(&j, t0),)*
                             _ => unreachable!("token group of {nt}"),
                         }
                     };
@@ -264,26 +235,18 @@ fn rows_impl<const DOT: bool>(
                 go!(1 2 3 4 5 6 7 8);
             }
         }
-        (
-            GgmlType::Q2_K
-            | GgmlType::Q3_K
-            | GgmlType::Q4_K
-            | GgmlType::Q5_K
-            | GgmlType::Q6_K
-            | GgmlType::IQ4_XS,
-            Acts::Q8K(a),
-        ) => {
-            let k = k_kind(w.dtype);
-            for (t0, nt) in quant::token_groups(n_tok, NT_MAX) {
+        Family::Q8K(j) => {
+            let k = k_kind(j.w.dtype);
+            for (t0, nt) in quant::token_groups(j.n_tok, NT_MAX) {
                 macro_rules! go {
                     ($($n:literal)*) => {
                         match (nt, k) {
-                            $(($n, KQ4) => k_rows::<$n, KQ4, DOT>(w, a, t0, r0, r1, out),
-                              ($n, KQ5) => k_rows::<$n, KQ5, DOT>(w, a, t0, r0, r1, out),
-                              ($n, KQ6) => k_rows::<$n, KQ6, DOT>(w, a, t0, r0, r1, out),
-                              ($n, KQ3) => k_rows::<$n, KQ3, DOT>(w, a, t0, r0, r1, out),
-                              ($n, KQ2) => k_rows::<$n, KQ2, DOT>(w, a, t0, r0, r1, out),
-                              ($n, KIQ4) => k_rows::<$n, KIQ4, DOT>(w, a, t0, r0, r1, out),)*
+                            $(($n, KQ4) => k_rows::<$n, KQ4, DOT>(&j, t0),
+                              ($n, KQ5) => k_rows::<$n, KQ5, DOT>(&j, t0),
+                              ($n, KQ6) => k_rows::<$n, KQ6, DOT>(&j, t0),
+                              ($n, KQ3) => k_rows::<$n, KQ3, DOT>(&j, t0),
+                              ($n, KQ2) => k_rows::<$n, KQ2, DOT>(&j, t0),
+                              ($n, KIQ4) => k_rows::<$n, KIQ4, DOT>(&j, t0),)*
                             _ => unreachable!("token group of {nt}"),
                         }
                     };
@@ -291,22 +254,20 @@ fn rows_impl<const DOT: bool>(
                 go!(1 2 3 4 5 6 7 8);
             }
         }
-        (_, Acts::F32(x)) => float_rows(w, x, r0, r1, n_tok, out),
-        (ty, _) => unreachable!("no kernel for {ty}"),
+        Family::F32(j) => float_rows(&j),
     }
 }
 
-/// Runs `row(r)` (the results of row `r` for tokens `t0..t0 + N`) for rows `r0..r1`, storing
-/// the results a tile of rows at a time.
+/// Runs `row(r)` (the results of row `r` for tokens `t0..t0 + N`) for the job's rows `r0..r1`,
+/// storing the results a tile of rows at a time.
 #[target_feature(enable = "neon")]
 #[inline]
-fn tiles<const N: usize>(
-    out: &OutPtr,
+fn tiles<A: ?Sized, const N: usize>(
+    job: &RowJob<'_, A>,
     t0: usize,
-    r0: usize,
-    r1: usize,
     mut row: impl FnMut(usize) -> [f32; N],
 ) {
+    let RowJob { r0, r1, out, .. } = *job;
     let mut r = r0;
     while r < r1 {
         let n = TILE.min(r1 - r);
@@ -329,20 +290,14 @@ fn tiles<const N: usize>(
 /// accumulator per token, added to the vector one at the end of the row.
 #[target_feature(enable = "neon")]
 #[inline]
-fn q0_rows<const N: usize, const K: u8, const DOT: bool>(
-    w: &QMatrix<'_>,
-    a: &Q8Acts,
-    t0: usize,
-    r0: usize,
-    r1: usize,
-    out: &OutPtr,
-) {
+fn q0_rows<const N: usize, const K: u8, const DOT: bool>(job: &RowJob<'_, Q8Acts>, t0: usize) {
+    let (w, a) = (job.w, job.a);
     let bb = w.dtype.block_bytes();
     let nb = w.cols / QK8;
     let xq: [&[i8]; N] = std::array::from_fn(|t| a.qs(t0 + t));
     let xd: [&[f32]; N] = std::array::from_fn(|t| a.d(t0 + t));
     let xs: [&[f32]; N] = std::array::from_fn(|t| a.s(t0 + t));
-    tiles(out, t0, r0, r1, |r| -> [f32; N] {
+    tiles(job, t0, |r| -> [f32; N] {
         let row = w.row(r);
         let mut acc = [vdupq_n_f32(0.0); N];
         let mut macc = [0f32; N];
@@ -568,20 +523,14 @@ fn k_decode<const K: u8>(b: &[u8]) -> KBlock {
 /// K-quant rows `r0..r1` for tokens `t0..t0 + N`.
 #[target_feature(enable = "neon")]
 #[inline]
-fn k_rows<const N: usize, const K: u8, const DOT: bool>(
-    w: &QMatrix<'_>,
-    a: &Q8KActs,
-    t0: usize,
-    r0: usize,
-    r1: usize,
-    out: &OutPtr,
-) {
+fn k_rows<const N: usize, const K: u8, const DOT: bool>(job: &RowJob<'_, Q8KActs>, t0: usize) {
+    let (w, a) = (job.w, job.a);
     let bb = w.dtype.block_bytes();
     let nb = w.cols / QKK;
     let xq: [&[i8]; N] = std::array::from_fn(|t| a.qs(t0 + t));
     let xd: [&[f32]; N] = std::array::from_fn(|t| a.d(t0 + t));
     let xs: [&[i16]; N] = std::array::from_fn(|t| a.bsums(t0 + t));
-    tiles(out, t0, r0, r1, |r| {
+    tiles(job, t0, |r| {
         let row = w.row(r);
         let mut sum = [0f32; N];
         for b in 0..nb {
@@ -629,7 +578,15 @@ fn k_rows<const N: usize, const K: u8, const DOT: bool>(
 
 /// F32 / F16 / BF16 rows: each row converted to f32 once, then dotted with every token.
 #[target_feature(enable = "neon")]
-fn float_rows(w: &QMatrix<'_>, x: &[f32], r0: usize, r1: usize, n_tok: usize, out: &OutPtr) {
+fn float_rows(job: &RowJob<'_, [f32]>) {
+    let RowJob {
+        w,
+        a: x,
+        r0,
+        r1,
+        n_tok,
+        out,
+    } = *job;
     let mut buf = vec![0f32; w.cols];
     for r in r0..r1 {
         switchyard_core::dtype::dequantize(w.dtype, w.row(r), &mut buf);

@@ -186,14 +186,15 @@ impl Isa {
         let groups = w.rows.div_ceil(8);
         #[cfg(target_arch = "x86_64")]
         let run = |g0: usize, g1: usize| {
+            let job = avx2::PackedJob { w, g0, g1, n_tok };
             if vnni {
                 // SAFETY: `vnni` holds only in the AVX-512 VNNI table, whose features (and
                 // AVX2, FMA, F16C) were detected (`Isa`'s invariant). `dst` is written only at
                 // the rows of groups `g0..g1`, which no other chunk touches (see `OutPtr`).
-                unsafe { avx512::rows_packed_q8(w, &a, &corr, g0, g1, n_tok, &dst) }
+                unsafe { avx512::rows_packed_q8(&job, (&a, &corr), &dst) }
             } else {
                 // SAFETY: AVX2, FMA and F16C were detected (asserted above). `dst` as above.
-                unsafe { avx2::rows_packed_q8(w, pa.as_ref().unwrap(), g0, g1, n_tok, &dst) }
+                unsafe { avx2::rows_packed_q8(&job, pa.as_ref().unwrap(), &dst) }
             }
         };
         #[cfg(not(target_arch = "x86_64"))]
@@ -234,8 +235,9 @@ pub fn matmul_packed_argmax(w: &PackedQ8, x: &[f32], n_tok: usize, limit: usize)
     let groups = limit.div_ceil(8);
     #[cfg(target_arch = "x86_64")]
     let run = |g0: usize, g1: usize| {
+        let job = avx2::PackedJob { w, g0, g1, n_tok };
         // SAFETY: AVX2, FMA and F16C were detected (asserted above).
-        unsafe { avx2::packed_argmax(w, &a, g0, g1, n_tok, limit) }
+        unsafe { avx2::packed_argmax(&job, &a, limit) }
     };
     #[cfg(not(target_arch = "x86_64"))]
     let run = |_: usize, _: usize| -> Vec<(f32, u32)> {

@@ -340,34 +340,24 @@ pub(super) fn matmul_transposed(
         n_tok * view.rows,
         "{name}: out has the wrong length"
     );
-    assert!(
-        isa.level() >= SimdLevel::Avx2,
-        "{name}: AVX2 is not available"
-    );
+    assert!(isa.has_transposed(), "{name}: AVX2 is not available");
     if n_tok == 0 || view.rows == 0 {
         return;
     }
-    // Q4_0 / Q5_0 / Q8_0 at the AVX-512 VNNI level: its kernel on this layout (the same bits
-    // as the AVX2 one, `avx512::rows_transposed_q0`).
-    let vnni = isa.vnni() && matches!(view.dtype, GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0);
-    let acts = match view.dtype {
-        GgmlType::Q2_K
-        | GgmlType::Q3_K
-        | GgmlType::Q4_K
-        | GgmlType::Q5_K
-        | GgmlType::Q6_K
-        | GgmlType::IQ4_XS => {
+    let acts = match Form::of(view.dtype) {
+        Some(Form::Q8K) => {
             let mut a = Q8KActs::quantize(isa, x, view.cols, n_tok);
             a.interleave();
             Acts::Q8K(a)
         }
-        dtype => {
+        _ => {
             let mut a = Q8Acts::quantize(Isa::get(SimdLevel::Avx2), x, view.cols, n_tok);
-            // The VNNI kernel reads Q8_0 as `w + 128`; Q4_0 / Q5_0 are stored unsigned.
-            let offset = match dtype {
+            // Q4_0 / Q5_0 are stored unsigned; the AVX-512 VNNI kernel reads Q8_0 as
+            // `w + 128` (`avx512::rows_transposed`).
+            let offset = match view.dtype {
                 GgmlType::Q4_0 => 8,
                 GgmlType::Q5_0 => 16,
-                GgmlType::Q8_0 if vnni => 128,
+                GgmlType::Q8_0 if isa.vnni() => 128,
                 _ => 0,
             };
             a.interleave(offset, false);
@@ -379,19 +369,18 @@ pub(super) fn matmul_transposed(
         len: out.len(),
         rows: view.rows,
     };
-    #[cfg(target_arch = "x86_64")]
-    let run = |r0: usize, r1: usize| match &acts {
-        // SAFETY: `isa` is the table of a level this CPU supports (`Isa`'s invariant) and
-        // `vnni` is set only in the AVX-512 VNNI one, so those features were detected. `dst`
-        // is written only at rows `r0..r1`, which no other chunk touches (see `OutPtr`).
-        Acts::Q8(a) if vnni => unsafe { avx512::rows_transposed_q0(view, a, r0, r1, n_tok, &dst) },
-        // SAFETY: AVX2, FMA and F16C were detected (asserted above). `dst` as above.
-        _ => unsafe { avx2::rows_transposed(view, &acts, r0, r1, n_tok, &dst) },
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let run = |_: usize, _: usize| {
-        let _ = (&acts, &dst);
-        unreachable!("the transposed layouts exist only with AVX2")
+    let run = |r0: usize, r1: usize| {
+        let job = RowJob {
+            w: view,
+            a: &acts,
+            r0,
+            r1,
+            n_tok,
+            out: &dst,
+        };
+        // SAFETY: `dst` is written only at rows `r0..r1`, which no other chunk touches (see
+        // `OutPtr`); the activations are in the form the transposed kernels take (above).
+        unsafe { isa.rows_transposed(&job) }
     };
     for_chunks(view.rows, view.row_bytes() * n_tok, run);
 }

@@ -37,14 +37,15 @@ pub(crate) fn w1<const K: u8>(row: &[u8], i: usize) -> f32 {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) fn rows_float(
-    w: &QMatrix<'_>,
-    x: &[f32],
-    r0: usize,
-    r1: usize,
-    n_tok: usize,
-    out: &OutPtr,
-) {
+pub(crate) fn rows_float(job: &RowJob<'_, [f32]>) {
+    let RowJob {
+        w,
+        a: x,
+        r0,
+        r1,
+        n_tok,
+        out,
+    } = *job;
     let cols = w.cols;
     token_blocks(n_tok, 4 * cols, |tb0, tbn| {
         for r in r0..r1 {

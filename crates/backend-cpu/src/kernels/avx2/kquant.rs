@@ -38,93 +38,73 @@ const SUB: usize = 16;
 /// `PRE`: the super-blocks are stored transposed already (`TransposedK`), so the transposes are
 /// skipped; the rest is the same, and so are the results.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) fn rows_k<const PRE: bool>(
-    w: &QMatrix<'_>,
-    a: &Q8KActs,
-    r0: usize,
-    r1: usize,
-    n_tok: usize,
-    out: &OutPtr,
-) {
+pub(crate) fn rows_k<const PRE: bool>(job: &RowJob<'_, Q8KActs>) {
+    let (w, a, r1) = (job.w, job.a, job.r1);
     assert!(!a.qi.is_empty(), "rows_k: activations not interleaved");
     let kind = w.dtype;
     let nsb = w.cols / QKK;
     let bb = kind.block_bytes();
-    // Every entry of a tile that is read was written for that tile: zeroed once per call.
-    let mut tile = [[0f32; TILE]; K_NT_MAX];
     let mut accs = [[_mm256_setzero_ps(); K_NT_MAX]; SUB];
     // 8 tokens per pass for rows of more than 4 super-blocks, as in `rows_q0_k` (mmbench Q4_K
     // 640 x 2048 at 16 tokens: 20.0 -> 18.5 us per token).
     let nt_max = if w.cols > 4 * QKK { 8 } else { K_NT_MAX };
-    token_blocks(n_tok, w.cols, |tb0, tbn| {
-        let mut r = r0;
-        while r < r1 {
-            let re = (r + TILE).min(r1);
-            token_groups(tb0, tbn, nt_max, |t0, nt| {
-                let chunk = if nt * w.cols > K_CHUNK_BYTES {
-                    CHUNK_SB
-                } else {
-                    nsb
-                };
-                let mut s0 = r;
-                while s0 < re {
-                    let s1 = (s0 + SUB).min(re);
-                    for acc in &mut accs[..s1 - s0] {
-                        acc[..nt].fill(_mm256_setzero_ps());
-                    }
-                    let mut sb0 = 0;
-                    while sb0 < nsb {
-                        let sb1 = (sb0 + chunk).min(nsb);
-                        for rr in s0..s1 {
-                            let row = w.row(rr);
-                            if t0 == tb0 {
-                                // The piece of a row read two rows later: in this chunk, else
-                                // the next chunk of the sub-tile's rows, else the first chunk
-                                // of the next sub-tile.
-                                let ahead = rr + ROW_PREFETCH_AHEAD;
-                                let next = if ahead < s1 {
-                                    Some((ahead, sb0, sb1))
-                                } else if sb1 < nsb {
-                                    let pr = s0 + ahead - s1;
-                                    (pr < s1).then_some((pr, sb1, (sb1 + chunk).min(nsb)))
-                                } else {
-                                    (ahead < r1).then_some((ahead, 0, chunk.min(nsb)))
-                                };
-                                if let Some((pr, p0, p1)) = next {
-                                    prefetch_bytes(&w.row(pr)[bb * p0..bb * p1]);
-                                }
-                            }
-                            let acc = &mut accs[rr - s0];
-                            macro_rules! go {
-                                ($($n:literal)*) => {
-                                    match (kind, nt) {
-                                        $((GgmlType::Q4_K, $n) => q4k_dot::<$n, PRE, false>(row, a, t0, sb0..sb1, acc),)*
-                                        $((GgmlType::Q5_K, $n) => q4k_dot::<$n, PRE, true>(row, a, t0, sb0..sb1, acc),)*
-                                        $((GgmlType::Q6_K, $n) => q6k_dot::<$n, PRE, 6>(row, a, t0, sb0..sb1, acc),)*
-                                        $((GgmlType::Q3_K, $n) => q6k_dot::<$n, PRE, 3>(row, a, t0, sb0..sb1, acc),)*
-                                        $((GgmlType::Q2_K, $n) => q6k_dot::<$n, PRE, 2>(row, a, t0, sb0..sb1, acc),)*
-                                        $((GgmlType::IQ4_XS, $n) => iq4xs_dot::<$n, PRE>(row, a, t0, sb0..sb1, acc),)*
-                                        _ => unreachable!("no K-quant kernel for {kind}"),
-                                    }
-                                };
-                            }
-                            go!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
-                        }
-                        sb0 = sb1;
-                    }
-                    for rr in s0..s1 {
-                        for (tl, acc) in tile.iter_mut().zip(&accs[rr - s0]).take(nt) {
-                            tl[rr - r] = hsum_ps(*acc);
+    tiles::<_, K_NT_MAX>(job, nt_max, |rows, tb0, t0, nt, tile| {
+        let (r, re) = (rows.start, rows.end);
+        let chunk = if nt * w.cols > K_CHUNK_BYTES {
+            CHUNK_SB
+        } else {
+            nsb
+        };
+        let mut s0 = r;
+        while s0 < re {
+            let s1 = (s0 + SUB).min(re);
+            for acc in &mut accs[..s1 - s0] {
+                acc[..nt].fill(_mm256_setzero_ps());
+            }
+            let mut sb0 = 0;
+            while sb0 < nsb {
+                let sb1 = (sb0 + chunk).min(nsb);
+                for rr in s0..s1 {
+                    let row = w.row(rr);
+                    if t0 == tb0 {
+                        // The piece of a row read two rows later: in this chunk, else the next
+                        // chunk of the sub-tile's rows, else the first chunk of the next
+                        // sub-tile.
+                        let ahead = rr + ROW_PREFETCH_AHEAD;
+                        let next = if ahead < s1 {
+                            Some((ahead, sb0, sb1))
+                        } else if sb1 < nsb {
+                            let pr = s0 + ahead - s1;
+                            (pr < s1).then_some((pr, sb1, (sb1 + chunk).min(nsb)))
+                        } else {
+                            (ahead < r1).then_some((ahead, 0, chunk.min(nsb)))
+                        };
+                        if let Some((pr, p0, p1)) = next {
+                            prefetch_bytes(&w.row(pr)[bb * p0..bb * p1]);
                         }
                     }
-                    s0 = s1;
+                    let acc = &mut accs[rr - s0];
+                    let sbs = sb0..sb1;
+                    match kind {
+                        GgmlType::Q4_K => {
+                            by_nt!(nt, q4k_dot::<_, PRE, false>(row, a, t0, sbs, acc))
+                        }
+                        GgmlType::Q5_K => by_nt!(nt, q4k_dot::<_, PRE, true>(row, a, t0, sbs, acc)),
+                        GgmlType::Q6_K => by_nt!(nt, q6k_dot::<_, PRE, 6>(row, a, t0, sbs, acc)),
+                        GgmlType::Q3_K => by_nt!(nt, q6k_dot::<_, PRE, 3>(row, a, t0, sbs, acc)),
+                        GgmlType::Q2_K => by_nt!(nt, q6k_dot::<_, PRE, 2>(row, a, t0, sbs, acc)),
+                        GgmlType::IQ4_XS => by_nt!(nt, iq4xs_dot::<_, PRE>(row, a, t0, sbs, acc)),
+                        _ => unreachable!("no K-quant kernel for {kind}"),
+                    }
                 }
-                for (i, tl) in tile.iter().enumerate().take(nt) {
-                    // SAFETY: this chunk owns rows `r0..r1` (see `OutPtr`).
-                    unsafe { out.write_run(t0 + i, r, &tl[..re - r]) };
+                sb0 = sb1;
+            }
+            for rr in s0..s1 {
+                for (tl, acc) in tile.iter_mut().zip(&accs[rr - s0]).take(nt) {
+                    tl[rr - r] = hsum_ps(*acc);
                 }
-            });
-            r = re;
+            }
+            s0 = s1;
         }
     });
 }

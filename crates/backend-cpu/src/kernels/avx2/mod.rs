@@ -40,13 +40,41 @@
 //!   activations' per-16 sums.
 
 use std::arch::x86_64::*;
+use std::ops::Range;
 
 use switchyard_core::GgmlType;
 
 use super::quant::{self, Q8Acts, Q8KActs, QK8, QKK};
 pub(crate) use super::x86::*;
-use super::{f16_le, unpack_q3k_scales, unpack_q4k_scales, Acts, Attend, OutPtr, QMatrix};
+use super::{f16_le, unpack_q3k_scales, unpack_q4k_scales, Attend, Family, OutPtr, RowJob};
 use switchyard_core::Activation;
+
+/// `f::<nt, G...>(args)` for a token count `nt` known at run time (1 to 16): the kernels take
+/// their token count as a const generic, so that each token's accumulators are registers.
+/// Written `by_nt!(nt, f::<_, G...>(args))`.
+macro_rules! by_nt {
+    ($nt:expr, $f:ident::<_ $(, $g:tt)*>($($arg:expr),* $(,)?)) => {
+        match $nt {
+            1 => $f::<1 $(, $g)*>($($arg),*),
+            2 => $f::<2 $(, $g)*>($($arg),*),
+            3 => $f::<3 $(, $g)*>($($arg),*),
+            4 => $f::<4 $(, $g)*>($($arg),*),
+            5 => $f::<5 $(, $g)*>($($arg),*),
+            6 => $f::<6 $(, $g)*>($($arg),*),
+            7 => $f::<7 $(, $g)*>($($arg),*),
+            8 => $f::<8 $(, $g)*>($($arg),*),
+            9 => $f::<9 $(, $g)*>($($arg),*),
+            10 => $f::<10 $(, $g)*>($($arg),*),
+            11 => $f::<11 $(, $g)*>($($arg),*),
+            12 => $f::<12 $(, $g)*>($($arg),*),
+            13 => $f::<13 $(, $g)*>($($arg),*),
+            14 => $f::<14 $(, $g)*>($($arg),*),
+            15 => $f::<15 $(, $g)*>($($arg),*),
+            16 => $f::<16 $(, $g)*>($($arg),*),
+            n => unreachable!("a group of {n} tokens"),
+        }
+    };
+}
 
 // The kernels by weight layout; macros first (`q0` defines the decoding macros the others and
 // the AVX-512 kernels use).
@@ -214,54 +242,21 @@ pub(crate) fn glu(act: Activation, g: &mut [f32], u: &[f32]) {
 
 /// Computes rows `r0..r1` of the output for all `n_tok` tokens (see `scalar::rows`).
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) fn rows(
-    w: &QMatrix<'_>,
-    acts: &Acts<'_>,
-    r0: usize,
-    r1: usize,
-    n_tok: usize,
-    out: &OutPtr,
-) {
-    match (w.dtype, acts) {
-        (
-            GgmlType::Q8_0
-            | GgmlType::Q4_0
-            | GgmlType::Q5_0
-            | GgmlType::Q4_1
-            | GgmlType::Q5_1
-            | GgmlType::IQ4_NL,
-            Acts::Q8(a),
-        ) => rows_q0::<false>(w, a, r0, r1, n_tok, out),
-        (
-            GgmlType::Q2_K
-            | GgmlType::Q3_K
-            | GgmlType::Q4_K
-            | GgmlType::Q5_K
-            | GgmlType::Q6_K
-            | GgmlType::IQ4_XS,
-            Acts::Q8K(a),
-        ) => rows_k::<false>(w, a, r0, r1, n_tok, out),
-        (GgmlType::F32 | GgmlType::F16 | GgmlType::BF16, Acts::F32(x)) => {
-            rows_float(w, x, r0, r1, n_tok, out)
-        }
-        (ty, _) => unreachable!("no kernel for {ty}"),
+pub(crate) fn rows(job: &RowJob<'_>) {
+    match job.family() {
+        Family::Q8(j) => rows_q0::<false>(&j),
+        Family::Q8K(j) => rows_k::<false>(&j),
+        Family::F32(j) => rows_float(&j),
     }
 }
 
 /// [`rows`] for the transposed layouts (`TransposedK`, `TransposedQ0`).
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) fn rows_transposed(
-    w: &QMatrix<'_>,
-    acts: &Acts<'_>,
-    r0: usize,
-    r1: usize,
-    n_tok: usize,
-    out: &OutPtr,
-) {
-    match acts {
-        Acts::Q8K(a) => rows_k::<true>(w, a, r0, r1, n_tok, out),
-        Acts::Q8(a) => rows_q0::<true>(w, a, r0, r1, n_tok, out),
-        Acts::F32(_) => unreachable!("no transposed layout for float weights"),
+pub(crate) fn rows_transposed(job: &RowJob<'_>) {
+    match job.family() {
+        Family::Q8(j) => rows_q0::<true>(&j),
+        Family::Q8K(j) => rows_k::<true>(&j),
+        Family::F32(_) => unreachable!("no transposed layout for float weights"),
     }
 }
 
@@ -289,6 +284,70 @@ pub(crate) fn token_groups(base: usize, n_tok: usize, max: usize, mut f: impl Fn
     for (t0, nt) in quant::token_groups(n_tok, max) {
         f(base + t0, nt);
     }
+}
+
+/// Rows of one tile: the results of a tile are written out per token in one run.
+pub(crate) const TILE: usize = 64;
+
+/// The loops of a rows kernel around its dot products: blocks of tokens (`token_blocks`, a
+/// token taking `w.cols` bytes), tiles of `TILE` rows, and groups of up to `nt_max` (at most
+/// `N`) tokens; `tile(rows, tb0, t0, nt, res)` fills `res[i][r - rows.start]` for the group's
+/// tokens `t0 + i` (`i < nt`) and the tile's rows `r`, whose results are then written out per
+/// token in one run (`tb0`: the first token of the block).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) fn tiles<A: ?Sized, const N: usize>(
+    job: &RowJob<'_, A>,
+    nt_max: usize,
+    mut tile: impl FnMut(Range<usize>, usize, usize, usize, &mut [[f32; TILE]; N]),
+) {
+    assert!(nt_max <= N);
+    let RowJob { r0, r1, out, .. } = *job;
+    // Every entry of a tile that is read was written for that tile: zeroed once per call.
+    let mut res = [[0f32; TILE]; N];
+    token_blocks(job.n_tok, job.w.cols, |tb0, tbn| {
+        let mut r = r0;
+        while r < r1 {
+            let re = (r + TILE).min(r1);
+            token_groups(tb0, tbn, nt_max, |t0, nt| {
+                tile(r..re, tb0, t0, nt, &mut res);
+                for (i, tl) in res.iter().enumerate().take(nt) {
+                    // SAFETY: this chunk owns rows `r0..r1` (see `OutPtr`).
+                    unsafe { out.write_run(t0 + i, r, &tl[..re - r]) };
+                }
+            });
+            r = re;
+        }
+    });
+}
+
+/// [`tiles`] with one dot product per row: `dot(row, t0, nt, res)` sets `res[i]` to row
+/// `row`'s result for token `t0 + i` (`i < nt`), the rows being `rb` bytes each from the
+/// start of `w.data`. `prefetch`: the first group of a token block fetches the row
+/// `ROW_PREFETCH_AHEAD` on.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) fn row_tiles<A: ?Sized, const N: usize>(
+    job: &RowJob<'_, A>,
+    (rb, nt_max, prefetch): (usize, usize, bool),
+    mut dot: impl FnMut(&[u8], usize, usize, &mut [f32; N]),
+) {
+    let data = job.w.data;
+    let r1 = job.r1;
+    assert!(data.len() >= r1 * rb && r1 <= job.w.rows);
+    tiles::<A, N>(job, nt_max, |rows, tb0, t0, nt, tile| {
+        for rr in rows.clone() {
+            let mut res = [0f32; N];
+            let ahead = rr + ROW_PREFETCH_AHEAD;
+            if prefetch && t0 == tb0 && ahead < r1 {
+                prefetch_bytes(&data[ahead * rb..(ahead + 1) * rb]);
+            }
+            dot(&data[rr * rb..(rr + 1) * rb], t0, nt, &mut res);
+            for (tl, &v) in tile.iter_mut().zip(&res).take(nt) {
+                tl[rr - rows.start] = v;
+            }
+        }
+    });
 }
 
 /// Rows a matmul kernel's first pass over a tile fetches ahead of the row it computes

@@ -141,21 +141,14 @@ pub(crate) fn bytes_from_bits(x: u32) -> __m256i {
 /// transposed layout of `TransposedQ0` (`w.data` then holds `ceil(blocks / 8)` groups of
 /// `tq0_group_bytes` per row).
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) fn rows_q0<const PRE: bool>(
-    w: &QMatrix<'_>,
-    a: &Q8Acts,
-    r0: usize,
-    r1: usize,
-    n_tok: usize,
-    out: &OutPtr,
-) {
-    match q0_kind(w.dtype) {
-        Q8_0 => rows_q0_k::<Q8_0, PRE>(w, a, r0, r1, n_tok, out),
-        Q4_0 => rows_q0_k::<Q4_0, PRE>(w, a, r0, r1, n_tok, out),
-        Q5_0 => rows_q0_k::<Q5_0, PRE>(w, a, r0, r1, n_tok, out),
-        Q4_1 => rows_q0_k::<Q4_1, PRE>(w, a, r0, r1, n_tok, out),
-        Q5_1 => rows_q0_k::<Q5_1, PRE>(w, a, r0, r1, n_tok, out),
-        _ => rows_q0_k::<IQ4_NL, PRE>(w, a, r0, r1, n_tok, out),
+pub(crate) fn rows_q0<const PRE: bool>(job: &RowJob<'_, Q8Acts>) {
+    match q0_kind(job.w.dtype) {
+        Q8_0 => rows_q0_k::<Q8_0, PRE>(job),
+        Q4_0 => rows_q0_k::<Q4_0, PRE>(job),
+        Q5_0 => rows_q0_k::<Q5_0, PRE>(job),
+        Q4_1 => rows_q0_k::<Q4_1, PRE>(job),
+        Q5_1 => rows_q0_k::<Q5_1, PRE>(job),
+        _ => rows_q0_k::<IQ4_NL, PRE>(job),
     }
 }
 
@@ -226,23 +219,14 @@ macro_rules! q0_decode_t {
 /// one accumulator across the row.
 pub(crate) const Q0_NT_MAX: usize = 16;
 
-/// Rows of one tile: the results of a tile are written out per token in one run.
-pub(crate) const TILE: usize = 64;
-
 /// Rows `r0..r1` for weights of kind `K`, with the activations in their interleaved form
 /// (`Q8Acts::interleave`, groups of 8 blocks): per tile of `TILE` rows and group of up to
 /// `Q0_NT_MAX` tokens, each row's groups of weight blocks are decoded and transposed once and
 /// multiplied with every token of the group (`q0_dot`); each token's results of a tile are
-/// written in one run.
+/// written in one run (`row_tiles`).
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) fn rows_q0_k<const K: u8, const PRE: bool>(
-    w: &QMatrix<'_>,
-    a: &Q8Acts,
-    r0: usize,
-    r1: usize,
-    n_tok: usize,
-    out: &OutPtr,
-) {
+pub(crate) fn rows_q0_k<const K: u8, const PRE: bool>(job: &RowJob<'_, Q8Acts>) {
+    let (w, a) = (job.w, job.a);
     assert!(
         !a.qi.is_empty() && a.layout().0 == 0,
         "rows_q0: activations not interleaved"
@@ -252,45 +236,12 @@ pub(crate) fn rows_q0_k<const K: u8, const PRE: bool>(
     } else {
         w.row_bytes()
     };
-    assert!(w.data.len() >= w.rows * rb && r1 <= w.rows);
-    // Every entry of a tile that is read was written for that tile: zeroed once per call.
-    let mut tile = [[0f32; TILE]; Q0_NT_MAX];
     // Tokens per pass over a row: 16 for short rows; 8 for rows of more than 4 groups, where
     // 16 accumulators (more than the 16 vector registers leave room for) spill on every group
     // (mmbench Q5_0 640 x 2048 at 16 tokens: 21.0 -> 17.0 us per token).
     let nt_max = if w.cols > 4 * 8 * QK8 { 8 } else { Q0_NT_MAX };
-    token_blocks(n_tok, w.cols, |tb0, tbn| {
-        let mut r = r0;
-        while r < r1 {
-            let re = (r + TILE).min(r1);
-            token_groups(tb0, tbn, nt_max, |t0, nt| {
-                for rr in r..re {
-                    let mut res = [0f32; Q0_NT_MAX];
-                    let row = &w.data[rr * rb..(rr + 1) * rb];
-                    let ahead = rr + ROW_PREFETCH_AHEAD;
-                    if t0 == tb0 && ahead < r1 {
-                        prefetch_bytes(&w.data[ahead * rb..(ahead + 1) * rb]);
-                    }
-                    macro_rules! go {
-                        ($($n:literal)*) => {
-                            match nt {
-                                $($n => q0_dot::<$n, K, PRE>(row, a, t0, &mut res),)*
-                                _ => unreachable!(),
-                            }
-                        };
-                    }
-                    go!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
-                    for (tl, &v) in tile.iter_mut().zip(&res).take(nt) {
-                        tl[rr - r] = v;
-                    }
-                }
-                for (i, tl) in tile.iter().enumerate().take(nt) {
-                    // SAFETY: this chunk owns rows `r0..r1` (see `OutPtr`).
-                    unsafe { out.write_run(t0 + i, r, &tl[..re - r]) };
-                }
-            });
-            r = re;
-        }
+    row_tiles::<_, Q0_NT_MAX>(job, (rb, nt_max, true), |row, t0, nt, res| {
+        by_nt!(nt, q0_dot::<_, K, PRE>(row, a, t0, res))
     });
 }
 
