@@ -46,6 +46,16 @@ pub(crate) struct BenchEngineArgs {
     /// Seed of the random prompts.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Run on a stand-in backend instead of `--device`: it computes nothing and takes this many
+    /// milliseconds of device time per step (the model gives only its tokenizer and shape; its
+    /// weights are not read). Reports the ideal `sequences / step time` and the fraction the
+    /// engine reaches.
+    #[arg(long, value_name = "MS")]
+    standin_step_ms: Option<f64>,
+    /// How the stand-in waits out a step: spin (as a CUDA stream synchronize does by default)
+    /// or sleep.
+    #[arg(long, value_enum, default_value = "spin", requires = "standin_step_ms")]
+    standin_wait: crate::standin::Wait,
 }
 
 /// One request's measurements.
@@ -171,6 +181,41 @@ fn mean(x: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
+/// The stand-in's summary of one sweep point: the ideal `sequences / step time`, what the
+/// engine reached, and where the time went (steps, mean forward call, host time between them).
+fn standin_line(
+    step_ms: f64,
+    wait: crate::standin::Wait,
+    seqs: usize,
+    out_tokens: usize,
+    wall: Duration,
+    (greedy0, logits0, busy0): (u64, u64, u64),
+    (greedy1, logits1, busy1): (u64, u64, u64),
+) -> String {
+    let secs = wall.as_secs_f64();
+    let achieved = out_tokens as f64 / secs;
+    let ideal = if step_ms > 0.0 {
+        let ideal = seqs as f64 * 1e3 / step_ms;
+        format!(
+            "ideal {ideal:.0} tok/s, achieved {achieved:.0} tok/s ({:.1}%)",
+            100.0 * achieved / ideal
+        )
+    } else {
+        format!("achieved {achieved:.0} tok/s")
+    };
+    let greedy = greedy1 - greedy0;
+    let steps = greedy + logits1 - logits0;
+    let busy = (busy1 - busy0) as f64 / 1e9;
+    let per_step = |s: f64| 1e3 * s / steps.max(1) as f64;
+    format!(
+        "standin: step {step_ms:.1} ms ({}), {seqs} seqs, {ideal} | {steps} steps ({greedy} \
+         with the device argmax), forward {:.3} ms mean, host {:.3} ms per step between forwards",
+        wait.name(),
+        per_step(busy),
+        per_step((secs - busy).max(0.0)),
+    )
+}
+
 pub(crate) fn run(a: BenchEngineArgs) -> Result<()> {
     anyhow::ensure!(
         a.input_len >= 1 && a.output_len >= 1,
@@ -182,7 +227,26 @@ pub(crate) fn run(a: BenchEngineArgs) -> Result<()> {
     );
     let threads = crate::init_threads(a.model.threads)?;
     let model = crate::load_model(&a.model)?;
-    let backend = crate::device::create_backend(a.model.device, &model)?;
+    let (backend, standin) = match a.standin_step_ms {
+        Some(ms) => {
+            anyhow::ensure!(
+                ms.is_finite() && (0.0..=10_000.0).contains(&ms),
+                "--standin-step-ms must be between 0 and 10000"
+            );
+            let s = crate::standin::StandIn::new(
+                &model.config,
+                crate::standin::ordinary_tokens(&model.tokenizer, model.config.vocab_size),
+                Duration::from_secs_f64(ms / 1e3),
+                a.standin_wait,
+            )?;
+            let stats = s.stats();
+            (
+                Box::new(s) as Box<dyn switchyard_core::Backend>,
+                Some((ms, stats)),
+            )
+        }
+        None => (crate::device::create_backend(a.model.device, &model)?, None),
+    };
     let caps = backend.capabilities();
     let max_c = *a.concurrency.iter().max().expect("not empty");
     let max_len = a.input_len + a.output_len;
@@ -233,6 +297,7 @@ pub(crate) fn run(a: BenchEngineArgs) -> Result<()> {
         .map(|h| "-".repeat(h.len() + 2) + "|")
         .collect();
     println!("|{rule}");
+    let mut standin_lines = Vec::new();
     for (run, &c) in a.concurrency.iter().enumerate() {
         let n = a.num_requests.unwrap_or((2 * c).max(4));
         // Fresh prompts per sweep point: no prefix-cache hits across points.
@@ -246,6 +311,7 @@ pub(crate) fn run(a: BenchEngineArgs) -> Result<()> {
             })
             .collect();
         let before = engine.stats_blocking()?;
+        let device_before = standin.as_ref().map(|(_, s)| s.snapshot());
         let (samples, wall, peak) = sweep_point(&engine, prompts, a.output_len, c)?;
         let after = engine.stats_blocking()?;
         let secs = wall.as_secs_f64();
@@ -271,7 +337,24 @@ pub(crate) fn run(a: BenchEngineArgs) -> Result<()> {
             peak.to_string(),
             (after.num_preemptions - before.num_preemptions).to_string(),
         ]);
+        if let (Some((ms, stats)), Some(b)) = (&standin, device_before) {
+            standin_lines.push(standin_line(
+                *ms,
+                a.standin_wait,
+                c.min(n),
+                out_tokens,
+                wall,
+                b,
+                stats.snapshot(),
+            ));
+        }
     }
     engine.shutdown();
+    if !standin_lines.is_empty() {
+        println!();
+    }
+    for line in standin_lines {
+        println!("{line}");
+    }
     Ok(())
 }

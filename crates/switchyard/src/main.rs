@@ -13,6 +13,7 @@ mod bench_engine;
 mod device;
 mod progress;
 mod serve;
+mod standin;
 
 #[derive(Parser)]
 #[command(
