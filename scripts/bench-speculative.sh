@@ -20,23 +20,28 @@ PORT=18097
 wait_ready() { for _ in $(seq 1 240); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.5; done; echo "server at $1 did not start" >&2; return 1; }
 SPEC="{\"method\": \"ngram\", \"num_speculative_tokens\": $K, \"prompt_lookup_min\": 1, \"prompt_lookup_max\": 4}"
 start() { # name
+  # A server left on the port (an earlier run's) would answer for this one: refuse to run.
+  if curl -s -o /dev/null "http://127.0.0.1:$PORT/"; then
+    echo "port $PORT is in use: stop what listens there first" >&2; exit 1
+  fi
   case "$1" in
-    sy) "$BIN" serve --no-fetch -m "$ALIAS" --port $PORT --threads "$THREADS" --max-num-seqs 16 ;;
-    sy-ngram) "$BIN" serve --no-fetch -m "$ALIAS" --port $PORT --threads "$THREADS" --max-num-seqs 16 \
+    sy) exec "$BIN" serve --no-fetch -m "$ALIAS" --port $PORT --threads "$THREADS" --max-num-seqs 16 ;;
+    sy-ngram) exec "$BIN" serve --no-fetch -m "$ALIAS" --port $PORT --threads "$THREADS" --max-num-seqs 16 \
                 --speculative-config "$SPEC" ;;
-    llama) "$LB/llama-server" -m "$GGUF" --port $PORT -t "$THREADS" -np 16 -c $((16 * 4096)) --alias "$ALIAS" ;;
-    llama-ngram) "$LB/llama-server" -m "$GGUF" --port $PORT -t "$THREADS" -np 16 -c $((16 * 4096)) --alias "$ALIAS" \
+    llama) exec "$LB/llama-server" -m "$GGUF" --port $PORT -t "$THREADS" -np 16 -c $((16 * 4096)) --alias "$ALIAS" ;;
+    llama-ngram) exec "$LB/llama-server" -m "$GGUF" --port $PORT -t "$THREADS" -np 16 -c $((16 * 4096)) --alias "$ALIAS" \
                 --spec-type ngram-simple ;;
-  esac > "$OUT/$1.log" 2>&1 &
+  esac > "$OUT/$1.log" 2>&1 &  # exec: $! is the server itself, so kill $PID stops it
   PID=$!
   trap 'kill $PID 2>/dev/null || true' EXIT
   wait_ready "http://127.0.0.1:$PORT/v1/models"
+  kill -0 $PID 2>/dev/null || { echo "server $1 exited (see $OUT/$1.log)" >&2; exit 1; }
 }
 {
 echo "# Speculative decoding run $(date -u +%FT%TZ)"
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-) | threads $THREADS | K $K | git $(git rev-parse --short HEAD) | load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "| server | workload | streams | output tok/s | mean TPOT ms | requests |"
-echo "|---|---|---|---|---|---|"
+echo "| server | workload | streams | output tok/s | mean TPOT ms | decode tok/s per stream (1000 / TPOT) | TTFT p50 ms | requests |"
+echo "|---|---|---|---|---|---|---|---|"
 } | tee "$OUT/summary.md"
 for s in ${SERVERS:-sy sy-ngram llama llama-ngram}; do
   start "$s"
@@ -50,8 +55,10 @@ for s in ${SERVERS:-sy sy-ngram llama llama-ngram}; do
       python3 - "$OUT/$s-$ds-$c.json" "$s" "$ds" "$c" <<'PY' | tee -a "$OUT/summary.md"
 import json, sys
 r = json.load(open(sys.argv[1]))
-p = r["points"][0]["metrics"]
-print(f"| {sys.argv[2]} | {sys.argv[3]} | {sys.argv[4]} | {p['output_throughput']:.1f} | {p['tpot_ms']['mean']:.1f} | {p['completed']} |")
+p = r["points"][0]
+tpot = p["tpot_ms"]["mean"]
+print(f"| {sys.argv[2]} | {sys.argv[3]} | {sys.argv[4]} | {p['output_throughput']:.1f} | {tpot:.1f} | "
+      f"{1000 / tpot:.1f} | {p['ttft_ms']['median']:.0f} | {p['completed']} |")
 PY
     done
   done
