@@ -35,23 +35,22 @@ pub struct DraftModel {
     pub config: ModelConfig,
 }
 
-/// Checks that a draft model's tokenizer has the target's vocabulary: the same number of
-/// tokens, the same text for every id, and the same BOS. `Err` says what differs first.
+/// Checks that a draft model's tokenizer has the target's vocabulary: the same text for every
+/// id both have, and the same BOS. The sizes may differ (a GGUF pads its token list to the
+/// model's embedding rows, `[PAD151936]`…, so two sizes of one family can differ in padding);
+/// ids only one of them has are never drafted. `Err` says what differs first.
 pub fn check_draft_vocabulary(target: &Tokenizer, draft: &Tokenizer) -> Result<(), String> {
-    if target.vocab_size != draft.vocab_size {
+    let (a, b) = (target.vocab_size, draft.vocab_size);
+    let shared = a.min(b) as u32;
+    if let Some(id) = (0..shared).find(|&i| target.token_text(i) != draft.token_text(i)) {
         return Err(format!(
-            "vocabularies of {} and {} tokens",
-            target.vocab_size, draft.vocab_size
-        ));
-    }
-    if let Some(id) =
-        (0..target.vocab_size as u32).find(|&i| target.token_text(i) != draft.token_text(i))
-    {
-        return Err(format!(
-            "token {id} is {:?} in one and {:?} in the other",
+            "vocabularies of {a} and {b} tokens differ at id {id}: {:?} and {:?}",
             target.token_text(id).unwrap_or(""),
             draft.token_text(id).unwrap_or("")
         ));
+    }
+    if shared == 0 {
+        return Err("an empty vocabulary".into());
     }
     if target.bos != draft.bos {
         return Err(format!("BOS ids {:?} and {:?}", target.bos, draft.bos));

@@ -451,7 +451,9 @@ impl EngineHandle {
                     kv.block_size,
                     num_blocks.div_ceil(num_groups),
                     config.max_num_batched_tokens,
-                    vocab_limit.min(d.config.vocab_size),
+                    vocab_limit
+                        .min(d.config.vocab_size)
+                        .min(d.tokenizer.vocab_size),
                     d.config.context_length,
                 )?;
                 let draft_bytes = dkv.num_blocks as u64 * dkv.bytes_per_block as u64;

@@ -306,10 +306,27 @@ fn a_draft_model_must_be_given_and_share_the_vocabulary() {
         Some(draft(other)),
     ));
     assert!(
-        e.contains("draft model the-draft") && e.contains("token 10") && e.contains("zz"),
+        e.contains("draft model the-draft") && e.contains("differ at id 10") && e.contains("zz"),
         "{e}"
     );
     assert!(check_draft_vocabulary(&own(), &own()).is_ok());
+    // Sizes may differ by padding: the ids both have must agree, and BOS.
+    let tokenizer = |toks: &[(String, i32)], bos: u64| {
+        let mut w = GgufWriter::new();
+        w.sentencepiece_vocab(toks)
+            .kv("tokenizer.ggml.bos_token_id", Value::U64(bos))
+            .kv("tokenizer.ggml.eos_token_id", Value::U64(2));
+        let g = GgufFile::from_bytes(Path::new("v.gguf"), w.to_bytes()).unwrap();
+        Tokenizer::from_gguf(&g).unwrap()
+    };
+    let mut padded = vocab_tokens();
+    padded.extend((0..5).map(|i| (format!("[PAD{i}]"), 5)));
+    let padded = tokenizer(&padded, 1);
+    assert_eq!(padded.vocab_size, own().vocab_size + 5);
+    assert!(check_draft_vocabulary(&own(), &padded).is_ok());
+    assert!(check_draft_vocabulary(&padded, &own()).is_ok());
+    let e = check_draft_vocabulary(&own(), &tokenizer(&vocab_tokens(), 2)).unwrap_err();
+    assert!(e.contains("BOS"), "{e}");
     start(
         Some(SpeculativeConfig::draft_model("the-draft", 3, 4)),
         Some(draft(own())),
