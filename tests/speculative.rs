@@ -1,9 +1,12 @@
-//! Speculative decoding (n-gram drafts) never changes the answer: on the real models (CPU
-//! backend), greedy output with speculation equals greedy output without it, token for token,
-//! on 52 prompts, one stream at a time and 16 at once with preemption forced; seeded sampling
-//! gives the same tokens too (each emitted token draws the sequence's random stream exactly as
-//! without speculation, so equality is the strongest form of "same distribution"); stop
-//! strings, `max_tokens`, logprobs and a JSON-schema constraint keep working.
+//! Speculative decoding (n-gram drafts, and a draft model's) never changes the answer: on the
+//! real models (CPU backend), greedy output with speculation equals greedy output without it,
+//! token for token, on 52 prompts, one stream at a time and 16 at once with preemption forced;
+//! seeded sampling gives the same tokens too (each emitted token draws the sequence's random
+//! stream exactly as without speculation, so equality is the strongest form of "same
+//! distribution"); stop strings, `max_tokens`, logprobs and a JSON-schema constraint keep
+//! working. A draft model that is the target itself has nearly all its drafts accepted; one
+//! with the same vocabulary and random weights has nearly all rejected and rolled back; one
+//! with another vocabulary is refused at start-up.
 
 mod common;
 
@@ -11,9 +14,13 @@ use std::sync::Arc;
 
 use switchyard_runtime::constraint::{ConstraintSpec, Grammars};
 use switchyard_runtime::engine::{
-    Completion, EngineConfig, EngineHandle, EngineRequest, KvCacheSize, SpeculativeConfig,
+    Completion, DraftModel, EngineConfig, EngineHandle, EngineRequest, EngineStats, KvCacheSize,
+    SpeculativeConfig, StartError,
 };
+use switchyard_runtime::gguf::GgufFile;
+use switchyard_runtime::gguf_write::GgufWriter;
 use switchyard_runtime::tokenizer::Tokenizer;
+use switchyard_runtime::Model;
 
 /// Text with repeats (as code edits and quotes have), so n-gram drafts are often right.
 const TEXT: &str =
@@ -24,15 +31,21 @@ destination; a switchyard is the heart of freight operations. Repeat after me: t
 freight operations is the switchyard.";
 
 fn spec(k: usize, batch: usize) -> Option<SpeculativeConfig> {
-    Some(SpeculativeConfig {
-        num_speculative_tokens: k,
-        prompt_lookup_min: 1,
-        prompt_lookup_max: 4,
-        disable_by_batch_size: batch,
-    })
+    Some(SpeculativeConfig::ngram(k, batch))
 }
 
 fn engine(alias: &str, blocks: usize, speculative: Option<SpeculativeConfig>) -> EngineHandle {
+    engine_with_draft(alias, blocks, speculative, None).unwrap()
+}
+
+/// The engine on `alias` with a KV budget of `blocks` of its all-layer blocks of 16 tokens
+/// (a draft model's cache takes its share of it).
+fn engine_with_draft(
+    alias: &str,
+    blocks: usize,
+    speculative: Option<SpeculativeConfig>,
+    draft: Option<DraftModel>,
+) -> Result<EngineHandle, StartError> {
     let m = common::model(alias);
     let backend = common::backend(&m);
     let bytes = blocks * backend.kv_bytes_per_block(16);
@@ -42,7 +55,7 @@ fn engine(alias: &str, blocks: usize, speculative: Option<SpeculativeConfig>) ->
         speculative,
         ..EngineConfig::default()
     };
-    EngineHandle::start(backend, Arc::new(m.tokenizer), &m.config, config).unwrap()
+    EngineHandle::start_with_draft(backend, Arc::new(m.tokenizer), &m.config, config, draft)
 }
 
 /// 52 prompts: windows of `TEXT` at varied offsets and lengths, some asking to repeat it.
@@ -224,4 +237,168 @@ fn constrained_output_is_unchanged_by_speculation_qwen() {
     let e = engine("qwen2.5-coder-0.5b-instruct", 1024, spec(5, 64));
     let got = run_all(&e, &reqs, true);
     same("constrained", &want, &got);
+}
+
+/// `alias` (or a GGUF path) loaded as a draft model on the test device.
+fn draft(alias: &str) -> DraftModel {
+    let m = if alias.ends_with(".gguf") {
+        Model::load(alias, false).unwrap()
+    } else {
+        common::model(alias)
+    };
+    DraftModel {
+        name: alias.to_string(),
+        backend: common::backend(&m),
+        tokenizer: m.tokenizer,
+        config: m.config,
+    }
+}
+
+fn acceptance(st: &EngineStats) -> f64 {
+    st.spec_num_accepted_tokens as f64 / st.spec_num_draft_tokens.max(1) as f64
+}
+
+/// The target's greedy outputs on `reqs` without speculation, then with `draft_alias` as the
+/// draft model: the first `serial` one stream at a time (returns its stats), and all at once in
+/// a KV budget of `small` blocks, small enough to preempt.
+fn unchanged_with_draft(
+    alias: &str,
+    draft_alias: &str,
+    reqs: &[EngineRequest],
+    serial: usize,
+    small: usize,
+) -> EngineStats {
+    let plain = engine(alias, 1024, None);
+    let want = run_all(&plain, reqs, true);
+    drop(plain);
+    let k4 = |batch| Some(SpeculativeConfig::draft_model(draft_alias, 4, batch));
+
+    let e = engine_with_draft(alias, 1024, k4(16), Some(draft(draft_alias))).unwrap();
+    assert!(e.info().draft_num_blocks > 0);
+    let got = run_all(&e, &reqs[..serial], false);
+    same("draft model, 1 stream", &want[..serial], &got);
+    let one = e.stats_blocking().unwrap();
+    eprintln!(
+        "{alias} drafted by {draft_alias}, 1 stream: {} drafts, {} draft tokens, {} accepted \
+         ({:.0}%), {} steps for {} tokens",
+        one.spec_num_drafts,
+        one.spec_num_draft_tokens,
+        one.spec_num_accepted_tokens,
+        100.0 * acceptance(&one),
+        one.num_steps,
+        one.generation_tokens_total
+    );
+    assert_eq!(
+        one.spec_draft_blocks_held, 0,
+        "draft blocks leaked: {one:?}"
+    );
+    drop(e);
+
+    let e = engine_with_draft(alias, small, k4(64), Some(draft(draft_alias))).unwrap();
+    let got = run_all(&e, reqs, true);
+    same("draft model, all at once, preempting", &want, &got);
+    let st = e.stats_blocking().unwrap();
+    assert!(st.num_preemptions > 0, "no preemption: {st:?}");
+    assert!(st.spec_num_draft_tokens > 0, "no drafts: {st:?}");
+    assert_eq!(st.num_free_blocks, st.num_blocks, "blocks leaked");
+    assert_eq!(st.spec_draft_blocks_held, 0, "draft blocks leaked: {st:?}");
+    eprintln!(
+        "{alias} drafted by {draft_alias}, {} streams: {} preemptions, {} draft tokens, {} \
+         accepted",
+        reqs.len(),
+        st.num_preemptions,
+        st.spec_num_draft_tokens,
+        st.spec_num_accepted_tokens
+    );
+    one
+}
+
+#[test]
+fn greedy_output_is_unchanged_by_a_draft_model_gemma_drafting_itself() {
+    let tok = common::model("gemma-3-270m").tokenizer;
+    let mut reqs = requests(&tok, None);
+    reqs.truncate(16);
+    let st = unchanged_with_draft("gemma-3-270m", "gemma-3-270m", &reqs, 8, 40);
+    // The same weights and batch-invariant kernels: the draft is the target's own choice,
+    // except where a draft token is EOS or a stop (verified, then the sequence ends).
+    assert!(
+        acceptance(&st) > 0.9,
+        "acceptance {:.3}: {st:?}",
+        acceptance(&st)
+    );
+}
+
+/// The qwen3 architecture test model (random weights, scripts/build-arch-models.sh) with the
+/// tokenizer of Qwen2.5-Coder (whose 151,936 token slots it has): a draft model with the
+/// target's vocabulary whose drafts are nearly always wrong.
+fn random_qwen_draft() -> String {
+    let cache = switchyard_runtime::registry::cache_dir();
+    let arch = GgufFile::open(&cache.join("arch-models/qwen3.gguf")).unwrap_or_else(|e| {
+        panic!("{e}: run scripts/build-arch-models.sh first (scripts/test.sh does)")
+    });
+    let target = GgufFile::open(&common::model("qwen2.5-coder-0.5b-instruct").path).unwrap();
+    let mut w = GgufWriter::from_file(&arch);
+    for (k, v) in target.metadata_entries() {
+        if k.starts_with("tokenizer.") {
+            w.kv(k, v.clone());
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("switchyard-spec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("random-qwen-draft.gguf");
+    std::fs::write(&p, w.to_bytes()).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+#[test]
+fn greedy_output_is_unchanged_by_a_draft_model_that_is_always_wrong_qwen() {
+    let path = random_qwen_draft();
+    let tok = common::model("qwen2.5-coder-0.5b-instruct").tokenizer;
+    let mut reqs = requests(&tok, None);
+    reqs.truncate(8);
+    let st = unchanged_with_draft("qwen2.5-coder-0.5b-instruct", &path, &reqs, 4, 20);
+    let _ = std::fs::remove_dir_all(std::path::Path::new(&path).parent().unwrap());
+    // Rejected drafts were rolled back (and drafting backed off to one token).
+    assert!(
+        acceptance(&st) < 0.3,
+        "acceptance {:.3}: {st:?}",
+        acceptance(&st)
+    );
+    assert!(st.spec_num_drafts > 50, "{st:?}");
+}
+
+#[test]
+fn a_draft_model_with_another_vocabulary_is_refused_at_start_up() {
+    let name = "qwen2.5-coder-0.5b-instruct";
+    let e = engine_with_draft(
+        "gemma-3-270m",
+        64,
+        Some(SpeculativeConfig::draft_model(name, 4, 4)),
+        Some(draft(name)),
+    )
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("draft model qwen2.5-coder-0.5b-instruct") && e.contains("tokenizer"),
+        "{e}"
+    );
+    // The command line names both models, before loading either's weights.
+    let spec =
+        format!(r#"{{"method": "draft_model", "model": "{name}", "num_speculative_tokens": 4}}"#);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["serve", "--no-fetch", "--device", "cpu", "--port", "0"])
+        .args(["--model", "gemma-3-270m", "--speculative-config", &spec])
+        .env("SWITCHYARD_LOG", "off")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.starts_with("error: ")
+            && err.contains("the draft model qwen2.5-coder-0.5b-instruct")
+            && err.contains("tokenizer of the model gemma-3-270m")
+            && err.contains("vocabularies of 262144 and 151"),
+        "{err}"
+    );
 }

@@ -46,6 +46,8 @@ fn info(tok: &Tokenizer) -> EngineInfo {
         embeddings: true,
         hidden_size: 640,
         speculative: None,
+        draft_num_blocks: 0,
+        draft_bytes_per_block: 0,
     }
 }
 

@@ -890,6 +890,14 @@ impl Scheduler {
         self.seqs.get(&id).map(|s| s.tokens.as_slice())
     }
 
+    /// Whether `id` is running with every known token but the last computed: its next step is
+    /// a decode, the only step that takes a draft ([`set_draft`](Self::set_draft)).
+    pub fn is_decoding(&self, id: SeqId) -> bool {
+        self.seqs
+            .get(&id)
+            .is_some_and(|s| s.running && s.num_computed + 1 == s.tokens.len())
+    }
+
     /// Free blocks (including cached ones that may be evicted).
     pub fn num_free_blocks(&self) -> usize {
         self.pool.num_free_blocks()

@@ -264,9 +264,12 @@ pub(crate) fn run(a: BenchEngineArgs) -> Result<()> {
         speculative: crate::serve::parse_speculative(a.speculative_config.as_deref())?,
         ..EngineConfig::default()
     };
+    let draft = crate::device::open_draft(config.speculative.as_ref(), &a.model, &model)?;
+    let draft = crate::device::load_draft(draft, a.model.device, caps.kind)?;
     let tokenizer = Arc::new(model.tokenizer);
-    let engine = EngineHandle::start(backend, tokenizer.clone(), &model.config, config)
-        .context("starting the engine")?;
+    let engine =
+        EngineHandle::start_with_draft(backend, tokenizer.clone(), &model.config, config, draft)
+            .context("starting the engine")?;
     let info = engine.info().clone();
     let name = model.path.file_name().unwrap_or_default().to_string_lossy();
     println!(
@@ -283,6 +286,14 @@ pub(crate) fn run(a: BenchEngineArgs) -> Result<()> {
         a.input_len,
         a.output_len
     );
+    if info.draft_num_blocks > 0 {
+        println!(
+            "draft model kv {} blocks x {} tokens, {:.1} MiB",
+            info.draft_num_blocks,
+            info.block_size,
+            (info.draft_num_blocks * info.draft_bytes_per_block) as f64 / (1 << 20) as f64
+        );
+    }
     // Warm-up: pages the weights in and touches the code paths once.
     engine
         .submit(EngineRequest {

@@ -1,7 +1,8 @@
 //! `--device auto|cpu|cuda[:N]|neuron`: picks and builds the backend.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use switchyard_core::Backend;
+use switchyard_runtime::engine::{check_draft_vocabulary, DraftModel, SpeculativeConfig};
 use switchyard_runtime::Model;
 
 /// Environment variable naming the Neuron artifact directory.
@@ -99,6 +100,65 @@ pub fn create_backend(device: Device, model: &Model) -> Result<Box<dyn Backend>>
             }
         },
     }
+}
+
+/// The draft model of `draft_model` speculative decoding, if `spec` names one, resolved as
+/// `-m` resolves the target (alias, GGUF, manifest, HF directory or Hub repository) and its
+/// vocabulary checked against `target`'s; its weights are not loaded yet ([`load_draft`]), so
+/// a mismatch is reported before the target's weights are either.
+pub(crate) fn open_draft(
+    spec: Option<&SpeculativeConfig>,
+    args: &crate::ModelArgs,
+    target: &Model,
+) -> Result<Option<(String, Model)>> {
+    let Some(name) = spec.and_then(SpeculativeConfig::draft_model_name) else {
+        return Ok(None);
+    };
+    let m = Model::load(name, !args.no_fetch)
+        .with_context(|| format!("loading the draft model {name}"))?;
+    check_draft_vocabulary(&target.tokenizer, &m.tokenizer).map_err(|e| {
+        anyhow::anyhow!(
+            "the draft model {name} ({}) does not share the tokenizer of the model {} ({}): \
+             {e}; a draft model needs the same vocabulary",
+            m.path.display(),
+            args.model,
+            target.path.display()
+        )
+    })?;
+    Ok(Some((name.to_string(), m)))
+}
+
+/// Loads the draft model [`open_draft`] opened on the device the target runs on
+/// (`target_kind`: the CPU, or the CUDA device `device` names).
+pub(crate) fn load_draft(
+    draft: Option<(String, Model)>,
+    device: Device,
+    target_kind: &str,
+) -> Result<Option<DraftModel>> {
+    let Some((name, m)) = draft else {
+        return Ok(None);
+    };
+    let device = match (target_kind, device) {
+        ("cpu", _) => Device::Cpu,
+        ("cuda", Device::Cuda(n)) => Device::Cuda(n),
+        ("cuda", _) => Device::Cuda(0),
+        (other, _) => bail!(
+            "--speculative-config: draft_model runs on the cpu and cuda backends, not {other}"
+        ),
+    };
+    let backend = create_backend(device, &m).context("loading the draft model")?;
+    tracing::info!(
+        draft_model = name,
+        file = %m.path.display(),
+        backend = backend.capabilities().kind,
+        "speculative decoding: draft model loaded"
+    );
+    Ok(Some(DraftModel {
+        name,
+        backend,
+        tokenizer: m.tokenizer,
+        config: m.config,
+    }))
 }
 
 /// One line per backend for `switchyard info`.

@@ -141,8 +141,12 @@ pub(crate) struct ServeArgs {
     no_webui: bool,
     /// Speculative decoding, in vLLM's JSON shape: `{"method": "ngram",
     /// "num_speculative_tokens": K, "prompt_lookup_min": A, "prompt_lookup_max": B,
-    /// "disable_by_batch_size": N}` (drafts from the request's own prompt and output, verified
-    /// in the decode step; greedy output is unchanged). Off by default.
+    /// "disable_by_batch_size": N}` (drafts from the request's own prompt and output), or
+    /// `{"method": "draft_model", "model": M, "num_speculative_tokens": K,
+    /// "disable_by_batch_size": N}` (drafts from a smaller model M with the same vocabulary, an
+    /// alias or path as -m takes, loaded on the same device; its KV cache comes out of the KV
+    /// budget). Drafts are verified in the decode step; greedy output is unchanged. Off by
+    /// default.
     #[arg(long, env = "SWITCHYARD_SPECULATIVE_CONFIG")]
     speculative_config: Option<String>,
     /// `/v1/responses`: most answers kept in memory for `previous_response_id` and
@@ -245,6 +249,8 @@ pub(crate) fn run(a: ServeArgs) -> Result<()> {
         let n = n.min(model.config.context_length);
         model.config.select_rope_factors(n);
     }
+    let speculative = parse_speculative(a.speculative_config.as_deref())?;
+    let draft = crate::device::open_draft(speculative.as_ref(), &a.model, &model)?;
     let backend = crate::device::create_backend(a.model.device, &model)?;
     let backend_name = backend.capabilities().device_name.clone();
     let backend_kind = backend.capabilities().kind;
@@ -281,7 +287,7 @@ pub(crate) fn run(a: ServeArgs) -> Result<()> {
         enable_prefix_caching: !a.no_prefix_caching,
         max_model_len: a.max_model_len,
         sliding_window_kv: !a.disable_sliding_window_kv,
-        speculative: parse_speculative(a.speculative_config.as_deref())?,
+        speculative,
     };
     let generation = if a.generation_config == "auto" {
         model.generation.clone()
@@ -301,8 +307,9 @@ pub(crate) fn run(a: ServeArgs) -> Result<()> {
         Some(s) => parse_matryoshka(s)?,
         None => model.embedding.matryoshka.clone(),
     };
+    let draft = crate::device::load_draft(draft, a.model.device, backend_kind)?;
     let tokenizer = Arc::new(model.tokenizer);
-    let engine = EngineHandle::start(backend, tokenizer, &model.config, config)
+    let engine = EngineHandle::start_with_draft(backend, tokenizer, &model.config, config, draft)
         .context("starting the engine")?;
     let info = engine.info().clone();
     let mut facts = vec![
@@ -333,6 +340,17 @@ pub(crate) fn run(a: ServeArgs) -> Result<()> {
         ),
         ("default sampling".to_string(), generation.describe()),
     ]);
+    if info.draft_num_blocks > 0 {
+        facts.push((
+            "draft model KV cache".to_string(),
+            format!(
+                "{} blocks x {} tokens ({:.0} MiB)",
+                info.draft_num_blocks,
+                info.block_size,
+                (info.draft_num_blocks * info.draft_bytes_per_block) as f64 / (1u64 << 20) as f64
+            ),
+        ));
+    }
     let flags = flag_values(&a, threads);
     let server = ServerConfig {
         served_model_names: names,

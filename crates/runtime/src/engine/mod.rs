@@ -33,6 +33,7 @@
 //! println!("{}", choices[0].text);
 //! ```
 
+mod draft;
 mod embed;
 mod handle;
 pub mod speculative;
@@ -48,8 +49,9 @@ use std::sync::Arc;
 use switchyard_core::{Backend, BackendError, KvCacheConfig, KvGroupKind, ModelConfig};
 use switchyard_scheduler::{ConfigError, Scheduler, SchedulerConfig};
 
+pub use draft::{check_draft_vocabulary, DraftModel};
 pub use handle::{validate_request, EngineHandle, RequestStream, StreamItem};
-pub use speculative::SpeculativeConfig;
+pub use speculative::{SpeculativeConfig, SpeculativeMethod};
 pub use switchyard_core::{FinishReason, StopReason};
 pub use types::{
     Completion, EngineError, EngineOutput, EngineRequest, EngineStats, SubmitError, TokenLogprob,
@@ -94,7 +96,9 @@ pub struct EngineConfig {
     /// sliding-window layers (Gemma 3) keep only their window's blocks. Off, or on a backend
     /// without groups: one group, every block holding every layer.
     pub sliding_window_kv: bool,
-    /// Speculative decoding (n-gram drafts verified in the decode step); `None`: off.
+    /// Speculative decoding (n-gram or draft-model drafts verified in the decode step);
+    /// `None`: off. A draft model is loaded by the caller and given to
+    /// [`EngineHandle::start_with_draft`].
     pub speculative: Option<SpeculativeConfig>,
 }
 
@@ -145,6 +149,10 @@ pub struct EngineInfo {
     pub hidden_size: usize,
     /// Speculative decoding, if on.
     pub speculative: Option<SpeculativeConfig>,
+    /// Blocks of the draft model's KV cache (`draft_model` speculative decoding; 0 without).
+    pub draft_num_blocks: usize,
+    /// Bytes of one block of the draft model's KV cache (all its layers; 0 without).
+    pub draft_bytes_per_block: usize,
 }
 
 impl EngineInfo {
@@ -185,6 +193,14 @@ pub enum StartError {
     /// Allocating the KV cache failed.
     #[error("allocating the KV cache: {0}")]
     Backend(#[from] BackendError),
+    /// The draft model does not fit the served one (`draft_model` speculative decoding).
+    #[error("draft model {name}: {reason}")]
+    Draft {
+        /// The draft model, as named in the configuration.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The engine thread could not be spawned.
     #[error("spawning the engine thread: {0}")]
     Thread(#[from] std::io::Error),
@@ -240,12 +256,69 @@ impl EngineHandle {
     /// engine by its largest bucket (most sequences, most tokens): at most that many sequences
     /// and tokens per step, and no sequence longer than its token count (longer requests are
     /// refused at submission with [`SubmitError::ContextTooLong`]).
+    ///
+    /// A configuration with `"method": "draft_model"` needs [`start_with_draft`](Self::start_with_draft).
     pub fn start(
+        backend: Box<dyn Backend>,
+        tokenizer: Arc<Tokenizer>,
+        model: &ModelConfig,
+        config: EngineConfig,
+    ) -> Result<EngineHandle, StartError> {
+        Self::start_with_draft(backend, tokenizer, model, config, None)
+    }
+
+    /// [`start`](Self::start), with the draft model of `draft_model` speculative decoding
+    /// (`config.speculative`'s method must be `draft_model` exactly when `draft` is given).
+    /// The draft model must have the target's vocabulary ([`check_draft_vocabulary`]). Its KV
+    /// cache is a pool of its own, one group of all its layers, in blocks of the same size,
+    /// covering as many tokens as the target's pool holds with every layer's K/V (the target's
+    /// block count over its KV group count); both pools are sized together out of
+    /// `config.kv_cache`'s budget.
+    pub fn start_with_draft(
         mut backend: Box<dyn Backend>,
         tokenizer: Arc<Tokenizer>,
         model: &ModelConfig,
         mut config: EngineConfig,
+        draft: Option<DraftModel>,
     ) -> Result<EngineHandle, StartError> {
+        let wants_draft = config
+            .speculative
+            .as_ref()
+            .and_then(SpeculativeConfig::draft_model_name);
+        match (wants_draft, &draft) {
+            (Some(name), None) => {
+                return Err(StartError::Draft {
+                    name: name.to_string(),
+                    reason: "speculative method draft_model, but no draft model was loaded \
+                             (EngineHandle::start_with_draft takes it)"
+                        .into(),
+                })
+            }
+            (None, Some(d)) => {
+                return Err(StartError::Draft {
+                    name: d.name.clone(),
+                    reason: "given, but the speculative method is not draft_model".into(),
+                })
+            }
+            _ => {}
+        }
+        if let Some(d) = &draft {
+            let bad = |reason: String| StartError::Draft {
+                name: d.name.clone(),
+                reason,
+            };
+            check_draft_vocabulary(&tokenizer, &d.tokenizer).map_err(|e| {
+                bad(format!(
+                    "its tokenizer differs from the served model's ({e}); a draft model must \
+                     share the target's vocabulary"
+                ))
+            })?;
+            if d.backend.capabilities().shape_buckets.is_some() {
+                return Err(bad(
+                    "its backend runs static shapes only, which the drafter does not build".into(),
+                ));
+            }
+        }
         if config.block_size == 0 {
             return Err(StartError::Config("block_size must be at least 1".into()));
         }
@@ -303,7 +376,15 @@ impl EngineHandle {
             }),
         };
         let blocks_per_seq = sched_config.blocks_per_seq(max_model_len);
-        let num_blocks = size_kv(backend.as_ref(), &config, bpb, blocks_per_seq)?;
+        // A draft model's pool has one block of all its layers per `num_groups` target
+        // blocks, so its bytes per target block join the target's in the budget.
+        let num_groups = sched_config.kv_groups.len();
+        let draft_bpb = draft.as_ref().map_or(0, |d| {
+            d.backend
+                .kv_bytes_per_block(config.block_size)
+                .div_ceil(num_groups)
+        });
+        let num_blocks = size_kv(backend.as_ref(), &config, bpb + draft_bpb, blocks_per_seq)?;
         sched_config.num_blocks = num_blocks;
         let scheduler = Scheduler::new(sched_config.clone())?;
         let kv_config = KvCacheConfig {
@@ -362,6 +443,36 @@ impl EngineHandle {
                 capacity + 1
             );
         }
+        let vocab_limit = tokenizer.vocab_size.min(model.vocab_size);
+        let drafter = match draft {
+            Some(d) => {
+                let (drafter, dkv) = draft::Drafter::new(
+                    d.backend,
+                    kv.block_size,
+                    num_blocks.div_ceil(num_groups),
+                    config.max_num_batched_tokens,
+                    vocab_limit
+                        .min(d.config.vocab_size)
+                        .min(d.tokenizer.vocab_size),
+                    d.config.context_length,
+                )?;
+                let draft_bytes = dkv.num_blocks as u64 * dkv.bytes_per_block as u64;
+                tracing::info!(
+                    draft_model = %d.name,
+                    num_blocks = dkv.num_blocks,
+                    draft_kv_mib = draft_bytes as f64 / (1 << 20) as f64,
+                    target_kv_mib = kv_bytes as f64 / (1 << 20) as f64,
+                    "draft model KV cache: {} blocks of {} tokens (one group of all its layers), \
+                     {:.1} MiB beside the target's {:.1} MiB, out of the same KV budget",
+                    dkv.num_blocks,
+                    dkv.block_size,
+                    draft_bytes as f64 / (1 << 20) as f64,
+                    kv_bytes as f64 / (1 << 20) as f64,
+                );
+                Some((drafter, dkv))
+            }
+            None => None,
+        };
         let info = EngineInfo {
             block_size: kv.block_size,
             num_blocks: kv.num_blocks,
@@ -377,9 +488,18 @@ impl EngineHandle {
             embeddings: backend.supports_hidden(),
             hidden_size: model.hidden,
             speculative: config.speculative.clone(),
+            draft_num_blocks: drafter.as_ref().map_or(0, |d| d.1.num_blocks),
+            draft_bytes_per_block: drafter.as_ref().map_or(0, |d| d.1.bytes_per_block),
         };
         let (tx, rx) = std::sync::mpsc::channel();
-        let worker = worker::Worker::new(scheduler, backend, tokenizer.clone(), info.clone(), rx);
+        let worker = worker::Worker::new(
+            scheduler,
+            backend,
+            drafter.map(|d| d.0),
+            tokenizer.clone(),
+            info.clone(),
+            rx,
+        );
         let thread = std::thread::Builder::new()
             .name("switchyard-engine".into())
             .spawn(move || worker.run())?;

@@ -15,13 +15,13 @@ use crate::gguf::{GgufFile, Value};
 use crate::gguf_write::GgufWriter;
 
 /// Model vocabulary: larger than the tokenizer's, like Qwen's padded embedding.
-const VOCAB: usize = 64;
+pub(super) const VOCAB: usize = 64;
 const UNK: u32 = 0;
 const BOS: u32 = 1;
 const EOS: u32 = 2;
 
 /// Tiny SentencePiece-style vocabulary: specials, "▁", letters, punctuation, "▁x" pairs.
-fn vocab_tokens() -> Vec<(String, i32)> {
+pub(super) fn vocab_tokens() -> Vec<(String, i32)> {
     let mut v = vec![
         ("<unk>".to_string(), 2),
         ("<s>".into(), 3),
@@ -40,11 +40,11 @@ fn vocab_tokens() -> Vec<(String, i32)> {
     v
 }
 
-fn id_of(t: &str) -> u32 {
+pub(super) fn id_of(t: &str) -> u32 {
     vocab_tokens().iter().position(|(s, _)| s == t).unwrap() as u32
 }
 
-fn tiny_tokenizer() -> Arc<Tokenizer> {
+pub(super) fn tiny_tokenizer() -> Arc<Tokenizer> {
     let toks = vocab_tokens();
     let mut w = GgufWriter::new();
     w.sentencepiece_vocab(&toks)
@@ -57,7 +57,7 @@ fn tiny_tokenizer() -> Arc<Tokenizer> {
     Arc::new(t)
 }
 
-fn model_config() -> ModelConfig {
+pub(super) fn model_config() -> ModelConfig {
     ModelConfig {
         arch: Architecture::Llama,
         n_layers: 1,
@@ -96,10 +96,18 @@ fn splitmix(mut x: u64) -> u64 {
 }
 
 /// The fake model: logits of the next token after `tokens`.
-fn fake_logits(tokens: &[u32], row: &mut [f32]) {
+pub(super) fn fake_logits(tokens: &[u32], row: &mut [f32]) {
+    fake_logits_salted(tokens, row, 0);
+}
+
+/// Another fake model for each `salt` (0 is [`fake_logits`]'s): a draft model with the same
+/// vocabulary and other weights.
+pub(super) fn fake_logits_salted(tokens: &[u32], row: &mut [f32], salt: u64) {
     let h = tokens
         .iter()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, &t| splitmix(h ^ u64::from(t)));
+        .fold(0xcbf2_9ce4_8422_2325u64 ^ salt, |h, &t| {
+            splitmix(h ^ u64::from(t))
+        });
     for (j, v) in row.iter_mut().enumerate() {
         *v = (splitmix(h ^ ((j as u64) << 20)) >> 40) as f32 / (1u64 << 24) as f32 * 4.0;
     }
@@ -114,15 +122,15 @@ fn fake_logits(tokens: &[u32], row: &mut [f32]) {
 }
 
 #[derive(Debug, Default)]
-struct Log {
+pub(super) struct Log {
     /// (sequences, tokens) of every forward call.
-    batches: Vec<(usize, usize)>,
+    pub(super) batches: Vec<(usize, usize)>,
     /// Steps answered by `forward_greedy`.
     greedy_steps: usize,
 }
 
 /// A backend whose KV cache stores (position, token) per slot.
-struct Fake {
+pub(super) struct Fake {
     block_size: usize,
     slots: Vec<Option<(usize, u32)>>,
     log: Arc<Mutex<Log>>,
@@ -134,6 +142,32 @@ struct Fake {
     greedy: bool,
     /// A broken `forward_greedy`: 1 answers one id too few, 2 an id past `vocab_limit`.
     greedy_fault: u8,
+    /// Which fake model ([`fake_logits_salted`]).
+    salt: u64,
+}
+
+impl Fake {
+    /// The fake model of `salt` (0: [`fake_logits`]), answering `forward_greedy` or not.
+    pub(super) fn new(greedy: bool, salt: u64) -> (Self, Arc<Mutex<Log>>) {
+        let log = Arc::new(Mutex::new(Log::default()));
+        let fake = Fake {
+            block_size: 0,
+            slots: Vec::new(),
+            log: log.clone(),
+            delay: std::time::Duration::ZERO,
+            buckets: None,
+            greedy,
+            greedy_fault: 0,
+            salt,
+        };
+        (fake, log)
+    }
+
+    /// Each forward call takes `delay`.
+    pub(super) fn with_delay(mut self, delay: std::time::Duration) -> Self {
+        self.delay = delay;
+        self
+    }
 }
 
 impl Backend for Fake {
@@ -200,7 +234,7 @@ impl Backend for Fake {
                     }
                 }
             }
-            fake_logits(&seq, row);
+            fake_logits_salted(&seq, row, self.salt);
         }
         Ok(Logits { vocab: VOCAB, data })
     }
@@ -269,12 +303,13 @@ fn start_fake_fault(
         buckets: None,
         greedy,
         greedy_fault,
+        salt: 0,
     };
     let h = EngineHandle::start(Box::new(fake), tiny_tokenizer(), &model_config(), config).unwrap();
     (h, log)
 }
 
-fn config(num_blocks: usize, budget: usize) -> EngineConfig {
+pub(super) fn config(num_blocks: usize, budget: usize) -> EngineConfig {
     EngineConfig {
         block_size: 4,
         kv_cache: KvCacheSize::Blocks(num_blocks),
@@ -288,28 +323,28 @@ fn config(num_blocks: usize, budget: usize) -> EngineConfig {
 }
 
 /// A prompt of `len` random letter tokens (after BOS) from `seed`.
-fn prompt(seed: u64, len: usize) -> Vec<u32> {
+pub(super) fn prompt(seed: u64, len: usize) -> Vec<u32> {
     let first = id_of("a");
     std::iter::once(BOS)
         .chain((0..len as u64).map(|i| first + (splitmix(seed * 1000 + i) % 26) as u32))
         .collect()
 }
 
-fn greedy(p: Vec<u32>, max_tokens: usize) -> EngineRequest {
+pub(super) fn greedy(p: Vec<u32>, max_tokens: usize) -> EngineRequest {
     EngineRequest {
         ignore_eos: true,
         ..EngineRequest::new(p, max_tokens)
     }
 }
 
-fn one(h: &EngineHandle, r: EngineRequest) -> Completion {
+pub(super) fn one(h: &EngineHandle, r: EngineRequest) -> Completion {
     let mut v = h.submit(r).unwrap().collect_blocking().unwrap();
     assert_eq!(v.len(), 1);
     v.pop().unwrap()
 }
 
 /// What the fake model generates greedily, computed without the engine.
-fn reference(p: &[u32], max_tokens: usize) -> Vec<u32> {
+pub(super) fn reference(p: &[u32], max_tokens: usize) -> Vec<u32> {
     let mut seq = p.to_vec();
     let mut row = vec![0f32; VOCAB];
     let n_tok = vocab_tokens().len();
@@ -719,6 +754,7 @@ fn shape_buckets_bound_steps_and_sequences() {
         buckets: Some(buckets.clone()),
         greedy: false,
         greedy_fault: 0,
+        salt: 0,
     };
     let h = EngineHandle::start(
         Box::new(fake),

@@ -197,6 +197,9 @@ pub struct EngineStats {
     pub spec_num_draft_tokens: u64,
     /// Of those, accepted (each saved a step).
     pub spec_num_accepted_tokens: u64,
+    /// Blocks of the draft model's KV cache held by sequences (`draft_model` speculative
+    /// decoding; 0 without).
+    pub spec_draft_blocks_held: usize,
 }
 
 /// Why a request failed after it was accepted; the stream ends after this item.

@@ -14,8 +14,9 @@ use switchyard_core::{Backend, FinishReason, ForwardBatch, Logits, RequestId, Se
 use switchyard_scheduler::{Request, SampledToken, Scheduler, StepPlan};
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::draft::Drafter;
 use super::handle::{Command, StreamItem, Submission};
-use super::speculative::{ngram_draft, Acceptance};
+use super::speculative::{ngram_draft, Acceptance, SpeculativeMethod};
 use super::stop::{Matched, StopMatcher};
 use super::types::{EngineError, EngineOutput, EngineRequest, EngineStats, TokenLogprob, Usage};
 use super::EngineInfo;
@@ -162,6 +163,8 @@ struct Totals {
 pub(crate) struct Worker {
     sched: Scheduler,
     backend: Box<dyn Backend>,
+    /// The draft model (`draft_model` speculative decoding).
+    drafter: Option<Drafter>,
     tok: Arc<Tokenizer>,
     info: EngineInfo,
     rx: Receiver<Command>,
@@ -179,6 +182,7 @@ impl Worker {
     pub(crate) fn new(
         sched: Scheduler,
         backend: Box<dyn Backend>,
+        drafter: Option<Drafter>,
         tok: Arc<Tokenizer>,
         info: EngineInfo,
         rx: Receiver<Command>,
@@ -186,6 +190,7 @@ impl Worker {
         Self {
             sched,
             backend,
+            drafter,
             tok,
             info,
             rx,
@@ -282,6 +287,7 @@ impl Worker {
             spec_num_drafts: self.totals.spec_drafts,
             spec_num_draft_tokens: self.totals.spec_draft_tokens,
             spec_num_accepted_tokens: self.totals.spec_accepted_tokens,
+            spec_draft_blocks_held: self.drafter.as_ref().map_or(0, Drafter::blocks_held),
         }
     }
 
@@ -406,6 +412,7 @@ impl Worker {
         let mut seqs = Vec::new();
         for sid in std::mem::take(&mut g.seqs) {
             self.sched.abort(sid);
+            self.release_draft(sid);
             seqs.extend(self.seqs.remove(&sid));
         }
         seqs.extend(std::mem::take(&mut g.deferred).into_iter().map(|(_, s)| s));
@@ -457,6 +464,10 @@ impl Worker {
                     self.totals.prompt_tokens += q.spec.prompt.len() as u64;
                 }
             }
+        }
+        for &sid in &plan.preempted {
+            // Recomputed later, probably after others finished: its draft blocks go back now.
+            self.release_draft(sid);
         }
         if !plan.preempted.is_empty() {
             tracing::debug!(
@@ -553,9 +564,10 @@ impl Worker {
         }
     }
 
-    /// Speculative decoding: an n-gram draft for each decoding sequence (the scheduler runs it
-    /// with the sequence's next token if it is a decode step), unless more sequences run than
-    /// the configuration's `disable_by_batch_size`.
+    /// Speculative decoding: a draft for each sequence whose next step is a decode (the
+    /// scheduler runs it with the sequence's next token), unless more sequences run than the
+    /// configuration's `disable_by_batch_size`: n-gram lookups, or the draft model's greedy
+    /// continuations (one batch over all of them).
     fn propose_drafts(&mut self) {
         let Some(cfg) = self.info.speculative.as_ref() else {
             return;
@@ -563,18 +575,49 @@ impl Worker {
         if self.sched.num_running() > cfg.disable_by_batch_size {
             return;
         }
+        let mut want: Vec<(SeqId, &[u32], usize)> = Vec::new();
         for (&sid, q) in &self.seqs {
-            if !q.speculate || !q.admitted || q.generated == 0 {
+            if !q.speculate || !q.admitted || q.generated == 0 || !self.sched.is_decoding(sid) {
                 continue;
             }
             let Some(tokens) = self.sched.tokens(sid) else {
                 continue;
             };
-            let k = q.acceptance.draft_len(cfg.num_speculative_tokens);
-            let draft = ngram_draft(tokens, cfg.prompt_lookup_min, cfg.prompt_lookup_max, k);
+            // After the step, up to k + 1 tokens join the output: never past `max_tokens`.
+            let room = q.spec.max_tokens.saturating_sub(q.generated + 1);
+            let k = q.acceptance.draft_len(cfg.num_speculative_tokens).min(room);
+            if k > 0 {
+                want.push((sid, tokens, k));
+            }
+        }
+        // In id order, so that the draft model's batches do not depend on hashing.
+        want.sort_unstable_by_key(|w| w.0);
+        let drafts = match (&cfg.method, self.drafter.as_mut()) {
+            (
+                SpeculativeMethod::Ngram {
+                    prompt_lookup_min,
+                    prompt_lookup_max,
+                },
+                _,
+            ) => want
+                .iter()
+                .map(|&(_, t, k)| ngram_draft(t, *prompt_lookup_min, *prompt_lookup_max, k))
+                .collect(),
+            (SpeculativeMethod::DraftModel { .. }, Some(d)) => d.propose(&want),
+            (SpeculativeMethod::DraftModel { .. }, None) => return,
+        };
+        let ids: Vec<SeqId> = want.iter().map(|w| w.0).collect();
+        for (sid, draft) in ids.into_iter().zip(drafts) {
             if !draft.is_empty() {
                 self.sched.set_draft(sid, draft);
             }
+        }
+    }
+
+    /// Gives a sequence's draft-model KV blocks back (it ended, was aborted or preempted).
+    fn release_draft(&mut self, sid: SeqId) {
+        if let Some(d) = self.drafter.as_mut() {
+            d.release(sid);
         }
     }
 
@@ -787,6 +830,7 @@ impl Worker {
             let done = x.output.finish.is_some();
             if done {
                 self.seqs.remove(&sid);
+                self.release_draft(sid);
             }
             let Some(g) = self.groups.get_mut(&rid) else {
                 continue;
@@ -806,6 +850,7 @@ impl Worker {
         for f in finished {
             // Every stop and length limit is decided above, so the scheduler finishing a
             // sequence that is still here is a bug; end the choice cleanly anyway.
+            self.release_draft(f.id);
             if let Some(seq) = self.seqs.remove(&f.id) {
                 tracing::error!(
                     seq = f.id.0,

@@ -211,3 +211,33 @@ fn a_draft_for_a_prefill_or_a_waiting_request_is_dropped() {
     let p = s.schedule();
     assert_eq!(only(&p).num_draft, 0, "the draft was for an earlier step");
 }
+
+#[test]
+fn is_decoding_only_between_decode_steps_of_a_running_sequence() {
+    // A budget of 4 tokens: the 6-token prompt takes two chunks.
+    let mut s = sched(8, 4);
+    let id = SeqId(1);
+    assert!(!s.is_decoding(id), "unknown");
+    s.add_request(switchyard_scheduler::Request::new(id, (0..6).collect(), 20))
+        .unwrap();
+    assert!(!s.is_decoding(id), "waiting");
+    let p = s.schedule();
+    assert_eq!(only(&p).tokens.len(), 4);
+    s.update(&p, &[]).unwrap();
+    assert!(!s.is_decoding(id), "halfway through its prompt");
+    let p = s.schedule();
+    s.update(&p, &[(id, SampledToken::token(100))]).unwrap();
+    assert!(s.is_decoding(id));
+    s.set_draft(id, vec![7, 8]);
+    let p = s.schedule();
+    assert_eq!(only(&p).num_draft, 2);
+    assert!(!s.is_decoding(id), "a planned step not yet updated");
+    s.update(
+        &p,
+        &[(id, SampledToken::token(7)), (id, SampledToken::token(9))],
+    )
+    .unwrap();
+    assert!(s.is_decoding(id), "after a partly accepted draft");
+    s.abort(id);
+    assert!(!s.is_decoding(id), "aborted");
+}
