@@ -745,17 +745,8 @@ fn handles_and_streams_cross_threads() {
 #[test]
 fn shape_buckets_bound_steps_and_sequences() {
     let buckets = vec![(1, 8), (2, 8), (4, 24)];
-    let log = Arc::new(Mutex::new(Log::default()));
-    let fake = Fake {
-        block_size: 0,
-        slots: Vec::new(),
-        log: log.clone(),
-        delay: std::time::Duration::ZERO,
-        buckets: Some(buckets.clone()),
-        greedy: false,
-        greedy_fault: 0,
-        salt: 0,
-    };
+    let (mut fake, log) = Fake::new(false, 0);
+    fake.buckets = Some(buckets.clone());
     let h = EngineHandle::start(
         Box::new(fake),
         tiny_tokenizer(),
