@@ -236,20 +236,28 @@ impl Sampler {
                 0.0
             }
         };
-        let total: f64 = logits.iter().map(|&v| weight(v)).sum();
-        let mut r = self.rng.gen::<f64>() * total;
-        let mut last = None;
-        for (i, &v) in logits.iter().enumerate() {
-            let w = weight(v);
-            if w > 0.0 {
-                r -= w;
-                last = Some(i as u32);
-                if r <= 0.0 {
-                    return i as u32;
+        thread_local! {
+            /// Each token's weight, computed once for the sum and the walk (one vocabulary of
+            /// f64 per sampling thread, reused from token to token).
+            static WEIGHTS: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        WEIGHTS.with_borrow_mut(|ws| {
+            ws.clear();
+            ws.extend(logits.iter().map(|&v| weight(v)));
+            let total: f64 = ws.iter().sum();
+            let mut r = self.rng.gen::<f64>() * total;
+            let mut last = None;
+            for (i, &w) in ws.iter().enumerate() {
+                if w > 0.0 {
+                    r -= w;
+                    last = Some(i as u32);
+                    if r <= 0.0 {
+                        return i as u32;
+                    }
                 }
             }
-        }
-        last.unwrap_or_else(|| argmax(logits))
+            last.unwrap_or_else(|| argmax(logits))
+        })
     }
 }
 
